@@ -1,1 +1,8 @@
-//! Reference models of the trainctl contract (placeholder, being written).
+//! Reference models of the trainctl contract, restated from SPEC.md alone; this crate must
+//! never import from the `trainctl` crate (it is the oracle the orchestrator is checked against).
+
+pub mod decision;
+
+pub use decision::{
+    decide, expects_force_new_warning, ErrorKind, Expected, Mode, ParentView, Request, VariantView,
+};

@@ -1,0 +1,837 @@
+//! Loads the configuration set (SPEC §1): finds ROOT and CONFIG, reads every file through
+//! `yaml.rs`, applies `-o` overrides, checks the typed schema, and resolves the effective
+//! hyperparameters and seed with the origin of each value. Never touches OUT.
+
+pub mod schema;
+pub mod yaml;
+
+use crate::error::{Error, ErrorKind, Place, Result};
+use schema::*;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+pub use yaml::{Doc, Origin};
+
+/// The config files by role, with their path under CONFIG (experiment-selected files are
+/// resolved later).
+pub const TOP_LEVEL_FILES: [(&str, &str); 7] = [
+    ("final_training", "final_training.yaml"),
+    ("paths", "paths.yaml"),
+    ("naming", "naming.yaml"),
+    ("tags", "tags.yaml"),
+    ("mlflow", "mlflow.yaml"),
+    ("best_model_selection", "best_model_selection.yaml"),
+    ("conversion", "conversion.yaml"),
+];
+
+/// Roles an `-o file:key=value` may address (no prefix = `final_training`).
+pub const OVERRIDE_ROLES: [&str; 13] = [
+    "final_training",
+    "train",
+    "paths",
+    "naming",
+    "tags",
+    "mlflow",
+    "best_model_selection",
+    "conversion",
+    "env",
+    "data",
+    "model",
+    "hpo",
+    "experiment",
+];
+
+/// One `-o [role:]key=value`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Override {
+    pub role: String,
+    pub key: String,
+    pub value: String,
+    pub arg: String,
+}
+
+impl Override {
+    pub fn parse(arg: &str) -> Result<Override> {
+        let usage = |msg: &str| {
+            Error::new(ErrorKind::Usage, format!("-o {arg}: {msg}"))
+                .at(Place::file(format!("-o {arg}")))
+        };
+        let (lhs, value) = arg
+            .split_once('=')
+            .ok_or_else(|| usage("expected KEY=VALUE"))?;
+        let (role, key) = match lhs.split_once(':') {
+            Some((role, key)) => (role.trim(), key.trim()),
+            None => ("final_training", lhs.trim()),
+        };
+        if !OVERRIDE_ROLES.contains(&role) {
+            let hint = yaml::closest(role, &OVERRIDE_ROLES)
+                .map(|c| format!(" (did you mean `{c}`?)"))
+                .unwrap_or_default();
+            return Err(usage(&format!(
+                "unknown file `{role}`; expected one of {}{hint}",
+                OVERRIDE_ROLES.join(", ")
+            )));
+        }
+        if key.is_empty() {
+            return Err(usage("empty key"));
+        }
+        Ok(Override {
+            role: role.to_string(),
+            key: key.to_string(),
+            value: value.to_string(),
+            arg: arg.to_string(),
+        })
+    }
+}
+
+/// What the command line says about where and how to load.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    pub root: Option<PathBuf>,
+    pub config_dir: Option<PathBuf>,
+    pub experiment: Option<String>,
+    pub env: Option<String>,
+    pub overrides: Vec<String>,
+}
+
+/// ROOT per SPEC §0: `--root`, else the nearest ancestor of `cwd` holding `config/`, else cwd.
+pub fn find_root(explicit: Option<&Path>, cwd: &Path) -> PathBuf {
+    if let Some(root) = explicit {
+        return absolutize(root, cwd);
+    }
+    // Bounded walk: a path has finitely many ancestors.
+    for dir in cwd.ancestors() {
+        if dir.join("config").is_dir() {
+            return dir.to_path_buf();
+        }
+    }
+    cwd.to_path_buf()
+}
+
+pub fn absolutize(path: &Path, base: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
+}
+
+/// Which storage environment this run uses, and why (SPEC §3).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnvChoice {
+    pub env: StorageEnv,
+    pub reason: String,
+}
+
+/// `--env` wins; else colab, kaggle, azureml by their variables; else local.
+pub fn detect_env(cli: Option<&str>, var: &dyn Fn(&str) -> Option<String>) -> Result<EnvChoice> {
+    if let Some(name) = cli {
+        let env = StorageEnv::parse(name).ok_or_else(|| {
+            let names: Vec<&str> = StorageEnv::ALL.iter().map(|e| e.as_str()).collect();
+            let hint = yaml::closest(name, &names)
+                .map(|c| format!(" (did you mean `{c}`?)"))
+                .unwrap_or_default();
+            Error::new(
+                ErrorKind::Usage,
+                format!(
+                    "--env {name}: unknown environment; expected one of {}{hint}",
+                    names.join(", ")
+                ),
+            )
+        })?;
+        return Ok(EnvChoice {
+            env,
+            reason: "--env".into(),
+        });
+    }
+    let rules: [(StorageEnv, &[&str]); 3] = [
+        (
+            StorageEnv::Colab,
+            &["COLAB_RELEASE_TAG", "COLAB_GPU", "COLAB_TPU"],
+        ),
+        (
+            StorageEnv::Kaggle,
+            &["KAGGLE_KERNEL_RUN_TYPE", "KAGGLE_URL_BASE"],
+        ),
+        (StorageEnv::Azureml, &["AZUREML_RUN_ID", "AZUREML_EXPERIMENT_ID"]),
+    ];
+    for (env, vars) in rules {
+        if let Some(v) = vars.iter().find(|v| var(v).is_some()) {
+            return Ok(EnvChoice {
+                env,
+                reason: format!("${v} is set"),
+            });
+        }
+    }
+    Ok(EnvChoice {
+        env: StorageEnv::Local,
+        reason: "no platform variable set".into(),
+    })
+}
+
+/// The effective hyperparameters after every layer (SPEC §1 precedence).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Hyperparameters {
+    pub learning_rate: f64,
+    pub epochs: u64,
+    pub batch_size: u64,
+    pub dropout: f64,
+    pub weight_decay: f64,
+    pub gradient_accumulation_steps: u64,
+    pub warmup_steps: u64,
+    pub max_grad_norm: f64,
+    pub validation_fraction: f64,
+    pub early_stopping: EarlyStopping,
+    pub eval_interval: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EarlyStopping {
+    pub enabled: bool,
+    pub patience: u64,
+    pub min_delta: f64,
+}
+
+/// Code defaults: the lowest layer.
+pub fn default_hyperparameters() -> Value {
+    serde_json::json!({
+        "learning_rate": 0.05,
+        "epochs": 5,
+        "batch_size": 16,
+        "dropout": 0.1,
+        "weight_decay": 0.01,
+        "gradient_accumulation_steps": 1,
+        "warmup_steps": 0,
+        "max_grad_norm": 1.0,
+        "validation_fraction": 0.1,
+        "early_stopping": {"enabled": false, "patience": 3, "min_delta": 0.001},
+        "eval_interval": 50,
+    })
+}
+
+/// Non-identity settings of a run (cadence that does not change the trained model).
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Cadence {
+    pub log_interval: u64,
+    pub save_interval: u64,
+}
+
+/// One effective value and where it came from.
+#[derive(Clone, Debug)]
+pub struct Provenanced {
+    pub key: String,
+    pub value: Value,
+    pub origin: Origin,
+}
+
+/// A layer of hyperparameters: its `training`-shaped tree and how to locate its keys.
+pub struct Layer<'a> {
+    pub tree: Value,
+    pub origin: Box<dyn Fn(&str) -> Origin + 'a>,
+}
+
+/// Overlays `layers` (lowest first) on the code defaults; a key absent from a layer keeps the
+/// lower value. Returns the merged tree and the origin of every leaf.
+pub fn merge_layers(layers: &[Layer<'_>]) -> (Value, BTreeMap<String, Origin>) {
+    let mut merged = default_hyperparameters();
+    let mut origins = BTreeMap::new();
+    for (key, _) in flatten(&merged) {
+        origins.insert(key, Origin::Default);
+    }
+    for layer in layers {
+        for (key, value) in flatten(&layer.tree) {
+            set_path(&mut merged, &key, value);
+            origins.insert(key.clone(), (layer.origin)(&key));
+        }
+    }
+    (merged, origins)
+}
+
+/// Leaves of a JSON object as (dotted key, value); arrays are leaves.
+pub fn flatten(value: &Value) -> Vec<(String, Value)> {
+    fn walk(prefix: &str, value: &Value, out: &mut Vec<(String, Value)>) {
+        match value {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&key, v, out);
+                }
+            }
+            other => out.push((prefix.to_string(), other.clone())),
+        }
+    }
+    let mut out = Vec::new();
+    walk("", value, &mut out);
+    out
+}
+
+fn set_path(tree: &mut Value, dotted: &str, value: Value) {
+    let mut node = tree;
+    let parts: Vec<&str> = dotted.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        if !node.is_object() {
+            *node = Value::Object(serde_json::Map::new());
+        }
+        let map = node.as_object_mut().expect("just made an object");
+        if i + 1 == parts.len() {
+            map.insert(part.to_string(), value);
+            return;
+        }
+        node = map
+            .entry(part.to_string())
+            .or_insert_with(|| Value::Object(serde_json::Map::new()));
+    }
+}
+
+/// Every file of the configuration set, parsed and typed.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub root: PathBuf,
+    pub config_dir: PathBuf,
+    pub experiment_name: String,
+    pub env: EnvChoice,
+    /// Documents by role (`final_training`, `train`, `paths`, …, `data`, `model`, `env`).
+    pub docs: BTreeMap<String, Doc>,
+    /// Path of each role's file (absolute).
+    pub files: BTreeMap<String, PathBuf>,
+    pub final_training: FinalTrainingFile,
+    pub train: TrainFile,
+    pub paths: PathsFile,
+    pub naming: NamingFile,
+    pub mlflow: MlflowFile,
+    pub selection: SelectionFile,
+    pub conversion: ConversionFile,
+    pub experiment: ExperimentFile,
+    pub env_file: EnvFile,
+    pub data: DataFile,
+    pub model: ModelFile,
+    pub hpo: HpoFile,
+    pub hyperparameters: Hyperparameters,
+    pub seed: u64,
+    /// Provenance of every effective value shown by `config show`.
+    pub provenance: Vec<Provenanced>,
+    pub cadence: Cadence,
+    pub warnings: Vec<String>,
+}
+
+struct Reader<'a> {
+    root: &'a Path,
+    config_dir: &'a Path,
+}
+
+impl Reader<'_> {
+    /// How a file is named in messages: relative to ROOT when under it.
+    fn display(&self, path: &Path) -> String {
+        path.strip_prefix(self.root)
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| path.display().to_string())
+    }
+
+    fn resolve(&self, rel: &str) -> PathBuf {
+        absolutize(Path::new(rel), self.config_dir)
+    }
+
+    /// Reads and parses `path`; `required` decides between an error and an empty document.
+    fn read(&self, path: &Path, required: bool, what: &str) -> Result<Doc> {
+        let name = self.display(path);
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                let text = String::from_utf8(bytes).map_err(|e| {
+                    Error::new(
+                        ErrorKind::ConfigInvalid,
+                        format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()),
+                    )
+                    .at(Place::file(name.clone()))
+                })?;
+                Doc::parse(&text, &name)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                Ok(Doc::empty(&name))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::new(
+                ErrorKind::ConfigMissing,
+                format!("{what} not found: {}", path.display()),
+            )
+            .at(Place::file(name))),
+            Err(e) => Err(Error::new(
+                ErrorKind::ConfigMissing,
+                format!("cannot read {what}: {e}"),
+            )
+            .at(Place::file(name))),
+        }
+    }
+}
+
+/// Loads the whole configuration set. Reads only files under CONFIG (and the experiment's
+/// selected files); writes nothing.
+pub fn load(opts: &LoadOptions, cwd: &Path, var: &dyn Fn(&str) -> Option<String>) -> Result<Config> {
+    let root = find_root(opts.root.as_deref(), cwd);
+    let config_dir = opts
+        .config_dir
+        .as_deref()
+        .map(|d| absolutize(d, cwd))
+        .unwrap_or_else(|| root.join("config"));
+    if !config_dir.is_dir() {
+        return Err(Error::new(
+            ErrorKind::ConfigMissing,
+            format!(
+                "config directory {} does not exist (pass --root or --config-dir)",
+                config_dir.display()
+            ),
+        ));
+    }
+    let env = detect_env(opts.env.as_deref(), var)?;
+    let overrides = opts
+        .overrides
+        .iter()
+        .map(|o| Override::parse(o))
+        .collect::<Result<Vec<_>>>()?;
+    let reader = Reader {
+        root: &root,
+        config_dir: &config_dir,
+    };
+    let mut docs = BTreeMap::new();
+    let mut files = BTreeMap::new();
+    let optional = ["tags", "best_model_selection", "conversion"];
+    for (role, file) in TOP_LEVEL_FILES {
+        let path = config_dir.join(file);
+        let doc = reader.read(&path, !optional.contains(&role), file)?;
+        docs.insert(role.to_string(), doc);
+        files.insert(role.to_string(), path);
+    }
+
+    let experiment_name = opts
+        .experiment
+        .clone()
+        .unwrap_or_else(|| "resume_ner_baseline".to_string());
+    if experiment_name.is_empty()
+        || experiment_name.contains(['/', '\\'])
+        || experiment_name.starts_with('.')
+    {
+        return Err(Error::new(
+            ErrorKind::Usage,
+            format!("--experiment {experiment_name:?}: not a plain file stem"),
+        ));
+    }
+    let experiment_path = config_dir
+        .join("experiment")
+        .join(format!("{experiment_name}.yaml"));
+    if !experiment_path.is_file() {
+        let known = list_stems(&config_dir.join("experiment"));
+        let refs: Vec<&str> = known.iter().map(String::as_str).collect();
+        let hint = yaml::closest(&experiment_name, &refs)
+            .map(|c| format!(" (did you mean `{c}`?)"))
+            .unwrap_or_default();
+        return Err(Error::new(
+            ErrorKind::ConfigMissing,
+            format!(
+                "experiment `{experiment_name}` not found at {}; known experiments: [{}]{hint}",
+                experiment_path.display(),
+                known.join(", ")
+            ),
+        )
+        .at(Place::file(reader.display(&experiment_path))));
+    }
+    let mut experiment_doc = reader.read(&experiment_path, true, "experiment file")?;
+    apply_overrides(&mut experiment_doc, "experiment", &overrides)?;
+    let experiment: ExperimentFile = experiment_doc.typed()?;
+    files.insert("experiment".into(), experiment_path.clone());
+    docs.insert("experiment".into(), experiment_doc.clone());
+
+    // The final_training doc is needed before the data file: `dataset.data_config` picks it.
+    for o in overrides.iter().filter(|o| o.role == "final_training") {
+        if let Some(doc) = docs.get_mut("final_training") {
+            doc.apply_override(&o.key, &o.value, &o.arg)?;
+        }
+    }
+    let final_training: FinalTrainingFile = docs["final_training"].typed()?;
+
+    let selected = |key: &str, value: &Option<String>, default: Option<String>| -> Result<String> {
+        value.clone().or(default).ok_or_else(|| {
+            Error::new(
+                ErrorKind::ConfigInvalid,
+                format!("the experiment must name its `{key}`"),
+            )
+            .at(Place::file(reader.display(&experiment_path)).with_key(key))
+        })
+    };
+    let data_rel = match &final_training.dataset.data_config {
+        Some(p) => p.clone(),
+        None => selected("data_config", &experiment.data_config, None)?,
+    };
+    let env_rel = selected(
+        "env_config",
+        &experiment.env_config,
+        Some("env/{storage_env}.yaml".into()),
+    )?
+    .replace("{storage_env}", env.env.as_str());
+    let chosen = [
+        ("data", data_rel),
+        (
+            "model",
+            selected("model_config", &experiment.model_config, None)?,
+        ),
+        (
+            "train",
+            selected("train_config", &experiment.train_config, Some("train.yaml".into()))?,
+        ),
+        ("hpo", selected("hpo_config", &experiment.hpo_config, None)?),
+        ("env", env_rel),
+    ];
+    for (role, rel) in chosen {
+        let path = reader.resolve(&rel);
+        let doc = reader.read(&path, true, &format!("{role} config"))?;
+        docs.insert(role.to_string(), doc);
+        files.insert(role.to_string(), path);
+    }
+    for o in overrides
+        .iter()
+        .filter(|o| o.role != "final_training" && o.role != "experiment")
+    {
+        let doc = docs
+            .get_mut(&o.role)
+            .ok_or_else(|| Error::internal(format!("no document for role {}", o.role)))?;
+        doc.apply_override(&o.key, &o.value, &o.arg)?;
+    }
+
+    let train: TrainFile = docs["train"].typed()?;
+    let paths: PathsFile = docs["paths"].typed()?;
+    let naming: NamingFile = docs["naming"].typed()?;
+    let mlflow: MlflowFile = docs["mlflow"].typed()?;
+    let selection: SelectionFile = docs["best_model_selection"].typed()?;
+    let conversion: ConversionFile = docs["conversion"].typed()?;
+    let env_file: EnvFile = docs["env"].typed()?;
+    let data: DataFile = docs["data"].typed()?;
+    let model: ModelFile = docs["model"].typed()?;
+    let hpo: HpoFile = docs["hpo"].typed()?;
+    // The tag registry validates itself against the known tag keys.
+    crate::naming::TagRegistry::from_doc(&docs["tags"])?;
+
+    let ft_doc = &docs["final_training"];
+    if final_training.training.random_seed.is_some() {
+        return Err(ft_doc.locate(
+            "training.random_seed",
+            "the seed of a final training is `seed.random_seed`, not `training.random_seed`",
+        ));
+    }
+    let mut warnings = Vec::new();
+    validate_final_training(&final_training, ft_doc, &mut warnings)?;
+
+    // Hyperparameters: code defaults < train.yaml < best configuration < final_training.yaml
+    // (which already carries `-o`). The best-configuration layer joins with selection (a
+    // later issue); until then it is absent and says so in `config show`.
+    let train_doc = &docs["train"];
+    let layers = [
+        layer_of(&train.training, &train.logging, train_doc),
+        layer_of(&final_training.training, &final_training.logging, ft_doc),
+    ];
+    let (merged, origins) = merge_layers(&layers);
+    let hyperparameters: Hyperparameters = serde_json::from_value(merged.clone())
+        .map_err(|e| Error::internal(format!("merged hyperparameters do not type-check: {e}")))?;
+    check_hyperparameters(&hyperparameters, &origins, &docs)?;
+
+    let (seed, seed_origin) = match (final_training.seed.random_seed, train.training.random_seed) {
+        (Some(s), _) => (s, ft_doc.origin_of("seed.random_seed").cloned()),
+        (None, Some(s)) => (s, train_doc.origin_of("training.random_seed").cloned()),
+        (None, None) => (42, Some(Origin::Default)),
+    };
+    let cadence = Cadence {
+        log_interval: final_training
+            .logging
+            .log_interval
+            .or(train.logging.log_interval)
+            .unwrap_or(10),
+        save_interval: final_training
+            .logging
+            .save_interval
+            .or(train.logging.save_interval)
+            .unwrap_or(100),
+    };
+    for (key, v) in [
+        ("logging.log_interval", cadence.log_interval),
+        ("logging.save_interval", cadence.save_interval),
+    ] {
+        if v == 0 {
+            return Err(locate_any(&[ft_doc, train_doc], key, "must be at least 1"));
+        }
+    }
+
+    let mut provenance = Vec::new();
+    for (key, value) in flatten(&merged) {
+        let origin = origins.get(&key).cloned().unwrap_or(Origin::Default);
+        provenance.push(Provenanced {
+            key: format!("training.{key}"),
+            value,
+            origin,
+        });
+    }
+    provenance.push(Provenanced {
+        key: "seed.random_seed".into(),
+        value: seed.into(),
+        origin: seed_origin.unwrap_or(Origin::Default),
+    });
+    for (key, value) in [
+        ("logging.log_interval", cadence.log_interval),
+        ("logging.save_interval", cadence.save_interval),
+    ] {
+        let origin = ft_doc
+            .origins
+            .get(key)
+            .or_else(|| train_doc.origins.get(key))
+            .cloned()
+            .unwrap_or(Origin::Default);
+        provenance.push(Provenanced {
+            key: key.into(),
+            value: value.into(),
+            origin,
+        });
+    }
+
+    Ok(Config {
+        root,
+        config_dir,
+        experiment_name,
+        env,
+        docs,
+        files,
+        final_training,
+        train,
+        paths,
+        naming,
+        mlflow,
+        selection,
+        conversion,
+        experiment,
+        env_file,
+        data,
+        model,
+        hpo,
+        hyperparameters,
+        seed,
+        provenance,
+        cadence,
+        warnings,
+    })
+}
+
+fn apply_overrides(doc: &mut Doc, role: &str, overrides: &[Override]) -> Result<()> {
+    for o in overrides.iter().filter(|o| o.role == role) {
+        doc.apply_override(&o.key, &o.value, &o.arg)?;
+    }
+    Ok(())
+}
+
+fn list_stems(dir: &Path) -> Vec<String> {
+    let mut stems: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().to_string();
+                    name.strip_suffix(".yaml").map(str::to_string)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    stems.sort();
+    stems
+}
+
+fn layer_of<'a>(training: &TrainingLayer, logging: &LoggingLayer, doc: &'a Doc) -> Layer<'a> {
+    let mut tree = serde_json::to_value(training).unwrap_or_default();
+    if let Value::Object(map) = &mut tree {
+        map.remove("random_seed");
+        if let Some(eval) = logging.eval_interval {
+            map.insert("eval_interval".into(), eval.into());
+        }
+    }
+    Layer {
+        tree,
+        origin: Box::new(move |key: &str| {
+            let path = if key == "eval_interval" {
+                "logging.eval_interval".to_string()
+            } else {
+                format!("training.{key}")
+            };
+            doc.origin_of(&path).cloned().unwrap_or(Origin::Default)
+        }),
+    }
+}
+
+fn locate_any(docs: &[&Doc], key: &str, message: &str) -> Error {
+    let doc = docs
+        .iter()
+        .find(|d| d.origins.contains_key(key))
+        .unwrap_or(&docs[0]);
+    doc.locate(key, message)
+}
+
+/// Range checks of the merged hyperparameters, reported at the layer that set the value.
+fn check_hyperparameters(
+    h: &Hyperparameters,
+    origins: &BTreeMap<String, Origin>,
+    docs: &BTreeMap<String, Doc>,
+) -> Result<()> {
+    let fail = |key: &str, message: String| -> Error {
+        let dotted = if key == "eval_interval" {
+            "logging.eval_interval".to_string()
+        } else {
+            format!("training.{key}")
+        };
+        let place = origins
+            .get(key)
+            .map(|o| o.place(&dotted))
+            .unwrap_or_else(|| Place::default().with_key(dotted.clone()));
+        let _ = docs;
+        Error::new(ErrorKind::ConfigInvalid, message).at(place)
+    };
+    let positive = [
+        ("epochs", h.epochs),
+        ("batch_size", h.batch_size),
+        ("gradient_accumulation_steps", h.gradient_accumulation_steps),
+        ("eval_interval", h.eval_interval),
+    ];
+    for (key, v) in positive {
+        if v == 0 {
+            return Err(fail(key, format!("must be at least 1, got {v}")));
+        }
+    }
+    if !(h.learning_rate > 0.0) {
+        return Err(fail(
+            "learning_rate",
+            format!("must be > 0, got {}", h.learning_rate),
+        ));
+    }
+    if !(0.0..1.0).contains(&h.dropout) {
+        return Err(fail("dropout", format!("must be in [0, 1), got {}", h.dropout)));
+    }
+    if !(h.weight_decay >= 0.0) {
+        return Err(fail("weight_decay", format!("must be >= 0, got {}", h.weight_decay)));
+    }
+    if !(h.max_grad_norm > 0.0) {
+        return Err(fail("max_grad_norm", format!("must be > 0, got {}", h.max_grad_norm)));
+    }
+    if !(0.0..1.0).contains(&h.validation_fraction) {
+        return Err(fail(
+            "validation_fraction",
+            format!("must be in [0, 1), got {}", h.validation_fraction),
+        ));
+    }
+    if !(h.early_stopping.min_delta >= 0.0) {
+        return Err(fail(
+            "early_stopping.min_delta",
+            format!("must be >= 0, got {}", h.early_stopping.min_delta),
+        ));
+    }
+    Ok(())
+}
+
+/// Cross-key rules of `final_training.yaml` (SPEC §2.4).
+fn validate_final_training(f: &FinalTrainingFile, doc: &Doc, warnings: &mut Vec<String>) -> Result<()> {
+    let source = f.source.kind.unwrap_or(SourceType::Scratch);
+    if f.variant.number == Some(0) {
+        return Err(doc.locate("variant.number", "variant numbers start at 1, got 0"));
+    }
+    if f.checkpoint.load == Some(true) && source == SourceType::Scratch {
+        return Err(doc.locate(
+            "checkpoint.load",
+            "`checkpoint.load: true` needs a source to load from, but `source.type` is `scratch`",
+        ));
+    }
+    if f.checkpoint.load == Some(false) && source != SourceType::Scratch {
+        warnings.push(format!(
+            "checkpoint.load is false with source.type {}: training from scratch (spec_fp records scratch)",
+            source.as_str()
+        ));
+    }
+    if f.source.parent.is_some() && source != SourceType::FinalTraining {
+        return Err(doc.locate(
+            "source.parent",
+            &format!(
+                "`source.parent` applies only to `source.type: final_training`, not `{}`",
+                source.as_str()
+            ),
+        ));
+    }
+    if f.run.mode == Some(RunMode::ContinueFromPrevious) && source != SourceType::FinalTraining {
+        return Err(doc.locate(
+            "source.type",
+            &format!(
+                "run.mode continue_from_previous continues a final training: set `source.type: final_training` (got `{}`)",
+                source.as_str()
+            ),
+        ));
+    }
+    if let Some(cmd) = &f.trainer.command {
+        if cmd.is_empty() {
+            return Err(doc.locate("trainer.command", "an empty argv; use null for the built-in trainer"));
+        }
+    }
+    if f.run.mode == Some(RunMode::ForceNew) && f.variant.number.is_some() {
+        warnings.push("force_new ignores variant.number: a new variant is allocated".into());
+    }
+    Ok(())
+}
+
+impl Config {
+    pub fn mode(&self) -> RunMode {
+        self.final_training.run.mode.unwrap_or(RunMode::ReuseIfExists)
+    }
+
+    pub fn source_type(&self) -> SourceType {
+        self.final_training.source.kind.unwrap_or(SourceType::Scratch)
+    }
+
+    /// `checkpoint.load` after auto-derivation: scratch → false, others → true.
+    pub fn checkpoint_load(&self) -> bool {
+        self.final_training
+            .checkpoint
+            .load
+            .unwrap_or(self.source_type() != SourceType::Scratch)
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.final_training.trainer.precision.unwrap_or_default()
+    }
+
+    pub fn deterministic(&self) -> bool {
+        self.final_training.trainer.deterministic.unwrap_or(true)
+    }
+
+    /// The model token: `model.yaml name`, else the model file's stem.
+    pub fn model_name(&self) -> String {
+        self.model.name.clone().unwrap_or_else(|| {
+            self.files["model"]
+                .file_stem()
+                .map(|s| s.to_string_lossy().to_string())
+                .unwrap_or_else(|| "model".into())
+        })
+    }
+
+    /// The objective metric every completed run must report (`best_model_selection.yaml`).
+    pub fn objective_metric(&self) -> String {
+        self.selection
+            .objective
+            .metric
+            .clone()
+            .unwrap_or_else(|| "macro-f1".into())
+    }
+
+    pub fn lease_timeout_s(&self) -> u64 {
+        self.final_training.lease.timeout_s.unwrap_or(600)
+    }
+
+    /// The display name of a role's file (relative to ROOT when under it).
+    pub fn display(&self, role: &str) -> String {
+        self.docs
+            .get(role)
+            .map(|d| d.name.clone())
+            .unwrap_or_else(|| role.to_string())
+    }
+}
