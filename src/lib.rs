@@ -1,2 +1,18 @@
 //! trainctl: final-training orchestrator. The library owns every decision and effect; the
 //! binary (`main.rs`) only parses arguments and maps errors to exit codes.
+//!
+//! Shape (see ARCHITECTURE.md): `config` loads and types the YAML set, `job` resolves it into an
+//! identity and paths, `observe` reads OUT through the `fs` port, and `plan` decides purely.
+
+pub mod cli;
+pub mod completion;
+pub mod config;
+pub mod error;
+pub mod fs;
+pub mod identity;
+pub mod job;
+pub mod lease;
+pub mod naming;
+pub mod observe;
+pub mod paths;
+pub mod plan;

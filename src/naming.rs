@@ -47,7 +47,8 @@ fn pieces(pattern: &str) -> std::result::Result<Vec<Piece>, String> {
         if !NAME_TOKENS.contains(&name) {
             return Err(format!("unknown token {{{name}}}; run-name tokens are {}", NAME_TOKENS.join(", ")));
         }
-        if matches!(out.last(), Some(Piece::Token(_))) {
+        // `{version}` starts with its separator, so it may follow a token directly.
+        if matches!(out.last(), Some(Piece::Token(_))) && name != "version" {
             return Err(format!("tokens must be separated by literal text (at {{{name}}})"));
         }
         out.push(Piece::Token(name.to_string()));

@@ -328,6 +328,11 @@ impl Layout {
         ])
     }
 
+    /// How many directory levels the final-training pattern has below `OUT/final_training`.
+    pub fn pattern_depth(&self) -> usize {
+        self.final_training.segments.len()
+    }
+
     /// The directory holding every variant of `id` (the pattern without its last segment).
     pub fn identity_dir(&self, id: &Identity) -> Result<PathBuf> {
         let tokens = self.identity_tokens(id)?;

@@ -514,7 +514,8 @@ pub fn load(opts: &LoadOptions, cwd: &Path, var: &dyn Fn(&str) -> Option<String>
     // The tag registry validates itself against the known tag keys.
     crate::naming::TagRegistry::from_doc(&docs["tags"])?;
 
-    let ft_doc = &docs["final_training"];
+    let docs_view = docs.clone();
+    let ft_doc = &docs_view["final_training"];
     if final_training.training.random_seed.is_some() {
         return Err(ft_doc.locate(
             "training.random_seed",
@@ -527,7 +528,7 @@ pub fn load(opts: &LoadOptions, cwd: &Path, var: &dyn Fn(&str) -> Option<String>
     // Hyperparameters: code defaults < train.yaml < best configuration < final_training.yaml
     // (which already carries `-o`). The best-configuration layer joins with selection (a
     // later issue); until then it is absent and says so in `config show`.
-    let train_doc = &docs["train"];
+    let train_doc = &docs_view["train"];
     let layers = [
         layer_of(&train.training, &train.logging, train_doc),
         layer_of(&final_training.training, &final_training.logging, ft_doc),

@@ -131,11 +131,10 @@ impl<'de> Deserialize<'de> for Raw {
 }
 
 fn options() -> serde_saphyr::Options {
-    serde_saphyr::Options {
-        // YAML 1.2: only true/false are booleans (`yes` stays a string).
+    // YAML 1.2: only true/false are booleans (`yes` stays a string).
+    serde_saphyr::options! {
         strict_booleans: true,
         with_snippet: false,
-        ..serde_saphyr::Options::default()
     }
 }
 

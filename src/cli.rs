@@ -1,0 +1,355 @@
+//! The command line (SPEC §10): argument parsing, the commands, human and `--json` output,
+//! and the one place that maps errors to exit codes.
+
+use crate::completion::Completion;
+use crate::config::{self, LoadOptions};
+use crate::error::{Error, ErrorKind, Result};
+use crate::fs::{Fs, OsFs};
+use crate::job::{self, Host};
+use crate::lease::LeaseView;
+use crate::observe::{self, FsVariants};
+use crate::plan::{self, Request, VariantOracle};
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Value};
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "trainctl", version, about = "Final-training orchestrator: plan, train, track, cache, convert")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// Project root (default: nearest ancestor of the cwd holding config/).
+    #[arg(long, global = true)]
+    pub root: Option<PathBuf>,
+    /// Config directory (default: ROOT/config).
+    #[arg(long, global = true)]
+    pub config_dir: Option<PathBuf>,
+    /// Experiment under CONFIG/experiment/ (default: resume_ner_baseline).
+    #[arg(long, global = true)]
+    pub experiment: Option<String>,
+    /// Storage environment: local, colab, kaggle or azureml (default: detected).
+    #[arg(long, global = true)]
+    pub env: Option<String>,
+    /// Override a config value: `[file:]dotted.key=value` (file defaults to final_training).
+    #[arg(short = 'o', long = "override", global = true, value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Print one JSON document on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Decide what `train` would do, writing nothing.
+    Plan,
+    /// List variants under OUT with their state and reasons.
+    Status {
+        /// Also re-hash every manifest file (sha256).
+        #[arg(long)]
+        deep: bool,
+    },
+    /// Show or check the merged configuration.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigAction {
+    /// Print every effective value with where it came from, and the fingerprints.
+    Show,
+    /// Load and validate everything `plan` needs; exit 0 when valid.
+    Check,
+}
+
+/// What a command prints: a JSON document and the human rendering of it.
+pub struct Output {
+    pub json: Value,
+    pub human: String,
+}
+
+fn load_options(g: &Global) -> LoadOptions {
+    LoadOptions {
+        root: g.root.clone(),
+        config_dir: g.config_dir.clone(),
+        experiment: g.experiment.clone(),
+        env: g.env.clone(),
+        overrides: g.overrides.clone(),
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// Runs one parsed command against the real world (OsFs, env vars, git, /proc).
+pub fn run(cli: &Cli) -> Result<Output> {
+    let cwd = std::env::current_dir().map_err(|e| Error::internal(format!("current dir: {e}")))?;
+    let host = Host {
+        var: &env_var,
+        now_ms: now_ms(),
+        hostname: crate::lease::this_host(),
+        process_start_time: &crate::lease::process_start_time,
+        git: &job::git_state,
+    };
+    let fs = OsFs;
+    let opts = load_options(&cli.global);
+    match &cli.command {
+        Command::Plan => plan_command(&opts, &cwd, &fs, &host),
+        Command::Status { deep } => status_command(&opts, &cwd, &fs, &host, *deep),
+        Command::Config { action: ConfigAction::Show } => config_show(&opts, &cwd, &fs, &host),
+        Command::Config { action: ConfigAction::Check } => {
+            let config = config::load(&opts, &cwd, host.var)?;
+            let job = job::prepare(config, &fs, &host)?;
+            Ok(Output {
+                json: json!({"ok": true, "spec_fp": job.spec_fp(), "exec_fp": job.exec_fp(), "warnings": job.warnings}),
+                human: format!("config ok (spec_fp {}, exec_fp {})\n", job.spec_fp(), job.exec_fp()),
+            })
+        }
+    }
+}
+
+/// `trainctl plan`: the decision, with everything `train` would use. Reads only.
+pub fn plan_command(opts: &LoadOptions, cwd: &std::path::Path, fs: &dyn Fs, host: &Host<'_>) -> Result<Output> {
+    let config = config::load(opts, cwd, host.var)?;
+    let job = job::prepare(config, fs, host)?;
+    let facts = host.facts(job.config.lease_timeout_s() * 1000);
+    let variants = FsVariants::scan(fs, &job.layout, &job.identity, &facts)?;
+    let request = Request {
+        mode: job.config.mode(),
+        explicit_variant: job.config.final_training.variant.number,
+        parent: job.parent_state.clone(),
+        target_epochs: job.config.hyperparameters.epochs,
+    };
+    let decision = plan::decide(&request, &variants)?;
+    let variant = decision.variant();
+    let output_dir = job.layout.variant_dir(&job.identity, variant)?;
+    let (run_name, name_warnings) = job.run_name(variant)?;
+    let mut warnings = job.warnings.clone();
+    warnings.extend(name_warnings);
+    let reason = match decision {
+        plan::Decision::Resume { .. } => variants.observe(variant).0.reason().map(|r| r.to_string()),
+        _ => None,
+    };
+    let doc = json!({
+        "decision": decision.name(),
+        "variant": variant,
+        "mode": job.config.mode().as_str(),
+        "output_dir": output_dir,
+        "spec_fp": job.spec_fp(),
+        "exec_fp": job.exec_fp(),
+        "run_name": run_name,
+        "storage_env": job.identity.storage_env.as_str(),
+        "model": job.identity.model,
+        "experiment": job.config.experiment_name,
+        "out": job.layout.out,
+        "source": source_json(&job),
+        "existing_variants": variants.numbers().len(),
+        "resume_reason": reason,
+        "warnings": warnings,
+    });
+    let mut human = format!(
+        "decision: {} v{variant} ({})\noutput_dir: {}\nrun_name: {run_name}\nspec_fp: {}  exec_fp: {}\nstorage_env: {}  model: {}  source: {}\n",
+        decision.name(),
+        job.config.mode().as_str(),
+        output_dir.display(),
+        job.spec_fp(),
+        job.exec_fp(),
+        job.identity.storage_env.as_str(),
+        job.identity.model,
+        job.source.kind.as_str(),
+    );
+    for w in &warnings {
+        human.push_str(&format!("warning: {w}\n"));
+    }
+    Ok(Output { json: doc, human })
+}
+
+fn source_json(job: &job::Job) -> Value {
+    json!({
+        "type": job.source.kind.as_str(),
+        "load": job.source.load,
+        "identity": job.source.identity,
+        "init_checkpoint": job.source.init_checkpoint,
+        "parent": job.source.parent,
+    })
+}
+
+/// `trainctl status`: every variant under OUT with state, reasons and lease.
+pub fn status_command(
+    opts: &LoadOptions,
+    cwd: &std::path::Path,
+    fs: &dyn Fs,
+    host: &Host<'_>,
+    deep: bool,
+) -> Result<Output> {
+    let config = config::load(opts, cwd, host.var)?;
+    let layout = crate::paths::Layout::from_config(&config)?;
+    let facts = host.facts(config.lease_timeout_s() * 1000);
+    let depth = if deep {
+        crate::completion::Depth::Digests
+    } else {
+        crate::completion::Depth::Sizes
+    };
+    let found = observe::scan_all(fs, &layout, &facts, depth, None);
+    let mut rows = Vec::new();
+    let mut human = format!("OUT: {}\n", layout.out.display());
+    if found.is_empty() {
+        human.push_str("no variants yet\n");
+    }
+    for v in &found {
+        let (state, reason) = match (&v.completion, &v.lease) {
+            (Completion::Complete(_), _) => ("complete", None),
+            (Completion::Incomplete(r), LeaseView::Live(_)) => ("running", Some(r.to_string())),
+            (Completion::Incomplete(r), _) => ("incomplete", Some(r.to_string())),
+        };
+        let lease = match &v.lease {
+            LeaseView::None => "none",
+            LeaseView::Live(_) => "live",
+            LeaseView::Stale(_) => "stale",
+        };
+        rows.push(json!({
+            "dir": v.dir,
+            "identity": v.identity_segments.join("/"),
+            "variant": v.variant,
+            "state": state,
+            "reason": reason,
+            "lease": lease,
+        }));
+        human.push_str(&format!(
+            "{:<10} {}/v{}{}{}\n",
+            state,
+            v.identity_segments.join("/"),
+            v.variant,
+            reason.map(|r| format!("  [{r}]")).unwrap_or_default(),
+            if lease == "none" { String::new() } else { format!("  lease:{lease}") },
+        ));
+    }
+    Ok(Output {
+        json: json!({"out": layout.out, "variants": rows}),
+        human,
+    })
+}
+
+/// `trainctl config show`: provenance of every value, the merged trees and fingerprints.
+pub fn config_show(opts: &LoadOptions, cwd: &std::path::Path, fs: &dyn Fs, host: &Host<'_>) -> Result<Output> {
+    let config = config::load(opts, cwd, host.var)?;
+    let mut human = format!(
+        "experiment: {}\nstorage_env: {} ({})\nroot: {}\nconfig_dir: {}\n\n# effective hyperparameters and seed\n",
+        config.experiment_name,
+        config.env.env.as_str(),
+        config.env.reason,
+        config.root.display(),
+        config.config_dir.display()
+    );
+    let mut effective = serde_json::Map::new();
+    for p in &config.provenance {
+        human.push_str(&format!("{} = {}    # {}\n", p.key, p.value, p.origin));
+        effective.insert(p.key.clone(), json!({"value": p.value, "origin": p.origin.to_string()}));
+    }
+    let mut files = serde_json::Map::new();
+    for (role, doc) in &config.docs {
+        human.push_str(&format!("\n# {role}: {}\n", doc.name));
+        let mut keys = serde_json::Map::new();
+        for (key, value) in config::flatten(&doc.tree) {
+            let origin = doc.origin_of(&key).map(|o| o.to_string()).unwrap_or_else(|| "default".into());
+            human.push_str(&format!("{key} = {value}    # {origin}\n"));
+            keys.insert(key, json!({"value": value, "origin": origin}));
+        }
+        let rel = config.files.get(role).map(|p| {
+            p.strip_prefix(&config.config_dir)
+                .map(|r| r.display().to_string())
+                .unwrap_or_else(|_| p.display().to_string())
+        });
+        files.insert(
+            role.clone(),
+            json!({"file": doc.name, "path": rel, "tree": doc.tree, "keys": keys}),
+        );
+    }
+    let fingerprints = match job::prepare(config.clone(), fs, host) {
+        Ok(job) => {
+            human.push_str(&format!(
+                "\n# identity\nspec_fp = {}\nexec_fp = {}\nspec inputs: {}\nexec inputs: {}\n",
+                job.spec_fp(),
+                job.exec_fp(),
+                crate::identity::canonical_json(&job.spec.to_json()),
+                crate::identity::canonical_json(&job.exec.to_json()),
+            ));
+            json!({"spec_fp": job.spec_fp(), "exec_fp": job.exec_fp(), "spec_inputs": job.spec.to_json(), "exec_inputs": job.exec.to_json()})
+        }
+        Err(e) => {
+            human.push_str(&format!("\n# identity\nnot computable: {e}\n"));
+            json!({"error": e.to_json()["error"]})
+        }
+    };
+    Ok(Output {
+        json: json!({
+            "experiment": config.experiment_name,
+            "storage_env": config.env.env.as_str(),
+            "env_reason": config.env.reason,
+            "root": config.root,
+            "config_dir": config.config_dir,
+            "effective": effective,
+            "hyperparameters": config.hyperparameters,
+            "seed": config.seed,
+            "files": files,
+            "fingerprints": fingerprints,
+            "warnings": config.warnings,
+        }),
+        human,
+    })
+}
+
+/// Prints the outcome and returns the process exit code (the one mapping of SPEC §10).
+pub fn report(result: Result<Output>, json_mode: bool) -> i32 {
+    let stdout = std::io::stdout();
+    let stderr = std::io::stderr();
+    match result {
+        Ok(out) => {
+            let text = if json_mode {
+                format!("{}\n", serde_json::to_string_pretty(&out.json).unwrap_or_default())
+            } else {
+                out.human
+            };
+            let _ = stdout.lock().write_all(text.as_bytes());
+            0
+        }
+        Err(e) => {
+            if json_mode {
+                let _ = writeln!(stdout.lock(), "{}", serde_json::to_string_pretty(&e.to_json()).unwrap_or_default());
+            } else {
+                let _ = writeln!(stderr.lock(), "error: {e}");
+            }
+            e.kind.exit_code()
+        }
+    }
+}
+
+/// Maps clap's failures to exit 2 (usage), keeping `--help`/`--version` at 0.
+pub fn parse_args() -> std::result::Result<Cli, i32> {
+    match Cli::try_parse() {
+        Ok(cli) => Ok(cli),
+        Err(e) => {
+            let _ = e.print();
+            match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => Err(0),
+                _ => Err(ErrorKind::Usage.exit_code()),
+            }
+        }
+    }
+}

@@ -1,0 +1,473 @@
+//! Turns a loaded `Config` into a concrete job: the dataset actually used and its digest, the
+//! resolved source (init checkpoint or parent), spec_fp/exec_fp, the identity and its
+//! directory, and the run name. Reads OUT and the dataset through the Fs port; writes nothing.
+
+use crate::completion::{self, Completion, Depth};
+use crate::config::schema::{CheckpointRef, RunMode, SourceType};
+use crate::config::Config;
+use crate::error::{Error, ErrorKind, Place, Result};
+use crate::fs::Fs;
+use crate::identity::{files_digest, CodeIdentity, ExecInputs, SourceIdentity, SpecInputs};
+use crate::lease::LivenessFacts;
+use crate::naming::{RunNameParts, RunNamePolicy};
+use crate::observe;
+use crate::paths::{DatasetPath, Identity, Layout};
+use crate::plan::ParentState;
+use serde::Serialize;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// Version of the built-in trainer, part of the code identity.
+pub const BUILTIN_TRAINER: &str = concat!("builtin/", env!("CARGO_PKG_VERSION"));
+
+/// What the job needs from the host, injected so that tests run without git or /proc.
+pub struct Host<'a> {
+    pub var: &'a dyn Fn(&str) -> Option<String>,
+    pub now_ms: u64,
+    pub hostname: String,
+    pub process_start_time: &'a dyn Fn(u32) -> Option<u64>,
+    /// (commit, dirty) of the checkout at ROOT, ignoring the given excluded folders.
+    pub git: &'a dyn Fn(&Path, &[PathBuf]) -> (Option<String>, bool),
+}
+
+impl Host<'_> {
+    pub fn facts(&self, lease_timeout_ms: u64) -> LivenessFacts<'_> {
+        LivenessFacts {
+            this_host: &self.hostname,
+            now_ms: self.now_ms,
+            lease_timeout_ms,
+            process_start_time: self.process_start_time,
+        }
+    }
+}
+
+/// `git rev-parse HEAD` and whether tracked files changed outside `excluded`.
+pub fn git_state(root: &Path, excluded: &[PathBuf]) -> (Option<String>, bool) {
+    let run = |args: &[String]| -> Option<String> {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(root)
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()?;
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).to_string())
+    };
+    let Some(commit) = run(&["rev-parse".into(), "HEAD".into()]) else {
+        return (None, false);
+    };
+    let mut args: Vec<String> = ["status", "--porcelain", "--untracked-files=no", "--", "."]
+        .map(String::from)
+        .to_vec();
+    for dir in excluded {
+        if let Ok(rel) = dir.strip_prefix(root) {
+            if !rel.as_os_str().is_empty() {
+                args.push(format!(":(exclude){}", rel.display()));
+            }
+        }
+    }
+    let dirty = run(&args).is_some_and(|s| !s.trim().is_empty());
+    (Some(commit.trim().to_string()), dirty)
+}
+
+/// The dataset files a run uses.
+#[derive(Clone, Debug, Serialize)]
+pub struct DatasetFiles {
+    pub dir: PathBuf,
+    /// (role, path): train, then validation and test when configured.
+    pub files: Vec<(String, PathBuf)>,
+    pub digest: String,
+}
+
+/// A parent final training.
+#[derive(Clone, Debug, Serialize)]
+pub struct Parent {
+    pub dir: PathBuf,
+    pub spec_fp: String,
+    pub exec_fp: String,
+    pub variant: u64,
+    pub trained_epochs: Option<u64>,
+}
+
+/// Where the initial weights (or full state) come from.
+#[derive(Clone, Debug, Serialize)]
+pub struct ResolvedSource {
+    #[serde(rename = "type")]
+    pub kind: SourceType,
+    pub load: bool,
+    pub identity: SourceIdentity,
+    pub init_checkpoint: Option<PathBuf>,
+    pub parent: Option<Parent>,
+}
+
+pub struct Job {
+    pub config: Config,
+    pub layout: Layout,
+    pub identity: Identity,
+    pub spec: SpecInputs,
+    pub exec: ExecInputs,
+    pub dataset: DatasetFiles,
+    pub source: ResolvedSource,
+    /// For continue_from_previous: the parent as observed (the decision checks it).
+    pub parent_state: Option<ParentState>,
+    pub warnings: Vec<String>,
+}
+
+impl Job {
+    pub fn spec_fp(&self) -> &str {
+        &self.identity.spec_fp
+    }
+    pub fn exec_fp(&self) -> &str {
+        &self.identity.exec_fp
+    }
+
+    /// The run name of `variant` (no auto-increment suffix: that is reserved at train time).
+    pub fn run_name(&self, variant: u64) -> Result<(String, Vec<String>)> {
+        if let Some(name) = &self.config.final_training.mlflow.run_name {
+            let policy = RunNamePolicy::from_naming(&self.config.naming, false)?;
+            return policy
+                .validate(name)
+                .map(|w| (name.clone(), w))
+                .map_err(|v| self.config.docs["final_training"].locate("mlflow.run_name", &v.message));
+        }
+        let policy = RunNamePolicy::from_naming(&self.config.naming, false)?;
+        let parts = RunNameParts {
+            env: self.identity.storage_env.as_str().into(),
+            model: self.identity.model.clone(),
+            spec_hash: self.identity.spec_fp[..8].into(),
+            exec_hash: self.identity.exec_fp[..8].into(),
+            variant,
+            conv_hash: None,
+            version: None,
+        };
+        policy.build(&parts).map_err(|v| {
+            Error::new(ErrorKind::ConfigInvalid, format!("{} ({})", v.message, v.rule))
+                .at(Place::file(self.config.display("naming")).with_key(format!("validate.{}", v.rule)))
+        })
+    }
+}
+
+/// Resolves the dataset dir and reads the configured split files for their digest.
+pub fn dataset_files(config: &Config, fs: &dyn Fs) -> Result<DatasetFiles> {
+    let (raw, key, place) = match &config.final_training.dataset.local_path_override {
+        Some(p) => (
+            p.clone(),
+            "dataset.local_path_override",
+            config.docs["final_training"]
+                .origin_of("dataset.local_path_override")
+                .map(|o| o.place("dataset.local_path_override")),
+        ),
+        None => {
+            let p = config.data.local_path.clone().ok_or_else(|| {
+                Error::new(ErrorKind::ConfigInvalid, "the data config has no `local_path`")
+                    .at(Place::file(config.display("data")).with_key("local_path"))
+            })?;
+            (p, "local_path", config.docs["data"].origin_of("local_path").map(|o| o.place("local_path")))
+        }
+    };
+    let place = place.unwrap_or_else(|| Place::default().with_key(key));
+    let dir = DatasetPath::parse(&raw)
+        .resolve(&raw, &config.root, key)
+        .map_err(|e| e.at(place.clone()))?;
+    if !fs.is_dir(&dir) {
+        return Err(Error::new(
+            ErrorKind::DatasetMissing,
+            format!("dataset directory {} does not exist", dir.display()),
+        )
+        .at(place));
+    }
+    let f = &config.data.files;
+    let wanted = [
+        ("train", Some(f.train.clone().unwrap_or_else(|| "train.json".into()))),
+        ("validation", f.validation.clone()),
+        ("test", f.test.clone()),
+    ];
+    let mut files = Vec::new();
+    let mut contents = Vec::new();
+    for (role, name) in wanted {
+        let Some(name) = name else { continue };
+        let path = dir.join(&name);
+        let bytes = fs.read(&path).map_err(|e| {
+            Error::new(
+                ErrorKind::DatasetMissing,
+                format!("{role} split {}: {e}", path.display()),
+            )
+            .at(Place::file(config.display("data")).with_key(format!("files.{role}")))
+        })?;
+        contents.push((role.to_string(), bytes));
+        files.push((role.to_string(), path));
+    }
+    let digest = files_digest(contents.iter().map(|(r, b)| (r.as_str(), b.as_slice())));
+    Ok(DatasetFiles { dir, files, digest })
+}
+
+/// Digest of every file below a checkpoint dir (relative names, sorted), bounded depth.
+fn checkpoint_digest(fs: &dyn Fs, dir: &Path) -> Result<String> {
+    let mut items: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut stack = vec![(dir.to_path_buf(), String::new(), 0usize)];
+    while let Some((d, prefix, depth)) = stack.pop() {
+        if depth > 8 {
+            continue;
+        }
+        let entries = fs.list(&d).map_err(|e| Error::io(&d, &e))?;
+        for e in entries {
+            let rel = if prefix.is_empty() { e.name.clone() } else { format!("{prefix}/{}", e.name) };
+            let path = d.join(&e.name);
+            if e.is_dir {
+                stack.push((path, rel, depth + 1));
+            } else {
+                items.push((rel, fs.read(&path).map_err(|err| Error::io(&path, &err))?));
+            }
+        }
+    }
+    items.sort();
+    Ok(files_digest(items.iter().map(|(n, b)| (n.as_str(), b.as_slice()))))
+}
+
+fn parent_from_dir(fs: &dyn Fs, layout: &Layout, dir: &Path) -> ParentState {
+    let shown = dir.display().to_string();
+    if !fs.is_dir(dir) {
+        return ParentState::NotFound { looked_for: shown };
+    }
+    let meta = match completion::read_metadata(fs, dir) {
+        Ok(m) => m,
+        Err(reason) => return ParentState::Incomplete { dir: shown, reason },
+    };
+    match completion::check(fs, layout, dir, None, meta.variant, Depth::Sizes) {
+        Completion::Complete(m) => ParentState::Complete {
+            dir: shown,
+            trained_epochs: m.trained_epochs,
+        },
+        Completion::Incomplete(reason) => ParentState::Incomplete { dir: shown, reason },
+    }
+}
+
+fn resolve_parent(config: &Config, fs: &dyn Fs, layout: &Layout, host: &Host<'_>) -> Result<(ParentState, Option<PathBuf>)> {
+    let env = config.env.env;
+    let model = config.model_name();
+    match &config.final_training.source.parent {
+        Some(CheckpointRef::Path(p)) => {
+            let dir = DatasetPath::parse(p).resolve(p, &config.root, "source.parent")?;
+            Ok((parent_from_dir(fs, layout, &dir), Some(dir)))
+        }
+        Some(CheckpointRef::Training(r)) => {
+            let id = Identity {
+                storage_env: env,
+                model,
+                spec_fp: r.spec_fp.clone(),
+                exec_fp: r.exec_fp.clone(),
+            };
+            if !crate::identity::is_fingerprint(&r.spec_fp) || !crate::identity::is_fingerprint(&r.exec_fp) || r.variant == 0 {
+                return Err(config.docs["final_training"].locate(
+                    "source.parent",
+                    "spec_fp and exec_fp must be 16 lowercase hex characters and variant at least 1",
+                ));
+            }
+            let dir = layout.variant_dir(&id, r.variant)?;
+            Ok((parent_from_dir(fs, layout, &dir), Some(dir)))
+        }
+        None => {
+            let facts = host.facts(config.lease_timeout_s() * 1000);
+            match observe::latest_complete(fs, layout, &facts, env, &model) {
+                Some(found) => Ok((parent_from_dir(fs, layout, &found.dir), Some(found.dir))),
+                None => Ok((
+                    ParentState::NotFound {
+                        looked_for: format!("latest complete final training of model {model} in {}", env.as_str()),
+                    },
+                    None,
+                )),
+            }
+        }
+    }
+}
+
+fn parent_error(state: &ParentState) -> Option<Error> {
+    match state {
+        ParentState::Complete { .. } => None,
+        ParentState::NotFound { looked_for } => Some(Error::new(
+            ErrorKind::ParentNotFound,
+            format!("no parent final training found ({looked_for})"),
+        )),
+        ParentState::Incomplete { dir, reason } => Some(Error::new(
+            ErrorKind::ParentIncomplete,
+            format!("parent {dir} is incomplete ({reason})"),
+        )),
+    }
+}
+
+fn resolve_source(config: &Config, fs: &dyn Fs, layout: &Layout, host: &Host<'_>, warnings: &mut Vec<String>) -> Result<(ResolvedSource, Option<ParentState>)> {
+    let kind = config.source_type();
+    let load = config.checkpoint_load();
+    let continuing = config.mode() == RunMode::ContinueFromPrevious;
+    if continuing && !load {
+        return Err(config.docs["final_training"].locate(
+            "checkpoint.load",
+            "continue_from_previous restores the parent's full trainer state; `checkpoint.load: false` contradicts it",
+        ));
+    }
+    let scratch = ResolvedSource {
+        kind,
+        load: false,
+        identity: SourceIdentity::Scratch,
+        init_checkpoint: None,
+        parent: None,
+    };
+    if kind == SourceType::Scratch || !load {
+        return Ok((scratch, None));
+    }
+    match kind {
+        SourceType::Scratch => Ok((scratch, None)),
+        SourceType::FinalTraining => {
+            let (state, dir) = resolve_parent(config, fs, layout, host)?;
+            if let Some(err) = parent_error(&state) {
+                return Err(err);
+            }
+            let dir = dir.ok_or_else(|| Error::internal("complete parent without a directory"))?;
+            let meta = completion::read_metadata(fs, &dir)
+                .map_err(|r| Error::new(ErrorKind::ParentIncomplete, format!("parent {}: {r}", dir.display())))?;
+            let parent = Parent {
+                dir: dir.clone(),
+                spec_fp: meta.spec_fp.clone(),
+                exec_fp: meta.exec_fp.clone(),
+                variant: meta.variant,
+                trained_epochs: meta.trained_epochs,
+            };
+            Ok((
+                ResolvedSource {
+                    kind,
+                    load,
+                    identity: SourceIdentity::Parent {
+                        spec_fp: meta.spec_fp,
+                        exec_fp: meta.exec_fp,
+                        variant: meta.variant,
+                    },
+                    init_checkpoint: Some(dir.join(completion::CHECKPOINT_DIR)),
+                    parent: Some(parent),
+                },
+                continuing.then_some(state),
+            ))
+        }
+        SourceType::BestSelected => {
+            let doc = &config.docs["final_training"];
+            let dir = match &config.final_training.checkpoint.source {
+                Some(CheckpointRef::Path(p)) => DatasetPath::parse(p).resolve(p, &config.root, "checkpoint.source")?,
+                Some(CheckpointRef::Training(r)) => {
+                    let id = Identity {
+                        storage_env: config.env.env,
+                        model: config.model_name(),
+                        spec_fp: r.spec_fp.clone(),
+                        exec_fp: r.exec_fp.clone(),
+                    };
+                    layout.variant_dir(&id, r.variant)?.join(completion::CHECKPOINT_DIR)
+                }
+                None => {
+                    // PARTIAL: reading the latest best-model-selection record arrives with the
+                    // selection cache; until then an explicit checkpoint.source is required.
+                    return Err(Error::new(
+                        ErrorKind::SelectionMissing,
+                        "source.type best_selected needs a best-model selection record (run `trainctl select`) or an explicit `checkpoint.source`",
+                    )
+                    .at(Place::file(config.display("final_training")).with_key("checkpoint.source")));
+                }
+            };
+            let origin = doc.origin_of("checkpoint.source").map(|o| o.place("checkpoint.source"));
+            let place = origin.unwrap_or_else(|| Place::default().with_key("checkpoint.source"));
+            if !fs.is_dir(&dir) {
+                return Err(Error::new(
+                    ErrorKind::CheckpointMissing,
+                    format!("init checkpoint {} does not exist", dir.display()),
+                )
+                .at(place));
+            }
+            if config.final_training.checkpoint.validate.unwrap_or(true) {
+                if let Err(reason) = completion::check_checkpoint(fs, &dir) {
+                    return Err(Error::new(
+                        ErrorKind::CheckpointInvalid,
+                        format!("init checkpoint {} is invalid ({reason})", dir.display()),
+                    )
+                    .at(place));
+                }
+            } else {
+                warnings.push(format!(
+                    "checkpoint.validate is false: {} is used without checking its contents",
+                    dir.display()
+                ));
+            }
+            Ok((
+                ResolvedSource {
+                    kind,
+                    load,
+                    identity: SourceIdentity::Checkpoint {
+                        digest: checkpoint_digest(fs, &dir)?,
+                    },
+                    init_checkpoint: Some(dir),
+                    parent: None,
+                },
+                None,
+            ))
+        }
+    }
+}
+
+/// Prepares the job for `config`: everything `plan` and `train` need before deciding.
+pub fn prepare(config: Config, fs: &dyn Fs, host: &Host<'_>) -> Result<Job> {
+    let layout = Layout::from_config(&config)?;
+    let mut warnings = config.warnings.clone();
+    let dataset = dataset_files(&config, fs)?;
+    let (source, parent_state) = resolve_source(&config, fs, &layout, host, &mut warnings)?;
+    let hyperparameters = serde_json::to_value(&config.hyperparameters)
+        .map_err(|e| Error::internal(format!("hyperparameters: {e}")))?;
+    let spec = SpecInputs {
+        model: config.docs["model"].tree.clone(),
+        data: config.docs["data"].tree.clone(),
+        dataset_digest: dataset.digest.clone(),
+        hyperparameters,
+        seed: config.seed,
+        source: source.identity.clone(),
+    };
+    let flags = &config.final_training.identity;
+    let code = if flags.include_code_fp.unwrap_or(true) {
+        let out = layout.out.clone();
+        let excluded = vec![config.config_dir.clone(), out, config.root.join("mlruns")];
+        let (git_commit, dirty) = (host.git)(&config.root, &excluded);
+        let trainer = match &config.final_training.trainer.command {
+            None => BUILTIN_TRAINER.to_string(),
+            Some(argv) => argv.join(" "),
+        };
+        Some(CodeIdentity { git_commit, dirty, trainer })
+    } else {
+        None
+    };
+    let exec = ExecInputs {
+        code,
+        precision: flags
+            .include_precision_fp
+            .unwrap_or(true)
+            .then(|| config.precision().as_str().to_string()),
+        determinism: flags
+            .include_determinism_fp
+            .unwrap_or(false)
+            .then(|| serde_json::json!({"deterministic": config.deterministic()})),
+        env_execution: serde_json::to_value(&config.env_file.compute).unwrap_or(Value::Null),
+    };
+    let identity = Identity {
+        storage_env: config.env.env,
+        model: config.model_name(),
+        spec_fp: spec.fingerprint(),
+        exec_fp: exec.fingerprint(),
+    };
+    // The identity must render to a valid directory before anything else uses it.
+    layout.identity_dir(&identity)?;
+    Ok(Job {
+        config,
+        layout,
+        identity,
+        spec,
+        exec,
+        dataset,
+        source,
+        parent_state,
+        warnings,
+    })
+}
+

@@ -1,0 +1,182 @@
+//! Observation of OUT through the Fs port: the variants of an identity (lazily classified by
+//! the completion predicate, with their leases), every variant for `status`, and parents for
+//! continue/final_training sources. Reads only; never writes.
+
+use crate::completion::{self, Completion, Depth, Reason, LEASE_FILE};
+use crate::config::schema::StorageEnv;
+use crate::fs::Fs;
+use crate::lease::{self, LeaseRecord, LeaseView, LivenessFacts};
+use crate::paths::{Identity, Layout};
+use crate::plan::{VariantOracle, VariantState};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Reads a variant's lease and applies the liveness rule. A missing file is no lease; an
+/// unreadable or torn one is stale (its writer died before making it whole).
+pub fn read_lease(fs: &dyn Fs, dir: &Path, facts: &LivenessFacts<'_>) -> LeaseView {
+    match fs.read(&dir.join(LEASE_FILE)) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => LeaseView::None,
+        Err(_) => LeaseView::Stale(None),
+        Ok(bytes) => lease::liveness(serde_json::from_slice::<LeaseRecord>(&bytes).ok(), facts),
+    }
+}
+
+/// The variants of one identity, classified on demand and memoised: `plan` on 10,000
+/// variants reads only the few it needs.
+pub struct FsVariants<'a> {
+    fs: &'a dyn Fs,
+    layout: &'a Layout,
+    identity: &'a Identity,
+    pub dir: PathBuf,
+    numbers: BTreeSet<u64>,
+    facts: &'a LivenessFacts<'a>,
+    memo: RefCell<BTreeMap<u64, (Completion, LeaseView)>>,
+}
+
+impl<'a> FsVariants<'a> {
+    pub fn scan(
+        fs: &'a dyn Fs,
+        layout: &'a Layout,
+        identity: &'a Identity,
+        facts: &'a LivenessFacts<'a>,
+    ) -> crate::error::Result<FsVariants<'a>> {
+        let dir = layout.identity_dir(identity)?;
+        let numbers = match fs.list(&dir) {
+            Ok(entries) => entries
+                .iter()
+                .filter(|e| e.is_dir)
+                .filter_map(|e| layout.parse_variant_name(&e.name))
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeSet::new(),
+            Err(e) => return Err(crate::error::Error::io(&dir, &e)),
+        };
+        Ok(FsVariants {
+            fs,
+            layout,
+            identity,
+            dir,
+            numbers,
+            facts,
+            memo: RefCell::new(BTreeMap::new()),
+        })
+    }
+
+    /// Completion and lease of `variant` (memoised).
+    pub fn observe(&self, variant: u64) -> (Completion, LeaseView) {
+        if let Some(hit) = self.memo.borrow().get(&variant) {
+            return hit.clone();
+        }
+        let dir = self.layout.variant_dir(self.identity, variant);
+        let seen = match dir {
+            Ok(dir) => {
+                let completion =
+                    completion::check(self.fs, self.layout, &dir, Some(self.identity), variant, Depth::Sizes);
+                (completion, read_lease(self.fs, &dir, self.facts))
+            }
+            Err(_) => (
+                Completion::Incomplete(Reason::IdentityMismatch("path".into())),
+                LeaseView::None,
+            ),
+        };
+        self.memo.borrow_mut().insert(variant, seen.clone());
+        seen
+    }
+}
+
+impl VariantOracle for FsVariants<'_> {
+    fn numbers(&self) -> &BTreeSet<u64> {
+        &self.numbers
+    }
+
+    fn state(&self, variant: u64) -> VariantState {
+        match self.observe(variant) {
+            (Completion::Complete(_), _) => VariantState::Complete,
+            (Completion::Incomplete(reason), lease) => VariantState::Incomplete {
+                reason,
+                lease_live: lease.is_live(),
+            },
+        }
+    }
+}
+
+/// One variant dir found under OUT (for `status` and parent search).
+#[derive(Clone, Debug)]
+pub struct FoundVariant {
+    pub dir: PathBuf,
+    /// Path segments between `OUT/final_training` and the variant dir name.
+    pub identity_segments: Vec<String>,
+    pub variant: u64,
+    pub completion: Completion,
+    pub lease: LeaseView,
+}
+
+/// Every variant dir under `OUT/final_training`, walking as deep as the pattern says, sorted
+/// by path. `depth` is the number of segments of the final-training pattern.
+pub fn scan_all(
+    fs: &dyn Fs,
+    layout: &Layout,
+    facts: &LivenessFacts<'_>,
+    depth: Depth,
+    under: Option<&Path>,
+) -> Vec<FoundVariant> {
+    let segments = layout.pattern_depth();
+    let start = under.map(Path::to_path_buf).unwrap_or_else(|| layout.final_training_dir.clone());
+    let start_depth = start
+        .strip_prefix(&layout.final_training_dir)
+        .map(|p| p.components().count())
+        .unwrap_or(0);
+    let mut found = Vec::new();
+    let mut stack = vec![(start, start_depth)];
+    // Bounded: the walk goes at most `segments` levels deep.
+    while let Some((dir, level)) = stack.pop() {
+        let Ok(entries) = fs.list(&dir) else { continue };
+        for entry in entries.into_iter().filter(|e| e.is_dir) {
+            let path = dir.join(&entry.name);
+            if level + 1 < segments {
+                stack.push((path, level + 1));
+            } else if let Some(variant) = layout.parse_variant_name(&entry.name) {
+                let identity_segments = path
+                    .parent()
+                    .and_then(|p| p.strip_prefix(&layout.final_training_dir).ok())
+                    .map(|p| p.iter().map(|s| s.to_string_lossy().to_string()).collect())
+                    .unwrap_or_default();
+                let completion = completion::check(fs, layout, &path, None, variant, depth);
+                let lease = read_lease(fs, &path, facts);
+                found.push(FoundVariant {
+                    dir: path,
+                    identity_segments,
+                    variant,
+                    completion,
+                    lease,
+                });
+            }
+        }
+    }
+    found.sort_by(|a, b| a.dir.cmp(&b.dir));
+    found
+}
+
+/// The latest complete final training of `model` in `storage_env` (by `completed_at`, then
+/// path), for `source.type: final_training` without an explicit parent.
+pub fn latest_complete(
+    fs: &dyn Fs,
+    layout: &Layout,
+    facts: &LivenessFacts<'_>,
+    storage_env: StorageEnv,
+    model: &str,
+) -> Option<FoundVariant> {
+    scan_all(fs, layout, facts, Depth::Sizes, None)
+        .into_iter()
+        .filter(|v| match &v.completion {
+            Completion::Complete(m) => m.storage_env == storage_env.as_str() && m.model == model,
+            Completion::Incomplete(_) => false,
+        })
+        .max_by(|a, b| {
+            let key = |v: &FoundVariant| match &v.completion {
+                Completion::Complete(m) => m.completed_at.clone().unwrap_or_default(),
+                Completion::Incomplete(_) => String::new(),
+            };
+            key(a).cmp(&key(b)).then_with(|| a.dir.cmp(&b.dir))
+        })
+}

@@ -1,0 +1,162 @@
+//! The decision of SPEC §2.2 as a pure function: (request, observed variants) → Decision.
+//! No clock, no randomness, no I/O: the variants are seen through `VariantOracle`, which the
+//! caller backs with the filesystem (lazily) or, in tests, with a table.
+
+use crate::completion::Reason;
+use crate::config::schema::RunMode;
+use crate::error::{Error, ErrorKind, Result};
+use serde::Serialize;
+use std::collections::BTreeSet;
+
+/// A variant as the decision sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VariantState {
+    Complete,
+    Incomplete { reason: Reason, lease_live: bool },
+}
+
+/// The existing variants of one identity. `state` is only asked for numbers in `numbers`.
+pub trait VariantOracle {
+    fn numbers(&self) -> &BTreeSet<u64>;
+    fn state(&self, variant: u64) -> VariantState;
+}
+
+/// The parent of continue_from_previous, as observed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ParentState {
+    NotFound { looked_for: String },
+    Incomplete { dir: String, reason: Reason },
+    Complete { dir: String, trained_epochs: Option<u64> },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub mode: RunMode,
+    pub explicit_variant: Option<u64>,
+    /// Required for continue_from_previous, ignored otherwise.
+    pub parent: Option<ParentState>,
+    /// The configured total epochs (continue trains until it).
+    pub target_epochs: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "decision")]
+pub enum Decision {
+    New { variant: u64 },
+    Reuse { variant: u64 },
+    Resume { variant: u64 },
+    Continue { variant: u64 },
+}
+
+impl Decision {
+    pub fn variant(self) -> u64 {
+        match self {
+            Decision::New { variant }
+            | Decision::Reuse { variant }
+            | Decision::Resume { variant }
+            | Decision::Continue { variant } => variant,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Decision::New { .. } => "new",
+            Decision::Reuse { .. } => "reuse",
+            Decision::Resume { .. } => "resume",
+            Decision::Continue { .. } => "continue",
+        }
+    }
+}
+
+/// Decides per SPEC §2.2. Errors are `variant_incomplete`, `parent_not_found`,
+/// `parent_incomplete`, `nothing_to_continue` and `busy`.
+pub fn decide(request: &Request, variants: &dyn VariantOracle) -> Result<Decision> {
+    let numbers = variants.numbers();
+    debug_assert!(!numbers.contains(&0), "variant 0 is never observed");
+    let highest = numbers.last().copied().unwrap_or(0);
+    let next = highest
+        .checked_add(1)
+        .ok_or_else(|| Error::internal("variant numbers exhausted"))?;
+    let decision = match request.mode {
+        RunMode::ForceNew => Decision::New { variant: next },
+        RunMode::ContinueFromPrevious => {
+            check_parent(request)?;
+            Decision::Continue { variant: next }
+        }
+        RunMode::ReuseIfExists => match request.explicit_variant {
+            Some(n) if !numbers.contains(&n) => Decision::New { variant: n },
+            Some(n) => match variants.state(n) {
+                VariantState::Complete => Decision::Reuse { variant: n },
+                VariantState::Incomplete { reason, .. } => {
+                    return Err(Error::new(
+                        ErrorKind::VariantIncomplete,
+                        format!(
+                            "variant {n} exists but is incomplete ({reason}); use run.mode resume_if_incomplete to finish it or force_new for a fresh variant"
+                        ),
+                    ))
+                }
+            },
+            None => {
+                // Highest complete variant, looked for from the top (bounded by `numbers`).
+                let newest_complete = numbers
+                    .iter()
+                    .rev()
+                    .copied()
+                    .find(|v| variants.state(*v) == VariantState::Complete);
+                match newest_complete {
+                    Some(v) => Decision::Reuse { variant: v },
+                    None => Decision::New { variant: next },
+                }
+            }
+        },
+        RunMode::ResumeIfIncomplete => {
+            let target = request.explicit_variant.unwrap_or(highest);
+            if target == 0 || !numbers.contains(&target) {
+                // Nothing to resume: an explicit N is created exactly, otherwise L+1.
+                Decision::New {
+                    variant: request.explicit_variant.unwrap_or(next),
+                }
+            } else {
+                match variants.state(target) {
+                    VariantState::Complete => Decision::New { variant: next },
+                    VariantState::Incomplete { lease_live: true, .. } => {
+                        return Err(Error::new(
+                            ErrorKind::Busy,
+                            format!("variant {target} is being trained by a live owner (its lease is held)"),
+                        ))
+                    }
+                    VariantState::Incomplete { lease_live: false, .. } => Decision::Resume { variant: target },
+                }
+            }
+        }
+    };
+    debug_assert!(decision.variant() >= 1);
+    Ok(decision)
+}
+
+fn check_parent(request: &Request) -> Result<()> {
+    match &request.parent {
+        None => Err(Error::new(
+            ErrorKind::ParentNotFound,
+            "continue_from_previous needs a parent final training",
+        )),
+        Some(ParentState::NotFound { looked_for }) => Err(Error::new(
+            ErrorKind::ParentNotFound,
+            format!("no parent final training found ({looked_for})"),
+        )),
+        Some(ParentState::Incomplete { dir, reason }) => Err(Error::new(
+            ErrorKind::ParentIncomplete,
+            format!("parent {dir} is incomplete ({reason})"),
+        )),
+        Some(ParentState::Complete { dir, trained_epochs }) => match trained_epochs {
+            Some(done) if *done >= request.target_epochs => Err(Error::new(
+                ErrorKind::NothingToContinue,
+                format!(
+                    "parent {dir} already trained {done} epochs and training.epochs is {}; raise training.epochs to continue",
+                    request.target_epochs
+                ),
+            )),
+            _ => Ok(()),
+        },
+    }
+}
