@@ -1,0 +1,249 @@
+//! Shared support for the property and CLI suites: throwaway project roots holding a copy of
+//! the shipped config and dataset, the real binary, and a deterministic in-process host.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The repository root (where Cargo.toml is).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A temporary project: `config/` copied from the repository, the tiny dataset under
+/// `fixtures/datasets/resume_tiny`, OUT at `outputs/`. Deleted on drop.
+pub struct Project {
+    pub dir: tempfile::TempDir,
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create dir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy file");
+        }
+    }
+}
+
+impl Project {
+    pub fn new() -> Project {
+        let dir = tempfile::Builder::new().prefix("trainctl-test-").tempdir().expect("tempdir");
+        copy_tree(&repo_root().join("config"), &dir.path().join("config"));
+        copy_tree(
+            &repo_root().join("fixtures/datasets/resume_tiny"),
+            &dir.path().join("fixtures/datasets/resume_tiny"),
+        );
+        Project { dir }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config(&self, rel: &str) -> PathBuf {
+        self.root().join("config").join(rel)
+    }
+
+    /// Replaces a config file's text.
+    pub fn write_config(&self, rel: &str, text: &str) {
+        let path = self.config(rel);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, text).expect("write config");
+    }
+
+    /// Runs the real `trainctl` binary with `--root <project>`; returns (exit code, stdout,
+    /// stderr). Platform variables are cleared so detection is `local` unless a test sets them.
+    pub fn run(&self, args: &[&str]) -> (i32, String, String) {
+        self.run_env(args, &[])
+    }
+
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_trainctl"));
+        cmd.arg("--root").arg(self.root()).args(args).current_dir(self.root());
+        for var in [
+            "COLAB_RELEASE_TAG",
+            "COLAB_GPU",
+            "COLAB_TPU",
+            "KAGGLE_KERNEL_RUN_TYPE",
+            "KAGGLE_URL_BASE",
+            "AZUREML_RUN_ID",
+            "AZUREML_EXPERIMENT_ID",
+            "MLFLOW_TRACKING_URI",
+        ] {
+            cmd.env_remove(var);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("run trainctl");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    }
+
+    /// Runs with `--json` and parses stdout.
+    pub fn run_json(&self, args: &[&str]) -> (i32, serde_json::Value) {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let (code, stdout, stderr) = self.run(&all);
+        let doc = serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {stdout}\nstderr: {stderr}"));
+        (code, doc)
+    }
+}
+
+/// No environment variables.
+pub fn no_vars(_: &str) -> Option<String> {
+    None
+}
+
+/// No processes alive.
+pub fn no_process(_: u32) -> Option<u64> {
+    None
+}
+
+/// Not a git checkout.
+pub fn no_git(_: &Path, _: &[PathBuf]) -> (Option<String>, bool) {
+    (None, false)
+}
+
+/// A deterministic host: no env vars, no git, no live processes, a fixed clock.
+pub fn host() -> trainctl::job::Host<'static> {
+    trainctl::job::Host {
+        var: &no_vars,
+        now_ms: 1_800_000_000_000,
+        hostname: "test-host".into(),
+        process_start_time: &no_process,
+        git: &no_git,
+    }
+}
+
+/// Load options for a project root with extra `-o` overrides.
+pub fn opts(root: &Path, overrides: &[&str]) -> trainctl::config::LoadOptions {
+    trainctl::config::LoadOptions {
+        root: Some(root.to_path_buf()),
+        overrides: overrides.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+/// The paths whose presence or bytes differ between two snapshots (empty = unchanged).
+pub fn changed(before: &[(PathBuf, Option<Vec<u8>>)], after: &[(PathBuf, Option<Vec<u8>>)]) -> Vec<PathBuf> {
+    let a: std::collections::BTreeMap<_, _> = before.iter().cloned().collect();
+    let b: std::collections::BTreeMap<_, _> = after.iter().cloned().collect();
+    let mut out: Vec<PathBuf> = a
+        .iter()
+        .filter(|(p, v)| b.get(*p) != Some(v))
+        .map(|(p, _)| p.clone())
+        .collect();
+    out.extend(b.keys().filter(|p| !a.contains_key(*p)).cloned());
+    out.sort();
+    out
+}
+
+/// Every file under `dir` with its bytes (sorted), for "nothing changed" checks.
+pub fn snapshot(dir: &Path) -> Vec<(PathBuf, Option<Vec<u8>>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                out.push((p.clone(), None));
+                stack.push(p);
+            } else {
+                out.push((p.clone(), std::fs::read(&p).ok()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Writes a variant dir that satisfies the completion contract for `id`/`variant`, with a
+/// manifest of its checkpoint files; returns the dir.
+pub fn write_complete_variant(
+    layout: &trainctl::paths::Layout,
+    id: &trainctl::paths::Identity,
+    variant: u64,
+) -> PathBuf {
+    let dir = layout.variant_dir(id, variant).expect("variant dir");
+    let ckpt = dir.join("checkpoint");
+    std::fs::create_dir_all(&ckpt).expect("mkdir checkpoint");
+    let config = serde_json::json!({
+        "id2label": {"0": "O", "1": "NAME"},
+        "label2id": {"O": 0, "NAME": 1},
+    });
+    let files: Vec<(&str, Vec<u8>)> = vec![
+        ("checkpoint/config.json", serde_json::to_vec(&config).expect("json")),
+        ("checkpoint/model.safetensors", format!("weights of v{variant}").into_bytes()),
+    ];
+    let mut manifest = Vec::new();
+    for (rel, bytes) in &files {
+        std::fs::write(dir.join(rel), bytes).expect("write checkpoint file");
+        manifest.push(serde_json::json!({
+            "path": rel,
+            "size": bytes.len(),
+            "sha256": trainctl::identity::sha256_hex(bytes),
+        }));
+    }
+    std::fs::write(dir.join("metrics.json"), br#"{"macro-f1": 0.5, "loss": 1.0}"#).expect("metrics");
+    let meta = serde_json::json!({
+        "status": "completed",
+        "storage_env": id.storage_env.as_str(),
+        "model": id.model,
+        "spec_fp": id.spec_fp,
+        "exec_fp": id.exec_fp,
+        "variant": variant,
+        "objective_metric": "macro-f1",
+        "manifest": manifest,
+        "trained_epochs": 1,
+        "completed_at": format!("2026-01-01T00:00:{:02}Z", variant % 60),
+    });
+    std::fs::write(dir.join("metadata.json"), serde_json::to_vec_pretty(&meta).expect("json")).expect("metadata");
+    dir
+}
+
+/// Writes an incomplete variant dir: metadata with `status` (`running`/`failed`) or nothing.
+pub fn write_incomplete_variant(
+    layout: &trainctl::paths::Layout,
+    id: &trainctl::paths::Identity,
+    variant: u64,
+    status: Option<&str>,
+) -> PathBuf {
+    let dir = layout.variant_dir(id, variant).expect("variant dir");
+    std::fs::create_dir_all(&dir).expect("mkdir variant");
+    if let Some(status) = status {
+        let meta = serde_json::json!({
+            "status": status,
+            "storage_env": id.storage_env.as_str(),
+            "model": id.model,
+            "spec_fp": id.spec_fp,
+            "exec_fp": id.exec_fp,
+            "variant": variant,
+        });
+        std::fs::write(dir.join("metadata.json"), serde_json::to_vec(&meta).expect("json")).expect("metadata");
+    }
+    dir
+}
+
+/// Writes a lease owned by a live process (this test process) on this host.
+pub fn write_live_lease(dir: &Path) {
+    let pid = std::process::id();
+    let start = trainctl::lease::process_start_time(pid).expect("own start time");
+    let lease = serde_json::json!({
+        "host": trainctl::lease::this_host(),
+        "pid": pid,
+        "start_time": start,
+        "started_at_ms": 0,
+        "heartbeat_ms": 0,
+    });
+    std::fs::write(dir.join("lease.json"), serde_json::to_vec(&lease).expect("json")).expect("lease");
+}
