@@ -48,7 +48,10 @@ fn check(row: &Row) -> Vec<String> {
         problems.push(format!("files under the project root changed: {changed:?}"));
     }
     if code != row.exit || human_code != row.exit {
-        problems.push(format!("exit {code} (json) / {human_code} (human), want {}: {doc}", row.exit));
+        problems.push(format!(
+            "exit {code} (json) / {human_code} (human), want {}: {doc}",
+            row.exit
+        ));
     }
     if row.exit == 0 {
         return problems;
@@ -84,10 +87,15 @@ fn bad_inputs_fail_with_their_kind_exit_code_and_location() {
         .iter()
         .filter_map(|row| {
             let problems = check(row);
-            (!problems.is_empty()).then(|| format!("- {}:\n    {}", row.name, problems.join("\n    ")))
+            (!problems.is_empty())
+                .then(|| format!("- {}:\n    {}", row.name, problems.join("\n    ")))
         })
         .collect();
-    assert!(failures.is_empty(), "bad-input rows failed:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "bad-input rows failed:\n{}",
+        failures.join("\n")
+    );
 }
 
 /// The acceptance check of the foundation issue: the shipped config plans `new` v1 with
@@ -108,7 +116,12 @@ fn shipped_config_plans_new_v1_and_writes_nothing() {
     }
     let out = project.root().join("outputs");
     let dir = std::path::PathBuf::from(doc["output_dir"].as_str().unwrap_or_default());
-    assert!(dir.starts_with(&out), "{} not under {}", dir.display(), out.display());
+    assert!(
+        dir.starts_with(&out),
+        "{} not under {}",
+        dir.display(),
+        out.display()
+    );
     let naming: trainctl::config::schema::NamingFile = trainctl::config::Doc::parse(
         &std::fs::read_to_string(project.config("naming.yaml")).expect("naming.yaml"),
         "naming.yaml",
@@ -116,7 +129,12 @@ fn shipped_config_plans_new_v1_and_writes_nothing() {
     .and_then(|d| d.typed())
     .expect("naming.yaml types");
     let policy = trainctl::naming::RunNamePolicy::from_naming(&naming, false).expect("policy");
-    let parts = policy.parse(doc["run_name"].as_str().unwrap_or_default()).expect("run name parses");
+    let parts = policy
+        .parse(doc["run_name"].as_str().unwrap_or_default())
+        .expect("run name parses");
     assert_eq!(parts.variant, 1);
-    assert_eq!(parts.spec_hash, doc["spec_fp"].as_str().unwrap_or_default()[..8]);
+    assert_eq!(
+        parts.spec_hash,
+        doc["spec_fp"].as_str().unwrap_or_default()[..8]
+    );
 }

@@ -74,7 +74,10 @@ fn mode_strategy() -> impl Strategy<Value = (RunMode, model::Mode)> {
         Just((RunMode::ReuseIfExists, model::Mode::ReuseIfExists)),
         Just((RunMode::ForceNew, model::Mode::ForceNew)),
         Just((RunMode::ResumeIfIncomplete, model::Mode::ResumeIfIncomplete)),
-        Just((RunMode::ContinueFromPrevious, model::Mode::ContinueFromPrevious)),
+        Just((
+            RunMode::ContinueFromPrevious,
+            model::Mode::ContinueFromPrevious
+        )),
     ]
 }
 
@@ -96,7 +99,9 @@ fn explicit_strategy(table: &Table) -> BoxedStrategy<Option<u64>> {
 fn parent_strategy() -> impl Strategy<Value = (ParentState, model::ParentView)> {
     prop_oneof![
         Just((
-            ParentState::NotFound { looked_for: "x".into() },
+            ParentState::NotFound {
+                looked_for: "x".into()
+            },
             model::ParentView::NotFound
         )),
         Just((
@@ -132,7 +137,12 @@ fn as_expected(result: Result<Decision, trainctl::error::Error>) -> model::Expec
     }
 }
 
-type Case = (Table, (RunMode, model::Mode), Option<u64>, (ParentState, model::ParentView));
+type Case = (
+    Table,
+    (RunMode, model::Mode),
+    Option<u64>,
+    (ParentState, model::ParentView),
+);
 
 fn case_strategy(max: usize) -> impl Strategy<Value = Case> {
     table_strategy(max).prop_flat_map(|table| {
@@ -170,12 +180,18 @@ fn continue_refuses_a_parent_that_reached_the_target_epochs() {
     let request = |done| Request {
         mode: RunMode::ContinueFromPrevious,
         explicit_variant: None,
-        parent: Some(ParentState::Complete { dir: "p".into(), trained_epochs: Some(done) }),
+        parent: Some(ParentState::Complete {
+            dir: "p".into(),
+            trained_epochs: Some(done),
+        }),
         target_epochs: 5,
     };
     let err = plan::decide(&request(5), &oracle).expect_err("5 of 5 epochs: nothing to continue");
     assert_eq!(err.kind, ErrorKind::NothingToContinue);
-    assert_eq!(plan::decide(&request(4), &oracle).expect("4 of 5"), Decision::Continue { variant: 1 });
+    assert_eq!(
+        plan::decide(&request(4), &oracle).expect("4 of 5"),
+        Decision::Continue { variant: 1 }
+    );
 }
 
 /// What a variant dir on disk should look like.
@@ -341,7 +357,8 @@ const ALL_DAMAGE: [Damage; 20] = [
 
 fn edit_metadata(dir: &std::path::Path, key: &str, value: serde_json::Value) {
     let path = dir.join("metadata.json");
-    let mut meta: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     meta[key] = value;
     std::fs::write(path, serde_json::to_vec(&meta).unwrap()).unwrap();
 }
@@ -424,7 +441,10 @@ fn damage(dir: &std::path::Path, damage: Damage) -> (Option<String>, Option<Stri
             bytes[0] ^= 0x20;
             std::fs::write(&weights, bytes).unwrap();
             // Same size: only the deep check sees it.
-            (None, Some("manifest_mismatch:checkpoint/model.safetensors".into()))
+            (
+                None,
+                Some("manifest_mismatch:checkpoint/model.safetensors".into()),
+            )
         }
         Damage::DeleteMetrics => {
             std::fs::remove_file(dir.join("metrics.json")).unwrap();

@@ -73,10 +73,42 @@ fn fp16() -> impl Strategy<Value = String> {
 fn hostile_piece() -> impl Strategy<Value = String> {
     prop_oneof![
         prop::sample::select(vec![
-            "..", ".", "/", "\\", "C:", "C:\\x", "c:/x", "\\\\server\\share", "//server/share",
-            "\0", "\u{1}", "\u{7f}", "\n", "\r\t", "\u{85}", "e\u{301}", "\u{301}",
-            "👩\u{200d}👩\u{200d}👧", "🚀", "\u{202e}", "\u{feff}", "İ", "Σ", "ß", "K", " ",
-            "*?\"<>|", "~", "$HOME", "{variant}", "{spec8}", "{model}", "{", "}", "_", "-",
+            "..",
+            ".",
+            "/",
+            "\\",
+            "C:",
+            "C:\\x",
+            "c:/x",
+            "\\\\server\\share",
+            "//server/share",
+            "\0",
+            "\u{1}",
+            "\u{7f}",
+            "\n",
+            "\r\t",
+            "\u{85}",
+            "e\u{301}",
+            "\u{301}",
+            "👩\u{200d}👩\u{200d}👧",
+            "🚀",
+            "\u{202e}",
+            "\u{feff}",
+            "İ",
+            "Σ",
+            "ß",
+            "K",
+            " ",
+            "*?\"<>|",
+            "~",
+            "$HOME",
+            "{variant}",
+            "{spec8}",
+            "{model}",
+            "{",
+            "}",
+            "_",
+            "-",
         ])
         .prop_map(String::from),
         "[a-z0-9_.-]{1,8}",
@@ -125,12 +157,22 @@ fn check_contained(
 ) -> std::result::Result<(), TestCaseError> {
     let path = match built {
         Err(e) => {
-            prop_assert_eq!(e.kind, ErrorKind::InvalidPath, "{}: unexpected error kind: {}", what, e);
+            prop_assert_eq!(
+                e.kind,
+                ErrorKind::InvalidPath,
+                "{}: unexpected error kind: {}",
+                what,
+                e
+            );
             return Ok(());
         }
         Ok(path) => path,
     };
-    prop_assert!(path.starts_with(&layout.out), "{what}: {path:?} is not under OUT {:?}", layout.out);
+    prop_assert!(
+        path.starts_with(&layout.out),
+        "{what}: {path:?} is not under OUT {:?}",
+        layout.out
+    );
     let below = path.strip_prefix(&layout.out).expect("starts_with checked");
     let mut count = 0;
     for component in below.components() {
@@ -141,10 +183,19 @@ fn check_contained(
             )));
         };
         let name = name.to_string_lossy();
-        prop_assert!(!name.contains(['/', '\\']), "{what}: component {name:?} holds a separator");
+        prop_assert!(
+            !name.contains(['/', '\\']),
+            "{what}: component {name:?} holds a separator"
+        );
     }
     // A `.` or empty component would vanish from `components()`, so count them.
-    prop_assert_eq!(count, depth, "{}: {:?} has the wrong number of components below OUT", what, path);
+    prop_assert_eq!(
+        count,
+        depth,
+        "{}: {:?} has the wrong number of components below OUT",
+        what,
+        path
+    );
     Ok(())
 }
 
@@ -154,7 +205,11 @@ fn expected_variant_dir(layout: &Layout, id: &Identity, token: &str, variant: u6
         .final_training_dir
         .join(id.storage_env.as_str())
         .join(token)
-        .join(format!("spec-{}_exec-{}", &id.spec_fp[..8], &id.exec_fp[..8]))
+        .join(format!(
+            "spec-{}_exec-{}",
+            &id.spec_fp[..8],
+            &id.exec_fp[..8]
+        ))
         .join(format!("v{variant}"))
 }
 
@@ -192,6 +247,8 @@ proptest! {
     /// P1 (SPEC §3): no generated path leaves OUT. Every variant, identity and conversion
     /// dir built from an arbitrary model token is `invalid_path` or a path under OUT whose
     /// components below OUT are plain names; with the shipped rules and with no rules at all.
+    /// The normalised token itself holds no separator, drive colon or control char and is
+    /// not `.`/`..` (the hard safety layer, whatever the rules say).
     #[test]
     fn generated_paths_stay_under_out(
         shipped in any::<bool>(),
@@ -201,6 +258,15 @@ proptest! {
     ) {
         let paths = paths_file(shipped);
         let layout = layout(&paths, id.storage_env);
+        if let Ok(token) = layout.rules.token("model", &id.model) {
+            prop_assert!(
+                !token.contains(['/', '\\', ':']) && !token.chars().any(char::is_control),
+                "model {:?} normalises to unsafe {:?}",
+                id.model,
+                token
+            );
+            prop_assert!(!["", ".", ".."].contains(&token.as_str()), "model {:?} -> {:?}", id.model, token);
+        }
         let depth = layout.pattern_depth();
         check_contained(&layout, "variant_dir", &layout.variant_dir(&id, variant), depth + 1)?;
         check_contained(&layout, "identity_dir", &layout.identity_dir(&id), depth)?;
@@ -502,7 +568,9 @@ fn placeholder_in_model_is_not_expanded() {
     };
     for (braced, plain) in [("{spec8}", "01234567"), ("{variant}", "1")] {
         let braced_dir = layout.variant_dir(&id(braced), 1);
-        let plain_dir = layout.variant_dir(&id(plain), 1).expect("plain model builds");
+        let plain_dir = layout
+            .variant_dir(&id(plain), 1)
+            .expect("plain model builds");
         assert_ne!(
             braced_dir.as_ref().ok(),
             Some(&plain_dir),

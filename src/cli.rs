@@ -15,7 +15,11 @@ use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "trainctl", version, about = "Final-training orchestrator: plan, train, track, cache, convert")]
+#[command(
+    name = "trainctl",
+    version,
+    about = "Final-training orchestrator: plan, train, track, cache, convert"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -38,7 +42,12 @@ pub struct Global {
     #[arg(long, global = true)]
     pub env: Option<String>,
     /// Override a config value: `[file:]dotted.key=value` (file defaults to final_training).
-    #[arg(short = 'o', long = "override", global = true, value_name = "KEY=VALUE")]
+    #[arg(
+        short = 'o',
+        long = "override",
+        global = true,
+        value_name = "KEY=VALUE"
+    )]
     pub overrides: Vec<String>,
     /// Print one JSON document on stdout.
     #[arg(long, global = true)]
@@ -112,20 +121,33 @@ pub fn run(cli: &Cli) -> Result<Output> {
     match &cli.command {
         Command::Plan => plan_command(&opts, &cwd, &fs, &host),
         Command::Status { deep } => status_command(&opts, &cwd, &fs, &host, *deep),
-        Command::Config { action: ConfigAction::Show } => config_show(&opts, &cwd, &fs, &host),
-        Command::Config { action: ConfigAction::Check } => {
+        Command::Config {
+            action: ConfigAction::Show,
+        } => config_show(&opts, &cwd, &fs, &host),
+        Command::Config {
+            action: ConfigAction::Check,
+        } => {
             let config = config::load(&opts, &cwd, host.var)?;
             let job = job::prepare(config, &fs, &host)?;
             Ok(Output {
                 json: json!({"ok": true, "spec_fp": job.spec_fp(), "exec_fp": job.exec_fp(), "warnings": job.warnings}),
-                human: format!("config ok (spec_fp {}, exec_fp {})\n", job.spec_fp(), job.exec_fp()),
+                human: format!(
+                    "config ok (spec_fp {}, exec_fp {})\n",
+                    job.spec_fp(),
+                    job.exec_fp()
+                ),
             })
         }
     }
 }
 
 /// `trainctl plan`: the decision, with everything `train` would use. Reads only.
-pub fn plan_command(opts: &LoadOptions, cwd: &std::path::Path, fs: &dyn Fs, host: &Host<'_>) -> Result<Output> {
+pub fn plan_command(
+    opts: &LoadOptions,
+    cwd: &std::path::Path,
+    fs: &dyn Fs,
+    host: &Host<'_>,
+) -> Result<Output> {
     let config = config::load(opts, cwd, host.var)?;
     let job = job::prepare(config, fs, host)?;
     let facts = host.facts(job.config.lease_timeout_s() * 1000);
@@ -143,7 +165,9 @@ pub fn plan_command(opts: &LoadOptions, cwd: &std::path::Path, fs: &dyn Fs, host
     let mut warnings = job.warnings.clone();
     warnings.extend(name_warnings);
     let reason = match decision {
-        plan::Decision::Resume { .. } => variants.observe(variant).0.reason().map(|r| r.to_string()),
+        plan::Decision::Resume { .. } => {
+            variants.observe(variant).0.reason().map(|r| r.to_string())
+        }
         _ => None,
     };
     let doc = json!({
@@ -237,7 +261,11 @@ pub fn status_command(
             v.identity_segments.join("/"),
             v.variant,
             reason.map(|r| format!("  [{r}]")).unwrap_or_default(),
-            if lease == "none" { String::new() } else { format!("  lease:{lease}") },
+            if lease == "none" {
+                String::new()
+            } else {
+                format!("  lease:{lease}")
+            },
         ));
     }
     Ok(Output {
@@ -247,7 +275,12 @@ pub fn status_command(
 }
 
 /// `trainctl config show`: provenance of every value, the merged trees and fingerprints.
-pub fn config_show(opts: &LoadOptions, cwd: &std::path::Path, fs: &dyn Fs, host: &Host<'_>) -> Result<Output> {
+pub fn config_show(
+    opts: &LoadOptions,
+    cwd: &std::path::Path,
+    fs: &dyn Fs,
+    host: &Host<'_>,
+) -> Result<Output> {
     let config = config::load(opts, cwd, host.var)?;
     let mut human = format!(
         "experiment: {}\nstorage_env: {} ({})\nroot: {}\nconfig_dir: {}\n\n# effective hyperparameters and seed\n",
@@ -260,14 +293,20 @@ pub fn config_show(opts: &LoadOptions, cwd: &std::path::Path, fs: &dyn Fs, host:
     let mut effective = serde_json::Map::new();
     for p in &config.provenance {
         human.push_str(&format!("{} = {}    # {}\n", p.key, p.value, p.origin));
-        effective.insert(p.key.clone(), json!({"value": p.value, "origin": p.origin.to_string()}));
+        effective.insert(
+            p.key.clone(),
+            json!({"value": p.value, "origin": p.origin.to_string()}),
+        );
     }
     let mut files = serde_json::Map::new();
     for (role, doc) in &config.docs {
         human.push_str(&format!("\n# {role}: {}\n", doc.name));
         let mut keys = serde_json::Map::new();
         for (key, value) in config::flatten(&doc.tree) {
-            let origin = doc.origin_of(&key).map(|o| o.to_string()).unwrap_or_else(|| "default".into());
+            let origin = doc
+                .origin_of(&key)
+                .map(|o| o.to_string())
+                .unwrap_or_else(|| "default".into());
             human.push_str(&format!("{key} = {value}    # {origin}\n"));
             keys.insert(key, json!({"value": value, "origin": origin}));
         }
@@ -322,7 +361,10 @@ pub fn report(result: Result<Output>, json_mode: bool) -> i32 {
     match result {
         Ok(out) => {
             let text = if json_mode {
-                format!("{}\n", serde_json::to_string_pretty(&out.json).unwrap_or_default())
+                format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(&out.json).unwrap_or_default()
+                )
             } else {
                 out.human
             };
@@ -331,7 +373,11 @@ pub fn report(result: Result<Output>, json_mode: bool) -> i32 {
         }
         Err(e) => {
             if json_mode {
-                let _ = writeln!(stdout.lock(), "{}", serde_json::to_string_pretty(&e.to_json()).unwrap_or_default());
+                let _ = writeln!(
+                    stdout.lock(),
+                    "{}",
+                    serde_json::to_string_pretty(&e.to_json()).unwrap_or_default()
+                );
             } else {
                 let _ = writeln!(stderr.lock(), "error: {e}");
             }
@@ -347,7 +393,9 @@ pub fn parse_args() -> std::result::Result<Cli, i32> {
         Err(e) => {
             let _ = e.print();
             match e.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => Err(0),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    Err(0)
+                }
                 _ => Err(ErrorKind::Usage.exit_code()),
             }
         }

@@ -17,7 +17,10 @@ pub const LEASE_FILE: &str = "lease.json";
 
 /// Weights files that make a checkpoint loadable (besides sharded indexes).
 pub const WEIGHT_FILES: [&str; 3] = ["model.safetensors", "pytorch_model.bin", "model.bin"];
-pub const SHARD_INDEXES: [&str; 2] = ["model.safetensors.index.json", "pytorch_model.bin.index.json"];
+pub const SHARD_INDEXES: [&str; 2] = [
+    "model.safetensors.index.json",
+    "pytorch_model.bin.index.json",
+];
 
 /// Run status recorded in metadata.json.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -168,7 +171,10 @@ fn check_inner(
         check_manifest_entry(fs, dir, entry, depth)?;
     }
     // 4. metrics.json holds the objective metric.
-    let objective = meta.objective_metric.clone().unwrap_or_else(|| "macro-f1".into());
+    let objective = meta
+        .objective_metric
+        .clone()
+        .unwrap_or_else(|| "macro-f1".into());
     check_metrics(fs, &dir.join(METRICS_FILE), &objective)?;
     Ok(meta)
 }
@@ -185,7 +191,11 @@ fn check_identity(
     }
     if let Some(id) = expected {
         let fields = [
-            ("storage_env", id.storage_env.as_str(), meta.storage_env.as_str()),
+            (
+                "storage_env",
+                id.storage_env.as_str(),
+                meta.storage_env.as_str(),
+            ),
             ("model", id.model.as_str(), meta.model.as_str()),
             ("spec_fp", id.spec_fp.as_str(), meta.spec_fp.as_str()),
             ("exec_fp", id.exec_fp.as_str(), meta.exec_fp.as_str()),
@@ -216,8 +226,11 @@ pub fn check_checkpoint(fs: &dyn Fs, ckpt: &Path) -> Result<BTreeMap<u64, String
         return Err(Reason::CheckpointMissing);
     }
     let invalid = |f: &str| Reason::CheckpointInvalid(f.to_string());
-    let config = fs.read(&ckpt.join("config.json")).map_err(|_| invalid("config.json"))?;
-    let config: serde_json::Value = serde_json::from_slice(&config).map_err(|_| invalid("config.json"))?;
+    let config = fs
+        .read(&ckpt.join("config.json"))
+        .map_err(|_| invalid("config.json"))?;
+    let config: serde_json::Value =
+        serde_json::from_slice(&config).map_err(|_| invalid("config.json"))?;
     let labels = label_map(&config).ok_or_else(|| invalid("config.json"))?;
     let has_weights = WEIGHT_FILES.iter().any(|w| fs.is_file(&ckpt.join(w)));
     if !has_weights {
@@ -226,7 +239,8 @@ pub fn check_checkpoint(fs: &dyn Fs, ckpt: &Path) -> Result<BTreeMap<u64, String
             let Ok(bytes) = fs.read(&ckpt.join(index)) else {
                 continue;
             };
-            let doc: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| invalid(index))?;
+            let doc: serde_json::Value =
+                serde_json::from_slice(&bytes).map_err(|_| invalid(index))?;
             let map = doc
                 .get("weight_map")
                 .and_then(|m| m.as_object())
@@ -274,7 +288,12 @@ fn is_plain_relative(p: &str) -> bool {
     !p.is_empty() && path.components().all(|c| matches!(c, Component::Normal(_)))
 }
 
-fn check_manifest_entry(fs: &dyn Fs, dir: &Path, entry: &ManifestEntry, depth: Depth) -> Result<(), Reason> {
+fn check_manifest_entry(
+    fs: &dyn Fs,
+    dir: &Path,
+    entry: &ManifestEntry,
+    depth: Depth,
+) -> Result<(), Reason> {
     let mismatch = || Reason::ManifestMismatch(entry.path.clone());
     if !is_plain_relative(&entry.path) {
         return Err(mismatch());
@@ -299,7 +318,8 @@ fn check_metrics(fs: &dyn Fs, path: &Path, objective: &str) -> Result<(), Reason
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Reason::MetricsMissing),
         Err(_) => return Err(Reason::MetricsInvalid),
     };
-    let doc: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| Reason::MetricsInvalid)?;
+    let doc: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|_| Reason::MetricsInvalid)?;
     let value = doc
         .get(objective)
         .and_then(|v| v.as_f64())

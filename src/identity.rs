@@ -90,7 +90,9 @@ pub fn is_fingerprint(s: &str) -> bool {
 pub enum SourceIdentity {
     Scratch,
     /// An init checkpoint (best_selected), by content digest.
-    Checkpoint { digest: String },
+    Checkpoint {
+        digest: String,
+    },
     /// A parent final training (final_training source, or continue_from_previous).
     Parent {
         spec_fp: String,
@@ -157,7 +159,10 @@ impl ExecInputs {
         let mut map = serde_json::Map::new();
         map.insert("env".into(), self.env_execution.clone());
         if let Some(code) = &self.code {
-            map.insert("code".into(), serde_json::to_value(code).unwrap_or_default());
+            map.insert(
+                "code".into(),
+                serde_json::to_value(code).unwrap_or_default(),
+            );
         }
         if let Some(p) = &self.precision {
             map.insert("precision".into(), p.clone().into());
@@ -174,7 +179,12 @@ impl ExecInputs {
 }
 
 /// conv_fp: the conversion config and the parent identity (SPEC §9).
-pub fn conv_fp(parent_spec_fp: &str, parent_exec_fp: &str, parent_variant: u64, conversion: &Value) -> String {
+pub fn conv_fp(
+    parent_spec_fp: &str,
+    parent_exec_fp: &str,
+    parent_variant: u64,
+    conversion: &Value,
+) -> String {
     fingerprint(&json!({
         "parent": {"spec_fp": parent_spec_fp, "exec_fp": parent_exec_fp, "variant": parent_variant},
         "conversion": conversion,

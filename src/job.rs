@@ -20,14 +20,16 @@ use std::path::{Path, PathBuf};
 /// Version of the built-in trainer, part of the code identity.
 pub const BUILTIN_TRAINER: &str = concat!("builtin/", env!("CARGO_PKG_VERSION"));
 
+/// Reads (commit, dirty) of the checkout at ROOT, ignoring the given excluded folders.
+pub type GitProbe = dyn Fn(&Path, &[PathBuf]) -> (Option<String>, bool);
+
 /// What the job needs from the host, injected so that tests run without git or /proc.
 pub struct Host<'a> {
     pub var: &'a dyn Fn(&str) -> Option<String>,
     pub now_ms: u64,
     pub hostname: String,
     pub process_start_time: &'a dyn Fn(u32) -> Option<u64>,
-    /// (commit, dirty) of the checkout at ROOT, ignoring the given excluded folders.
-    pub git: &'a dyn Fn(&Path, &[PathBuf]) -> (Option<String>, bool),
+    pub git: &'a GitProbe,
 }
 
 impl Host<'_> {
@@ -51,7 +53,9 @@ pub fn git_state(root: &Path, excluded: &[PathBuf]) -> (Option<String>, bool) {
             .stderr(std::process::Stdio::null())
             .output()
             .ok()?;
-        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).to_string())
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).to_string())
     };
     let Some(commit) = run(&["rev-parse".into(), "HEAD".into()]) else {
         return (None, false);
@@ -128,7 +132,9 @@ impl Job {
             return policy
                 .validate(name)
                 .map(|w| (name.clone(), w))
-                .map_err(|v| self.config.docs["final_training"].locate("mlflow.run_name", &v.message));
+                .map_err(|v| {
+                    self.config.docs["final_training"].locate("mlflow.run_name", &v.message)
+                });
         }
         let policy = RunNamePolicy::from_naming(&self.config.naming, false)?;
         let parts = RunNameParts {
@@ -141,8 +147,11 @@ impl Job {
             version: None,
         };
         policy.build(&parts).map_err(|v| {
-            Error::new(ErrorKind::ConfigInvalid, format!("{} ({})", v.message, v.rule))
-                .at(Place::file(self.config.display("naming")).with_key(format!("validate.{}", v.rule)))
+            Error::new(
+                ErrorKind::ConfigInvalid,
+                format!("{} ({})", v.message, v.rule),
+            )
+            .at(Place::file(self.config.display("naming")).with_key(format!("validate.{}", v.rule)))
         })
     }
 }
@@ -159,10 +168,19 @@ pub fn dataset_files(config: &Config, fs: &dyn Fs) -> Result<DatasetFiles> {
         ),
         None => {
             let p = config.data.local_path.clone().ok_or_else(|| {
-                Error::new(ErrorKind::ConfigInvalid, "the data config has no `local_path`")
-                    .at(Place::file(config.display("data")).with_key("local_path"))
+                Error::new(
+                    ErrorKind::ConfigInvalid,
+                    "the data config has no `local_path`",
+                )
+                .at(Place::file(config.display("data")).with_key("local_path"))
             })?;
-            (p, "local_path", config.docs["data"].origin_of("local_path").map(|o| o.place("local_path")))
+            (
+                p,
+                "local_path",
+                config.docs["data"]
+                    .origin_of("local_path")
+                    .map(|o| o.place("local_path")),
+            )
         }
     };
     let place = place.unwrap_or_else(|| Place::default().with_key(key));
@@ -178,7 +196,10 @@ pub fn dataset_files(config: &Config, fs: &dyn Fs) -> Result<DatasetFiles> {
     }
     let f = &config.data.files;
     let wanted = [
-        ("train", Some(f.train.clone().unwrap_or_else(|| "train.json".into()))),
+        (
+            "train",
+            Some(f.train.clone().unwrap_or_else(|| "train.json".into())),
+        ),
         ("validation", f.validation.clone()),
         ("test", f.test.clone()),
     ];
@@ -211,7 +232,11 @@ fn checkpoint_digest(fs: &dyn Fs, dir: &Path) -> Result<String> {
         }
         let entries = fs.list(&d).map_err(|e| Error::io(&d, &e))?;
         for e in entries {
-            let rel = if prefix.is_empty() { e.name.clone() } else { format!("{prefix}/{}", e.name) };
+            let rel = if prefix.is_empty() {
+                e.name.clone()
+            } else {
+                format!("{prefix}/{}", e.name)
+            };
             let path = d.join(&e.name);
             if e.is_dir {
                 stack.push((path, rel, depth + 1));
@@ -221,7 +246,9 @@ fn checkpoint_digest(fs: &dyn Fs, dir: &Path) -> Result<String> {
         }
     }
     items.sort();
-    Ok(files_digest(items.iter().map(|(n, b)| (n.as_str(), b.as_slice()))))
+    Ok(files_digest(
+        items.iter().map(|(n, b)| (n.as_str(), b.as_slice())),
+    ))
 }
 
 fn parent_from_dir(fs: &dyn Fs, layout: &Layout, dir: &Path) -> ParentState {
@@ -242,7 +269,12 @@ fn parent_from_dir(fs: &dyn Fs, layout: &Layout, dir: &Path) -> ParentState {
     }
 }
 
-fn resolve_parent(config: &Config, fs: &dyn Fs, layout: &Layout, host: &Host<'_>) -> Result<(ParentState, Option<PathBuf>)> {
+fn resolve_parent(
+    config: &Config,
+    fs: &dyn Fs,
+    layout: &Layout,
+    host: &Host<'_>,
+) -> Result<(ParentState, Option<PathBuf>)> {
     let env = config.env.env;
     let model = config.model_name();
     match &config.final_training.source.parent {
@@ -257,7 +289,10 @@ fn resolve_parent(config: &Config, fs: &dyn Fs, layout: &Layout, host: &Host<'_>
                 spec_fp: r.spec_fp.clone(),
                 exec_fp: r.exec_fp.clone(),
             };
-            if !crate::identity::is_fingerprint(&r.spec_fp) || !crate::identity::is_fingerprint(&r.exec_fp) || r.variant == 0 {
+            if !crate::identity::is_fingerprint(&r.spec_fp)
+                || !crate::identity::is_fingerprint(&r.exec_fp)
+                || r.variant == 0
+            {
                 return Err(config.docs["final_training"].locate(
                     "source.parent",
                     "spec_fp and exec_fp must be 16 lowercase hex characters and variant at least 1",
@@ -272,7 +307,10 @@ fn resolve_parent(config: &Config, fs: &dyn Fs, layout: &Layout, host: &Host<'_>
                 Some(found) => Ok((parent_from_dir(fs, layout, &found.dir), Some(found.dir))),
                 None => Ok((
                     ParentState::NotFound {
-                        looked_for: format!("latest complete final training of model {model} in {}", env.as_str()),
+                        looked_for: format!(
+                            "latest complete final training of model {model} in {}",
+                            env.as_str()
+                        ),
                     },
                     None,
                 )),
@@ -295,7 +333,13 @@ fn parent_error(state: &ParentState) -> Option<Error> {
     }
 }
 
-fn resolve_source(config: &Config, fs: &dyn Fs, layout: &Layout, host: &Host<'_>, warnings: &mut Vec<String>) -> Result<(ResolvedSource, Option<ParentState>)> {
+fn resolve_source(
+    config: &Config,
+    fs: &dyn Fs,
+    layout: &Layout,
+    host: &Host<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<(ResolvedSource, Option<ParentState>)> {
     let kind = config.source_type();
     let load = config.checkpoint_load();
     let continuing = config.mode() == RunMode::ContinueFromPrevious;
@@ -323,8 +367,12 @@ fn resolve_source(config: &Config, fs: &dyn Fs, layout: &Layout, host: &Host<'_>
                 return Err(err);
             }
             let dir = dir.ok_or_else(|| Error::internal("complete parent without a directory"))?;
-            let meta = completion::read_metadata(fs, &dir)
-                .map_err(|r| Error::new(ErrorKind::ParentIncomplete, format!("parent {}: {r}", dir.display())))?;
+            let meta = completion::read_metadata(fs, &dir).map_err(|r| {
+                Error::new(
+                    ErrorKind::ParentIncomplete,
+                    format!("parent {}: {r}", dir.display()),
+                )
+            })?;
             let parent = Parent {
                 dir: dir.clone(),
                 spec_fp: meta.spec_fp.clone(),
@@ -350,7 +398,9 @@ fn resolve_source(config: &Config, fs: &dyn Fs, layout: &Layout, host: &Host<'_>
         SourceType::BestSelected => {
             let doc = &config.docs["final_training"];
             let dir = match &config.final_training.checkpoint.source {
-                Some(CheckpointRef::Path(p)) => DatasetPath::parse(p).resolve(p, &config.root, "checkpoint.source")?,
+                Some(CheckpointRef::Path(p)) => {
+                    DatasetPath::parse(p).resolve(p, &config.root, "checkpoint.source")?
+                }
                 Some(CheckpointRef::Training(r)) => {
                     let id = Identity {
                         storage_env: config.env.env,
@@ -358,7 +408,9 @@ fn resolve_source(config: &Config, fs: &dyn Fs, layout: &Layout, host: &Host<'_>
                         spec_fp: r.spec_fp.clone(),
                         exec_fp: r.exec_fp.clone(),
                     };
-                    layout.variant_dir(&id, r.variant)?.join(completion::CHECKPOINT_DIR)
+                    layout
+                        .variant_dir(&id, r.variant)?
+                        .join(completion::CHECKPOINT_DIR)
                 }
                 None => {
                     // PARTIAL: reading the latest best-model-selection record arrives with the
@@ -370,7 +422,9 @@ fn resolve_source(config: &Config, fs: &dyn Fs, layout: &Layout, host: &Host<'_>
                     .at(Place::file(config.display("final_training")).with_key("checkpoint.source")));
                 }
             };
-            let origin = doc.origin_of("checkpoint.source").map(|o| o.place("checkpoint.source"));
+            let origin = doc
+                .origin_of("checkpoint.source")
+                .map(|o| o.place("checkpoint.source"));
             let place = origin.unwrap_or_else(|| Place::default().with_key("checkpoint.source"));
             if !fs.is_dir(&dir) {
                 return Err(Error::new(
@@ -434,7 +488,11 @@ pub fn prepare(config: Config, fs: &dyn Fs, host: &Host<'_>) -> Result<Job> {
             None => BUILTIN_TRAINER.to_string(),
             Some(argv) => argv.join(" "),
         };
-        Some(CodeIdentity { git_commit, dirty, trainer })
+        Some(CodeIdentity {
+            git_commit,
+            dirty,
+            trainer,
+        })
     } else {
         None
     };
@@ -470,4 +528,3 @@ pub fn prepare(config: Config, fs: &dyn Fs, host: &Host<'_>) -> Result<Job> {
         warnings,
     })
 }
-

@@ -32,7 +32,15 @@ enum Piece {
     Token(String),
 }
 
-const NAME_TOKENS: [&str; 7] = ["env", "model", "spec_hash", "exec_hash", "variant", "conv_hash", "version"];
+const NAME_TOKENS: [&str; 7] = [
+    "env",
+    "model",
+    "spec_hash",
+    "exec_hash",
+    "variant",
+    "conv_hash",
+    "version",
+];
 
 fn pieces(pattern: &str) -> std::result::Result<Vec<Piece>, String> {
     let mut out = Vec::new();
@@ -45,11 +53,16 @@ fn pieces(pattern: &str) -> std::result::Result<Vec<Piece>, String> {
         let end = after.find('}').ok_or("unclosed `{`")?;
         let name = &after[..end];
         if !NAME_TOKENS.contains(&name) {
-            return Err(format!("unknown token {{{name}}}; run-name tokens are {}", NAME_TOKENS.join(", ")));
+            return Err(format!(
+                "unknown token {{{name}}}; run-name tokens are {}",
+                NAME_TOKENS.join(", ")
+            ));
         }
         // `{version}` starts with its separator, so it may follow a token directly.
         if matches!(out.last(), Some(Piece::Token(_))) && name != "version" {
-            return Err(format!("tokens must be separated by literal text (at {{{name}}})"));
+            return Err(format!(
+                "tokens must be separated by literal text (at {{{name}}})"
+            ));
         }
         out.push(Piece::Token(name.to_string()));
         rest = &after[end + 1..];
@@ -105,8 +118,11 @@ pub struct NameViolation {
 impl RunNamePolicy {
     pub fn new(pattern: &str) -> Result<RunNamePolicy> {
         let pieces = pieces(pattern).map_err(|m| {
-            Error::new(ErrorKind::ConfigInvalid, format!("run-name pattern {pattern:?}: {m}"))
-                .at(Place::file("naming.yaml"))
+            Error::new(
+                ErrorKind::ConfigInvalid,
+                format!("run-name pattern {pattern:?}: {m}"),
+            )
+            .at(Place::file("naming.yaml"))
         })?;
         Ok(RunNamePolicy {
             pattern: pattern.to_string(),
@@ -115,7 +131,9 @@ impl RunNamePolicy {
             model_rule: (Vec::new(), false),
             max_length: 256,
             warn_length: 150,
-            forbidden_chars: ["/", "\\", ":", "*", "?", "\"", "<", ">", "|"].map(String::from).to_vec(),
+            forbidden_chars: ["/", "\\", ":", "*", "?", "\"", "<", ">", "|"]
+                .map(String::from)
+                .to_vec(),
             version_separator: "_".into(),
         })
     }
@@ -123,7 +141,12 @@ impl RunNamePolicy {
     /// The final-training (or conversion) policy from `naming.yaml`.
     pub fn from_naming(naming: &NamingFile, conversion: bool) -> Result<RunNamePolicy> {
         let pattern = if conversion {
-            naming.run_names.conversion.pattern.as_deref().unwrap_or(DEFAULT_CONVERSION_PATTERN)
+            naming
+                .run_names
+                .conversion
+                .pattern
+                .as_deref()
+                .unwrap_or(DEFAULT_CONVERSION_PATTERN)
         } else {
             naming
                 .run_names
@@ -155,7 +178,10 @@ impl RunNamePolicy {
     }
 
     /// Builds and validates a name; returns it with its warnings (over `warn_length`).
-    pub fn build(&self, parts: &RunNameParts) -> std::result::Result<(String, Vec<String>), NameViolation> {
+    pub fn build(
+        &self,
+        parts: &RunNameParts,
+    ) -> std::result::Result<(String, Vec<String>), NameViolation> {
         let mut name = String::new();
         for piece in &self.pieces {
             match piece {
@@ -188,10 +214,17 @@ impl RunNamePolicy {
         if len > self.max_length {
             return Err(NameViolation {
                 rule: "max_length",
-                message: format!("run name is {len} characters, over max_length {}: {name:?}", self.max_length),
+                message: format!(
+                    "run name is {len} characters, over max_length {}: {name:?}",
+                    self.max_length
+                ),
             });
         }
-        if let Some(c) = self.forbidden_chars.iter().find(|c| !c.is_empty() && name.contains(c.as_str())) {
+        if let Some(c) = self
+            .forbidden_chars
+            .iter()
+            .find(|c| !c.is_empty() && name.contains(c.as_str()))
+        {
             return Err(NameViolation {
                 rule: "forbidden_chars",
                 message: format!("run name contains forbidden {c:?}: {name:?}"),
@@ -205,7 +238,10 @@ impl RunNamePolicy {
         }
         let mut warnings = Vec::new();
         if len > self.warn_length {
-            warnings.push(format!("run name is {len} characters, over warn_length {}", self.warn_length));
+            warnings.push(format!(
+                "run name is {len} characters, over warn_length {}",
+                self.warn_length
+            ));
         }
         Ok(warnings)
     }
@@ -248,9 +284,13 @@ impl RunNamePolicy {
     }
 
     fn accept(&self, token: &str, value: &str, parts: &mut RunNameParts) -> bool {
-        let hex8 = |v: &str| v.len() == 8 && v.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        let hex8 =
+            |v: &str| v.len() == 8 && v.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
         let number = |v: &str| {
-            !v.is_empty() && !v.starts_with('0') && v.bytes().all(|b| b.is_ascii_digit()) && v.len() < 20
+            !v.is_empty()
+                && !v.starts_with('0')
+                && v.bytes().all(|b| b.is_ascii_digit())
+                && v.len() < 20
         };
         match token {
             "env" => {
@@ -319,7 +359,12 @@ pub fn parse_parent_training_id(id: &str) -> Option<(String, String, u64)> {
     let rest = head.strip_prefix("spec-")?;
     let (spec8, exec8) = rest.split_once("_exec-")?;
     let hex8 = |s: &str| s.len() == 8 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    if !hex8(spec8) || !hex8(exec8) || v.is_empty() || v.starts_with('0') || !v.bytes().all(|b| b.is_ascii_digit()) {
+    if !hex8(spec8)
+        || !hex8(exec8)
+        || v.is_empty()
+        || v.starts_with('0')
+        || !v.bytes().all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     let variant = v.parse().ok().filter(|n| *n >= 1)?;
@@ -338,17 +383,45 @@ pub const DEFAULT_TAGS: &[(&str, &str, &str)] = &[
     ("process", "execution_platform", "code.execution_platform"),
     ("process", "created_by", "code.created_by"),
     ("process", "run_type", "code.run_type"),
-    ("training", "trained_on_full_data", "code.trained_on_full_data"),
+    (
+        "training",
+        "trained_on_full_data",
+        "code.trained_on_full_data",
+    ),
     ("training", "source_training_run", "source_training_run"),
     ("training", "interrupted", "code.interrupted"),
     ("training", "run_mode", "code.run_mode"),
     ("lineage", "source", "code.lineage.source"),
-    ("lineage", "hpo_study_key_hash", "code.lineage.hpo_study_key_hash"),
-    ("lineage", "hpo_trial_key_hash", "code.lineage.hpo_trial_key_hash"),
-    ("lineage", "hpo_trial_run_id", "code.lineage.hpo_trial_run_id"),
-    ("lineage", "hpo_refit_run_id", "code.lineage.hpo_refit_run_id"),
-    ("lineage", "hpo_sweep_run_id", "code.lineage.hpo_sweep_run_id"),
-    ("lineage", "parent_training_run_id", "code.lineage.parent_training_run_id"),
+    (
+        "lineage",
+        "hpo_study_key_hash",
+        "code.lineage.hpo_study_key_hash",
+    ),
+    (
+        "lineage",
+        "hpo_trial_key_hash",
+        "code.lineage.hpo_trial_key_hash",
+    ),
+    (
+        "lineage",
+        "hpo_trial_run_id",
+        "code.lineage.hpo_trial_run_id",
+    ),
+    (
+        "lineage",
+        "hpo_refit_run_id",
+        "code.lineage.hpo_refit_run_id",
+    ),
+    (
+        "lineage",
+        "hpo_sweep_run_id",
+        "code.lineage.hpo_sweep_run_id",
+    ),
+    (
+        "lineage",
+        "parent_training_run_id",
+        "code.lineage.parent_training_run_id",
+    ),
     ("lineage", "parent_spec_fp", "code.lineage.parent_spec_fp"),
     ("lineage", "parent_exec_fp", "code.lineage.parent_exec_fp"),
     ("lineage", "parent_variant", "code.lineage.parent_variant"),
@@ -421,7 +494,9 @@ impl TagRegistry {
                 let Some(name) = name.as_str().filter(|n| !n.is_empty()) else {
                     return Err(doc.locate(&path, "a tag name must be a non-empty string"));
                 };
-                registry.names.insert((section.clone(), key.clone()), name.to_string());
+                registry
+                    .names
+                    .insert((section.clone(), key.clone()), name.to_string());
             }
         }
         Ok(registry)
@@ -440,5 +515,8 @@ fn unknown(what: &str, given: &str, allowed: &[&str]) -> String {
     let hint = crate::config::yaml::closest(given, allowed)
         .map(|c| format!(" (did you mean `{c}`?)"))
         .unwrap_or_default();
-    format!("unknown {what} `{given}`, expected one of {}{hint}", allowed.join(", "))
+    format!(
+        "unknown {what} `{given}`, expected one of {}{hint}",
+        allowed.join(", ")
+    )
 }

@@ -2,7 +2,7 @@
 //! the completion predicate, with their leases), every variant for `status`, and parents for
 //! continue/final_training sources. Reads only; never writes.
 
-use crate::completion::{self, Completion, Depth, Reason, LEASE_FILE};
+use crate::completion::{self, Completion, Depth, LEASE_FILE};
 use crate::config::schema::StorageEnv;
 use crate::fs::Fs;
 use crate::lease::{self, LeaseRecord, LeaseView, LivenessFacts};
@@ -62,23 +62,37 @@ impl<'a> FsVariants<'a> {
         })
     }
 
+    /// Completion of `variant` alone (memoised with `observe` when that ran).
+    pub fn completion(&self, variant: u64) -> Completion {
+        if let Some(hit) = self.memo.borrow().get(&variant) {
+            return hit.0.clone();
+        }
+        let dir = self.dir.join(self.layout.variant_name(variant));
+        completion::check(
+            self.fs,
+            self.layout,
+            &dir,
+            Some(self.identity),
+            variant,
+            Depth::Sizes,
+        )
+    }
+
     /// Completion and lease of `variant` (memoised).
     pub fn observe(&self, variant: u64) -> (Completion, LeaseView) {
         if let Some(hit) = self.memo.borrow().get(&variant) {
             return hit.clone();
         }
-        let dir = self.layout.variant_dir(self.identity, variant);
-        let seen = match dir {
-            Ok(dir) => {
-                let completion =
-                    completion::check(self.fs, self.layout, &dir, Some(self.identity), variant, Depth::Sizes);
-                (completion, read_lease(self.fs, &dir, self.facts))
-            }
-            Err(_) => (
-                Completion::Incomplete(Reason::IdentityMismatch("path".into())),
-                LeaseView::None,
-            ),
-        };
+        let dir = self.dir.join(self.layout.variant_name(variant));
+        let completion = completion::check(
+            self.fs,
+            self.layout,
+            &dir,
+            Some(self.identity),
+            variant,
+            Depth::Sizes,
+        );
+        let seen = (completion, read_lease(self.fs, &dir, self.facts));
         self.memo.borrow_mut().insert(variant, seen.clone());
         seen
     }
@@ -87,6 +101,10 @@ impl<'a> FsVariants<'a> {
 impl VariantOracle for FsVariants<'_> {
     fn numbers(&self) -> &BTreeSet<u64> {
         &self.numbers
+    }
+
+    fn is_complete(&self, variant: u64) -> bool {
+        self.completion(variant).is_complete()
     }
 
     fn state(&self, variant: u64) -> VariantState {
@@ -121,7 +139,9 @@ pub fn scan_all(
     under: Option<&Path>,
 ) -> Vec<FoundVariant> {
     let segments = layout.pattern_depth();
-    let start = under.map(Path::to_path_buf).unwrap_or_else(|| layout.final_training_dir.clone());
+    let start = under
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| layout.final_training_dir.clone());
     let start_depth = start
         .strip_prefix(&layout.final_training_dir)
         .map(|p| p.components().count())

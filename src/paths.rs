@@ -51,14 +51,19 @@ impl NormalizeRules {
                 s = s.replace(forbidden.as_str(), "_");
             }
         }
-        let mut s: String = s.chars().map(|c| if is_unsafe(c) { '_' } else { c }).collect();
+        let mut s: String = s
+            .chars()
+            .map(|c| if is_unsafe(c) { '_' } else { c })
+            .collect();
         if self.lowercase {
             s = s.to_lowercase();
         }
         if s.is_empty() || s == "." || s == ".." {
             return Err(Error::new(
                 ErrorKind::InvalidPath,
-                format!("{what} {value:?} normalises to {s:?}, which is not a usable path component"),
+                format!(
+                    "{what} {value:?} normalises to {s:?}, which is not a usable path component"
+                ),
             ));
         }
         let len = s.chars().count();
@@ -185,7 +190,10 @@ impl Pattern {
             if s.contains('{') {
                 return Err(Error::new(
                     ErrorKind::InvalidPath,
-                    format!("pattern {:?} needs a token that was not given: {s:?}", self.text),
+                    format!(
+                        "pattern {:?} needs a token that was not given: {s:?}",
+                        self.text
+                    ),
                 ));
             }
             out.push(s);
@@ -267,7 +275,12 @@ pub fn lexical_normalize(path: &Path) -> PathBuf {
     out
 }
 
-fn subdir(name: &Option<String>, default: &str, key: &str, rules: &NormalizeRules) -> Result<String> {
+fn subdir(
+    name: &Option<String>,
+    default: &str,
+    key: &str,
+    rules: &NormalizeRules,
+) -> Result<String> {
     let value = name.clone().unwrap_or_else(|| default.to_string());
     rules
         .token(&format!("paths.yaml {key}"), &value)
@@ -278,8 +291,18 @@ impl Layout {
     pub fn new(root: &Path, paths: &PathsFile, env: StorageEnv) -> Result<Layout> {
         let rules = NormalizeRules::from_paths(paths)?;
         let out = resolve_out(root, paths, env);
-        let ft = subdir(&paths.outputs.final_training, "final_training", "outputs.final_training", &rules)?;
-        let conv = subdir(&paths.outputs.conversion, "conversion", "outputs.conversion", &rules)?;
+        let ft = subdir(
+            &paths.outputs.final_training,
+            "final_training",
+            "outputs.final_training",
+            &rules,
+        )?;
+        let conv = subdir(
+            &paths.outputs.conversion,
+            "conversion",
+            "outputs.conversion",
+            &rules,
+        )?;
         let cache = subdir(&paths.outputs.cache, "cache", "outputs.cache", &rules)?;
         let final_training = Pattern::parse(
             "final_training_v2",
@@ -312,7 +335,9 @@ impl Layout {
     }
 
     fn identity_tokens(&self, id: &Identity) -> Result<Vec<(&'static str, String)>> {
-        if !crate::identity::is_fingerprint(&id.spec_fp) || !crate::identity::is_fingerprint(&id.exec_fp) {
+        if !crate::identity::is_fingerprint(&id.spec_fp)
+            || !crate::identity::is_fingerprint(&id.exec_fp)
+        {
             return Err(Error::internal(format!(
                 "fingerprints must be 16 lowercase hex: {:?} {:?}",
                 id.spec_fp, id.exec_fp
@@ -337,7 +362,9 @@ impl Layout {
     pub fn identity_dir(&self, id: &Identity) -> Result<PathBuf> {
         let tokens = self.identity_tokens(id)?;
         let segs = &self.final_training.segments;
-        let rendered = self.final_training.render(&segs[..segs.len() - 1], &tokens)?;
+        let rendered = self
+            .final_training
+            .render(&segs[..segs.len() - 1], &tokens)?;
         self.join_checked(&self.final_training_dir, &rendered)
     }
 
@@ -346,8 +373,17 @@ impl Layout {
         debug_assert!(variant >= 1);
         let mut tokens = self.identity_tokens(id)?;
         tokens.push(("variant", variant.to_string()));
-        let rendered = self.final_training.render(&self.final_training.segments, &tokens)?;
+        let rendered = self
+            .final_training
+            .render(&self.final_training.segments, &tokens)?;
         self.join_checked(&self.final_training_dir, &rendered)
+    }
+
+    /// The name of variant `variant`'s directory inside its identity dir (the pattern's last
+    /// segment, which holds only `{variant}` and literals).
+    pub fn variant_name(&self, variant: u64) -> String {
+        let last = self.final_training.segments.last().expect("non-empty pattern");
+        last.replace("{variant}", &variant.to_string())
     }
 
     /// Parses a directory name inside an identity dir back into its variant number.
@@ -356,14 +392,22 @@ impl Layout {
         let last = self.final_training.segments.last()?;
         let (prefix, suffix) = last.split_once("{variant}")?;
         let digits = name.strip_prefix(prefix)?.strip_suffix(suffix)?;
-        if digits.is_empty() || digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        if digits.is_empty()
+            || digits.starts_with('0')
+            || !digits.bytes().all(|b| b.is_ascii_digit())
+        {
             return None;
         }
         digits.parse::<u64>().ok()
     }
 
     /// The conversion output dir of a parent variant (SPEC §9).
-    pub fn conversion_dir_for(&self, id: &Identity, variant: u64, conv_fp: &str) -> Result<PathBuf> {
+    pub fn conversion_dir_for(
+        &self,
+        id: &Identity,
+        variant: u64,
+        conv_fp: &str,
+    ) -> Result<PathBuf> {
         let mut tokens = self.identity_tokens(id)?;
         tokens.push(("variant", variant.to_string()));
         tokens.push(("conv_fp", conv_fp.to_string()));
@@ -383,7 +427,11 @@ impl Layout {
     fn join_checked(&self, base: &Path, segments: &[String]) -> Result<PathBuf> {
         let mut path = base.to_path_buf();
         for segment in segments {
-            if segment.is_empty() || segment == "." || segment == ".." || segment.contains(['/', '\\']) {
+            if segment.is_empty()
+                || segment == "."
+                || segment == ".."
+                || segment.contains(['/', '\\'])
+            {
                 return Err(Error::new(
                     ErrorKind::InvalidPath,
                     format!("generated path component {segment:?} is not a plain name"),
@@ -431,7 +479,11 @@ pub enum DatasetPath {
     /// `C:\d\x`, `C:/d/x` (drive letter, rest with `/`).
     Drive { letter: char, rest: String },
     /// `\\server\share\x`.
-    Unc { server: String, share: String, rest: String },
+    Unc {
+        server: String,
+        share: String,
+        rest: String,
+    },
 }
 
 impl DatasetPath {
@@ -451,7 +503,11 @@ impl DatasetPath {
             let server = parts.next().unwrap_or_default().to_string();
             let share = parts.next().unwrap_or_default().to_string();
             let rest = parts.next().unwrap_or_default().to_string();
-            return DatasetPath::Unc { server, share, rest };
+            return DatasetPath::Unc {
+                server,
+                share,
+                rest,
+            };
         }
         DatasetPath::Posix(raw.replace('\\', "/"))
     }
@@ -460,14 +516,20 @@ impl DatasetPath {
     /// non-Windows host (never a file literally named `C:\…`).
     pub fn resolve(&self, raw: &str, base: &Path, key: &str) -> Result<PathBuf> {
         match self {
-            DatasetPath::Posix(p) => Ok(lexical_normalize(&crate::config::absolutize(Path::new(p), base))),
+            DatasetPath::Posix(p) => Ok(lexical_normalize(&crate::config::absolutize(
+                Path::new(p),
+                base,
+            ))),
             DatasetPath::Drive { .. } | DatasetPath::Unc { .. } => {
                 if cfg!(windows) {
                     Ok(PathBuf::from(raw))
                 } else {
                     Err(Error::new(
                         ErrorKind::UnsupportedPath,
-                        format!("{raw:?} is a Windows {} path; this host is not Windows", self.form()),
+                        format!(
+                            "{raw:?} is a Windows {} path; this host is not Windows",
+                            self.form()
+                        ),
                     )
                     .at(Place::default().with_key(key)))
                 }

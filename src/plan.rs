@@ -19,14 +19,26 @@ pub enum VariantState {
 pub trait VariantOracle {
     fn numbers(&self) -> &BTreeSet<u64>;
     fn state(&self, variant: u64) -> VariantState;
+    /// Whether `variant` is complete; oracles may answer it without looking at leases.
+    fn is_complete(&self, variant: u64) -> bool {
+        self.state(variant) == VariantState::Complete
+    }
 }
 
 /// The parent of continue_from_previous, as observed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ParentState {
-    NotFound { looked_for: String },
-    Incomplete { dir: String, reason: Reason },
-    Complete { dir: String, trained_epochs: Option<u64> },
+    NotFound {
+        looked_for: String,
+    },
+    Incomplete {
+        dir: String,
+        reason: Reason,
+    },
+    Complete {
+        dir: String,
+        trained_epochs: Option<u64>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,7 +114,7 @@ pub fn decide(request: &Request, variants: &dyn VariantOracle) -> Result<Decisio
                     .iter()
                     .rev()
                     .copied()
-                    .find(|v| variants.state(*v) == VariantState::Complete);
+                    .find(|v| variants.is_complete(*v));
                 match newest_complete {
                     Some(v) => Decision::Reuse { variant: v },
                     None => Decision::New { variant: next },

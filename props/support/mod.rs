@@ -31,7 +31,10 @@ fn copy_tree(from: &Path, to: &Path) {
 
 impl Project {
     pub fn new() -> Project {
-        let dir = tempfile::Builder::new().prefix("trainctl-test-").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("trainctl-test-")
+            .tempdir()
+            .expect("tempdir");
         copy_tree(&repo_root().join("config"), &dir.path().join("config"));
         copy_tree(
             &repo_root().join("fixtures/datasets/resume_tiny"),
@@ -63,7 +66,10 @@ impl Project {
 
     pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_trainctl"));
-        cmd.arg("--root").arg(self.root()).args(args).current_dir(self.root());
+        cmd.arg("--root")
+            .arg(self.root())
+            .args(args)
+            .current_dir(self.root());
         for var in [
             "COLAB_RELEASE_TAG",
             "COLAB_GPU",
@@ -134,7 +140,10 @@ pub fn opts(root: &Path, overrides: &[&str]) -> trainctl::config::LoadOptions {
 }
 
 /// The paths whose presence or bytes differ between two snapshots (empty = unchanged).
-pub fn changed(before: &[(PathBuf, Option<Vec<u8>>)], after: &[(PathBuf, Option<Vec<u8>>)]) -> Vec<PathBuf> {
+pub fn changed(
+    before: &[(PathBuf, Option<Vec<u8>>)],
+    after: &[(PathBuf, Option<Vec<u8>>)],
+) -> Vec<PathBuf> {
     let a: std::collections::BTreeMap<_, _> = before.iter().cloned().collect();
     let b: std::collections::BTreeMap<_, _> = after.iter().cloned().collect();
     let mut out: Vec<PathBuf> = a
@@ -152,7 +161,9 @@ pub fn snapshot(dir: &Path) -> Vec<(PathBuf, Option<Vec<u8>>)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             let p = e.path();
             if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
@@ -182,8 +193,14 @@ pub fn write_complete_variant(
         "label2id": {"O": 0, "NAME": 1},
     });
     let files: Vec<(&str, Vec<u8>)> = vec![
-        ("checkpoint/config.json", serde_json::to_vec(&config).expect("json")),
-        ("checkpoint/model.safetensors", format!("weights of v{variant}").into_bytes()),
+        (
+            "checkpoint/config.json",
+            serde_json::to_vec(&config).expect("json"),
+        ),
+        (
+            "checkpoint/model.safetensors",
+            format!("weights of v{variant}").into_bytes(),
+        ),
     ];
     let mut manifest = Vec::new();
     for (rel, bytes) in &files {
@@ -194,7 +211,11 @@ pub fn write_complete_variant(
             "sha256": trainctl::identity::sha256_hex(bytes),
         }));
     }
-    std::fs::write(dir.join("metrics.json"), br#"{"macro-f1": 0.5, "loss": 1.0}"#).expect("metrics");
+    std::fs::write(
+        dir.join("metrics.json"),
+        br#"{"macro-f1": 0.5, "loss": 1.0}"#,
+    )
+    .expect("metrics");
     let meta = serde_json::json!({
         "status": "completed",
         "storage_env": id.storage_env.as_str(),
@@ -207,7 +228,11 @@ pub fn write_complete_variant(
         "trained_epochs": 1,
         "completed_at": format!("2026-01-01T00:00:{:02}Z", variant % 60),
     });
-    std::fs::write(dir.join("metadata.json"), serde_json::to_vec_pretty(&meta).expect("json")).expect("metadata");
+    std::fs::write(
+        dir.join("metadata.json"),
+        serde_json::to_vec_pretty(&meta).expect("json"),
+    )
+    .expect("metadata");
     dir
 }
 
@@ -229,7 +254,11 @@ pub fn write_incomplete_variant(
             "exec_fp": id.exec_fp,
             "variant": variant,
         });
-        std::fs::write(dir.join("metadata.json"), serde_json::to_vec(&meta).expect("json")).expect("metadata");
+        std::fs::write(
+            dir.join("metadata.json"),
+            serde_json::to_vec(&meta).expect("json"),
+        )
+        .expect("metadata");
     }
     dir
 }
@@ -245,5 +274,9 @@ pub fn write_live_lease(dir: &Path) {
         "started_at_ms": 0,
         "heartbeat_ms": 0,
     });
-    std::fs::write(dir.join("lease.json"), serde_json::to_vec(&lease).expect("json")).expect("lease");
+    std::fs::write(
+        dir.join("lease.json"),
+        serde_json::to_vec(&lease).expect("json"),
+    )
+    .expect("lease");
 }

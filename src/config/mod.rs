@@ -154,7 +154,10 @@ pub fn detect_env(cli: Option<&str>, var: &dyn Fn(&str) -> Option<String>) -> Re
             StorageEnv::Kaggle,
             &["KAGGLE_KERNEL_RUN_TYPE", "KAGGLE_URL_BASE"],
         ),
-        (StorageEnv::Azureml, &["AZUREML_RUN_ID", "AZUREML_EXPERIMENT_ID"]),
+        (
+            StorageEnv::Azureml,
+            &["AZUREML_RUN_ID", "AZUREML_EXPERIMENT_ID"],
+        ),
     ];
     for (env, vars) in rules {
         if let Some(v) = vars.iter().find(|v| var(v).is_some()) {
@@ -360,18 +363,21 @@ impl Reader<'_> {
                 format!("{what} not found: {}", path.display()),
             )
             .at(Place::file(name))),
-            Err(e) => Err(Error::new(
-                ErrorKind::ConfigMissing,
-                format!("cannot read {what}: {e}"),
-            )
-            .at(Place::file(name))),
+            Err(e) => Err(
+                Error::new(ErrorKind::ConfigMissing, format!("cannot read {what}: {e}"))
+                    .at(Place::file(name)),
+            ),
         }
     }
 }
 
 /// Loads the whole configuration set. Reads only files under CONFIG (and the experiment's
 /// selected files); writes nothing.
-pub fn load(opts: &LoadOptions, cwd: &Path, var: &dyn Fn(&str) -> Option<String>) -> Result<Config> {
+pub fn load(
+    opts: &LoadOptions,
+    cwd: &Path,
+    var: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config> {
     let root = find_root(opts.root.as_deref(), cwd);
     let config_dir = opts
         .config_dir
@@ -480,7 +486,11 @@ pub fn load(opts: &LoadOptions, cwd: &Path, var: &dyn Fn(&str) -> Option<String>
         ),
         (
             "train",
-            selected("train_config", &experiment.train_config, Some("train.yaml".into()))?,
+            selected(
+                "train_config",
+                &experiment.train_config,
+                Some("train.yaml".into()),
+            )?,
         ),
         ("hpo", selected("hpo_config", &experiment.hpo_config, None)?),
         ("env", env_rel),
@@ -536,7 +546,7 @@ pub fn load(opts: &LoadOptions, cwd: &Path, var: &dyn Fn(&str) -> Option<String>
     let (merged, origins) = merge_layers(&layers);
     let hyperparameters: Hyperparameters = serde_json::from_value(merged.clone())
         .map_err(|e| Error::internal(format!("merged hyperparameters do not type-check: {e}")))?;
-    check_hyperparameters(&hyperparameters, &origins, &docs)?;
+    check_hyperparameters(&hyperparameters, &origins)?;
 
     let (seed, seed_origin) = match (final_training.seed.random_seed, train.training.random_seed) {
         (Some(s), _) => (s, ft_doc.origin_of("seed.random_seed").cloned()),
@@ -567,8 +577,14 @@ pub fn load(opts: &LoadOptions, cwd: &Path, var: &dyn Fn(&str) -> Option<String>
     let mut provenance = Vec::new();
     for (key, value) in flatten(&merged) {
         let origin = origins.get(&key).cloned().unwrap_or(Origin::Default);
+        // eval_interval is a hyperparameter (early stopping reads it) written under logging.
+        let shown = if key == "eval_interval" {
+            "logging.eval_interval".to_string()
+        } else {
+            format!("training.{key}")
+        };
         provenance.push(Provenanced {
-            key: format!("training.{key}"),
+            key: shown,
             value,
             origin,
         });
@@ -674,11 +690,7 @@ fn locate_any(docs: &[&Doc], key: &str, message: &str) -> Error {
 }
 
 /// Range checks of the merged hyperparameters, reported at the layer that set the value.
-fn check_hyperparameters(
-    h: &Hyperparameters,
-    origins: &BTreeMap<String, Origin>,
-    docs: &BTreeMap<String, Doc>,
-) -> Result<()> {
+fn check_hyperparameters(h: &Hyperparameters, origins: &BTreeMap<String, Origin>) -> Result<()> {
     let fail = |key: &str, message: String| -> Error {
         let dotted = if key == "eval_interval" {
             "logging.eval_interval".to_string()
@@ -689,7 +701,6 @@ fn check_hyperparameters(
             .get(key)
             .map(|o| o.place(&dotted))
             .unwrap_or_else(|| Place::default().with_key(dotted.clone()));
-        let _ = docs;
         Error::new(ErrorKind::ConfigInvalid, message).at(place)
     };
     let positive = [
@@ -703,20 +714,29 @@ fn check_hyperparameters(
             return Err(fail(key, format!("must be at least 1, got {v}")));
         }
     }
-    if !(h.learning_rate > 0.0) {
+    if h.learning_rate.is_nan() || h.learning_rate <= 0.0 {
         return Err(fail(
             "learning_rate",
             format!("must be > 0, got {}", h.learning_rate),
         ));
     }
     if !(0.0..1.0).contains(&h.dropout) {
-        return Err(fail("dropout", format!("must be in [0, 1), got {}", h.dropout)));
+        return Err(fail(
+            "dropout",
+            format!("must be in [0, 1), got {}", h.dropout),
+        ));
     }
-    if !(h.weight_decay >= 0.0) {
-        return Err(fail("weight_decay", format!("must be >= 0, got {}", h.weight_decay)));
+    if h.weight_decay.is_nan() || h.weight_decay < 0.0 {
+        return Err(fail(
+            "weight_decay",
+            format!("must be >= 0, got {}", h.weight_decay),
+        ));
     }
-    if !(h.max_grad_norm > 0.0) {
-        return Err(fail("max_grad_norm", format!("must be > 0, got {}", h.max_grad_norm)));
+    if h.max_grad_norm.is_nan() || h.max_grad_norm <= 0.0 {
+        return Err(fail(
+            "max_grad_norm",
+            format!("must be > 0, got {}", h.max_grad_norm),
+        ));
     }
     if !(0.0..1.0).contains(&h.validation_fraction) {
         return Err(fail(
@@ -724,7 +744,7 @@ fn check_hyperparameters(
             format!("must be in [0, 1), got {}", h.validation_fraction),
         ));
     }
-    if !(h.early_stopping.min_delta >= 0.0) {
+    if h.early_stopping.min_delta.is_nan() || h.early_stopping.min_delta < 0.0 {
         return Err(fail(
             "early_stopping.min_delta",
             format!("must be >= 0, got {}", h.early_stopping.min_delta),
@@ -734,7 +754,11 @@ fn check_hyperparameters(
 }
 
 /// Cross-key rules of `final_training.yaml` (SPEC §2.4).
-fn validate_final_training(f: &FinalTrainingFile, doc: &Doc, warnings: &mut Vec<String>) -> Result<()> {
+fn validate_final_training(
+    f: &FinalTrainingFile,
+    doc: &Doc,
+    warnings: &mut Vec<String>,
+) -> Result<()> {
     let source = f.source.kind.unwrap_or(SourceType::Scratch);
     if f.variant.number == Some(0) {
         return Err(doc.locate("variant.number", "variant numbers start at 1, got 0"));
@@ -771,7 +795,10 @@ fn validate_final_training(f: &FinalTrainingFile, doc: &Doc, warnings: &mut Vec<
     }
     if let Some(cmd) = &f.trainer.command {
         if cmd.is_empty() {
-            return Err(doc.locate("trainer.command", "an empty argv; use null for the built-in trainer"));
+            return Err(doc.locate(
+                "trainer.command",
+                "an empty argv; use null for the built-in trainer",
+            ));
         }
     }
     if f.run.mode == Some(RunMode::ForceNew) && f.variant.number.is_some() {
@@ -782,11 +809,17 @@ fn validate_final_training(f: &FinalTrainingFile, doc: &Doc, warnings: &mut Vec<
 
 impl Config {
     pub fn mode(&self) -> RunMode {
-        self.final_training.run.mode.unwrap_or(RunMode::ReuseIfExists)
+        self.final_training
+            .run
+            .mode
+            .unwrap_or(RunMode::ReuseIfExists)
     }
 
     pub fn source_type(&self) -> SourceType {
-        self.final_training.source.kind.unwrap_or(SourceType::Scratch)
+        self.final_training
+            .source
+            .kind
+            .unwrap_or(SourceType::Scratch)
     }
 
     /// `checkpoint.load` after auto-derivation: scratch → false, others → true.

@@ -146,7 +146,10 @@ fn parse_raw(text: &str, name: &str) -> Result<Option<Spanned<Raw>>, Error> {
             place.column = Some(loc.column());
         }
         let message = e.to_string();
-        let message = message.strip_prefix("error: ").unwrap_or(&message).to_string();
+        let message = message
+            .strip_prefix("error: ")
+            .unwrap_or(&message)
+            .to_string();
         Error::new(ErrorKind::ConfigInvalid, format!("invalid YAML: {message}")).at(place)
     })
 }
@@ -285,12 +288,16 @@ impl Doc {
             }
         };
         let mut node = &mut self.tree;
-        let (last, parents) = segments.split_last().expect("split('.') yields at least one");
+        let (last, parents) = segments
+            .split_last()
+            .expect("split('.') yields at least one");
         for segment in parents {
             let Value::Object(map) = node else {
                 return Err(Error::new(
                     ErrorKind::ConfigInvalid,
-                    format!("cannot set `{key}`: `{segment}` is inside a value that is not a mapping"),
+                    format!(
+                        "cannot set `{key}`: `{segment}` is inside a value that is not a mapping"
+                    ),
                 )
                 .at(place()));
             };
