@@ -58,6 +58,8 @@ pub struct Global {
 pub enum Command {
     /// Decide what `train` would do, writing nothing.
     Plan,
+    /// Decide and execute: allocate or lease a variant, train, verify, record, cache.
+    Train,
     /// List variants under OUT with their state and reasons.
     Status {
         /// Also re-hash every manifest file (sha256).
@@ -69,6 +71,22 @@ pub enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Check or repair the dual-file caches (records, latest, index).
+    Cache {
+        #[command(subcommand)]
+        action: CacheAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CacheAction {
+    /// Report inconsistencies between records and their views (read-only).
+    Check {
+        /// One cache: final_training, best_model_selection or best_configurations.
+        kind: Option<String>,
+    },
+    /// Rebuild latest and index from the records; remove interrupted-write debris.
+    Repair { kind: Option<String> },
 }
 
 #[derive(Subcommand, Debug)]
@@ -102,6 +120,13 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
 fn env_var(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
@@ -120,6 +145,11 @@ pub fn run(cli: &Cli) -> Result<Output> {
     let opts = load_options(&cli.global);
     match &cli.command {
         Command::Plan => plan_command(&opts, &cwd, &fs, &host),
+        Command::Train => {
+            crate::trainer::install_signal_forwarding();
+            train_command(&opts, &cwd, &fs, &host, &now_us)
+        }
+        Command::Cache { action } => cache_command(&opts, &cwd, &fs, &host, action),
         Command::Status { deep } => status_command(&opts, &cwd, &fs, &host, *deep),
         Command::Config {
             action: ConfigAction::Show,
@@ -204,6 +234,124 @@ pub fn plan_command(
     Ok(Output { json: doc, human })
 }
 
+/// The trainer of the job: `trainer.command`, or the built-in one.
+pub fn trainer_for(job: &job::Job) -> Result<crate::trainer::CommandTrainer> {
+    match &job.config.final_training.trainer.command {
+        Some(argv) => Ok(crate::trainer::CommandTrainer {
+            argv: argv.clone(),
+            env: Vec::new(),
+        }),
+        // PARTIAL: the built-in trainer is a later issue; until then a command is required.
+        None => Err(job.config.docs["final_training"].locate(
+            "trainer.command",
+            "this build has no built-in trainer yet: set `trainer.command` (the shipped config uses fixtures/trainer/fake_trainer.py)",
+        )),
+    }
+}
+
+/// `trainctl train`: plan, then execute (SPEC §2, §5, §8).
+pub fn train_command(
+    opts: &LoadOptions,
+    cwd: &std::path::Path,
+    fs: &dyn Fs,
+    host: &Host<'_>,
+    now_us: &dyn Fn() -> u64,
+) -> Result<Output> {
+    let config = config::load(opts, cwd, host.var)?;
+    let job = job::prepare(config, fs, host)?;
+    let trainer = trainer_for(&job)?;
+    let ctx = crate::train::Context {
+        fs,
+        host,
+        owner: crate::lease::Owner::current(),
+        trainer: &trainer,
+        now_us,
+    };
+    let report = crate::train::train(&job, &ctx)?;
+    let doc = json!({
+        "decision": report.decision.name(),
+        "variant": report.decision.variant(),
+        "mode": job.config.mode().as_str(),
+        "output_dir": report.output_dir,
+        "spec_fp": job.spec_fp(),
+        "exec_fp": job.exec_fp(),
+        "run_name": report.run_name,
+        "storage_env": job.identity.storage_env.as_str(),
+        "model": job.identity.model,
+        "experiment": job.config.experiment_name,
+        "source": source_json(&job),
+        "cache_record": report.cache_record,
+        "backfilled": report.backfilled,
+        "metrics": report.metrics,
+        "warnings": report.warnings,
+    });
+    let mut human = format!(
+        "{} v{}: {}\nrun_name: {}\n",
+        report.decision.name(),
+        report.decision.variant(),
+        report.output_dir.display(),
+        report.run_name
+    );
+    if let Some(m) = &report.metrics {
+        human.push_str(&format!("metrics: {m}\n"));
+    }
+    for w in &report.warnings {
+        human.push_str(&format!("warning: {w}\n"));
+    }
+    Ok(Output { json: doc, human })
+}
+
+/// `trainctl cache check|repair [KIND]`.
+pub fn cache_command(
+    opts: &LoadOptions,
+    cwd: &std::path::Path,
+    fs: &dyn Fs,
+    host: &Host<'_>,
+    action: &CacheAction,
+) -> Result<Output> {
+    use crate::cache::{Cache, CacheKind, CacheSettings};
+    let config = config::load(opts, cwd, host.var)?;
+    let layout = crate::paths::Layout::from_config(&config)?;
+    let (kind, repair) = match action {
+        CacheAction::Check { kind } => (kind, false),
+        CacheAction::Repair { kind } => (kind, true),
+    };
+    let kinds: Vec<CacheKind> = match kind {
+        Some(k) => vec![CacheKind::parse(k).ok_or_else(|| crate::cache::unknown_kind(k))?],
+        None => CacheKind::ALL.to_vec(),
+    };
+    let mut report = serde_json::Map::new();
+    let mut human = String::new();
+    let mut total = 0;
+    for kind in kinds {
+        let cache = Cache::new(fs, CacheSettings::from_paths(&config.paths, &layout, kind)?);
+        if repair {
+            let warnings = cache.repair()?;
+            for w in &warnings {
+                human.push_str(&format!("{}: warning: {w}\n", kind.as_str()));
+            }
+        }
+        let problems = cache.check()?;
+        total += problems.len();
+        for p in &problems {
+            human.push_str(&format!(
+                "{}: {} {} ({})\n",
+                kind.as_str(),
+                p.kind,
+                p.file,
+                p.detail
+            ));
+        }
+        if problems.is_empty() {
+            human.push_str(&format!("{}: ok\n", kind.as_str()));
+        }
+        report.insert(kind.as_str().into(), json!({"problems": problems}));
+    }
+    // Problems are reported, not failed on: exit 0 and `problems` > 0 (see docs/contract.md).
+    let doc = json!({"repaired": repair, "problems": total, "caches": report});
+    Ok(Output { json: doc, human })
+}
+
 fn source_json(job: &job::Job) -> Value {
     json!({
         "type": job.source.kind.as_str(),
@@ -243,9 +391,9 @@ pub fn status_command(
             (Completion::Incomplete(r), _) => ("incomplete", Some(r.to_string())),
         };
         let lease = match &v.lease {
-            LeaseView::None => "none",
+            LeaseView::None { .. } => "none",
             LeaseView::Live(_) => "live",
-            LeaseView::Stale(_) => "stale",
+            LeaseView::Stale { .. } => "stale",
         };
         rows.push(json!({
             "dir": v.dir,

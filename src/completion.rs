@@ -13,7 +13,6 @@ use std::path::{Component, Path};
 pub const METADATA_FILE: &str = "metadata.json";
 pub const METRICS_FILE: &str = "metrics.json";
 pub const CHECKPOINT_DIR: &str = "checkpoint";
-pub const LEASE_FILE: &str = "lease.json";
 
 /// Weights files that make a checkpoint loadable (besides sharded indexes).
 pub const WEIGHT_FILES: [&str; 3] = ["model.safetensors", "pytorch_model.bin", "model.bin"];
@@ -127,6 +126,12 @@ pub fn read_metadata(fs: &dyn Fs, dir: &Path) -> Result<Metadata, Reason> {
         Err(_) => return Err(Reason::CorruptMetadata),
     };
     serde_json::from_slice::<Metadata>(&bytes).map_err(|_| Reason::CorruptMetadata)
+}
+
+/// metadata.json as a raw JSON value (for writers that keep fields), `None` if unreadable.
+pub fn read_metadata_value(fs: &dyn Fs, dir: &Path) -> Option<serde_json::Value> {
+    let bytes = fs.read(&dir.join(METADATA_FILE)).ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 /// SPEC §2.1 for the variant dir `dir`, which the layout says belongs to `expected` (when

@@ -26,8 +26,14 @@ fn write_canonical(value: &Value, out: &mut String) {
                 out.push_str(&u.to_string());
             } else {
                 let x = n.as_f64().unwrap_or(f64::NAN);
-                if x.fract() == 0.0 && x.abs() < 9_007_199_254_740_992.0 {
+                // An integral float is an exact integer: render it as the integer would be,
+                // over the whole i64/u64 range (beyond it no integer can collide).
+                if x.fract() == 0.0
+                    && (-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&x)
+                {
                     out.push_str(&(x as i64).to_string());
+                } else if x.fract() == 0.0 && (0.0..1.844_674_407_370_955_2e19).contains(&x) {
+                    out.push_str(&(x as u64).to_string());
                 } else {
                     // serde_json prints finite floats in shortest round-trip form (ryu).
                     out.push_str(&Value::from(x).to_string());

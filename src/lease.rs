@@ -1,38 +1,92 @@
-//! Variant leases (SPEC §2.3), the read side: the lease record and the liveness rule. Whether a
-//! lease is live is decided here once, from an observed record, the host's view of its
-//! processes, and the time; taking and refreshing leases belongs to execution.
+//! Variant leases (SPEC §2.3): who owns a variant dir. A lease is a sequence of generation
+//! files `lease-<n>.json`, each published whole by a no-replace rename; the highest generation
+//! is the current one. Taking a lease (new, resume, takeover of a stale one) and releasing it
+//! both mean publishing generation n+1, so of any number of racers exactly one wins generation
+//! n+1 and nothing is ever deleted and re-created (the classic takeover race cannot happen).
+//! The owner refreshes `heartbeat-<n>.json` while it trains. Liveness is decided here once.
 
+use crate::fs::{self, Fs};
 use serde::{Deserialize, Serialize};
+use std::io;
+use std::path::Path;
 
-/// The lease record kept in `<variant>/lease.json`.
+/// Whether a generation holds the variant or gives it back.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaseState {
+    Held,
+    Released,
+}
+
+/// One lease generation (`lease-<n>.json`).
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 pub struct LeaseRecord {
+    pub generation: u64,
+    pub state: LeaseState,
     pub host: String,
     pub pid: u32,
     /// The owner's process start time (clock ticks since boot, `/proc/<pid>/stat` field 22),
     /// so that a recycled pid is not mistaken for the owner.
     pub start_time: u64,
-    /// Pid of the trainer child, if one runs: the lease stays live while it does.
-    #[serde(default)]
-    pub trainer_pid: Option<u32>,
-    #[serde(default)]
-    pub trainer_start_time: Option<u64>,
     pub started_at_ms: u64,
+    /// What the owner came to do (`new`, `resume`, `continue`, `release`).
+    pub purpose: String,
+}
+
+/// The owner's heartbeat for generation n (`heartbeat-<n>.json`).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub struct Heartbeat {
     pub heartbeat_ms: u64,
+    /// The trainer child, while one runs: the lease stays live while it does.
+    pub trainer_pid: Option<u32>,
+    pub trainer_start_time: Option<u64>,
+}
+
+/// Who is asking: this process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub host: String,
+    pub pid: u32,
+    pub start_time: u64,
+}
+
+impl Owner {
+    /// This process.
+    pub fn current() -> Owner {
+        let pid = std::process::id();
+        Owner {
+            host: this_host(),
+            pid,
+            start_time: process_start_time(pid).unwrap_or(0),
+        }
+    }
 }
 
 /// What the planner needs to know about a variant's lease.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LeaseView {
-    None,
+    /// No lease generation, or the last one was released.
+    None {
+        generation: u64,
+    },
     Live(LeaseRecord),
     /// Owner gone (or unreadable record): takeover allowed.
-    Stale(Option<LeaseRecord>),
+    Stale {
+        generation: u64,
+    },
 }
 
 impl LeaseView {
     pub fn is_live(&self) -> bool {
         matches!(self, LeaseView::Live(_))
+    }
+
+    /// The current generation (0 when none was ever taken).
+    pub fn generation(&self) -> u64 {
+        match self {
+            LeaseView::None { generation } | LeaseView::Stale { generation } => *generation,
+            LeaseView::Live(r) => r.generation,
+        }
     }
 }
 
@@ -45,28 +99,151 @@ pub struct LivenessFacts<'a> {
     pub process_start_time: &'a dyn Fn(u32) -> Option<u64>,
 }
 
-/// SPEC §2.3: live when the owner (or its trainer) is alive on this host, or, on another host,
-/// the heartbeat is younger than `lease_timeout`.
-pub fn liveness(record: Option<LeaseRecord>, facts: &LivenessFacts<'_>) -> LeaseView {
-    let Some(record) = record else {
-        return LeaseView::Stale(None);
-    };
-    let live = if record.host == facts.this_host {
+/// SPEC §2.3: a held lease is live when its owner (or the owner's trainer) is alive on this
+/// host, or, on another host, when the heartbeat is younger than `lease_timeout`.
+pub fn liveness(
+    record: &LeaseRecord,
+    heartbeat: Option<&Heartbeat>,
+    facts: &LivenessFacts<'_>,
+) -> bool {
+    if record.state == LeaseState::Released {
+        return false;
+    }
+    if record.host == facts.this_host {
         let alive = |pid: u32, start: u64| (facts.process_start_time)(pid) == Some(start);
         let owner = alive(record.pid, record.start_time);
-        let trainer = match (record.trainer_pid, record.trainer_start_time) {
-            (Some(pid), Some(start)) => alive(pid, start),
-            _ => false,
-        };
+        let trainer = heartbeat
+            .and_then(|h| h.trainer_pid.zip(h.trainer_start_time))
+            .is_some_and(|(pid, start)| alive(pid, start));
         owner || trainer
     } else {
-        facts.now_ms.saturating_sub(record.heartbeat_ms) < facts.lease_timeout_ms
+        let last = heartbeat.map_or(record.started_at_ms, |h| h.heartbeat_ms);
+        facts.now_ms.saturating_sub(last) < facts.lease_timeout_ms
+    }
+}
+
+fn lease_name(generation: u64) -> String {
+    format!("lease-{generation}.json")
+}
+
+fn heartbeat_name(generation: u64) -> String {
+    format!("heartbeat-{generation}.json")
+}
+
+/// The highest lease generation present in `dir` (0 when none).
+pub fn current_generation(fs: &dyn Fs, dir: &Path) -> io::Result<u64> {
+    let entries = match fs.list(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
     };
-    if live {
+    Ok(entries
+        .iter()
+        .filter(|e| !e.is_dir)
+        .filter_map(|e| {
+            e.name
+                .strip_prefix("lease-")?
+                .strip_suffix(".json")?
+                .parse::<u64>()
+                .ok()
+        })
+        .filter(|n| *n >= 1)
+        .max()
+        .unwrap_or(0))
+}
+
+/// Reads the current lease of a variant dir and applies the liveness rule. An unreadable
+/// generation file counts as stale (it cannot name a live owner).
+pub fn read(fs: &dyn Fs, dir: &Path, facts: &LivenessFacts<'_>) -> LeaseView {
+    let generation = match current_generation(fs, dir) {
+        Ok(g) => g,
+        Err(_) => return LeaseView::Stale { generation: 0 },
+    };
+    if generation == 0 {
+        return LeaseView::None { generation };
+    }
+    let record = fs
+        .read(&dir.join(lease_name(generation)))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<LeaseRecord>(&b).ok());
+    let Some(record) = record else {
+        return LeaseView::Stale { generation };
+    };
+    if record.state == LeaseState::Released {
+        return LeaseView::None { generation };
+    }
+    let heartbeat = fs
+        .read(&dir.join(heartbeat_name(generation)))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Heartbeat>(&b).ok());
+    if liveness(&record, heartbeat.as_ref(), facts) {
         LeaseView::Live(record)
     } else {
-        LeaseView::Stale(Some(record))
+        LeaseView::Stale { generation }
     }
+}
+
+/// Outcome of trying to take generation n+1.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Take {
+    Won(LeaseRecord),
+    /// Someone else published that generation first.
+    Lost,
+}
+
+/// Publishes generation `after + 1` held by `owner` (for a resume or takeover, `after` is the
+/// generation the caller observed as free or stale; for a brand-new staged dir it is 0).
+pub fn take(
+    fs: &dyn Fs,
+    dir: &Path,
+    after: u64,
+    owner: &Owner,
+    now_ms: u64,
+    purpose: &str,
+) -> io::Result<Take> {
+    let record = LeaseRecord {
+        generation: after + 1,
+        state: LeaseState::Held,
+        host: owner.host.clone(),
+        pid: owner.pid,
+        start_time: owner.start_time,
+        started_at_ms: now_ms,
+        purpose: purpose.to_string(),
+    };
+    publish(fs, dir, record)
+}
+
+fn publish(fs: &dyn Fs, dir: &Path, record: LeaseRecord) -> io::Result<Take> {
+    let bytes = serde_json::to_vec_pretty(&record).map_err(io::Error::other)?;
+    match fs::create_durable(fs, &dir.join(lease_name(record.generation)), &bytes) {
+        Ok(()) => Ok(Take::Won(record)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(Take::Lost),
+        Err(e) => Err(e),
+    }
+}
+
+/// Gives the variant back: publishes generation n+1 as released. `Lost` means another process
+/// had already taken generation n+1 (it judged us stale); the caller reports it.
+pub fn release(fs: &dyn Fs, dir: &Path, held: &LeaseRecord, now_ms: u64) -> io::Result<Take> {
+    let record = LeaseRecord {
+        generation: held.generation + 1,
+        state: LeaseState::Released,
+        started_at_ms: now_ms,
+        purpose: "release".into(),
+        ..held.clone()
+    };
+    publish(fs, dir, record)
+}
+
+/// Refreshes the owner's heartbeat (atomic replace).
+pub fn beat(fs: &dyn Fs, dir: &Path, held: &LeaseRecord, heartbeat: &Heartbeat) -> io::Result<()> {
+    let bytes = serde_json::to_vec(heartbeat).map_err(io::Error::other)?;
+    fs::write_atomic(fs, &dir.join(heartbeat_name(held.generation)), &bytes)
+}
+
+/// Whether `held` is still the current generation of `dir` (nobody took over).
+pub fn still_ours(fs: &dyn Fs, dir: &Path, held: &LeaseRecord) -> bool {
+    current_generation(fs, dir).is_ok_and(|g| g == held.generation)
 }
 
 /// This host's name (for lease ownership).
@@ -80,9 +257,16 @@ pub fn this_host() -> String {
 }
 
 /// Start time of a process on this host from `/proc/<pid>/stat` (field 22), `None` if gone.
+/// A zombie (exited, not yet reaped) counts as gone.
 pub fn process_start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may contain spaces and parentheses: split after the last ')'.
     let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().nth(19)?.parse().ok()
+    let mut fields = after.split_whitespace();
+    let state = fields.next()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    // Field 22 overall is the 20th after the state field (field 3).
+    fields.nth(18)?.parse().ok()
 }

@@ -4,6 +4,7 @@
 //! Shape (see ARCHITECTURE.md): `config` loads and types the YAML set, `job` resolves it into an
 //! identity and paths, `observe` reads OUT through the `fs` port, and `plan` decides purely.
 
+pub mod cache;
 pub mod cli;
 pub mod completion;
 pub mod config;
@@ -16,3 +17,5 @@ pub mod naming;
 pub mod observe;
 pub mod paths;
 pub mod plan;
+pub mod train;
+pub mod trainer;

@@ -2,24 +2,19 @@
 //! the completion predicate, with their leases), every variant for `status`, and parents for
 //! continue/final_training sources. Reads only; never writes.
 
-use crate::completion::{self, Completion, Depth, LEASE_FILE};
+use crate::completion::{self, Completion, Depth};
 use crate::config::schema::StorageEnv;
 use crate::fs::Fs;
-use crate::lease::{self, LeaseRecord, LeaseView, LivenessFacts};
+use crate::lease::{self, LeaseView, LivenessFacts};
 use crate::paths::{Identity, Layout};
 use crate::plan::{VariantOracle, VariantState};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-/// Reads a variant's lease and applies the liveness rule. A missing file is no lease; an
-/// unreadable or torn one is stale (its writer died before making it whole).
+/// Reads a variant's lease and applies the liveness rule.
 pub fn read_lease(fs: &dyn Fs, dir: &Path, facts: &LivenessFacts<'_>) -> LeaseView {
-    match fs.read(&dir.join(LEASE_FILE)) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => LeaseView::None,
-        Err(_) => LeaseView::Stale(None),
-        Ok(bytes) => lease::liveness(serde_json::from_slice::<LeaseRecord>(&bytes).ok(), facts),
-    }
+    lease::read(fs, dir, facts)
 }
 
 /// The variants of one identity, classified on demand and memoised: `plan` on 10,000

@@ -382,7 +382,11 @@ impl Layout {
     /// The name of variant `variant`'s directory inside its identity dir (the pattern's last
     /// segment, which holds only `{variant}` and literals).
     pub fn variant_name(&self, variant: u64) -> String {
-        let last = self.final_training.segments.last().expect("non-empty pattern");
+        let last = self
+            .final_training
+            .segments
+            .last()
+            .expect("non-empty pattern");
         last.replace("{variant}", &variant.to_string())
     }
 

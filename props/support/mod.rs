@@ -265,18 +265,11 @@ pub fn write_incomplete_variant(
 
 /// Writes a lease owned by a live process (this test process) on this host.
 pub fn write_live_lease(dir: &Path) {
-    let pid = std::process::id();
-    let start = trainctl::lease::process_start_time(pid).expect("own start time");
-    let lease = serde_json::json!({
-        "host": trainctl::lease::this_host(),
-        "pid": pid,
-        "start_time": start,
-        "started_at_ms": 0,
-        "heartbeat_ms": 0,
-    });
-    std::fs::write(
-        dir.join("lease.json"),
-        serde_json::to_vec(&lease).expect("json"),
-    )
-    .expect("lease");
+    let owner = trainctl::lease::Owner::current();
+    let taken =
+        trainctl::lease::take(&trainctl::fs::OsFs, dir, 0, &owner, 0, "test").expect("take lease");
+    assert!(
+        matches!(taken, trainctl::lease::Take::Won(_)),
+        "lease generation 1 was taken"
+    );
 }

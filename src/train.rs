@@ -1,0 +1,624 @@
+//! `trainctl train` (SPEC §2, §5, §8): plan, then allocate or lease the variant, record
+//! `running`, run the trainer, check the completion contract itself, write the manifest and
+//! `completed` last, add the cache record, release the lease. Every write goes through the Fs
+//! port and its durable primitives; the only thing a failure leaves behind is what the
+//! contract records (`status: failed`).
+
+use crate::cache::{self, Cache, CacheKind, CacheSettings, Record};
+use crate::completion::{
+    self, ManifestEntry, RunStatus, CHECKPOINT_DIR, METADATA_FILE, METRICS_FILE,
+};
+use crate::config::schema::RunMode;
+use crate::error::{Error, ErrorKind, Result};
+use crate::fs::{self, Fs};
+use crate::identity::sha256_hex;
+use crate::job::{Host, Job};
+use crate::lease::{self, Heartbeat, LeaseRecord, Owner, Take};
+use crate::observe::FsVariants;
+use crate::plan::{self, Decision, Request, VariantOracle};
+use crate::trainer::{Outcome, Run, Trainer, TrainerProcess};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Bound on allocation attempts when other starts keep taking the next number.
+pub const MAX_ALLOCATION_ATTEMPTS: u64 = 10_000;
+
+/// What `train` needs besides the job.
+pub struct Context<'a> {
+    pub fs: &'a dyn Fs,
+    pub host: &'a Host<'a>,
+    pub owner: Owner,
+    pub trainer: &'a dyn Trainer,
+    /// Unix time in microseconds.
+    pub now_us: &'a dyn Fn() -> u64,
+}
+
+/// What `train` reports.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub decision: Decision,
+    pub output_dir: PathBuf,
+    pub run_name: String,
+    pub cache_record: Option<String>,
+    pub backfilled: Vec<u64>,
+    pub metrics: Option<Value>,
+    pub warnings: Vec<String>,
+}
+
+fn io(path: &Path, e: std::io::Error) -> Error {
+    Error::io(path, &e)
+}
+
+/// The label list of the data config: `["O"] + sorted(entity_types)`.
+pub fn labels(job: &Job) -> Vec<String> {
+    let mut types = job.config.data.schema.entity_types.clone();
+    types.sort();
+    types.dedup();
+    std::iter::once("O".to_string()).chain(types).collect()
+}
+
+/// Allocates a NEW variant: a staged dir holding lease generation 1 is published by a
+/// no-replace rename at `v<n>`; on collision the next number is tried (never "scan for the
+/// max, create later"). An explicit number is never moved: a collision there is `busy`.
+pub fn allocate(
+    fs: &dyn Fs,
+    job: &Job,
+    first: u64,
+    explicit: bool,
+    owner: &Owner,
+    now_ms: u64,
+    purpose: &str,
+) -> Result<(u64, PathBuf, LeaseRecord)> {
+    let identity_dir = job.layout.identity_dir(&job.identity)?;
+    cache::ensure_dir(fs, &identity_dir)?;
+    for attempt in 0..MAX_ALLOCATION_ATTEMPTS {
+        if explicit && attempt > 0 {
+            break;
+        }
+        let n = first + attempt;
+        let target = job.layout.variant_dir(&job.identity, n)?;
+        let staged = identity_dir.join(format!(".v{n}.tmp-{}", fs.unique()));
+        fs.create_dir(&staged).map_err(|e| io(&staged, e))?;
+        let lease = match lease::take(fs, &staged, 0, owner, now_ms, purpose)
+            .map_err(|e| io(&staged, e))?
+        {
+            Take::Won(l) => l,
+            Take::Lost => return Err(Error::internal("a fresh staged dir already had a lease")),
+        };
+        match fs::publish_dir(fs, &staged, &target) {
+            Ok(()) => {
+                debug_assert!(lease::still_ours(fs, &target, &lease));
+                return Ok((n, target, lease));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let _ = fs.remove_dir_all(&staged);
+            }
+            Err(e) => {
+                let _ = fs.remove_dir_all(&staged);
+                return Err(io(&target, e));
+            }
+        }
+    }
+    if explicit {
+        return Err(Error::new(
+            ErrorKind::Busy,
+            format!("variant {first} was created by another start at the same time"),
+        ));
+    }
+    Err(Error::internal(format!(
+        "no free variant number in {MAX_ALLOCATION_ATTEMPTS} attempts from v{first}"
+    )))
+}
+
+/// Writes metadata.json atomically and durably.
+fn write_metadata(fs: &dyn Fs, dir: &Path, meta: &Value) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(meta).map_err(|e| Error::internal(e.to_string()))?;
+    let path = dir.join(METADATA_FILE);
+    fs::write_atomic(fs, &path, &bytes).map_err(|e| io(&path, e))
+}
+
+/// The newest resumable step checkpoint (`checkpoints/step-<k>` with a readable
+/// trainer_state.json); temp dirs and torn ones are skipped.
+pub fn latest_step_checkpoint(fs: &dyn Fs, dir: &Path) -> Option<PathBuf> {
+    let root = dir.join("checkpoints");
+    let mut steps: Vec<(u64, PathBuf)> = fs
+        .list(&root)
+        .ok()?
+        .into_iter()
+        .filter(|e| e.is_dir)
+        .filter_map(|e| {
+            Some((
+                e.name.strip_prefix("step-")?.parse::<u64>().ok()?,
+                root.join(&e.name),
+            ))
+        })
+        .collect();
+    steps.sort();
+    steps.into_iter().rev().map(|(_, p)| p).find(|p| {
+        fs.read(&p.join("trainer_state.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .is_some()
+    })
+}
+
+/// Files below `dir` (relative to `base`), sorted; bounded depth.
+fn files_under(
+    fs: &dyn Fs,
+    base: &Path,
+    dir: &Path,
+    depth: usize,
+    out: &mut Vec<PathBuf>,
+) -> Result<()> {
+    if depth > 8 {
+        return Ok(());
+    }
+    for e in fs.list(dir).map_err(|err| io(dir, err))? {
+        let path = dir.join(&e.name);
+        if e.is_dir {
+            files_under(fs, base, &path, depth + 1, out)?;
+        } else if !fs::is_temp_name(&e.name) {
+            out.push(path.strip_prefix(base).unwrap_or(&path).to_path_buf());
+        }
+    }
+    Ok(())
+}
+
+/// Checks SPEC §2.1 items 2 and 4 on a finished attempt (the orchestrator's own check) and
+/// builds the manifest: every checkpoint file with size and sha256, each fsynced.
+fn verify_and_manifest(
+    fs: &dyn Fs,
+    job: &Job,
+    dir: &Path,
+) -> std::result::Result<(Vec<ManifestEntry>, Value), String> {
+    let ckpt = dir.join(CHECKPOINT_DIR);
+    let labels_found = completion::check_checkpoint(fs, &ckpt).map_err(|r| r.to_string())?;
+    let want = labels(job);
+    let got: Vec<String> = labels_found.values().cloned().collect();
+    if got != want {
+        return Err(format!(
+            "label_map_mismatch: checkpoint has {got:?}, data config gives {want:?}"
+        ));
+    }
+    let metrics_path = dir.join(METRICS_FILE);
+    let metrics: Value = fs
+        .read(&metrics_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| "metrics_missing".to_string())?;
+    let objective = job.config.objective_metric();
+    if !metrics
+        .get(&objective)
+        .and_then(Value::as_f64)
+        .is_some_and(f64::is_finite)
+    {
+        return Err(format!("objective_missing:{objective}"));
+    }
+    let mut files = Vec::new();
+    files_under(fs, dir, &ckpt, 0, &mut files).map_err(|e| e.to_string())?;
+    let mut manifest = Vec::new();
+    for rel in files {
+        let path = dir.join(&rel);
+        let bytes = fs
+            .read(&path)
+            .map_err(|e| format!("manifest_mismatch:{}: {e}", rel.display()))?;
+        fs.fsync_file(&path)
+            .map_err(|e| format!("fsync {}: {e}", rel.display()))?;
+        manifest.push(ManifestEntry {
+            path: rel.to_string_lossy().replace('\\', "/"),
+            size: bytes.len() as u64,
+            sha256: sha256_hex(&bytes),
+        });
+    }
+    fs.fsync_file(&metrics_path)
+        .map_err(|e| format!("fsync metrics: {e}"))?;
+    fs.fsync_dir(&ckpt)
+        .map_err(|e| format!("fsync checkpoint: {e}"))?;
+    fs.fsync_dir(dir)
+        .map_err(|e| format!("fsync variant dir: {e}"))?;
+    if manifest.is_empty() {
+        return Err("checkpoint_invalid:empty".into());
+    }
+    Ok((manifest, metrics))
+}
+
+fn subject(job: &Job, variant: u64) -> String {
+    format!(
+        "{}/{}-{}/v{variant}",
+        job.identity.model,
+        &job.spec_fp()[..8],
+        &job.exec_fp()[..8]
+    )
+}
+
+fn record_name_token(subject: &str) -> String {
+    subject.replace(['/', '.'], "-")
+}
+
+/// The final_training cache record of a complete variant.
+fn final_record(
+    job: &Job,
+    variant: u64,
+    dir: &Path,
+    meta: &completion::Metadata,
+    metrics: &Value,
+    now_us: u64,
+) -> Record {
+    let objective = job.config.objective_metric();
+    Record {
+        schema_version: 1,
+        kind: CacheKind::FinalTraining.as_str().into(),
+        created_at: cache::rfc3339(now_us),
+        subject: subject(job, variant),
+        payload: json!({
+            "storage_env": meta.storage_env,
+            "model": meta.model,
+            "spec_fp": meta.spec_fp,
+            "exec_fp": meta.exec_fp,
+            "variant": variant,
+            "output_dir": dir,
+            "completed_at": meta.completed_at,
+            "metrics": metrics,
+        }),
+        metadata: json!({
+            "variant": variant,
+            "spec_fp": meta.spec_fp,
+            "exec_fp": meta.exec_fp,
+            "objective_metric": objective,
+            "objective": metrics.get(&objective),
+        }),
+    }
+}
+
+/// Adds the missing final_training records of this identity's complete variants (a crash
+/// between completion and the record). Returns the variants backfilled.
+fn backfill(
+    ctx: &Context<'_>,
+    job: &Job,
+    cache: &Cache<'_>,
+    variants: &FsVariants<'_>,
+) -> Result<Vec<u64>> {
+    let names = cache.record_names()?;
+    let mut done = Vec::new();
+    for v in variants.numbers().iter().copied() {
+        let token = format!("_{}_", record_name_token(&subject(job, v)));
+        if names.iter().any(|n| n.contains(&token)) {
+            continue;
+        }
+        if let completion::Completion::Complete(meta) = variants.completion(v) {
+            let dir = job.layout.variant_dir(&job.identity, v)?;
+            let metrics = ctx
+                .fs
+                .read(&dir.join(METRICS_FILE))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                .unwrap_or(Value::Null);
+            cache.write(
+                &final_record(job, v, &dir, &meta, &metrics, (ctx.now_us)()),
+                (ctx.now_us)(),
+            )?;
+            done.push(v);
+        }
+    }
+    Ok(done)
+}
+
+/// Number of optimizer steps of the whole run (what the trainer is told).
+fn total_steps(fs: &dyn Fs, job: &Job) -> u64 {
+    let h = &job.config.hyperparameters;
+    let n_train = job
+        .dataset
+        .files
+        .iter()
+        .find(|(role, _)| role == "train")
+        .and_then(|(_, p)| fs.read(p).ok())
+        .and_then(|b| serde_json::from_slice::<Vec<Value>>(&b).ok())
+        .map_or(1, |v| v.len().max(1) as u64);
+    let batches = n_train.div_ceil(h.batch_size.max(1));
+    let steps_per_epoch = batches
+        .div_ceil(h.gradient_accumulation_steps.max(1))
+        .max(1);
+    steps_per_epoch * h.epochs
+}
+
+/// Runs `train` for a prepared job.
+pub fn train(job: &Job, ctx: &Context<'_>) -> Result<Report> {
+    let fs = ctx.fs;
+    let facts = ctx.host.facts(job.config.lease_timeout_s() * 1000);
+    let variants = FsVariants::scan(fs, &job.layout, &job.identity, &facts)?;
+    let request = Request {
+        mode: job.config.mode(),
+        explicit_variant: job.config.final_training.variant.number,
+        parent: job.parent_state.clone(),
+        target_epochs: job.config.hyperparameters.epochs,
+    };
+    let decision = plan::decide(&request, &variants)?;
+    let mut warnings = job.warnings.clone();
+    let settings =
+        CacheSettings::from_paths(&job.config.paths, &job.layout, CacheKind::FinalTraining)?;
+    let cache = Cache::new(fs, settings);
+    let now_ms = || (ctx.now_us)() / 1000;
+
+    let (variant, dir, held) = match decision {
+        Decision::Reuse { variant } => {
+            let backfilled = backfill(ctx, job, &cache, &variants)?;
+            let dir = job.layout.variant_dir(&job.identity, variant)?;
+            let metrics = fs
+                .read(&dir.join(METRICS_FILE))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            let (run_name, w) = job.run_name(variant)?;
+            warnings.extend(w);
+            return Ok(Report {
+                decision,
+                output_dir: dir,
+                run_name,
+                cache_record: None,
+                backfilled,
+                metrics,
+                warnings,
+            });
+        }
+        Decision::New { variant } | Decision::Continue { variant } => {
+            let explicit =
+                job.config.mode() != RunMode::ForceNew && request.explicit_variant == Some(variant);
+            allocate(
+                fs,
+                job,
+                variant,
+                explicit,
+                &ctx.owner,
+                now_ms(),
+                decision.name(),
+            )?
+        }
+        Decision::Resume { variant } => {
+            let dir = job.layout.variant_dir(&job.identity, variant)?;
+            let observed = variants.observe(variant).1;
+            if observed.is_live() {
+                return Err(Error::new(
+                    ErrorKind::Busy,
+                    format!("variant {variant} is held by a live owner"),
+                ));
+            }
+            match lease::take(
+                fs,
+                &dir,
+                observed.generation(),
+                &ctx.owner,
+                now_ms(),
+                "resume",
+            )
+            .map_err(|e| io(&dir, e))?
+            {
+                Take::Won(l) => (variant, dir, l),
+                Take::Lost => {
+                    return Err(Error::new(
+                        ErrorKind::Busy,
+                        format!(
+                            "variant {variant} was taken over by another resume at the same time"
+                        ),
+                    ))
+                }
+            }
+        }
+    };
+    let decision = match decision {
+        Decision::New { .. } => Decision::New { variant },
+        Decision::Continue { .. } => Decision::Continue { variant },
+        other => other,
+    };
+    let (run_name, w) = job.run_name(variant)?;
+    warnings.extend(w);
+    let result = attempt(job, ctx, decision, variant, &dir, &held, &run_name, &cache);
+    // The lease is released whatever happened (a crash leaves it to the liveness rule).
+    match lease::release(fs, &dir, &held, now_ms()) {
+        Ok(Take::Won(_)) => {}
+        Ok(Take::Lost) => warnings.push(format!(
+            "variant {variant}: another process took the lease over before release"
+        )),
+        Err(e) => warnings.push(format!(
+            "variant {variant}: releasing the lease failed: {e}"
+        )),
+    }
+    let (cache_record, metrics, more) = result?;
+    warnings.extend(more);
+    let backfilled = backfill(ctx, job, &cache, &variants)?;
+    Ok(Report {
+        decision,
+        output_dir: dir,
+        run_name,
+        cache_record,
+        backfilled,
+        metrics: Some(metrics),
+        warnings,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attempt(
+    job: &Job,
+    ctx: &Context<'_>,
+    decision: Decision,
+    variant: u64,
+    dir: &Path,
+    held: &LeaseRecord,
+    run_name: &str,
+    cache: &Cache<'_>,
+) -> Result<(Option<String>, Value, Vec<String>)> {
+    let fs = ctx.fs;
+    let now = || cache::rfc3339((ctx.now_us)());
+    let previous = completion::read_metadata_value(fs, dir);
+    let attempts = previous
+        .as_ref()
+        .and_then(|m| m["attempts"].as_u64())
+        .unwrap_or(0)
+        + 1;
+    let created_at = previous
+        .as_ref()
+        .and_then(|m| m["created_at"].as_str().map(str::to_string))
+        .unwrap_or_else(now);
+    let resume_from = match decision {
+        Decision::Resume { .. } => latest_step_checkpoint(fs, dir),
+        Decision::Continue { .. } => job
+            .source
+            .parent
+            .as_ref()
+            .map(|p| p.dir.join(CHECKPOINT_DIR)),
+        _ => None,
+    };
+    let init_checkpoint = match decision {
+        Decision::Continue { .. } => None,
+        _ if job.source.load => job.source.init_checkpoint.clone(),
+        _ => None,
+    };
+    let mut meta = json!({
+        "schema_version": 1,
+        "status": RunStatus::Running,
+        "storage_env": job.identity.storage_env.as_str(),
+        "model": job.identity.model,
+        "spec_fp": job.spec_fp(),
+        "exec_fp": job.exec_fp(),
+        "variant": variant,
+        "objective_metric": job.config.objective_metric(),
+        "experiment": job.config.experiment_name,
+        "run_name": run_name,
+        "mode": job.config.mode().as_str(),
+        "decision": decision.name(),
+        "source": {
+            "type": job.source.kind.as_str(),
+            "load": job.source.load,
+            "identity": job.source.identity,
+            "init_checkpoint": init_checkpoint,
+            "parent": job.source.parent,
+        },
+        "resumed_from": resume_from,
+        "owner": {"host": held.host, "pid": held.pid, "lease_generation": held.generation},
+        "hyperparameters": job.config.hyperparameters,
+        "seed": job.config.seed,
+        "dataset": {"dir": job.dataset.dir, "digest": job.dataset.digest},
+        "attempts": attempts,
+        "created_at": created_at,
+        "updated_at": now(),
+        "manifest": [],
+    });
+    write_metadata(fs, dir, &meta)?;
+
+    let job_path = dir.join("job.json");
+    let dataset: serde_json::Map<String, Value> = job
+        .dataset
+        .files
+        .iter()
+        .map(|(role, p)| (role.clone(), json!(p)))
+        .collect();
+    let job_doc = json!({
+        "variant_dir": dir,
+        "checkpoint_dir": dir.join(CHECKPOINT_DIR),
+        "checkpoints_dir": dir.join("checkpoints"),
+        "metrics_path": dir.join(METRICS_FILE),
+        "resume_from": resume_from,
+        "init_checkpoint": init_checkpoint,
+        "labels": labels(job),
+        "hyperparameters": job.config.hyperparameters,
+        "seed": job.config.seed,
+        "total_steps": total_steps(fs, job),
+        "save_interval": job.config.cadence.save_interval,
+        "log_interval": job.config.cadence.log_interval,
+        "objective_metric": job.config.objective_metric(),
+        "dataset": dataset,
+        "model": job.config.docs["model"].tree,
+        "precision": job.config.precision().as_str(),
+        "run_name": run_name,
+    });
+    fs::write_atomic(
+        fs,
+        &job_path,
+        &serde_json::to_vec_pretty(&job_doc).map_err(|e| Error::internal(e.to_string()))?,
+    )
+    .map_err(|e| io(&job_path, e))?;
+
+    let heartbeat = |process: Option<TrainerProcess>| -> bool {
+        let beat = Heartbeat {
+            heartbeat_ms: (ctx.now_us)() / 1000,
+            trainer_pid: process.map(|p| p.pid),
+            trainer_start_time: process.map(|p| p.start_time),
+        };
+        let _ = lease::beat(fs, dir, held, &beat);
+        lease::still_ours(fs, dir, held)
+    };
+    let run = Run {
+        cwd: &job.config.root,
+        job_path: &job_path,
+        log_path: &dir.join("logs").join("trainer.log"),
+        timeout: job
+            .config
+            .final_training
+            .trainer
+            .timeout_s
+            .map(Duration::from_secs),
+        heartbeat_every: Duration::from_secs(
+            job.config
+                .final_training
+                .lease
+                .heartbeat_s
+                .unwrap_or(10)
+                .max(1),
+        ),
+        heartbeat: &heartbeat,
+    };
+    let outcome = ctx.trainer.run(&run);
+    let failed = |meta: &mut Value,
+                  kind: &str,
+                  message: String|
+     -> Result<(Option<String>, Value, Vec<String>)> {
+        meta["status"] = json!(RunStatus::Failed);
+        meta["failure"] = json!({"kind": kind, "message": message});
+        meta["updated_at"] = json!(now());
+        write_metadata(fs, dir, meta)?;
+        Err(Error::new(
+            ErrorKind::TrainingFailed,
+            format!(
+                "training failed ({kind}): {message}; see {}",
+                dir.join("logs/trainer.log").display()
+            ),
+        ))
+    };
+    if let Outcome::Failed(f) = outcome {
+        meta["failure_exit_code"] = json!(f.exit_code);
+        meta["failure_signal"] = json!(f.signal);
+        return failed(&mut meta, f.kind, f.message);
+    }
+    // Exit 0 proves nothing: check the contract ourselves.
+    let (manifest, metrics) = match verify_and_manifest(fs, job, dir) {
+        Ok(v) => v,
+        Err(reason) => return failed(&mut meta, "incomplete_outputs", reason),
+    };
+    let completed_at = now();
+    meta["status"] = json!(RunStatus::Completed);
+    meta["manifest"] =
+        serde_json::to_value(&manifest).map_err(|e| Error::internal(e.to_string()))?;
+    meta["completed_at"] = json!(completed_at);
+    meta["updated_at"] = json!(completed_at);
+    meta["trained_epochs"] = json!(job.config.hyperparameters.epochs);
+    meta["metrics"] = metrics.clone();
+    // `completed` is written last, atomically and durably, after the manifest files are synced.
+    write_metadata(fs, dir, &meta)?;
+    let verdict = completion::check(
+        fs,
+        &job.layout,
+        dir,
+        Some(&job.identity),
+        variant,
+        completion::Depth::Sizes,
+    );
+    let completion::Completion::Complete(final_meta) = verdict else {
+        return Err(Error::internal(format!(
+            "variant {variant} does not pass the completion check right after completing: {:?}",
+            verdict.reason()
+        )));
+    };
+    let record = final_record(job, variant, dir, &final_meta, &metrics, (ctx.now_us)());
+    let (name, warnings) = cache.write(&record, (ctx.now_us)())?;
+    Ok((Some(name), metrics, warnings))
+}

@@ -1,0 +1,244 @@
+//! The Trainer port (SPEC §8): runs one training attempt and reports how it ended. The
+//! command trainer runs an argv with the job file in `TRAINCTL_JOB`, streams its output to
+//! `logs/trainer.log` (never held in memory), heartbeats the lease, enforces
+//! `trainer.timeout`, forwards SIGINT/SIGTERM, and makes sure the trainer never outlives its
+//! orchestrator (parent-death signal). It never decides whether the run is complete: the
+//! orchestrator checks the completion contract itself.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::{Duration, Instant};
+
+/// How an attempt ended, as far as the process is concerned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Exit code 0 (the outputs still have to pass the completion contract).
+    Exited0,
+    Failed(Failure),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// Machine-readable: `exit_code`, `signal`, `timeout`, `interrupted`, `spawn`,
+    /// `lease_lost`, `io`.
+    pub kind: &'static str,
+    pub message: String,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+}
+
+/// The trainer process, once running (recorded in the lease heartbeat).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TrainerProcess {
+    pub pid: u32,
+    pub start_time: u64,
+}
+
+/// One attempt's parameters.
+pub struct Run<'a> {
+    /// Working directory of the trainer (the project root).
+    pub cwd: &'a Path,
+    pub job_path: &'a Path,
+    pub log_path: &'a Path,
+    pub timeout: Option<Duration>,
+    pub heartbeat_every: Duration,
+    /// Called at start (with the trainer process) and every `heartbeat_every`; returning
+    /// false (the lease is no longer ours) stops the trainer.
+    pub heartbeat: &'a dyn Fn(Option<TrainerProcess>) -> bool,
+}
+
+pub trait Trainer {
+    fn run(&self, run: &Run<'_>) -> Outcome;
+}
+
+/// A signal received by the orchestrator while a trainer runs (0 = none).
+static RECEIVED: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    RECEIVED.store(sig, Ordering::SeqCst);
+}
+
+/// Installs the SIGINT/SIGTERM handlers that `CommandTrainer` forwards to its child.
+pub fn install_signal_forwarding() {
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+}
+
+/// The signal received so far, if any.
+pub fn received_signal() -> Option<i32> {
+    match RECEIVED.load(Ordering::SeqCst) {
+        0 => None,
+        s => Some(s),
+    }
+}
+
+/// An external trainer: `trainer.command` argv (the fixture trainer, or a real one).
+pub struct CommandTrainer {
+    pub argv: Vec<String>,
+    /// Extra environment for the child.
+    pub env: Vec<(String, String)>,
+}
+
+const POLL: Duration = Duration::from_millis(20);
+const KILL_GRACE: Duration = Duration::from_secs(10);
+
+fn failure(kind: &'static str, message: String) -> Outcome {
+    Outcome::Failed(Failure {
+        kind,
+        message,
+        exit_code: None,
+        signal: None,
+    })
+}
+
+fn send(pid: u32, sig: i32) {
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe {
+        libc::kill(pid as libc::pid_t, sig);
+    }
+}
+
+impl Trainer for CommandTrainer {
+    fn run(&self, run: &Run<'_>) -> Outcome {
+        use std::os::unix::process::{CommandExt, ExitStatusExt};
+        let Some((program, args)) = self.argv.split_first() else {
+            return failure("spawn", "empty trainer command".into());
+        };
+        if let Some(dir) = run.log_path.parent() {
+            if let Err(e) = std::fs::create_dir_all(dir) {
+                return failure("io", format!("{}: {e}", dir.display()));
+            }
+        }
+        let log = match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(run.log_path)
+        {
+            Ok(f) => f,
+            Err(e) => return failure("io", format!("{}: {e}", run.log_path.display())),
+        };
+        let log_err = match log.try_clone() {
+            Ok(f) => f,
+            Err(e) => return failure("io", format!("{}: {e}", run.log_path.display())),
+        };
+        let parent = std::process::id() as libc::pid_t;
+        let mut command = std::process::Command::new(program);
+        command
+            .args(args)
+            .current_dir(run.cwd)
+            .env("TRAINCTL_JOB", run.job_path)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(std::process::Stdio::null())
+            .stdout(log)
+            .stderr(log_err);
+        // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) run between fork and
+        // exec. The trainer gets SIGKILL when the orchestrator dies; if the orchestrator died
+        // before prctl took effect, the child exits at once.
+        unsafe {
+            command.pre_exec(move || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+                if libc::getppid() != parent {
+                    libc::_exit(1);
+                }
+                Ok(())
+            });
+        }
+        let mut child = match command.spawn() {
+            Ok(c) => c,
+            Err(e) => return failure("spawn", format!("cannot start {program}: {e}")),
+        };
+        let pid = child.id();
+        let process = crate::lease::process_start_time(pid)
+            .map(|start_time| TrainerProcess { pid, start_time });
+        let started = Instant::now();
+        let mut last_beat = Instant::now();
+        let mut lease_ok = (run.heartbeat)(process);
+        let mut stop: Option<(&'static str, String, Instant)> = None;
+        let mut forwarded: Option<i32> = None;
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    if let Some((kind, message, _)) = stop {
+                        return Outcome::Failed(Failure {
+                            kind,
+                            message,
+                            exit_code: status.code(),
+                            signal: status.signal(),
+                        });
+                    }
+                    if let Some(sig) = forwarded {
+                        return Outcome::Failed(Failure {
+                            kind: "interrupted",
+                            message: format!(
+                                "orchestrator received signal {sig}; forwarded to the trainer"
+                            ),
+                            exit_code: status.code(),
+                            signal: status.signal(),
+                        });
+                    }
+                    return match (status.code(), status.signal()) {
+                        (Some(0), _) => Outcome::Exited0,
+                        (Some(code), _) => Outcome::Failed(Failure {
+                            kind: "exit_code",
+                            message: format!("trainer exited with code {code}"),
+                            exit_code: Some(code),
+                            signal: None,
+                        }),
+                        (None, sig) => Outcome::Failed(Failure {
+                            kind: "signal",
+                            message: format!("trainer killed by signal {}", sig.unwrap_or(0)),
+                            exit_code: None,
+                            signal: sig,
+                        }),
+                    };
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    send(pid, libc::SIGKILL);
+                    let _ = child.wait();
+                    return failure("io", format!("waiting for the trainer: {e}"));
+                }
+            }
+            if let (Some(sig), None) = (received_signal(), forwarded) {
+                send(pid, sig);
+                forwarded = Some(sig);
+                stop.get_or_insert((
+                    "interrupted",
+                    format!("orchestrator received signal {sig}"),
+                    Instant::now(),
+                ));
+            }
+            if let (Some(limit), None) = (run.timeout, &stop) {
+                if started.elapsed() > limit {
+                    send(pid, libc::SIGTERM);
+                    stop = Some((
+                        "timeout",
+                        format!("trainer.timeout of {}s reached", limit.as_secs()),
+                        Instant::now(),
+                    ));
+                }
+            }
+            if last_beat.elapsed() >= run.heartbeat_every {
+                last_beat = Instant::now();
+                lease_ok = (run.heartbeat)(process);
+            }
+            if !lease_ok && stop.is_none() {
+                send(pid, libc::SIGTERM);
+                stop = Some((
+                    "lease_lost",
+                    "another process took over the lease".into(),
+                    Instant::now(),
+                ));
+            }
+            if let Some((_, _, since)) = &stop {
+                if since.elapsed() > KILL_GRACE {
+                    send(pid, libc::SIGKILL);
+                }
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+}
