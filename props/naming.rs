@@ -127,11 +127,22 @@ fn expected_back(parts: &RunNameParts, normalise: bool) -> RunNameParts {
 /// Characters of names that break no rule (some non-ASCII, counted as one char each).
 const ALLOWED: &str = "[a-zA-Z0-9_. éü🚀-]";
 
-/// A name: allowed chars with 0–2 forbidden chars inserted, 1–400 chars before insertion.
+/// Name lengths 1–400, a third of them on the edges of the shipped limits (`warn_length`
+/// and `max_length`, ±1), where off-by-one mistakes live.
+fn name_length() -> impl Strategy<Value = usize> {
+    let warn = NAMING.validate.warn_length.expect("shipped warn_length") as usize;
+    let max = NAMING.validate.max_length.expect("shipped max_length") as usize;
+    prop_oneof![
+        2 => 1usize..=400,
+        1 => prop::sample::select(vec![warn - 1, warn, warn + 1, max - 1, max, max + 1]),
+    ]
+}
+
+/// A name: allowed chars with 0–2 forbidden chars inserted.
 fn candidate_name() -> impl Strategy<Value = String> {
     let forbidden = prop::sample::select(NAMING.validate.forbidden_chars.clone());
     (
-        prop::collection::vec(ALLOWED, 1..=400),
+        name_length().prop_flat_map(|n| prop::collection::vec(ALLOWED, n)),
         prop::collection::vec((any::<prop::sample::Index>(), forbidden), 0..=2),
     )
         .prop_map(|(chars, inserts)| {
@@ -238,7 +249,8 @@ proptest! {
     #[test]
     fn long_names_warn_then_fail(
         env in env_name(),
-        model in "[a-z0-9_]{1,260}",
+        pool in "[a-z0-9_]{400}",
+        target in name_length(),
         spec in hex(8),
         exec in hex(8),
         variant in 1..=u64::from(u32::MAX),
@@ -246,9 +258,16 @@ proptest! {
     ) {
         let policy = policy(false);
         let suffix = version.map(|v| format!("_{v}")).unwrap_or_default();
-        let expected = format!("{env}_{model}_final_training_spec-{spec}_exec-{exec}_v{variant}{suffix}");
+        let name_with = |model: &str| {
+            format!("{env}_{model}_final_training_spec-{spec}_exec-{exec}_v{variant}{suffix}")
+        };
+        // The model that makes the name `target` chars long (at least one char).
+        let fixed = name_with("").chars().count();
+        let model = pool[..target.saturating_sub(fixed).max(1)].to_string();
+        let expected = name_with(&model);
         let parts = RunNameParts {
-            env, model, spec_hash: spec, exec_hash: exec, variant, conv_hash: None, version,
+            env: env.clone(), model, spec_hash: spec.clone(), exec_hash: exec.clone(), variant,
+            conv_hash: None, version,
         };
         let len = expected.chars().count();
         match policy.build(&parts) {

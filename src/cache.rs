@@ -230,7 +230,7 @@ impl<'a> Cache<'a> {
             .filter(|e| !e.is_dir && self.is_record_name(&e.name))
             .map(|e| e.name)
             .collect();
-        names.sort_by(|a, b| record_order_key(b).cmp(&record_order_key(a)));
+        names.sort_by_key(|n| std::cmp::Reverse(record_order_key(n)));
         Ok(names)
     }
 

@@ -40,6 +40,10 @@ impl Project {
             &repo_root().join("fixtures/datasets/resume_tiny"),
             &dir.path().join("fixtures/datasets/resume_tiny"),
         );
+        copy_tree(
+            &repo_root().join("fixtures/trainer"),
+            &dir.path().join("fixtures/trainer"),
+        );
         Project { dir }
     }
 
@@ -65,6 +69,16 @@ impl Project {
     }
 
     pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+        let out = self.command(args, env).output().expect("run trainctl");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    }
+
+    /// The `trainctl` command for this project, not yet started.
+    pub fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_trainctl"));
         cmd.arg("--root")
             .arg(self.root())
@@ -85,12 +99,7 @@ impl Project {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let out = cmd.output().expect("run trainctl");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
+        cmd
     }
 
     /// Runs with `--json` and parses stdout.

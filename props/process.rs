@@ -1,0 +1,335 @@
+//! Real processes on a real temp directory (issue: execution core, acceptance): reuse and
+//! force_new, kill -9 mid-training then resume, the trainer dying with its orchestrator,
+//! concurrent force_new starts, cache check/repair, and the failure paths' disk effects.
+
+mod support;
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn json_of(stdout: &str, stderr: &str) -> Value {
+    serde_json::from_str(stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}\nstderr: {stderr}"))
+}
+
+fn train(project: &support::Project, overrides: &[&str], env: &[(&str, &str)]) -> (i32, Value) {
+    let mut args = vec!["--json"];
+    for o in overrides {
+        args.push("-o");
+        args.push(o);
+    }
+    args.push("train");
+    let (code, stdout, stderr) = project.run_env(&args, env);
+    (code, json_of(&stdout, &stderr))
+}
+
+/// sha256 of every file below `dir`, by relative path.
+fn digests(dir: &Path) -> Vec<(PathBuf, String)> {
+    let mut out: Vec<(PathBuf, String)> = support::snapshot(dir)
+        .into_iter()
+        .filter_map(|(p, bytes)| {
+            Some((
+                p.strip_prefix(dir).ok()?.to_path_buf(),
+                trainctl::identity::sha256_hex(&bytes?),
+            ))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn records(project: &support::Project) -> Vec<String> {
+    let dir = project.root().join("outputs/cache/final_training");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .filter(|n| n.starts_with("final_training_") && n != "final_training_index.json")
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn has_step_checkpoint(dir: &Path) -> bool {
+    std::fs::read_dir(dir.join("checkpoints"))
+        .map(|rd| {
+            rd.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("step-"))
+        })
+        .unwrap_or(false)
+}
+
+/// The variant dir the plan names (before training starts).
+fn planned_dir(project: &support::Project, overrides: &[&str]) -> PathBuf {
+    let mut args = vec![];
+    for o in overrides {
+        args.push("-o");
+        args.push(*o);
+    }
+    args.push("plan");
+    let (code, doc) = project.run_json(&args);
+    assert_eq!(code, 0, "{doc}");
+    PathBuf::from(doc["output_dir"].as_str().expect("output_dir"))
+}
+
+#[test]
+fn train_twice_reuses_then_force_new_leaves_v1_untouched() {
+    let project = support::Project::new();
+    let (code, first) = train(&project, &[], &[]);
+    assert_eq!(code, 0, "{first}");
+    assert_eq!(
+        (first["decision"].as_str(), first["variant"].as_u64()),
+        (Some("new"), Some(1))
+    );
+    let v1 = PathBuf::from(first["output_dir"].as_str().expect("dir"));
+    let v1_before = digests(&v1);
+    let records_before = records(&project);
+    assert_eq!(records_before.len(), 1, "one record for one completed run");
+
+    let (code, second) = train(&project, &[], &[]);
+    assert_eq!(code, 0, "{second}");
+    assert_eq!(
+        (second["decision"].as_str(), second["variant"].as_u64()),
+        (Some("reuse"), Some(1))
+    );
+    assert_eq!(
+        records(&project),
+        records_before,
+        "reuse must not touch the cache"
+    );
+
+    let (code, third) = train(&project, &["run.mode=force_new"], &[]);
+    assert_eq!(code, 0, "{third}");
+    assert_eq!(
+        (third["decision"].as_str(), third["variant"].as_u64()),
+        (Some("new"), Some(2))
+    );
+    // v1 unchanged, byte for byte, except the lease generation files a run adds and releases.
+    let v1_after: Vec<_> = digests(&v1);
+    assert_eq!(v1_after, v1_before, "force_new modified v1");
+    assert_eq!(records(&project).len(), 2);
+}
+
+#[test]
+fn kill_9_mid_training_then_resume_completes_with_identical_weights() {
+    let project = support::Project::new();
+    let slow = [("FAKE_TRAINER_SLEEP_MS", "40")];
+    let dir = planned_dir(&project, &["run.mode=force_new"]);
+    let mut child = project
+        .command(&["--json", "-o", "run.mode=force_new", "train"], &slow)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn train");
+    wait_for("a step checkpoint", Duration::from_secs(60), || {
+        has_step_checkpoint(&dir)
+    });
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+
+    let (code, status) = project.run_json(&["status"]);
+    assert_eq!(code, 0, "{status}");
+    let row = &status["variants"][0];
+    assert_eq!(row["state"], "incomplete", "{status}");
+    assert!(row["reason"].as_str().is_some(), "{status}");
+
+    // The trainer dies with its orchestrator; a resume may find it still exiting (busy).
+    let mut resumed = Value::Null;
+    wait_for("resume to start", Duration::from_secs(20), || {
+        let (code, doc) = train(&project, &["run.mode=resume_if_incomplete"], &[]);
+        resumed = doc;
+        assert!(code == 0 || code == 4, "resume failed: {resumed}");
+        code == 0
+    });
+    assert_eq!(resumed["decision"], "resume", "{resumed}");
+    assert_eq!(resumed["variant"], 1);
+
+    // An uninterrupted run of the same config gives the same weights.
+    let (code, fresh) = train(&project, &["run.mode=force_new"], &[]);
+    assert_eq!(code, 0, "{fresh}");
+    let weights = |d: &str| {
+        std::fs::read(Path::new(d).join("checkpoint/model.safetensors")).expect("weights")
+    };
+    assert_eq!(
+        weights(resumed["output_dir"].as_str().expect("dir")),
+        weights(fresh["output_dir"].as_str().expect("dir")),
+        "resumed weights differ from an uninterrupted run"
+    );
+}
+
+#[test]
+fn trainer_dies_with_its_orchestrator() {
+    let project = support::Project::new();
+    let pidfile = project.root().join("trainer.pid");
+    let dir = planned_dir(&project, &["run.mode=force_new"]);
+    let pidfile_s = pidfile.display().to_string();
+    let env = [
+        ("FAKE_TRAINER_SLEEP_MS", "50"),
+        ("FAKE_TRAINER_PIDFILE", pidfile_s.as_str()),
+    ];
+    let mut child = project
+        .command(&["-o", "run.mode=force_new", "train"], &env)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn train");
+    wait_for("the trainer pid file", Duration::from_secs(30), || {
+        pidfile.exists()
+    });
+    let trainer_pid: u32 = std::fs::read_to_string(&pidfile)
+        .expect("pid")
+        .trim()
+        .parse()
+        .expect("pid number");
+    assert!(
+        trainctl::lease::process_start_time(trainer_pid).is_some(),
+        "trainer should be running"
+    );
+    child.kill().expect("kill -9 the orchestrator alone");
+    let _ = child.wait();
+    wait_for("the trainer to die", Duration::from_secs(5), || {
+        trainctl::lease::process_start_time(trainer_pid).is_none()
+    });
+    // Nothing keeps writing into the variant once the trainer is gone.
+    let before = support::snapshot(&dir);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        support::changed(&before, &support::snapshot(&dir)).is_empty(),
+        "an orphan is still writing"
+    );
+}
+
+#[test]
+fn eight_concurrent_force_new_starts_get_eight_distinct_variants() {
+    let project = support::Project::new();
+    let children: Vec<_> = (0..8)
+        .map(|_| {
+            project
+                .command(&["--json", "-o", "run.mode=force_new", "train"], &[])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn")
+        })
+        .collect();
+    let mut variants = Vec::new();
+    for child in children {
+        let out = child.wait_with_output().expect("wait");
+        let doc = json_of(
+            &String::from_utf8_lossy(&out.stdout),
+            &String::from_utf8_lossy(&out.stderr),
+        );
+        assert_eq!(out.status.code(), Some(0), "{doc}");
+        variants.push(doc["variant"].as_u64().expect("variant"));
+    }
+    variants.sort();
+    assert_eq!(
+        variants,
+        (1..=8).collect::<Vec<u64>>(),
+        "variants must be distinct (and dense)"
+    );
+    let index: Value = serde_json::from_slice(
+        &std::fs::read(
+            project
+                .root()
+                .join("outputs/cache/final_training/final_training_index.json"),
+        )
+        .expect("index"),
+    )
+    .expect("index json");
+    let mut listed: Vec<u64> = index["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| e["metadata"]["variant"].as_u64().expect("variant in index"))
+        .collect();
+    listed.sort();
+    assert_eq!(listed, variants, "the index must list all eight runs");
+}
+
+#[test]
+fn cache_check_reports_torn_latest_and_missing_index_and_repair_fixes_them() {
+    let project = support::Project::new();
+    let (code, doc) = train(&project, &[], &[]);
+    assert_eq!(code, 0, "{doc}");
+    let cache = project.root().join("outputs/cache/final_training");
+    let latest = cache.join("latest_final_training_cache.json");
+    let bytes = std::fs::read(&latest).expect("latest");
+    std::fs::write(&latest, &bytes[..bytes.len() / 2]).expect("truncate latest");
+    std::fs::remove_file(cache.join("final_training_index.json")).expect("delete index");
+
+    let (code, check) = project.run_json(&["cache", "check", "final_training"]);
+    assert_eq!(code, 0, "{check}");
+    let kinds: Vec<&str> = check["caches"]["final_training"]["problems"]
+        .as_array()
+        .expect("problems")
+        .iter()
+        .filter_map(|p| p["kind"].as_str())
+        .collect();
+    assert!(kinds.contains(&"latest_corrupt"), "{check}");
+    assert!(kinds.contains(&"index_missing"), "{check}");
+
+    let (code, repair) = project.run_json(&["cache", "repair"]);
+    assert_eq!(code, 0, "{repair}");
+    let (code, clean) = project.run_json(&["cache", "check"]);
+    assert_eq!(code, 0, "{clean}");
+    assert_eq!(clean["problems"], 0, "{clean}");
+}
+
+#[test]
+fn missing_dataset_exits_3_and_writes_nothing() {
+    let project = support::Project::new();
+    let before = support::snapshot(project.root());
+    let (code, doc) = train(&project, &["dataset.local_path_override=nowhere"], &[]);
+    assert_eq!(code, 3, "{doc}");
+    assert_eq!(doc["error"]["kind"], "dataset_missing");
+    assert!(support::changed(&before, &support::snapshot(project.root())).is_empty());
+}
+
+#[test]
+fn failing_trainer_exits_5_marks_failed_releases_lease_and_leaves_cache_alone() {
+    let project = support::Project::new();
+    let dir = planned_dir(&project, &[]);
+    let (code, doc) = train(&project, &[], &[("FAKE_TRAINER_FAIL_AT", "3")]);
+    assert_eq!(code, 5, "{doc}");
+    assert_eq!(doc["error"]["kind"], "training_failed");
+    let meta: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("metadata.json")).expect("metadata"))
+            .expect("json");
+    assert_eq!(meta["status"], "failed", "{meta}");
+    let (_, status) = project.run_json(&["status"]);
+    assert_eq!(status["variants"][0]["reason"], "failed", "{status}");
+    assert_eq!(
+        status["variants"][0]["lease"], "none",
+        "the lease must be released: {status}"
+    );
+    assert!(
+        records(&project).is_empty(),
+        "a failed run must not add a cache record"
+    );
+    // A trainer that exits 0 without metrics is not complete either.
+    let (code, doc) = train(
+        &project,
+        &["run.mode=force_new"],
+        &[("FAKE_TRAINER_NO_METRICS", "1")],
+    );
+    assert_eq!(code, 5, "{doc}");
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("metrics"),
+        "{doc}"
+    );
+}
