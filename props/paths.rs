@@ -97,7 +97,7 @@ fn hostile_piece() -> impl Strategy<Value = String> {
             "İ",
             "Σ",
             "ß",
-            "K",
+            "\u{212a}",
             " ",
             "*?\"<>|",
             "~",

@@ -235,7 +235,7 @@ impl Fs for OsFs {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
-        format!("{}-{n}-{nanos:09}", std::process::id())
+        format!("{}-{n:010}-{nanos:09}", std::process::id())
     }
 }
 

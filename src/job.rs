@@ -104,6 +104,7 @@ pub struct ResolvedSource {
     pub parent: Option<Parent>,
 }
 
+#[derive(Clone)]
 pub struct Job {
     pub config: Config,
     pub layout: Layout,
@@ -118,6 +119,15 @@ pub struct Job {
 }
 
 impl Job {
+    /// The same job with another run mode and explicit variant (neither is an identity
+    /// input, SPEC §4), without re-reading anything.
+    pub fn with_run(&self, mode: crate::config::schema::RunMode, variant: Option<u64>) -> Job {
+        let mut job = self.clone();
+        job.config.final_training.run.mode = Some(mode);
+        job.config.final_training.variant.number = variant;
+        job
+    }
+
     pub fn spec_fp(&self) -> &str {
         &self.identity.spec_fp
     }

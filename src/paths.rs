@@ -167,11 +167,12 @@ impl Pattern {
     /// For a variant pattern: `{variant}` only in the last segment, exactly once.
     fn check_variant_last(&self, key: &str) -> Result<()> {
         let (last, rest) = self.segments.split_last().expect("non-empty");
-        if last.matches("{variant}").count() != 1 || rest.iter().any(|s| s.contains("{variant}")) {
+        let only_variant = tokens_of(last).is_ok_and(|t| t == ["variant"]);
+        if !only_variant || rest.iter().any(|s| s.contains("{variant}")) {
             return Err(Error::new(
                 ErrorKind::ConfigInvalid,
                 format!(
-                    "{:?}: {{variant}} must appear exactly once, in the last segment",
+                    "{:?}: the last segment must hold {{variant}} as its only token, and no other segment may",
                     self.text
                 ),
             )
@@ -180,23 +181,34 @@ impl Pattern {
         Ok(())
     }
 
+    /// Substitutes tokens in one pass over the pattern text, so a token's value is never
+    /// scanned for placeholders (a model named `{spec8}` stays literally `{spec8}`).
     fn render(&self, segments: &[String], tokens: &[(&str, String)]) -> Result<Vec<String>> {
         let mut out = Vec::with_capacity(segments.len());
         for segment in segments {
-            let mut s = segment.clone();
-            for (name, value) in tokens {
-                s = s.replace(&format!("{{{name}}}"), value);
+            let mut rendered = String::with_capacity(segment.len());
+            let mut rest = segment.as_str();
+            // Bounded by the segment length: every round consumes at least one placeholder.
+            while let Some(start) = rest.find('{') {
+                rendered.push_str(&rest[..start]);
+                let after = &rest[start + 1..];
+                let end = after.find('}').unwrap_or(after.len());
+                let name = &after[..end];
+                let value = tokens.iter().find(|(n, _)| *n == name).map(|(_, v)| v);
+                let Some(value) = value else {
+                    return Err(Error::new(
+                        ErrorKind::InvalidPath,
+                        format!(
+                            "pattern {:?} needs the token {{{name}}}, which was not given",
+                            self.text
+                        ),
+                    ));
+                };
+                rendered.push_str(value);
+                rest = after.get(end + 1..).unwrap_or("");
             }
-            if s.contains('{') {
-                return Err(Error::new(
-                    ErrorKind::InvalidPath,
-                    format!(
-                        "pattern {:?} needs a token that was not given: {s:?}",
-                        self.text
-                    ),
-                ));
-            }
-            out.push(s);
+            rendered.push_str(rest);
+            out.push(rendered);
         }
         Ok(out)
     }

@@ -282,8 +282,14 @@ fn backfill(
     let names = cache.record_names()?;
     let mut done = Vec::new();
     for v in variants.numbers().iter().copied() {
+        // A record counts only if it is valid: a torn or corrupt one is replaced.
         let token = format!("_{}_", record_name_token(&subject(job, v)));
-        if names.iter().any(|n| n.contains(&token)) {
+        let has_valid = names.iter().filter(|n| n.contains(&token)).any(|n| {
+            cache
+                .read_record(n)
+                .is_some_and(|r| r.subject == subject(job, v))
+        });
+        if has_valid {
             continue;
         }
         if let completion::Completion::Complete(meta) = variants.completion(v) {

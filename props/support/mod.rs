@@ -282,3 +282,21 @@ pub fn write_live_lease(dir: &Path) {
         "lease generation 1 was taken"
     );
 }
+
+pub mod harness;
+
+/// Case count for a property: `PROPTEST_CASES` wins; else the tier's scale of `quick`
+/// (`TRAINCTL_TEST_TIER=nightly` ×10, `gate` ×4).
+pub fn cases(quick: u32) -> u32 {
+    if let Some(n) = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return n;
+    }
+    match std::env::var("TRAINCTL_TEST_TIER").as_deref() {
+        Ok("nightly") => quick * 10,
+        Ok("gate") => quick * 4,
+        _ => quick,
+    }
+}

@@ -30,6 +30,17 @@ pub enum RunMode {
 }
 
 impl RunMode {
+    pub const ALL: [RunMode; 4] = [
+        RunMode::ReuseIfExists,
+        RunMode::ForceNew,
+        RunMode::ResumeIfIncomplete,
+        RunMode::ContinueFromPrevious,
+    ];
+
+    pub fn parse(s: &str) -> Option<RunMode> {
+        RunMode::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             RunMode::ReuseIfExists => "reuse_if_exists",

@@ -1649,7 +1649,10 @@ mod tests {
                 fs.crash_all_lost();
                 match file(fs, "/out/d/f") {
                     Some(c) if c == b"again" => Ok(()),
-                    other => Err(format!("republish lost: {other:?}")),
+                    other => Err(format!(
+                        "republish lost: {:?} bytes",
+                        other.map(|c| c.len())
+                    )),
                 }
             },
         );
@@ -1666,11 +1669,24 @@ mod tests {
                     .unwrap()
             },
             &|fs| create_durable(fs, path, &new),
-            &|fs, ok| match file(fs, "/out/leases/lease-1") {
-                None if ok => Err("returned Ok but the file did not survive".into()),
-                None => Ok(()),
-                Some(got) if got == new => Ok(()),
-                Some(got) => Err(format!("partial file of {} bytes", got.len())),
+            &|fs, ok| {
+                match file(fs, "/out/leases/lease-1") {
+                    None if ok => return Err("returned Ok but the file did not survive".into()),
+                    None => return Ok(()),
+                    Some(got) if got != new => {
+                        return Err(format!("partial file of {} bytes", got.len()))
+                    }
+                    Some(_) => {}
+                }
+                // The revived process cannot take the name again.
+                match create_durable(fs, path, b"usurper") {
+                    Err(e) if e.kind() == AlreadyExists => {}
+                    other => return Err(format!("second create: {other:?}")),
+                }
+                match file(fs, "/out/leases/lease-1") {
+                    Some(got) if got == new => Ok(()),
+                    _ => Err("a second create replaced the file".into()),
+                }
             },
         );
         assert!(states >= 2, "only {states} crash states");

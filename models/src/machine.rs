@@ -1,0 +1,845 @@
+//! Abstract state machine of SPEC §11 for SEQUENTIAL commands (variants per identity, the
+//! final_training cache records and its latest/index views); it must never import from the
+//! `trainctl` crate, and it plans only through `crate::decision::decide` (one decision table).
+
+use std::collections::BTreeMap;
+
+use crate::decision::{decide, ErrorKind, Expected, Mode, ParentView, Request, VariantView};
+
+/// Identities the machine tracks (identity `i` is an index, not a fingerprint).
+pub const IDENTITIES: usize = 3;
+
+/// How a started trainer ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Trainer succeeds and its outputs validate: `status: completed`, a cache record.
+    Complete,
+    /// Trainer exits non-zero: metadata `failed`, lease released, exit TrainingFailed.
+    Fail,
+    /// The orchestrator process dies right after writing metadata `running`: stale lease.
+    Killed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VariantDamage {
+    DeleteMetadata,
+    TruncateMetadata,
+    DeleteMetrics,
+    DeleteWeights,
+    TruncateWeights,
+    DeleteCheckpointDir,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheDamage {
+    TruncateLatest,
+    DeleteLatest,
+    TruncateIndex,
+    DeleteIndex,
+    DeleteRecord { pick: usize },
+    TruncateRecord { pick: usize },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    Train {
+        identity: usize,
+        mode: Mode,
+        explicit_variant: Option<u64>,
+        outcome: Outcome,
+    },
+    /// `pick` indexes the identity's existing variants ascending, modulo their count.
+    DamageVariant {
+        identity: usize,
+        pick: usize,
+        damage: VariantDamage,
+    },
+    /// Record picks index the record files (valid or not) in creation order, modulo count.
+    DamageCache(CacheDamage),
+    RepairCache,
+    Status,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Response {
+    /// The command finished; for Train: the decision (or the table's error) and how it ended.
+    Decided { expected: Expected, exit: Exit },
+    /// Non-train commands.
+    Done,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Ok,
+    TrainingFailed,
+    Killed,
+    /// The decision table's error (variant_incomplete, parent_*, busy): nothing changes.
+    Error,
+}
+
+/// A final_training cache record as (identity, variant).
+pub type RecordKey = (usize, u64);
+
+/// (latest, index): the newest valid record and the newest `max_entries` valid ones.
+pub type Views = (Option<RecordKey>, Vec<RecordKey>);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Projection {
+    /// Per identity: variant number → "complete" or the incompleteness reason string.
+    pub variants: [BTreeMap<u64, String>; IDENTITIES],
+    /// Valid final_training cache records, newest first, as (identity, variant).
+    pub records: Vec<RecordKey>,
+    /// (latest, index) when the views must be consistent; `None` after an unrepaired damage
+    /// to latest/index/records (the real views may then be anything).
+    pub views: Option<Views>,
+}
+
+/// What the last run wrote into `metadata.json` (SPEC §2.1 rule 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Base {
+    Completed,
+    Running,
+    Failed,
+}
+
+/// One file's state after damages; damaging an absent file is a no-op.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FileState {
+    Intact,
+    Truncated,
+    Deleted,
+}
+
+/// `checkpoint/` after damages: its weights file, or the whole dir gone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Checkpoint {
+    Intact,
+    WeightsTruncated,
+    WeightsDeleted,
+    DirDeleted,
+}
+
+/// An existing variant dir (absent variants are not keys of the identity's map).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Variant {
+    base: Base,
+    metadata: FileState,
+    checkpoint: Checkpoint,
+    metrics_deleted: bool,
+}
+
+impl Variant {
+    /// A run that completes rewrites every output: no damage survives.
+    fn completed() -> Variant {
+        Variant {
+            base: Base::Completed,
+            metadata: FileState::Intact,
+            checkpoint: Checkpoint::Intact,
+            metrics_deleted: false,
+        }
+    }
+
+    /// SPEC §2.1's order: metadata, status, checkpoint, manifest, metrics.
+    fn reason(&self) -> &'static str {
+        match self.metadata {
+            FileState::Deleted => return "no_metadata",
+            FileState::Truncated => return "corrupt_metadata",
+            FileState::Intact => {}
+        }
+        match self.base {
+            Base::Running => return "running",
+            Base::Failed => return "failed",
+            Base::Completed => {}
+        }
+        match self.checkpoint {
+            Checkpoint::DirDeleted => return "checkpoint_missing",
+            Checkpoint::WeightsDeleted => return "checkpoint_invalid:weights",
+            Checkpoint::WeightsTruncated => {
+                return "manifest_mismatch:checkpoint/model.safetensors"
+            }
+            Checkpoint::Intact => {}
+        }
+        if self.metrics_deleted {
+            return "metrics_missing";
+        }
+        "complete"
+    }
+
+    fn is_complete(&self) -> bool {
+        self.reason() == "complete"
+    }
+
+    fn damage(&mut self, damage: VariantDamage) {
+        use Checkpoint as C;
+        match damage {
+            VariantDamage::DeleteMetadata => self.metadata = FileState::Deleted,
+            VariantDamage::TruncateMetadata => {
+                if self.metadata == FileState::Intact {
+                    self.metadata = FileState::Truncated;
+                }
+            }
+            VariantDamage::DeleteMetrics => self.metrics_deleted = true,
+            VariantDamage::DeleteWeights => {
+                if self.checkpoint != C::DirDeleted {
+                    self.checkpoint = C::WeightsDeleted;
+                }
+            }
+            VariantDamage::TruncateWeights => {
+                if self.checkpoint == C::Intact {
+                    self.checkpoint = C::WeightsTruncated;
+                }
+            }
+            VariantDamage::DeleteCheckpointDir => self.checkpoint = C::DirDeleted,
+        }
+    }
+}
+
+/// One record file of the final_training cache, in creation order (= timestamp order).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Record {
+    identity: usize,
+    variant: u64,
+    valid: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Model {
+    /// The final_training cache's index `max_entries`.
+    max_entries: usize,
+    variants: [BTreeMap<u64, Variant>; IDENTITIES],
+    /// Record files, oldest first; a deleted record is removed, a truncated one is invalid.
+    records: Vec<Record>,
+    /// Views are rebuilt from valid records by every record write and by repair; a cache
+    /// damage voids them until then.
+    views_consistent: bool,
+}
+
+impl Model {
+    pub fn new(max_entries: usize) -> Model {
+        assert!(max_entries > 0, "an index holds at least one entry");
+        Model {
+            max_entries,
+            variants: Default::default(),
+            records: Vec::new(),
+            views_consistent: true,
+        }
+    }
+
+    /// Whether `command` may run in this state. Permissive: only ContinueFromPrevious (not
+    /// modelled) and inputs outside the contract (identity out of range, variant 0) are refused.
+    pub fn precondition(&self, command: &Command) -> bool {
+        match command {
+            Command::Train {
+                identity,
+                mode,
+                explicit_variant,
+                ..
+            } => {
+                let modelled = *mode != Mode::ContinueFromPrevious;
+                *identity < IDENTITIES && modelled && *explicit_variant != Some(0)
+            }
+            Command::DamageVariant { identity, .. } => *identity < IDENTITIES,
+            Command::DamageCache(_) | Command::RepairCache | Command::Status => true,
+        }
+    }
+
+    pub fn step(&mut self, command: &Command) -> Response {
+        assert!(
+            self.precondition(command),
+            "precondition violated: {command:?}"
+        );
+        match command {
+            Command::Train {
+                identity,
+                mode,
+                explicit_variant,
+                outcome,
+            } => self.train(*identity, *mode, *explicit_variant, *outcome),
+            Command::DamageVariant {
+                identity,
+                pick,
+                damage,
+            } => {
+                self.damage_variant(*identity, *pick, *damage);
+                Response::Done
+            }
+            Command::DamageCache(damage) => {
+                self.damage_cache(*damage);
+                Response::Done
+            }
+            Command::RepairCache => {
+                self.views_consistent = true;
+                Response::Done
+            }
+            Command::Status => Response::Done,
+        }
+    }
+
+    pub fn projection(&self) -> Projection {
+        let variants = std::array::from_fn(|identity| {
+            let of_identity = &self.variants[identity];
+            of_identity
+                .iter()
+                .map(|(number, variant)| (*number, variant.reason().to_string()))
+                .collect()
+        });
+        let records: Vec<RecordKey> = self
+            .records
+            .iter()
+            .rev()
+            .filter(|record| record.valid)
+            .map(|record| (record.identity, record.variant))
+            .collect();
+        let views = self.views_consistent.then(|| {
+            let index: Vec<RecordKey> = records.iter().take(self.max_entries).copied().collect();
+            (records.first().copied(), index)
+        });
+        if let Some((_, index)) = &views {
+            assert!(index.len() <= self.max_entries);
+        }
+        Projection {
+            variants,
+            records,
+            views,
+        }
+    }
+
+    fn train(
+        &mut self,
+        identity: usize,
+        mode: Mode,
+        explicit_variant: Option<u64>,
+        outcome: Outcome,
+    ) -> Response {
+        // Sequential commands never leave a live lease: a killed owner is dead (stale).
+        let observed: BTreeMap<u64, VariantView> = self.variants[identity]
+            .iter()
+            .map(|(number, variant)| {
+                let view = if variant.is_complete() {
+                    VariantView::Complete
+                } else {
+                    VariantView::Incomplete { lease_live: false }
+                };
+                (*number, view)
+            })
+            .collect();
+        let request = Request {
+            mode,
+            explicit_variant,
+            parent: ParentView::NotFound,
+        };
+        let expected = decide(&observed, &request);
+        let number = match expected {
+            Expected::Error(kind) => {
+                assert_ne!(kind, ErrorKind::Busy, "no live lease in sequential runs");
+                let exit = Exit::Error;
+                return Response::Decided { expected, exit };
+            }
+            Expected::Reuse { .. } => {
+                self.backfill(identity);
+                let exit = Exit::Ok;
+                return Response::Decided { expected, exit };
+            }
+            Expected::New { variant } | Expected::Resume { variant } => variant,
+            Expected::Continue { .. } => unreachable!("precondition refuses continue"),
+        };
+
+        let exit = match outcome {
+            Outcome::Complete => {
+                self.variants[identity].insert(number, Variant::completed());
+                self.add_record(identity, number);
+                self.backfill(identity);
+                Exit::Ok
+            }
+            Outcome::Fail => {
+                // A failed run leaves the cache untouched (issue acceptance: "the cache is
+                // untouched"), so it backfills nothing either.
+                self.rewrite_metadata(identity, number, Base::Failed);
+                Exit::TrainingFailed
+            }
+            Outcome::Killed => {
+                // Dies before the cache step: no record, no backfill.
+                self.rewrite_metadata(identity, number, Base::Running);
+                Exit::Killed
+            }
+        };
+        Response::Decided { expected, exit }
+    }
+
+    /// An attempt that does not complete rewrites `metadata.json` only. Checkpoint and metrics
+    /// damages it leaves stay hidden behind the status (and a NEW dir's missing checkpoint is
+    /// equally hidden), so starting a NEW dir from `completed()` outputs is unobservable.
+    fn rewrite_metadata(&mut self, identity: usize, number: u64, base: Base) {
+        assert_ne!(base, Base::Completed);
+        let variant = self.variants[identity]
+            .entry(number)
+            .or_insert_with(Variant::completed);
+        variant.base = base;
+        variant.metadata = FileState::Intact;
+        assert!(!variant.is_complete());
+    }
+
+    /// SPEC §5: each complete variant of `identity` without a valid record gets one,
+    /// ascending by variant number (so the highest is newest).
+    fn backfill(&mut self, identity: usize) {
+        let missing: Vec<u64> = self.variants[identity]
+            .iter()
+            .filter(|(_, variant)| variant.is_complete())
+            .map(|(number, _)| *number)
+            .filter(|number| {
+                !self.records.iter().any(|record| {
+                    record.valid && record.identity == identity && record.variant == *number
+                })
+            })
+            .collect();
+        for number in missing {
+            self.add_record(identity, number);
+        }
+    }
+
+    fn add_record(&mut self, identity: usize, variant: u64) {
+        let complete = self.variants[identity]
+            .get(&variant)
+            .map(Variant::is_complete);
+        assert_eq!(complete, Some(true), "only a complete variant is recorded");
+        self.records.push(Record {
+            identity,
+            variant,
+            valid: true,
+        });
+        // A successful record write rebuilds latest and index from the valid records.
+        self.views_consistent = true;
+    }
+
+    fn damage_variant(&mut self, identity: usize, pick: usize, damage: VariantDamage) {
+        let variants = &mut self.variants[identity];
+        let count = variants.len();
+        if count == 0 {
+            return; // Nothing to damage.
+        }
+        let variant = variants.values_mut().nth(pick % count);
+        variant.expect("pick % count < count").damage(damage);
+    }
+
+    fn damage_cache(&mut self, damage: CacheDamage) {
+        match damage {
+            CacheDamage::TruncateLatest
+            | CacheDamage::DeleteLatest
+            | CacheDamage::TruncateIndex
+            | CacheDamage::DeleteIndex => self.views_consistent = false,
+            CacheDamage::DeleteRecord { pick } => {
+                if !self.records.is_empty() {
+                    self.records.remove(pick % self.records.len());
+                    self.views_consistent = false;
+                }
+            }
+            CacheDamage::TruncateRecord { pick } => {
+                if !self.records.is_empty() {
+                    let count = self.records.len();
+                    self.records[pick % count].valid = false;
+                    self.views_consistent = false;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use CacheDamage::*;
+    use Expected::{New, Resume, Reuse};
+    use Mode::*;
+    use Outcome::*;
+    use VariantDamage::*;
+
+    fn train(identity: usize, mode: Mode, n: Option<u64>, outcome: Outcome) -> Command {
+        let explicit_variant = n;
+        Command::Train {
+            identity,
+            mode,
+            explicit_variant,
+            outcome,
+        }
+    }
+
+    /// force_new that completes: the shortest way to a fresh complete variant.
+    fn fresh(identity: usize) -> Command {
+        train(identity, ForceNew, None, Complete)
+    }
+
+    fn damage(identity: usize, pick: usize, damage: VariantDamage) -> Command {
+        Command::DamageVariant {
+            identity,
+            pick,
+            damage,
+        }
+    }
+
+    fn decided(expected: Expected, exit: Exit) -> Response {
+        Response::Decided { expected, exit }
+    }
+
+    /// Runs `commands` on a fresh model (index of `max_entries`); returns it for inspection.
+    fn run(max_entries: usize, commands: &[Command]) -> Model {
+        run_on(Model::new(max_entries), commands)
+    }
+
+    fn reasons(model: &Model, identity: usize) -> Vec<(u64, String)> {
+        let projection = model.projection();
+        projection.variants[identity].clone().into_iter().collect()
+    }
+
+    fn check_reasons(model: &Model, identity: usize, want: &[(u64, &str)]) {
+        let want: Vec<(u64, String)> = want.iter().map(|(n, r)| (*n, r.to_string())).collect();
+        assert_eq!(reasons(model, identity), want, "model={model:?}");
+    }
+
+    fn records(model: &Model) -> Vec<(usize, u64)> {
+        model.projection().records
+    }
+
+    /// Views that a consistent cache with these valid records (newest first) must show.
+    fn views_of(records: &[RecordKey], max_entries: usize) -> Option<Views> {
+        let index = records.iter().take(max_entries).copied().collect();
+        Some((records.first().copied(), index))
+    }
+
+    fn run_on(mut model: Model, commands: &[Command]) -> Model {
+        for command in commands {
+            assert!(model.precondition(command), "{command:?}");
+            model.step(command);
+        }
+        model
+    }
+
+    #[test]
+    fn fresh_model_has_no_variants_no_records_and_consistent_empty_views() {
+        let projection = Model::new(2).projection();
+        assert!(projection.variants.iter().all(BTreeMap::is_empty));
+        assert!(projection.records.is_empty());
+        assert_eq!(projection.views, Some((None, vec![])));
+    }
+
+    #[test]
+    fn completed_run_adds_complete_variant_and_newest_record() {
+        let mut model = Model::new(5);
+        let got = model.step(&train(0, ReuseIfExists, None, Complete));
+        assert_eq!(got, decided(New { variant: 1 }, Exit::Ok));
+        let got = model.step(&train(0, ReuseIfExists, Some(4), Complete));
+        assert_eq!(got, decided(New { variant: 4 }, Exit::Ok));
+        check_reasons(&model, 0, &[(1, "complete"), (4, "complete")]);
+        assert_eq!(model.projection().views, views_of(&[(0, 4), (0, 1)], 5));
+    }
+
+    #[test]
+    fn reuse_adds_no_variant_and_no_record_when_all_are_recorded() {
+        let mut model = run(5, &[fresh(1), fresh(1)]);
+        let before = model.clone();
+        let got = model.step(&train(1, ReuseIfExists, None, Fail));
+        assert_eq!(got, decided(Reuse { variant: 2 }, Exit::Ok));
+        assert_eq!(model, before);
+    }
+
+    #[test]
+    fn reuse_with_explicit_incomplete_variant_is_an_error_and_changes_nothing() {
+        let mut model = run(5, &[fresh(0), train(0, ForceNew, None, Killed)]);
+        model.step(&Command::DamageCache(DeleteRecord { pick: 0 }));
+        let before = model.clone();
+        let got = model.step(&train(0, ReuseIfExists, Some(2), Complete));
+        let error = Expected::Error(ErrorKind::VariantIncomplete);
+        assert_eq!(got, decided(error, Exit::Error));
+        // No backfill of v1 either: an error never reaches the cache.
+        assert_eq!(model, before);
+    }
+
+    #[test]
+    fn failed_run_leaves_failed_variant_without_record() {
+        let mut model = Model::new(5);
+        let got = model.step(&train(2, ResumeIfIncomplete, None, Fail));
+        assert_eq!(got, decided(New { variant: 1 }, Exit::TrainingFailed));
+        check_reasons(&model, 2, &[(1, "failed")]);
+        assert!(records(&model).is_empty());
+        assert_eq!(model.projection().views, views_of(&[], 5));
+        // A failed variant is incomplete: resume takes it.
+        let got = model.step(&train(2, ResumeIfIncomplete, None, Complete));
+        assert_eq!(got, decided(Resume { variant: 1 }, Exit::Ok));
+        check_reasons(&model, 2, &[(1, "complete")]);
+    }
+
+    #[test]
+    fn killed_run_leaves_running_variant_that_resume_completes() {
+        let mut model = Model::new(5);
+        let got = model.step(&train(0, ForceNew, None, Killed));
+        assert_eq!(got, decided(New { variant: 1 }, Exit::Killed));
+        check_reasons(&model, 0, &[(1, "running")]);
+        assert!(records(&model).is_empty());
+        // The owner is dead: the stale lease is taken by the next resume.
+        let got = model.step(&train(0, ResumeIfIncomplete, Some(1), Complete));
+        assert_eq!(got, decided(Resume { variant: 1 }, Exit::Ok));
+        check_reasons(&model, 0, &[(1, "complete")]);
+        assert_eq!(records(&model), vec![(0, 1)]);
+    }
+
+    #[test]
+    fn killed_run_does_not_touch_the_cache() {
+        let mut model = run(5, &[fresh(0)]);
+        model.step(&Command::DamageCache(DeleteRecord { pick: 0 }));
+        model.step(&train(0, ForceNew, None, Killed));
+        check_reasons(&model, 0, &[(1, "complete"), (2, "running")]);
+        assert!(records(&model).is_empty(), "no run record, no backfill");
+        assert_eq!(model.projection().views, None, "views stay void");
+    }
+
+    #[test]
+    fn reasons_follow_the_completion_contract_order() {
+        let ckpt = "manifest_mismatch:checkpoint/model.safetensors";
+        // Each step adds a damage that ranks before all earlier ones.
+        let steps = [
+            (DeleteMetrics, "metrics_missing"),
+            (TruncateWeights, ckpt),
+            (DeleteWeights, "checkpoint_invalid:weights"),
+            (DeleteCheckpointDir, "checkpoint_missing"),
+            (TruncateMetadata, "corrupt_metadata"),
+            (DeleteMetadata, "no_metadata"),
+        ];
+        let mut model = run(5, &[fresh(1)]);
+        for (kind, want) in steps {
+            model.step(&damage(1, 0, kind));
+            check_reasons(&model, 1, &[(1, want)]);
+        }
+    }
+
+    #[test]
+    fn damage_to_an_absent_file_is_a_no_op() {
+        let model = run(5, &[fresh(0), damage(0, 0, DeleteMetadata)]);
+        let model = run_on(model, &[damage(0, 0, TruncateMetadata)]);
+        check_reasons(&model, 0, &[(1, "no_metadata")]);
+        let model = run(5, &[fresh(0), damage(0, 0, DeleteCheckpointDir)]);
+        let model = run_on(
+            model,
+            &[damage(0, 0, DeleteWeights), damage(0, 0, TruncateWeights)],
+        );
+        check_reasons(&model, 0, &[(1, "checkpoint_missing")]);
+        let model = run(5, &[fresh(0), damage(0, 0, DeleteWeights)]);
+        let model = run_on(model, &[damage(0, 0, TruncateWeights)]);
+        check_reasons(&model, 0, &[(1, "checkpoint_invalid:weights")]);
+    }
+
+    #[test]
+    fn status_outranks_checkpoint_and_metrics_damage_of_running_or_failed_variants() {
+        let all = [
+            DeleteMetrics,
+            TruncateWeights,
+            DeleteWeights,
+            DeleteCheckpointDir,
+        ];
+        let mut model = run(
+            5,
+            &[
+                train(0, ForceNew, None, Killed),
+                train(0, ForceNew, None, Fail),
+            ],
+        );
+        for kind in all {
+            model.step(&damage(0, 0, kind));
+            model.step(&damage(0, 1, kind));
+        }
+        check_reasons(&model, 0, &[(1, "running"), (2, "failed")]);
+        // Metadata damage still shows: it ranks before the status.
+        model.step(&damage(0, 0, TruncateMetadata));
+        model.step(&damage(0, 1, DeleteMetadata));
+        check_reasons(&model, 0, &[(1, "corrupt_metadata"), (2, "no_metadata")]);
+    }
+
+    #[test]
+    fn failed_or_killed_attempt_rewrites_metadata_healing_its_damage() {
+        let mut model = run(5, &[fresh(0), damage(0, 0, DeleteMetadata)]);
+        model.step(&damage(0, 0, DeleteCheckpointDir));
+        let got = model.step(&train(0, ResumeIfIncomplete, None, Fail));
+        assert_eq!(got, decided(Resume { variant: 1 }, Exit::TrainingFailed));
+        check_reasons(&model, 0, &[(1, "failed")]);
+        model.step(&damage(0, 0, TruncateMetadata));
+        let got = model.step(&train(0, ResumeIfIncomplete, Some(1), Killed));
+        assert_eq!(got, decided(Resume { variant: 1 }, Exit::Killed));
+        check_reasons(&model, 0, &[(1, "running")]);
+    }
+
+    #[test]
+    fn completed_resume_rewrites_every_output_of_a_damaged_variant() {
+        let mut model = run(5, &[fresh(0)]);
+        for kind in [
+            DeleteMetrics,
+            TruncateWeights,
+            DeleteCheckpointDir,
+            TruncateMetadata,
+        ] {
+            model.step(&damage(0, 0, kind));
+        }
+        model.step(&train(0, ResumeIfIncomplete, None, Fail));
+        let got = model.step(&train(0, ResumeIfIncomplete, None, Complete));
+        assert_eq!(got, decided(Resume { variant: 1 }, Exit::Ok));
+        check_reasons(&model, 0, &[(1, "complete")]);
+        // v1 kept its first record (valid): the resume adds a second one.
+        assert_eq!(records(&model), vec![(0, 1), (0, 1)]);
+    }
+
+    #[test]
+    fn damaged_variants_still_count_for_the_highest_number() {
+        let mut model = run(5, &[fresh(0), fresh(0), damage(0, 1, DeleteMetadata)]);
+        let got = model.step(&train(0, ReuseIfExists, None, Complete));
+        assert_eq!(got, decided(Reuse { variant: 1 }, Exit::Ok));
+        let got = model.step(&train(0, ForceNew, Some(1), Complete));
+        assert_eq!(got, decided(New { variant: 3 }, Exit::Ok));
+    }
+
+    #[test]
+    fn backfill_replaces_a_deleted_record_on_next_train_of_that_identity() {
+        let mut model = run(5, &[fresh(0), fresh(0)]);
+        model.step(&Command::DamageCache(DeleteRecord { pick: 0 }));
+        assert_eq!(records(&model), vec![(0, 2)]);
+        assert_eq!(model.projection().views, None);
+        let got = model.step(&train(0, ReuseIfExists, None, Complete));
+        assert_eq!(got, decided(Reuse { variant: 2 }, Exit::Ok));
+        assert_eq!(model.projection().records, vec![(0, 1), (0, 2)]);
+        assert_eq!(model.projection().views, views_of(&[(0, 1), (0, 2)], 5));
+    }
+
+    #[test]
+    fn backfill_only_touches_the_trained_identity() {
+        let mut model = run(5, &[fresh(0), fresh(1)]);
+        model.step(&Command::DamageCache(DeleteRecord { pick: 0 }));
+        model.step(&train(1, ReuseIfExists, None, Complete));
+        assert_eq!(records(&model), vec![(1, 1)]);
+        // Nothing was written: the views stay void.
+        assert_eq!(model.projection().views, None);
+        model.step(&train(0, ReuseIfExists, None, Complete));
+        assert_eq!(records(&model), vec![(0, 1), (1, 1)]);
+    }
+
+    #[test]
+    fn backfill_follows_the_run_record_in_ascending_variant_order() {
+        let mut model = run(9, &[fresh(2), fresh(2), fresh(2)]);
+        for _ in 0..3 {
+            model.step(&Command::DamageCache(DeleteRecord { pick: 0 }));
+        }
+        let got = model.step(&train(2, ReuseIfExists, Some(7), Complete));
+        assert_eq!(got, decided(New { variant: 7 }, Exit::Ok));
+        // Newest first: v3, v2, v1 backfilled after v7's own record.
+        let want = [(2, 3), (2, 2), (2, 1), (2, 7)];
+        assert_eq!(model.projection().views, views_of(&want, 9));
+    }
+
+    #[test]
+    fn failed_run_leaves_the_cache_untouched() {
+        let mut model = run(5, &[fresh(0)]);
+        model.step(&Command::DamageCache(TruncateRecord { pick: 0 }));
+        model.step(&train(0, ForceNew, None, Fail));
+        assert_eq!(records(&model), Vec::<(usize, u64)>::new());
+        assert_eq!(model.projection().views, None);
+    }
+
+    #[test]
+    fn truncated_record_is_not_valid_and_is_backfilled() {
+        let mut model = run(5, &[fresh(0), fresh(1)]);
+        model.step(&Command::DamageCache(TruncateRecord { pick: 0 }));
+        assert_eq!(records(&model), vec![(1, 1)]);
+        assert_eq!(model.projection().views, None);
+        model.step(&train(0, ReuseIfExists, None, Complete));
+        assert_eq!(records(&model), vec![(0, 1), (1, 1)]);
+        // The torn file is still a record file: pick 0 is still it, pick 2 the backfill.
+        model.step(&Command::DamageCache(DeleteRecord { pick: 2 }));
+        assert_eq!(records(&model), vec![(1, 1)]);
+    }
+
+    #[test]
+    fn index_keeps_newest_max_entries() {
+        let model = run(2, &[fresh(0), fresh(1), fresh(2), fresh(0)]);
+        let projection = model.projection();
+        assert_eq!(projection.records, vec![(0, 2), (2, 1), (1, 1), (0, 1)]);
+        let index = vec![(0, 2), (2, 1)];
+        assert_eq!(projection.views, Some((Some((0, 2)), index)));
+    }
+
+    #[test]
+    fn index_skips_invalid_records_to_keep_max_entries_valid_ones() {
+        let mut model = run(2, &[fresh(0), fresh(1), fresh(2)]);
+        model.step(&Command::DamageCache(TruncateRecord { pick: 2 }));
+        model.step(&Command::RepairCache);
+        let index = vec![(1, 1), (0, 1)];
+        assert_eq!(model.projection().views, Some((Some((1, 1)), index)));
+    }
+
+    #[test]
+    fn cache_damage_voids_views_until_a_record_write_or_repair() {
+        for kind in [TruncateLatest, DeleteLatest, TruncateIndex, DeleteIndex] {
+            let mut model = run(5, &[fresh(0)]);
+            model.step(&Command::DamageCache(kind));
+            assert_eq!(model.projection().views, None, "{kind:?}");
+            assert_eq!(records(&model), vec![(0, 1)], "{kind:?} keeps the records");
+            model.step(&fresh(1));
+            assert_eq!(model.projection().views, views_of(&[(1, 1), (0, 1)], 5));
+        }
+    }
+
+    #[test]
+    fn repair_rebuilds_views_without_creating_or_deleting_records() {
+        let mut model = run(5, &[fresh(0), fresh(0)]);
+        model.step(&Command::DamageCache(DeleteRecord { pick: 1 }));
+        model.step(&Command::DamageCache(TruncateRecord { pick: 0 }));
+        model.step(&Command::DamageCache(DeleteIndex));
+        assert_eq!(model.step(&Command::RepairCache), Response::Done);
+        // Both complete variants stay unrecorded: repair does not backfill.
+        assert_eq!(model.projection().views, Some((None, vec![])));
+        model.step(&train(0, ReuseIfExists, None, Complete));
+        assert_eq!(records(&model), vec![(0, 2), (0, 1)]);
+    }
+
+    #[test]
+    fn status_changes_nothing() {
+        let mut model = run(5, &[fresh(0), damage(0, 0, DeleteMetrics)]);
+        model.step(&Command::DamageCache(DeleteLatest));
+        let before = model.clone();
+        assert_eq!(model.step(&Command::Status), Response::Done);
+        assert_eq!(model, before);
+    }
+
+    #[test]
+    fn damage_picks_wrap_modulo_and_are_no_ops_when_nothing_exists() {
+        let mut model = Model::new(5);
+        model.step(&damage(0, 7, DeleteMetadata));
+        model.step(&Command::DamageCache(DeleteRecord { pick: 3 }));
+        model.step(&Command::DamageCache(TruncateRecord { pick: 3 }));
+        assert_eq!(
+            model,
+            Model::new(5),
+            "no variant, no record: nothing to damage"
+        );
+        let model = run_on(
+            model,
+            &[fresh(1), fresh(1), fresh(1), damage(1, 4, DeleteMetrics)],
+        );
+        let want = [(1, "complete"), (2, "metrics_missing"), (3, "complete")];
+        check_reasons(&model, 1, &want);
+        let model = run_on(model, &[Command::DamageCache(DeleteRecord { pick: 5 })]);
+        assert_eq!(records(&model), vec![(1, 2), (1, 1)]);
+    }
+
+    #[test]
+    fn precondition_refuses_only_continue_and_inputs_outside_the_contract() {
+        let model = Model::new(5);
+        let modes = [ReuseIfExists, ForceNew, ResumeIfIncomplete];
+        for mode in modes {
+            for outcome in [Complete, Fail, Killed] {
+                assert!(model.precondition(&train(2, mode, Some(9), outcome)));
+            }
+        }
+        assert!(!model.precondition(&train(0, ContinueFromPrevious, None, Complete)));
+        assert!(!model.precondition(&train(IDENTITIES, ForceNew, None, Complete)));
+        assert!(!model.precondition(&train(0, ForceNew, Some(0), Complete)));
+        assert!(!model.precondition(&damage(IDENTITIES, 0, DeleteMetrics)));
+        assert!(model.precondition(&Command::DamageCache(DeleteIndex)));
+        assert!(model.precondition(&Command::RepairCache));
+        assert!(model.precondition(&Command::Status));
+    }
+}

@@ -1,0 +1,289 @@
+//! The system under test for the model-based suites: the real orchestrator (`train::train`,
+//! caches, status) run in-process over a chosen Fs (`OsFs` in a temp dir, or `SimFs`), with a
+//! kill switch that makes the orchestrator "die" at a chosen moment, an in-process trainer that
+//! writes its outputs through the same Fs, a fake clock and a fake process table.
+
+use std::cell::Cell;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use trainctl::fs::{Entry, Fs, Meta};
+use trainctl::trainer::{Failure, Outcome, Run, Trainer};
+
+/// Forwards to an inner Fs until killed; then every call fails (the process is gone, its
+/// page cache is not: unlike a power loss, nothing already written is lost).
+pub struct KillSwitch {
+    pub inner: Arc<dyn Fs>,
+    dead: AtomicBool,
+    /// Mutating operations allowed before the switch trips by itself (u64::MAX = never).
+    budget: AtomicU64,
+}
+
+impl KillSwitch {
+    pub fn new(inner: Arc<dyn Fs>) -> KillSwitch {
+        KillSwitch {
+            inner,
+            dead: AtomicBool::new(false),
+            budget: AtomicU64::new(u64::MAX),
+        }
+    }
+    pub fn kill(&self) {
+        self.dead.store(true, Ordering::SeqCst);
+    }
+    pub fn revive(&self) {
+        self.dead.store(false, Ordering::SeqCst);
+        self.budget.store(u64::MAX, Ordering::SeqCst);
+    }
+    pub fn is_dead(&self) -> bool {
+        self.dead.load(Ordering::SeqCst)
+    }
+    /// Dies after `k` more mutating operations.
+    pub fn die_after(&self, k: u64) {
+        self.budget.store(k, Ordering::SeqCst);
+    }
+    fn check(&self) -> io::Result<()> {
+        if self.is_dead() {
+            Err(io::Error::other("process killed"))
+        } else {
+            Ok(())
+        }
+    }
+    fn mutate(&self) -> io::Result<()> {
+        self.check()?;
+        let left = self.budget.load(Ordering::SeqCst);
+        if left == 0 {
+            self.kill();
+            return Err(io::Error::other("process killed"));
+        }
+        if left != u64::MAX {
+            self.budget.store(left - 1, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+}
+
+impl Fs for KillSwitch {
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        self.check()?;
+        self.inner.read(path)
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<Entry>> {
+        self.check()?;
+        self.inner.list(dir)
+    }
+    fn metadata(&self, path: &Path) -> io::Result<Meta> {
+        self.check()?;
+        self.inner.metadata(path)
+    }
+    fn create_dir(&self, path: &Path) -> io::Result<()> {
+        self.mutate()?;
+        self.inner.create_dir(path)
+    }
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.mutate()?;
+        self.inner.create_dir_all(path)
+    }
+    fn create_new(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        self.mutate()?;
+        self.inner.create_new(path, bytes)
+    }
+    fn write(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        self.mutate()?;
+        self.inner.write(path, bytes)
+    }
+    fn append(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        self.mutate()?;
+        self.inner.append(path, bytes)
+    }
+    fn fsync_file(&self, path: &Path) -> io::Result<()> {
+        self.mutate()?;
+        self.inner.fsync_file(path)
+    }
+    fn fsync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.mutate()?;
+        self.inner.fsync_dir(dir)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.mutate()?;
+        self.inner.rename(from, to)
+    }
+    fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.mutate()?;
+        self.inner.rename_noreplace(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.mutate()?;
+        self.inner.remove_file(path)
+    }
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.mutate()?;
+        self.inner.remove_dir_all(path)
+    }
+    fn unique(&self) -> String {
+        self.inner.unique()
+    }
+}
+
+/// How the in-process trainer's attempt ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrainerScript {
+    Complete,
+    /// Exits 1 after one step checkpoint.
+    Fail,
+    /// The orchestrator process dies after the first step checkpoint.
+    KillOrchestrator,
+}
+
+/// A trainer that runs in-process and writes through the orchestrator's Fs, honouring the
+/// job-file protocol (labels, seed, step checkpoints, final checkpoint, metrics).
+pub struct FsTrainer<'a> {
+    pub fs: &'a KillSwitch,
+    pub script: TrainerScript,
+}
+
+fn put(fs: &dyn Fs, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    if let Some(parent) = path.parent() {
+        fs.create_dir_all(parent)?;
+    }
+    trainctl::fs::write_atomic(fs, path, bytes)
+}
+
+impl FsTrainer<'_> {
+    fn outputs(&self, job: &serde_json::Value) -> io::Result<()> {
+        let fs: &dyn Fs = self.fs;
+        let path = |k: &str| PathBuf::from(job[k].as_str().unwrap_or_default());
+        let labels: Vec<String> = job["labels"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|l| l.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let seed = job["seed"].as_u64().unwrap_or(0);
+        let steps = job["total_steps"].as_u64().unwrap_or(1);
+        let step_dir = path("checkpoints_dir").join("step-1");
+        put(
+            fs,
+            &step_dir.join("trainer_state.json"),
+            format!("{{\"step\":1,\"seed\":{seed}}}").as_bytes(),
+        )?;
+        match self.script {
+            TrainerScript::KillOrchestrator => {
+                self.fs.kill();
+                return Err(io::Error::other("orchestrator killed"));
+            }
+            TrainerScript::Fail => return Err(io::Error::other("exit 1")),
+            TrainerScript::Complete => {}
+        }
+        let id2label: serde_json::Map<String, serde_json::Value> = labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (i.to_string(), l.clone().into()))
+            .collect();
+        let label2id: serde_json::Map<String, serde_json::Value> = labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.clone(), i.into()))
+            .collect();
+        let ckpt = path("checkpoint_dir");
+        let config = serde_json::json!({"id2label": id2label, "label2id": label2id});
+        put(
+            fs,
+            &ckpt.join("config.json"),
+            &serde_json::to_vec(&config).map_err(io::Error::other)?,
+        )?;
+        let weights =
+            trainctl::identity::sha256_hex(format!("{seed}:{steps}:{labels:?}").as_bytes());
+        put(fs, &ckpt.join("model.safetensors"), weights.as_bytes())?;
+        put(
+            fs,
+            &ckpt.join("trainer_state.json"),
+            format!("{{\"step\":{steps}}}").as_bytes(),
+        )?;
+        let metric = job["objective_metric"].as_str().unwrap_or("macro-f1");
+        let metrics = serde_json::json!({metric: 0.5 + (seed % 7) as f64 / 100.0, "loss": 0.25});
+        put(
+            fs,
+            &path("metrics_path"),
+            &serde_json::to_vec(&metrics).map_err(io::Error::other)?,
+        )
+    }
+}
+
+impl Trainer for FsTrainer<'_> {
+    fn run(&self, run: &Run<'_>) -> Outcome {
+        (run.heartbeat)(None);
+        let job = self
+            .fs
+            .read(run.job_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+        let Some(job) = job else {
+            return Outcome::Failed(Failure {
+                kind: "io",
+                message: "job file unreadable".into(),
+                exit_code: Some(2),
+                signal: None,
+            });
+        };
+        match self.outputs(&job) {
+            Ok(()) => Outcome::Exited0,
+            Err(e) => Outcome::Failed(Failure {
+                kind: "exit_code",
+                message: e.to_string(),
+                exit_code: Some(1),
+                signal: None,
+            }),
+        }
+    }
+}
+
+/// The fake process table: only the running command's pid is alive.
+pub struct Processes {
+    next_pid: Cell<u32>,
+    live: Cell<Option<u32>>,
+}
+
+impl Default for Processes {
+    fn default() -> Self {
+        Processes {
+            next_pid: Cell::new(1000),
+            live: Cell::new(None),
+        }
+    }
+}
+
+impl Processes {
+    /// Starts a "process": a fresh pid that is alive until `exit`.
+    pub fn start(&self) -> u32 {
+        let pid = self.next_pid.get() + 1;
+        self.next_pid.set(pid);
+        self.live.set(Some(pid));
+        pid
+    }
+    pub fn exit(&self) {
+        self.live.set(None);
+    }
+    pub fn start_time(&self, pid: u32) -> Option<u64> {
+        (self.live.get() == Some(pid)).then_some(7)
+    }
+}
+
+/// A monotonically increasing fake clock (microseconds).
+pub struct Clock(Cell<u64>);
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock(Cell::new(1_800_000_000_000_000))
+    }
+}
+
+impl Clock {
+    pub fn now_us(&self) -> u64 {
+        let t = self.0.get() + 1_000;
+        self.0.set(t);
+        t
+    }
+}
