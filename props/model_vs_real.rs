@@ -13,10 +13,12 @@ use proptest_state_machine::{prop_state_machine, ReferenceStateMachine, StateMac
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use support::harness::{Clock, FsTrainer, KillSwitch, Processes, TrainerScript};
-use trainctl::cache::{Cache, CacheKind, CacheSettings};
-use trainctl::completion::{self, Completion, Depth};
+use support::harness::{Sandbox, TrainerScript};
+use trainctl::cache::Cache;
+use trainctl::completion::Depth;
+use trainctl::config::schema::RunMode;
 use trainctl::fs::Fs;
+use trainctl::plan::Decision;
 use trainctl::plan::VariantOracle;
 use trainctl_models::decision::{ErrorKind as MErr, Expected, Mode};
 use trainctl_models::machine::{
@@ -123,88 +125,53 @@ enum Backend {
     Os,
 }
 
-/// The real side: a project root on disk (config, dataset), OUT on the chosen Fs.
+/// The real side: the orchestrator in a sandbox.
 pub struct Real {
-    project: support::Project,
-    fs: Arc<KillSwitch>,
-    processes: Processes,
-    clock: Clock,
-    /// Each identity's job, prepared once (run mode and variant are not identity inputs).
-    jobs: Vec<trainctl::job::Job>,
+    sandbox: Sandbox,
 }
 
-fn mode_name(mode: Mode) -> &'static str {
+fn run_mode(mode: Mode) -> RunMode {
     match mode {
-        Mode::ReuseIfExists => "reuse_if_exists",
-        Mode::ForceNew => "force_new",
-        Mode::ResumeIfIncomplete => "resume_if_incomplete",
-        Mode::ContinueFromPrevious => "continue_from_previous",
+        Mode::ReuseIfExists => RunMode::ReuseIfExists,
+        Mode::ForceNew => RunMode::ForceNew,
+        Mode::ResumeIfIncomplete => RunMode::ResumeIfIncomplete,
+        Mode::ContinueFromPrevious => RunMode::ContinueFromPrevious,
     }
 }
 
-fn identity_overrides(identity: usize) -> Vec<String> {
-    vec![
-        format!("seed.random_seed={}", 100 + identity),
-        format!("paths:cache_strategies.final_training.index.max_entries={MAX_ENTRIES}"),
-    ]
-}
-
-/// Copies every file under `dir` (on disk) into the simulated filesystem, durably.
-fn seed_sim(sim: &trainctl::fs::sim::SimFs, dir: &Path) {
-    for (path, bytes) in support::snapshot(dir) {
-        if let Some(bytes) = bytes {
-            sim.write_file_durably(&path, &bytes)
-                .expect("seed the simulated disk");
-        }
+fn expected_of(decision: &trainctl::error::Result<Decision>) -> Expected {
+    match decision {
+        Ok(Decision::New { variant }) => Expected::New { variant: *variant },
+        Ok(Decision::Reuse { variant }) => Expected::Reuse { variant: *variant },
+        Ok(Decision::Resume { variant }) => Expected::Resume { variant: *variant },
+        Ok(Decision::Continue { variant }) => Expected::Continue { variant: *variant },
+        Err(e) => Expected::Error(match e.kind {
+            trainctl::error::ErrorKind::VariantIncomplete => MErr::VariantIncomplete,
+            trainctl::error::ErrorKind::Busy => MErr::Busy,
+            trainctl::error::ErrorKind::ParentNotFound => MErr::ParentNotFound,
+            trainctl::error::ErrorKind::ParentIncomplete => MErr::ParentIncomplete,
+            other => panic!("plan failed with {other}: {e}"),
+        }),
     }
 }
 
 impl Real {
     fn new(backend: Backend) -> Real {
-        let project = support::Project::new();
-        let inner: Arc<dyn Fs> = match backend {
-            Backend::Os => Arc::new(trainctl::fs::OsFs),
+        let extra = [format!(
+            "paths:cache_strategies.final_training.index.max_entries={MAX_ENTRIES}"
+        )];
+        let sandbox = match backend {
+            Backend::Os => Sandbox::new(Arc::new(trainctl::fs::OsFs), None, IDENTITIES, &extra),
             Backend::Sim => {
-                let sim = trainctl::fs::sim::SimFs::new();
-                seed_sim(&sim, &project.root().join("fixtures/datasets"));
-                Arc::new(sim)
+                let sim = Arc::new(trainctl::fs::sim::SimFs::new());
+                Sandbox::new(sim.clone(), Some(&sim), IDENTITIES, &extra)
             }
         };
-        let mut real = Real {
-            project,
-            fs: Arc::new(KillSwitch::new(inner)),
-            processes: Processes::default(),
-            clock: Clock::default(),
-            jobs: Vec::new(),
-        };
-        real.jobs = (0..IDENTITIES).map(|i| real.load_job(i)).collect();
-        real
-    }
-
-    fn root(&self) -> &Path {
-        self.project.root()
+        Real { sandbox }
     }
 
     fn job(&self, identity: usize) -> &trainctl::job::Job {
-        &self.jobs[identity]
-    }
-
-    /// Loads and prepares the job of `identity`.
-    fn load_job(&self, identity: usize) -> trainctl::job::Job {
-        let overrides = identity_overrides(identity);
-        let refs: Vec<&str> = overrides.iter().map(String::as_str).collect();
-        let config = trainctl::config::load(
-            &support::opts(self.root(), &refs),
-            self.root(),
-            &support::no_vars,
-        )
-        .expect("config loads");
-        let start_time = |pid: u32| self.processes.start_time(pid);
-        let host = trainctl::job::Host {
-            process_start_time: &start_time,
-            ..support::host()
-        };
-        trainctl::job::prepare(config, &*self.fs, &host).expect("job prepares")
+        &self.sandbox.jobs[identity]
     }
 
     fn train(
@@ -214,75 +181,22 @@ impl Real {
         explicit: Option<u64>,
         outcome: Outcome,
     ) -> (Expected, Exit) {
-        let run_mode = trainctl::config::schema::RunMode::parse(mode_name(mode)).expect("mode");
-        let job = self.jobs[identity].with_run(run_mode, explicit);
-        let pid = self.processes.start();
-        let start_time = |pid: u32| self.processes.start_time(pid);
-        let now_us = || self.clock.now_us();
-        let host = trainctl::job::Host {
-            process_start_time: &start_time,
-            now_ms: now_us() / 1000,
-            ..support::host()
-        };
+        let mode = run_mode(mode);
         // The decision, as `plan` makes it, before executing.
-        let facts = host.facts(job.config.lease_timeout_s() * 1000);
-        let planned = {
-            let variants =
-                trainctl::observe::FsVariants::scan(&*self.fs, &job.layout, &job.identity, &facts)
-                    .expect("scan");
-            let request = trainctl::plan::Request {
-                mode: job.config.mode(),
-                explicit_variant: job.config.final_training.variant.number,
-                parent: job.parent_state.clone(),
-                target_epochs: job.config.hyperparameters.epochs,
-            };
-            trainctl::plan::decide(&request, &variants)
-        };
+        let planned = self.sandbox.plan(identity, mode, explicit);
         let script = match outcome {
             Outcome::Complete => TrainerScript::Complete,
             Outcome::Fail => TrainerScript::Fail,
             Outcome::Killed => TrainerScript::KillOrchestrator,
         };
-        let trainer = FsTrainer {
-            fs: &self.fs,
-            script,
-        };
-        let ctx = trainctl::train::Context {
-            fs: &*self.fs,
-            host: &host,
-            owner: trainctl::lease::Owner {
-                host: "test-host".into(),
-                pid,
-                start_time: 7,
-            },
-            trainer: &trainer,
-            now_us: &now_us,
-        };
-        let result = trainctl::train::train(&job, &ctx);
-        let killed = self.fs.is_dead();
-        self.fs.revive();
-        self.processes.exit();
-        let expected = match &planned {
-            Ok(d) => match *d {
-                trainctl::plan::Decision::New { variant } => Expected::New { variant },
-                trainctl::plan::Decision::Reuse { variant } => Expected::Reuse { variant },
-                trainctl::plan::Decision::Resume { variant } => Expected::Resume { variant },
-                trainctl::plan::Decision::Continue { variant } => Expected::Continue { variant },
-            },
-            Err(e) => Expected::Error(match e.kind {
-                trainctl::error::ErrorKind::VariantIncomplete => MErr::VariantIncomplete,
-                trainctl::error::ErrorKind::Busy => MErr::Busy,
-                trainctl::error::ErrorKind::ParentNotFound => MErr::ParentNotFound,
-                trainctl::error::ErrorKind::ParentIncomplete => MErr::ParentIncomplete,
-                other => panic!("plan failed with {other}: {e}"),
-            }),
-        };
+        let (result, killed) = self.sandbox.train(identity, mode, explicit, script);
+        let expected = expected_of(&planned);
         let exit = match (&result, killed) {
             (_, true) => Exit::Killed,
             (Ok(report), false) => {
                 assert_eq!(
-                    report.decision,
-                    planned.clone().expect("train succeeded, so plan did"),
+                    Ok(report.decision),
+                    planned.map_err(|e| e.kind),
                     "train executed a different decision than plan made"
                 );
                 Exit::Ok
@@ -290,43 +204,27 @@ impl Real {
             (Err(e), false) if e.kind == trainctl::error::ErrorKind::TrainingFailed => {
                 Exit::TrainingFailed
             }
-            (Err(e), false) if matches!(expected, Expected::Error(_)) => {
-                let _ = e;
-                Exit::Error
-            }
+            (Err(_), false) if matches!(expected, Expected::Error(_)) => Exit::Error,
             (Err(e), false) => panic!("train failed unexpectedly: {e}"),
         };
         (expected, exit)
     }
 
     fn cache(&self) -> Cache<'_> {
-        let job = self.job(0);
-        let settings =
-            CacheSettings::from_paths(&job.config.paths, &job.layout, CacheKind::FinalTraining)
-                .expect("cache settings");
-        Cache::new(&*self.fs, settings)
-    }
-
-    fn identity_dirs(&self) -> Vec<(&trainctl::job::Job, PathBuf)> {
-        (0..IDENTITIES)
-            .map(|i| {
-                let job = self.job(i);
-                let dir = job
-                    .layout
-                    .identity_dir(&job.identity)
-                    .expect("identity dir");
-                (job, dir)
-            })
-            .collect()
+        self.sandbox.cache()
     }
 
     fn damage_variant(&self, identity: usize, pick: usize, damage: VariantDamage) {
         let job = self.job(identity);
         let host = support::host();
         let facts = host.facts(600_000);
-        let variants =
-            trainctl::observe::FsVariants::scan(&*self.fs, &job.layout, &job.identity, &facts)
-                .expect("scan");
+        let variants = trainctl::observe::FsVariants::scan(
+            &*self.sandbox.fs,
+            &job.layout,
+            &job.identity,
+            &facts,
+        )
+        .expect("scan");
         let numbers: Vec<u64> = variants.numbers().iter().copied().collect();
         if numbers.is_empty() {
             return;
@@ -335,7 +233,7 @@ impl Real {
             .layout
             .variant_dir(&job.identity, numbers[pick % numbers.len()])
             .expect("dir");
-        let fs = &*self.fs;
+        let fs = &*self.sandbox.fs;
         let truncate = |p: &Path| {
             if let Ok(bytes) = fs.read(p) {
                 fs.write(p, &bytes[..bytes.len() / 2]).expect("truncate");
@@ -369,7 +267,7 @@ impl Real {
 
     fn damage_cache(&self, damage: CacheDamage) {
         let cache = self.cache();
-        let fs = &*self.fs;
+        let fs = &*self.sandbox.fs;
         let latest = cache.settings.dir.join(&cache.settings.latest_name);
         let index = cache.settings.dir.join(&cache.settings.index_name);
         let truncate = |p: &Path| {
@@ -402,35 +300,10 @@ impl Real {
     fn projection(&self) -> Projection {
         let mut variants: [BTreeMap<u64, String>; IDENTITIES] = Default::default();
         let mut by_subject = BTreeMap::new();
-        for (i, (job, dir)) in self.identity_dirs().into_iter().enumerate() {
-            let entries = self.fs.list(&dir).unwrap_or_default();
-            for e in entries.iter().filter(|e| e.is_dir) {
-                let Some(v) = job.layout.parse_variant_name(&e.name) else {
-                    continue;
-                };
-                let state = match completion::check(
-                    &*self.fs,
-                    &job.layout,
-                    &dir.join(&e.name),
-                    Some(&job.identity),
-                    v,
-                    Depth::Sizes,
-                ) {
-                    Completion::Complete(_) => "complete".to_string(),
-                    Completion::Incomplete(r) => r.to_string(),
-                };
-                variants[i].insert(v, state);
-            }
+        for (i, states) in variants.iter_mut().enumerate() {
+            *states = self.sandbox.variant_states(i, Depth::Sizes);
             for v in 1..=64u64 {
-                by_subject.insert(
-                    format!(
-                        "{}/{}-{}/v{v}",
-                        job.identity.model,
-                        &job.identity.spec_fp[..8],
-                        &job.identity.exec_fp[..8]
-                    ),
-                    (i, v),
-                );
+                by_subject.insert(self.sandbox.subject(i, v), (i, v));
             }
         }
         let cache = self.cache();
@@ -445,7 +318,7 @@ impl Real {
             .filter_map(|n| id_of(n))
             .collect();
         let read_json = |p: PathBuf| -> Option<serde_json::Value> {
-            serde_json::from_slice(&self.fs.read(&p).ok()?).ok()
+            serde_json::from_slice(&self.sandbox.fs.read(&p).ok()?).ok()
         };
         let latest = read_json(cache.settings.dir.join(&cache.settings.latest_name))
             .and_then(|d| d["record"].as_str().and_then(id_of));

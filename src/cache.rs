@@ -279,8 +279,14 @@ impl<'a> Cache<'a> {
             let path = self.settings.dir.join(&name);
             match fs::create_durable(self.fs, &path, &bytes) {
                 Ok(()) => {
-                    // Check the data right after writing it.
-                    debug_assert!(self.read_record(&name).is_some());
+                    // Check the data right after writing it (an I/O failure is an error here,
+                    // never a panic).
+                    if self.read_record(&name).is_none() {
+                        return Err(Error::internal(format!(
+                            "cache record {} is unreadable right after it was written",
+                            path.display()
+                        )));
+                    }
                     let warnings = self.settle_views()?;
                     self.prune()?;
                     return Ok((name, warnings));

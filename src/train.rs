@@ -88,7 +88,13 @@ pub fn allocate(
         };
         match fs::publish_dir(fs, &staged, &target) {
             Ok(()) => {
-                debug_assert!(lease::still_ours(fs, &target, &lease));
+                // Check right after publishing: the lease we staged is the current one.
+                if !lease::still_ours(fs, &target, &lease) {
+                    return Err(Error::internal(format!(
+                        "{} was published without its lease",
+                        target.display()
+                    )));
+                }
                 return Ok((n, target, lease));
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {

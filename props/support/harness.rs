@@ -287,3 +287,193 @@ impl Clock {
         t
     }
 }
+
+/// Copies every file under `dir` (on disk) into a simulated filesystem, durably.
+pub fn seed_sim(sim: &trainctl::fs::sim::SimFs, dir: &Path) {
+    for (path, bytes) in super::snapshot(dir) {
+        if let Some(bytes) = bytes {
+            sim.write_file_durably(&path, &bytes)
+                .expect("seed the simulated disk");
+        }
+    }
+}
+
+/// The real orchestrator in-process: a project root on disk (config, dataset), OUT on the
+/// given Fs behind a kill switch, fake processes and clock, and one prepared job per
+/// identity (identities differ by seed).
+pub struct Sandbox {
+    pub project: super::Project,
+    pub fs: Arc<KillSwitch>,
+    pub processes: Processes,
+    pub clock: Clock,
+    pub jobs: Vec<trainctl::job::Job>,
+}
+
+impl Sandbox {
+    /// `inner` gets the dataset copied in when it is not the real filesystem (`seed`).
+    pub fn new(
+        inner: Arc<dyn Fs>,
+        seed: Option<&trainctl::fs::sim::SimFs>,
+        identities: usize,
+        extra: &[String],
+    ) -> Sandbox {
+        let project = super::Project::new();
+        if let Some(sim) = seed {
+            seed_sim(sim, &project.root().join("fixtures/datasets"));
+        }
+        let mut sandbox = Sandbox {
+            project,
+            fs: Arc::new(KillSwitch::new(inner)),
+            processes: Processes::default(),
+            clock: Clock::default(),
+            jobs: Vec::new(),
+        };
+        sandbox.jobs = (0..identities)
+            .map(|i| sandbox.load_job(i, extra))
+            .collect();
+        sandbox
+    }
+
+    pub fn root(&self) -> &Path {
+        self.project.root()
+    }
+
+    fn load_job(&self, identity: usize, extra: &[String]) -> trainctl::job::Job {
+        let mut overrides = vec![format!("seed.random_seed={}", 100 + identity)];
+        overrides.extend_from_slice(extra);
+        let refs: Vec<&str> = overrides.iter().map(String::as_str).collect();
+        let config = trainctl::config::load(
+            &super::opts(self.root(), &refs),
+            self.root(),
+            &super::no_vars,
+        )
+        .expect("config loads");
+        trainctl::job::prepare(config, &*self.fs, &super::host()).expect("job prepares")
+    }
+
+    /// The decision `plan` makes for this command right now.
+    pub fn plan(
+        &self,
+        identity: usize,
+        mode: trainctl::config::schema::RunMode,
+        explicit: Option<u64>,
+    ) -> trainctl::error::Result<trainctl::plan::Decision> {
+        let job = self.jobs[identity].with_run(mode, explicit);
+        let start_time = |pid: u32| self.processes.start_time(pid);
+        let host = trainctl::job::Host {
+            process_start_time: &start_time,
+            ..super::host()
+        };
+        let facts = host.facts(job.config.lease_timeout_s() * 1000);
+        let variants =
+            trainctl::observe::FsVariants::scan(&*self.fs, &job.layout, &job.identity, &facts)?;
+        let request = trainctl::plan::Request {
+            mode: job.config.mode(),
+            explicit_variant: job.config.final_training.variant.number,
+            parent: job.parent_state.clone(),
+            target_epochs: job.config.hyperparameters.epochs,
+        };
+        trainctl::plan::decide(&request, &variants)
+    }
+
+    /// Runs `train` as a fresh process; returns its result and whether the process died.
+    pub fn train(
+        &self,
+        identity: usize,
+        mode: trainctl::config::schema::RunMode,
+        explicit: Option<u64>,
+        script: TrainerScript,
+    ) -> (trainctl::error::Result<trainctl::train::Report>, bool) {
+        let job = self.jobs[identity].with_run(mode, explicit);
+        let pid = self.processes.start();
+        let start_time = |pid: u32| self.processes.start_time(pid);
+        let now_us = || self.clock.now_us();
+        let host = trainctl::job::Host {
+            process_start_time: &start_time,
+            now_ms: now_us() / 1000,
+            ..super::host()
+        };
+        let trainer = FsTrainer {
+            fs: &self.fs,
+            script,
+        };
+        let ctx = trainctl::train::Context {
+            fs: &*self.fs,
+            host: &host,
+            owner: trainctl::lease::Owner {
+                host: "test-host".into(),
+                pid,
+                start_time: 7,
+            },
+            trainer: &trainer,
+            now_us: &now_us,
+        };
+        let result = trainctl::train::train(&job, &ctx);
+        let killed = self.fs.is_dead();
+        self.fs.revive();
+        self.processes.exit();
+        (result, killed)
+    }
+
+    /// The final_training cache (identity 0's settings; all identities share it).
+    pub fn cache(&self) -> trainctl::cache::Cache<'_> {
+        let job = &self.jobs[0];
+        let settings = trainctl::cache::CacheSettings::from_paths(
+            &job.config.paths,
+            &job.layout,
+            trainctl::cache::CacheKind::FinalTraining,
+        )
+        .expect("cache settings");
+        trainctl::cache::Cache::new(&*self.fs, settings)
+    }
+
+    /// Every variant of `identity` with "complete" or its reason, at `depth`.
+    pub fn variant_states(
+        &self,
+        identity: usize,
+        depth: trainctl::completion::Depth,
+    ) -> std::collections::BTreeMap<u64, String> {
+        let job = &self.jobs[identity];
+        let dir = job
+            .layout
+            .identity_dir(&job.identity)
+            .expect("identity dir");
+        let mut out = std::collections::BTreeMap::new();
+        for e in self
+            .fs
+            .list(&dir)
+            .unwrap_or_default()
+            .iter()
+            .filter(|e| e.is_dir)
+        {
+            let Some(v) = job.layout.parse_variant_name(&e.name) else {
+                continue;
+            };
+            let verdict = trainctl::completion::check(
+                &*self.fs,
+                &job.layout,
+                &dir.join(&e.name),
+                Some(&job.identity),
+                v,
+                depth,
+            );
+            let state = match verdict {
+                trainctl::completion::Completion::Complete(_) => "complete".to_string(),
+                trainctl::completion::Completion::Incomplete(r) => r.to_string(),
+            };
+            out.insert(v, state);
+        }
+        out
+    }
+
+    /// The subject of identity `i`'s variant `v` in cache records.
+    pub fn subject(&self, identity: usize, variant: u64) -> String {
+        let id = &self.jobs[identity].identity;
+        format!(
+            "{}/{}-{}/v{variant}",
+            id.model,
+            &id.spec_fp[..8],
+            &id.exec_fp[..8]
+        )
+    }
+}

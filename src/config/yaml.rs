@@ -61,6 +61,8 @@ pub struct Doc {
     pub name: String,
     pub tree: Value,
     pub origins: BTreeMap<String, Origin>,
+    /// Keys written with a null value (absent from `tree`), for the schema check.
+    pub nulls: BTreeMap<String, Origin>,
 }
 
 /// The raw YAML tree as serde-saphyr hands it over, with spans.
@@ -157,6 +159,8 @@ fn parse_raw(text: &str, name: &str) -> Result<Option<Spanned<Raw>>, Error> {
 struct Converter<'a> {
     name: &'a str,
     origins: BTreeMap<String, Origin>,
+    /// Map entries whose value is null, with where they were written.
+    nulls: BTreeMap<String, Origin>,
 }
 
 impl Converter<'_> {
@@ -209,12 +213,14 @@ impl Converter<'_> {
                         format!("{path}.{}", key.value)
                     };
                     let converted = self.convert(value, &child)?;
+                    let origin = self.origin(key.referenced.line(), key.referenced.column());
                     if converted.is_null() {
                         // A null leaf keeps the lower-precedence value; a null section is an
-                        // empty mapping. Both are "absent" here.
+                        // empty mapping. Both are "absent" here, but the key is still checked
+                        // against the schema (a typo set to null is still a typo).
+                        self.nulls.insert(child, origin);
                         continue;
                     }
-                    let origin = self.origin(key.referenced.line(), key.referenced.column());
                     self.origins.insert(child, origin);
                     out.insert(key.value.clone(), converted);
                 }
@@ -231,6 +237,7 @@ impl Doc {
             name: name.to_string(),
             tree: Value::Object(Map::new()),
             origins: BTreeMap::new(),
+            nulls: BTreeMap::new(),
         }
     }
 
@@ -243,6 +250,7 @@ impl Doc {
         let mut converter = Converter {
             name,
             origins: BTreeMap::new(),
+            nulls: BTreeMap::new(),
         };
         let tree = converter.convert(&root, "")?;
         let tree = match tree {
@@ -266,6 +274,7 @@ impl Doc {
             name: name.to_string(),
             tree,
             origins: converter.origins,
+            nulls: converter.nulls,
         })
     }
 
@@ -283,6 +292,7 @@ impl Doc {
                 let mut converter = Converter {
                     name: "-o",
                     origins: BTreeMap::new(),
+                    nulls: BTreeMap::new(),
                 };
                 converter.convert(&raw, key)?
             }
@@ -316,8 +326,9 @@ impl Doc {
             arg: arg.to_string(),
         };
         if value.is_null() {
-            map.remove(*last);
-            self.origins.remove(key);
+            // `-o key=null` keeps the lower-precedence value (the file's), as a null leaf in a
+            // file does; the key is still checked against the schema.
+            self.nulls.insert(key.to_string(), origin);
         } else {
             map.insert(last.to_string(), value);
             let prefix = format!("{key}.");
@@ -363,8 +374,27 @@ impl Doc {
     /// Deserialises the tree into the typed schema `T`; errors carry file:line:column, the
     /// dotted key and serde's list of allowed keys/values (plus a "did you mean").
     pub fn typed<T: DeserializeOwned>(&self) -> Result<T, Error> {
-        serde_path_to_error::deserialize::<_, T>(self.tree.clone())
-            .map_err(|e| self.locate(&path_string(e.path()), &e.inner().to_string()))
+        let typed = serde_path_to_error::deserialize::<_, T>(self.tree.clone())
+            .map_err(|e| self.locate(&path_string(e.path()), &e.inner().to_string()))?;
+        // Keys written as null are absent from the tree; probe each one (as an empty mapping)
+        // so that an unknown key is an error even when its value is null. A known leaf fails
+        // the probe with a type error, a known section accepts it; only "unknown field" at
+        // the probed key itself means the key does not exist.
+        for (path, origin) in &self.nulls {
+            let mut probe = self.tree.clone();
+            if !insert_path(&mut probe, path, Value::Object(Map::new())) {
+                continue;
+            }
+            if let Err(e) = serde_path_to_error::deserialize::<_, T>(probe) {
+                let message = e.inner().to_string();
+                if path_string(e.path()) == *path && message.starts_with("unknown field") {
+                    let mut err = self.locate(path, &message);
+                    err.place = origin.place(path);
+                    return Err(err);
+                }
+            }
+        }
+        Ok(typed)
     }
 
     /// A located config error about `path` in this document.
@@ -378,6 +408,31 @@ impl Doc {
             message.push_str(&hint);
         }
         Error::new(ErrorKind::ConfigInvalid, message).at(place)
+    }
+}
+
+/// Sets `dotted` (map keys only) in `tree`, creating mappings; false if a parent is not a
+/// mapping.
+fn insert_path(tree: &mut Value, dotted: &str, value: Value) -> bool {
+    let mut node = tree;
+    let parts: Vec<&str> = dotted.split('.').collect();
+    let Some((last, parents)) = parts.split_last() else {
+        return false;
+    };
+    for part in parents {
+        let Value::Object(map) = node else {
+            return false;
+        };
+        node = map
+            .entry(part.to_string())
+            .or_insert_with(|| Value::Object(Map::new()));
+    }
+    match node {
+        Value::Object(map) => {
+            map.insert(last.to_string(), value);
+            true
+        }
+        _ => false,
     }
 }
 
