@@ -3,7 +3,6 @@
 //! kill switch that makes the orchestrator "die" at a chosen moment, an in-process trainer that
 //! writes its outputs through the same Fs, a fake clock and a fake process table.
 
-use std::cell::Cell;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -142,11 +141,13 @@ pub struct FsTrainer<'a> {
     pub script: TrainerScript,
 }
 
+/// Writes a trainer output the way real trainers do: plainly, without fsync. Making it
+/// durable is the orchestrator's job before it records completion.
 fn put(fs: &dyn Fs, path: &Path, bytes: &[u8]) -> io::Result<()> {
     if let Some(parent) = path.parent() {
         fs.create_dir_all(parent)?;
     }
-    trainctl::fs::write_atomic(fs, path, bytes)
+    fs.write(path, bytes)
 }
 
 impl FsTrainer<'_> {
@@ -240,17 +241,17 @@ impl Trainer for FsTrainer<'_> {
     }
 }
 
-/// The fake process table: only the running command's pid is alive.
+/// The fake process table: a pid is alive from `start` until `exit`.
 pub struct Processes {
-    next_pid: Cell<u32>,
-    live: Cell<Option<u32>>,
+    next_pid: AtomicU64,
+    live: std::sync::Mutex<std::collections::BTreeSet<u32>>,
 }
 
 impl Default for Processes {
     fn default() -> Self {
         Processes {
-            next_pid: Cell::new(1000),
-            live: Cell::new(None),
+            next_pid: AtomicU64::new(1000),
+            live: std::sync::Mutex::new(std::collections::BTreeSet::new()),
         }
     }
 }
@@ -258,33 +259,34 @@ impl Default for Processes {
 impl Processes {
     /// Starts a "process": a fresh pid that is alive until `exit`.
     pub fn start(&self) -> u32 {
-        let pid = self.next_pid.get() + 1;
-        self.next_pid.set(pid);
-        self.live.set(Some(pid));
+        let pid = self.next_pid.fetch_add(1, Ordering::SeqCst) as u32 + 1;
+        self.live.lock().expect("process table").insert(pid);
         pid
     }
-    pub fn exit(&self) {
-        self.live.set(None);
+    pub fn exit(&self, pid: u32) {
+        self.live.lock().expect("process table").remove(&pid);
     }
     pub fn start_time(&self, pid: u32) -> Option<u64> {
-        (self.live.get() == Some(pid)).then_some(7)
+        self.live
+            .lock()
+            .expect("process table")
+            .contains(&pid)
+            .then_some(7)
     }
 }
 
-/// A monotonically increasing fake clock (microseconds).
-pub struct Clock(Cell<u64>);
+/// A monotonically increasing fake clock (microseconds), shared by threads.
+pub struct Clock(AtomicU64);
 
 impl Default for Clock {
     fn default() -> Self {
-        Clock(Cell::new(1_800_000_000_000_000))
+        Clock(AtomicU64::new(1_800_000_000_000_000))
     }
 }
 
 impl Clock {
     pub fn now_us(&self) -> u64 {
-        let t = self.0.get() + 1_000;
-        self.0.set(t);
-        t
+        self.0.fetch_add(1_000, Ordering::SeqCst) + 1_000
     }
 }
 
@@ -411,7 +413,7 @@ impl Sandbox {
         let result = trainctl::train::train(&job, &ctx);
         let killed = self.fs.is_dead();
         self.fs.revive();
-        self.processes.exit();
+        self.processes.exit(pid);
         (result, killed)
     }
 
