@@ -5,7 +5,9 @@
 //! identity and paths, `observe` reads OUT through the `fs` port, and `plan` decides purely.
 
 pub mod cache;
+pub mod builtin;
 pub mod cli;
+pub mod data;
 pub mod completion;
 pub mod config;
 pub mod error;

@@ -1,0 +1,1 @@
+//! The built-in trainer (being written).
