@@ -1,6 +1,7 @@
 //! Reference models of the trainctl contract, restated from SPEC.md alone; this crate must
 //! never import from the `trainctl` crate (it is the oracle the orchestrator is checked against).
 
+pub mod concurrent;
 pub mod decision;
 pub mod machine;
 

@@ -300,3 +300,37 @@ pub fn cases(quick: u32) -> u32 {
         _ => quick,
     }
 }
+
+pub mod sched;
+
+/// Seeds for a campaign: `TRAINCTL_SEED_RANGE=a..b` (shards never overlap), else `count`
+/// seeds from `base`; with `TRAINCTL_TIME_BUDGET=<secs>` it keeps going (fresh seeds) until the
+/// budget is spent, printing progress to stderr.
+pub fn seeds(base: u64, count: u64) -> Box<dyn Iterator<Item = u64>> {
+    let range = std::env::var("TRAINCTL_SEED_RANGE").ok().and_then(|r| {
+        let (a, b) = r.split_once("..")?;
+        Some((a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?))
+    });
+    let budget = std::env::var("TRAINCTL_TIME_BUDGET")
+        .ok()
+        .and_then(|v| v.trim_end_matches('s').parse::<u64>().ok())
+        .map(std::time::Duration::from_secs);
+    let (start, end) = match range {
+        Some((a, b)) => (a, b),
+        None if budget.is_some() => (base, u64::MAX),
+        None => (base, base + count),
+    };
+    let began = std::time::Instant::now();
+    Box::new((start..end).take_while(move |seed| {
+        let Some(limit) = budget else { return true };
+        let more = began.elapsed() < limit;
+        if more && (seed - start) % 100 == 0 {
+            eprintln!(
+                "campaign: seed {seed}, {:?} of {:?}",
+                began.elapsed(),
+                limit
+            );
+        }
+        more
+    }))
+}

@@ -1,0 +1,484 @@
+//! Concurrent starts under the seeded scheduler (SPEC §2.3, §11): 2–8 logical processes run
+//! `train` (force_new, reuse, or a race to resume one stale variant) and cache writes over one
+//! SimFs, interleaved at every Fs operation, uniformly or PCT-style. The recorded history is
+//! checked for linearizability against the concurrent model in `models/` (WGL-style search
+//! with memoisation), and the end state against the invariants: distinct variants, every
+//! training complete, no lost cache record, settled views.
+//!
+//! Replay: every failure prints its seed and a one-line command, and writes the trace (programs,
+//! start times, schedule) to `target/trainctl-failures/`; `TRAINCTL_REPLAY=<file>` replays it
+//! exactly, `TRAINCTL_SEED=<n>` reruns one seed, `TRAINCTL_SEED_RANGE=a..b` and
+//! `TRAINCTL_TIME_BUDGET=<secs>` shape a campaign. Traces in `fixtures/regressions/sched-*.json`
+//! always run first.
+
+mod support;
+
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::sync::Arc;
+use support::harness::{Sandbox, TrainerScript};
+use support::sched::{Policy, SchedFs, Scheduler};
+use trainctl::completion::Depth;
+use trainctl::config::schema::RunMode;
+use trainctl::fs::sim::SimFs;
+use trainctl_models::concurrent::Variants;
+use trainctl_models::decision::{ErrorKind as MErr, Expected, Mode};
+
+/// What one logical process does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+enum Program {
+    ForceNew,
+    Reuse,
+    /// resume_if_incomplete with variant 1, which the setup leaves stale.
+    ResumeStale,
+    CacheWrite,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Case {
+    seed: u64,
+    policy: Policy,
+    programs: Vec<Program>,
+    start_at: Vec<u64>,
+    /// A recorded schedule to replay (empty = follow the policy).
+    schedule: Vec<usize>,
+}
+
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The case a seed stands for.
+fn case_of(seed: u64) -> Case {
+    let mut rng = seed;
+    let n = 2 + (splitmix(&mut rng) % 7) as usize;
+    let resume_race = splitmix(&mut rng) % 3 == 0;
+    let programs: Vec<Program> = (0..n)
+        .map(|_| {
+            if resume_race {
+                return Program::ResumeStale;
+            }
+            match splitmix(&mut rng) % 6 {
+                0..=2 => Program::ForceNew,
+                3 => Program::Reuse,
+                4 => Program::ResumeStale,
+                _ => Program::CacheWrite,
+            }
+        })
+        .collect();
+    let start_at = (0..n).map(|_| splitmix(&mut rng) % 60).collect();
+    let policy = if splitmix(&mut rng) % 2 == 0 {
+        Policy::Uniform
+    } else {
+        Policy::Pct {
+            depth: 1 + (splitmix(&mut rng) % 3) as u32,
+        }
+    };
+    Case {
+        seed,
+        policy,
+        programs,
+        start_at,
+        schedule: Vec::new(),
+    }
+}
+
+/// One process's observed outcome.
+#[derive(Clone, Debug, PartialEq)]
+struct Observed {
+    program: Program,
+    /// For trains: the decision (or busy).
+    decision: Option<Expected>,
+    invoked: u64,
+    responded: u64,
+}
+
+fn expected_of(
+    result: &trainctl::error::Result<trainctl::train::Report>,
+) -> Result<Expected, String> {
+    use trainctl::plan::Decision as D;
+    match result {
+        Ok(r) => Ok(match r.decision {
+            D::New { variant } => Expected::New { variant },
+            D::Reuse { variant } => Expected::Reuse { variant },
+            D::Resume { variant } => Expected::Resume { variant },
+            D::Continue { variant } => Expected::Continue { variant },
+        }),
+        Err(e) if e.kind == trainctl::error::ErrorKind::Busy => Ok(Expected::Error(MErr::Busy)),
+        Err(e) => Err(format!("train failed: {e}")),
+    }
+}
+
+fn mode_of(p: Program) -> (Mode, Option<u64>) {
+    match p {
+        Program::ForceNew => (Mode::ForceNew, None),
+        Program::Reuse => (Mode::ReuseIfExists, None),
+        Program::ResumeStale => (Mode::ResumeIfIncomplete, Some(1)),
+        Program::CacheWrite => (Mode::ReuseIfExists, None),
+    }
+}
+
+/// Progress of one train in the search: nothing yet, decided (with the planned decision),
+/// allocated, finished.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Stage {
+    Pending,
+    Decided(Planned),
+    Allocated,
+    Done,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Planned {
+    New(u64),
+    Resume(u64),
+}
+
+/// WGL-style search: is there an order of DECIDE / ALLOCATE / FINISH steps, consistent with
+/// real time (a command that responded before another was invoked comes wholly first) and
+/// with each command's own step order, under which the model produces every observed
+/// outcome? Memoised on (stages, model state).
+fn linearizable(start: &Variants, ops: &[Observed]) -> bool {
+    let trains_idx: Vec<usize> = (0..ops.len())
+        .filter(|i| ops[*i].decision.is_some())
+        .collect();
+    let mut stages = vec![Stage::Done; ops.len()];
+    for &i in &trains_idx {
+        stages[i] = Stage::Pending;
+    }
+    let mut seen: HashSet<(Vec<Stage>, Variants)> = HashSet::new();
+    search(start, &mut stages, ops, &trains_idx, &mut seen)
+}
+
+fn search(
+    state: &Variants,
+    stages: &mut Vec<Stage>,
+    ops: &[Observed],
+    trains_idx: &[usize],
+    seen: &mut HashSet<(Vec<Stage>, Variants)>,
+) -> bool {
+    if trains_idx.iter().all(|i| stages[*i] == Stage::Done) {
+        return true;
+    }
+    if !seen.insert((stages.clone(), state.clone())) {
+        return false;
+    }
+    for &i in trains_idx {
+        let observed = ops[i].decision.clone().expect("train has a decision");
+        let stage = stages[i];
+        let mut try_step =
+            |next_stage: Stage, next_state: &Variants, stages: &mut Vec<Stage>| -> bool {
+                stages[i] = next_stage;
+                let ok = search(next_state, stages, ops, trains_idx, seen);
+                stages[i] = stage;
+                ok
+            };
+        match stage {
+            Stage::Pending => {
+                // Real time: whatever responded before i was invoked is already done.
+                let blocked = trains_idx.iter().any(|&j| {
+                    j != i && ops[j].responded < ops[i].invoked && stages[j] != Stage::Done
+                });
+                if blocked {
+                    continue;
+                }
+                let (mode, explicit) = mode_of(ops[i].program);
+                let decided = state.decide(mode, explicit);
+                let next = match (decided, &observed) {
+                    (Expected::New { variant: p }, Expected::New { variant: v }) if p <= *v => {
+                        Stage::Decided(Planned::New(p))
+                    }
+                    (Expected::Resume { variant: p }, Expected::Resume { variant: v })
+                        if p == *v =>
+                    {
+                        Stage::Decided(Planned::Resume(p))
+                    }
+                    // A resume decided on an idle variant whose lease is lost at allocation.
+                    (Expected::Resume { variant: p }, Expected::Error(MErr::Busy)) => {
+                        Stage::Decided(Planned::Resume(p))
+                    }
+                    (d, o) if d == *o => Stage::Done,
+                    _ => continue,
+                };
+                if try_step(next, state, stages) {
+                    return true;
+                }
+            }
+            Stage::Decided(Planned::New(p)) => {
+                let (v, next) = state.allocate_new(i, p);
+                if Some(v) == observed_variant(&observed)
+                    && try_step(Stage::Allocated, &next, stages)
+                {
+                    return true;
+                }
+            }
+            Stage::Decided(Planned::Resume(v)) => match (state.take(i, v), &observed) {
+                (Some(next), Expected::Resume { .. }) => {
+                    if try_step(Stage::Allocated, &next, stages) {
+                        return true;
+                    }
+                }
+                (None, Expected::Error(MErr::Busy)) => {
+                    if try_step(Stage::Done, state, stages) {
+                        return true;
+                    }
+                }
+                _ => {}
+            },
+            Stage::Allocated => {
+                if let Some(next) = state.finish(i) {
+                    if try_step(Stage::Done, &next, stages) {
+                        return true;
+                    }
+                }
+            }
+            Stage::Done => {}
+        }
+    }
+    false
+}
+
+fn observed_variant(e: &Expected) -> Option<u64> {
+    match e {
+        Expected::New { variant } | Expected::Resume { variant } => Some(*variant),
+        _ => None,
+    }
+}
+
+/// Runs one case; returns the schedule it took and the violation, if any.
+fn run(case: &Case) -> (Vec<usize>, Result<(), String>) {
+    let mut schedule = Vec::new();
+    let verdict = run_into(case, &mut schedule);
+    (schedule, verdict)
+}
+
+fn run_into(case: &Case, schedule_out: &mut Vec<usize>) -> Result<(), String> {
+    let sim = Arc::new(SimFs::new());
+    let sched = Scheduler::new(
+        case.programs.len(),
+        case.seed,
+        case.policy,
+        case.start_at.clone(),
+        case.schedule.clone(),
+    );
+    let fs = Arc::new(SchedFs {
+        inner: sim.clone(),
+        sched: sched.clone(),
+    });
+    let sb = Sandbox::new(fs, Some(&sim), 1, &[]);
+    // Setup (unscheduled): v1 left stale by an orchestrator that died mid-training.
+    let (r, killed) = sb.train(0, RunMode::ForceNew, None, TrainerScript::KillOrchestrator);
+    if !(killed && r.is_err()) {
+        return Err("setup: the first run must die".into());
+    }
+    let programs: Vec<Box<dyn FnOnce() -> Result<Option<Expected>, String> + Send + '_>> = case
+        .programs
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let sb = &sb;
+            let p = *p;
+            Box::new(move || -> Result<Option<Expected>, String> {
+                match p {
+                    Program::CacheWrite => {
+                        let record = trainctl::cache::Record {
+                            schema_version: 1,
+                            kind: "final_training".into(),
+                            created_at: format!("writer {i}"),
+                            subject: format!("external/writer-{i}"),
+                            payload: serde_json::json!({"writer": i}),
+                            metadata: serde_json::Value::Null,
+                        };
+                        sb.cache()
+                            .write(&record, sb.clock.now_us())
+                            .map_err(|e| e.to_string())?;
+                        Ok(None)
+                    }
+                    _ => {
+                        let (mode, explicit) = match p {
+                            Program::ForceNew => (RunMode::ForceNew, None),
+                            Program::Reuse => (RunMode::ReuseIfExists, None),
+                            _ => (RunMode::ResumeIfIncomplete, Some(1)),
+                        };
+                        let (result, _) = sb.train(0, mode, explicit, TrainerScript::Complete);
+                        expected_of(&result).map(Some)
+                    }
+                }
+            }) as Box<dyn FnOnce() -> Result<Option<Expected>, String> + Send + '_>
+        })
+        .collect();
+    let results = sched.run(programs);
+    let (schedule, times) = sched.history();
+    *schedule_out = schedule;
+    let mut observed = Vec::new();
+    for (i, result) in results.into_iter().enumerate() {
+        let decision = result.map_err(|e| format!("process {i} ({:?}): {e}", case.programs[i]))?;
+        observed.push(Observed {
+            program: case.programs[i],
+            decision,
+            invoked: times[i].0,
+            responded: times[i].1,
+        });
+    }
+    // Invariant: no two starts receive the same variant.
+    let mut got: Vec<u64> = observed
+        .iter()
+        .filter_map(|o| match o.decision {
+            Some(Expected::New { variant }) | Some(Expected::Resume { variant }) => Some(variant),
+            _ => None,
+        })
+        .collect();
+    let before = got.len();
+    got.sort();
+    got.dedup();
+    if got.len() != before {
+        return Err(format!(
+            "two starts received the same variant: {observed:?}"
+        ));
+    }
+    // Linearizability against the concurrent model, starting from the setup's stale v1.
+    let mut start = Variants::default();
+    start.0.insert(1, trainctl_models::concurrent::Slot::Idle);
+    if !linearizable(&start, &observed) {
+        return Err(format!("history is not linearizable: {observed:?}"));
+    }
+    // End state: every variant a start trained is complete; the cache lost nothing.
+    let states = sb.variant_states(0, Depth::Digests);
+    for v in &got {
+        if states.get(v).map(String::as_str) != Some("complete") {
+            return Err(format!(
+                "v{v} is not complete after its start returned: {states:?}"
+            ));
+        }
+    }
+    let cache = sb.cache();
+    let (valid, _) = cache.newest_valid(usize::MAX).map_err(|e| e.to_string())?;
+    for (v, state) in &states {
+        if state == "complete" && !valid.iter().any(|f| f.record.subject == sb.subject(0, *v)) {
+            return Err(format!("complete v{v} has no cache record"));
+        }
+    }
+    let writers = case
+        .programs
+        .iter()
+        .filter(|p| **p == Program::CacheWrite)
+        .count();
+    let external = valid
+        .iter()
+        .filter(|f| f.record.subject.starts_with("external/"))
+        .count();
+    if external != writers {
+        return Err(format!(
+            "{writers} cache writers returned but {external} records remain"
+        ));
+    }
+    let problems = cache.check().map_err(|e| e.to_string())?;
+    if !problems.is_empty() {
+        return Err(format!(
+            "cache views unsettled after every writer returned: {problems:?}"
+        ));
+    }
+    Ok(())
+}
+
+fn failure_dir() -> std::path::PathBuf {
+    support::repo_root().join("target/trainctl-failures")
+}
+
+/// Runs `case`; on failure writes the trace (with the exact schedule) and panics with the
+/// replay commands.
+fn check(case: &Case) {
+    let (schedule, verdict) = run(case);
+    if let Err(violation) = verdict {
+        let dir = failure_dir();
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join(format!("sched-{}.json", case.seed));
+        let trace = Case {
+            schedule,
+            ..case.clone()
+        };
+        let _ = std::fs::write(&path, serde_json::to_vec_pretty(&trace).unwrap_or_default());
+        panic!(
+            "{violation}\nseed {seed}; rerun: TRAINCTL_SEED={seed} cargo test --release --test sched -- scheduled_starts_are_linearizable\n\
+             replay exactly: TRAINCTL_REPLAY={} cargo test --release --test sched -- scheduled_starts_are_linearizable",
+            path.display(),
+            seed = case.seed
+        );
+    }
+}
+
+#[test]
+fn scheduled_starts_are_linearizable() {
+    // 1. Committed regression traces, always first.
+    let regressions = support::repo_root().join("fixtures/regressions");
+    if let Ok(entries) = std::fs::read_dir(&regressions) {
+        let mut paths: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+        paths.sort();
+        for path in paths.iter().filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("sched-"))
+        }) {
+            let case: Case = serde_json::from_slice(&std::fs::read(path).expect("read regression"))
+                .expect("regression trace");
+            check(&case);
+        }
+    }
+    // 2. An exact replay, or one seed, or a campaign.
+    if let Ok(file) = std::env::var("TRAINCTL_REPLAY") {
+        let case: Case = serde_json::from_slice(&std::fs::read(&file).expect("read replay"))
+            .expect("replay trace");
+        check(&case);
+        return;
+    }
+    if let Some(seed) = std::env::var("TRAINCTL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        check(&case_of(seed));
+        return;
+    }
+    for seed in support::seeds(0x5eed_0000, support::cases(64) as u64) {
+        check(&case_of(seed));
+    }
+}
+
+/// The checker itself can fail: histories that no order explains are rejected.
+#[test]
+fn checker_rejects_impossible_histories() {
+    let mut stale = Variants::default();
+    stale.0.insert(1, trainctl_models::concurrent::Slot::Idle);
+    let op = |program, decision, invoked, responded| Observed {
+        program,
+        decision: Some(decision),
+        invoked,
+        responded,
+    };
+    // Two resumers of one stale variant both won.
+    let both_won = [
+        op(Program::ResumeStale, Expected::Resume { variant: 1 }, 1, 10),
+        op(Program::ResumeStale, Expected::Resume { variant: 1 }, 2, 11),
+    ];
+    assert!(!linearizable(&stale, &both_won));
+    // One won, one was busy: fine.
+    let one_won = [
+        op(Program::ResumeStale, Expected::Resume { variant: 1 }, 1, 10),
+        op(Program::ResumeStale, Expected::Error(MErr::Busy), 2, 11),
+    ];
+    assert!(linearizable(&stale, &one_won));
+    // Two NEW starts got the same number.
+    let same = [
+        op(Program::ForceNew, Expected::New { variant: 2 }, 1, 10),
+        op(Program::ForceNew, Expected::New { variant: 2 }, 2, 11),
+    ];
+    assert!(!linearizable(&stale, &same));
+    // A reuse that started after a complete run returned must reuse it, not train anew.
+    let stale_read = [
+        op(Program::ForceNew, Expected::New { variant: 2 }, 1, 5),
+        op(Program::Reuse, Expected::New { variant: 3 }, 6, 10),
+    ];
+    assert!(!linearizable(&stale, &stale_read));
+}
