@@ -1,1 +1,1180 @@
-//! The built-in trainer (being written).
+//! The built-in reference trainer (SPEC §8), run as a subprocess of trainctl
+//! (`trainctl __builtin-train`, job file in `TRAINCTL_JOB`). Token classification on the
+//! character-span JSON format with hashed sparse features, a softmax or linear-chain CRF head,
+//! AdamW, warmup/decay, accumulation, clipping, feature dropout, early stopping, truncation and
+//! emulated fp16 with a dynamic loss scaler. It owns `checkpoints/step-<k>/`, `checkpoint/`
+//! and `metrics.json` of its variant dir, each published atomically, and nothing else.
+//!
+//! Determinism is the contract: one thread, a fixed arithmetic order, no hash-map iteration
+//! in numeric paths, a seeded splitmix64 whose state is checkpointed. Resuming from any
+//! `checkpoints/step-<k>/` restores every bit of state, so the final bytes equal those of an
+//! uninterrupted run. It never decides completion and never touches the orchestrator's files.
+
+pub mod ckpt;
+pub mod metrics;
+pub mod model;
+pub mod optim;
+pub mod rng;
+pub mod text;
+
+use crate::data::{self, Record};
+use ckpt::TensorSet;
+use metrics::{evaluate, Evaluation};
+use model::{backward_weights, emissions, loss_and_demissions, Example, Params, Touched};
+use optim::LossScaler;
+use rng::SplitMix64;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use text::FeatureConfig;
+
+/// Identifies this trainer's algorithms (features, tokenizer, arithmetic). Bump it whenever a
+/// change alters what a given job produces; the orchestrator puts it into exec_fp.
+pub const TRAINER_VERSION: &str = "builtin-hashed-linear/1";
+/// The only backbone the built-in trainer trains.
+pub const BACKBONE: &str = "builtin/hashed-linear";
+const STATE_FORMAT: &str = "trainctl-builtin-state/1";
+const WEIGHTS_FILE: &str = "weights.safetensors";
+const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+const STATE_FILE: &str = "trainer_state.json";
+const MODEL_FILE: &str = "model.safetensors";
+const CONFIG_FILE: &str = "config.json";
+/// Upper bounds that keep memory and loops bounded.
+const MAX_HASH_DIM: u64 = 1 << 24;
+const MAX_WINDOW: u64 = 16;
+const MAX_LABELS: usize = 1024;
+
+/// Early-stopping settings of the job.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EarlyStopping {
+    pub enabled: bool,
+    pub patience: u64,
+    pub min_delta: f64,
+}
+
+/// The job's hyperparameters. Unknown keys are errors: a knob this trainer cannot honour
+/// must never be ignored silently (SPEC §1).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Hyperparameters {
+    pub learning_rate: f64,
+    pub epochs: u64,
+    pub batch_size: u64,
+    pub dropout: f64,
+    pub weight_decay: f64,
+    pub gradient_accumulation_steps: u64,
+    pub warmup_steps: u64,
+    pub max_grad_norm: f64,
+    pub validation_fraction: f64,
+    pub early_stopping: EarlyStopping,
+    pub eval_interval: u64,
+}
+
+/// The job file (see fixtures/trainer/README.md for the protocol). Extra fields are ignored.
+#[derive(Clone, Debug, Deserialize)]
+pub struct JobFile {
+    pub variant_dir: PathBuf,
+    pub checkpoint_dir: PathBuf,
+    pub checkpoints_dir: PathBuf,
+    pub metrics_path: PathBuf,
+    #[serde(default)]
+    pub resume_from: Option<PathBuf>,
+    #[serde(default)]
+    pub init_checkpoint: Option<PathBuf>,
+    pub labels: Vec<String>,
+    pub hyperparameters: Hyperparameters,
+    pub seed: Value,
+    pub save_interval: u64,
+    pub log_interval: u64,
+    #[serde(default = "default_objective")]
+    pub objective_metric: String,
+    pub dataset: BTreeMap<String, Option<PathBuf>>,
+    pub model: Value,
+    #[serde(default = "default_precision")]
+    pub precision: String,
+    #[serde(default)]
+    pub run_name: Option<String>,
+    #[serde(default)]
+    pub total_steps: Option<u64>,
+}
+
+fn default_objective() -> String {
+    "macro-f1".into()
+}
+
+fn default_precision() -> String {
+    "fp32".into()
+}
+
+/// Runs the whole training described by the job file at `job_path`.
+pub fn run(job_path: &Path) -> Result<(), String> {
+    run_until(job_path, None).map(|_| ())
+}
+
+/// Whether a run finished or stopped at a test's step limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    Finished,
+    /// Stopped right after writing `checkpoints/step-<k>/` (an interruption, for tests).
+    StoppedAt(u64),
+}
+
+/// `run`, optionally stopping right after the step checkpoint at `stop_after_step` is written
+/// (what a kill right after that checkpoint leaves behind). Used by tests only.
+pub fn run_until(job_path: &Path, stop_after_step: Option<u64>) -> Result<Ending, String> {
+    println!("trainer pid={} job={}", std::process::id(), job_path.display());
+    let job = read_job(job_path)?;
+    let setup = Setup::prepare(job)?;
+    let mut trainer = Trainer::init(setup)?;
+    let ending = trainer.train(stop_after_step)?;
+    if ending == Ending::Finished {
+        trainer.finish()?;
+    }
+    Ok(ending)
+}
+
+/// Reads and parses a job file.
+pub fn read_job(job_path: &Path) -> Result<JobFile, String> {
+    let bytes = std::fs::read(job_path).map_err(|e| format!("{}: {e}", job_path.display()))?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("{}: invalid job file: {e}", job_path.display()))
+}
+
+/// Reads the feature settings from the model config tree (`model.yaml` as JSON).
+pub fn feature_config(model: &Value) -> Result<FeatureConfig, String> {
+    if let Some(b) = model.get("backbone") {
+        if b.as_str() != Some(BACKBONE) {
+            return Err(format!(
+                "the built-in trainer trains only backbone `{BACKBONE}`, the model config has {b}"
+            ));
+        }
+    }
+    let section = |name: &str| model.get(name).filter(|v| !v.is_null());
+    let uint = |sec: &str, key: &str, default: u64| -> Result<u64, String> {
+        match section(sec).and_then(|s| s.get(key)).filter(|v| !v.is_null()) {
+            None => Ok(default),
+            Some(v) => v
+                .as_u64()
+                .ok_or_else(|| format!("model config {sec}.{key} must be a non-negative integer, found {v}")),
+        }
+    };
+    let boolean = |sec: &str, key: &str, default: bool| -> Result<bool, String> {
+        match section(sec).and_then(|s| s.get(key)).filter(|v| !v.is_null()) {
+            None => Ok(default),
+            Some(v) => v
+                .as_bool()
+                .ok_or_else(|| format!("model config {sec}.{key} must be a boolean, found {v}")),
+        }
+    };
+    let hash_dim = uint("features", "hash_dim", 262_144)?;
+    let window = uint("features", "window", 2)?;
+    let max_length = uint("preprocessing", "max_length", 128)?;
+    if !(1..=MAX_HASH_DIM).contains(&hash_dim) {
+        return Err(format!("model config features.hash_dim must be in 1..={MAX_HASH_DIM}, found {hash_dim}"));
+    }
+    if window > MAX_WINDOW {
+        return Err(format!("model config features.window must be at most {MAX_WINDOW}, found {window}"));
+    }
+    if max_length == 0 || max_length > u64::from(u32::MAX) {
+        return Err(format!("model config preprocessing.max_length must be at least 1, found {max_length}"));
+    }
+    Ok(FeatureConfig {
+        hash_dim: hash_dim as u32,
+        window: window as u32,
+        char_ngrams: boolean("features", "char_ngrams", true)?,
+        lowercase: boolean("preprocessing", "lowercase", false)?,
+        max_length: max_length as u32,
+        use_crf: boolean("decoding", "use_crf", false)?,
+    })
+}
+
+fn feature_json(f: &FeatureConfig) -> Value {
+    json!({
+        "hash_dim": f.hash_dim,
+        "window": f.window,
+        "char_ngrams": f.char_ngrams,
+        "lowercase": f.lowercase,
+        "max_length": f.max_length,
+        "use_crf": f.use_crf,
+    })
+}
+
+fn check_hyperparameters(h: &Hyperparameters) -> Result<(), String> {
+    let bad = |k: &str, why: &str| Err(format!("hyperparameter {k} {why}"));
+    if !(h.learning_rate.is_finite() && h.learning_rate > 0.0) {
+        return bad("learning_rate", "must be a positive number");
+    }
+    if h.epochs == 0 || h.epochs > 1_000_000 {
+        return bad("epochs", "must be in 1..=1000000");
+    }
+    if h.batch_size == 0 {
+        return bad("batch_size", "must be at least 1");
+    }
+    if h.gradient_accumulation_steps == 0 {
+        return bad("gradient_accumulation_steps", "must be at least 1");
+    }
+    if !(0.0..1.0).contains(&h.dropout) {
+        return bad("dropout", "must be in [0, 1)");
+    }
+    if !(h.weight_decay.is_finite() && h.weight_decay >= 0.0) {
+        return bad("weight_decay", "must be a non-negative number");
+    }
+    if !(h.max_grad_norm.is_finite() && h.max_grad_norm >= 0.0) {
+        return bad("max_grad_norm", "must be a non-negative number (0 disables clipping)");
+    }
+    if !(0.0..1.0).contains(&h.validation_fraction) {
+        return bad("validation_fraction", "must be in [0, 1)");
+    }
+    if h.eval_interval == 0 {
+        return bad("eval_interval", "must be at least 1");
+    }
+    if h.early_stopping.enabled && h.early_stopping.patience == 0 {
+        return bad("early_stopping.patience", "must be at least 1");
+    }
+    if !(h.early_stopping.min_delta.is_finite() && h.early_stopping.min_delta >= 0.0) {
+        return bad("early_stopping.min_delta", "must be a non-negative number");
+    }
+    Ok(())
+}
+
+/// Everything derived from the job before training: settings and the prepared examples.
+pub struct Setup {
+    pub job: JobFile,
+    pub features: FeatureConfig,
+    pub hp: Hyperparameters,
+    pub seed: u64,
+    pub half: bool,
+    pub labels: Vec<String>,
+    pub train: Vec<Example>,
+    pub eval: Vec<Example>,
+    /// `validation`, `holdout` (sliced off train) or `train` (too little data to hold out).
+    pub eval_source: &'static str,
+    pub test: Option<Vec<Example>>,
+    pub truncated: BTreeMap<&'static str, u64>,
+    pub steps_per_epoch: u64,
+    pub total_steps: u64,
+}
+
+/// Optimizer steps per epoch: ceil(ceil(n / batch) / accumulation); a dataset smaller than
+/// one batch still makes one (partial) batch and one step.
+pub fn steps_per_epoch(n_train: u64, batch_size: u64, accumulation: u64) -> u64 {
+    n_train.max(1).div_ceil(batch_size.max(1)).div_ceil(accumulation.max(1))
+}
+
+/// Turns records into examples: tokens, gold labels, features; tokens past `max_length` are
+/// dropped and counted.
+pub fn examples(records: &[Record], labels: &[String], f: &FeatureConfig) -> (Vec<Example>, u64) {
+    let mut out = Vec::with_capacity(records.len());
+    let mut truncated = 0u64;
+    for r in records {
+        let mut tokens = text::tokenize(&r.text);
+        let kept = tokens.len().min(f.max_length as usize);
+        truncated += (tokens.len() - kept) as u64;
+        tokens.truncate(kept);
+        let id_of = |label: &str| labels.iter().position(|l| l == label).unwrap_or(0) as u16;
+        // A token's gold label is the type of the span covering its first character.
+        let mut gold = Vec::with_capacity(kept);
+        let mut s = 0;
+        for t in &tokens {
+            while s < r.spans.len() && r.spans[s].1 <= t.start {
+                s += 1;
+            }
+            let covering = r.spans.get(s).filter(|sp| sp.0 <= t.start && t.start < sp.1);
+            gold.push(covering.map_or(0, |sp| id_of(&sp.2)));
+        }
+        let kept_end = tokens.last().map_or(0, |t| t.end);
+        let gold_spans = r
+            .spans
+            .iter()
+            .filter(|sp| sp.1 <= kept_end)
+            .map(|sp| (sp.0, sp.1, id_of(&sp.2)))
+            .collect();
+        let feats = text::features(&r.text, &tokens, f);
+        out.push(Example {
+            feats,
+            gold,
+            tokens: tokens.iter().map(|t| (t.start, t.end)).collect(),
+            gold_spans,
+        });
+    }
+    (out, truncated)
+}
+
+impl Setup {
+    pub fn prepare(job: JobFile) -> Result<Setup, String> {
+        let features = feature_config(&job.model)?;
+        let hp = job.hyperparameters.clone();
+        check_hyperparameters(&hp)?;
+        let half = match job.precision.as_str() {
+            "fp32" => false,
+            "fp16" => true,
+            "bf16" => return Err("bf16 is not supported by the built-in trainer (use fp32 or fp16)".into()),
+            other => return Err(format!("unknown precision `{other}` (fp32, fp16)")),
+        };
+        let seed = job
+            .seed
+            .as_u64()
+            .or_else(|| job.seed.as_i64().map(|s| s as u64))
+            .ok_or_else(|| format!("seed must be an integer, found {}", job.seed))?;
+        if job.save_interval == 0 || job.log_interval == 0 {
+            return Err("save_interval and log_interval must be at least 1".into());
+        }
+        if !Evaluation::METRICS.contains(&job.objective_metric.as_str()) {
+            return Err(format!(
+                "objective_metric `{}` is not produced by the built-in trainer (one of {:?})",
+                job.objective_metric,
+                Evaluation::METRICS
+            ));
+        }
+        let labels = job.labels.clone();
+        if labels.first().map(String::as_str) != Some("O") || labels.len() > MAX_LABELS {
+            return Err(format!("labels must start with \"O\" (at most {MAX_LABELS}), found {labels:?}"));
+        }
+        let entity_types: Vec<String> = labels[1..].to_vec();
+        if data::labels(&entity_types) != labels {
+            return Err(format!("labels must be [\"O\"] + sorted unique entity types, found {labels:?}"));
+        }
+        for role in job.dataset.keys() {
+            if !["train", "validation", "test"].contains(&role.as_str()) {
+                return Err(format!("unknown dataset role `{role}` (train, validation, test)"));
+            }
+        }
+        let path_of = |role: &str| job.dataset.get(role).cloned().flatten();
+        let train_path = path_of("train").ok_or("the job has no dataset.train")?;
+        let load = |p: &Path| data::load_split(p, &entity_types).map_err(|e| e.to_string());
+        let mut train_records = load(&train_path)?;
+        data::require_nonempty(&train_records, &train_path).map_err(|e| e.to_string())?;
+        let mut truncated = BTreeMap::new();
+        let (eval_records, eval_source) = match path_of("validation") {
+            Some(p) => (load(&p)?, "validation"),
+            None => {
+                let (t, v) = data::holdout(train_records, hp.validation_fraction);
+                train_records = t;
+                if v.is_empty() {
+                    (train_records.clone(), "train")
+                } else {
+                    (v, "holdout")
+                }
+            }
+        };
+        let (train, n) = examples(&train_records, &labels, &features);
+        truncated.insert("train", n);
+        let (eval, n) = examples(&eval_records, &labels, &features);
+        truncated.insert(if eval_source == "train" { "eval" } else { "validation" }, n);
+        let test = match path_of("test") {
+            Some(p) => {
+                let (t, n) = examples(&load(&p)?, &labels, &features);
+                truncated.insert("test", n);
+                Some(t)
+            }
+            None => None,
+        };
+        let spe = steps_per_epoch(train.len() as u64, hp.batch_size, hp.gradient_accumulation_steps);
+        let total_steps = spe * hp.epochs;
+        Ok(Setup {
+            job,
+            features,
+            hp,
+            seed,
+            half,
+            labels,
+            train,
+            eval,
+            eval_source,
+            test,
+            truncated,
+            steps_per_epoch: spe,
+            total_steps,
+        })
+    }
+
+    fn config_echo(&self) -> Value {
+        json!({
+            "trainer_version": TRAINER_VERSION,
+            "labels": self.labels,
+            "seed": self.seed,
+            "hyperparameters": self.hp,
+            "features": feature_json(&self.features),
+            "precision": if self.half { "fp16" } else { "fp32" },
+            "objective_metric": self.job.objective_metric,
+            "train_records": self.train.len(),
+            "eval_records": self.eval.len(),
+            "eval_source": self.eval_source,
+            "steps_per_epoch": self.steps_per_epoch,
+            "total_steps": self.total_steps,
+        })
+    }
+
+    /// The order of the training records in `epoch`: a pure function of (seed, epoch).
+    fn epoch_order(&self, epoch: u64) -> Vec<u32> {
+        let mut order: Vec<u32> = (0..self.train.len() as u32).collect();
+        SplitMix64::derived(self.seed, epoch_tag(epoch)).shuffle(&mut order);
+        order
+    }
+}
+
+fn epoch_tag(epoch: u64) -> u64 {
+    0x5348_5546_0000_0000 ^ epoch
+}
+
+const DROPOUT_TAG: u64 = 0xD50F_0000_0000_0001;
+
+/// The resumable scalar state (everything besides the tensors).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Progress {
+    /// Optimizer steps done (skipped fp16 steps included).
+    pub step: u64,
+    /// Completed epochs; the current epoch's index.
+    pub epoch: u64,
+    /// Optimizer steps done inside the current epoch.
+    pub epoch_step: u64,
+    /// Adam updates applied (bias correction count).
+    pub adam_t: u64,
+    pub rng: SplitMix64,
+    pub scaler: LossScaler,
+    pub skipped_steps: u64,
+    pub best_metric: Option<f64>,
+    pub best_step: Option<u64>,
+    pub bad_evals: u64,
+    pub stopped_early: bool,
+    pub evaluations: u64,
+    pub window_loss: f64,
+    pub window_steps: u64,
+    pub epoch_loss: f64,
+    pub epoch_steps: u64,
+    pub last_epoch_loss: Option<f64>,
+}
+
+impl Progress {
+    fn fresh(seed: u64, half: bool) -> Progress {
+        Progress {
+            step: 0,
+            epoch: 0,
+            epoch_step: 0,
+            adam_t: 0,
+            rng: SplitMix64::derived(seed, DROPOUT_TAG),
+            scaler: LossScaler::new(half),
+            skipped_steps: 0,
+            best_metric: None,
+            best_step: None,
+            bad_evals: 0,
+            stopped_early: false,
+            evaluations: 0,
+            window_loss: 0.0,
+            window_steps: 0,
+            epoch_loss: 0.0,
+            epoch_steps: 0,
+            last_epoch_loss: None,
+        }
+    }
+}
+
+/// The trainer: setup, tensors and progress.
+pub struct Trainer {
+    pub setup: Setup,
+    pub params: Params,
+    pub m: Params,
+    pub v: Params,
+    grads: Params,
+    touched: Touched,
+    /// Weights at the best evaluation (early stopping enabled only).
+    pub best: Option<Params>,
+    pub st: Progress,
+    tokens_trained: u64,
+}
+
+fn read_json(path: &Path) -> Result<Value, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("{}: invalid JSON: {e}", path.display()))
+}
+
+/// The label list of a checkpoint's config.json (`id2label` consistent with `label2id`).
+fn checkpoint_labels(dir: &Path) -> Result<Vec<String>, String> {
+    let path = dir.join(CONFIG_FILE);
+    let config = read_json(&path)?;
+    let map = crate::completion::label_map(&config)
+        .ok_or_else(|| format!("{}: no consistent id2label/label2id", path.display()))?;
+    Ok(map.into_values().collect())
+}
+
+fn f64_field(v: &Value, key: &str) -> Result<f64, String> {
+    v.get(key)
+        .and_then(Value::as_f64)
+        .ok_or_else(|| format!("trainer state: `{key}` missing or not a number"))
+}
+
+fn u64_field(v: &Value, key: &str) -> Result<u64, String> {
+    v.get(key)
+        .and_then(Value::as_u64)
+        .ok_or_else(|| format!("trainer state: `{key}` missing or not an integer"))
+}
+
+fn opt_f64(v: &Value, key: &str) -> Result<Option<f64>, String> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(x) => x.as_f64().map(Some).ok_or_else(|| format!("trainer state: `{key}` not a number")),
+    }
+}
+
+fn opt_u64(v: &Value, key: &str) -> Result<Option<u64>, String> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(x) => x.as_u64().map(Some).ok_or_else(|| format!("trainer state: `{key}` not an integer")),
+    }
+}
+
+impl Trainer {
+    /// Builds the start state: resumed (full state), warm-started (weights only) or fresh.
+    pub fn init(setup: Setup) -> Result<Trainer, String> {
+        let f = &setup.features;
+        let shape = Params::zeros(f.hash_dim as usize, setup.labels.len(), f.use_crf);
+        let mut t = Trainer {
+            params: shape.clone(),
+            m: shape.clone(),
+            v: shape.clone(),
+            grads: shape,
+            touched: Touched::new(f.hash_dim as usize),
+            best: None,
+            st: Progress::fresh(setup.seed, setup.half),
+            setup,
+            tokens_trained: 0,
+        };
+        if let Some(dir) = t.setup.job.resume_from.clone() {
+            t.restore(&dir)?;
+        } else if let Some(dir) = t.setup.job.init_checkpoint.clone() {
+            t.warm_start(&dir)?;
+        }
+        Ok(t)
+    }
+
+    /// Weights only from `dir/model.safetensors`; optimizer, scheduler and step start fresh.
+    fn warm_start(&mut self, dir: &Path) -> Result<(), String> {
+        let got = checkpoint_labels(dir)?;
+        if got != self.setup.labels {
+            return Err(format!(
+                "label_map_mismatch: init checkpoint {} has labels {got:?}, the job has {:?}",
+                dir.display(),
+                self.setup.labels
+            ));
+        }
+        let config = read_json(&dir.join(CONFIG_FILE))?;
+        if let Some(h) = config.pointer("/features/hash_dim").and_then(Value::as_u64) {
+            if h != u64::from(self.setup.features.hash_dim) {
+                return Err(format!(
+                    "init checkpoint {} has hash_dim {h}, the model config has {}",
+                    dir.display(),
+                    self.setup.features.hash_dim
+                ));
+            }
+        }
+        if let Some(theirs) = config.get("features") {
+            let ours = feature_json(&self.setup.features);
+            for key in ["window", "char_ngrams", "lowercase"] {
+                if theirs.get(key) != ours.get(key) {
+                    println!(
+                        "warning: init checkpoint features.{key} = {} differs from this run's {}",
+                        theirs.get(key).unwrap_or(&Value::Null),
+                        ours[key]
+                    );
+                }
+            }
+        }
+        let path = dir.join(MODEL_FILE);
+        let tensors = ckpt::read_tensors(&path)?;
+        self.params = ckpt::params_from(&tensors, "", &self.params, true, &path)?;
+        println!("warm start: weights from {} (optimizer, scheduler and step start fresh)", path.display());
+        Ok(())
+    }
+
+    /// Full state from a `checkpoints/step-<k>` dir or a finished `checkpoint/` dir (continue).
+    fn restore(&mut self, dir: &Path) -> Result<(), String> {
+        let state = read_json(&dir.join(STATE_FILE))?;
+        if state.get("format").and_then(Value::as_str) != Some(STATE_FORMAT) {
+            return Err(format!("{}: not a built-in trainer state", dir.join(STATE_FILE).display()));
+        }
+        let is_final = state.get("final").and_then(Value::as_bool).unwrap_or(false);
+        let echo = state.get("config").cloned().unwrap_or(Value::Null);
+        let ours = self.setup.config_echo();
+        let labels: Vec<String> = serde_json::from_value(echo["labels"].clone()).unwrap_or_default();
+        if labels != self.setup.labels {
+            return Err(format!(
+                "label_map_mismatch: resume checkpoint {} has labels {labels:?}, the job has {:?}",
+                dir.display(),
+                self.setup.labels
+            ));
+        }
+        if echo["features"] != ours["features"] {
+            return Err(format!(
+                "resume checkpoint {} was trained with features {}, the model config gives {}",
+                dir.display(),
+                echo["features"],
+                ours["features"]
+            ));
+        }
+        if !is_final {
+            // A step checkpoint resumes the very same run: any difference would break
+            // resume equivalence, so it is an error rather than a silent divergence.
+            for key in ["hyperparameters", "seed", "precision", "objective_metric", "train_records", "eval_records", "trainer_version"] {
+                if echo[key] != ours[key] {
+                    return Err(format!(
+                        "resume checkpoint {} was written with a different {key}: {} (this job: {})",
+                        dir.display(),
+                        echo[key],
+                        ours[key]
+                    ));
+                }
+            }
+        }
+        let es = &state["early_stopping"];
+        let scaler = &state["loss_scaler"];
+        let loss = &state["loss"];
+        let same_precision = echo["precision"] == ours["precision"];
+        self.st = Progress {
+            step: u64_field(&state, "step")?,
+            epoch: u64_field(&state, "epoch")?,
+            epoch_step: u64_field(&state, "epoch_step")?,
+            adam_t: u64_field(&state["optimizer"], "t")?,
+            rng: SplitMix64::new(u64_field(&state, "rng")?),
+            scaler: if same_precision {
+                LossScaler {
+                    enabled: self.setup.half,
+                    scale: f64_field(scaler, "scale")? as f32,
+                    good_steps: u64_field(scaler, "good_steps")?,
+                }
+            } else {
+                LossScaler::new(self.setup.half)
+            },
+            skipped_steps: u64_field(scaler, "skipped_steps")?,
+            best_metric: opt_f64(es, "best_metric")?,
+            best_step: opt_u64(es, "best_step")?,
+            bad_evals: u64_field(es, "bad_evals")?,
+            stopped_early: es.get("stopped").and_then(Value::as_bool).unwrap_or(false),
+            evaluations: u64_field(es, "evaluations")?,
+            window_loss: f64_field(loss, "window_sum")?,
+            window_steps: u64_field(loss, "window_steps")?,
+            epoch_loss: f64_field(loss, "epoch_sum")?,
+            epoch_steps: u64_field(loss, "epoch_steps")?,
+            last_epoch_loss: opt_f64(loss, "last_epoch_mean")?,
+        };
+        let wpath = dir.join(WEIGHTS_FILE);
+        let weights = ckpt::read_tensors(&wpath)?;
+        self.params = ckpt::params_from(&weights, "", &self.params, false, &wpath)?;
+        self.best = None;
+        if self.setup.hp.early_stopping.enabled && weights.contains_key("best.weight") {
+            self.best = Some(ckpt::params_from(&weights, "best.", &self.params, false, &wpath)?);
+        }
+        if self.setup.hp.early_stopping.enabled && self.best.is_none() {
+            // Early stopping was off when this state was written: start tracking afresh.
+            self.st.best_metric = None;
+            self.st.best_step = None;
+        }
+        let opath = dir.join(OPTIMIZER_FILE);
+        let opt = ckpt::read_tensors(&opath)?;
+        self.m = ckpt::params_from(&opt, "exp_avg.", &self.params, false, &opath)?;
+        self.v = ckpt::params_from(&opt, "exp_avg_sq.", &self.params, false, &opath)?;
+        if is_final {
+            // continue_from_previous: a new training segment up to the configured epochs.
+            if self.st.epoch >= self.setup.hp.epochs {
+                return Err(format!(
+                    "nothing_to_continue: {} already trained {} epochs, the job asks for {}",
+                    dir.display(),
+                    self.st.epoch,
+                    self.setup.hp.epochs
+                ));
+            }
+            self.st.stopped_early = false;
+            self.st.bad_evals = 0;
+            if self.st.epoch_step >= self.setup.steps_per_epoch {
+                self.st.epoch += 1;
+                self.st.epoch_step = 0;
+            }
+        }
+        println!(
+            "resumed from {} at step {} (epoch {}, step {} of the epoch){}",
+            dir.display(),
+            self.st.step,
+            self.st.epoch,
+            self.st.epoch_step,
+            if is_final { " to continue training" } else { "" }
+        );
+        Ok(())
+    }
+
+    fn lr(&self) -> f64 {
+        optim::learning_rate(
+            self.setup.hp.learning_rate,
+            self.st.step,
+            self.setup.hp.warmup_steps,
+            self.setup.total_steps,
+        )
+    }
+
+    /// One optimizer step over the micro-batches of the current position. Returns the mean
+    /// training loss of the step.
+    fn step(&mut self, order: &[u32]) -> Result<f64, String> {
+        let n = self.setup.train.len();
+        let bs = self.setup.hp.batch_size as usize;
+        let accum = self.setup.hp.gradient_accumulation_steps as usize;
+        let n_batches = n.div_ceil(bs);
+        let b0 = self.st.epoch_step as usize * accum;
+        let b1 = (b0 + accum).min(n_batches);
+        assert!(b0 < b1, "epoch position {} past the epoch's batches", self.st.epoch_step);
+        let n_micro = (b1 - b0) as f64;
+        let half = self.setup.half;
+        let scale = f64::from(self.st.scaler.scale);
+        let mut step_loss = 0.0f64;
+        for b in b0..b1 {
+            let idx = &order[b * bs..((b + 1) * bs).min(n)];
+            let tokens: usize = idx.iter().map(|&i| self.setup.train[i as usize].len()).sum();
+            let denom = tokens.max(1) as f64 * n_micro;
+            let coef = scale / denom;
+            let mut micro_loss = 0.0f64;
+            for &i in idx {
+                let ex = &self.setup.train[i as usize];
+                if ex.is_empty() {
+                    continue;
+                }
+                let vals = dropout_values(&mut self.st.rng, self.setup.hp.dropout as f32, ex);
+                let em = emissions(&self.params, ex, vals.as_deref(), half);
+                let (loss, d) =
+                    loss_and_demissions(&self.params, &em, &ex.gold, half, coef, Some(&mut self.grads));
+                backward_weights(ex, vals.as_deref(), &d, coef, half, &mut self.grads, &mut self.touched);
+                micro_loss += loss;
+                self.tokens_trained += ex.len() as u64;
+            }
+            step_loss += micro_loss / denom;
+        }
+        if !step_loss.is_finite() {
+            return Err(format!("training diverged: non-finite loss at step {}", self.st.step + 1));
+        }
+        let lr = self.lr();
+        let rows = self.touched.sorted().to_vec();
+        let overflow = half && !optim::round_grads_f16(&mut self.grads, &rows);
+        if overflow {
+            self.st.skipped_steps += 1;
+            println!(
+                "step {} skipped: fp16 gradient overflow at loss scale {}",
+                self.st.step + 1,
+                self.st.scaler.scale
+            );
+        } else {
+            if half {
+                optim::scale_grads(&mut self.grads, &rows, (1.0 / scale) as f32);
+            }
+            let norm = optim::grad_sq_norm(&self.grads, &rows).sqrt();
+            if !norm.is_finite() {
+                return Err(format!("training diverged: non-finite gradient at step {}", self.st.step + 1));
+            }
+            let max = self.setup.hp.max_grad_norm;
+            if max > 0.0 && norm > max {
+                optim::scale_grads(&mut self.grads, &rows, (max / (norm + 1e-6)) as f32);
+            }
+            self.st.adam_t += 1;
+            optim::adamw_step(
+                &mut self.params,
+                &self.grads,
+                &mut self.m,
+                &mut self.v,
+                lr,
+                self.setup.hp.weight_decay,
+                self.st.adam_t,
+            );
+        }
+        self.st.scaler.update(overflow);
+        optim::zero_grads(&mut self.grads, &mut self.touched);
+        Ok(step_loss)
+    }
+
+    /// Evaluates on the eval set and updates early stopping.
+    fn evaluate_and_track(&mut self) -> Evaluation {
+        let e = evaluate(&self.params, &self.setup.eval, self.setup.half);
+        self.st.evaluations += 1;
+        let name = self.setup.job.objective_metric.clone();
+        let value = e.metric(&name).unwrap_or(0.0);
+        let es = self.setup.hp.early_stopping.clone();
+        if es.enabled {
+            let improved = match self.st.best_metric {
+                None => true,
+                Some(b) if Evaluation::maximize(&name) => value > b + es.min_delta,
+                Some(b) => value < b - es.min_delta,
+            };
+            if improved {
+                self.st.best_metric = Some(value);
+                self.st.best_step = Some(self.st.step);
+                self.st.bad_evals = 0;
+                self.best = Some(self.params.clone());
+            } else {
+                self.st.bad_evals += 1;
+                if self.st.bad_evals >= es.patience {
+                    self.st.stopped_early = true;
+                }
+            }
+        }
+        println!(
+            "eval step {} epoch {} {name} {:.6} span-f1 {:.6} loss {:.6} on {} ({} records){}",
+            self.st.step,
+            self.st.epoch,
+            value,
+            e.span_f1,
+            e.loss,
+            self.setup.eval_source,
+            self.setup.eval.len(),
+            if es.enabled {
+                format!(
+                    " best {:.6} at step {} patience {}/{}{}",
+                    self.st.best_metric.unwrap_or(f64::NAN),
+                    self.st.best_step.unwrap_or(0),
+                    self.st.bad_evals,
+                    es.patience,
+                    if self.st.stopped_early { " -> early stop" } else { "" }
+                )
+            } else {
+                String::new()
+            }
+        );
+        e
+    }
+
+    /// The training loop, from the current state to the end (or `stop_after` for tests).
+    pub fn train(&mut self, stop_after: Option<u64>) -> Result<Ending, String> {
+        let total = self.setup.total_steps;
+        let spe = self.setup.steps_per_epoch;
+        let epochs = self.setup.hp.epochs;
+        if let Some(t) = self.setup.job.total_steps {
+            if t != total {
+                println!("note: the job says total_steps {t}; with the held-out slice this run makes {total}");
+            }
+        }
+        println!(
+            "training {} records ({} eval from {}), {} steps/epoch, {} epochs, {} steps, {}{}",
+            self.setup.train.len(),
+            self.setup.eval.len(),
+            self.setup.eval_source,
+            spe,
+            epochs,
+            total,
+            if self.setup.features.use_crf { "crf" } else { "softmax" },
+            if self.setup.half { ", fp16 (emulated)" } else { "" }
+        );
+        let bar = progress_bar(total, self.st.step);
+        let started = Instant::now();
+        let cpu0 = cpu_seconds();
+        let steps0 = self.st.step;
+        let mut order_epoch = u64::MAX;
+        let mut order = Vec::new();
+        // Bounded: every iteration advances `step`, and the epoch counter reaches `epochs`.
+        while self.st.epoch < epochs && !self.st.stopped_early {
+            if order_epoch != self.st.epoch {
+                order = self.setup.epoch_order(self.st.epoch);
+                order_epoch = self.st.epoch;
+            }
+            let loss = self.step(&order)?;
+            self.st.step += 1;
+            self.st.epoch_step += 1;
+            self.st.window_loss += loss;
+            self.st.window_steps += 1;
+            self.st.epoch_loss += loss;
+            self.st.epoch_steps += 1;
+            bar.set_position(self.st.step);
+            if self.st.step % self.setup.job.log_interval == 0 || self.st.step == total {
+                println!(
+                    "step {}/{} loss {:.6} lr {:.6e}{}",
+                    self.st.step,
+                    total,
+                    self.st.window_loss / self.st.window_steps.max(1) as f64,
+                    optim::learning_rate(self.setup.hp.learning_rate, self.st.step - 1, self.setup.hp.warmup_steps, total),
+                    if self.setup.half { format!(" scale {}", self.st.scaler.scale) } else { String::new() }
+                );
+                self.st.window_loss = 0.0;
+                self.st.window_steps = 0;
+            }
+            let epoch_end = self.st.epoch_step >= spe;
+            if self.st.step % self.setup.hp.eval_interval == 0 || epoch_end {
+                self.evaluate_and_track();
+            }
+            if epoch_end {
+                self.st.epoch += 1;
+                self.st.epoch_step = 0;
+                self.st.last_epoch_loss = Some(self.st.epoch_loss / self.st.epoch_steps.max(1) as f64);
+                self.st.epoch_loss = 0.0;
+                self.st.epoch_steps = 0;
+            }
+            if self.st.step % self.setup.job.save_interval == 0 {
+                let dir = self.setup.job.checkpoints_dir.join(format!("step-{}", self.st.step));
+                self.save(&dir, false)?;
+                if stop_after == Some(self.st.step) {
+                    bar.finish_and_clear();
+                    return Ok(Ending::StoppedAt(self.st.step));
+                }
+            }
+        }
+        bar.finish_and_clear();
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "trained {} steps ({} tokens) in {:.3}s wall, {:.3}s cpu: {:.0} tokens/s{}",
+            self.st.step - steps0,
+            self.tokens_trained,
+            secs,
+            cpu_seconds() - cpu0,
+            self.tokens_trained as f64 / secs.max(1e-9),
+            if self.st.stopped_early { ", stopped early" } else { "" }
+        );
+        Ok(Ending::Finished)
+    }
+
+    fn state_json(&self, is_final: bool) -> Value {
+        let es = &self.setup.hp.early_stopping;
+        json!({
+            "format": STATE_FORMAT,
+            "final": is_final,
+            "step": self.st.step,
+            "epoch": self.st.epoch,
+            "epoch_step": self.st.epoch_step,
+            "epoch_batch": self.st.epoch_step * self.setup.hp.gradient_accumulation_steps,
+            "epoch_shuffle": {"seed": self.setup.seed, "tag": epoch_tag(self.st.epoch), "algorithm": "splitmix64-fisher-yates"},
+            "rng": self.st.rng.state,
+            "scheduler": {
+                "kind": "linear_warmup_linear_decay",
+                "base_lr": self.setup.hp.learning_rate,
+                "warmup_steps": self.setup.hp.warmup_steps,
+                "total_steps": self.setup.total_steps,
+                "next_lr": self.lr(),
+            },
+            "optimizer": {
+                "kind": "adamw",
+                "t": self.st.adam_t,
+                "beta1": optim::BETA1,
+                "beta2": optim::BETA2,
+                "eps": optim::EPS,
+                "weight_decay": self.setup.hp.weight_decay,
+            },
+            "loss_scaler": {
+                "enabled": self.st.scaler.enabled,
+                "scale": self.st.scaler.scale,
+                "good_steps": self.st.scaler.good_steps,
+                "growth_interval": optim::GROWTH_INTERVAL,
+                "skipped_steps": self.st.skipped_steps,
+            },
+            "early_stopping": {
+                "enabled": es.enabled,
+                "metric": self.setup.job.objective_metric,
+                "patience": es.patience,
+                "min_delta": es.min_delta,
+                "best_metric": self.st.best_metric,
+                "best_step": self.st.best_step,
+                "bad_evals": self.st.bad_evals,
+                "evaluations": self.st.evaluations,
+                "stopped": self.st.stopped_early,
+            },
+            "loss": {
+                "window_sum": self.st.window_loss,
+                "window_steps": self.st.window_steps,
+                "epoch_sum": self.st.epoch_loss,
+                "epoch_steps": self.st.epoch_steps,
+                "last_epoch_mean": self.st.last_epoch_loss,
+            },
+            "config": self.setup.config_echo(),
+        })
+    }
+
+    /// The full-state files (weights incl. best, Adam moments, trainer_state.json).
+    fn state_files(&self, is_final: bool) -> Result<Vec<(&'static str, Vec<u8>)>, String> {
+        let mut weights = TensorSet::default();
+        weights.add_params("", &self.params);
+        if let Some(b) = &self.best {
+            weights.add_params("best.", b);
+        }
+        let mut opt = TensorSet::default();
+        opt.add_params("exp_avg.", &self.m);
+        opt.add_params("exp_avg_sq.", &self.v);
+        let state = serde_json::to_vec_pretty(&self.state_json(is_final)).map_err(|e| e.to_string())?;
+        Ok(vec![
+            (WEIGHTS_FILE, weights.serialize("trainctl-builtin-weights")?),
+            (OPTIMIZER_FILE, opt.serialize("trainctl-builtin-adamw")?),
+            (STATE_FILE, state),
+        ])
+    }
+
+    fn save(&self, dir: &Path, is_final: bool) -> Result<(), String> {
+        let files = self.state_files(is_final)?;
+        ckpt::write_dir_atomic(dir, &files)?;
+        println!("saved {}", dir.display());
+        Ok(())
+    }
+
+    /// The weights the run exports: the best by the validation objective when early stopping
+    /// is enabled, else the final ones.
+    fn exported(&self) -> &Params {
+        match (&self.best, self.setup.hp.early_stopping.enabled) {
+            (Some(b), true) => b,
+            _ => &self.params,
+        }
+    }
+
+    fn model_config(&self) -> Value {
+        let mut id2label = Map::new();
+        let mut label2id = Map::new();
+        for (i, l) in self.setup.labels.iter().enumerate() {
+            id2label.insert(i.to_string(), json!(l));
+            label2id.insert(l.clone(), json!(i));
+        }
+        json!({
+            "model_type": "trainctl-builtin",
+            "architectures": [if self.setup.features.use_crf { "HashedLinearCrf" } else { "HashedLinearSoftmax" }],
+            "trainer_version": TRAINER_VERSION,
+            "num_labels": self.setup.labels.len(),
+            "id2label": id2label,
+            "label2id": label2id,
+            "features": feature_json(&self.setup.features),
+            "tokenizer": "unicode-word-punct/1",
+            "feature_hash": "fnv1a64",
+        })
+    }
+
+    /// Writes `checkpoint/` (atomically), then `metrics.json` (atomically).
+    pub fn finish(&self) -> Result<(), String> {
+        let exported = self.exported();
+        let mut model = TensorSet::default();
+        model.add_params("", exported);
+        let mut files = vec![
+            (MODEL_FILE, model.serialize("pt")?),
+            (
+                CONFIG_FILE,
+                serde_json::to_vec_pretty(&self.model_config()).map_err(|e| e.to_string())?,
+            ),
+        ];
+        files.extend(self.state_files(true)?);
+        ckpt::write_dir_atomic(&self.setup.job.checkpoint_dir, &files)?;
+        let metrics = self.metrics_json();
+        let bytes = serde_json::to_vec_pretty(&metrics).map_err(|e| e.to_string())?;
+        ckpt::write_file_atomic(&self.setup.job.metrics_path, &bytes)?;
+        println!(
+            "final {} {} on {}; wrote {} and {}",
+            self.setup.job.objective_metric,
+            metrics[&self.setup.job.objective_metric],
+            self.setup.eval_source,
+            self.setup.job.checkpoint_dir.display(),
+            self.setup.job.metrics_path.display()
+        );
+        Ok(())
+    }
+
+    pub fn metrics_json(&self) -> Value {
+        let exported = self.exported();
+        let e = evaluate(exported, &self.setup.eval, self.setup.half);
+        let mut m = e.to_json(&self.setup.labels);
+        m.insert("evaluated_on".into(), json!(self.setup.eval_source));
+        let train_loss = self
+            .st
+            .last_epoch_loss
+            .or((self.st.epoch_steps > 0).then(|| self.st.epoch_loss / self.st.epoch_steps as f64));
+        m.insert("train_loss".into(), json!(train_loss));
+        m.insert("steps".into(), json!(self.st.step));
+        m.insert("total_steps".into(), json!(self.setup.total_steps));
+        m.insert("epochs_completed".into(), json!(self.st.epoch));
+        m.insert("stopped_early".into(), json!(self.st.stopped_early));
+        m.insert("best_step".into(), json!(self.st.best_step));
+        m.insert("best_metric".into(), json!(self.st.best_metric));
+        m.insert("skipped_steps".into(), json!(self.st.skipped_steps));
+        m.insert(
+            "truncated_tokens".into(),
+            json!(self.setup.truncated.values().sum::<u64>()),
+        );
+        m.insert("truncated_tokens_by_split".into(), json!(self.setup.truncated));
+        m.insert("precision".into(), json!(if self.setup.half { "fp16" } else { "fp32" }));
+        if let Some(test) = &self.setup.test {
+            let t = evaluate(exported, test, self.setup.half);
+            m.insert("test".into(), Value::Object(t.to_json(&self.setup.labels)));
+        }
+        Value::Object(m)
+    }
+}
+
+/// Dropout-scaled feature values of one example: each feature but the bias is dropped with
+/// probability `p` (drawn from the checkpointed RNG) and kept ones are scaled by 1/(1−p).
+fn dropout_values(rng: &mut SplitMix64, p: f32, ex: &Example) -> Option<Vec<f32>> {
+    if p <= 0.0 {
+        return None;
+    }
+    let keep = 1.0 / (1.0 - p);
+    let mut vals = vec![keep; ex.feats.ids.len()];
+    for t in 0..ex.len() {
+        let lo = ex.feats.offsets[t];
+        vals[lo] = 1.0;
+        for v in &mut vals[lo + 1..ex.feats.offsets[t + 1]] {
+            if rng.next_f32() < p {
+                *v = 0.0;
+            }
+        }
+    }
+    Some(vals)
+}
+
+fn progress_bar(total: u64, at: u64) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(total),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} training [{bar:30}] {pos}/{len} steps {elapsed_precise} eta {eta}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_position(at);
+    bar
+}
+
+/// CPU time of this process (user + system), seconds; for the log line only.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes into the zeroed struct we pass; no other preconditions.
+    unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut u) != 0 {
+            return 0.0;
+        }
+        let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+        t(u.ru_utime) + t(u.ru_stime)
+    }
+}
+
+/// Entity spans `(start, end, label)` in char offsets predicted for `text` by the model in
+/// `dir` (a `checkpoint/` dir or an inference bundle: `config.json` + `model.safetensors`).
+/// Consecutive tokens with the same label are merged. The whole text is used (no truncation).
+pub fn predict(dir: &Path, text: &str) -> Result<Vec<(usize, usize, String)>, String> {
+    let labels = checkpoint_labels(dir)?;
+    let config = read_json(&dir.join(CONFIG_FILE))?;
+    let f = config
+        .get("features")
+        .ok_or_else(|| format!("{}: no `features` section", dir.join(CONFIG_FILE).display()))?;
+    let features = feature_config(&json!({
+        "preprocessing": {"max_length": f.get("max_length"), "lowercase": f.get("lowercase")},
+        "features": {"hash_dim": f.get("hash_dim"), "window": f.get("window"), "char_ngrams": f.get("char_ngrams")},
+        "decoding": {"use_crf": f.get("use_crf")},
+    }))?;
+    let path = dir.join(MODEL_FILE);
+    let tensors = ckpt::read_tensors(&path)?;
+    let like = Params::zeros(features.hash_dim as usize, labels.len(), features.use_crf);
+    let params = ckpt::params_from(&tensors, "", &like, false, &path)?;
+    let tokens = text::tokenize(text);
+    let ex = Example {
+        feats: text::features(text, &tokens, &features),
+        gold: vec![0; tokens.len()],
+        tokens: tokens.iter().map(|t| (t.start, t.end)).collect(),
+        gold_spans: Vec::new(),
+    };
+    let em = emissions(&params, &ex, None, false);
+    let pred = model::decode(&params, &em, ex.len(), false);
+    Ok(metrics::spans_of(&ex.tokens, &pred)
+        .into_iter()
+        .map(|(s, e, l)| (s, e, labels[l as usize].clone()))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests;

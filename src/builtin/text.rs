@@ -151,7 +151,7 @@ pub fn features(text: &str, tokens: &[Token], cfg: &FeatureConfig) -> TokenFeatu
     let mut offsets = Vec::with_capacity(tokens.len() + 1);
     offsets.push(0);
     let mut buf = String::new();
-    let mut push = |ids: &mut Vec<u32>, name: &str| {
+    let push = |ids: &mut Vec<u32>, name: &str| {
         ids.push((fnv1a64(name.as_bytes()) % u64::from(cfg.hash_dim)) as u32);
     };
     let window = cfg.window as i64;
