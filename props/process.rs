@@ -333,3 +333,233 @@ fn failing_trainer_exits_5_marks_failed_releases_lease_and_leaves_cache_alone() 
         "{doc}"
     );
 }
+
+fn process_count() -> usize {
+    match std::env::var("TRAINCTL_TEST_TIER").as_deref() {
+        Ok("nightly") | Ok("gate") => 64,
+        _ => 16,
+    }
+}
+
+/// Leaves v1 of the default identity stale: its orchestrator killed -9 mid-training.
+fn make_stale_v1(project: &support::Project) {
+    let dir = planned_dir(project, &["run.mode=force_new"]);
+    let mut child = project
+        .command(
+            &["-o", "run.mode=force_new", "train"],
+            &[("FAKE_TRAINER_SLEEP_MS", "40")],
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    wait_for("a step checkpoint", Duration::from_secs(60), || {
+        has_step_checkpoint(&dir)
+    });
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+}
+
+#[test]
+fn many_real_processes_start_at_once_distinct_single_owner_linearizable() {
+    use support::lin::{linearizable, Observed, Program};
+    let project = support::Project::new();
+    make_stale_v1(&project);
+    let n = process_count();
+    let programs: Vec<Program> = (0..n)
+        .map(|i| match i % 6 {
+            0 => Program::Reuse,
+            1 => Program::ResumeStale,
+            _ => Program::ForceNew,
+        })
+        .collect();
+    let epoch = Instant::now();
+    let children: Vec<_> = programs
+        .iter()
+        .map(|p| {
+            let overrides: &[&str] = match p {
+                Program::ForceNew => &["-o", "run.mode=force_new"],
+                Program::Reuse => &["-o", "run.mode=reuse_if_exists"],
+                _ => &[
+                    "-o",
+                    "run.mode=resume_if_incomplete",
+                    "-o",
+                    "variant.number=1",
+                ],
+            };
+            let mut args = vec!["--json"];
+            args.extend_from_slice(overrides);
+            args.push("train");
+            let invoked = epoch.elapsed().as_micros() as u64;
+            let child = project
+                .command(&args, &[])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn");
+            (invoked, child)
+        })
+        .collect();
+    let mut observed = Vec::new();
+    let mut handles = Vec::new();
+    for (invoked, child) in children {
+        handles.push(std::thread::spawn(move || {
+            let out = child.wait_with_output().expect("wait");
+            (invoked, out)
+        }));
+    }
+    for (h, program) in handles.into_iter().zip(&programs) {
+        let (invoked, out) = h.join().expect("join");
+        let responded = epoch.elapsed().as_micros() as u64;
+        let doc = json_of(
+            &String::from_utf8_lossy(&out.stdout),
+            &String::from_utf8_lossy(&out.stderr),
+        );
+        use trainctl_models::decision::{ErrorKind as MErr, Expected};
+        let decision = match (out.status.code(), doc["decision"].as_str()) {
+            (Some(0), Some(d)) => {
+                let variant = doc["variant"].as_u64().expect("variant");
+                match d {
+                    "new" => Expected::New { variant },
+                    "reuse" => Expected::Reuse { variant },
+                    "resume" => Expected::Resume { variant },
+                    other => panic!("unexpected decision {other}"),
+                }
+            }
+            (Some(4), _) => Expected::Error(MErr::Busy),
+            (code, _) => panic!("process failed ({code:?}): {doc}"),
+        };
+        // Responses are collected in order, so a response time is an upper bound: sound for
+        // the check (it can only widen intervals, i.e. allow more orders).
+        observed.push(Observed {
+            program: *program,
+            decision: Some(decision),
+            invoked,
+            responded,
+        });
+    }
+    let trained: Vec<u64> = observed
+        .iter()
+        .filter_map(|o| match o.decision {
+            Some(trainctl_models::decision::Expected::New { variant })
+            | Some(trainctl_models::decision::Expected::Resume { variant }) => Some(variant),
+            _ => None,
+        })
+        .collect();
+    let mut distinct = trained.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(
+        distinct.len(),
+        trained.len(),
+        "two processes trained the same variant: {observed:?}"
+    );
+    let mut start = trainctl_models::concurrent::Variants::default();
+    start.0.insert(1, trainctl_models::concurrent::Slot::Idle);
+    assert!(
+        linearizable(&start, &observed),
+        "history is not linearizable: {observed:?}"
+    );
+    // Single ownership: each trained variant's lease generations alternate held/released by
+    // one owner per take, and no generation is held twice.
+    let (_, status) = project.run_json(&["status", "--deep"]);
+    for row in status["variants"].as_array().expect("variants") {
+        assert_eq!(row["state"], "complete", "{status}");
+        assert_eq!(row["lease"], "none", "every lease released: {status}");
+    }
+    // The variants on disk are the stale v1 plus every variant a start trained.
+    let mut expected: Vec<u64> = distinct.clone();
+    expected.push(1);
+    expected.sort();
+    expected.dedup();
+    let mut on_disk: Vec<u64> = status["variants"]
+        .as_array()
+        .expect("variants")
+        .iter()
+        .filter_map(|r| r["variant"].as_u64())
+        .collect();
+    on_disk.sort();
+    assert_eq!(on_disk, expected, "{status}");
+    let (_, check) = project.run_json(&["cache", "check"]);
+    assert_eq!(check["problems"], 0, "{check}");
+}
+
+#[test]
+fn killing_random_processes_then_resuming_loses_nothing_and_fakes_nothing() {
+    let project = support::Project::new();
+    // A complete run whose bytes must never change.
+    let (code, first) = train(&project, &[], &[]);
+    assert_eq!(code, 0, "{first}");
+    let v1 = PathBuf::from(first["output_dir"].as_str().expect("dir"));
+    let v1_digests = digests(&v1.join("checkpoint"));
+    let n = process_count() / 2;
+    let mut rng = 0x5eed_u64 ^ std::process::id() as u64;
+    let mut next = || {
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        rng >> 33
+    };
+    let mut children: Vec<_> = (0..n)
+        .map(|_| {
+            project
+                .command(
+                    &["-o", "run.mode=force_new", "train"],
+                    &[("FAKE_TRAINER_SLEEP_MS", "15")],
+                )
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("spawn")
+        })
+        .collect();
+    for child in children.iter_mut() {
+        if next() % 2 == 0 {
+            std::thread::sleep(Duration::from_millis(next() % 400));
+            let _ = child.kill();
+        }
+    }
+    for mut child in children {
+        let _ = child.wait();
+    }
+    // Resume each incomplete variant by number (resume_if_incomplete without a number only
+    // looks at the highest variant, SPEC §2.2). Bounded retries while a killed orchestrator's
+    // trainer is still exiting (busy).
+    let (_, status) = project.run_json(&["status"]);
+    let incomplete: Vec<u64> = status["variants"]
+        .as_array()
+        .expect("variants")
+        .iter()
+        .filter(|r| r["state"] != "complete")
+        .filter_map(|r| r["variant"].as_u64())
+        .collect();
+    for v in incomplete {
+        let number = format!("variant.number={v}");
+        let mut done = false;
+        for _ in 0..50 {
+            let (code, doc) = train(&project, &["run.mode=resume_if_incomplete", &number], &[]);
+            assert!(code == 0 || code == 4, "resume of v{v} failed: {doc}");
+            if code == 0 {
+                assert_eq!(doc["decision"], "resume", "{doc}");
+                done = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(done, "v{v} stayed busy");
+    }
+    let (_, status) = project.run_json(&["status", "--deep"]);
+    for row in status["variants"].as_array().expect("variants") {
+        assert_eq!(
+            row["state"], "complete",
+            "no false complete, nothing left behind: {status}"
+        );
+    }
+    assert_eq!(
+        digests(&v1.join("checkpoint")),
+        v1_digests,
+        "a complete run changed"
+    );
+    let (_, check) = project.run_json(&["cache", "check"]);
+    assert_eq!(check["problems"], 0, "{check}");
+}

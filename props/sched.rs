@@ -14,25 +14,15 @@
 mod support;
 
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
 use std::sync::Arc;
 use support::harness::{Sandbox, TrainerScript};
+use support::lin::{linearizable, Observed, Program};
 use support::sched::{Policy, SchedFs, Scheduler};
 use trainctl::completion::Depth;
 use trainctl::config::schema::RunMode;
 use trainctl::fs::sim::SimFs;
 use trainctl_models::concurrent::Variants;
-use trainctl_models::decision::{ErrorKind as MErr, Expected, Mode};
-
-/// What one logical process does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-enum Program {
-    ForceNew,
-    Reuse,
-    /// resume_if_incomplete with variant 1, which the setup leaves stale.
-    ResumeStale,
-    CacheWrite,
-}
+use trainctl_models::decision::{ErrorKind as MErr, Expected};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct Case {
@@ -87,16 +77,6 @@ fn case_of(seed: u64) -> Case {
     }
 }
 
-/// One process's observed outcome.
-#[derive(Clone, Debug, PartialEq)]
-struct Observed {
-    program: Program,
-    /// For trains: the decision (or busy).
-    decision: Option<Expected>,
-    invoked: u64,
-    responded: u64,
-}
-
 fn expected_of(
     result: &trainctl::error::Result<trainctl::train::Report>,
 ) -> Result<Expected, String> {
@@ -110,142 +90,6 @@ fn expected_of(
         }),
         Err(e) if e.kind == trainctl::error::ErrorKind::Busy => Ok(Expected::Error(MErr::Busy)),
         Err(e) => Err(format!("train failed: {e}")),
-    }
-}
-
-fn mode_of(p: Program) -> (Mode, Option<u64>) {
-    match p {
-        Program::ForceNew => (Mode::ForceNew, None),
-        Program::Reuse => (Mode::ReuseIfExists, None),
-        Program::ResumeStale => (Mode::ResumeIfIncomplete, Some(1)),
-        Program::CacheWrite => (Mode::ReuseIfExists, None),
-    }
-}
-
-/// Progress of one train in the search: nothing yet, decided (with the planned decision),
-/// allocated, finished.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum Stage {
-    Pending,
-    Decided(Planned),
-    Allocated,
-    Done,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum Planned {
-    New(u64),
-    Resume(u64),
-}
-
-/// WGL-style search: is there an order of DECIDE / ALLOCATE / FINISH steps, consistent with
-/// real time (a command that responded before another was invoked comes wholly first) and
-/// with each command's own step order, under which the model produces every observed
-/// outcome? Memoised on (stages, model state).
-fn linearizable(start: &Variants, ops: &[Observed]) -> bool {
-    let trains_idx: Vec<usize> = (0..ops.len())
-        .filter(|i| ops[*i].decision.is_some())
-        .collect();
-    let mut stages = vec![Stage::Done; ops.len()];
-    for &i in &trains_idx {
-        stages[i] = Stage::Pending;
-    }
-    let mut seen: HashSet<(Vec<Stage>, Variants)> = HashSet::new();
-    search(start, &mut stages, ops, &trains_idx, &mut seen)
-}
-
-fn search(
-    state: &Variants,
-    stages: &mut Vec<Stage>,
-    ops: &[Observed],
-    trains_idx: &[usize],
-    seen: &mut HashSet<(Vec<Stage>, Variants)>,
-) -> bool {
-    if trains_idx.iter().all(|i| stages[*i] == Stage::Done) {
-        return true;
-    }
-    if !seen.insert((stages.clone(), state.clone())) {
-        return false;
-    }
-    for &i in trains_idx {
-        let observed = ops[i].decision.clone().expect("train has a decision");
-        let stage = stages[i];
-        let mut try_step =
-            |next_stage: Stage, next_state: &Variants, stages: &mut Vec<Stage>| -> bool {
-                stages[i] = next_stage;
-                let ok = search(next_state, stages, ops, trains_idx, seen);
-                stages[i] = stage;
-                ok
-            };
-        match stage {
-            Stage::Pending => {
-                // Real time: whatever responded before i was invoked is already done.
-                let blocked = trains_idx.iter().any(|&j| {
-                    j != i && ops[j].responded < ops[i].invoked && stages[j] != Stage::Done
-                });
-                if blocked {
-                    continue;
-                }
-                let (mode, explicit) = mode_of(ops[i].program);
-                let decided = state.decide(mode, explicit);
-                let next = match (decided, &observed) {
-                    (Expected::New { variant: p }, Expected::New { variant: v }) if p <= *v => {
-                        Stage::Decided(Planned::New(p))
-                    }
-                    (Expected::Resume { variant: p }, Expected::Resume { variant: v })
-                        if p == *v =>
-                    {
-                        Stage::Decided(Planned::Resume(p))
-                    }
-                    // A resume decided on an idle variant whose lease is lost at allocation.
-                    (Expected::Resume { variant: p }, Expected::Error(MErr::Busy)) => {
-                        Stage::Decided(Planned::Resume(p))
-                    }
-                    (d, o) if d == *o => Stage::Done,
-                    _ => continue,
-                };
-                if try_step(next, state, stages) {
-                    return true;
-                }
-            }
-            Stage::Decided(Planned::New(p)) => {
-                let (v, next) = state.allocate_new(i, p);
-                if Some(v) == observed_variant(&observed)
-                    && try_step(Stage::Allocated, &next, stages)
-                {
-                    return true;
-                }
-            }
-            Stage::Decided(Planned::Resume(v)) => match (state.take(i, v), &observed) {
-                (Some(next), Expected::Resume { .. }) => {
-                    if try_step(Stage::Allocated, &next, stages) {
-                        return true;
-                    }
-                }
-                (None, Expected::Error(MErr::Busy)) => {
-                    if try_step(Stage::Done, state, stages) {
-                        return true;
-                    }
-                }
-                _ => {}
-            },
-            Stage::Allocated => {
-                if let Some(next) = state.finish(i) {
-                    if try_step(Stage::Done, &next, stages) {
-                        return true;
-                    }
-                }
-            }
-            Stage::Done => {}
-        }
-    }
-    false
-}
-
-fn observed_variant(e: &Expected) -> Option<u64> {
-    match e {
-        Expected::New { variant } | Expected::Resume { variant } => Some(*variant),
-        _ => None,
     }
 }
 

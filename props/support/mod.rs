@@ -334,3 +334,4 @@ pub fn seeds(base: u64, count: u64) -> Box<dyn Iterator<Item = u64>> {
         more
     }))
 }
+pub mod lin;
