@@ -8,6 +8,24 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// A project whose trainer is the fixture trainer (fast, with failure knobs), not the built-in.
+fn fixture_project() -> support::Project {
+    let project = support::Project::new();
+    let path = project.config("final_training.yaml");
+    let text = std::fs::read_to_string(&path).expect("final_training.yaml");
+    let text = text.replacen(
+        "command: null",
+        "command: [python3, fixtures/trainer/fake_trainer.py]",
+        1,
+    );
+    assert!(
+        text.contains("fake_trainer.py"),
+        "final_training.yaml lost its trainer.command key"
+    );
+    std::fs::write(path, text).expect("write final_training.yaml");
+    project
+}
+
 fn json_of(stdout: &str, stderr: &str) -> Value {
     serde_json::from_str(stdout)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}\nstderr: {stderr}"))
@@ -85,7 +103,7 @@ fn planned_dir(project: &support::Project, overrides: &[&str]) -> PathBuf {
 
 #[test]
 fn train_twice_reuses_then_force_new_leaves_v1_untouched() {
-    let project = support::Project::new();
+    let project = fixture_project();
     let (code, first) = train(&project, &[], &[]);
     assert_eq!(code, 0, "{first}");
     assert_eq!(
@@ -123,7 +141,7 @@ fn train_twice_reuses_then_force_new_leaves_v1_untouched() {
 
 #[test]
 fn kill_9_mid_training_then_resume_completes_with_identical_weights() {
-    let project = support::Project::new();
+    let project = fixture_project();
     let slow = [("FAKE_TRAINER_SLEEP_MS", "40")];
     let dir = planned_dir(&project, &["run.mode=force_new"]);
     let mut child = project
@@ -170,7 +188,7 @@ fn kill_9_mid_training_then_resume_completes_with_identical_weights() {
 
 #[test]
 fn trainer_dies_with_its_orchestrator() {
-    let project = support::Project::new();
+    let project = fixture_project();
     let pidfile = project.root().join("trainer.pid");
     let dir = planned_dir(&project, &["run.mode=force_new"]);
     let pidfile_s = pidfile.display().to_string();
@@ -212,7 +230,7 @@ fn trainer_dies_with_its_orchestrator() {
 
 #[test]
 fn eight_concurrent_force_new_starts_get_eight_distinct_variants() {
-    let project = support::Project::new();
+    let project = fixture_project();
     let children: Vec<_> = (0..8)
         .map(|_| {
             project
@@ -260,7 +278,7 @@ fn eight_concurrent_force_new_starts_get_eight_distinct_variants() {
 
 #[test]
 fn cache_check_reports_torn_latest_and_missing_index_and_repair_fixes_them() {
-    let project = support::Project::new();
+    let project = fixture_project();
     let (code, doc) = train(&project, &[], &[]);
     assert_eq!(code, 0, "{doc}");
     let cache = project.root().join("outputs/cache/final_training");
@@ -289,7 +307,7 @@ fn cache_check_reports_torn_latest_and_missing_index_and_repair_fixes_them() {
 
 #[test]
 fn missing_dataset_exits_3_and_writes_nothing() {
-    let project = support::Project::new();
+    let project = fixture_project();
     let before = support::snapshot(project.root());
     let (code, doc) = train(&project, &["dataset.local_path_override=nowhere"], &[]);
     assert_eq!(code, 3, "{doc}");
@@ -299,7 +317,7 @@ fn missing_dataset_exits_3_and_writes_nothing() {
 
 #[test]
 fn failing_trainer_exits_5_marks_failed_releases_lease_and_leaves_cache_alone() {
-    let project = support::Project::new();
+    let project = fixture_project();
     let dir = planned_dir(&project, &[]);
     let (code, doc) = train(&project, &[], &[("FAKE_TRAINER_FAIL_AT", "3")]);
     assert_eq!(code, 5, "{doc}");
@@ -341,6 +359,17 @@ fn process_count() -> usize {
     }
 }
 
+/// Shortens training in this project (1 epoch, a step checkpoint every 5 steps) so that many
+/// processes fit in the quick tier.
+fn fast(project: &support::Project) {
+    let path = project.config("train.yaml");
+    let text = std::fs::read_to_string(&path).expect("train.yaml");
+    let text = text
+        .replace("epochs: 4", "epochs: 1")
+        .replace("save_interval: 50", "save_interval: 5");
+    std::fs::write(path, text).expect("write train.yaml");
+}
+
 /// Leaves v1 of the default identity stale: its orchestrator killed -9 mid-training.
 fn make_stale_v1(project: &support::Project) {
     let dir = planned_dir(project, &["run.mode=force_new"]);
@@ -363,7 +392,8 @@ fn make_stale_v1(project: &support::Project) {
 #[test]
 fn many_real_processes_start_at_once_distinct_single_owner_linearizable() {
     use support::lin::{linearizable, Observed, Program};
-    let project = support::Project::new();
+    let project = fixture_project();
+    fast(&project);
     make_stale_v1(&project);
     let n = process_count();
     let programs: Vec<Program> = (0..n)
@@ -486,7 +516,8 @@ fn many_real_processes_start_at_once_distinct_single_owner_linearizable() {
 
 #[test]
 fn killing_random_processes_then_resuming_loses_nothing_and_fakes_nothing() {
-    let project = support::Project::new();
+    let project = fixture_project();
+    fast(&project);
     // A complete run whose bytes must never change.
     let (code, first) = train(&project, &[], &[]);
     assert_eq!(code, 0, "{first}");
@@ -562,4 +593,66 @@ fn killing_random_processes_then_resuming_loses_nothing_and_fakes_nothing() {
     );
     let (_, check) = project.run_json(&["cache", "check"]);
     assert_eq!(check["problems"], 0, "{check}");
+}
+
+/// Issue acceptance for the built-in trainer: kill -9 mid-training, resume, and the final
+/// weights equal an uninterrupted run's, byte for byte.
+#[test]
+fn builtin_trainer_kill_9_then_resume_matches_an_uninterrupted_run() {
+    let project = support::Project::new();
+    let long = [
+        "run.mode=force_new",
+        "training.epochs=24",
+        "training.early_stopping.enabled=false",
+        "logging.save_interval=10",
+    ];
+    let dir = planned_dir(&project, &long);
+    let mut args = vec!["--json"];
+    for o in &long {
+        args.push("-o");
+        args.push(o);
+    }
+    args.push("train");
+    let mut child = project
+        .command(&args, &[])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn train");
+    wait_for("a step checkpoint", Duration::from_secs(120), || {
+        has_step_checkpoint(&dir)
+    });
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    let killed_early = !dir.join("checkpoint/model.safetensors").exists();
+    let resume: Vec<&str> = [
+        "run.mode=resume_if_incomplete",
+        "training.epochs=24",
+        "training.early_stopping.enabled=false",
+        "logging.save_interval=10",
+    ]
+    .to_vec();
+    let mut resumed = Value::Null;
+    wait_for("resume", Duration::from_secs(30), || {
+        let (code, doc) = train(&project, &resume, &[]);
+        resumed = doc;
+        assert!(code == 0 || code == 4, "resume failed: {resumed}");
+        code == 0
+    });
+    if killed_early {
+        assert_eq!(resumed["decision"], "resume", "{resumed}");
+    }
+    let (code, fresh) = train(&project, &long, &[]);
+    assert_eq!(code, 0, "{fresh}");
+    let bytes = |d: &Value, f: &str| {
+        std::fs::read(Path::new(d["output_dir"].as_str().expect("dir")).join(f)).expect("file")
+    };
+    assert_eq!(
+        bytes(&resumed, "checkpoint/model.safetensors"),
+        bytes(&fresh, "checkpoint/model.safetensors")
+    );
+    assert_eq!(
+        bytes(&resumed, "metrics.json"),
+        bytes(&fresh, "metrics.json")
+    );
 }

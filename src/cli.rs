@@ -71,6 +71,10 @@ pub enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Internal: the built-in trainer, run by `train` as a subprocess (job file in
+    /// `TRAINCTL_JOB`).
+    #[command(name = "__builtin-train", hide = true)]
+    BuiltinTrain,
     /// Check or repair the dual-file caches (records, latest, index).
     Cache {
         #[command(subcommand)]
@@ -150,6 +154,17 @@ pub fn run(cli: &Cli) -> Result<Output> {
             train_command(&opts, &cwd, &fs, &host, &now_us)
         }
         Command::Cache { action } => cache_command(&opts, &cwd, &fs, &host, action),
+        Command::BuiltinTrain => {
+            let job = std::env::var_os("TRAINCTL_JOB").ok_or_else(|| {
+                Error::new(ErrorKind::Usage, "__builtin-train needs TRAINCTL_JOB")
+            })?;
+            crate::builtin::run(std::path::Path::new(&job))
+                .map_err(|m| Error::new(ErrorKind::TrainingFailed, m))?;
+            Ok(Output {
+                json: json!({"ok": true}),
+                human: String::new(),
+            })
+        }
         Command::Status { deep } => status_command(&opts, &cwd, &fs, &host, *deep),
         Command::Config {
             action: ConfigAction::Show,
@@ -234,18 +249,23 @@ pub fn plan_command(
     Ok(Output { json: doc, human })
 }
 
-/// The trainer of the job: `trainer.command`, or the built-in one.
+/// The trainer of the job: `trainer.command`, or the built-in one (this executable, run as a
+/// subprocess with the hidden `__builtin-train` command).
 pub fn trainer_for(job: &job::Job) -> Result<crate::trainer::CommandTrainer> {
     match &job.config.final_training.trainer.command {
         Some(argv) => Ok(crate::trainer::CommandTrainer {
             argv: argv.clone(),
             env: Vec::new(),
         }),
-        // PARTIAL: the built-in trainer is a later issue; until then a command is required.
-        None => Err(job.config.docs["final_training"].locate(
-            "trainer.command",
-            "this build has no built-in trainer yet: set `trainer.command` (the shipped config uses fixtures/trainer/fake_trainer.py)",
-        )),
+        None => {
+            let exe = std::env::current_exe().map_err(|e| {
+                Error::internal(format!("cannot locate the trainctl executable: {e}"))
+            })?;
+            Ok(crate::trainer::CommandTrainer {
+                argv: vec![exe.display().to_string(), "__builtin-train".into()],
+                env: Vec::new(),
+            })
+        }
     }
 }
 
@@ -293,7 +313,15 @@ pub fn train_command(
         report.run_name
     );
     if let Some(m) = &report.metrics {
-        human.push_str(&format!("metrics: {m}\n"));
+        let objective = job.config.objective_metric();
+        let shown: Vec<String> = [objective.as_str(), "span-f1", "loss"]
+            .iter()
+            .filter_map(|k| m.get(*k).map(|v| format!("{k} {v}")))
+            .collect();
+        human.push_str(&format!(
+            "metrics: {} (all in metrics.json)\n",
+            shown.join(", ")
+        ));
     }
     for w in &report.warnings {
         human.push_str(&format!("warning: {w}\n"));

@@ -17,7 +17,8 @@ pub struct Record {
 }
 
 fn invalid(path: &Path, key: impl Into<String>, message: impl Into<String>) -> Error {
-    Error::new(ErrorKind::DatasetInvalid, message).at(Place::file(path.display().to_string()).with_key(key))
+    Error::new(ErrorKind::DatasetInvalid, message)
+        .at(Place::file(path.display().to_string()).with_key(key))
 }
 
 /// The label list of a data config: `["O"] + sorted(dedup(entity_types))` (index = label id).
@@ -48,18 +49,21 @@ pub fn load_split(path: &Path, entity_types: &[String]) -> Result<Vec<Record>, E
     })?;
     let records = parse_records(path, &doc, entity_types)?;
     // Check right after reading: what we return keeps the invariants the trainer relies on.
-    debug_assert!(records.iter().all(|r| spans_ok(r)));
+    debug_assert!(records.iter().all(spans_ok));
     Ok(records)
 }
 
 fn spans_ok(r: &Record) -> bool {
     let n = r.text.chars().count();
-    r.spans.iter().all(|(s, e, _)| s < e && *e <= n)
-        && r.spans.windows(2).all(|w| w[0].1 <= w[1].0)
+    r.spans.iter().all(|(s, e, _)| s < e && *e <= n) && r.spans.windows(2).all(|w| w[0].1 <= w[1].0)
 }
 
 /// Validates a parsed split document (exposed for callers that already hold the JSON).
-pub fn parse_records(path: &Path, doc: &Value, entity_types: &[String]) -> Result<Vec<Record>, Error> {
+pub fn parse_records(
+    path: &Path,
+    doc: &Value,
+    entity_types: &[String],
+) -> Result<Vec<Record>, Error> {
     let Some(items) = doc.as_array() else {
         return Err(invalid(
             path,
@@ -88,13 +92,21 @@ fn json_type(v: &Value) -> &'static str {
     }
 }
 
-fn parse_record(path: &Path, i: usize, item: &Value, entity_types: &[String]) -> Result<Record, Error> {
+fn parse_record(
+    path: &Path,
+    i: usize,
+    item: &Value,
+    entity_types: &[String],
+) -> Result<Record, Error> {
     let key = format!("record[{i}]");
     let Some(obj) = item.as_object() else {
         return Err(invalid(
             path,
             &key,
-            format!("record {i} must be an object with `text` and `annotations`, found {}", json_type(item)),
+            format!(
+                "record {i} must be an object with `text` and `annotations`, found {}",
+                json_type(item)
+            ),
         ));
     };
     let text = match obj.get("text") {
@@ -103,7 +115,10 @@ fn parse_record(path: &Path, i: usize, item: &Value, entity_types: &[String]) ->
             return Err(invalid(
                 path,
                 format!("{key}.text"),
-                format!("record {i}: `text` must be a string, found {}", json_type(other)),
+                format!(
+                    "record {i}: `text` must be a string, found {}",
+                    json_type(other)
+                ),
             ))
         }
         None => {
@@ -144,7 +159,9 @@ fn parse_record(path: &Path, i: usize, item: &Value, entity_types: &[String]) ->
             return Err(invalid(
                 path,
                 &skey,
-                format!("record {i} span {j} ({span}): must be a 3-element array [start, end, LABEL]"),
+                format!(
+                    "record {i} span {j} ({span}): must be a 3-element array [start, end, LABEL]"
+                ),
             ));
         };
         let offset = |v: &Value, what: &str| -> Result<usize, Error> {
@@ -196,7 +213,7 @@ fn parse_record(path: &Path, i: usize, item: &Value, entity_types: &[String]) ->
         }
         spans.push((start, end, label.to_string(), j));
     }
-    spans.sort_by(|a, b| (a.0, a.1, a.3).cmp(&(b.0, b.1, b.3)));
+    spans.sort_by_key(|a| (a.0, a.1, a.3));
     for w in spans.windows(2) {
         let (prev, next) = (&w[0], &w[1]);
         if next.0 < prev.1 {
@@ -226,11 +243,10 @@ fn parse_record(path: &Path, i: usize, item: &Value, entity_types: &[String]) ->
 /// An empty train split is `empty_dataset` (SPEC §8).
 pub fn require_nonempty(records: &[Record], path: &Path) -> Result<(), Error> {
     if records.is_empty() {
-        return Err(Error::new(
-            ErrorKind::EmptyDataset,
-            "the train split has no records",
-        )
-        .at(Place::file(path.display().to_string())));
+        return Err(
+            Error::new(ErrorKind::EmptyDataset, "the train split has no records")
+                .at(Place::file(path.display().to_string())),
+        );
     }
     Ok(())
 }
@@ -286,7 +302,7 @@ pub fn holdout(records: Vec<Record>, fraction: f64) -> (Vec<Record>, Vec<Record>
         }
         let group = h - g;
         // Never empty the training side.
-        if taken + group <= len - 1 {
+        if taken + group < len {
             for &(_, i) in &order[g..h] {
                 to_validation[i] = true;
             }
@@ -312,7 +328,10 @@ mod tests {
     use super::*;
 
     fn types() -> Vec<String> {
-        ["NAME", "EMAIL", "SKILL"].iter().map(|s| s.to_string()).collect()
+        ["NAME", "EMAIL", "SKILL"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
     }
 
     fn check(json: &str) -> Result<Vec<Record>, Error> {
@@ -321,7 +340,10 @@ mod tests {
         std::fs::write(&path, json).unwrap();
         let out = load_split(&path, &types());
         if let Err(e) = &out {
-            assert_eq!(e.place.file.as_deref(), Some(path.display().to_string().as_str()));
+            assert_eq!(
+                e.place.file.as_deref(),
+                Some(path.display().to_string().as_str())
+            );
         }
         out
     }
@@ -347,33 +369,77 @@ mod tests {
     #[test]
     fn schema_errors_name_the_record() {
         check_err(r#"{"text":"a"}"#, "$", &["array"]);
-        check_err(r#"[{"text":"a","annotations":[]}, 3]"#, "record[1]", &["object"]);
+        check_err(
+            r#"[{"text":"a","annotations":[]}, 3]"#,
+            "record[1]",
+            &["object"],
+        );
         check_err(r#"[{"annotations":[]}]"#, "record[0].text", &["missing"]);
-        check_err(r#"[{"text":5,"annotations":[]}]"#, "record[0].text", &["string"]);
+        check_err(
+            r#"[{"text":5,"annotations":[]}]"#,
+            "record[0].text",
+            &["string"],
+        );
         check_err(r#"[{"text":"a"}]"#, "record[0].annotations", &["missing"]);
-        check_err(r#"[{"text":"a","annotations":{}}]"#, "record[0].annotations", &["array"]);
-        check_err(r#"[{"text":"abc","annotations":[[0,1]]}]"#, "record[0].annotations[0]", &["3-element"]);
-        check_err(r#"[{"text":"abc","annotations":[[0,1,2]]}]"#, "record[0].annotations[0]", &["label"]);
-        check_err(r#"[{"text":"abc","annotations":["x"]}]"#, "record[0].annotations[0]", &["3-element"]);
+        check_err(
+            r#"[{"text":"a","annotations":{}}]"#,
+            "record[0].annotations",
+            &["array"],
+        );
+        check_err(
+            r#"[{"text":"abc","annotations":[[0,1]]}]"#,
+            "record[0].annotations[0]",
+            &["3-element"],
+        );
+        check_err(
+            r#"[{"text":"abc","annotations":[[0,1,2]]}]"#,
+            "record[0].annotations[0]",
+            &["label"],
+        );
+        check_err(
+            r#"[{"text":"abc","annotations":["x"]}]"#,
+            "record[0].annotations[0]",
+            &["3-element"],
+        );
     }
 
     #[test]
     fn bad_offsets_are_rejected() {
-        check_err(r#"[{"text":"abc","annotations":[[-1,2,"NAME"]]}]"#, "record[0].annotations[0]", &["non-negative integer", "start"]);
-        check_err(r#"[{"text":"abc","annotations":[[0,1.5,"NAME"]]}]"#, "record[0].annotations[0]", &["non-negative integer", "end"]);
-        check_err(r#"[{"text":"abc","annotations":[[0,"2","NAME"]]}]"#, "record[0].annotations[0]", &["integer"]);
+        check_err(
+            r#"[{"text":"abc","annotations":[[-1,2,"NAME"]]}]"#,
+            "record[0].annotations[0]",
+            &["non-negative integer", "start"],
+        );
+        check_err(
+            r#"[{"text":"abc","annotations":[[0,1.5,"NAME"]]}]"#,
+            "record[0].annotations[0]",
+            &["non-negative integer", "end"],
+        );
+        check_err(
+            r#"[{"text":"abc","annotations":[[0,"2","NAME"]]}]"#,
+            "record[0].annotations[0]",
+            &["integer"],
+        );
     }
 
     #[test]
     fn out_of_bounds_uses_characters_not_bytes() {
         // "Zürich" is 6 characters, 7 bytes: end 7 is out of bounds.
-        check_err(r#"[{"text":"Zürich","annotations":[[0,7,"NAME"]]}]"#, "record[0].annotations[0]", &["out of bounds", "[0,7,\"NAME\"]"]);
+        check_err(
+            r#"[{"text":"Zürich","annotations":[[0,7,"NAME"]]}]"#,
+            "record[0].annotations[0]",
+            &["out of bounds", "[0,7,\"NAME\"]"],
+        );
         assert!(check(r#"[{"text":"Zürich","annotations":[[0,6,"NAME"]]}]"#).is_ok());
     }
 
     #[test]
     fn start_not_before_end_is_rejected() {
-        check_err(r#"[{"text":"abc","annotations":[[0,1,"NAME"]]},{"text":"abc","annotations":[[0,1,"NAME"],[2,2,"NAME"]]}]"#, "record[1].annotations[1]", &["less than"]);
+        check_err(
+            r#"[{"text":"abc","annotations":[[0,1,"NAME"]]},{"text":"abc","annotations":[[0,1,"NAME"],[2,2,"NAME"]]}]"#,
+            "record[1].annotations[1]",
+            &["less than"],
+        );
     }
 
     #[test]
@@ -387,7 +453,11 @@ mod tests {
 
     #[test]
     fn unknown_label_is_rejected() {
-        check_err(r#"[{"text":"abc","annotations":[[0,1,"CITY"]]}]"#, "record[0].annotations[0]", &["CITY", "entity types"]);
+        check_err(
+            r#"[{"text":"abc","annotations":[[0,1,"CITY"]]}]"#,
+            "record[0].annotations[0]",
+            &["CITY", "entity types"],
+        );
     }
 
     #[test]
@@ -405,7 +475,14 @@ mod tests {
         let e = require_nonempty(&r, Path::new("t.json")).unwrap_err();
         assert_eq!(e.kind, ErrorKind::EmptyDataset);
         assert_eq!(e.place.file.as_deref(), Some("t.json"));
-        assert!(require_nonempty(&[Record { text: "a".into(), spans: vec![] }], Path::new("t")).is_ok());
+        assert!(require_nonempty(
+            &[Record {
+                text: "a".into(),
+                spans: vec![]
+            }],
+            Path::new("t")
+        )
+        .is_ok());
     }
 
     #[test]
@@ -431,14 +508,21 @@ mod tests {
             // Few distinct texts so duplicates are common.
             let distinct = 1 + next(&mut s) % 25;
             let records: Vec<Record> = (0..len)
-                .map(|_| Record { text: format!("t{}", next(&mut s) % distinct), spans: vec![] })
+                .map(|_| Record {
+                    text: format!("t{}", next(&mut s) % distinct),
+                    spans: vec![],
+                })
                 .collect();
             let fraction = [0.0, 0.05, 0.1, 0.3, 0.5, 0.9, 1.0][(next(&mut s) % 7) as usize];
             let (train, val) = holdout(records.clone(), fraction);
             let ctx = format!("case {case}: len {len} fraction {fraction}");
             assert_eq!(train.len() + val.len(), len, "{ctx}");
             for v in &val {
-                assert!(!train.iter().any(|t| t.text == v.text), "{ctx}: {} leaked", v.text);
+                assert!(
+                    !train.iter().any(|t| t.text == v.text),
+                    "{ctx}: {} leaked",
+                    v.text
+                );
             }
             // Covers the input: multiset equality.
             let mut all: Vec<String> = train.iter().chain(&val).map(|r| r.text.clone()).collect();
@@ -467,12 +551,32 @@ mod tests {
 
     #[test]
     fn holdout_of_unique_texts_has_the_requested_size() {
-        let records: Vec<Record> = (0..300).map(|i| Record { text: format!("r{i}"), spans: vec![] }).collect();
+        let records: Vec<Record> = (0..300)
+            .map(|i| Record {
+                text: format!("r{i}"),
+                spans: vec![],
+            })
+            .collect();
         let (train, val) = holdout(records, 0.1);
         assert_eq!((train.len(), val.len()), (270, 30));
-        let (t, v) = holdout(vec![Record { text: "a".into(), spans: vec![] }], 0.5);
+        let (t, v) = holdout(
+            vec![Record {
+                text: "a".into(),
+                spans: vec![],
+            }],
+            0.5,
+        );
         assert_eq!((t.len(), v.len()), (1, 0));
-        let two = vec![Record { text: "a".into(), spans: vec![] }, Record { text: "b".into(), spans: vec![] }];
+        let two = vec![
+            Record {
+                text: "a".into(),
+                spans: vec![],
+            },
+            Record {
+                text: "b".into(),
+                spans: vec![],
+            },
+        ];
         let (t, v) = holdout(two, 0.01);
         assert_eq!((t.len(), v.len()), (1, 1));
     }

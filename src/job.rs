@@ -18,7 +18,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 /// Version of the built-in trainer, part of the code identity.
-pub const BUILTIN_TRAINER: &str = concat!("builtin/", env!("CARGO_PKG_VERSION"));
+pub const BUILTIN_TRAINER: &str = crate::builtin::TRAINER_VERSION;
 
 /// Reads (commit, dirty) of the checkout at ROOT, ignoring the given excluded folders.
 pub type GitProbe = dyn Fn(&Path, &[PathBuf]) -> (Option<String>, bool);
@@ -225,6 +225,22 @@ pub fn dataset_files(config: &Config, fs: &dyn Fs) -> Result<DatasetFiles> {
             )
             .at(Place::file(config.display("data")).with_key(format!("files.{role}")))
         })?;
+        // Data invariants are checked before anything is written (SPEC §8): a bad record is a
+        // precondition error naming the file, the record and the span.
+        let doc: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+            let mut place = Place::file(path.display().to_string()).with_key("$");
+            place.line = Some(e.line() as u64);
+            place.column = Some(e.column() as u64);
+            Error::new(
+                ErrorKind::DatasetInvalid,
+                format!("{role} split is not valid JSON: {e}"),
+            )
+            .at(place)
+        })?;
+        let records = crate::data::parse_records(&path, &doc, &config.data.schema.entity_types)?;
+        if role == "train" {
+            crate::data::require_nonempty(&records, &path)?;
+        }
         contents.push((role.to_string(), bytes));
         files.push((role.to_string(), path));
     }

@@ -4,12 +4,12 @@
 //! Shape (see ARCHITECTURE.md): `config` loads and types the YAML set, `job` resolves it into an
 //! identity and paths, `observe` reads OUT through the `fs` port, and `plan` decides purely.
 
-pub mod cache;
 pub mod builtin;
+pub mod cache;
 pub mod cli;
-pub mod data;
 pub mod completion;
 pub mod config;
+pub mod data;
 pub mod error;
 pub mod fs;
 pub mod identity;

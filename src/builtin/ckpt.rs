@@ -31,7 +31,9 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), String> {
 }
 
 fn temp_sibling(path: &Path) -> Result<std::path::PathBuf, String> {
-    let parent = path.parent().ok_or_else(|| err(path, "publish", "no parent"))?;
+    let parent = path
+        .parent()
+        .ok_or_else(|| err(path, "publish", "no parent"))?;
     let name = path
         .file_name()
         .ok_or_else(|| err(path, "publish", "no file name"))?
@@ -42,7 +44,9 @@ fn temp_sibling(path: &Path) -> Result<std::path::PathBuf, String> {
 /// Replaces the file `path` atomically and durably.
 pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
     let tmp = temp_sibling(path)?;
-    let parent = path.parent().ok_or_else(|| err(path, "publish", "no parent"))?;
+    let parent = path
+        .parent()
+        .ok_or_else(|| err(path, "publish", "no parent"))?;
     std::fs::create_dir_all(parent).map_err(|e| err(parent, "create", e))?;
     let _ = std::fs::remove_file(&tmp);
     write_synced(&tmp, bytes)?;
@@ -54,7 +58,9 @@ pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
 /// existing `target` (e.g. a step re-saved after resuming from an earlier one) is swapped
 /// out in one atomic exchange and then removed: readers see the old or the new directory.
 pub fn write_dir_atomic(target: &Path, files: &[(&str, Vec<u8>)]) -> Result<(), String> {
-    let parent = target.parent().ok_or_else(|| err(target, "publish", "no parent"))?;
+    let parent = target
+        .parent()
+        .ok_or_else(|| err(target, "publish", "no parent"))?;
     std::fs::create_dir_all(parent).map_err(|e| err(parent, "create", e))?;
     let tmp = temp_sibling(target)?;
     if tmp.exists() {
@@ -133,7 +139,8 @@ impl TensorSet {
     /// Adds every tensor of `p` under `prefix` + its name.
     pub fn add_params(&mut self, prefix: &str, p: &Params) {
         for (name, shape, data) in p.tensors() {
-            self.items.push((format!("{prefix}{name}"), shape, f32_bytes(data)));
+            self.items
+                .push((format!("{prefix}{name}"), shape, f32_bytes(data)));
         }
     }
 
@@ -150,15 +157,22 @@ impl TensorSet {
     }
 }
 
+/// Named f32 tensors: name → (shape, data).
+pub type Tensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
 /// The f32 tensors of a safetensors file, by name.
-pub fn read_tensors(path: &Path) -> Result<BTreeMap<String, (Vec<usize>, Vec<f32>)>, String> {
+pub fn read_tensors(path: &Path) -> Result<Tensors, String> {
     let bytes = std::fs::read(path).map_err(|e| err(path, "read", e))?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| err(path, "safetensors", e))?;
     let mut out = BTreeMap::new();
     for name in st.names() {
         let view = st.tensor(name).map_err(|e| err(path, name, e))?;
         if view.dtype() != Dtype::F32 {
-            return Err(err(path, name, format!("dtype {:?}, expected F32", view.dtype())));
+            return Err(err(
+                path,
+                name,
+                format!("dtype {:?}, expected F32", view.dtype()),
+            ));
         }
         let data: Vec<f32> = view
             .data()
@@ -173,14 +187,15 @@ pub fn read_tensors(path: &Path) -> Result<BTreeMap<String, (Vec<usize>, Vec<f32
 /// Rebuilds `Params` named `prefix` + tensor name, checking shapes against `like`. With
 /// `allow_missing_crf`, absent CRF tensors stay zero (a softmax checkpoint warm-starting a CRF).
 pub fn params_from(
-    tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    tensors: &Tensors,
     prefix: &str,
     like: &Params,
     allow_missing_crf: bool,
     path: &Path,
 ) -> Result<Params, String> {
     let mut p = Params::zeros(like.hash_dim, like.n_labels, like.crf());
-    let expected: Vec<(&str, Vec<usize>)> = like.tensors().into_iter().map(|(n, s, _)| (n, s)).collect();
+    let expected: Vec<(&str, Vec<usize>)> =
+        like.tensors().into_iter().map(|(n, s, _)| (n, s)).collect();
     for (name, shape) in expected {
         let key = format!("{prefix}{name}");
         let Some((got_shape, data)) = tensors.get(&key) else {
@@ -228,7 +243,9 @@ mod tests {
         let t = read_tensors(&path).unwrap();
         assert_eq!(params_from(&t, "best.", &p, false, &path).unwrap(), p);
         let wrong = Params::zeros(5, 3, true);
-        assert!(params_from(&t, "", &wrong, false, &path).unwrap_err().contains("shape"));
+        assert!(params_from(&t, "", &wrong, false, &path)
+            .unwrap_err()
+            .contains("shape"));
     }
 
     #[test]
@@ -239,7 +256,10 @@ mod tests {
         write_dir_atomic(&target, &[("a", b"3".to_vec())]).unwrap();
         assert_eq!(std::fs::read(target.join("a")).unwrap(), b"3");
         assert!(!target.join("b").exists());
-        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("step-1")]);
     }
 }

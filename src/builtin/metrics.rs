@@ -28,9 +28,21 @@ pub struct Evaluation {
 }
 
 fn prf(tp: u64, fp: u64, fn_: u64) -> (f64, f64, f64) {
-    let p = if tp + fp == 0 { 0.0 } else { tp as f64 / (tp + fp) as f64 };
-    let r = if tp + fn_ == 0 { 0.0 } else { tp as f64 / (tp + fn_) as f64 };
-    let f = if p + r == 0.0 { 0.0 } else { 2.0 * p * r / (p + r) };
+    let p = if tp + fp == 0 {
+        0.0
+    } else {
+        tp as f64 / (tp + fp) as f64
+    };
+    let r = if tp + fn_ == 0 {
+        0.0
+    } else {
+        tp as f64 / (tp + fn_) as f64
+    };
+    let f = if p + r == 0.0 {
+        0.0
+    } else {
+        2.0 * p * r / (p + r)
+    };
     (p, r, f)
 }
 
@@ -102,15 +114,27 @@ pub fn evaluate(p: &Params, examples: &[Example], half: bool) -> Evaluation {
             f1s.push(prf(c.tp, c.fp, c.fn_).2);
         }
     }
-    let macro_f1 = if f1s.is_empty() { 0.0 } else { f1s.iter().sum::<f64>() / f1s.len() as f64 };
+    let macro_f1 = if f1s.is_empty() {
+        0.0
+    } else {
+        f1s.iter().sum::<f64>() / f1s.len() as f64
+    };
     let (sp, sr, sf) = prf(span_tp, span_pred - span_tp, span_gold - span_tp);
     Evaluation {
-        loss: if tokens == 0 { 0.0 } else { loss / tokens as f64 },
+        loss: if tokens == 0 {
+            0.0
+        } else {
+            loss / tokens as f64
+        },
         macro_f1,
         span_f1: sf,
         span_precision: sp,
         span_recall: sr,
-        token_accuracy: if tokens == 0 { 0.0 } else { correct as f64 / tokens as f64 },
+        token_accuracy: if tokens == 0 {
+            0.0
+        } else {
+            correct as f64 / tokens as f64
+        },
         tokens,
         per_label,
     }

@@ -125,7 +125,11 @@ pub enum Ending {
 /// `run`, optionally stopping right after the step checkpoint at `stop_after_step` is written
 /// (what a kill right after that checkpoint leaves behind). Used by tests only.
 pub fn run_until(job_path: &Path, stop_after_step: Option<u64>) -> Result<Ending, String> {
-    println!("trainer pid={} job={}", std::process::id(), job_path.display());
+    println!(
+        "trainer pid={} job={}",
+        std::process::id(),
+        job_path.display()
+    );
     let job = read_job(job_path)?;
     let setup = Setup::prepare(job)?;
     let mut trainer = Trainer::init(setup)?;
@@ -139,7 +143,8 @@ pub fn run_until(job_path: &Path, stop_after_step: Option<u64>) -> Result<Ending
 /// Reads and parses a job file.
 pub fn read_job(job_path: &Path) -> Result<JobFile, String> {
     let bytes = std::fs::read(job_path).map_err(|e| format!("{}: {e}", job_path.display()))?;
-    serde_json::from_slice(&bytes).map_err(|e| format!("{}: invalid job file: {e}", job_path.display()))
+    serde_json::from_slice(&bytes)
+        .map_err(|e| format!("{}: invalid job file: {e}", job_path.display()))
 }
 
 /// Reads the feature settings from the model config tree (`model.yaml` as JSON).
@@ -153,15 +158,21 @@ pub fn feature_config(model: &Value) -> Result<FeatureConfig, String> {
     }
     let section = |name: &str| model.get(name).filter(|v| !v.is_null());
     let uint = |sec: &str, key: &str, default: u64| -> Result<u64, String> {
-        match section(sec).and_then(|s| s.get(key)).filter(|v| !v.is_null()) {
+        match section(sec)
+            .and_then(|s| s.get(key))
+            .filter(|v| !v.is_null())
+        {
             None => Ok(default),
-            Some(v) => v
-                .as_u64()
-                .ok_or_else(|| format!("model config {sec}.{key} must be a non-negative integer, found {v}")),
+            Some(v) => v.as_u64().ok_or_else(|| {
+                format!("model config {sec}.{key} must be a non-negative integer, found {v}")
+            }),
         }
     };
     let boolean = |sec: &str, key: &str, default: bool| -> Result<bool, String> {
-        match section(sec).and_then(|s| s.get(key)).filter(|v| !v.is_null()) {
+        match section(sec)
+            .and_then(|s| s.get(key))
+            .filter(|v| !v.is_null())
+        {
             None => Ok(default),
             Some(v) => v
                 .as_bool()
@@ -172,13 +183,19 @@ pub fn feature_config(model: &Value) -> Result<FeatureConfig, String> {
     let window = uint("features", "window", 2)?;
     let max_length = uint("preprocessing", "max_length", 128)?;
     if !(1..=MAX_HASH_DIM).contains(&hash_dim) {
-        return Err(format!("model config features.hash_dim must be in 1..={MAX_HASH_DIM}, found {hash_dim}"));
+        return Err(format!(
+            "model config features.hash_dim must be in 1..={MAX_HASH_DIM}, found {hash_dim}"
+        ));
     }
     if window > MAX_WINDOW {
-        return Err(format!("model config features.window must be at most {MAX_WINDOW}, found {window}"));
+        return Err(format!(
+            "model config features.window must be at most {MAX_WINDOW}, found {window}"
+        ));
     }
     if max_length == 0 || max_length > u64::from(u32::MAX) {
-        return Err(format!("model config preprocessing.max_length must be at least 1, found {max_length}"));
+        return Err(format!(
+            "model config preprocessing.max_length must be at least 1, found {max_length}"
+        ));
     }
     Ok(FeatureConfig {
         hash_dim: hash_dim as u32,
@@ -222,7 +239,10 @@ fn check_hyperparameters(h: &Hyperparameters) -> Result<(), String> {
         return bad("weight_decay", "must be a non-negative number");
     }
     if !(h.max_grad_norm.is_finite() && h.max_grad_norm >= 0.0) {
-        return bad("max_grad_norm", "must be a non-negative number (0 disables clipping)");
+        return bad(
+            "max_grad_norm",
+            "must be a non-negative number (0 disables clipping)",
+        );
     }
     if !(0.0..1.0).contains(&h.validation_fraction) {
         return bad("validation_fraction", "must be in [0, 1)");
@@ -260,7 +280,10 @@ pub struct Setup {
 /// Optimizer steps per epoch: ceil(ceil(n / batch) / accumulation); a dataset smaller than
 /// one batch still makes one (partial) batch and one step.
 pub fn steps_per_epoch(n_train: u64, batch_size: u64, accumulation: u64) -> u64 {
-    n_train.max(1).div_ceil(batch_size.max(1)).div_ceil(accumulation.max(1))
+    n_train
+        .max(1)
+        .div_ceil(batch_size.max(1))
+        .div_ceil(accumulation.max(1))
 }
 
 /// Turns records into examples: tokens, gold labels, features; tokens past `max_length` are
@@ -281,7 +304,10 @@ pub fn examples(records: &[Record], labels: &[String], f: &FeatureConfig) -> (Ve
             while s < r.spans.len() && r.spans[s].1 <= t.start {
                 s += 1;
             }
-            let covering = r.spans.get(s).filter(|sp| sp.0 <= t.start && t.start < sp.1);
+            let covering = r
+                .spans
+                .get(s)
+                .filter(|sp| sp.0 <= t.start && t.start < sp.1);
             gold.push(covering.map_or(0, |sp| id_of(&sp.2)));
         }
         let kept_end = tokens.last().map_or(0, |t| t.end);
@@ -310,7 +336,11 @@ impl Setup {
         let half = match job.precision.as_str() {
             "fp32" => false,
             "fp16" => true,
-            "bf16" => return Err("bf16 is not supported by the built-in trainer (use fp32 or fp16)".into()),
+            "bf16" => {
+                return Err(
+                    "bf16 is not supported by the built-in trainer (use fp32 or fp16)".into(),
+                )
+            }
             other => return Err(format!("unknown precision `{other}` (fp32, fp16)")),
         };
         let seed = job
@@ -330,15 +360,21 @@ impl Setup {
         }
         let labels = job.labels.clone();
         if labels.first().map(String::as_str) != Some("O") || labels.len() > MAX_LABELS {
-            return Err(format!("labels must start with \"O\" (at most {MAX_LABELS}), found {labels:?}"));
+            return Err(format!(
+                "labels must start with \"O\" (at most {MAX_LABELS}), found {labels:?}"
+            ));
         }
         let entity_types: Vec<String> = labels[1..].to_vec();
         if data::labels(&entity_types) != labels {
-            return Err(format!("labels must be [\"O\"] + sorted unique entity types, found {labels:?}"));
+            return Err(format!(
+                "labels must be [\"O\"] + sorted unique entity types, found {labels:?}"
+            ));
         }
         for role in job.dataset.keys() {
             if !["train", "validation", "test"].contains(&role.as_str()) {
-                return Err(format!("unknown dataset role `{role}` (train, validation, test)"));
+                return Err(format!(
+                    "unknown dataset role `{role}` (train, validation, test)"
+                ));
             }
         }
         let path_of = |role: &str| job.dataset.get(role).cloned().flatten();
@@ -347,9 +383,14 @@ impl Setup {
         let mut train_records = load(&train_path)?;
         data::require_nonempty(&train_records, &train_path).map_err(|e| e.to_string())?;
         let mut truncated = BTreeMap::new();
-        let (eval_records, eval_source) = match path_of("validation") {
-            Some(p) => (load(&p)?, "validation"),
-            None => {
+        let validation = match path_of("validation") {
+            Some(p) => load(&p)?,
+            None => Vec::new(),
+        };
+        // An absent or empty validation split: hold a slice of train out instead.
+        let (eval_records, eval_source) = match validation.is_empty() {
+            false => (validation, "validation"),
+            true => {
                 let (t, v) = data::holdout(train_records, hp.validation_fraction);
                 train_records = t;
                 if v.is_empty() {
@@ -362,7 +403,10 @@ impl Setup {
         let (train, n) = examples(&train_records, &labels, &features);
         truncated.insert("train", n);
         let (eval, n) = examples(&eval_records, &labels, &features);
-        truncated.insert(if eval_source == "train" { "eval" } else { "validation" }, n);
+        if eval_source != "train" {
+            // Evaluating on train: its truncated tokens are counted once, above.
+            truncated.insert("validation", n);
+        }
         let test = match path_of("test") {
             Some(p) => {
                 let (t, n) = examples(&load(&p)?, &labels, &features);
@@ -371,7 +415,11 @@ impl Setup {
             }
             None => None,
         };
-        let spe = steps_per_epoch(train.len() as u64, hp.batch_size, hp.gradient_accumulation_steps);
+        let spe = steps_per_epoch(
+            train.len() as u64,
+            hp.batch_size,
+            hp.gradient_accumulation_steps,
+        );
         let total_steps = spe * hp.epochs;
         Ok(Setup {
             job,
@@ -514,14 +562,20 @@ fn u64_field(v: &Value, key: &str) -> Result<u64, String> {
 fn opt_f64(v: &Value, key: &str) -> Result<Option<f64>, String> {
     match v.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(x) => x.as_f64().map(Some).ok_or_else(|| format!("trainer state: `{key}` not a number")),
+        Some(x) => x
+            .as_f64()
+            .map(Some)
+            .ok_or_else(|| format!("trainer state: `{key}` not a number")),
     }
 }
 
 fn opt_u64(v: &Value, key: &str) -> Result<Option<u64>, String> {
     match v.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(x) => x.as_u64().map(Some).ok_or_else(|| format!("trainer state: `{key}` not an integer")),
+        Some(x) => x
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| format!("trainer state: `{key}` not an integer")),
     }
 }
 
@@ -584,7 +638,10 @@ impl Trainer {
         let path = dir.join(MODEL_FILE);
         let tensors = ckpt::read_tensors(&path)?;
         self.params = ckpt::params_from(&tensors, "", &self.params, true, &path)?;
-        println!("warm start: weights from {} (optimizer, scheduler and step start fresh)", path.display());
+        println!(
+            "warm start: weights from {} (optimizer, scheduler and step start fresh)",
+            path.display()
+        );
         Ok(())
     }
 
@@ -592,12 +649,16 @@ impl Trainer {
     fn restore(&mut self, dir: &Path) -> Result<(), String> {
         let state = read_json(&dir.join(STATE_FILE))?;
         if state.get("format").and_then(Value::as_str) != Some(STATE_FORMAT) {
-            return Err(format!("{}: not a built-in trainer state", dir.join(STATE_FILE).display()));
+            return Err(format!(
+                "{}: not a built-in trainer state",
+                dir.join(STATE_FILE).display()
+            ));
         }
         let is_final = state.get("final").and_then(Value::as_bool).unwrap_or(false);
         let echo = state.get("config").cloned().unwrap_or(Value::Null);
         let ours = self.setup.config_echo();
-        let labels: Vec<String> = serde_json::from_value(echo["labels"].clone()).unwrap_or_default();
+        let labels: Vec<String> =
+            serde_json::from_value(echo["labels"].clone()).unwrap_or_default();
         if labels != self.setup.labels {
             return Err(format!(
                 "label_map_mismatch: resume checkpoint {} has labels {labels:?}, the job has {:?}",
@@ -616,7 +677,15 @@ impl Trainer {
         if !is_final {
             // A step checkpoint resumes the very same run: any difference would break
             // resume equivalence, so it is an error rather than a silent divergence.
-            for key in ["hyperparameters", "seed", "precision", "objective_metric", "train_records", "eval_records", "trainer_version"] {
+            for key in [
+                "hyperparameters",
+                "seed",
+                "precision",
+                "objective_metric",
+                "train_records",
+                "eval_records",
+                "trainer_version",
+            ] {
                 if echo[key] != ours[key] {
                     return Err(format!(
                         "resume checkpoint {} was written with a different {key}: {} (this job: {})",
@@ -663,7 +732,13 @@ impl Trainer {
         self.params = ckpt::params_from(&weights, "", &self.params, false, &wpath)?;
         self.best = None;
         if self.setup.hp.early_stopping.enabled && weights.contains_key("best.weight") {
-            self.best = Some(ckpt::params_from(&weights, "best.", &self.params, false, &wpath)?);
+            self.best = Some(ckpt::params_from(
+                &weights,
+                "best.",
+                &self.params,
+                false,
+                &wpath,
+            )?);
         }
         if self.setup.hp.early_stopping.enabled && self.best.is_none() {
             // Early stopping was off when this state was written: start tracking afresh.
@@ -697,7 +772,11 @@ impl Trainer {
             self.st.step,
             self.st.epoch,
             self.st.epoch_step,
-            if is_final { " to continue training" } else { "" }
+            if is_final {
+                " to continue training"
+            } else {
+                ""
+            }
         );
         Ok(())
     }
@@ -720,14 +799,21 @@ impl Trainer {
         let n_batches = n.div_ceil(bs);
         let b0 = self.st.epoch_step as usize * accum;
         let b1 = (b0 + accum).min(n_batches);
-        assert!(b0 < b1, "epoch position {} past the epoch's batches", self.st.epoch_step);
+        assert!(
+            b0 < b1,
+            "epoch position {} past the epoch's batches",
+            self.st.epoch_step
+        );
         let n_micro = (b1 - b0) as f64;
         let half = self.setup.half;
         let scale = f64::from(self.st.scaler.scale);
         let mut step_loss = 0.0f64;
         for b in b0..b1 {
             let idx = &order[b * bs..((b + 1) * bs).min(n)];
-            let tokens: usize = idx.iter().map(|&i| self.setup.train[i as usize].len()).sum();
+            let tokens: usize = idx
+                .iter()
+                .map(|&i| self.setup.train[i as usize].len())
+                .sum();
             let denom = tokens.max(1) as f64 * n_micro;
             let coef = scale / denom;
             let mut micro_loss = 0.0f64;
@@ -738,16 +824,33 @@ impl Trainer {
                 }
                 let vals = dropout_values(&mut self.st.rng, self.setup.hp.dropout as f32, ex);
                 let em = emissions(&self.params, ex, vals.as_deref(), half);
-                let (loss, d) =
-                    loss_and_demissions(&self.params, &em, &ex.gold, half, coef, Some(&mut self.grads));
-                backward_weights(ex, vals.as_deref(), &d, coef, half, &mut self.grads, &mut self.touched);
+                let (loss, d) = loss_and_demissions(
+                    &self.params,
+                    &em,
+                    &ex.gold,
+                    half,
+                    coef,
+                    Some(&mut self.grads),
+                );
+                backward_weights(
+                    ex,
+                    vals.as_deref(),
+                    &d,
+                    coef,
+                    half,
+                    &mut self.grads,
+                    &mut self.touched,
+                );
                 micro_loss += loss;
                 self.tokens_trained += ex.len() as u64;
             }
             step_loss += micro_loss / denom;
         }
         if !step_loss.is_finite() {
-            return Err(format!("training diverged: non-finite loss at step {}", self.st.step + 1));
+            return Err(format!(
+                "training diverged: non-finite loss at step {}",
+                self.st.step + 1
+            ));
         }
         let lr = self.lr();
         let rows = self.touched.sorted().to_vec();
@@ -765,7 +868,10 @@ impl Trainer {
             }
             let norm = optim::grad_sq_norm(&self.grads, &rows).sqrt();
             if !norm.is_finite() {
-                return Err(format!("training diverged: non-finite gradient at step {}", self.st.step + 1));
+                return Err(format!(
+                    "training diverged: non-finite gradient at step {}",
+                    self.st.step + 1
+                ));
             }
             let max = self.setup.hp.max_grad_norm;
             if max > 0.0 && norm > max {
@@ -828,7 +934,11 @@ impl Trainer {
                     self.st.best_step.unwrap_or(0),
                     self.st.bad_evals,
                     es.patience,
-                    if self.st.stopped_early { " -> early stop" } else { "" }
+                    if self.st.stopped_early {
+                        " -> early stop"
+                    } else {
+                        ""
+                    }
                 )
             } else {
                 String::new()
@@ -855,8 +965,16 @@ impl Trainer {
             spe,
             epochs,
             total,
-            if self.setup.features.use_crf { "crf" } else { "softmax" },
-            if self.setup.half { ", fp16 (emulated)" } else { "" }
+            if self.setup.features.use_crf {
+                "crf"
+            } else {
+                "softmax"
+            },
+            if self.setup.half {
+                ", fp16 (emulated)"
+            } else {
+                ""
+            }
         );
         let bar = progress_bar(total, self.st.step);
         let started = Instant::now();
@@ -884,8 +1002,17 @@ impl Trainer {
                     self.st.step,
                     total,
                     self.st.window_loss / self.st.window_steps.max(1) as f64,
-                    optim::learning_rate(self.setup.hp.learning_rate, self.st.step - 1, self.setup.hp.warmup_steps, total),
-                    if self.setup.half { format!(" scale {}", self.st.scaler.scale) } else { String::new() }
+                    optim::learning_rate(
+                        self.setup.hp.learning_rate,
+                        self.st.step - 1,
+                        self.setup.hp.warmup_steps,
+                        total
+                    ),
+                    if self.setup.half {
+                        format!(" scale {}", self.st.scaler.scale)
+                    } else {
+                        String::new()
+                    }
                 );
                 self.st.window_loss = 0.0;
                 self.st.window_steps = 0;
@@ -897,12 +1024,17 @@ impl Trainer {
             if epoch_end {
                 self.st.epoch += 1;
                 self.st.epoch_step = 0;
-                self.st.last_epoch_loss = Some(self.st.epoch_loss / self.st.epoch_steps.max(1) as f64);
+                self.st.last_epoch_loss =
+                    Some(self.st.epoch_loss / self.st.epoch_steps.max(1) as f64);
                 self.st.epoch_loss = 0.0;
                 self.st.epoch_steps = 0;
             }
             if self.st.step % self.setup.job.save_interval == 0 {
-                let dir = self.setup.job.checkpoints_dir.join(format!("step-{}", self.st.step));
+                let dir = self
+                    .setup
+                    .job
+                    .checkpoints_dir
+                    .join(format!("step-{}", self.st.step));
                 self.save(&dir, false)?;
                 if stop_after == Some(self.st.step) {
                     bar.finish_and_clear();
@@ -919,7 +1051,11 @@ impl Trainer {
             secs,
             cpu_seconds() - cpu0,
             self.tokens_trained as f64 / secs.max(1e-9),
-            if self.st.stopped_early { ", stopped early" } else { "" }
+            if self.st.stopped_early {
+                ", stopped early"
+            } else {
+                ""
+            }
         );
         Ok(Ending::Finished)
     }
@@ -989,7 +1125,8 @@ impl Trainer {
         let mut opt = TensorSet::default();
         opt.add_params("exp_avg.", &self.m);
         opt.add_params("exp_avg_sq.", &self.v);
-        let state = serde_json::to_vec_pretty(&self.state_json(is_final)).map_err(|e| e.to_string())?;
+        let state =
+            serde_json::to_vec_pretty(&self.state_json(is_final)).map_err(|e| e.to_string())?;
         Ok(vec![
             (WEIGHTS_FILE, weights.serialize("trainctl-builtin-weights")?),
             (OPTIMIZER_FILE, opt.serialize("trainctl-builtin-adamw")?),
@@ -1082,8 +1219,14 @@ impl Trainer {
             "truncated_tokens".into(),
             json!(self.setup.truncated.values().sum::<u64>()),
         );
-        m.insert("truncated_tokens_by_split".into(), json!(self.setup.truncated));
-        m.insert("precision".into(), json!(if self.setup.half { "fp16" } else { "fp32" }));
+        m.insert(
+            "truncated_tokens_by_split".into(),
+            json!(self.setup.truncated),
+        );
+        m.insert(
+            "precision".into(),
+            json!(if self.setup.half { "fp16" } else { "fp32" }),
+        );
         if let Some(test) = &self.setup.test {
             let t = evaluate(exported, test, self.setup.half);
             m.insert("test".into(), Value::Object(t.to_json(&self.setup.labels)));

@@ -39,7 +39,12 @@ pub struct Params {
 }
 
 /// Tensor names as stored in safetensors files.
-pub const TENSOR_NAMES: [&str; 4] = ["weight", "transitions", "start_transitions", "end_transitions"];
+pub const TENSOR_NAMES: [&str; 4] = [
+    "weight",
+    "transitions",
+    "start_transitions",
+    "end_transitions",
+];
 
 impl Params {
     pub fn zeros(hash_dim: usize, n_labels: usize, crf: bool) -> Params {
@@ -61,7 +66,11 @@ impl Params {
     /// (name, shape, data) of every present tensor, in the fixed order.
     pub fn tensors(&self) -> Vec<(&'static str, Vec<usize>, &[f32])> {
         let l = self.n_labels;
-        let mut out = vec![(TENSOR_NAMES[0], vec![self.hash_dim, l], self.weight.as_slice())];
+        let mut out = vec![(
+            TENSOR_NAMES[0],
+            vec![self.hash_dim, l],
+            self.weight.as_slice(),
+        )];
         if self.crf() {
             out.push((TENSOR_NAMES[1], vec![l, l], self.transitions.as_slice()));
             out.push((TENSOR_NAMES[2], vec![l], self.start.as_slice()));
@@ -175,7 +184,11 @@ pub fn loss_and_demissions(
         return (loss, d);
     }
     // Linear-chain CRF, forward-backward in log space.
-    let tr: Vec<f64> = p.transitions.iter().map(|&x| f64::from(q(x, half))).collect();
+    let tr: Vec<f64> = p
+        .transitions
+        .iter()
+        .map(|&x| f64::from(q(x, half)))
+        .collect();
     let st: Vec<f64> = p.start.iter().map(|&x| f64::from(q(x, half))).collect();
     let en: Vec<f64> = p.end.iter().map(|&x| f64::from(q(x, half))).collect();
     let e = |t: usize, k: usize| f64::from(em[t * l + k]);
@@ -228,10 +241,10 @@ pub fn loss_and_demissions(
         for t in 1..n {
             for i in 0..l {
                 for j in 0..l {
-                    dtr[i * l + j] += (alpha[(t - 1) * l + i] + tr[i * l + j] + e(t, j)
-                        + beta[t * l + j]
-                        - log_z)
-                        .exp();
+                    dtr[i * l + j] +=
+                        (alpha[(t - 1) * l + i] + tr[i * l + j] + e(t, j) + beta[t * l + j]
+                            - log_z)
+                            .exp();
                 }
             }
             dtr[gold[t - 1] as usize * l + gold[t] as usize] -= 1.0;
@@ -338,7 +351,11 @@ pub fn decode(p: &Params, em: &[f32], n: usize, half: bool) -> Vec<u16> {
             })
             .collect();
     }
-    let tr: Vec<f64> = p.transitions.iter().map(|&x| f64::from(q(x, half))).collect();
+    let tr: Vec<f64> = p
+        .transitions
+        .iter()
+        .map(|&x| f64::from(q(x, half)))
+        .collect();
     let mut score: Vec<f64> = (0..l)
         .map(|k| f64::from(q(p.start[k], half)) + f64::from(em[k]))
         .collect();
@@ -362,8 +379,8 @@ pub fn decode(p: &Params, em: &[f32], n: usize, half: bool) -> Vec<u16> {
     }
     let mut best = 0;
     let mut bs = f64::NEG_INFINITY;
-    for k in 0..l {
-        let s = score[k] + f64::from(q(p.end[k], half));
+    for (k, (&sc, &en)) in score.iter().zip(&p.end).enumerate() {
+        let s = sc + f64::from(q(en, half));
         if s > bs {
             bs = s;
             best = k;
@@ -403,7 +420,9 @@ mod tests {
         let mut p = Params::zeros(20, 3, crf);
         let mut s = 1u64;
         for x in p.slices_mut().into_iter().flat_map(|s| s.iter_mut()) {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             *x = ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5;
         }
         p
@@ -435,7 +454,10 @@ mod tests {
                     b.slices_mut()[which][i] -= h;
                     let num = (total_loss(&a, &ex) - total_loss(&b, &ex)) / (2.0 * f64::from(h));
                     let ana = f64::from(g.slices()[which][i]);
-                    assert!((num - ana).abs() < 2e-3, "crf={crf} tensor {which}[{i}]: {num} vs {ana}");
+                    assert!(
+                        (num - ana).abs() < 2e-3,
+                        "crf={crf} tensor {which}[{i}]: {num} vs {ana}"
+                    );
                 }
             }
         }

@@ -43,7 +43,11 @@ pub fn adamw_step(
     let ms = m.slices_mut();
     let vs = v.slices_mut();
     for (k, (((pw, gw), mw), vw)) in ps.into_iter().zip(gs).zip(ms).zip(vs).enumerate() {
-        let decay = if k == 0 { (1.0 - lr * weight_decay) as f32 } else { 1.0 };
+        let decay = if k == 0 {
+            (1.0 - lr * weight_decay) as f32
+        } else {
+            1.0
+        };
         for i in 0..pw.len() {
             let gi = gw[i];
             mw[i] = BETA1 * mw[i] + (1.0 - BETA1) * gi;

@@ -4,14 +4,25 @@ use super::*;
 use std::path::{Path, PathBuf};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/datasets/resume_tiny").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/datasets/resume_tiny")
+        .join(name)
 }
 
 fn entity_types() -> Vec<String> {
-    ["SKILL", "EDUCATION", "DESIGNATION", "EXPERIENCE", "NAME", "EMAIL", "PHONE", "LOCATION"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    [
+        "SKILL",
+        "EDUCATION",
+        "DESIGNATION",
+        "EXPERIENCE",
+        "NAME",
+        "EMAIL",
+        "PHONE",
+        "LOCATION",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 /// Writes the first `n` records of a fixture split to `dir/name`.
@@ -64,7 +75,8 @@ fn write_job(v: &Path, job: &Value) -> PathBuf {
 }
 
 fn set(job: &mut Value, pointer: &str, value: Value) {
-    *job.pointer_mut(pointer).unwrap_or_else(|| panic!("no {pointer}")) = value;
+    *job.pointer_mut(pointer)
+        .unwrap_or_else(|| panic!("no {pointer}")) = value;
 }
 
 /// Every output that must be byte-identical: the checkpoint/ files and metrics.json.
@@ -72,14 +84,24 @@ fn outputs(v: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
     for e in std::fs::read_dir(v.join("checkpoint")).unwrap() {
         let e = e.unwrap();
-        out.insert(format!("checkpoint/{}", e.file_name().to_string_lossy()), std::fs::read(e.path()).unwrap());
+        out.insert(
+            format!("checkpoint/{}", e.file_name().to_string_lossy()),
+            std::fs::read(e.path()).unwrap(),
+        );
     }
-    out.insert("metrics.json".into(), std::fs::read(v.join("metrics.json")).unwrap());
+    out.insert(
+        "metrics.json".into(),
+        std::fs::read(v.join("metrics.json")).unwrap(),
+    );
     out
 }
 
 fn assert_same(a: &BTreeMap<String, Vec<u8>>, b: &BTreeMap<String, Vec<u8>>, ctx: &str) {
-    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>(), "{ctx}");
+    assert_eq!(
+        a.keys().collect::<Vec<_>>(),
+        b.keys().collect::<Vec<_>>(),
+        "{ctx}"
+    );
     for (k, x) in a {
         assert!(x == &b[k], "{ctx}: {k} differs");
     }
@@ -117,14 +139,31 @@ fn two_runs_are_byte_identical() {
     let mut j2 = j.clone();
     set(&mut j2, "/save_interval", json!(4));
     run(&write_job(&d.root.join("b"), &j2)).unwrap();
-    assert_same(&outputs(&d.root.join("a")), &outputs(&d.root.join("b")), "two runs");
+    assert_same(
+        &outputs(&d.root.join("a")),
+        &outputs(&d.root.join("b")),
+        "two runs",
+    );
     let m = metrics(&d.root.join("a"));
-    for key in ["macro-f1", "span-f1", "loss", "per_entity", "truncated_tokens", "skipped_steps", "steps", "epochs_completed", "stopped_early"] {
+    for key in [
+        "macro-f1",
+        "span-f1",
+        "loss",
+        "per_entity",
+        "truncated_tokens",
+        "skipped_steps",
+        "steps",
+        "epochs_completed",
+        "stopped_early",
+    ] {
         assert!(m.get(key).is_some(), "metrics.json lacks {key}: {m}");
     }
     // 40 records, batch 8, accumulation 2: 3 steps per epoch, 3 epochs.
     assert_eq!(m["steps"], json!(9));
-    assert!(m["truncated_tokens"].as_u64().unwrap() > 0, "max_length 24 truncates: {m}");
+    assert!(
+        m["truncated_tokens"].as_u64().unwrap() > 0,
+        "max_length 24 truncates: {m}"
+    );
 }
 
 /// Interrupt right after the checkpoint of step k, resume from it in the same variant dir:
@@ -145,9 +184,17 @@ fn check_resume_equivalence(tweak: &dyn Fn(&mut Value), ks: &[u64], name: &str) 
         let ending = run_until(&write_job(&v, &j), Some(k)).unwrap();
         assert_eq!(ending, Ending::StoppedAt(k), "{name}: k={k}");
         assert!(!v.join("checkpoint").exists());
-        set(&mut j, "/resume_from", json!(v.join("checkpoints").join(format!("step-{k}"))));
+        set(
+            &mut j,
+            "/resume_from",
+            json!(v.join("checkpoints").join(format!("step-{k}"))),
+        );
         run(&write_job(&v, &j)).unwrap();
-        assert_same(&want, &outputs(&v), &format!("{name}: resumed from step {k} of {steps}"));
+        assert_same(
+            &want,
+            &outputs(&v),
+            &format!("{name}: resumed from step {k} of {steps}"),
+        );
     }
 }
 
@@ -203,8 +250,16 @@ fn fp16_job(v: &Path, d: &Data) -> Value {
     let mut j = job(v, &d.train, Some(&d.validation));
     set(&mut j, "/precision", json!("fp16"));
     set(&mut j, "/hyperparameters/batch_size", json!(4));
-    set(&mut j, "/hyperparameters/gradient_accumulation_steps", json!(1));
-    set(&mut j, "/hyperparameters/early_stopping/enabled", json!(false));
+    set(
+        &mut j,
+        "/hyperparameters/gradient_accumulation_steps",
+        json!(1),
+    );
+    set(
+        &mut j,
+        "/hyperparameters/early_stopping/enabled",
+        json!(false),
+    );
     j
 }
 
@@ -220,22 +275,37 @@ fn fp16_overflowing_steps_are_skipped_and_the_scale_backs_off() {
     let skipped = m["skipped_steps"].as_u64().unwrap();
     assert!((1..=12).contains(&skipped), "{m}");
     let state: Value =
-        serde_json::from_slice(&std::fs::read(v.join("checkpoint/trainer_state.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(v.join("checkpoint/trainer_state.json")).unwrap())
+            .unwrap();
     assert_eq!(
         state["loss_scaler"]["scale"].as_f64().unwrap(),
         16_777_216.0 / 2f64.powi(skipped as i32),
         "{state}"
     );
-    assert_eq!(state["optimizer"]["t"].as_u64().unwrap() + skipped, m["steps"].as_u64().unwrap());
+    assert_eq!(
+        state["optimizer"]["t"].as_u64().unwrap() + skipped,
+        m["steps"].as_u64().unwrap()
+    );
     assert!(m["macro-f1"].as_f64().unwrap() > 0.3, "{m}");
     // Resuming in the middle of the back-off, and after it, gives the same bytes.
     for k in [2, 5, 20] {
         let c = d.root.join(format!("cut-{k}"));
         let mut j = fp16_job(&c, &d);
-        assert_eq!(run_with_scale(&write_job(&c, &j), Some(k), 16_777_216.0), Ending::StoppedAt(k));
-        set(&mut j, "/resume_from", json!(c.join("checkpoints").join(format!("step-{k}"))));
+        assert_eq!(
+            run_with_scale(&write_job(&c, &j), Some(k), 16_777_216.0),
+            Ending::StoppedAt(k)
+        );
+        set(
+            &mut j,
+            "/resume_from",
+            json!(c.join("checkpoints").join(format!("step-{k}"))),
+        );
         run(&write_job(&c, &j)).unwrap();
-        assert_same(&outputs(&v), &outputs(&c), &format!("fp16 resumed from step {k}"));
+        assert_same(
+            &outputs(&v),
+            &outputs(&c),
+            &format!("fp16 resumed from step {k}"),
+        );
     }
 }
 
@@ -250,10 +320,19 @@ fn warm_start_loads_weights_only() {
     let path = write_job(&w, &j);
     let t = Trainer::init(Setup::prepare(read_job(&path).unwrap()).unwrap()).unwrap();
     let exported = ckpt::read_tensors(&a.join("checkpoint/model.safetensors")).unwrap();
-    assert_eq!(t.params.weight, exported["weight"].1, "weights come from model.safetensors");
+    assert_eq!(
+        t.params.weight, exported["weight"].1,
+        "weights come from model.safetensors"
+    );
     assert!(!t.params.all_zero());
-    assert!(t.m.all_zero() && t.v.all_zero(), "optimizer moments start at zero");
-    assert_eq!((t.st.step, t.st.epoch, t.st.epoch_step, t.st.adam_t), (0, 0, 0, 0));
+    assert!(
+        t.m.all_zero() && t.v.all_zero(),
+        "optimizer moments start at zero"
+    );
+    assert_eq!(
+        (t.st.step, t.st.epoch, t.st.epoch_step, t.st.adam_t),
+        (0, 0, 0, 0)
+    );
     assert_eq!(t.st.best_metric, None);
     assert!(t.best.is_none());
     assert_eq!(t.st.scaler, LossScaler::new(false));
@@ -270,7 +349,9 @@ fn warm_start_loads_weights_only() {
     let mut j = job(&d.root.join("h"), &d.train, Some(&d.validation));
     set(&mut j, "/init_checkpoint", json!(a.join("checkpoint")));
     set(&mut j, "/model/features/hash_dim", json!(2048));
-    let e = Trainer::init(Setup::prepare(serde_json::from_value(j).unwrap()).unwrap()).err().unwrap();
+    let e = Trainer::init(Setup::prepare(serde_json::from_value(j).unwrap()).unwrap())
+        .err()
+        .unwrap();
     assert!(e.contains("hash_dim"), "{e}");
 }
 
@@ -279,23 +360,39 @@ fn continue_from_a_final_checkpoint_restores_full_state() {
     let d = data(40, 12);
     let p = d.root.join("parent");
     let mut j = job(&p, &d.train, Some(&d.validation));
-    set(&mut j, "/hyperparameters/early_stopping/enabled", json!(false));
+    set(
+        &mut j,
+        "/hyperparameters/early_stopping/enabled",
+        json!(false),
+    );
     run(&write_job(&p, &j)).unwrap();
     let c = d.root.join("child");
     let mut j = job(&c, &d.train, Some(&d.validation));
-    set(&mut j, "/hyperparameters/early_stopping/enabled", json!(false));
+    set(
+        &mut j,
+        "/hyperparameters/early_stopping/enabled",
+        json!(false),
+    );
     set(&mut j, "/hyperparameters/epochs", json!(5));
     set(&mut j, "/resume_from", json!(p.join("checkpoint")));
     let path = write_job(&c, &j);
     let t = Trainer::init(Setup::prepare(read_job(&path).unwrap()).unwrap()).unwrap();
     assert_eq!((t.st.step, t.st.epoch, t.st.epoch_step), (9, 3, 0));
-    assert!(t.st.adam_t == 9 && !t.m.all_zero(), "optimizer state restored");
+    assert!(
+        t.st.adam_t == 9 && !t.m.all_zero(),
+        "optimizer state restored"
+    );
     run(&path).unwrap();
     let m = metrics(&c);
-    assert_eq!((m["steps"].as_u64(), m["epochs_completed"].as_u64()), (Some(15), Some(5)));
+    assert_eq!(
+        (m["steps"].as_u64(), m["epochs_completed"].as_u64()),
+        (Some(15), Some(5))
+    );
     // Nothing left to continue when the parent already reached the epochs.
     set(&mut j, "/hyperparameters/epochs", json!(3));
-    let e = Trainer::init(Setup::prepare(serde_json::from_value(j).unwrap()).unwrap()).err().unwrap();
+    let e = Trainer::init(Setup::prepare(serde_json::from_value(j).unwrap()).unwrap())
+        .err()
+        .unwrap();
     assert!(e.contains("nothing_to_continue"), "{e}");
 }
 
@@ -305,13 +402,20 @@ fn a_dataset_smaller_than_a_batch_trains_one_partial_batch() {
     let v = d.root.join("v");
     let mut j = job(&v, &d.train, Some(&d.validation));
     set(&mut j, "/hyperparameters/batch_size", json!(16));
-    set(&mut j, "/hyperparameters/early_stopping/enabled", json!(false));
+    set(
+        &mut j,
+        "/hyperparameters/early_stopping/enabled",
+        json!(false),
+    );
     run(&write_job(&v, &j)).unwrap();
     let m = metrics(&v);
     assert_eq!(m["steps"], json!(3), "one step per epoch: {m}");
     assert_eq!(m["epochs_completed"], json!(3));
     let w = ckpt::read_tensors(&v.join("checkpoint/model.safetensors")).unwrap();
-    assert!(w["weight"].1.iter().any(|&x| x != 0.0), "the partial batch moved the weights");
+    assert!(
+        w["weight"].1.iter().any(|&x| x != 0.0),
+        "the partial batch moved the weights"
+    );
 }
 
 #[test]
@@ -340,7 +444,11 @@ fn predict_finds_obvious_entities() {
     let v = d.root.join("v");
     let mut j = job(&v, &d.train, Some(&d.validation));
     set(&mut j, "/hyperparameters/batch_size", json!(16));
-    set(&mut j, "/hyperparameters/gradient_accumulation_steps", json!(1));
+    set(
+        &mut j,
+        "/hyperparameters/gradient_accumulation_steps",
+        json!(1),
+    );
     set(&mut j, "/hyperparameters/epochs", json!(4));
     set(&mut j, "/save_interval", json!(1000));
     set(&mut j, "/model/preprocessing/max_length", json!(128));
@@ -369,9 +477,15 @@ fn holdout_is_used_without_a_validation_file() {
     set(&mut j, "/dataset", json!({"train": d.train}));
     set(&mut j, "/hyperparameters/validation_fraction", json!(0.25));
     let setup = Setup::prepare(serde_json::from_value(j.clone()).unwrap()).unwrap();
-    assert_eq!((setup.train.len(), setup.eval.len(), setup.eval_source), (30, 10, "holdout"));
+    assert_eq!(
+        (setup.train.len(), setup.eval.len(), setup.eval_source),
+        (30, 10, "holdout")
+    );
     for e in &setup.eval {
-        assert!(!setup.train.contains(e), "a held-out record is also trained on");
+        assert!(
+            !setup.train.contains(e),
+            "a held-out record is also trained on"
+        );
     }
     run(&write_job(&v, &j)).unwrap();
     assert_eq!(metrics(&v)["evaluated_on"], json!("holdout"));
@@ -384,12 +498,18 @@ fn bad_jobs_and_data_are_errors() {
     let mut j = job(&v, &d.train, Some(&d.validation));
     set(&mut j, "/precision", json!("bf16"));
     let e = run(&write_job(&v, &j)).unwrap_err();
-    assert!(e.contains("bf16 is not supported by the built-in trainer"), "{e}");
+    assert!(
+        e.contains("bf16 is not supported by the built-in trainer"),
+        "{e}"
+    );
     let bad = d.root.join("bad.json");
     std::fs::write(&bad, r#"[{"text":"abc","annotations":[[0,9,"NAME"]]}]"#).unwrap();
     let mut j = job(&v, &bad, Some(&d.validation));
     let e = run(&write_job(&v, &j)).unwrap_err();
-    assert!(e.contains("dataset_invalid") && e.contains("record[0].annotations[0]"), "{e}");
+    assert!(
+        e.contains("dataset_invalid") && e.contains("record[0].annotations[0]"),
+        "{e}"
+    );
     std::fs::write(&bad, "[]").unwrap();
     let e = run(&write_job(&v, &j)).unwrap_err();
     assert!(e.contains("empty_dataset"), "{e}");
@@ -406,11 +526,12 @@ fn bad_jobs_and_data_are_errors() {
 #[test]
 #[ignore]
 fn measure() {
+    let dir = tempfile::tempdir().unwrap();
     let d = Data {
         train: fixture("train.json"),
         validation: fixture("validation.json"),
-        root: tempfile::tempdir().unwrap().keep(),
-        _dir: tempfile::tempdir().unwrap(),
+        root: dir.path().to_path_buf(),
+        _dir: dir,
     };
     let variants: Vec<(&str, bool, &str)> = vec![
         ("softmax fp32", false, "fp32"),
@@ -418,18 +539,26 @@ fn measure() {
         ("crf fp32", true, "fp32"),
         ("crf fp16", true, "fp16"),
     ];
-    let env = |k: &str| std::env::var(k).ok().and_then(|s| serde_json::from_str::<Value>(&s).ok());
+    let env = |k: &str| {
+        std::env::var(k)
+            .ok()
+            .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+    };
     for (name, crf, precision) in variants {
         let v = d.root.join(name.replace(' ', "-"));
         let mut j = job(&v, &d.train, Some(&d.validation));
         j["dataset"]["test"] = json!(fixture("test.json"));
-        set(&mut j, "/hyperparameters", json!({
-            "learning_rate": 0.05, "epochs": 4, "batch_size": 16, "dropout": 0.1,
-            "weight_decay": 0.0001, "gradient_accumulation_steps": 1, "warmup_steps": 20,
-            "max_grad_norm": 5.0, "validation_fraction": 0.1,
-            "early_stopping": {"enabled": true, "patience": 3, "min_delta": 0.001},
-            "eval_interval": 50
-        }));
+        set(
+            &mut j,
+            "/hyperparameters",
+            json!({
+                "learning_rate": 0.05, "epochs": 4, "batch_size": 16, "dropout": 0.1,
+                "weight_decay": 0.0001, "gradient_accumulation_steps": 1, "warmup_steps": 20,
+                "max_grad_norm": 5.0, "validation_fraction": 0.1,
+                "early_stopping": {"enabled": true, "patience": 3, "min_delta": 0.001},
+                "eval_interval": 50
+            }),
+        );
         set(&mut j, "/save_interval", json!(50));
         set(&mut j, "/log_interval", json!(10));
         set(&mut j, "/seed", json!(42));

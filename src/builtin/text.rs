@@ -168,7 +168,10 @@ pub fn features(text: &str, tokens: &[Token], cfg: &FeatureConfig) -> TokenFeatu
         }
         push(&mut ids, &format!("sh={}", shape(form)));
         push(&mut ids, &format!("ss={}", short_shape(form)));
-        push(&mut ids, &format!("len={}", tok.text.chars().count().min(8)));
+        push(
+            &mut ids,
+            &format!("len={}", tok.text.chars().count().min(8)),
+        );
         if cfg.char_ngrams {
             let cs: Vec<char> = lower.chars().collect();
             for n in 1..=4usize {
@@ -219,7 +222,11 @@ pub fn features(text: &str, tokens: &[Token], cfg: &FeatureConfig) -> TokenFeatu
             }
         }
         if window >= 1 {
-            let prev = if i == 0 { "<s>" } else { lowers[i - 1].as_str() };
+            let prev = if i == 0 {
+                "<s>"
+            } else {
+                lowers[i - 1].as_str()
+            };
             push(&mut ids, &format!("bi={prev}|{lower}"));
         }
         offsets.push(ids.len());
@@ -237,8 +244,10 @@ mod tests {
     #[test]
     fn tokens_keep_char_offsets_and_punctuation() {
         let t = tokenize("Zoë, j.doe@example.com (555-0101).");
-        let got: Vec<(&str, usize, usize)> =
-            t.iter().map(|t| (t.text.as_str(), t.start, t.end)).collect();
+        let got: Vec<(&str, usize, usize)> = t
+            .iter()
+            .map(|t| (t.text.as_str(), t.start, t.end))
+            .collect();
         assert_eq!(
             got,
             vec![
