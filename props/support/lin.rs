@@ -131,19 +131,18 @@ fn search(
                     return true;
                 }
             }
-            Stage::Decided(Planned::Resume(v)) => match (state.take(i, v), &observed) {
-                (Some(next), Expected::Resume { .. }) => {
-                    if try_step(Stage::Allocated, &next, stages) {
-                        return true;
+            Stage::Decided(Planned::Resume(v)) => {
+                let found = match (state.take(i, v), &observed) {
+                    (Some(next), Expected::Resume { .. }) => {
+                        try_step(Stage::Allocated, &next, stages)
                     }
+                    (None, Expected::Error(MErr::Busy)) => try_step(Stage::Done, state, stages),
+                    _ => false,
+                };
+                if found {
+                    return true;
                 }
-                (None, Expected::Error(MErr::Busy)) => {
-                    if try_step(Stage::Done, state, stages) {
-                        return true;
-                    }
-                }
-                _ => {}
-            },
+            }
             Stage::Allocated => {
                 if let Some(next) = state.finish(i) {
                     if try_step(Stage::Done, &next, stages) {
