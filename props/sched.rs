@@ -93,6 +93,9 @@ fn expected_of(
     }
 }
 
+/// One logical process: its decision (trains), or nothing (cache writers).
+type Process<'a> = Box<dyn FnOnce() -> Result<Option<Expected>, String> + Send + 'a>;
+
 /// Runs one case; returns the schedule it took and the violation, if any.
 fn run(case: &Case) -> (Vec<usize>, Result<(), String>) {
     let mut schedule = Vec::new();
@@ -119,7 +122,7 @@ fn run_into(case: &Case, schedule_out: &mut Vec<usize>) -> Result<(), String> {
     if !(killed && r.is_err()) {
         return Err("setup: the first run must die".into());
     }
-    let programs: Vec<Box<dyn FnOnce() -> Result<Option<Expected>, String> + Send + '_>> = case
+    let programs: Vec<Process<'_>> = case
         .programs
         .iter()
         .enumerate()
@@ -152,7 +155,7 @@ fn run_into(case: &Case, schedule_out: &mut Vec<usize>) -> Result<(), String> {
                         expected_of(&result).map(Some)
                     }
                 }
-            }) as Box<dyn FnOnce() -> Result<Option<Expected>, String> + Send + '_>
+            }) as Process<'_>
         })
         .collect();
     let results = sched.run(programs);
