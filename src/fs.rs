@@ -107,6 +107,19 @@ pub fn write_atomic(fs: &dyn Fs, path: &Path, bytes: &[u8]) -> io::Result<()> {
     published
 }
 
+/// Replaces `path` atomically for concurrent readers (temp file, rename) WITHOUT making it
+/// durable: for data whose loss in a crash is harmless (heartbeats, the job file, which is
+/// rewritten by every attempt).
+pub fn write_replace(fs: &dyn Fs, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = temp_sibling(fs, path)?;
+    fs.create_new(&tmp, bytes)?;
+    let published = fs.rename(&tmp, path);
+    if published.is_err() {
+        let _ = fs.remove_file(&tmp);
+    }
+    published
+}
+
 /// Creates `path` exclusively with `bytes`, atomically and durably: the file appears whole or
 /// not at all (temp file, fsync, no-replace rename, fsync of the directory). `AlreadyExists`
 /// when something is at `path`.

@@ -235,10 +235,36 @@ pub fn release(fs: &dyn Fs, dir: &Path, held: &LeaseRecord, now_ms: u64) -> io::
     publish(fs, dir, record)
 }
 
-/// Refreshes the owner's heartbeat (atomic replace).
+/// Refreshes the owner's heartbeat: atomic for readers, not durable (after a crash the owner
+/// is dead anyway, and a lost heartbeat only makes the lease look older).
 pub fn beat(fs: &dyn Fs, dir: &Path, held: &LeaseRecord, heartbeat: &Heartbeat) -> io::Result<()> {
     let bytes = serde_json::to_vec(heartbeat).map_err(io::Error::other)?;
-    fs::write_atomic(fs, &dir.join(heartbeat_name(held.generation)), &bytes)
+    fs::write_replace(fs, &dir.join(heartbeat_name(held.generation)), &bytes)
+}
+
+/// Writes generation 1 into a staged directory nobody else can see yet: no temp file or
+/// rename is needed, and the directory itself is synced when it is published.
+pub fn take_staged(
+    fs: &dyn Fs,
+    staged: &Path,
+    owner: &Owner,
+    now_ms: u64,
+    purpose: &str,
+) -> io::Result<LeaseRecord> {
+    let record = LeaseRecord {
+        generation: 1,
+        state: LeaseState::Held,
+        host: owner.host.clone(),
+        pid: owner.pid,
+        start_time: owner.start_time,
+        started_at_ms: now_ms,
+        purpose: purpose.to_string(),
+    };
+    let path = staged.join(lease_name(1));
+    let bytes = serde_json::to_vec_pretty(&record).map_err(io::Error::other)?;
+    fs.create_new(&path, &bytes)?;
+    fs.fsync_file(&path)?;
+    Ok(record)
 }
 
 /// Whether `held` is still the current generation of `dir` (nobody took over).

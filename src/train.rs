@@ -80,12 +80,8 @@ pub fn allocate(
         let target = job.layout.variant_dir(&job.identity, n)?;
         let staged = identity_dir.join(format!(".v{n}.tmp-{}", fs.unique()));
         fs.create_dir(&staged).map_err(|e| io(&staged, e))?;
-        let lease = match lease::take(fs, &staged, 0, owner, now_ms, purpose)
-            .map_err(|e| io(&staged, e))?
-        {
-            Take::Won(l) => l,
-            Take::Lost => return Err(Error::internal("a fresh staged dir already had a lease")),
-        };
+        let lease =
+            lease::take_staged(fs, &staged, owner, now_ms, purpose).map_err(|e| io(&staged, e))?;
         match fs::publish_dir(fs, &staged, &target) {
             Ok(()) => {
                 // Check right after publishing: the lease we staged is the current one.
@@ -543,7 +539,8 @@ fn attempt(
         "precision": job.config.precision().as_str(),
         "run_name": run_name,
     });
-    fs::write_atomic(
+    // The job file is rewritten by every attempt: atomic for readers, not durable.
+    fs::write_replace(
         fs,
         &job_path,
         &serde_json::to_vec_pretty(&job_doc).map_err(|e| Error::internal(e.to_string()))?,

@@ -1,0 +1,159 @@
+//! Execution-core measurements (issue: execution core): fsyncs in one complete `train`, the
+//! wall time of its durable steps against a raw fsync floor measured in the same run, and
+//! model-vs-real style command throughput on SimFs. Run: `cargo bench --bench execute`.
+//! Prints Markdown for docs/performance.md; asserts nothing about time.
+
+#[path = "../props/support/mod.rs"]
+mod support;
+
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::harness::{Sandbox, TrainerScript};
+use trainctl::config::schema::RunMode;
+use trainctl::fs::{Entry, Fs, Meta};
+
+/// Counts fsyncs and all mutating operations of an inner Fs.
+struct Counting {
+    inner: Arc<dyn Fs>,
+    fsyncs: AtomicU64,
+    mutations: AtomicU64,
+}
+
+impl Counting {
+    fn bump(&self, fsync: bool) {
+        self.mutations.fetch_add(1, Ordering::Relaxed);
+        if fsync {
+            self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Fs for Counting {
+    fn read(&self, p: &Path) -> io::Result<Vec<u8>> {
+        self.inner.read(p)
+    }
+    fn list(&self, d: &Path) -> io::Result<Vec<Entry>> {
+        self.inner.list(d)
+    }
+    fn metadata(&self, p: &Path) -> io::Result<Meta> {
+        self.inner.metadata(p)
+    }
+    fn create_dir(&self, p: &Path) -> io::Result<()> {
+        self.bump(false);
+        self.inner.create_dir(p)
+    }
+    fn create_dir_all(&self, p: &Path) -> io::Result<()> {
+        self.bump(false);
+        self.inner.create_dir_all(p)
+    }
+    fn create_new(&self, p: &Path, b: &[u8]) -> io::Result<()> {
+        self.bump(false);
+        self.inner.create_new(p, b)
+    }
+    fn write(&self, p: &Path, b: &[u8]) -> io::Result<()> {
+        self.bump(false);
+        self.inner.write(p, b)
+    }
+    fn append(&self, p: &Path, b: &[u8]) -> io::Result<()> {
+        self.bump(false);
+        self.inner.append(p, b)
+    }
+    fn fsync_file(&self, p: &Path) -> io::Result<()> {
+        self.bump(true);
+        self.inner.fsync_file(p)
+    }
+    fn fsync_dir(&self, d: &Path) -> io::Result<()> {
+        self.bump(true);
+        self.inner.fsync_dir(d)
+    }
+    fn rename(&self, a: &Path, b: &Path) -> io::Result<()> {
+        self.bump(false);
+        self.inner.rename(a, b)
+    }
+    fn rename_noreplace(&self, a: &Path, b: &Path) -> io::Result<()> {
+        self.bump(false);
+        self.inner.rename_noreplace(a, b)
+    }
+    fn remove_file(&self, p: &Path) -> io::Result<()> {
+        self.bump(false);
+        self.inner.remove_file(p)
+    }
+    fn remove_dir_all(&self, p: &Path) -> io::Result<()> {
+        self.bump(false);
+        self.inner.remove_dir_all(p)
+    }
+    fn unique(&self) -> String {
+        self.inner.unique()
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn main() {
+    let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(15);
+
+    // 1. Operations and fsyncs of one complete train (in-process trainer, its own writes
+    //    unsynced like a real trainer's; the orchestrator makes them durable).
+    let counting = Arc::new(Counting {
+        inner: Arc::new(trainctl::fs::OsFs),
+        fsyncs: AtomicU64::new(0),
+        mutations: AtomicU64::new(0),
+    });
+    let sb = Sandbox::new(counting.clone(), None, 1, &[]);
+    let (r, _) = sb.train(0, RunMode::ForceNew, None, TrainerScript::Complete);
+    r.expect("train");
+    let (fsyncs, mutations) = (counting.fsyncs.load(Ordering::Relaxed), counting.mutations.load(Ordering::Relaxed));
+    println!("| one complete `train` (OsFs) | {fsyncs} fsyncs | {mutations} mutating operations |");
+
+    // 2. Wall time of a whole in-process train on OsFs vs the raw floor: write + fsync +
+    //    rename + dir fsync, times the number of fsync pairs the train needs.
+    let sb = Sandbox::new(Arc::new(trainctl::fs::OsFs), None, 1, &[]);
+    let mut train_times = Vec::new();
+    for _ in 0..runs {
+        let start = Instant::now();
+        let (r, _) = sb.train(0, RunMode::ForceNew, None, TrainerScript::Complete);
+        r.expect("train");
+        train_times.push(start.elapsed());
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut floor_times = Vec::new();
+    for i in 0..runs {
+        let start = Instant::now();
+        for k in 0..fsyncs.div_ceil(2) {
+            let tmp = dir.path().join(format!("t{i}-{k}"));
+            std::fs::write(&tmp, b"x").expect("write");
+            std::fs::File::open(&tmp).and_then(|f| f.sync_all()).expect("fsync");
+            std::fs::rename(&tmp, dir.path().join(format!("f{i}-{k}"))).expect("rename");
+            std::fs::File::open(dir.path()).and_then(|f| f.sync_all()).expect("dir fsync");
+        }
+        floor_times.push(start.elapsed());
+    }
+    let (t, f) = (median(train_times), median(floor_times));
+    println!(
+        "| train (in-process trainer) vs fsync floor | {:.2} ms | floor {:.2} ms | ratio {:.2} |",
+        t.as_secs_f64() * 1e3,
+        f.as_secs_f64() * 1e3,
+        t.as_secs_f64() / f.as_secs_f64()
+    );
+
+    // 3. Command throughput on SimFs (one core): trains and status projections.
+    let sim = Arc::new(trainctl::fs::sim::SimFs::new());
+    let sb = Sandbox::new(sim.clone(), Some(&sim), 3, &[]);
+    let start = Instant::now();
+    let mut commands = 0u64;
+    while start.elapsed() < Duration::from_secs(3) {
+        let i = (commands % 3) as usize;
+        let mode = if commands % 4 == 0 { RunMode::ReuseIfExists } else { RunMode::ForceNew };
+        let _ = sb.train(i, mode, None, TrainerScript::Complete);
+        let _ = sb.variant_states(i, trainctl::completion::Depth::Sizes);
+        commands += 2;
+    }
+    let per_s = commands as f64 / start.elapsed().as_secs_f64();
+    println!("| model-vs-real style commands on SimFs | {per_s:.0} commands/s | ({commands} commands, variants grow as it runs) |");
+}
