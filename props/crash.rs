@@ -134,8 +134,11 @@ proptest! {
             let returned_ok = result.is_ok();
             let ran = sim.op_count() - start;
             let report = sim.crash(seed ^ k.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-            EXPLORED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let _ = (ran, report);
+            let explored = EXPLORED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            if std::env::var_os("TRAINCTL_REPORT").is_some() {
+                eprintln!("crash states explored so far: {explored} (unsynced ops {}, kept {}, torn {})", report.unsynced, report.kept, report.torn);
+            }
+            let _ = ran;
             check_no_false_complete(&sb)?;
             check_no_torn_cache_files(&sb)?;
             // Complete variants from before are never lost or changed.
