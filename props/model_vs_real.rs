@@ -119,15 +119,18 @@ impl ReferenceStateMachine for Reference {
 }
 
 /// Which filesystem the real side runs on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 enum Backend {
     Sim,
     Os,
 }
 
-/// The real side: the orchestrator in a sandbox.
+/// The real side: the orchestrator in a sandbox, and the commands applied so far (written as
+/// the failure trace when a comparison fails).
 pub struct Real {
     sandbox: Sandbox,
+    backend: Backend,
+    history: Vec<Command>,
 }
 
 fn run_mode(mode: Mode) -> RunMode {
@@ -167,7 +170,25 @@ impl Real {
                 Sandbox::new(sim.clone(), Some(&sim), IDENTITIES, &extra)
             }
         };
-        Real { sandbox }
+        Real {
+            sandbox,
+            backend,
+            history: Vec::new(),
+        }
+    }
+
+    /// Writes the commands applied so far (the failing sequence) and returns its path.
+    fn write_trace(&self) -> PathBuf {
+        let dir = support::failure_dir();
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join(format!("model_vs_real-{:?}.json", self.backend).to_lowercase());
+        let trace = serde_json::json!({
+            "target": "model_vs_real",
+            "backend": format!("{:?}", self.backend),
+            "commands": self.history,
+        });
+        let _ = std::fs::write(&path, serde_json::to_vec_pretty(&trace).unwrap_or_default());
+        path
     }
 
     fn job(&self, identity: usize) -> &trainctl::job::Job {
@@ -337,22 +358,139 @@ impl Real {
     }
 }
 
+/// Compares the projections; on a difference, writes the trace and fails with the replay
+/// command.
 fn check_projection(real: &Real, model: &Projection) {
     let got = real.projection();
-    assert_eq!(
-        got.variants, model.variants,
-        "variant states differ (real left, model right)"
-    );
-    assert_eq!(
-        got.records, model.records,
-        "valid cache records differ (newest first)"
-    );
+    let mut problems = Vec::new();
+    if got.variants != model.variants {
+        problems.push(format!(
+            "variant states differ:\n  real  {:?}\n  model {:?}",
+            got.variants, model.variants
+        ));
+    }
+    if got.records != model.records {
+        problems.push(format!(
+            "valid cache records differ (newest first):\n  real  {:?}\n  model {:?}",
+            got.records, model.records
+        ));
+    }
     if let Some(views) = &model.views {
-        assert_eq!(
-            got.views.as_ref(),
-            Some(views),
-            "latest/index differ from the records they derive from"
-        );
+        if got.views.as_ref() != Some(views) {
+            problems.push(format!(
+                "latest/index differ from the records:\n  real  {:?}\n  model {views:?}",
+                got.views
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        fail(real, &problems.join("\n"));
+    }
+}
+
+fn fail(real: &Real, what: &str) -> ! {
+    let path = real.write_trace();
+    panic!(
+        "{what}\nafter {} commands; trace: {}\nreplay exactly: TRAINCTL_REPLAY={} cargo test --release --test model_vs_real -- replay",
+        real.history.len(),
+        path.display(),
+        path.display()
+    );
+}
+
+/// Applies one command to both sides and compares the immediate responses.
+fn step(mut real: Real, expected: Option<&Response>, command: Command) -> Real {
+    real.history.push(command.clone());
+    match (&command, expected) {
+        (
+            Command::Train {
+                identity,
+                mode,
+                explicit_variant,
+                outcome,
+            },
+            Some(Response::Decided { expected, exit }),
+        ) => {
+            let (got, got_exit) = real.train(*identity, *mode, *explicit_variant, *outcome);
+            if (&got, &got_exit) != (expected, exit) {
+                fail(
+                    &real,
+                    &format!("{command:?}: real {got:?}/{got_exit:?}, model {expected:?}/{exit:?}"),
+                );
+            }
+        }
+        (
+            Command::DamageVariant {
+                identity,
+                pick,
+                damage,
+            },
+            _,
+        ) => real.damage_variant(*identity, *pick, *damage),
+        (Command::DamageCache(d), _) => real.damage_cache(*d),
+        (Command::RepairCache, _) => {
+            real.cache().repair().expect("repair");
+        }
+        (Command::Status, _) => {
+            let _ = real.projection();
+        }
+        (Command::Train { .. }, other) => panic!("model gave {other:?} for a train"),
+    }
+    real
+}
+
+/// Replays a trace (commands) on a backend, comparing after every command.
+fn replay_commands(backend: Backend, commands: &[Command]) {
+    let mut model = Model::new(MAX_ENTRIES);
+    let mut real = Real::new(backend);
+    check_projection(&real, &model.projection());
+    for command in commands {
+        if !model.precondition(command) {
+            continue;
+        }
+        let response = model.step(command);
+        real = step(real, Some(&response), command.clone());
+        check_projection(&real, &model.projection());
+    }
+}
+
+/// Committed regression traces (`fixtures/regressions/model_vs_real-*.json`) always run; with
+/// `TRAINCTL_REPLAY=<file>` this replays that trace exactly.
+#[test]
+fn replay() {
+    let mut traces: Vec<PathBuf> =
+        std::fs::read_dir(support::repo_root().join("fixtures/regressions"))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        p.file_name()
+                            .is_some_and(|n| n.to_string_lossy().starts_with("model_vs_real-"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+    traces.sort();
+    if let Some(file) = std::env::var_os("TRAINCTL_REPLAY") {
+        let path = PathBuf::from(file);
+        if path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("model_vs_real"))
+        {
+            traces.push(path);
+        }
+    }
+    for path in traces {
+        let trace: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).expect("read trace")).expect("trace json");
+        let backend = if trace["backend"] == "Os" {
+            Backend::Os
+        } else {
+            Backend::Sim
+        };
+        let commands: Vec<Command> =
+            serde_json::from_value(trace["commands"].clone()).expect("commands");
+        replay_commands(backend, &commands);
     }
 }
 
@@ -368,39 +506,7 @@ macro_rules! machine_test {
             }
 
             fn apply(real: Real, state: &RefState, command: Command) -> Real {
-                match (&command, &state.last) {
-                    (
-                        Command::Train {
-                            identity,
-                            mode,
-                            explicit_variant,
-                            outcome,
-                        },
-                        Some(Response::Decided { expected, exit }),
-                    ) => {
-                        let (got, got_exit) =
-                            real.train(*identity, *mode, *explicit_variant, *outcome);
-                        assert_eq!(&got, expected, "decision differs for {command:?}");
-                        assert_eq!(&got_exit, exit, "exit differs for {command:?}");
-                    }
-                    (
-                        Command::DamageVariant {
-                            identity,
-                            pick,
-                            damage,
-                        },
-                        _,
-                    ) => real.damage_variant(*identity, *pick, *damage),
-                    (Command::DamageCache(d), _) => real.damage_cache(*d),
-                    (Command::RepairCache, _) => {
-                        real.cache().repair().expect("repair");
-                    }
-                    (Command::Status, _) => {
-                        let _ = real.projection();
-                    }
-                    (Command::Train { .. }, other) => panic!("model gave {other:?} for a train"),
-                }
-                real
+                step(real, state.last.as_ref(), command)
             }
 
             fn check_invariants(real: &Real, state: &RefState) {
@@ -414,11 +520,7 @@ machine_test!(OnSimFs, Backend::Sim);
 machine_test!(OnOsFs, Backend::Os);
 
 prop_state_machine! {
-    #![proptest_config(ProptestConfig {
-        cases: support::cases(256),
-        max_shrink_iters: 4096,
-        .. ProptestConfig::default()
-    })]
+    #![proptest_config(support::seeded_config(support::cases(256), "model_vs_real", "model_agrees_with_orchestrator_on_simfs"))]
 
     /// Thousands of commands per run on the simulated filesystem.
     #[test]
@@ -426,11 +528,7 @@ prop_state_machine! {
 }
 
 prop_state_machine! {
-    #![proptest_config(ProptestConfig {
-        cases: support::cases(24),
-        max_shrink_iters: 1024,
-        .. ProptestConfig::default()
-    })]
+    #![proptest_config(support::seeded_config(support::cases(24), "model_vs_real", "model_agrees_with_orchestrator_on_osfs"))]
 
     /// The same on the real filesystem in a temp dir.
     #[test]

@@ -13,7 +13,7 @@ pub enum VariantView {
     Incomplete { lease_live: bool },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Mode {
     ReuseIfExists,
     ForceNew,

@@ -10,7 +10,7 @@ use crate::decision::{decide, ErrorKind, Expected, Mode, ParentView, Request, Va
 pub const IDENTITIES: usize = 3;
 
 /// How a started trainer ends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Outcome {
     /// Trainer succeeds and its outputs validate: `status: completed`, a cache record.
     Complete,
@@ -20,7 +20,7 @@ pub enum Outcome {
     Killed,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum VariantDamage {
     DeleteMetadata,
     TruncateMetadata,
@@ -30,7 +30,7 @@ pub enum VariantDamage {
     DeleteCheckpointDir,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum CacheDamage {
     TruncateLatest,
     DeleteLatest,
@@ -40,7 +40,7 @@ pub enum CacheDamage {
     TruncateRecord { pick: usize },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Command {
     Train {
         identity: usize,

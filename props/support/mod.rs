@@ -335,3 +335,34 @@ pub fn seeds(base: u64, count: u64) -> Box<dyn Iterator<Item = u64>> {
     }))
 }
 pub mod lin;
+
+/// A proptest config whose RNG seed is known: `TRAINCTL_SEED` if set, else a fresh one. The
+/// seed and the one-line replay command are printed at the start; libtest shows a test's
+/// output only when it fails, so every failure carries them.
+pub fn seeded_config(cases: u32, target: &str, test: &str) -> proptest::test_runner::Config {
+    let seed = std::env::var("TRAINCTL_SEED")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or_else(|| {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
+            t ^ (std::process::id() as u64).rotate_left(32)
+        });
+    eprintln!(
+        "seed {seed}; replay: TRAINCTL_SEED={seed} cargo test --release --test {target} -- {test}"
+    );
+    proptest::test_runner::Config {
+        cases,
+        max_shrink_iters: 4096,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(seed),
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    }
+}
+
+/// Where failing properties write their minimised traces.
+pub fn failure_dir() -> PathBuf {
+    repo_root().join("target/trainctl-failures")
+}
