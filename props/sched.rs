@@ -34,12 +34,12 @@ struct Case {
     schedule: Vec<usize>,
 }
 
+/// The next value of the project's one PRNG over a bare u64 state.
 fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+    let mut rng = trainctl::rng::SplitMix64::new(*state);
+    let value = rng.next_u64();
+    *state = rng.state;
+    value
 }
 
 /// The case a seed stands for.

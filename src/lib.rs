@@ -19,5 +19,6 @@ pub mod naming;
 pub mod observe;
 pub mod paths;
 pub mod plan;
+pub mod rng;
 pub mod train;
 pub mod trainer;

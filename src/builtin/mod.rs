@@ -14,16 +14,15 @@ pub mod ckpt;
 pub mod metrics;
 pub mod model;
 pub mod optim;
-pub mod rng;
 pub mod text;
 
 use crate::data::{self, Record};
+use crate::rng::SplitMix64;
 use ckpt::TensorSet;
 use metrics::{evaluate, Evaluation};
 use model::{backward_weights, emissions, loss_and_demissions, Example, Params, Touched};
 use optim::LossScaler;
-use rng::SplitMix64;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -46,32 +45,9 @@ const MAX_HASH_DIM: u64 = 1 << 24;
 const MAX_WINDOW: u64 = 16;
 const MAX_LABELS: usize = 1024;
 
-/// Early-stopping settings of the job.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct EarlyStopping {
-    pub enabled: bool,
-    pub patience: u64,
-    pub min_delta: f64,
-}
-
-/// The job's hyperparameters. Unknown keys are errors: a knob this trainer cannot honour
-/// must never be ignored silently (SPEC §1).
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Hyperparameters {
-    pub learning_rate: f64,
-    pub epochs: u64,
-    pub batch_size: u64,
-    pub dropout: f64,
-    pub weight_decay: f64,
-    pub gradient_accumulation_steps: u64,
-    pub warmup_steps: u64,
-    pub max_grad_norm: f64,
-    pub validation_fraction: f64,
-    pub early_stopping: EarlyStopping,
-    pub eval_interval: u64,
-}
+// The job's hyperparameters are the orchestrator's effective ones, with the same strict
+// schema: a knob this trainer cannot honour must never be ignored silently (SPEC §1).
+pub use crate::config::{EarlyStopping, Hyperparameters};
 
 /// The job file (see fixtures/trainer/README.md for the protocol). Extra fields are ignored.
 #[derive(Clone, Debug, Deserialize)]

@@ -139,24 +139,16 @@ pub struct CrashReport {
     pub torn: bool,
 }
 
-/// splitmix64 (Steele, Lea, Flood 2014): the only randomness, seeded by `crash(seed)`.
-struct SplitMix64(u64);
+/// The crash model's randomness: the project's one PRNG, seeded by `crash(seed)`.
+struct CrashRng(crate::rng::SplitMix64);
 
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform-enough in `0..n` (0 when `n == 0`).
+impl CrashRng {
+    /// Uniform in `0..n` (0 when `n == 0`).
     fn below(&mut self, n: usize) -> usize {
         if n == 0 {
             0
         } else {
-            (self.next() % n as u64) as usize
+            self.0.below(n as u64) as usize
         }
     }
 }
@@ -412,7 +404,7 @@ fn write_at(content: &mut Vec<u8>, off: usize, bytes: &[u8]) {
 }
 
 /// Which log entries a crash keeps: one of four seed-chosen shapes.
-fn choose_kept(rng: &mut SplitMix64, n: usize) -> Vec<bool> {
+fn choose_kept(rng: &mut CrashRng, n: usize) -> Vec<bool> {
     match rng.below(4) {
         // A prefix: everything up to some point reached the disk (ALICE's prefixes).
         0 => {
@@ -771,7 +763,7 @@ impl State {
     // Crash.
 
     fn crash(&mut self, seed: u64, keep_nothing: bool) -> CrashReport {
-        let mut rng = SplitMix64(seed);
+        let mut rng = CrashRng(crate::rng::SplitMix64::new(seed));
         let unsynced = self.log.len();
         let keep = if keep_nothing {
             vec![false; unsynced]

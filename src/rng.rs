@@ -1,6 +1,7 @@
-//! The trainer's only source of randomness: splitmix64 (Steele, Lea & Flood 2014), written
-//! out here so its stream is fixed forever (no dependency whose algorithm may change). Its
-//! whole state is one u64, which checkpoints store. Never seeded from the clock.
+//! The project's one PRNG: splitmix64 (Steele, Lea & Flood 2014), written out here so its
+//! stream is fixed forever (no dependency whose algorithm may change). Its whole state is one
+//! u64, which trainer checkpoints store. Used by the built-in trainer, SimFs crashes and the
+//! test scheduler; never seeded from the clock.
 
 /// splitmix64: `state += golden; mix(state)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
