@@ -79,6 +79,12 @@ impl<'a> FsVariants<'a> {
             return hit.clone();
         }
         let dir = self.dir.join(self.layout.variant_name(variant));
+        // The lease is read BEFORE the completion: completing a variant needs a lease
+        // generation above the one read here, so if the variant completes after this read, a
+        // takeover of generation n+1 by this caller must fail (busy). Reading in the other
+        // order let a resumer see "incomplete" from before and "released" from after another
+        // process finished, and retrain a complete variant (found by props/races.rs).
+        let lease = read_lease(self.fs, &dir, self.facts);
         let completion = completion::check(
             self.fs,
             self.layout,
@@ -87,7 +93,7 @@ impl<'a> FsVariants<'a> {
             variant,
             Depth::Sizes,
         );
-        let seen = (completion, read_lease(self.fs, &dir, self.facts));
+        let seen = (completion, lease);
         self.memo.borrow_mut().insert(variant, seen.clone());
         seen
     }

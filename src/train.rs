@@ -400,7 +400,27 @@ pub fn train(job: &Job, ctx: &Context<'_>) -> Result<Report> {
             )
             .map_err(|e| io(&dir, e))?
             {
-                Take::Won(l) => (variant, dir, l),
+                Take::Won(l) => {
+                    // Under the lease, make sure the variant is still incomplete: a complete
+                    // variant is never modified (defence in depth for the read order above).
+                    let now_complete = completion::check(
+                        fs,
+                        &job.layout,
+                        &dir,
+                        Some(&job.identity),
+                        variant,
+                        completion::Depth::Sizes,
+                    )
+                    .is_complete();
+                    if now_complete {
+                        let _ = lease::release(fs, &dir, &l, now_ms());
+                        return Err(Error::new(
+                            ErrorKind::Busy,
+                            format!("variant {variant} was completed by another process meanwhile"),
+                        ));
+                    }
+                    (variant, dir, l)
+                }
                 Take::Lost => {
                     return Err(Error::new(
                         ErrorKind::Busy,
