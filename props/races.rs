@@ -10,7 +10,6 @@ use std::sync::{Arc, Barrier};
 use support::harness::{Sandbox, TrainerScript};
 use trainctl::completion::Depth;
 use trainctl::config::schema::RunMode;
-use trainctl::error::ErrorKind;
 
 fn rounds() -> usize {
     support::cases(8) as usize
