@@ -109,7 +109,7 @@ fn crash_points(total: u64, stride: u64) -> Vec<u64> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(support::cases(12)))]
+    #![proptest_config(support::seeded_config(support::cases(12), "crash", "survives_a_power_loss"))]
 
     /// A power loss at every operation of `train` (after some history), then recovery with
     /// resume_if_incomplete.
