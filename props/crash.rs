@@ -84,10 +84,26 @@ fn check_no_false_complete(sb: &Sandbox) -> Result<(), TestCaseError> {
         let sizes = sb.variant_states(i, Depth::Sizes);
         let digests = sb.variant_states(i, Depth::Digests);
         prop_assert_eq!(
-            sizes,
-            digests,
+            &sizes,
+            &digests,
             "a variant is complete by size but its bytes differ"
         );
+        // `completed` is written last: whenever metadata says so, the variant IS complete
+        // (a consumer reading only the status must never be fooled).
+        let job = &sb.jobs[i];
+        for v in sizes.keys() {
+            let dir = job.layout.variant_dir(&job.identity, *v).expect("dir");
+            if let Ok(meta) = trainctl::completion::read_metadata(&*sb.fs, &dir) {
+                if meta.status == trainctl::completion::RunStatus::Completed {
+                    prop_assert_eq!(
+                        digests.get(v).map(String::as_str),
+                        Some("complete"),
+                        "v{} says completed but is not complete",
+                        v
+                    );
+                }
+            }
+        }
     }
     Ok(())
 }

@@ -275,15 +275,30 @@ fn final_record(
 
 /// Adds the missing final_training records of this identity's complete variants (a crash
 /// between completion and the record). Returns the variants backfilled.
-fn backfill(
-    ctx: &Context<'_>,
-    job: &Job,
-    cache: &Cache<'_>,
-    variants: &FsVariants<'_>,
-) -> Result<Vec<u64>> {
+fn backfill(ctx: &Context<'_>, job: &Job, cache: &Cache<'_>) -> Result<Vec<u64>> {
+    // A fresh look at the identity (the caller's scan predates its own run). A variant whose
+    // lease is live belongs to a running owner that writes its own record before releasing:
+    // leave it alone, or two records would exist for one run. The lease is read before the
+    // completion, and the records are listed after both, so a released lease means the
+    // owner's record is already visible.
+    let facts = ctx.host.facts(job.config.lease_timeout_s() * 1000);
+    let variants = FsVariants::scan(ctx.fs, &job.layout, &job.identity, &facts)?;
+    let mut candidates = Vec::new();
+    for v in variants.numbers().iter().copied() {
+        let (completion, lease) = variants.observe(v);
+        if lease.is_live() {
+            continue;
+        }
+        if let completion::Completion::Complete(meta) = completion {
+            candidates.push((v, meta));
+        }
+    }
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
     let names = cache.record_names()?;
     let mut done = Vec::new();
-    for v in variants.numbers().iter().copied() {
+    for (v, meta) in candidates {
         // A record counts only if it is valid: a torn or corrupt one is replaced.
         let token = format!("_{}_", record_name_token(&subject(job, v)));
         let has_valid = names.iter().filter(|n| n.contains(&token)).any(|n| {
@@ -294,20 +309,18 @@ fn backfill(
         if has_valid {
             continue;
         }
-        if let completion::Completion::Complete(meta) = variants.completion(v) {
-            let dir = job.layout.variant_dir(&job.identity, v)?;
-            let metrics = ctx
-                .fs
-                .read(&dir.join(METRICS_FILE))
-                .ok()
-                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-                .unwrap_or(Value::Null);
-            cache.write(
-                &final_record(job, v, &dir, &meta, &metrics, (ctx.now_us)()),
-                (ctx.now_us)(),
-            )?;
-            done.push(v);
-        }
+        let dir = job.layout.variant_dir(&job.identity, v)?;
+        let metrics = ctx
+            .fs
+            .read(&dir.join(METRICS_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .unwrap_or(Value::Null);
+        cache.write(
+            &final_record(job, v, &dir, &meta, &metrics, (ctx.now_us)()),
+            (ctx.now_us)(),
+        )?;
+        done.push(v);
     }
     Ok(done)
 }
@@ -350,7 +363,7 @@ pub fn train(job: &Job, ctx: &Context<'_>) -> Result<Report> {
 
     let (variant, dir, held) = match decision {
         Decision::Reuse { variant } => {
-            let backfilled = backfill(ctx, job, &cache, &variants)?;
+            let backfilled = backfill(ctx, job, &cache)?;
             let dir = job.layout.variant_dir(&job.identity, variant)?;
             let metrics = fs
                 .read(&dir.join(METRICS_FILE))
@@ -452,7 +465,7 @@ pub fn train(job: &Job, ctx: &Context<'_>) -> Result<Report> {
     }
     let (cache_record, metrics, more) = result?;
     warnings.extend(more);
-    let backfilled = backfill(ctx, job, &cache, &variants)?;
+    let backfilled = backfill(ctx, job, &cache)?;
     Ok(Report {
         decision,
         output_dir: dir,
