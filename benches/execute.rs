@@ -96,7 +96,10 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 fn main() {
-    let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(15);
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(15);
 
     // 1. Operations and fsyncs of one complete train (in-process trainer, its own writes
     //    unsynced like a real trainer's; the orchestrator makes them durable).
@@ -108,7 +111,10 @@ fn main() {
     let sb = Sandbox::new(counting.clone(), None, 1, &[]);
     let (r, _) = sb.train(0, RunMode::ForceNew, None, TrainerScript::Complete);
     r.expect("train");
-    let (fsyncs, mutations) = (counting.fsyncs.load(Ordering::Relaxed), counting.mutations.load(Ordering::Relaxed));
+    let (fsyncs, mutations) = (
+        counting.fsyncs.load(Ordering::Relaxed),
+        counting.mutations.load(Ordering::Relaxed),
+    );
     println!("| one complete `train` (OsFs) | {fsyncs} fsyncs | {mutations} mutating operations |");
 
     // 2. Wall time of a whole in-process train on OsFs vs the raw floor: write + fsync +
@@ -128,9 +134,13 @@ fn main() {
         for k in 0..fsyncs.div_ceil(2) {
             let tmp = dir.path().join(format!("t{i}-{k}"));
             std::fs::write(&tmp, b"x").expect("write");
-            std::fs::File::open(&tmp).and_then(|f| f.sync_all()).expect("fsync");
+            std::fs::File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .expect("fsync");
             std::fs::rename(&tmp, dir.path().join(format!("f{i}-{k}"))).expect("rename");
-            std::fs::File::open(dir.path()).and_then(|f| f.sync_all()).expect("dir fsync");
+            std::fs::File::open(dir.path())
+                .and_then(|f| f.sync_all())
+                .expect("dir fsync");
         }
         floor_times.push(start.elapsed());
     }
@@ -149,7 +159,11 @@ fn main() {
     let mut commands = 0u64;
     while start.elapsed() < Duration::from_secs(3) {
         let i = (commands % 3) as usize;
-        let mode = if commands % 4 == 0 { RunMode::ReuseIfExists } else { RunMode::ForceNew };
+        let mode = if commands % 4 == 0 {
+            RunMode::ReuseIfExists
+        } else {
+            RunMode::ForceNew
+        };
         let _ = sb.train(i, mode, None, TrainerScript::Complete);
         let _ = sb.variant_states(i, trainctl::completion::Depth::Sizes);
         commands += 2;

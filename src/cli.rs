@@ -8,7 +8,7 @@ use crate::fs::{Fs, OsFs};
 use crate::job::{self, Host};
 use crate::lease::LeaseView;
 use crate::observe::{self, FsVariants};
-use crate::plan::{self, Request, VariantOracle};
+use crate::plan::{self, VariantOracle};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 use std::io::Write;
@@ -197,12 +197,7 @@ pub fn plan_command(
     let job = job::prepare(config, fs, host)?;
     let facts = host.facts(job.config.lease_timeout_s() * 1000);
     let variants = FsVariants::scan(fs, &job.layout, &job.identity, &facts)?;
-    let request = Request {
-        mode: job.config.mode(),
-        explicit_variant: job.config.final_training.variant.number,
-        parent: job.parent_state.clone(),
-        target_epochs: job.config.hyperparameters.epochs,
-    };
+    let request = job.request();
     let decision = plan::decide(&request, &variants)?;
     let variant = decision.variant();
     let output_dir = job.layout.variant_dir(&job.identity, variant)?;

@@ -128,6 +128,16 @@ impl Job {
         job
     }
 
+    /// The decision request of this job (SPEC §2.2 inputs besides the observed variants).
+    pub fn request(&self) -> crate::plan::Request {
+        crate::plan::Request {
+            mode: self.config.mode(),
+            explicit_variant: self.config.final_training.variant.number,
+            parent: self.parent_state.clone(),
+            target_epochs: self.config.hyperparameters.epochs,
+        }
+    }
+
     pub fn spec_fp(&self) -> &str {
         &self.identity.spec_fp
     }

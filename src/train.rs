@@ -15,7 +15,7 @@ use crate::identity::sha256_hex;
 use crate::job::{Host, Job};
 use crate::lease::{self, Heartbeat, LeaseRecord, Owner, Take};
 use crate::observe::FsVariants;
-use crate::plan::{self, Decision, Request, VariantOracle};
+use crate::plan::{self, Decision, VariantOracle};
 use crate::trainer::{Outcome, Run, Trainer, TrainerProcess};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -348,12 +348,7 @@ pub fn train(job: &Job, ctx: &Context<'_>) -> Result<Report> {
     let fs = ctx.fs;
     let facts = ctx.host.facts(job.config.lease_timeout_s() * 1000);
     let variants = FsVariants::scan(fs, &job.layout, &job.identity, &facts)?;
-    let request = Request {
-        mode: job.config.mode(),
-        explicit_variant: job.config.final_training.variant.number,
-        parent: job.parent_state.clone(),
-        target_epochs: job.config.hyperparameters.epochs,
-    };
+    let request = job.request();
     let decision = plan::decide(&request, &variants)?;
     let mut warnings = job.warnings.clone();
     let settings =

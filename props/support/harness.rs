@@ -369,12 +369,7 @@ impl Sandbox {
         let facts = host.facts(job.config.lease_timeout_s() * 1000);
         let variants =
             trainctl::observe::FsVariants::scan(&*self.fs, &job.layout, &job.identity, &facts)?;
-        let request = trainctl::plan::Request {
-            mode: job.config.mode(),
-            explicit_variant: job.config.final_training.variant.number,
-            parent: job.parent_state.clone(),
-            target_epochs: job.config.hyperparameters.epochs,
-        };
+        let request = job.request();
         trainctl::plan::decide(&request, &variants)
     }
 
