@@ -275,7 +275,6 @@ fn resumers_of_one_stale_variant(threads: u32) {
             .collect();
         let winners = handles
             .into_iter()
-            .filter(|_| true)
             .map(|h| h.join().expect("thread"))
             .filter(|w| *w)
             .count();
