@@ -75,6 +75,24 @@ pub enum Command {
     /// `TRAINCTL_JOB`).
     #[command(name = "__builtin-train", hide = true)]
     BuiltinTrain,
+    /// Convert a complete final training for serving (SPEC §9); the built-in converter
+    /// writes an inference bundle that `predict` loads.
+    Convert {
+        /// The final-training variant dir (…/spec-<spec8>_exec-<exec8>/v<N>).
+        #[arg(long, value_name = "DIR", conflicts_with = "latest", required_unless_present = "latest")]
+        from: Option<PathBuf>,
+        /// The latest complete final training of the configured model and storage_env.
+        #[arg(long)]
+        latest: bool,
+    },
+    /// Tag the entities in TEXT with an inference bundle (or a built-in checkpoint dir).
+    Predict {
+        /// A conversion output dir (or a `checkpoint/` dir of the built-in trainer).
+        #[arg(long, value_name = "DIR")]
+        bundle: PathBuf,
+        /// The text to tag.
+        text: String,
+    },
     /// Check or repair the dual-file caches (records, latest, index).
     Cache {
         #[command(subcommand)]
@@ -166,6 +184,14 @@ pub fn run(cli: &Cli) -> Result<Output> {
             })
         }
         Command::Status { deep } => status_command(&opts, &cwd, &fs, &host, *deep),
+        Command::Convert { from, latest } => {
+            let from = match (from, latest) {
+                (Some(dir), false) => crate::convert::From::Dir(dir.clone()),
+                _ => crate::convert::From::Latest,
+            };
+            convert_command(&opts, &cwd, &fs, &host, &from)
+        }
+        Command::Predict { bundle, text } => predict_command(&fs, &cwd, bundle, text),
         Command::Config {
             action: ConfigAction::Show,
         } => config_show(&opts, &cwd, &fs, &host),
@@ -373,6 +399,93 @@ pub fn cache_command(
     // Problems are reported, not failed on: exit 0 and `problems` > 0 (see docs/contract.md).
     let doc = json!({"repaired": repair, "problems": total, "caches": report});
     Ok(Output { json: doc, human })
+}
+
+/// `trainctl convert --from DIR | --latest`.
+pub fn convert_command(
+    opts: &LoadOptions,
+    cwd: &std::path::Path,
+    fs: &dyn Fs,
+    host: &Host<'_>,
+    from: &crate::convert::From,
+) -> Result<Output> {
+    let config = config::load(opts, cwd, host.var)?;
+    let now = || crate::cache::rfc3339(now_us());
+    let report = crate::convert::convert(&config, fs, host, cwd, from, &now)?;
+    let doc = json!({
+        "decision": report.decision,
+        "output_dir": report.output_dir,
+        "conv_fp": report.conv_fp,
+        "run_name": report.run_name,
+        "parent": report.manifest["parent"],
+        "files": report.manifest["files"],
+        "converter": report.manifest["converter"],
+        "tags": report.manifest["tags"],
+        "warnings": report.warnings,
+    });
+    let mut human = format!(
+        "{} conversion: {}\nrun_name: {}\nconv_fp: {}\nparent: {}\n",
+        report.decision,
+        report.output_dir.display(),
+        report.run_name,
+        report.conv_fp,
+        report.manifest["parent"]["dir"].as_str().unwrap_or("?"),
+    );
+    for w in &report.warnings {
+        human.push_str(&format!("warning: {w}\n"));
+    }
+    Ok(Output { json: doc, human })
+}
+
+/// `trainctl predict --bundle DIR TEXT`: entity spans (char offsets) from a bundle. A
+/// conversion output is verified against its manifest before it is loaded.
+pub fn predict_command(
+    fs: &dyn Fs,
+    cwd: &std::path::Path,
+    bundle: &std::path::Path,
+    text: &str,
+) -> Result<Output> {
+    let dir = crate::convert::normalize(cwd, bundle);
+    if !fs.is_dir(&dir) {
+        return Err(Error::new(
+            ErrorKind::CheckpointMissing,
+            format!("bundle {} does not exist", dir.display()),
+        ));
+    }
+    if fs.exists(&dir.join(crate::convert::MANIFEST_FILE)) {
+        crate::convert::check_output(fs, &dir).map_err(|reason| {
+            Error::new(
+                ErrorKind::CheckpointInvalid,
+                format!("bundle {} does not verify ({reason})", dir.display()),
+            )
+        })?;
+    }
+    let spans = crate::builtin::predict(&dir, text)
+        .map_err(|m| Error::new(ErrorKind::CheckpointInvalid, m))?;
+    let entities: Vec<Value> = spans
+        .iter()
+        .map(|(start, end, label)| {
+            let piece: String = text.chars().skip(*start).take(end - start).collect();
+            json!({"start": start, "end": end, "label": label, "text": piece})
+        })
+        .collect();
+    let mut human = String::new();
+    if entities.is_empty() {
+        human.push_str("no entities\n");
+    }
+    for e in &entities {
+        human.push_str(&format!(
+            "{:<14} {:?} [{}, {})\n",
+            e["label"].as_str().unwrap_or(""),
+            e["text"].as_str().unwrap_or(""),
+            e["start"],
+            e["end"]
+        ));
+    }
+    Ok(Output {
+        json: json!({"bundle": dir, "text": text, "entities": entities}),
+        human,
+    })
 }
 
 fn source_json(job: &job::Job) -> Value {

@@ -288,7 +288,7 @@ pub fn label_map(config: &serde_json::Value) -> Option<BTreeMap<u64, String>> {
     dense.then_some(out)
 }
 
-fn is_plain_relative(p: &str) -> bool {
+pub fn is_plain_relative(p: &str) -> bool {
     let path = Path::new(p);
     !p.is_empty() && path.components().all(|c| matches!(c, Component::Normal(_)))
 }

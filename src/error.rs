@@ -45,6 +45,10 @@ pub enum ErrorKind {
     Busy,
     /// The trainer failed, timed out or was killed.
     TrainingFailed,
+    /// A converter's input artifact is missing (checked before anything is written).
+    ConversionArtifactsMissing,
+    /// The converter failed, or its output does not verify.
+    ConversionFailed,
     /// A bug or an unexpected I/O failure.
     Internal,
 }
@@ -70,6 +74,8 @@ impl ErrorKind {
             ErrorKind::NothingToContinue => "nothing_to_continue",
             ErrorKind::Busy => "busy",
             ErrorKind::TrainingFailed => "training_failed",
+            ErrorKind::ConversionArtifactsMissing => "conversion_artifacts_missing",
+            ErrorKind::ConversionFailed => "conversion_failed",
             ErrorKind::Internal => "internal",
         }
     }
@@ -93,9 +99,10 @@ impl ErrorKind {
             | ErrorKind::VariantIncomplete
             | ErrorKind::ParentNotFound
             | ErrorKind::ParentIncomplete
-            | ErrorKind::NothingToContinue => 3,
+            | ErrorKind::NothingToContinue
+            | ErrorKind::ConversionArtifactsMissing => 3,
             ErrorKind::Busy => 4,
-            ErrorKind::TrainingFailed => 5,
+            ErrorKind::TrainingFailed | ErrorKind::ConversionFailed => 5,
             ErrorKind::Internal => 1,
         }
     }

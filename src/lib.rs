@@ -9,6 +9,7 @@ pub mod cache;
 pub mod cli;
 pub mod completion;
 pub mod config;
+pub mod convert;
 pub mod data;
 pub mod error;
 pub mod fs;
