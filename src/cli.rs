@@ -79,7 +79,12 @@ pub enum Command {
     /// writes an inference bundle that `predict` loads.
     Convert {
         /// The final-training variant dir (…/spec-<spec8>_exec-<exec8>/v<N>).
-        #[arg(long, value_name = "DIR", conflicts_with = "latest", required_unless_present = "latest")]
+        #[arg(
+            long,
+            value_name = "DIR",
+            conflicts_with = "latest",
+            required_unless_present = "latest"
+        )]
         from: Option<PathBuf>,
         /// The latest complete final training of the configured model and storage_env.
         #[arg(long)]

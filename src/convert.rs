@@ -199,7 +199,9 @@ fn check_builtin_inputs(fs: &dyn Fs, parent: &Path) -> Result<()> {
 /// sha256. `Err` names what is wrong.
 pub fn check_output(fs: &dyn Fs, dir: &Path) -> std::result::Result<Value, String> {
     let path = dir.join(MANIFEST_FILE);
-    let bytes = fs.read(&path).map_err(|_| format!("{MANIFEST_FILE} missing"))?;
+    let bytes = fs
+        .read(&path)
+        .map_err(|_| format!("{MANIFEST_FILE} missing"))?;
     let manifest: Value =
         serde_json::from_slice(&bytes).map_err(|_| format!("{MANIFEST_FILE} corrupt"))?;
     let files = manifest
@@ -260,7 +262,9 @@ fn run_converter(
         None => {
             let ckpt = parent.join(CHECKPOINT_DIR);
             for name in BUNDLE_FILES {
-                let bytes = fs.read(&ckpt.join(name)).map_err(|e| io(&ckpt.join(name), e))?;
+                let bytes = fs
+                    .read(&ckpt.join(name))
+                    .map_err(|e| io(&ckpt.join(name), e))?;
                 let to = staged.join(name);
                 fs.write(&to, &bytes).map_err(|e| io(&to, e))?;
             }
@@ -453,9 +457,7 @@ pub fn convert(
             &parent_dir,
             &staged,
             &job,
-            external
-                .as_ref()
-                .map(|t| t as &dyn crate::trainer::Trainer),
+            external.as_ref().map(|t| t as &dyn crate::trainer::Trainer),
         )?;
         let mut names = Vec::new();
         files_below(fs, &staged, Path::new(""), 0, &mut names);
@@ -510,7 +512,8 @@ pub fn convert(
             // A concurrent convert of the same parent published first: same inputs, same
             // conv_fp, so its bundle is the answer.
             let _ = fs.remove_dir_all(&staged);
-            warnings.push("another convert of this parent finished first; reusing its output".into());
+            warnings
+                .push("another convert of this parent finished first; reusing its output".into());
             reuse(fs, &out, conv, run_name, warnings)
         }
         Err(e) => {

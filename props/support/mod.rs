@@ -40,10 +40,9 @@ impl Project {
             &repo_root().join("fixtures/datasets/resume_tiny"),
             &dir.path().join("fixtures/datasets/resume_tiny"),
         );
-        copy_tree(
-            &repo_root().join("fixtures/trainer"),
-            &dir.path().join("fixtures/trainer"),
-        );
+        for fixture in ["fixtures/trainer", "fixtures/converter"] {
+            copy_tree(&repo_root().join(fixture), &dir.path().join(fixture));
+        }
         Project { dir }
     }
 
