@@ -369,6 +369,41 @@ fn parent_error(state: &ParentState) -> Option<Error> {
     }
 }
 
+/// The label list the data config gives: `["O"] + sorted(entity_types)` (SPEC §8).
+pub fn data_labels(config: &Config) -> Vec<String> {
+    let mut types = config.data.schema.entity_types.clone();
+    types.sort();
+    types.dedup();
+    std::iter::once("O".to_string()).chain(types).collect()
+}
+
+/// SPEC §2.4: the label map of a loaded checkpoint must equal the data config's. Checked
+/// whenever the checkpoint's config.json is readable (also with `checkpoint.validate: false`,
+/// which skips content validation, not this), before anything is written.
+fn check_label_map(config: &Config, fs: &dyn Fs, ckpt: &Path) -> Result<()> {
+    let Some(found) = fs
+        .read(&ckpt.join("config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|c| completion::label_map(&c))
+    else {
+        return Ok(());
+    };
+    let got: Vec<String> = found.into_values().collect();
+    let want = data_labels(config);
+    if got != want {
+        return Err(Error::new(
+            ErrorKind::LabelMapMismatch,
+            format!(
+                "{} has labels {got:?}, but data config {} gives {want:?}",
+                ckpt.join("config.json").display(),
+                config.display("data")
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn resolve_source(
     config: &Config,
     fs: &dyn Fs,
@@ -403,6 +438,7 @@ fn resolve_source(
                 return Err(err);
             }
             let dir = dir.ok_or_else(|| Error::internal("complete parent without a directory"))?;
+            check_label_map(config, fs, &dir.join(completion::CHECKPOINT_DIR))?;
             let meta = completion::read_metadata(fs, &dir).map_err(|r| {
                 Error::new(
                     ErrorKind::ParentIncomplete,
@@ -483,6 +519,7 @@ fn resolve_source(
                     dir.display()
                 ));
             }
+            check_label_map(config, fs, &dir)?;
             Ok((
                 ResolvedSource {
                     kind,

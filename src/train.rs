@@ -52,10 +52,7 @@ fn io(path: &Path, e: std::io::Error) -> Error {
 
 /// The label list of the data config: `["O"] + sorted(entity_types)`.
 pub fn labels(job: &Job) -> Vec<String> {
-    let mut types = job.config.data.schema.entity_types.clone();
-    types.sort();
-    types.dedup();
-    std::iter::once("O".to_string()).chain(types).collect()
+    crate::job::data_labels(&job.config)
 }
 
 /// Allocates a NEW variant: a staged dir holding lease generation 1 is published by a

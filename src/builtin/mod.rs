@@ -758,9 +758,14 @@ impl Trainer {
     }
 
     fn lr(&self) -> f64 {
-        optim::learning_rate(
+        self.lr_at(self.st.step)
+    }
+
+    fn lr_at(&self, step: u64) -> f64 {
+        optim::scheduled_rate(
+            self.setup.hp.lr_scheduler.unwrap_or_default(),
             self.setup.hp.learning_rate,
-            self.st.step,
+            step,
             self.setup.hp.warmup_steps,
             self.setup.total_steps,
         )
@@ -978,12 +983,7 @@ impl Trainer {
                     self.st.step,
                     total,
                     self.st.window_loss / self.st.window_steps.max(1) as f64,
-                    optim::learning_rate(
-                        self.setup.hp.learning_rate,
-                        self.st.step - 1,
-                        self.setup.hp.warmup_steps,
-                        total
-                    ),
+                    self.lr_at(self.st.step - 1),
                     if self.setup.half {
                         format!(" scale {}", self.st.scaler.scale)
                     } else {
@@ -1048,7 +1048,7 @@ impl Trainer {
             "epoch_shuffle": {"seed": self.setup.seed, "tag": epoch_tag(self.st.epoch), "algorithm": "splitmix64-fisher-yates"},
             "rng": self.st.rng.state,
             "scheduler": {
-                "kind": "linear_warmup_linear_decay",
+                "kind": self.setup.hp.lr_scheduler.unwrap_or_default().as_str(),
                 "base_lr": self.setup.hp.learning_rate,
                 "warmup_steps": self.setup.hp.warmup_steps,
                 "total_steps": self.setup.total_steps,

@@ -21,6 +21,24 @@ pub fn learning_rate(base: f64, step: u64, warmup: u64, total: u64) -> f64 {
     base * (total - step) as f64 / (total - warmup) as f64
 }
 
+/// The learning rate of step `step` under `kind`: [`learning_rate`] for linear decay; for
+/// constant, the same warmup and then `base` for every later step (independent of `total`).
+pub fn scheduled_rate(
+    kind: crate::config::schema::LrScheduler,
+    base: f64,
+    step: u64,
+    warmup: u64,
+    total: u64,
+) -> f64 {
+    match kind {
+        crate::config::schema::LrScheduler::Linear => learning_rate(base, step, warmup, total),
+        crate::config::schema::LrScheduler::Constant if step < warmup => {
+            base * (step + 1) as f64 / warmup as f64
+        }
+        crate::config::schema::LrScheduler::Constant => base,
+    }
+}
+
 /// AdamW update (PyTorch's `torch.optim.AdamW` arithmetic), dense over every parameter in a
 /// fixed order. `t` is the 1-based count of applied updates. Weight decay applies to the
 /// feature weights only (not to CRF transitions).
@@ -180,6 +198,22 @@ mod tests {
         assert_eq!(lr(10), 0.0);
         assert_eq!(learning_rate(1.0, 0, 0, 1), 1.0);
         assert_eq!(learning_rate(1.0, 3, 20, 5), 0.2);
+    }
+
+    #[test]
+    fn constant_schedule_warms_up_then_ignores_the_total() {
+        use crate::config::schema::LrScheduler::{Constant, Linear};
+        for total in [5, 10, 1000] {
+            let lr = |s| scheduled_rate(Constant, 1.0, s, 4, total);
+            assert_eq!(
+                (lr(0), lr(3), lr(4), lr(9), lr(2000)),
+                (0.25, 1.0, 1.0, 1.0, 1.0)
+            );
+        }
+        assert_eq!(
+            scheduled_rate(Linear, 1.0, 9, 4, 10),
+            learning_rate(1.0, 9, 4, 10)
+        );
     }
 
     #[test]

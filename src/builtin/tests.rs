@@ -591,3 +591,155 @@ fn measure() {
         );
     }
 }
+
+/// The resume-equivalence property over random small configs and datasets (issue 5): a run
+/// killed at ANY step k (the state on disk is then the last step checkpoint at or before k,
+/// plus the temp dir of the checkpoint write the kill interrupted) and resumed the way
+/// `train` resumes (from `latest_step_checkpoint`, or from the start when there is none)
+/// ends byte-identical to the uninterrupted run: checkpoint/ files and metrics.json.
+mod resume_property {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    struct Case {
+        n_train: usize,
+        n_val: Option<usize>,
+        batch: u64,
+        accum: u64,
+        epochs: u64,
+        warmup: u64,
+        save: u64,
+        eval: u64,
+        max_length: u64,
+        crf: bool,
+        fp16: bool,
+        constant_lr: bool,
+        early_stopping: bool,
+        dropout: f64,
+        seed: u64,
+        /// Where the kill lands, as a fraction of the run's steps.
+        cut: f64,
+    }
+
+    fn case() -> impl Strategy<Value = Case> {
+        (
+            (3usize..30, prop::option::of(2usize..10), 1u64..10, 1u64..4),
+            (1u64..4, 0u64..6, 1u64..4, 1u64..4, 4u64..32),
+            (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()),
+            (0.0f64..0.4, 0u64..1000, 0.0f64..1.0),
+        )
+            .prop_map(
+                |(
+                    (n_train, n_val, batch, accum),
+                    (epochs, warmup, save, eval, max_length),
+                    (crf, fp16, constant_lr, early_stopping),
+                    (dropout, seed, cut),
+                )| Case {
+                    n_train,
+                    n_val,
+                    batch,
+                    accum,
+                    epochs,
+                    warmup,
+                    save,
+                    eval,
+                    max_length,
+                    crf,
+                    fp16,
+                    constant_lr,
+                    early_stopping,
+                    dropout,
+                    seed,
+                    cut,
+                },
+            )
+    }
+
+    fn job_of(c: &Case, v: &Path, d: &Data) -> Value {
+        let validation = c.n_val.map(|n| slice("validation.json", n, &d.root));
+        let train = slice("train.json", c.n_train, &d.root);
+        let mut j = job(v, &train, validation.as_deref());
+        set(&mut j, "/hyperparameters/batch_size", json!(c.batch));
+        set(
+            &mut j,
+            "/hyperparameters/gradient_accumulation_steps",
+            json!(c.accum),
+        );
+        set(&mut j, "/hyperparameters/epochs", json!(c.epochs));
+        set(&mut j, "/hyperparameters/warmup_steps", json!(c.warmup));
+        set(&mut j, "/hyperparameters/eval_interval", json!(c.eval));
+        set(&mut j, "/hyperparameters/dropout", json!(c.dropout));
+        set(
+            &mut j,
+            "/hyperparameters/early_stopping/enabled",
+            json!(c.early_stopping),
+        );
+        if c.constant_lr {
+            j["hyperparameters"]["lr_scheduler"] = json!("constant");
+        }
+        // A holdout slice needs enough records to leave some for training.
+        set(&mut j, "/hyperparameters/validation_fraction", json!(0.2));
+        set(&mut j, "/save_interval", json!(c.save));
+        set(&mut j, "/seed", json!(c.seed));
+        set(
+            &mut j,
+            "/model/preprocessing/max_length",
+            json!(c.max_length),
+        );
+        set(&mut j, "/model/decoding/use_crf", json!(c.crf));
+        set(
+            &mut j,
+            "/precision",
+            json!(if c.fp16 { "fp16" } else { "fp32" }),
+        );
+        j
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(24),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+        #[test]
+        fn a_kill_at_any_step_then_resume_equals_the_uninterrupted_run(c in case()) {
+            let d = data(1, 1);
+            let base = d.root.join("base");
+            let j = job_of(&c, &base, &d);
+            run(&write_job(&base, &j)).map_err(TestCaseError::fail)?;
+            let want = outputs(&base);
+            let steps = metrics(&base)["steps"].as_u64().unwrap();
+            prop_assume!(steps >= 1);
+            let k = 1 + ((steps - 1) as f64 * c.cut) as u64;
+            // The disk after a kill at step k: the last checkpoint at or before k...
+            let v = d.root.join("killed");
+            let mut j = job_of(&c, &v, &d);
+            let last_saved = k / c.save * c.save;
+            if last_saved > 0 {
+                let ending = run_until(&write_job(&v, &j), Some(last_saved)).map_err(TestCaseError::fail)?;
+                prop_assert_eq!(ending, Ending::StoppedAt(last_saved));
+            }
+            // ...and the torn temp dir of the checkpoint write it interrupted.
+            let torn = v.join("checkpoints").join(format!(".step-{}.tmp-4242", last_saved + c.save));
+            std::fs::create_dir_all(&torn).unwrap();
+            std::fs::write(torn.join("model.safetensors"), b"\x10\x00\x00").unwrap();
+            // Resume as `train` does: from the newest valid step checkpoint, if any.
+            let from = crate::train::latest_step_checkpoint(&crate::fs::OsFs, &v);
+            prop_assert_eq!(
+                from.clone(),
+                (last_saved > 0).then(|| v.join("checkpoints").join(format!("step-{last_saved}")))
+            );
+            set(&mut j, "/resume_from", json!(from));
+            run(&write_job(&v, &j)).map_err(TestCaseError::fail)?;
+            let got = outputs(&v);
+            prop_assert_eq!(
+                want.keys().collect::<Vec<_>>(),
+                got.keys().collect::<Vec<_>>()
+            );
+            for (name, bytes) in &want {
+                prop_assert!(bytes == &got[name], "{} differs after a kill at step {} of {} (resumed from {:?})", name, k, steps, from);
+            }
+        }
+    }
+}

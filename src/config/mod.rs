@@ -184,6 +184,10 @@ pub struct Hyperparameters {
     pub weight_decay: f64,
     pub gradient_accumulation_steps: u64,
     pub warmup_steps: u64,
+    /// Absent = linear (and absent from spec_fp, so configs that never set it keep their
+    /// fingerprints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr_scheduler: Option<crate::config::schema::LrScheduler>,
     pub max_grad_norm: f64,
     pub validation_fraction: f64,
     pub early_stopping: EarlyStopping,
