@@ -110,19 +110,28 @@ fn main() {
         let second = timed(|| trainctl::builtin::run(&job).unwrap());
         interrupted.push(first + second);
         let a = std::fs::read(v.join("checkpoint/model.safetensors")).unwrap();
-        let b = std::fs::read(root.join(format!("every-{rep}/checkpoint/model.safetensors"))).unwrap();
-        assert!(a == b, "the resumed run's weights differ from the uninterrupted run's");
+        let b =
+            std::fs::read(root.join(format!("every-{rep}/checkpoint/model.safetensors"))).unwrap();
+        assert!(
+            a == b,
+            "the resumed run's weights differ from the uninterrupted run's"
+        );
     }
     let (t_none, t_every, t_cut) = (median(none), median(every), median(interrupted));
     let per_ckpt_ms = (t_every - t_none) / steps as f64 * 1000.0;
     println!("## Built-in trainer (cargo bench --bench trainer)\n");
     println!("shipped config, resume_tiny (300 train records), {steps} optimizer steps; medians of {REPS} in-process runs\n");
     println!("| measurement | result |\n|---|---|");
-    println!("| `trainctl train` end to end (binary, incl. config, verify, cache) | {train_wall:.2} s |");
+    println!(
+        "| `trainctl train` end to end (binary, incl. config, verify, cache) | {train_wall:.2} s |"
+    );
     println!("| trainer's own line | `{line}` |");
     println!("| peak RSS of the trainer process (max over children, RUSAGE_CHILDREN) | {:.1} MiB (before: {:.1} MiB) |", peak_kib as f64 / 1024.0, rss_before as f64 / 1024.0);
     println!("| training without step checkpoints | {t_none:.3} s |");
     println!("| a step checkpoint after every step | {t_every:.3} s ({steps} checkpoints of {:.1} MiB) |", ckpt_bytes as f64 / 1048576.0);
-    println!("| cost of one step checkpoint | {per_ckpt_ms:.1} ms (ratio every-step / none: {:.2}) |", t_every / t_none);
+    println!(
+        "| cost of one step checkpoint | {per_ckpt_ms:.1} ms (ratio every-step / none: {:.2}) |",
+        t_every / t_none
+    );
     println!("| killed at the middle checkpoint + resumed, vs uninterrupted with the same save interval | {t_cut:.3} s (ratio to `none`: {:.2}) |", t_cut / t_none);
 }

@@ -414,3 +414,98 @@ fn continue_from_previous_e1_then_e2_equals_an_uninterrupted_e2_run() {
         "{doc}"
     );
 }
+
+/// Writes a best-model-selection cache record into the project's OUT, as `trainctl select`
+/// will (schema in docs/contract.md).
+fn write_selection_record(project: &Project, selected: Value, unix_us: u64) {
+    use trainctl::cache::{Cache, CacheKind, CacheSettings, Record};
+    let config = trainctl::config::load(
+        &support::opts(project.root(), &[]),
+        project.root(),
+        &support::no_vars,
+    )
+    .unwrap();
+    let layout = trainctl::paths::Layout::from_config(&config).unwrap();
+    let settings =
+        CacheSettings::from_paths(&config.paths, &layout, CacheKind::BestModelSelection).unwrap();
+    let fs = trainctl::fs::OsFs;
+    Cache::new(&fs, settings)
+        .write(
+            &Record {
+                schema_version: 1,
+                kind: "best_model_selection".into(),
+                created_at: trainctl::cache::rfc3339(unix_us),
+                subject: "builtin/selection".into(),
+                payload: serde_json::json!({ "selected": selected }),
+                metadata: serde_json::json!({}),
+            },
+            unix_us,
+        )
+        .unwrap();
+}
+
+#[test]
+fn best_selected_without_a_checkpoint_source_uses_the_latest_selection_record() {
+    let project = Project::new();
+    let hpo = train_ok(&project, &[]);
+    let ckpt = dir_of(&hpo).join("checkpoint");
+    let bs = "source.type=best_selected";
+    // A record that names no checkpoint.
+    write_selection_record(
+        &project,
+        serde_json::json!({"run_id": "r0"}),
+        1_700_000_000_000_000,
+    );
+    let before = support::snapshot(project.root());
+    let (code, doc) = run(&project, "train", &[bs]);
+    assert_eq!(
+        (code, doc["error"]["kind"].as_str()),
+        (3, Some("selection_missing")),
+        "{doc}"
+    );
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("names no checkpoint"),
+        "{doc}"
+    );
+    assert!(support::changed(&before, &support::snapshot(project.root())).is_empty());
+    // The newest record wins; the checkpoint path may be relative to ROOT.
+    let rel = ckpt
+        .strip_prefix(project.root())
+        .unwrap()
+        .display()
+        .to_string();
+    let lineage = serde_json::json!({
+        "checkpoint": rel,
+        "study_key_hash": "a1b2c3d4",
+        "trial_key_hash": "e5f6a7b8",
+        "trial_run_id": "run-17",
+    });
+    write_selection_record(&project, lineage, 1_700_000_001_000_000);
+    let from_record = train_ok(&project, &[bs]);
+    let meta = metadata(&dir_of(&from_record));
+    assert_eq!(
+        meta["source"]["init_checkpoint"],
+        ckpt.display().to_string()
+    );
+    let selection = &meta["source"]["selection"];
+    assert_eq!(selection["study_key_hash"], "a1b2c3d4");
+    assert_eq!(selection["trial_run_id"], "run-17");
+    assert!(
+        selection["record"]
+            .as_str()
+            .unwrap()
+            .starts_with("best_model_selection_"),
+        "{selection}"
+    );
+    // The identity is the checkpoint's content, however it was found.
+    let by_path = format!("checkpoint.source={}", ckpt.display());
+    let (code, explicit) = run(&project, "train", &[bs, &by_path]);
+    assert_eq!(
+        (code, explicit["decision"].as_str()),
+        (0, Some("reuse")),
+        "{explicit}"
+    );
+}

@@ -500,6 +500,7 @@ fn source_json(job: &job::Job) -> Value {
         "identity": job.source.identity,
         "init_checkpoint": job.source.init_checkpoint,
         "parent": job.source.parent,
+        "selection": job.source.selection,
     })
 }
 

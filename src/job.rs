@@ -102,6 +102,10 @@ pub struct ResolvedSource {
     pub identity: SourceIdentity,
     pub init_checkpoint: Option<PathBuf>,
     pub parent: Option<Parent>,
+    /// best_selected from a selection record: the record's name and its `selected` lineage
+    /// (HPO study/trial hashes and run ids), recorded in metadata.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub selection: Option<Value>,
 }
 
 #[derive(Clone)]
@@ -404,6 +408,62 @@ fn check_label_map(config: &Config, fs: &dyn Fs, ckpt: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The init checkpoint of `best_selected` without `checkpoint.source`: the latest valid
+/// best-model-selection cache record (SPEC §2.4, §5). Its payload names the checkpoint as
+/// `selected.checkpoint` (absolute, or relative to ROOT); everything else under `selected`
+/// (study/trial hashes, run ids) is lineage. Schema in docs/contract.md.
+fn selected_checkpoint(config: &Config, fs: &dyn Fs, layout: &Layout) -> Result<(PathBuf, Value)> {
+    use crate::cache::{Cache, CacheKind, CacheSettings};
+    let cache = Cache::new(
+        fs,
+        CacheSettings::from_paths(&config.paths, layout, CacheKind::BestModelSelection)?,
+    );
+    let place = Place::file(config.display("final_training")).with_key("checkpoint.source");
+    let (found, _warnings) = cache.latest()?;
+    let Some(found) = found else {
+        return Err(Error::new(
+            ErrorKind::SelectionMissing,
+            format!(
+                "source.type best_selected needs a best-model selection record in {} (run `trainctl select`) or an explicit `checkpoint.source`",
+                cache_dir_display(layout, config)
+            ),
+        )
+        .at(place));
+    };
+    let selected = found
+        .record
+        .payload
+        .get("selected")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let Some(ckpt) = selected.get("checkpoint").and_then(Value::as_str) else {
+        return Err(Error::new(
+            ErrorKind::SelectionMissing,
+            format!(
+                "best-model selection record {} names no checkpoint (`payload.selected.checkpoint`)",
+                found.name
+            ),
+        )
+        .at(place));
+    };
+    let dir = DatasetPath::parse(ckpt).resolve(ckpt, &config.root, "selected.checkpoint")?;
+    let mut lineage = selected.clone();
+    if let Value::Object(map) = &mut lineage {
+        map.insert("record".into(), Value::String(found.name.clone()));
+    }
+    Ok((dir, lineage))
+}
+
+fn cache_dir_display(layout: &Layout, config: &Config) -> String {
+    crate::cache::CacheSettings::from_paths(
+        &config.paths,
+        layout,
+        crate::cache::CacheKind::BestModelSelection,
+    )
+    .map(|s| s.dir.display().to_string())
+    .unwrap_or_else(|_| "the best_model_selection cache".into())
+}
+
 fn resolve_source(
     config: &Config,
     fs: &dyn Fs,
@@ -426,6 +486,7 @@ fn resolve_source(
         identity: SourceIdentity::Scratch,
         init_checkpoint: None,
         parent: None,
+        selection: None,
     };
     if kind == SourceType::Scratch || !load {
         return Ok((scratch, None));
@@ -463,12 +524,14 @@ fn resolve_source(
                     },
                     init_checkpoint: Some(dir.join(completion::CHECKPOINT_DIR)),
                     parent: Some(parent),
+                    selection: None,
                 },
                 continuing.then_some(state),
             ))
         }
         SourceType::BestSelected => {
             let doc = &config.docs["final_training"];
+            let mut selection = None;
             let dir = match &config.final_training.checkpoint.source {
                 Some(CheckpointRef::Path(p)) => {
                     DatasetPath::parse(p).resolve(p, &config.root, "checkpoint.source")?
@@ -485,13 +548,9 @@ fn resolve_source(
                         .join(completion::CHECKPOINT_DIR)
                 }
                 None => {
-                    // PARTIAL: reading the latest best-model-selection record arrives with the
-                    // selection cache; until then an explicit checkpoint.source is required.
-                    return Err(Error::new(
-                        ErrorKind::SelectionMissing,
-                        "source.type best_selected needs a best-model selection record (run `trainctl select`) or an explicit `checkpoint.source`",
-                    )
-                    .at(Place::file(config.display("final_training")).with_key("checkpoint.source")));
+                    let (dir, lineage) = selected_checkpoint(config, fs, layout)?;
+                    selection = Some(lineage);
+                    dir
                 }
             };
             let origin = doc
@@ -529,6 +588,7 @@ fn resolve_source(
                     },
                     init_checkpoint: Some(dir),
                     parent: None,
+                    selection,
                 },
                 None,
             ))

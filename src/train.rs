@@ -525,6 +525,7 @@ fn attempt(
             "identity": job.source.identity,
             "init_checkpoint": init_checkpoint,
             "parent": job.source.parent,
+            "selection": job.source.selection,
         },
         "resumed_from": resume_from,
         "owner": {"host": held.host, "pid": held.pid, "lease_generation": held.generation},
