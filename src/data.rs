@@ -491,53 +491,37 @@ mod tests {
         assert_eq!(l, vec!["O", "A", "b"]);
     }
 
-    /// splitmix64, for generated inputs.
-    fn next(s: &mut u64) -> u64 {
-        *s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = *s;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    #[test]
-    fn holdout_never_leaks_and_is_stable() {
-        let mut s = 7u64;
-        for case in 0..300 {
-            let len = (next(&mut s) % 40) as usize;
+    proptest::proptest! {
+        /// The hold-out property (issue 5): no training record's text appears in validation;
+        /// the split covers the input; it is independent of input order. Shrinks to a
+        /// minimal record list.
+        #[test]
+        fn holdout_never_leaks_and_is_stable(
+            texts in proptest::collection::vec(0u8..25, 0..40),
+            fraction in proptest::sample::select(vec![0.0, 0.05, 0.1, 0.3, 0.5, 0.9, 1.0]),
+        ) {
             // Few distinct texts so duplicates are common.
-            let distinct = 1 + next(&mut s) % 25;
-            let records: Vec<Record> = (0..len)
-                .map(|_| Record {
-                    text: format!("t{}", next(&mut s) % distinct),
-                    spans: vec![],
-                })
+            let records: Vec<Record> = texts
+                .iter()
+                .map(|t| Record { text: format!("t{t}"), spans: vec![] })
                 .collect();
-            let fraction = [0.0, 0.05, 0.1, 0.3, 0.5, 0.9, 1.0][(next(&mut s) % 7) as usize];
+            let len = records.len();
             let (train, val) = holdout(records.clone(), fraction);
-            let ctx = format!("case {case}: len {len} fraction {fraction}");
-            assert_eq!(train.len() + val.len(), len, "{ctx}");
+            proptest::prop_assert_eq!(train.len() + val.len(), len);
             for v in &val {
-                assert!(
-                    !train.iter().any(|t| t.text == v.text),
-                    "{ctx}: {} leaked",
-                    v.text
-                );
+                proptest::prop_assert!(!train.iter().any(|t| t.text == v.text), "{} leaked", v.text);
             }
-            // Covers the input: multiset equality.
             let mut all: Vec<String> = train.iter().chain(&val).map(|r| r.text.clone()).collect();
             let mut orig: Vec<String> = records.iter().map(|r| r.text.clone()).collect();
             all.sort();
             orig.sort();
-            assert_eq!(all, orig, "{ctx}");
+            proptest::prop_assert_eq!(all, orig);
             if len >= 2 && fraction > 0.0 {
-                assert!(!train.is_empty(), "{ctx}");
-                let all_same = records.iter().all(|r| r.text == records[0].text);
-                if !all_same {
-                    assert!(!val.is_empty(), "{ctx}");
+                proptest::prop_assert!(!train.is_empty());
+                if !records.iter().all(|r| r.text == records[0].text) {
+                    proptest::prop_assert!(!val.is_empty());
                 }
             }
-            // Position-independent: reversing the input selects the same texts.
             let mut rev = records.clone();
             rev.reverse();
             let (_, val2) = holdout(rev, fraction);
@@ -545,7 +529,7 @@ mod tests {
             let mut b: Vec<&str> = val2.iter().map(|r| r.text.as_str()).collect();
             a.sort();
             b.sort();
-            assert_eq!(a, b, "{ctx}");
+            proptest::prop_assert_eq!(a, b);
         }
     }
 
