@@ -90,6 +90,13 @@ pub enum Command {
         #[arg(long)]
         latest: bool,
     },
+    /// Best-model selection (SPEC §7): rank HPO candidates, record the winner in the
+    /// best_model_selection cache (reused when config and candidates are unchanged).
+    Select {
+        /// Candidates as JSON (schema in docs/contract.md).
+        #[arg(long, value_name = "FILE")]
+        trials: Option<PathBuf>,
+    },
     /// Tag the entities in TEXT with an inference bundle (or a built-in checkpoint dir).
     Predict {
         /// A conversion output dir (or a `checkpoint/` dir of the built-in trainer).
@@ -196,6 +203,7 @@ pub fn run(cli: &Cli) -> Result<Output> {
             };
             convert_command(&opts, &cwd, &fs, &host, &from)
         }
+        Command::Select { trials } => select_command(&opts, &cwd, &fs, &host, trials.as_deref()),
         Command::Predict { bundle, text } => predict_command(&fs, &cwd, bundle, text),
         Command::Config {
             action: ConfigAction::Show,
@@ -437,6 +445,61 @@ pub fn convert_command(
         report.manifest["parent"]["dir"].as_str().unwrap_or("?"),
     );
     for w in &report.warnings {
+        human.push_str(&format!("warning: {w}\n"));
+    }
+    Ok(Output { json: doc, human })
+}
+
+/// `trainctl select [--trials FILE]`.
+pub fn select_command(
+    opts: &LoadOptions,
+    cwd: &std::path::Path,
+    fs: &dyn Fs,
+    host: &Host<'_>,
+    trials: Option<&std::path::Path>,
+) -> Result<Output> {
+    let config = config::load(opts, cwd, host.var)?;
+    let Some(trials) = trials else {
+        // PARTIAL: discovering HPO runs in the tracking store arrives with MLflow tracking.
+        return Err(Error::new(
+            ErrorKind::Usage,
+            "select needs --trials FILE (candidates from the tracking store are not supported yet)",
+        ));
+    };
+    let path = crate::convert::normalize(cwd, trials);
+    let candidates = crate::select::read_trials(fs, &path)?;
+    let out = crate::select::select(
+        &config,
+        fs,
+        &candidates,
+        &path.display().to_string(),
+        now_us(),
+    )?;
+    let selected = &out.payload["selected"];
+    let doc = json!({
+        "decision": out.decision,
+        "key": out.key,
+        "record": out.record,
+        "selected": selected,
+        "ranking": out.payload["ranking"],
+        "excluded": out.payload["excluded"],
+        "warnings": out.warnings,
+    });
+    let latency = match selected["latency_ms"].as_f64() {
+        Some(l) => format!(", latency {l} ms"),
+        None => String::new(),
+    };
+    let mut human = format!(
+        "{} selection: {}: {} {}{latency}, composite {:.4} (by {})\nrecord: {}\n",
+        out.decision,
+        selected["run_id"].as_str().unwrap_or("?"),
+        selected["objective_metric"].as_str().unwrap_or("objective"),
+        selected["objective"],
+        selected["composite"].as_f64().unwrap_or(f64::NAN),
+        selected["rule"].as_str().unwrap_or("?"),
+        out.record
+    );
+    for w in &out.warnings {
         human.push_str(&format!("warning: {w}\n"));
     }
     Ok(Output { json: doc, human })

@@ -45,6 +45,8 @@ pub enum ErrorKind {
     Busy,
     /// The trainer failed, timed out or was killed.
     TrainingFailed,
+    /// Best-model selection found no candidate with a usable objective.
+    NoEligibleCandidates,
     /// A converter's input artifact is missing (checked before anything is written).
     ConversionArtifactsMissing,
     /// The converter failed, or its output does not verify.
@@ -75,6 +77,7 @@ impl ErrorKind {
             ErrorKind::Busy => "busy",
             ErrorKind::TrainingFailed => "training_failed",
             ErrorKind::ConversionArtifactsMissing => "conversion_artifacts_missing",
+            ErrorKind::NoEligibleCandidates => "no_eligible_candidates",
             ErrorKind::ConversionFailed => "conversion_failed",
             ErrorKind::Internal => "internal",
         }
@@ -100,7 +103,8 @@ impl ErrorKind {
             | ErrorKind::ParentNotFound
             | ErrorKind::ParentIncomplete
             | ErrorKind::NothingToContinue
-            | ErrorKind::ConversionArtifactsMissing => 3,
+            | ErrorKind::ConversionArtifactsMissing
+            | ErrorKind::NoEligibleCandidates => 3,
             ErrorKind::Busy => 4,
             ErrorKind::TrainingFailed | ErrorKind::ConversionFailed => 5,
             ErrorKind::Internal => 1,

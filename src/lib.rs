@@ -21,5 +21,6 @@ pub mod observe;
 pub mod paths;
 pub mod plan;
 pub mod rng;
+pub mod select;
 pub mod train;
 pub mod trainer;
