@@ -97,6 +97,9 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         trials: Option<PathBuf>,
     },
+    /// Drive backup (colab only, SPEC §3): mirror complete variants, conversion outputs and
+    /// caches to the Drive mount; verified copy, then an atomic swap.
+    Backup,
     /// Tag the entities in TEXT with an inference bundle (or a built-in checkpoint dir).
     Predict {
         /// A conversion output dir (or a `checkpoint/` dir of the built-in trainer).
@@ -204,6 +207,7 @@ pub fn run(cli: &Cli) -> Result<Output> {
             convert_command(&opts, &cwd, &fs, &host, &from)
         }
         Command::Select { trials } => select_command(&opts, &cwd, &fs, &host, trials.as_deref()),
+        Command::Backup => backup_command(&opts, &cwd, &host),
         Command::Predict { bundle, text } => predict_command(&fs, &cwd, bundle, text),
         Command::Config {
             action: ConfigAction::Show,
@@ -321,7 +325,31 @@ pub fn train_command(
         trainer: &trainer,
         now_us,
     };
-    let report = crate::train::train(&job, &ctx)?;
+    let mut report = crate::train::train(&job, &ctx)?;
+    // SPEC §3: after a run completes on colab, back up the variant and its cache. The run is
+    // complete and recorded whatever happens here, so a failed backup is a warning.
+    let backup = match report.decision {
+        crate::plan::Decision::Reuse { .. } => None,
+        _ => {
+            let mut sources = vec![report.output_dir.clone()];
+            if let Ok(s) = crate::cache::CacheSettings::from_paths(
+                &job.config.paths,
+                &job.layout,
+                crate::cache::CacheKind::FinalTraining,
+            ) {
+                if fs.is_dir(&s.dir) {
+                    sources.push(s.dir);
+                }
+            }
+            match crate::backup::run(&job.config, &job.layout, &sources, &crate::backup::no_fault) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    report.warnings.push(format!("Drive backup failed: {}", e.message));
+                    None
+                }
+            }
+        }
+    };
     let doc = json!({
         "decision": report.decision.name(),
         "variant": report.decision.variant(),
@@ -337,6 +365,7 @@ pub fn train_command(
         "cache_record": report.cache_record,
         "backfilled": report.backfilled,
         "metrics": report.metrics,
+        "backup": backup,
         "warnings": report.warnings,
     });
     let mut human = format!(
@@ -356,6 +385,11 @@ pub fn train_command(
             "metrics: {} (all in metrics.json)\n",
             shown.join(", ")
         ));
+    }
+    if let Some(b) = &backup {
+        if b.skipped.is_none() {
+            human.push_str(&backup_human(b));
+        }
     }
     for w in &report.warnings {
         human.push_str(&format!("warning: {w}\n"));
@@ -448,6 +482,37 @@ pub fn convert_command(
         human.push_str(&format!("warning: {w}\n"));
     }
     Ok(Output { json: doc, human })
+}
+
+/// `trainctl backup`.
+pub fn backup_command(opts: &LoadOptions, cwd: &std::path::Path, host: &Host<'_>) -> Result<Output> {
+    let config = config::load(opts, cwd, host.var)?;
+    let layout = crate::paths::Layout::from_config(&config)?;
+    let facts = host.facts(config.lease_timeout_s() * 1000);
+    let units = crate::backup::units(&config, &layout, &facts);
+    let report = crate::backup::run(&config, &layout, &units, &crate::backup::no_fault)?;
+    Ok(Output {
+        human: backup_human(&report),
+        json: json!({"backup": report}),
+    })
+}
+
+fn backup_human(report: &crate::backup::Report) -> String {
+    let mut human = String::new();
+    if let Some(why) = &report.skipped {
+        human.push_str(&format!("backup skipped: {why}\n"));
+    }
+    for u in &report.units {
+        human.push_str(&format!(
+            "backup {:<10} {} -> {} ({} files, {} bytes)\n",
+            u.outcome,
+            u.source.display(),
+            u.target.display(),
+            u.files,
+            u.bytes
+        ));
+    }
+    human
 }
 
 /// `trainctl select [--trials FILE]`.

@@ -47,6 +47,8 @@ pub enum ErrorKind {
     TrainingFailed,
     /// Best-model selection found no candidate with a usable objective.
     NoEligibleCandidates,
+    /// A Drive backup could not be completed (the previous backup is intact).
+    BackupFailed,
     /// A converter's input artifact is missing (checked before anything is written).
     ConversionArtifactsMissing,
     /// The converter failed, or its output does not verify.
@@ -77,6 +79,7 @@ impl ErrorKind {
             ErrorKind::Busy => "busy",
             ErrorKind::TrainingFailed => "training_failed",
             ErrorKind::ConversionArtifactsMissing => "conversion_artifacts_missing",
+            ErrorKind::BackupFailed => "backup_failed",
             ErrorKind::NoEligibleCandidates => "no_eligible_candidates",
             ErrorKind::ConversionFailed => "conversion_failed",
             ErrorKind::Internal => "internal",
@@ -107,7 +110,7 @@ impl ErrorKind {
             | ErrorKind::NoEligibleCandidates => 3,
             ErrorKind::Busy => 4,
             ErrorKind::TrainingFailed | ErrorKind::ConversionFailed => 5,
-            ErrorKind::Internal => 1,
+            ErrorKind::Internal | ErrorKind::BackupFailed => 1,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! Shape (see ARCHITECTURE.md): `config` loads and types the YAML set, `job` resolves it into an
 //! identity and paths, `observe` reads OUT through the `fs` port, and `plan` decides purely.
 
+pub mod backup;
 pub mod builtin;
 pub mod cache;
 pub mod cli;

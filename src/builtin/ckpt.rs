@@ -86,7 +86,7 @@ pub fn write_dir_atomic(target: &Path, files: &[(&str, Vec<u8>)]) -> Result<(), 
 }
 
 #[cfg(target_os = "linux")]
-fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+pub(crate) fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
     use std::ffi::CString;
     use std::os::unix::ffi::OsStrExt;
     let c = |p: &Path| {
@@ -112,7 +112,7 @@ fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+pub(crate) fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
     // Two renames: a crash in between leaves `b` missing (the run is incomplete anyway and
     // its previous content is still at `a`).
     let old = a.with_extension("old");
