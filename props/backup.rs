@@ -49,7 +49,11 @@ fn colab_train_mirrors_the_run_and_its_cache_to_drive_verified() {
     let (code, doc) = run(&project, &pre, &["-o", "training.epochs=1", "train"]);
     assert_eq!(code, 0, "{doc}");
     let units = doc["backup"]["units"].as_array().expect("a backup ran");
-    assert_eq!(units.len(), 2, "the variant and the final_training cache: {doc}");
+    assert_eq!(
+        units.len(),
+        2,
+        "the variant and the final_training cache: {doc}"
+    );
     let variant = PathBuf::from(doc["output_dir"].as_str().unwrap());
     let rel = variant.strip_prefix(project.root()).unwrap();
     let mirrored = drive.join("MyDrive/resume-ner").join(rel);
@@ -62,7 +66,11 @@ fn colab_train_mirrors_the_run_and_its_cache_to_drive_verified() {
     );
     // A reuse does not back up; `trainctl backup` finds everything up to date.
     let (code, doc) = run(&project, &pre, &["-o", "training.epochs=1", "train"]);
-    assert_eq!((code, doc["decision"].as_str()), (0, Some("reuse")), "{doc}");
+    assert_eq!(
+        (code, doc["decision"].as_str()),
+        (0, Some("reuse")),
+        "{doc}"
+    );
     assert!(doc["backup"].is_null(), "{doc}");
     let (code, doc) = run(&project, &pre, &["backup"]);
     assert_eq!(code, 0, "{doc}");
@@ -72,7 +80,10 @@ fn colab_train_mirrors_the_run_and_its_cache_to_drive_verified() {
         .iter()
         .map(|u| u["outcome"].as_str().unwrap())
         .collect();
-    assert!(!outcomes.is_empty() && outcomes.iter().all(|o| *o == "up_to_date"), "{doc}");
+    assert!(
+        !outcomes.is_empty() && outcomes.iter().all(|o| *o == "up_to_date"),
+        "{doc}"
+    );
 }
 
 #[test]
@@ -80,7 +91,11 @@ fn an_interrupted_backup_leaves_the_previous_backup_intact() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("out/final_training/v1");
     let target = dir.path().join("drive/MyDrive/p/out/final_training/v1");
-    for (name, text) in [("a.json", "1"), ("checkpoint/w.bin", "weights-1"), ("z.txt", "z")] {
+    for (name, text) in [
+        ("a.json", "1"),
+        ("checkpoint/w.bin", "weights-1"),
+        ("z.txt", "z"),
+    ] {
         let p = src.join(name);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, text).unwrap();
@@ -103,7 +118,11 @@ fn an_interrupted_backup_leaves_the_previous_backup_intact() {
         let err = backup_dir(&src, &target, &fault).unwrap_err();
         assert_eq!(err.kind.as_str(), "backup_failed");
         assert!(err.message.contains("injected"), "{}", err.message);
-        assert_eq!(tree(&target), previous, "failing at {fail_at}: the previous backup is intact");
+        assert_eq!(
+            tree(&target),
+            previous,
+            "failing at {fail_at}: the previous backup is intact"
+        );
     }
     // The next backup completes, replaces the old one and removes the debris.
     let done = backup_dir(&src, &target, &no_fault).unwrap();
@@ -114,7 +133,10 @@ fn an_interrupted_backup_leaves_the_previous_backup_intact() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(siblings, ["v1"], "no temp sibling left");
-    assert_eq!(backup_dir(&src, &target, &no_fault).unwrap().outcome, "up_to_date");
+    assert_eq!(
+        backup_dir(&src, &target, &no_fault).unwrap().outcome,
+        "up_to_date"
+    );
 }
 
 #[test]
@@ -126,14 +148,20 @@ fn only_colab_backs_up_and_never_copies_what_is_already_on_drive() {
             "--env".into(),
             env.into(),
             "-o".into(),
-            format!("paths:env_overrides.{env}.base.outputs={}", project.root().join("outputs").display()),
+            format!(
+                "paths:env_overrides.{env}.base.outputs={}",
+                project.root().join("outputs").display()
+            ),
             "-o".into(),
             format!("paths:drive.mount_point={}", drive.display()),
         ];
         let (code, doc) = run(&project, &pre, &["-o", "training.epochs=1", "train"]);
         assert_eq!(code, 0, "{env}: {doc}");
         assert!(
-            doc["backup"]["skipped"].as_str().unwrap_or("").contains("colab only"),
+            doc["backup"]["skipped"]
+                .as_str()
+                .unwrap_or("")
+                .contains("colab only"),
             "{env}: {doc}"
         );
         let (code, doc) = run(&project, &pre, &["backup"]);
@@ -147,12 +175,21 @@ fn only_colab_backs_up_and_never_copies_what_is_already_on_drive() {
         "--env".into(),
         "colab".into(),
         "-o".into(),
-        format!("paths:env_overrides.colab.base.outputs={}", on_drive.display()),
+        format!(
+            "paths:env_overrides.colab.base.outputs={}",
+            on_drive.display()
+        ),
         "-o".into(),
         format!("paths:drive.mount_point={}", drive.display()),
     ];
     let (code, doc) = run(&project, &pre, &["-o", "training.epochs=1", "train"]);
     assert_eq!(code, 0, "{doc}");
-    assert!(doc["backup"]["skipped"].as_str().unwrap().contains("already under the Drive mount"), "{doc}");
+    assert!(
+        doc["backup"]["skipped"]
+            .as_str()
+            .unwrap()
+            .contains("already under the Drive mount"),
+        "{doc}"
+    );
     assert!(!drive.join("MyDrive/resume-ner/resume-ner").exists());
 }

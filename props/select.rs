@@ -372,7 +372,6 @@ fn select_records_reuses_recomputes_and_hands_the_winner_to_train() {
 #[test]
 fn select_errors_name_the_file_and_candidate_and_change_nothing() {
     let project = support::Project::new();
-    let before = support::snapshot(project.root());
     let none = trials_file(
         &project,
         "none.json",
@@ -414,6 +413,7 @@ fn select_errors_name_the_file_and_candidate_and_change_nothing() {
         "{doc}"
     );
     assert!(doc["error"]["file"].as_str().unwrap().ends_with("bad.json"));
+    assert!(support::changed(&before_files, &support::snapshot(project.root())).is_empty());
     let dup = trials_file(
         &project,
         "dup.json",
@@ -433,5 +433,4 @@ fn select_errors_name_the_file_and_candidate_and_change_nothing() {
         "{doc}"
     );
     assert!(support::changed(&before_files, &support::snapshot(project.root())).is_empty());
-    drop(before);
 }

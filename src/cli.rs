@@ -344,7 +344,9 @@ pub fn train_command(
             match crate::backup::run(&job.config, &job.layout, &sources, &crate::backup::no_fault) {
                 Ok(r) => Some(r),
                 Err(e) => {
-                    report.warnings.push(format!("Drive backup failed: {}", e.message));
+                    report
+                        .warnings
+                        .push(format!("Drive backup failed: {}", e.message));
                     None
                 }
             }
@@ -485,7 +487,11 @@ pub fn convert_command(
 }
 
 /// `trainctl backup`.
-pub fn backup_command(opts: &LoadOptions, cwd: &std::path::Path, host: &Host<'_>) -> Result<Output> {
+pub fn backup_command(
+    opts: &LoadOptions,
+    cwd: &std::path::Path,
+    host: &Host<'_>,
+) -> Result<Output> {
     let config = config::load(opts, cwd, host.var)?;
     let layout = crate::paths::Layout::from_config(&config)?;
     let facts = host.facts(config.lease_timeout_s() * 1000);

@@ -340,7 +340,7 @@ pub fn cache_key(config_tree: &Value, candidates: &[Candidate]) -> String {
         .iter()
         .map(|c| serde_json::to_value(c).unwrap_or(Value::Null))
         .collect();
-    set.sort_by_key(|v| crate::identity::canonical_json(v));
+    set.sort_by_key(crate::identity::canonical_json);
     fingerprint(&json!({"selection": tree, "candidates": set}))
 }
 
