@@ -66,6 +66,7 @@ fn candidates(min: usize) -> impl Strategy<Value = Vec<Candidate>> {
                     trial_run_id: None,
                     backbone: None,
                     params: BTreeMap::new(),
+                    trained_on_full_data: None,
                 }
             })
             .collect()
@@ -212,6 +213,7 @@ fn composite_thresholds_and_the_accuracy_rule_on_a_worked_example() {
         trial_run_id: None,
         backbone: None,
         params: BTreeMap::new(),
+        trained_on_full_data: None,
     };
     let cands = vec![c("a", 0.90, 10.0), c("b", 0.80, 2.0), c("c", 0.895, 8.0)];
     // Composite (0.7/0.3): a = 0.7·1 + 0.3·0 = 0.7; b = 0 + 0.3·1 = 0.3;

@@ -339,3 +339,60 @@ pub fn run(
         }
     }
 }
+
+/// Pipeline step 4 (colab): complete final-training variants present in the Drive mirror but
+/// missing under OUT are copied back (verified, published by rename). Returns the restored
+/// units; nothing to do off colab or when OUT is on Drive.
+pub fn restore(
+    config: &Config,
+    layout: &Layout,
+    facts: &crate::lease::LivenessFacts<'_>,
+) -> Result<Vec<Unit>> {
+    let Plan::Mirror {
+        drive_root,
+        out_parent,
+    } = plan(config, layout)
+    else {
+        return Ok(Vec::new());
+    };
+    let rebase =
+        |p: &Path| -> Option<PathBuf> { Some(drive_root.join(p.strip_prefix(&out_parent).ok()?)) };
+    let (Some(out), Some(ft), Some(conv), Some(cache)) = (
+        rebase(&layout.out),
+        rebase(&layout.final_training_dir),
+        rebase(&layout.conversion_dir),
+        rebase(&layout.cache_dir),
+    ) else {
+        return Ok(Vec::new());
+    };
+    if !ft.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut mirror = layout.clone();
+    mirror.out = out.clone();
+    mirror.final_training_dir = ft;
+    mirror.conversion_dir = conv;
+    mirror.cache_dir = cache;
+    let mut restored = Vec::new();
+    let found = crate::observe::scan_all(
+        &crate::fs::OsFs,
+        &mirror,
+        facts,
+        crate::completion::Depth::Digests,
+        None,
+    );
+    for v in found {
+        if !matches!(v.completion, Completion::Complete(_)) {
+            continue;
+        }
+        let Ok(rel) = v.dir.strip_prefix(&out) else {
+            continue;
+        };
+        let local = layout.out.join(rel);
+        if local.exists() {
+            continue;
+        }
+        restored.push(backup_dir(&v.dir, &local, &no_fault)?);
+    }
+    Ok(restored)
+}

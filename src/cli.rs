@@ -97,6 +97,14 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         trials: Option<PathBuf>,
     },
+    /// The whole flow: environment, config, tracking, Drive restore, selection (cached),
+    /// skip-or-retrain, final training, backup, conversion. Each step reports a line;
+    /// a second run reuses everything.
+    Pipeline {
+        /// HPO candidates (default: ROOT/fixtures/hpo/trials.json when present).
+        #[arg(long, value_name = "FILE")]
+        trials: Option<PathBuf>,
+    },
     /// Drive backup (colab only, SPEC §3): mirror complete variants, conversion outputs and
     /// caches to the Drive mount; verified copy, then an atomic swap.
     Backup,
@@ -147,6 +155,7 @@ fn load_options(g: &Global) -> LoadOptions {
         experiment: g.experiment.clone(),
         env: g.env.clone(),
         overrides: g.overrides.clone(),
+        best_configuration: None,
     }
 }
 
@@ -208,6 +217,20 @@ pub fn run(cli: &Cli) -> Result<Output> {
         }
         Command::Select { trials } => select_command(&opts, &cwd, &fs, &host, trials.as_deref()),
         Command::Backup => backup_command(&opts, &cwd, &host),
+        Command::Pipeline { trials } => {
+            crate::trainer::install_signal_forwarding();
+            let progress = |line: &str| eprintln!("{line}");
+            let world = crate::pipeline::World {
+                fs: &fs,
+                host: &host,
+                cwd: &cwd,
+                now_us: &now_us,
+                trainer_for: &trainer_for,
+                progress: &progress,
+            };
+            let (json, human) = crate::pipeline::run(&opts, trials.as_deref(), &world)?;
+            Ok(Output { json, human })
+        }
         Command::Predict { bundle, text } => predict_command(&fs, &cwd, bundle, text),
         Command::Config {
             action: ConfigAction::Show,

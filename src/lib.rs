@@ -20,6 +20,7 @@ pub mod lease;
 pub mod naming;
 pub mod observe;
 pub mod paths;
+pub mod pipeline;
 pub mod plan;
 pub mod rng;
 pub mod select;

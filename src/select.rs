@@ -48,6 +48,10 @@ pub struct Candidate {
     pub backbone: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub params: BTreeMap<String, Value>,
+    /// A final training on the full data (`checkpoint` is then `<variant dir>/checkpoint`):
+    /// `pipeline` skips training when it is selected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trained_on_full_data: Option<bool>,
 }
 
 /// The effective selection settings (`best_model_selection.yaml`).
@@ -497,6 +501,9 @@ pub fn select(
     }
     if !c.params.is_empty() {
         selected["params"] = json!(c.params);
+    }
+    if let Some(full) = c.trained_on_full_data {
+        selected["trained_on_full_data"] = json!(full);
     }
     let payload = json!({
         "key": key,

@@ -93,6 +93,10 @@ pub struct LoadOptions {
     pub experiment: Option<String>,
     pub env: Option<String>,
     pub overrides: Vec<String>,
+    /// The best-configuration layer (SPEC §1 precedence: train.yaml < best configuration <
+    /// final_training.yaml): where it came from, and a `training.*`-shaped tree of
+    /// hyperparameters. Set by `pipeline` from the selection record.
+    pub best_configuration: Option<(String, Value)>,
 }
 
 /// ROOT per SPEC §0: `--root`, else the nearest ancestor of `cwd` holding `config/`, else cwd.
@@ -540,13 +544,33 @@ pub fn load(
     validate_final_training(&final_training, ft_doc, &mut warnings)?;
 
     // Hyperparameters: code defaults < train.yaml < best configuration < final_training.yaml
-    // (which already carries `-o`). The best-configuration layer joins with selection (a
-    // later issue); until then it is absent and says so in `config show`.
+    // (which already carries `-o`). The best-configuration layer is present when the caller
+    // (`pipeline`) passes the selected candidate's hyperparameters.
     let train_doc = &docs_view["train"];
-    let layers = [
-        layer_of(&train.training, &train.logging, train_doc),
-        layer_of(&final_training.training, &final_training.logging, ft_doc),
-    ];
+    let mut layers = vec![layer_of(&train.training, &train.logging, train_doc)];
+    if let Some((what, tree)) = &opts.best_configuration {
+        let typed: TrainingLayer = serde_path_to_error::deserialize(tree.clone()).map_err(|e| {
+            Error::new(
+                ErrorKind::ConfigInvalid,
+                format!("best configuration: {}", e.inner()),
+            )
+            .at(Place::file(what.clone()).with_key(e.path().to_string()))
+        })?;
+        let mut tree = serde_json::to_value(&typed).unwrap_or_default();
+        if let Value::Object(map) = &mut tree {
+            map.remove("random_seed");
+        }
+        let what = what.clone();
+        layers.push(Layer {
+            tree,
+            origin: Box::new(move |_| Origin::Derived { what: what.clone() }),
+        });
+    }
+    layers.push(layer_of(
+        &final_training.training,
+        &final_training.logging,
+        ft_doc,
+    ));
     let (merged, origins) = merge_layers(&layers);
     let hyperparameters: Hyperparameters = serde_json::from_value(merged.clone())
         .map_err(|e| Error::internal(format!("merged hyperparameters do not type-check: {e}")))?;

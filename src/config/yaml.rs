@@ -21,6 +21,11 @@ pub enum Origin {
     Override {
         arg: String,
     },
+    /// A value that came from elsewhere than a file or `-o`: the best configuration of a
+    /// selection record.
+    Derived {
+        what: String,
+    },
     Default,
 }
 
@@ -29,6 +34,7 @@ impl fmt::Display for Origin {
         match self {
             Origin::File { file, line, .. } => write!(f, "{file}:{line}"),
             Origin::Override { arg } => write!(f, "-o {arg}"),
+            Origin::Derived { what } => f.write_str(what),
             Origin::Default => f.write_str("default"),
         }
     }
@@ -45,6 +51,11 @@ impl Origin {
             },
             Origin::Override { arg } => Place {
                 file: Some(format!("-o {arg}")),
+                key: Some(key.to_string()),
+                ..Place::default()
+            },
+            Origin::Derived { what } => Place {
+                file: Some(what.clone()),
                 key: Some(key.to_string()),
                 ..Place::default()
             },

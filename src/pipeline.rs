@@ -1,0 +1,411 @@
+//! `trainctl pipeline`: the notebook flow of the Python original as one command (issue 7).
+//!
+//! Steps, each reported by a progress line and in the JSON summary:
+//! 1. detect the environment; 2. load and validate the config; 3. tracking; 4. Drive check
+//! and restore (colab); 5. best-model selection (cached); 6. skip or retrain; 7. final
+//! training with the selected hyperparameters as the best-configuration layer; 8. backup;
+//! 9. conversion. A second run reuses every step's result and says so.
+
+use crate::config::{self, LoadOptions};
+use crate::error::{Error, ErrorKind, Result};
+use crate::fs::Fs;
+use crate::job::{self, Host};
+use crate::paths::Layout;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+
+/// Hyperparameter keys a selected candidate's `params` may set (the `training.*` layer).
+pub const BEST_CONFIGURATION_KEYS: [&str; 9] = [
+    "learning_rate",
+    "epochs",
+    "batch_size",
+    "dropout",
+    "weight_decay",
+    "gradient_accumulation_steps",
+    "warmup_steps",
+    "max_grad_norm",
+    "lr_scheduler",
+];
+
+/// Where the trials come from: `--trials`, else `fixtures/hpo/trials.json` under ROOT.
+pub const DEFAULT_TRIALS: &str = "fixtures/hpo/trials.json";
+
+/// One step of the summary.
+fn step(name: &str, status: &str, detail: Value) -> Value {
+    json!({"step": name, "status": status, "detail": detail})
+}
+
+/// Everything the pipeline needs from the outside world.
+pub struct World<'a> {
+    pub fs: &'a dyn Fs,
+    pub host: &'a Host<'a>,
+    pub cwd: &'a Path,
+    pub now_us: &'a dyn Fn() -> u64,
+    /// The trainer of a prepared job (the CLI passes the built-in/command trainer).
+    pub trainer_for: &'a dyn Fn(&job::Job) -> Result<crate::trainer::CommandTrainer>,
+    /// A progress line for humans (stderr).
+    pub progress: &'a dyn Fn(&str),
+}
+
+/// The selected candidate's params as a best-configuration layer: known keys only (the rest
+/// are named in a warning).
+fn best_configuration(selected: &Value, warnings: &mut Vec<String>) -> Option<Value> {
+    let params = selected.get("params")?.as_object()?;
+    let mut layer = serde_json::Map::new();
+    let mut ignored = Vec::new();
+    for (k, v) in params {
+        if BEST_CONFIGURATION_KEYS.contains(&k.as_str()) {
+            layer.insert(k.clone(), v.clone());
+        } else {
+            ignored.push(k.as_str());
+        }
+    }
+    if !ignored.is_empty() {
+        warnings.push(format!(
+            "selected params not used as hyperparameters: {}",
+            ignored.join(", ")
+        ));
+    }
+    (!layer.is_empty()).then_some(Value::Object(layer))
+}
+
+/// Runs the pipeline; returns the summary document and its human rendering.
+pub fn run(
+    opts: &LoadOptions,
+    trials: Option<&Path>,
+    world: &World<'_>,
+) -> Result<(Value, String)> {
+    let mut steps = Vec::new();
+    let mut warnings: Vec<String> = Vec::new();
+    let total = 9;
+    let say = |i: usize, name: &str, line: &str| {
+        (world.progress)(&format!("[{i}/{total}] {name}: {line}"))
+    };
+
+    // 1-2. environment and config.
+    let config = config::load(opts, world.cwd, world.host.var)?;
+    say(
+        1,
+        "environment",
+        &format!("{} ({})", config.env.env.as_str(), config.env.reason),
+    );
+    steps.push(step(
+        "environment",
+        "ok",
+        json!({"env": config.env.env.as_str(), "reason": config.env.reason}),
+    ));
+    let layout = Layout::from_config(&config)?;
+    job::prepare(config.clone(), world.fs, world.host)?;
+    say(
+        2,
+        "config",
+        &format!(
+            "{} valid, OUT {}",
+            config.config_dir.display(),
+            layout.out.display()
+        ),
+    );
+    steps.push(step(
+        "config",
+        "ok",
+        json!({"config_dir": config.config_dir, "out": layout.out}),
+    ));
+
+    // 3. tracking.
+    // PARTIAL: MLflow tracking is not wired yet (tracking issue); the step says so.
+    say(
+        3,
+        "tracking",
+        "skipped (MLflow tracking is not available in this build yet)",
+    );
+    steps.push(step(
+        "tracking",
+        "skipped",
+        json!({"reason": "MLflow tracking is not available in this build yet"}),
+    ));
+
+    // 4. Drive check and restore.
+    let facts = world.host.facts(config.lease_timeout_s() * 1000);
+    match crate::backup::plan(&config, &layout) {
+        crate::backup::Plan::Mirror { drive_root, .. } => {
+            let restored = crate::backup::restore(&config, &layout, &facts)?;
+            say(
+                4,
+                "drive",
+                &format!(
+                    "mirror {} ; restored {} run(s)",
+                    drive_root.display(),
+                    restored.len()
+                ),
+            );
+            steps.push(step(
+                "drive",
+                if restored.is_empty() {
+                    "checked"
+                } else {
+                    "restored"
+                },
+                json!({"mirror": drive_root, "restored": restored}),
+            ));
+        }
+        other => {
+            let why = match other {
+                crate::backup::Plan::NotColab(env) => format!("{} has no Drive", env.as_str()),
+                crate::backup::Plan::AlreadyOnDrive(m) => {
+                    format!("OUT is on the Drive mount {}", m.display())
+                }
+                crate::backup::Plan::Mirror { .. } => unreachable!("handled above"),
+            };
+            say(4, "drive", &format!("skipped ({why})"));
+            steps.push(step("drive", "skipped", json!({"reason": why})));
+        }
+    }
+
+    // 5. selection.
+    let trials_path: Option<PathBuf> = match trials {
+        Some(p) => Some(crate::convert::normalize(world.cwd, p)),
+        None => {
+            let p = config.root.join(DEFAULT_TRIALS);
+            world.fs.is_file(&p).then_some(p)
+        }
+    };
+    let mut selected = Value::Null;
+    let mut best_layer = None;
+    match &trials_path {
+        Some(path) => {
+            let candidates = crate::select::read_trials(world.fs, path)?;
+            let out = crate::select::select(
+                &config,
+                world.fs,
+                &candidates,
+                &path.display().to_string(),
+                (world.now_us)(),
+            )?;
+            warnings.extend(out.warnings.iter().cloned());
+            selected = out.payload["selected"].clone();
+            best_layer = best_configuration(&selected, &mut warnings);
+            say(
+                5,
+                "selection",
+                &format!(
+                    "{} {} ({} {}), record {}",
+                    if out.decision == "reuse" {
+                        "reused"
+                    } else {
+                        "selected"
+                    },
+                    selected["run_id"].as_str().unwrap_or("?"),
+                    selected["objective_metric"].as_str().unwrap_or(""),
+                    selected["objective"],
+                    out.record
+                ),
+            );
+            steps.push(step(
+                "selection",
+                if out.decision == "reuse" {
+                    "reused"
+                } else {
+                    "ok"
+                },
+                json!({"trials": path, "record": out.record, "key": out.key, "selected": selected}),
+            ));
+        }
+        None => {
+            say(
+                5,
+                "selection",
+                &format!("skipped (no --trials and no {DEFAULT_TRIALS})"),
+            );
+            steps.push(step(
+                "selection",
+                "skipped",
+                json!({"reason": format!("no --trials and no {DEFAULT_TRIALS}")}),
+            ));
+        }
+    }
+
+    // 6-7. skip or retrain, then final training with the best configuration.
+    let reuse_selected = selected
+        .get("trained_on_full_data")
+        .and_then(Value::as_bool)
+        == Some(true);
+    let mut opts = opts.clone();
+    if let (Some(layer), Some(path)) = (&best_layer, &trials_path) {
+        let label = format!(
+            "best configuration ({} in {})",
+            selected["run_id"].as_str().unwrap_or("?"),
+            path.display()
+        );
+        opts.best_configuration = Some((label, layer.clone()));
+    }
+    let variant_dir: PathBuf;
+    if reuse_selected {
+        let ckpt = selected["checkpoint"].as_str().ok_or_else(|| {
+            Error::new(
+                ErrorKind::SelectionMissing,
+                "the selected run is a final training on full data but names no checkpoint",
+            )
+        })?;
+        let ckpt = crate::paths::DatasetPath::parse(ckpt).resolve(
+            ckpt,
+            &config.root,
+            "selected.checkpoint",
+        )?;
+        variant_dir = ckpt.parent().map(Path::to_path_buf).unwrap_or(ckpt);
+        say(
+            6,
+            "decide",
+            &format!(
+                "skip training: the selected run is already a final training on full data ({})",
+                variant_dir.display()
+            ),
+        );
+        steps.push(step("decide", "skip", json!({"reason": "selected run is a final training on full data", "variant_dir": variant_dir})));
+        say(7, "train", "skipped");
+        steps.push(step("train", "skipped", json!({})));
+    } else {
+        say(
+            6,
+            "decide",
+            "retrain: the selected run is an HPO trial, not a final training on full data",
+        );
+        steps.push(step("decide", "retrain", json!({})));
+        let config = config::load(&opts, world.cwd, world.host.var)?;
+        let job = job::prepare(config, world.fs, world.host)?;
+        let trainer = (world.trainer_for)(&job)?;
+        let ctx = crate::train::Context {
+            fs: world.fs,
+            host: world.host,
+            owner: crate::lease::Owner::current(),
+            trainer: &trainer,
+            now_us: world.now_us,
+        };
+        let report = crate::train::train(&job, &ctx)?;
+        warnings.extend(report.warnings.iter().cloned());
+        variant_dir = report.output_dir.clone();
+        let decision = report.decision.name();
+        say(
+            7,
+            "train",
+            &format!(
+                "{decision} v{} {}",
+                report.decision.variant(),
+                variant_dir.display()
+            ),
+        );
+        steps.push(step(
+            "train",
+            if decision == "reuse" { "reused" } else { "ok" },
+            json!({
+                "decision": decision,
+                "variant": report.decision.variant(),
+                "output_dir": variant_dir,
+                "run_name": report.run_name,
+                "spec_fp": job.spec_fp(),
+                "exec_fp": job.exec_fp(),
+                "hyperparameters": job.config.hyperparameters,
+                "metrics": report.metrics,
+            }),
+        ));
+    }
+
+    // 8. backup.
+    let mut sources = vec![variant_dir.clone()];
+    if let Ok(s) = crate::cache::CacheSettings::from_paths(
+        &config.paths,
+        &layout,
+        crate::cache::CacheKind::FinalTraining,
+    ) {
+        if world.fs.is_dir(&s.dir) {
+            sources.push(s.dir);
+        }
+    }
+    let backup = crate::backup::run(&config, &layout, &sources, &crate::backup::no_fault)?;
+    match &backup.skipped {
+        Some(why) => {
+            say(8, "backup", &format!("skipped ({why})"));
+            steps.push(step("backup", "skipped", json!({"reason": why})));
+        }
+        None => {
+            let copied = backup
+                .units
+                .iter()
+                .filter(|u| u.outcome == "copied")
+                .count();
+            say(
+                8,
+                "backup",
+                &format!(
+                    "{copied} copied, {} up to date",
+                    backup.units.len() - copied
+                ),
+            );
+            steps.push(step(
+                "backup",
+                if copied == 0 { "reused" } else { "ok" },
+                json!({"units": backup.units}),
+            ));
+        }
+    }
+
+    // 9. conversion.
+    let now = || crate::cache::rfc3339((world.now_us)());
+    let conv = crate::convert::convert(
+        &config,
+        world.fs,
+        world.host,
+        world.cwd,
+        &crate::convert::From::Dir(variant_dir.clone()),
+        &now,
+    )?;
+    warnings.extend(conv.warnings.iter().cloned());
+    say(
+        9,
+        "convert",
+        &format!(
+            "{} {}",
+            if conv.decision == "reuse" {
+                "reused"
+            } else {
+                "converted"
+            },
+            conv.output_dir.display()
+        ),
+    );
+    steps.push(step(
+        "convert",
+        if conv.decision == "reuse" {
+            "reused"
+        } else {
+            "ok"
+        },
+        json!({"output_dir": conv.output_dir, "conv_fp": conv.conv_fp, "run_name": conv.run_name}),
+    ));
+
+    let reused_everything = steps
+        .iter()
+        .filter(|s| !matches!(s["step"].as_str(), Some("environment" | "config")))
+        .all(|s| matches!(s["status"].as_str(), Some("reused" | "skipped" | "checked")));
+    let mut human = String::new();
+    human.push_str(&format!(
+        "model: {}\nbundle: {}\n",
+        variant_dir.display(),
+        conv.output_dir.display()
+    ));
+    if reused_everything {
+        human.push_str("everything was already done: every step reused its previous result\n");
+    }
+    for w in &warnings {
+        human.push_str(&format!("warning: {w}\n"));
+    }
+    Ok((
+        json!({
+            "steps": steps,
+            "model_dir": variant_dir,
+            "bundle": conv.output_dir,
+            "reused_everything": reused_everything,
+            "warnings": warnings,
+        }),
+        human,
+    ))
+}
