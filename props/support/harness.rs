@@ -139,6 +139,40 @@ pub enum TrainerScript {
 pub struct FsTrainer<'a> {
     pub fs: &'a KillSwitch,
     pub script: TrainerScript,
+    pub occupancy: &'a Occupancy,
+}
+
+/// Which variant dirs have a trainer running in them right now, and every moment two ran in
+/// one dir at once (SPEC §2.3: at most one live owner per variant at any instant; an owner is
+/// what runs a trainer there).
+#[derive(Default)]
+pub struct Occupancy {
+    inside: std::sync::Mutex<std::collections::BTreeMap<String, u32>>,
+    overlaps: std::sync::Mutex<Vec<String>>,
+}
+
+impl Occupancy {
+    fn enter(&self, dir: &str) {
+        let mut inside = self.inside.lock().expect("occupancy");
+        let n = inside.entry(dir.to_string()).or_insert(0);
+        *n += 1;
+        if *n > 1 {
+            self.overlaps
+                .lock()
+                .expect("occupancy")
+                .push(format!("{n} trainers ran in {dir} at once"));
+        }
+    }
+    fn leave(&self, dir: &str) {
+        let mut inside = self.inside.lock().expect("occupancy");
+        if let Some(n) = inside.get_mut(dir) {
+            *n = n.saturating_sub(1);
+        }
+    }
+    /// Every overlap seen so far.
+    pub fn overlaps(&self) -> Vec<String> {
+        self.overlaps.lock().expect("occupancy").clone()
+    }
 }
 
 /// Writes a trainer output the way real trainers do: plainly, without fsync. Making it
@@ -229,7 +263,11 @@ impl Trainer for FsTrainer<'_> {
                 signal: None,
             });
         };
-        match self.outputs(&job) {
+        let variant_dir = job["variant_dir"].as_str().unwrap_or_default().to_string();
+        self.occupancy.enter(&variant_dir);
+        let written = self.outputs(&job);
+        self.occupancy.leave(&variant_dir);
+        match written {
             Ok(()) => Outcome::Exited0,
             Err(e) => Outcome::Failed(Failure {
                 kind: "exit_code",
@@ -309,6 +347,8 @@ pub struct Sandbox {
     pub processes: Processes,
     pub clock: Clock,
     pub jobs: Vec<trainctl::job::Job>,
+    /// Trainers running per variant dir (single-owner check).
+    pub occupancy: Occupancy,
 }
 
 impl Sandbox {
@@ -329,6 +369,7 @@ impl Sandbox {
             processes: Processes::default(),
             clock: Clock::default(),
             jobs: Vec::new(),
+            occupancy: Occupancy::default(),
         };
         sandbox.jobs = (0..identities)
             .map(|i| sandbox.load_job(i, extra))
@@ -393,6 +434,7 @@ impl Sandbox {
         let trainer = FsTrainer {
             fs: &self.fs,
             script,
+            occupancy: &self.occupancy,
         };
         let ctx = trainctl::train::Context {
             fs: &*self.fs,
