@@ -164,10 +164,10 @@ impl Real {
             "paths:cache_strategies.final_training.index.max_entries={MAX_ENTRIES}"
         )];
         let sandbox = match backend {
-            Backend::Os => Sandbox::new(Arc::new(trainctl::fs::OsFs), None, IDENTITIES, &extra),
+            Backend::Os => Sandbox::audited(Arc::new(trainctl::fs::OsFs), None, IDENTITIES, &extra),
             Backend::Sim => {
                 let sim = Arc::new(trainctl::fs::sim::SimFs::new());
-                Sandbox::new(sim.clone(), Some(&sim), IDENTITIES, &extra)
+                Sandbox::audited(sim.clone(), Some(&sim), IDENTITIES, &extra)
             }
         };
         Real {
@@ -383,6 +383,10 @@ fn check_projection(real: &Real, model: &Projection) {
             ));
         }
     }
+    let violations = real.sandbox.lease_violations();
+    if !violations.is_empty() {
+        problems.push(format!("lease law broken: {violations:?}"));
+    }
     if !problems.is_empty() {
         fail(real, &problems.join("\n"));
     }
@@ -454,43 +458,45 @@ fn replay_commands(backend: Backend, commands: &[Command]) {
     }
 }
 
-/// Committed regression traces (`fixtures/regressions/model_vs_real-*.json`) always run; with
-/// `TRAINCTL_REPLAY=<file>` this replays that trace exactly.
+/// Replays a trace file (`{"backend": "Sim"|"Os", "commands": [...]}`).
+fn replay_file(path: &Path) {
+    let trace: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(path).expect("read trace"))
+            .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
+    let backend = if trace["backend"] == "Os" {
+        Backend::Os
+    } else {
+        Backend::Sim
+    };
+    let commands: Vec<Command> = serde_json::from_value(trace["commands"].clone())
+        .unwrap_or_else(|e| panic!("{}: bad commands: {e}", path.display()));
+    replay_commands(backend, &commands);
+}
+
+/// Committed regression traces (`fixtures/regressions/model_vs_real-*.json`), once per process
+/// and before the first random case of either property.
+static REGRESSIONS: std::sync::Once = std::sync::Once::new();
+
+fn run_regressions() {
+    REGRESSIONS.call_once(|| {
+        for path in support::regression_traces("model_vs_real-") {
+            replay_file(&path);
+        }
+    });
+}
+
+/// The committed regressions; with `TRAINCTL_REPLAY=<file>` also that trace, exactly.
 #[test]
 fn replay() {
-    let mut traces: Vec<PathBuf> =
-        std::fs::read_dir(support::repo_root().join("fixtures/regressions"))
-            .map(|rd| {
-                rd.flatten()
-                    .map(|e| e.path())
-                    .filter(|p| {
-                        p.file_name()
-                            .is_some_and(|n| n.to_string_lossy().starts_with("model_vs_real-"))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-    traces.sort();
+    run_regressions();
     if let Some(file) = std::env::var_os("TRAINCTL_REPLAY") {
         let path = PathBuf::from(file);
         if path
             .file_name()
             .is_some_and(|n| n.to_string_lossy().starts_with("model_vs_real"))
         {
-            traces.push(path);
+            replay_file(&path);
         }
-    }
-    for path in traces {
-        let trace: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&path).expect("read trace")).expect("trace json");
-        let backend = if trace["backend"] == "Os" {
-            Backend::Os
-        } else {
-            Backend::Sim
-        };
-        let commands: Vec<Command> =
-            serde_json::from_value(trace["commands"].clone()).expect("commands");
-        replay_commands(backend, &commands);
     }
 }
 
@@ -502,6 +508,7 @@ macro_rules! machine_test {
             type Reference = Reference;
 
             fn init_test(_: &RefState) -> Real {
+                run_regressions();
                 Real::new($backend)
             }
 

@@ -15,7 +15,7 @@ mod support;
 
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use support::harness::{Sandbox, TrainerScript};
+use support::harness::{LeaseAudit, Sandbox, TrainerScript};
 use support::lin::{linearizable, minimal_violation, Observed, Program};
 use support::sched::{Policy, SchedFs, Scheduler};
 use trainctl::completion::Depth;
@@ -112,8 +112,10 @@ fn run_into(case: &Case, schedule_out: &mut Vec<usize>) -> Result<(), String> {
         case.start_at.clone(),
         case.schedule.clone(),
     );
+    // The lease-law audit sits under the scheduler: its look-ups share the checked call's step.
+    let audit = Arc::new(LeaseAudit::new(sim.clone()));
     let fs = Arc::new(SchedFs {
-        inner: sim.clone(),
+        inner: audit.clone(),
         sched: sched.clone(),
     });
     let sb = Sandbox::new(fs, Some(&sim), 1, &[]);
@@ -214,6 +216,11 @@ fn run_into(case: &Case, schedule_out: &mut Vec<usize>) -> Result<(), String> {
         return Err(format!(
             "two owners of one variant at once: {overlaps:?}; outcomes {observed:?}"
         ));
+    }
+    // The lease law: no lease file removed or rewritten, generations published in order.
+    let violations = audit.violations();
+    if !violations.is_empty() {
+        return Err(format!("lease law broken: {violations:?}"));
     }
     // End state: every variant a start trained is complete; the cache lost nothing.
     let states = sb.variant_states(0, Depth::Digests);
@@ -321,22 +328,6 @@ fn shrink(case: &Case, schedule: Vec<usize>, violation: String) -> (Case, Vec<us
     }
 }
 
-/// The committed regression traces `fixtures/regressions/sched-*.json`, in name order.
-fn regression_traces() -> Vec<std::path::PathBuf> {
-    let regressions = support::repo_root().join("fixtures/regressions");
-    let mut paths: Vec<_> = std::fs::read_dir(&regressions)
-        .map(|rd| rd.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    paths.retain(|p| {
-        p.file_name().is_some_and(|n| {
-            let n = n.to_string_lossy();
-            n.starts_with("sched-") && n.ends_with(".json")
-        })
-    });
-    paths.sort();
-    paths
-}
-
 fn read_case(path: &std::path::Path) -> Case {
     let bytes =
         std::fs::read(path).unwrap_or_else(|e| panic!("cannot read trace {}: {e}", path.display()));
@@ -347,7 +338,7 @@ fn read_case(path: &std::path::Path) -> Case {
 /// Committed regressions first, then an exact replay, one seed, or a campaign of
 /// `case_of(seed)` from `base`.
 fn campaign(test: &str, base: u64, quick: u32, case_of: fn(u64) -> Case) {
-    for path in regression_traces() {
+    for path in support::regression_traces("sched-") {
         check(&read_case(&path), test);
     }
     if let Ok(file) = std::env::var("TRAINCTL_REPLAY") {
