@@ -28,11 +28,25 @@ use trainctl::fs::Fs;
 /// Crash states explored by this binary (printed by the summary test when asked).
 static EXPLORED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+thread_local! {
+    /// One prepared sandbox per `max_entries`: every crash state runs in a `sibling` of it (a
+    /// fresh SimFs), so config loading and dataset digests happen once per binary, not per state.
+    static TEMPLATES: std::cell::RefCell<std::collections::BTreeMap<usize, Sandbox>> =
+        const { std::cell::RefCell::new(std::collections::BTreeMap::new()) };
+}
+
 fn sandbox(sim: &Arc<SimFs>, max_entries: usize) -> Sandbox {
-    let extra = [format!(
-        "paths:cache_strategies.final_training.index.max_entries={max_entries}"
-    )];
-    Sandbox::audited(sim.clone(), Some(sim), 2, &extra)
+    TEMPLATES.with(|t| {
+        let mut templates = t.borrow_mut();
+        let template = templates.entry(max_entries).or_insert_with(|| {
+            let extra = [format!(
+                "paths:cache_strategies.final_training.index.max_entries={max_entries}"
+            )];
+            let scratch = Arc::new(SimFs::new());
+            Sandbox::audited(scratch.clone(), Some(&scratch), 2, &extra)
+        });
+        template.sibling(sim.clone(), sim)
+    })
 }
 
 /// The §5 invariants right after a successful cache operation, plus "view files parse".
@@ -438,9 +452,10 @@ fn property(name: &str, quick: u32, strategy: impl Strategy<Value = CrashTrace>)
             );
         }
         Err(TestError::Fail(reason, minimal)) => {
+            // The shrunk case fails at some point of its sweep; that point is the trace.
             let failing = sweep(&minimal).expect_err("the minimal case fails again");
             panic!(
-                "{reason}\nminimal case: {minimal:?}\n{}",
+                "{reason}\nshrunk to the case below, its first failing crash point:\n{}",
                 write_failure(&failing)
             );
         }

@@ -268,7 +268,12 @@ fn check(case: &Case, test: &str) -> usize {
     let steps = schedule.len();
     if let Err(violation) = verdict {
         let original = case.programs.len();
-        let (case, schedule, violation) = shrink(case, schedule, violation);
+        // A recorded schedule (replay, regression) is reported exactly as it ran.
+        let (case, schedule, violation) = if case.schedule.is_empty() {
+            shrink(case, schedule, violation)
+        } else {
+            (case.clone(), schedule, violation)
+        };
         let violation = format!(
             "{violation}\n(shrunk from {original} to {} processes, {} scheduled steps)",
             case.programs.len(),

@@ -342,7 +342,8 @@ pub fn seed_sim(sim: &trainctl::fs::sim::SimFs, dir: &Path) {
 /// given Fs behind a kill switch, fake processes and clock, and one prepared job per
 /// identity (identities differ by seed).
 pub struct Sandbox {
-    pub project: super::Project,
+    /// Shared by `sibling`s (the project on disk is only read once the jobs are prepared).
+    pub project: Arc<super::Project>,
     pub fs: Arc<KillSwitch>,
     pub processes: Processes,
     pub clock: Clock,
@@ -361,7 +362,7 @@ impl Sandbox {
         identities: usize,
         extra: &[String],
     ) -> Sandbox {
-        let project = super::Project::new();
+        let project = Arc::new(super::Project::new());
         if let Some(sim) = seed {
             seed_sim(sim, &project.root().join("fixtures/datasets"));
         }
@@ -391,6 +392,31 @@ impl Sandbox {
         let mut sandbox = Sandbox::new(audit.clone(), seed, identities, extra);
         sandbox.audit = Some(audit);
         sandbox
+    }
+
+    /// A fresh sandbox over `inner` that shares this one's project and prepared jobs (no
+    /// config loading or dataset digest again): fresh processes, clock and checks, audited
+    /// when this one is. The jobs' OUT paths name the same project root, which lives in the
+    /// simulated `inner` only, so siblings never see each other's files.
+    pub fn sibling(&self, inner: Arc<dyn Fs>, seed: &trainctl::fs::sim::SimFs) -> Sandbox {
+        seed_sim(seed, &self.root().join("fixtures/datasets"));
+        let audit = self
+            .audit
+            .as_ref()
+            .map(|_| Arc::new(LeaseAudit::new(inner.clone())));
+        let fs: Arc<dyn Fs> = match &audit {
+            Some(a) => a.clone(),
+            None => inner,
+        };
+        Sandbox {
+            project: self.project.clone(),
+            fs: Arc::new(KillSwitch::new(fs)),
+            processes: Processes::default(),
+            clock: Clock::default(),
+            jobs: self.jobs.clone(),
+            occupancy: Occupancy::default(),
+            audit,
+        }
     }
 
     /// Lease-law violations seen so far (none when not audited).
