@@ -578,3 +578,48 @@ fn linearizable_histories_are_accepted() {
         assert_eq!(minimal_violation(&stale_v1(), h), None, "{h:?}");
     }
 }
+
+/// The lease-law audit itself can fail: removing a lease file, writing one in place and
+/// publishing a generation that skips one are all recorded; the lawful take (generation n+1 by
+/// no-replace rename) and generation 1 written inside a staged dir are not.
+#[test]
+fn lease_audit_flags_every_break_of_the_lease_law() {
+    use std::path::Path;
+    use trainctl::fs::Fs;
+    let sim = Arc::new(SimFs::new());
+    let audit = LeaseAudit::new(sim.clone());
+    let (dir, staged) = (Path::new("/out/v1"), Path::new("/out/.v2.tmp-1"));
+    audit.create_dir_all(dir).expect("dir");
+    audit.create_dir_all(staged).expect("staged dir");
+    audit
+        .create_new(&staged.join("lease-1.json"), b"{}")
+        .expect("staged generation 1");
+    let owner = trainctl::lease::Owner {
+        host: "h".into(),
+        pid: 1,
+        start_time: 7,
+    };
+    for after in 0..2 {
+        let taken = trainctl::lease::take(&audit, dir, after, &owner, 0, "resume").expect("take");
+        assert!(matches!(taken, trainctl::lease::Take::Won(_)));
+    }
+    assert_eq!(audit.violations(), Vec::<String>::new());
+    audit
+        .remove_file(&dir.join("lease-2.json"))
+        .expect("remove");
+    audit
+        .write(&dir.join("lease-1.json"), b"{}")
+        .expect("write");
+    trainctl::fs::create_durable(&audit, &dir.join("lease-5.json"), b"{}").expect("publish");
+    let violations = audit.violations();
+    assert_eq!(violations.len(), 3, "{violations:?}");
+    assert!(
+        violations[0].starts_with("removal of lease file"),
+        "{violations:?}"
+    );
+    assert!(
+        violations[1].starts_with("in-place write"),
+        "{violations:?}"
+    );
+    assert!(violations[2].contains("generation 5"), "{violations:?}");
+}
