@@ -27,6 +27,17 @@ use trainctl_models::machine::{
 
 const MAX_ENTRIES: usize = 3;
 
+thread_local! {
+    /// The prepared (audited) sandbox every SimFs case runs in a `sibling` of.
+    static SIM_TEMPLATE: Sandbox = {
+        let extra = [format!(
+            "paths:cache_strategies.final_training.index.max_entries={MAX_ENTRIES}"
+        )];
+        let scratch = Arc::new(trainctl::fs::sim::SimFs::new());
+        Sandbox::audited(scratch.clone(), Some(&scratch), IDENTITIES, &extra)
+    };
+}
+
 /// The reference side: the model plus the response to the last command.
 #[derive(Clone, Debug)]
 struct RefState {
@@ -165,10 +176,11 @@ impl Real {
         )];
         let sandbox = match backend {
             Backend::Os => Sandbox::audited(Arc::new(trainctl::fs::OsFs), None, IDENTITIES, &extra),
-            Backend::Sim => {
+            // A sibling of one prepared sandbox: config and digests once per test thread.
+            Backend::Sim => SIM_TEMPLATE.with(|template| {
                 let sim = Arc::new(trainctl::fs::sim::SimFs::new());
-                Sandbox::audited(sim.clone(), Some(&sim), IDENTITIES, &extra)
-            }
+                template.sibling(sim.clone(), &sim)
+            }),
         };
         Real {
             sandbox,
