@@ -3,11 +3,21 @@
 //! renames), then recovery by the next command. After the crash: no false "complete" (every
 //! complete variant passes the sha256 check), nothing that returned Ok is lost, every view
 //! file that exists parses (views are never written in place); after recovery the §5 cache
-//! invariants hold and every complete variant has a valid record.
+//! invariants hold and every complete variant has a valid record. Every call is also checked
+//! against the lease law (`LeaseAudit`).
+//!
+//! Replay: a failure prints its seed (`TRAINCTL_SEED=… cargo test --release --test crash --
+//! <property>`) and writes the minimised trace (property, history, crash point, crash seed =
+//! the durability choice) to `target/trainctl-failures/crash-<property>.json`;
+//! `TRAINCTL_REPLAY=<file> cargo test --release --test crash -- replay` replays exactly that
+//! crash. Committed traces `fixtures/regressions/crash-*.json` run first, before any random
+//! case of either property.
 
 mod support;
 
 use proptest::prelude::*;
+use proptest::test_runner::{TestError, TestRunner};
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use support::harness::{Sandbox, TrainerScript};
 use trainctl::completion::Depth;
@@ -18,11 +28,25 @@ use trainctl::fs::Fs;
 /// Crash states explored by this binary (printed by the summary test when asked).
 static EXPLORED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+thread_local! {
+    /// One prepared sandbox per `max_entries`: every crash state runs in a `sibling` of it (a
+    /// fresh SimFs), so config loading and dataset digests happen once per binary, not per state.
+    static TEMPLATES: std::cell::RefCell<std::collections::BTreeMap<usize, Sandbox>> =
+        const { std::cell::RefCell::new(std::collections::BTreeMap::new()) };
+}
+
 fn sandbox(sim: &Arc<SimFs>, max_entries: usize) -> Sandbox {
-    let extra = [format!(
-        "paths:cache_strategies.final_training.index.max_entries={max_entries}"
-    )];
-    Sandbox::new(sim.clone(), Some(sim), 2, &extra)
+    TEMPLATES.with(|t| {
+        let mut templates = t.borrow_mut();
+        let template = templates.entry(max_entries).or_insert_with(|| {
+            let extra = [format!(
+                "paths:cache_strategies.final_training.index.max_entries={max_entries}"
+            )];
+            let scratch = Arc::new(SimFs::new());
+            Sandbox::audited(scratch.clone(), Some(&scratch), 2, &extra)
+        });
+        template.sibling(sim.clone(), sim)
+    })
 }
 
 /// The §5 invariants right after a successful cache operation, plus "view files parse".
@@ -108,14 +132,11 @@ fn check_no_false_complete(sb: &Sandbox) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-/// Operations a full, uninterrupted `train` of identity 0 performs on a fresh SimFs.
-fn ops_of_a_full_train(max_entries: usize) -> u64 {
-    let sim = Arc::new(SimFs::new());
-    let sb = sandbox(&sim, max_entries);
-    let before = sim.op_count();
-    let (result, killed) = sb.train(0, RunMode::ForceNew, None, TrainerScript::Complete);
-    assert!(result.is_ok() && !killed, "{result:?}");
-    sim.op_count() - before
+/// No lease file was removed or rewritten and generations were published in order.
+fn check_lease_law(sb: &Sandbox) -> Result<(), TestCaseError> {
+    let violations = sb.lease_violations();
+    prop_assert!(violations.is_empty(), "lease law broken: {:?}", violations);
+    Ok(())
 }
 
 /// Which crash points a case tries: every one in the quick tier (short commands), a sample
@@ -124,126 +145,394 @@ fn crash_points(total: u64, stride: u64) -> Vec<u64> {
     (0..=total).step_by(stride.max(1) as usize).collect()
 }
 
-proptest! {
-    #![proptest_config(support::seeded_config(support::cases(12), "crash", "survives_a_power_loss"))]
-
-    /// A power loss at every operation of `train` (after some history), then recovery with
+/// Which property a trace belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Property {
+    /// Power loss inside `train` of identity 0 (force_new) after `history`; recovery by
     /// resume_if_incomplete.
-    #[test]
-    fn train_survives_a_power_loss_at_every_operation(
-        history in prop::collection::vec((0usize..2, prop_oneof![Just(RunMode::ForceNew), Just(RunMode::ResumeIfIncomplete)]), 0..3),
-        seed in any::<u64>(),
-        max_entries in 1usize..4,
-    ) {
-        let total = ops_of_a_full_train(max_entries);
-        for k in crash_points(total + 1, 1) {
-            let sim = Arc::new(SimFs::new());
-            let sb = sandbox(&sim, max_entries);
-            for (identity, mode) in &history {
-                let (r, _) = sb.train(*identity, *mode, None, TrainerScript::Complete);
-                prop_assert!(r.is_ok(), "history run failed: {r:?}");
-            }
-            let complete_before: Vec<_> = (0..2).map(|i| sb.variant_states(i, Depth::Digests)).collect();
-            let start = sim.op_count();
-            sim.die_after(k);
-            let (result, _) = sb.train(0, RunMode::ForceNew, None, TrainerScript::Complete);
-            let returned_ok = result.is_ok();
-            let ran = sim.op_count() - start;
-            let report = sim.crash(seed ^ k.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-            let explored = EXPLORED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-            if std::env::var_os("TRAINCTL_REPORT").is_some() {
-                eprintln!("crash states explored so far: {explored} (unsynced ops {}, kept {}, torn {})", report.unsynced, report.kept, report.torn);
-            }
-            let _ = ran;
-            check_no_false_complete(&sb)?;
-            check_no_torn_cache_files(&sb)?;
-            // Complete variants from before are never lost or changed.
-            for (i, before) in complete_before.iter().enumerate() {
-                let now = sb.variant_states(i, Depth::Digests);
-                for (v, state) in before.iter().filter(|(_, s)| *s == "complete") {
-                    prop_assert_eq!(now.get(v).map(String::as_str), Some(state.as_str()),
-                        "complete v{} of identity {} lost after a crash at op {}", v, i, k);
-                }
-            }
-            // What returned Ok survives: the new variant is complete.
-            if returned_ok {
-                let completes = sb.variant_states(0, Depth::Digests).values().filter(|s| *s == "complete").count();
-                let before = complete_before[0].values().filter(|s| *s == "complete").count();
-                prop_assert_eq!(completes, before + 1, "a train that returned Ok lost its variant (crash at op {})", k);
-            }
-            // Recovery: the next command finishes the job and leaves the cache consistent.
-            let (recovered, killed) = sb.train(0, RunMode::ResumeIfIncomplete, None, TrainerScript::Complete);
-            prop_assert!(!killed && recovered.is_ok(), "recovery failed after a crash at op {}: {:?}", k, recovered);
-            check_no_false_complete(&sb)?;
-            check_cache(&sb)?;
-            // Every complete variant of identity 0 has a valid record (backfill).
-            let cache = sb.cache();
-            let (valid, _) = cache.newest_valid(usize::MAX).map_err(|e| TestCaseError::fail(e.to_string()))?;
-            for (v, state) in sb.variant_states(0, Depth::Sizes) {
-                if state == "complete" {
-                    let subject = sb.subject(0, v);
-                    prop_assert!(valid.iter().any(|f| f.record.subject == subject), "v{} has no valid record", v);
-                }
-            }
+    Train,
+    /// Power loss inside a burst of `writes` cache writes; recovery by `cache repair`.
+    Cache,
+}
+
+/// One crash state, exactly: the trace a failure writes and `TRAINCTL_REPLAY` replays.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct CrashTrace {
+    property: Property,
+    /// Train: completed trains (identity, mode) before the crashing command.
+    #[serde(default)]
+    history: Vec<(usize, RunMode)>,
+    /// Cache: number of writes in the crashing burst.
+    #[serde(default)]
+    writes: usize,
+    max_entries: usize,
+    /// The power goes after this many mutating Fs operations of the crashing command.
+    crash_point: u64,
+    /// The durability choice: seed of `SimFs::crash` (which unsynced operations survive,
+    /// whether the last write tears).
+    crash_seed: u64,
+    /// The property's random seed input (the crash seed derives from it and the point).
+    seed: u64,
+    /// Regression traces only: also sweep every crash point of this case.
+    #[serde(default)]
+    every_point: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    violation: Option<String>,
+}
+
+/// The durability choice for point `k` of a case with `seed`.
+fn crash_seed(property: Property, seed: u64, k: u64) -> u64 {
+    match property {
+        Property::Train => seed ^ k.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        Property::Cache => seed ^ k,
+    }
+}
+
+fn count_state() {
+    EXPLORED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// A crash at one point of `train` (after `history`), then recovery.
+fn train_crash_state(t: &CrashTrace) -> Result<(), TestCaseError> {
+    let (k, max_entries) = (t.crash_point, t.max_entries);
+    let sim = Arc::new(SimFs::new());
+    let sb = sandbox(&sim, max_entries);
+    for (identity, mode) in &t.history {
+        let (r, _) = sb.train(*identity, *mode, None, TrainerScript::Complete);
+        prop_assert!(r.is_ok(), "history run failed: {r:?}");
+    }
+    let complete_before: Vec<_> = (0..2)
+        .map(|i| sb.variant_states(i, Depth::Digests))
+        .collect();
+    sim.die_after(k);
+    let (result, _) = sb.train(0, RunMode::ForceNew, None, TrainerScript::Complete);
+    let returned_ok = result.is_ok();
+    let report = sim.crash(t.crash_seed);
+    count_state();
+    if std::env::var_os("TRAINCTL_REPORT").is_some() {
+        eprintln!(
+            "crash at op {k}: unsynced ops {}, kept {}, torn {}",
+            report.unsynced, report.kept, report.torn
+        );
+    }
+    check_lease_law(&sb)?;
+    check_no_false_complete(&sb)?;
+    check_no_torn_cache_files(&sb)?;
+    // Complete variants from before are never lost or changed.
+    for (i, before) in complete_before.iter().enumerate() {
+        let now = sb.variant_states(i, Depth::Digests);
+        for (v, state) in before.iter().filter(|(_, s)| *s == "complete") {
+            prop_assert_eq!(
+                now.get(v).map(String::as_str),
+                Some(state.as_str()),
+                "complete v{} of identity {} lost after a crash at op {}",
+                v,
+                i,
+                k
+            );
         }
     }
+    // What returned Ok survives: the new variant is complete.
+    if returned_ok {
+        let completes = sb
+            .variant_states(0, Depth::Digests)
+            .values()
+            .filter(|s| *s == "complete")
+            .count();
+        let before = complete_before[0]
+            .values()
+            .filter(|s| *s == "complete")
+            .count();
+        prop_assert_eq!(
+            completes,
+            before + 1,
+            "a train that returned Ok lost its variant (crash at op {})",
+            k
+        );
+    }
+    // Recovery: the next command finishes the job and leaves the cache consistent.
+    let (recovered, killed) = sb.train(
+        0,
+        RunMode::ResumeIfIncomplete,
+        None,
+        TrainerScript::Complete,
+    );
+    prop_assert!(
+        !killed && recovered.is_ok(),
+        "recovery failed after a crash at op {}: {:?}",
+        k,
+        recovered
+    );
+    check_lease_law(&sb)?;
+    check_no_false_complete(&sb)?;
+    check_cache(&sb)?;
+    // Every complete variant of identity 0 has a valid record (backfill).
+    let cache = sb.cache();
+    let (valid, _) = cache
+        .newest_valid(usize::MAX)
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    for (v, state) in sb.variant_states(0, Depth::Sizes) {
+        if state == "complete" {
+            let subject = sb.subject(0, v);
+            prop_assert!(
+                valid.iter().any(|f| f.record.subject == subject),
+                "v{} has no valid record",
+                v
+            );
+        }
+    }
+    Ok(())
+}
 
-    /// A power loss at every operation of a burst of cache writes, then `cache repair`.
-    #[test]
-    fn cache_survives_a_power_loss_at_every_operation(
-        writes in 1usize..4,
-        seed in any::<u64>(),
-        max_entries in 1usize..4,
-    ) {
-        let record = |sb: &Sandbox, i: usize| trainctl::cache::Record {
-            schema_version: 1,
-            kind: "final_training".into(),
-            created_at: format!("t{i}"),
-            subject: sb.subject(0, i as u64 + 1),
-            payload: serde_json::json!({"i": i}),
-            metadata: serde_json::json!({"i": i}),
-        };
-        let total = {
-            let sim = Arc::new(SimFs::new());
-            let sb = sandbox(&sim, max_entries);
-            let start = sim.op_count();
-            for i in 0..writes {
-                sb.cache().write(&record(&sb, i), sb.clock.now_us()).expect("write");
+fn cache_record(sb: &Sandbox, i: usize) -> trainctl::cache::Record {
+    trainctl::cache::Record {
+        schema_version: 1,
+        kind: "final_training".into(),
+        created_at: format!("t{i}"),
+        subject: sb.subject(0, i as u64 + 1),
+        payload: serde_json::json!({"i": i}),
+        metadata: serde_json::json!({"i": i}),
+    }
+}
+
+/// A crash at one point of a burst of cache writes, then `cache repair`.
+fn cache_crash_state(t: &CrashTrace) -> Result<(), TestCaseError> {
+    let k = t.crash_point;
+    let sim = Arc::new(SimFs::new());
+    let sb = sandbox(&sim, t.max_entries);
+    sim.die_after(k);
+    let mut returned = Vec::new();
+    for i in 0..t.writes {
+        match sb.cache().write(&cache_record(&sb, i), sb.clock.now_us()) {
+            Ok((name, _)) => returned.push(name),
+            Err(_) => break,
+        }
+    }
+    sim.crash(t.crash_seed);
+    count_state();
+    check_no_torn_cache_files(&sb)?;
+    let names = sb.cache().record_names().expect("names");
+    for name in &returned {
+        prop_assert!(
+            names.contains(name),
+            "record {} returned Ok but was lost (crash at op {})",
+            name,
+            k
+        );
+    }
+    sb.cache().repair().expect("repair");
+    check_cache(&sb)?;
+    check_lease_law(&sb)
+}
+
+/// Runs one crash state of either property.
+fn crash_state(t: &CrashTrace) -> Result<(), TestCaseError> {
+    match t.property {
+        Property::Train => train_crash_state(t),
+        Property::Cache => cache_crash_state(t),
+    }
+}
+
+/// Mutating operations of the uncrashed command of a case.
+fn ops_in_command(t: &CrashTrace) -> u64 {
+    let sim = Arc::new(SimFs::new());
+    let sb = sandbox(&sim, t.max_entries);
+    match t.property {
+        Property::Train => {
+            for (identity, mode) in &t.history {
+                let (r, _) = sb.train(*identity, *mode, None, TrainerScript::Complete);
+                assert!(r.is_ok(), "history run failed: {r:?}");
             }
-            sim.op_count() - start
-        };
-        for k in crash_points(total + 1, 1) {
-            let sim = Arc::new(SimFs::new());
-            let sb = sandbox(&sim, max_entries);
-            sim.die_after(k);
-            let mut returned = Vec::new();
-            for i in 0..writes {
-                match sb.cache().write(&record(&sb, i), sb.clock.now_us()) {
-                    Ok((name, _)) => returned.push(name),
-                    Err(_) => break,
-                }
+            let before = sim.op_count();
+            let (result, killed) = sb.train(0, RunMode::ForceNew, None, TrainerScript::Complete);
+            assert!(result.is_ok() && !killed, "{result:?}");
+            sim.op_count() - before
+        }
+        Property::Cache => {
+            let before = sim.op_count();
+            for i in 0..t.writes {
+                sb.cache()
+                    .write(&cache_record(&sb, i), sb.clock.now_us())
+                    .expect("write");
             }
-            sim.crash(seed ^ k);
-            EXPLORED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            check_no_torn_cache_files(&sb)?;
-            let names = sb.cache().record_names().expect("names");
-            for name in &returned {
-                prop_assert!(names.contains(name), "record {} returned Ok but was lost (crash at op {})", name, k);
-            }
-            sb.cache().repair().expect("repair");
-            check_cache(&sb)?;
+            sim.op_count() - before
         }
     }
 }
 
-/// Prints how many crash states the suite explored (`cargo test --release --test crash --
-/// --nocapture crash_states_explored`); it runs after the properties in the same binary only
-/// when selected, so it reports 0 alone.
+/// Every crash point of a case (one past the last operation: the command completes, then the
+/// power goes); the first failing state, with its violation.
+fn sweep(case: &CrashTrace) -> Result<(), CrashTrace> {
+    let total = ops_in_command(case);
+    for k in crash_points(total + 1, 1) {
+        let t = CrashTrace {
+            crash_point: k,
+            crash_seed: crash_seed(case.property, case.seed, k),
+            every_point: false,
+            violation: None,
+            ..case.clone()
+        };
+        if let Err(e) = crash_state(&t) {
+            return Err(CrashTrace {
+                violation: Some(e.to_string()),
+                ..t
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Writes a failing trace and returns the replay instructions.
+fn write_failure(t: &CrashTrace) -> String {
+    let dir = support::failure_dir();
+    let _ = std::fs::create_dir_all(&dir);
+    let name = match t.property {
+        Property::Train => "crash-train.json",
+        Property::Cache => "crash-cache.json",
+    };
+    let path = dir.join(name);
+    let _ = std::fs::write(&path, serde_json::to_vec_pretty(t).unwrap_or_default());
+    format!(
+        "{}\nminimised trace: {}\nreplay exactly: TRAINCTL_REPLAY={} cargo test --release --test crash -- replay",
+        serde_json::to_string(t).unwrap_or_default(),
+        path.display(),
+        path.display()
+    )
+}
+
+/// Committed regression traces (`fixtures/regressions/crash-*.json`), once per process and
+/// before any random case: each runs at its recorded point, and at every point when it says
+/// `every_point`.
+static REGRESSIONS: std::sync::Once = std::sync::Once::new();
+
+fn run_regressions() {
+    REGRESSIONS.call_once(|| {
+        for path in support::regression_traces("crash-") {
+            let t: CrashTrace = serde_json::from_slice(&std::fs::read(&path).expect("read trace"))
+                .unwrap_or_else(|e| panic!("{} is not a crash trace: {e}", path.display()));
+            if let Err(e) = crash_state(&t) {
+                panic!(
+                    "regression {} fails again at its recorded point: {e}\nreplay: TRAINCTL_REPLAY={} cargo test --release --test crash -- replay",
+                    path.display(),
+                    path.display()
+                );
+            }
+            if t.every_point {
+                if let Err(failing) = sweep(&t) {
+                    panic!(
+                        "regression {} fails at another point:\n{}",
+                        path.display(),
+                        write_failure(&failing)
+                    );
+                }
+            }
+        }
+    });
+}
+
+/// Runs a property: regressions first, then proptest cases (shrinking the case), then the
+/// minimal case's first failing crash point is written as a trace. Reports the rate.
+fn property(name: &str, quick: u32, strategy: impl Strategy<Value = CrashTrace>) {
+    run_regressions();
+    let began = std::time::Instant::now();
+    let states_before = EXPLORED.load(std::sync::atomic::Ordering::Relaxed);
+    let mut runner = TestRunner::new(support::seeded_config(support::cases(quick), "crash", name));
+    let outcome = runner.run(&strategy, |case| match sweep(&case) {
+        Ok(()) => Ok(()),
+        Err(t) => Err(TestCaseError::fail(t.violation.unwrap_or_default())),
+    });
+    match outcome {
+        Ok(()) => {
+            let states = EXPLORED.load(std::sync::atomic::Ordering::Relaxed) - states_before;
+            let secs = began.elapsed().as_secs_f64();
+            eprintln!(
+                "crash {name}: {states} crash states in {secs:.1} s = {:.1} states/s (each with recovery and checks)",
+                states as f64 / secs.max(1e-9)
+            );
+        }
+        Err(TestError::Fail(reason, minimal)) => {
+            // The shrunk case fails at some point of its sweep; that point is the trace.
+            let failing = sweep(&minimal).expect_err("the minimal case fails again");
+            panic!(
+                "{reason}\nshrunk to the case below, its first failing crash point:\n{}",
+                write_failure(&failing)
+            );
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// A power loss at every operation of `train` (after some history), then recovery with
+/// resume_if_incomplete.
 #[test]
-#[ignore = "reporting helper: run with --ignored --nocapture after the properties"]
-fn crash_states_explored() {
-    eprintln!(
-        "crash states explored: {}",
-        EXPLORED.load(std::sync::atomic::Ordering::Relaxed)
+fn train_survives_a_power_loss_at_every_operation() {
+    let history = prop::collection::vec(
+        (
+            0usize..2,
+            prop_oneof![Just(RunMode::ForceNew), Just(RunMode::ResumeIfIncomplete)],
+        ),
+        0..3,
     );
+    let strategy =
+        (history, any::<u64>(), 1usize..4).prop_map(|(history, seed, max_entries)| CrashTrace {
+            property: Property::Train,
+            history,
+            writes: 0,
+            max_entries,
+            crash_point: 0,
+            crash_seed: 0,
+            seed,
+            every_point: false,
+            violation: None,
+        });
+    property(
+        "train_survives_a_power_loss_at_every_operation",
+        12,
+        strategy,
+    );
+}
+
+/// A power loss at every operation of a burst of cache writes, then `cache repair`.
+#[test]
+fn cache_survives_a_power_loss_at_every_operation() {
+    let strategy =
+        (1usize..4, any::<u64>(), 1usize..4).prop_map(|(writes, seed, max_entries)| CrashTrace {
+            property: Property::Cache,
+            history: Vec::new(),
+            writes,
+            max_entries,
+            crash_point: 0,
+            crash_seed: 0,
+            seed,
+            every_point: false,
+            violation: None,
+        });
+    property(
+        "cache_survives_a_power_loss_at_every_operation",
+        12,
+        strategy,
+    );
+}
+
+/// `TRAINCTL_REPLAY=<file>` replays that crash trace exactly (one crash state); without it,
+/// the committed regressions.
+#[test]
+fn replay() {
+    run_regressions();
+    let Some(file) = std::env::var_os("TRAINCTL_REPLAY") else {
+        return;
+    };
+    let path = std::path::PathBuf::from(file);
+    if !path
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("crash"))
+    {
+        return;
+    }
+    let t: CrashTrace = serde_json::from_slice(&std::fs::read(&path).expect("read trace"))
+        .unwrap_or_else(|e| panic!("{} is not a crash trace: {e}", path.display()));
+    if let Err(e) = crash_state(&t) {
+        panic!("replayed {}: {e}", path.display());
+    }
 }

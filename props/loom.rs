@@ -196,10 +196,30 @@ fn owner(pid: u32) -> trainctl::lease::Owner {
     }
 }
 
+/// Explores every interleaving of `f` up to the preemption bound; prints how many it ran
+/// (each run of `f` is one interleaving) and the rate to stderr.
 fn model(f: impl Fn() + Sync + Send + 'static) {
+    let runs = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = {
+        let runs = runs.clone();
+        move || {
+            runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            f()
+        }
+    };
+    let began = std::time::Instant::now();
     let mut builder = loom::model::Builder::new();
     builder.preemption_bound = Some(2);
-    builder.check(f);
+    builder.check(counted);
+    let (n, secs) = (
+        runs.load(std::sync::atomic::Ordering::Relaxed),
+        began.elapsed().as_secs_f64(),
+    );
+    eprintln!(
+        "loom {}: {n} interleavings in {secs:.2} s = {:.0} interleavings/s",
+        std::thread::current().name().unwrap_or("scenario"),
+        n as f64 / secs.max(1e-9)
+    );
 }
 
 fn concurrent_new_allocations(threads: u32) {

@@ -27,6 +27,17 @@ use trainctl_models::machine::{
 
 const MAX_ENTRIES: usize = 3;
 
+thread_local! {
+    /// The prepared (audited) sandbox every SimFs case runs in a `sibling` of.
+    static SIM_TEMPLATE: Sandbox = {
+        let extra = [format!(
+            "paths:cache_strategies.final_training.index.max_entries={MAX_ENTRIES}"
+        )];
+        let scratch = Arc::new(trainctl::fs::sim::SimFs::new());
+        Sandbox::audited(scratch.clone(), Some(&scratch), IDENTITIES, &extra)
+    };
+}
+
 /// The reference side: the model plus the response to the last command.
 #[derive(Clone, Debug)]
 struct RefState {
@@ -164,11 +175,12 @@ impl Real {
             "paths:cache_strategies.final_training.index.max_entries={MAX_ENTRIES}"
         )];
         let sandbox = match backend {
-            Backend::Os => Sandbox::new(Arc::new(trainctl::fs::OsFs), None, IDENTITIES, &extra),
-            Backend::Sim => {
+            Backend::Os => Sandbox::audited(Arc::new(trainctl::fs::OsFs), None, IDENTITIES, &extra),
+            // A sibling of one prepared sandbox: config and digests once per test thread.
+            Backend::Sim => SIM_TEMPLATE.with(|template| {
                 let sim = Arc::new(trainctl::fs::sim::SimFs::new());
-                Sandbox::new(sim.clone(), Some(&sim), IDENTITIES, &extra)
-            }
+                template.sibling(sim.clone(), &sim)
+            }),
         };
         Real {
             sandbox,
@@ -383,6 +395,10 @@ fn check_projection(real: &Real, model: &Projection) {
             ));
         }
     }
+    let violations = real.sandbox.lease_violations();
+    if !violations.is_empty() {
+        problems.push(format!("lease law broken: {violations:?}"));
+    }
     if !problems.is_empty() {
         fail(real, &problems.join("\n"));
     }
@@ -454,43 +470,45 @@ fn replay_commands(backend: Backend, commands: &[Command]) {
     }
 }
 
-/// Committed regression traces (`fixtures/regressions/model_vs_real-*.json`) always run; with
-/// `TRAINCTL_REPLAY=<file>` this replays that trace exactly.
+/// Replays a trace file (`{"backend": "Sim"|"Os", "commands": [...]}`).
+fn replay_file(path: &Path) {
+    let trace: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(path).expect("read trace"))
+            .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
+    let backend = if trace["backend"] == "Os" {
+        Backend::Os
+    } else {
+        Backend::Sim
+    };
+    let commands: Vec<Command> = serde_json::from_value(trace["commands"].clone())
+        .unwrap_or_else(|e| panic!("{}: bad commands: {e}", path.display()));
+    replay_commands(backend, &commands);
+}
+
+/// Committed regression traces (`fixtures/regressions/model_vs_real-*.json`), once per process
+/// and before the first random case of either property.
+static REGRESSIONS: std::sync::Once = std::sync::Once::new();
+
+fn run_regressions() {
+    REGRESSIONS.call_once(|| {
+        for path in support::regression_traces("model_vs_real-") {
+            replay_file(&path);
+        }
+    });
+}
+
+/// The committed regressions; with `TRAINCTL_REPLAY=<file>` also that trace, exactly.
 #[test]
 fn replay() {
-    let mut traces: Vec<PathBuf> =
-        std::fs::read_dir(support::repo_root().join("fixtures/regressions"))
-            .map(|rd| {
-                rd.flatten()
-                    .map(|e| e.path())
-                    .filter(|p| {
-                        p.file_name()
-                            .is_some_and(|n| n.to_string_lossy().starts_with("model_vs_real-"))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-    traces.sort();
+    run_regressions();
     if let Some(file) = std::env::var_os("TRAINCTL_REPLAY") {
         let path = PathBuf::from(file);
         if path
             .file_name()
             .is_some_and(|n| n.to_string_lossy().starts_with("model_vs_real"))
         {
-            traces.push(path);
+            replay_file(&path);
         }
-    }
-    for path in traces {
-        let trace: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&path).expect("read trace")).expect("trace json");
-        let backend = if trace["backend"] == "Os" {
-            Backend::Os
-        } else {
-            Backend::Sim
-        };
-        let commands: Vec<Command> =
-            serde_json::from_value(trace["commands"].clone()).expect("commands");
-        replay_commands(backend, &commands);
     }
 }
 
@@ -502,6 +520,7 @@ macro_rules! machine_test {
             type Reference = Reference;
 
             fn init_test(_: &RefState) -> Real {
+                run_regressions();
                 Real::new($backend)
             }
 

@@ -15,8 +15,8 @@ mod support;
 
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use support::harness::{Sandbox, TrainerScript};
-use support::lin::{linearizable, Observed, Program};
+use support::harness::{LeaseAudit, Sandbox, TrainerScript};
+use support::lin::{linearizable, minimal_violation, Observed, Program};
 use support::sched::{Policy, SchedFs, Scheduler};
 use trainctl::completion::Depth;
 use trainctl::config::schema::RunMode;
@@ -33,6 +33,19 @@ struct Case {
     /// A recorded schedule to replay (empty = follow the policy).
     schedule: Vec<usize>,
 }
+
+thread_local! {
+    /// The prepared project every case runs in a `sibling` of (fresh SimFs, processes, clock):
+    /// config loading and the dataset digest happen once per test thread, not per schedule.
+    static TEMPLATE: Sandbox = {
+        let scratch = Arc::new(SimFs::new());
+        Sandbox::new(scratch.clone(), Some(&scratch), 1, &[])
+    };
+}
+
+/// Histories checked for linearizability by this binary, and the time the checks took.
+static LIN_HISTORIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static LIN_NANOS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// The next value of the project's one PRNG over a bare u64 state.
 fn splitmix(state: &mut u64) -> u64 {
@@ -112,11 +125,13 @@ fn run_into(case: &Case, schedule_out: &mut Vec<usize>) -> Result<(), String> {
         case.start_at.clone(),
         case.schedule.clone(),
     );
+    // The lease-law audit sits under the scheduler: its look-ups share the checked call's step.
+    let audit = Arc::new(LeaseAudit::new(sim.clone()));
     let fs = Arc::new(SchedFs {
-        inner: sim.clone(),
+        inner: audit.clone(),
         sched: sched.clone(),
     });
-    let sb = Sandbox::new(fs, Some(&sim), 1, &[]);
+    let sb = TEMPLATE.with(|t| t.sibling(fs, &sim));
     // Setup (unscheduled): v1 left stale by an orchestrator that died mid-training.
     let (r, killed) = sb.train(0, RunMode::ForceNew, None, TrainerScript::KillOrchestrator);
     if !(killed && r.is_err()) {
@@ -171,6 +186,34 @@ fn run_into(case: &Case, schedule_out: &mut Vec<usize>) -> Result<(), String> {
             responded: times[i].1,
         });
     }
+    // Linearizability against the concurrent model, starting from the setup's stale v1.
+    let mut start = Variants::default();
+    start.0.insert(1, trainctl_models::concurrent::Slot::Idle);
+    let checking = std::time::Instant::now();
+    let violation = minimal_violation(&start, &observed);
+    LIN_NANOS.fetch_add(
+        checking.elapsed().as_nanos() as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    LIN_HISTORIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if let Some(core) = violation {
+        let dir = support::failure_dir();
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join(format!("sched-{}-history.json", case.seed));
+        let doc = serde_json::json!({
+            "seed": case.seed,
+            "minimal_history": core.to_json(),
+            "full_history": format!("{observed:?}"),
+        });
+        let _ = std::fs::write(&path, serde_json::to_vec_pretty(&doc).unwrap_or_default());
+        return Err(format!(
+            "history is not linearizable; minimal history ({} of {} commands, written to {}):\n{}\nfull history: {observed:?}",
+            core.observed.len() + core.context.len(),
+            observed.len(),
+            path.display(),
+            core.describe()
+        ));
+    }
     // Invariant: no two starts receive the same variant.
     let mut got: Vec<u64> = observed
         .iter()
@@ -187,11 +230,17 @@ fn run_into(case: &Case, schedule_out: &mut Vec<usize>) -> Result<(), String> {
             "two starts received the same variant: {observed:?}"
         ));
     }
-    // Linearizability against the concurrent model, starting from the setup's stale v1.
-    let mut start = Variants::default();
-    start.0.insert(1, trainctl_models::concurrent::Slot::Idle);
-    if !linearizable(&start, &observed) {
-        return Err(format!("history is not linearizable: {observed:?}"));
+    // Invariant: at most one owner per variant at any instant (no two trainers in one dir).
+    let overlaps = sb.occupancy.overlaps();
+    if !overlaps.is_empty() {
+        return Err(format!(
+            "two owners of one variant at once: {overlaps:?}; outcomes {observed:?}"
+        ));
+    }
+    // The lease law: no lease file removed or rewritten, generations published in order.
+    let violations = audit.violations();
+    if !violations.is_empty() {
+        return Err(format!("lease law broken: {violations:?}"));
     }
     // End state: every variant a start trained is complete; the cache lost nothing.
     let states = sb.variant_states(0, Depth::Digests);
@@ -232,16 +281,26 @@ fn run_into(case: &Case, schedule_out: &mut Vec<usize>) -> Result<(), String> {
     Ok(())
 }
 
-fn failure_dir() -> std::path::PathBuf {
-    support::repo_root().join("target/trainctl-failures")
-}
-
 /// Runs `case`; on failure writes the trace (with the exact schedule) and panics with the
-/// replay commands.
-fn check(case: &Case) {
+/// replay commands for `test`. Returns the number of scheduled steps.
+fn check(case: &Case, test: &str) -> usize {
     let (schedule, verdict) = run(case);
+    let steps = schedule.len();
     if let Err(violation) = verdict {
-        let dir = failure_dir();
+        let original = case.programs.len();
+        // A recorded schedule (replay, regression) is reported exactly as it ran.
+        let (case, schedule, violation) = if case.schedule.is_empty() {
+            shrink(case, schedule, violation)
+        } else {
+            (case.clone(), schedule, violation)
+        };
+        let violation = format!(
+            "{violation}\n(shrunk from {original} to {} processes, {} scheduled steps)",
+            case.programs.len(),
+            schedule.len()
+        );
+        let case = &case;
+        let dir = support::failure_dir();
         let _ = std::fs::create_dir_all(&dir);
         let path = dir.join(format!("sched-{}.json", case.seed));
         let trace = Case {
@@ -250,47 +309,156 @@ fn check(case: &Case) {
         };
         let _ = std::fs::write(&path, serde_json::to_vec_pretty(&trace).unwrap_or_default());
         panic!(
-            "{violation}\nseed {seed}; rerun: TRAINCTL_SEED={seed} cargo test --release --test sched -- scheduled_starts_are_linearizable\n\
-             replay exactly: TRAINCTL_REPLAY={} cargo test --release --test sched -- scheduled_starts_are_linearizable",
+            "{violation}\nseed {seed}; rerun: TRAINCTL_SEED={seed} cargo test --release --test sched -- {test}\n\
+             replay exactly: TRAINCTL_REPLAY={} cargo test --release --test sched -- {test}",
             path.display(),
             seed = case.seed
         );
     }
+    steps
 }
 
-#[test]
-fn scheduled_starts_are_linearizable() {
-    // 1. Committed regression traces, always first.
-    let regressions = support::repo_root().join("fixtures/regressions");
-    if let Ok(entries) = std::fs::read_dir(&regressions) {
-        let mut paths: Vec<_> = entries.flatten().map(|e| e.path()).collect();
-        paths.sort();
-        for path in paths.iter().filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("sched-"))
-        }) {
-            let case: Case = serde_json::from_slice(&std::fs::read(path).expect("read regression"))
-                .expect("regression trace");
-            check(&case);
+/// The kind of a violation: its text up to the first ':' or ';'.
+fn kind_of(violation: &str) -> &str {
+    violation.split([':', ';']).next().unwrap_or(violation)
+}
+
+/// Shrinks a failing case: drops processes, then start offsets, while it still fails (the
+/// schedule then follows the policy from the same seed; the one that failed is recorded).
+fn shrink(case: &Case, schedule: Vec<usize>, violation: String) -> (Case, Vec<usize>, String) {
+    let mut best = (case.clone(), schedule, violation);
+    // Bounded: every accepted step removes a process or zeroes an offset.
+    loop {
+        let current = best.0.clone();
+        let mut candidates = Vec::new();
+        for i in 0..current.programs.len() {
+            if current.programs.len() <= 1 {
+                break;
+            }
+            let mut c = current.clone();
+            c.programs.remove(i);
+            c.start_at.remove(i);
+            c.schedule.clear();
+            candidates.push(c);
+        }
+        if current.start_at.iter().any(|t| *t != 0) {
+            let mut c = current.clone();
+            c.start_at = vec![0; c.programs.len()];
+            c.schedule.clear();
+            candidates.push(c);
+        }
+        // Only the same kind of failure counts: shrinking must not trade the violation found
+        // for a different one.
+        let kind = kind_of(&best.2).to_string();
+        let smaller = candidates.into_iter().find_map(|c| {
+            let (schedule, verdict) = run(&c);
+            verdict
+                .err()
+                .filter(|v| kind_of(v) == kind)
+                .map(|v| (c, schedule, v))
+        });
+        match smaller {
+            Some(found) => best = found,
+            None => return best,
         }
     }
-    // 2. An exact replay, or one seed, or a campaign.
+}
+
+fn read_case(path: &std::path::Path) -> Case {
+    let bytes =
+        std::fs::read(path).unwrap_or_else(|e| panic!("cannot read trace {}: {e}", path.display()));
+    serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("{} is not a sched trace: {e}", path.display()))
+}
+
+/// Committed regressions first, then an exact replay, one seed, or a campaign of
+/// `case_of(seed)` from `base`.
+fn campaign(test: &str, base: u64, quick: u32, case_of: fn(u64) -> Case) {
+    for path in support::regression_traces("sched-") {
+        check(&read_case(&path), test);
+    }
     if let Ok(file) = std::env::var("TRAINCTL_REPLAY") {
-        let case: Case = serde_json::from_slice(&std::fs::read(&file).expect("read replay"))
-            .expect("replay trace");
-        check(&case);
+        check(&read_case(std::path::Path::new(&file)), test);
         return;
     }
     if let Some(seed) = std::env::var("TRAINCTL_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
     {
-        check(&case_of(seed));
+        check(&case_of(seed), test);
         return;
     }
-    for seed in support::seeds(0x5eed_0000, support::cases(64) as u64) {
-        check(&case_of(seed));
+    let began = std::time::Instant::now();
+    let lin_before = (
+        LIN_HISTORIES.load(std::sync::atomic::Ordering::Relaxed),
+        LIN_NANOS.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    let (mut schedules, mut steps) = (0u64, 0u64);
+    for seed in support::seeds(base, support::cases(quick) as u64) {
+        steps += check(&case_of(seed), test) as u64;
+        schedules += 1;
     }
+    let secs = began.elapsed().as_secs_f64();
+    eprintln!(
+        "sched {test}: {schedules} schedules ({steps} scheduled Fs operations) in {secs:.2} s = {:.1} schedules/s, {:.0} scheduled operations/s",
+        schedules as f64 / secs.max(1e-9),
+        steps as f64 / secs.max(1e-9)
+    );
+    // Both campaigns of this binary may run at once: the counters are shared, so this is the
+    // rate over every history checked so far.
+    let histories = LIN_HISTORIES.load(std::sync::atomic::Ordering::Relaxed) - lin_before.0;
+    let lin_secs =
+        (LIN_NANOS.load(std::sync::atomic::Ordering::Relaxed) - lin_before.1) as f64 / 1e9;
+    eprintln!(
+        "sched {test}: {histories} histories checked for linearizability in {lin_secs:.3} s of checking = {:.0} histories/s",
+        histories as f64 / lin_secs.max(1e-9)
+    );
+}
+
+#[test]
+fn scheduled_starts_are_linearizable() {
+    campaign(
+        "scheduled_starts_are_linearizable",
+        0x5eed_0000,
+        64,
+        case_of,
+    );
+}
+
+/// The case a seed stands for in the takeover race: 2–3 resumers of the one stale variant,
+/// started together, uniformly or PCT-scheduled.
+fn takeover_case_of(seed: u64) -> Case {
+    let mut rng = seed ^ 0x7a4e_0e5e_0000_0000;
+    let n = 2 + (splitmix(&mut rng) % 2) as usize;
+    let start_at = (0..n).map(|_| splitmix(&mut rng) % 4).collect();
+    let policy = if splitmix(&mut rng) % 2 == 0 {
+        Policy::Uniform
+    } else {
+        Policy::Pct {
+            depth: 1 + (splitmix(&mut rng) % 3) as u32,
+        }
+    };
+    Case {
+        seed,
+        policy,
+        programs: vec![Program::ResumeStale; n],
+        start_at,
+        schedule: Vec::new(),
+    }
+}
+
+/// SPEC §2.3 "stale-lease takeover is atomic: of N racing resumers exactly one wins": 2–3
+/// resumers of one stale variant, interleaved at every Fs operation. Single ownership (no two
+/// trainers in the variant dir at once, no two resumes of it), linearizable outcomes, and the
+/// end-state checks of every scheduled case.
+#[test]
+fn racing_resumers_of_a_stale_variant_have_a_single_owner() {
+    campaign(
+        "racing_resumers_of_a_stale_variant_have_a_single_owner",
+        0x7a4e_0000,
+        48,
+        takeover_case_of,
+    );
 }
 
 /// The checker itself can fail: histories that no order explains are rejected.
@@ -328,4 +496,130 @@ fn checker_rejects_impossible_histories() {
         op(Program::Reuse, Expected::New { variant: 3 }, 6, 10),
     ];
     assert!(!linearizable(&stale, &stale_read));
+}
+
+fn op(program: Program, decision: Expected, invoked: u64, responded: u64) -> Observed {
+    Observed {
+        program,
+        decision: Some(decision),
+        invoked,
+        responded,
+    }
+}
+
+fn stale_v1() -> Variants {
+    let mut stale = Variants::default();
+    stale.0.insert(1, trainctl_models::concurrent::Slot::Idle);
+    stale
+}
+
+/// A violation is reported as its minimal core: of four overlapping commands where two
+/// resumers both won, the two winners remain; the busy resumer and the unrelated NEW drop out.
+#[test]
+fn a_violation_shrinks_to_its_minimal_history() {
+    let history = [
+        op(Program::ResumeStale, Expected::Resume { variant: 1 }, 1, 40),
+        op(Program::ForceNew, Expected::New { variant: 2 }, 2, 30),
+        op(Program::ResumeStale, Expected::Error(MErr::Busy), 3, 20),
+        op(Program::ResumeStale, Expected::Resume { variant: 1 }, 4, 50),
+    ];
+    let core = minimal_violation(&stale_v1(), &history).expect("not linearizable");
+    assert_eq!(
+        core.observed,
+        vec![history[0].clone(), history[3].clone()],
+        "{}",
+        core.describe()
+    );
+    assert!(core.context.is_empty(), "{}", core.describe());
+    // A stale read: a reuse invoked after a NEW of v2 returned "allocates" v2 again. Alone that
+    // outcome is fine, so the NEW stays as context (it ran first, whatever it returned); the
+    // busy resumer drops out.
+    let stale_read = [
+        op(Program::ResumeStale, Expected::Error(MErr::Busy), 0, 3),
+        op(Program::ForceNew, Expected::New { variant: 2 }, 1, 5),
+        op(Program::Reuse, Expected::New { variant: 2 }, 6, 10),
+    ];
+    let core = minimal_violation(&stale_v1(), &stale_read).expect("not linearizable");
+    assert_eq!(
+        core.observed,
+        vec![stale_read[2].clone()],
+        "{}",
+        core.describe()
+    );
+    assert_eq!(
+        core.context,
+        vec![stale_read[1].clone()],
+        "{}",
+        core.describe()
+    );
+}
+
+/// Linearizable histories have no core, and the shrinker never calls one a violation.
+#[test]
+fn linearizable_histories_are_accepted() {
+    let histories = [
+        vec![
+            op(Program::ResumeStale, Expected::Resume { variant: 1 }, 1, 40),
+            op(Program::ResumeStale, Expected::Error(MErr::Busy), 2, 20),
+            op(Program::ResumeStale, Expected::Error(MErr::Busy), 3, 30),
+        ],
+        vec![
+            op(Program::ForceNew, Expected::New { variant: 3 }, 1, 10),
+            op(Program::ForceNew, Expected::New { variant: 2 }, 2, 11),
+            op(Program::Reuse, Expected::Reuse { variant: 3 }, 12, 13),
+        ],
+        vec![
+            op(Program::ResumeStale, Expected::Resume { variant: 1 }, 1, 5),
+            op(Program::ResumeStale, Expected::New { variant: 2 }, 6, 9),
+        ],
+    ];
+    for h in &histories {
+        assert!(linearizable(&stale_v1(), h), "{h:?}");
+        assert_eq!(minimal_violation(&stale_v1(), h), None, "{h:?}");
+    }
+}
+
+/// The lease-law audit itself can fail: removing a lease file, writing one in place and
+/// publishing a generation that skips one are all recorded; the lawful take (generation n+1 by
+/// no-replace rename) and generation 1 written inside a staged dir are not.
+#[test]
+fn lease_audit_flags_every_break_of_the_lease_law() {
+    use std::path::Path;
+    use trainctl::fs::Fs;
+    let sim = Arc::new(SimFs::new());
+    let audit = LeaseAudit::new(sim.clone());
+    let (dir, staged) = (Path::new("/out/v1"), Path::new("/out/.v2.tmp-1"));
+    audit.create_dir_all(dir).expect("dir");
+    audit.create_dir_all(staged).expect("staged dir");
+    audit
+        .create_new(&staged.join("lease-1.json"), b"{}")
+        .expect("staged generation 1");
+    let owner = trainctl::lease::Owner {
+        host: "h".into(),
+        pid: 1,
+        start_time: 7,
+    };
+    for after in 0..2 {
+        let taken = trainctl::lease::take(&audit, dir, after, &owner, 0, "resume").expect("take");
+        assert!(matches!(taken, trainctl::lease::Take::Won(_)));
+    }
+    assert_eq!(audit.violations(), Vec::<String>::new());
+    audit
+        .remove_file(&dir.join("lease-2.json"))
+        .expect("remove");
+    audit
+        .write(&dir.join("lease-1.json"), b"{}")
+        .expect("write");
+    trainctl::fs::create_durable(&audit, &dir.join("lease-5.json"), b"{}").expect("publish");
+    let violations = audit.violations();
+    assert_eq!(violations.len(), 3, "{violations:?}");
+    assert!(
+        violations[0].starts_with("removal of lease file"),
+        "{violations:?}"
+    );
+    assert!(
+        violations[1].starts_with("in-place write"),
+        "{violations:?}"
+    );
+    assert!(violations[2].contains("generation 5"), "{violations:?}");
 }

@@ -139,6 +139,40 @@ pub enum TrainerScript {
 pub struct FsTrainer<'a> {
     pub fs: &'a KillSwitch,
     pub script: TrainerScript,
+    pub occupancy: &'a Occupancy,
+}
+
+/// Which variant dirs have a trainer running in them right now, and every moment two ran in
+/// one dir at once (SPEC §2.3: at most one live owner per variant at any instant; an owner is
+/// what runs a trainer there).
+#[derive(Default)]
+pub struct Occupancy {
+    inside: std::sync::Mutex<std::collections::BTreeMap<String, u32>>,
+    overlaps: std::sync::Mutex<Vec<String>>,
+}
+
+impl Occupancy {
+    fn enter(&self, dir: &str) {
+        let mut inside = self.inside.lock().expect("occupancy");
+        let n = inside.entry(dir.to_string()).or_insert(0);
+        *n += 1;
+        if *n > 1 {
+            self.overlaps
+                .lock()
+                .expect("occupancy")
+                .push(format!("{n} trainers ran in {dir} at once"));
+        }
+    }
+    fn leave(&self, dir: &str) {
+        let mut inside = self.inside.lock().expect("occupancy");
+        if let Some(n) = inside.get_mut(dir) {
+            *n = n.saturating_sub(1);
+        }
+    }
+    /// Every overlap seen so far.
+    pub fn overlaps(&self) -> Vec<String> {
+        self.overlaps.lock().expect("occupancy").clone()
+    }
 }
 
 /// Writes a trainer output the way real trainers do: plainly, without fsync. Making it
@@ -229,7 +263,11 @@ impl Trainer for FsTrainer<'_> {
                 signal: None,
             });
         };
-        match self.outputs(&job) {
+        let variant_dir = job["variant_dir"].as_str().unwrap_or_default().to_string();
+        self.occupancy.enter(&variant_dir);
+        let written = self.outputs(&job);
+        self.occupancy.leave(&variant_dir);
+        match written {
             Ok(()) => Outcome::Exited0,
             Err(e) => Outcome::Failed(Failure {
                 kind: "exit_code",
@@ -304,11 +342,16 @@ pub fn seed_sim(sim: &trainctl::fs::sim::SimFs, dir: &Path) {
 /// given Fs behind a kill switch, fake processes and clock, and one prepared job per
 /// identity (identities differ by seed).
 pub struct Sandbox {
-    pub project: super::Project,
+    /// Shared by `sibling`s (the project on disk is only read once the jobs are prepared).
+    pub project: Arc<super::Project>,
     pub fs: Arc<KillSwitch>,
     pub processes: Processes,
     pub clock: Clock,
     pub jobs: Vec<trainctl::job::Job>,
+    /// Trainers running per variant dir (single-owner check).
+    pub occupancy: Occupancy,
+    /// The lease-law audit under the kill switch, when built with `audited`.
+    pub audit: Option<Arc<LeaseAudit>>,
 }
 
 impl Sandbox {
@@ -319,7 +362,7 @@ impl Sandbox {
         identities: usize,
         extra: &[String],
     ) -> Sandbox {
-        let project = super::Project::new();
+        let project = Arc::new(super::Project::new());
         if let Some(sim) = seed {
             seed_sim(sim, &project.root().join("fixtures/datasets"));
         }
@@ -329,11 +372,59 @@ impl Sandbox {
             processes: Processes::default(),
             clock: Clock::default(),
             jobs: Vec::new(),
+            occupancy: Occupancy::default(),
+            audit: None,
         };
         sandbox.jobs = (0..identities)
             .map(|i| sandbox.load_job(i, extra))
             .collect();
         sandbox
+    }
+
+    /// As `new`, with every call checked against the lease law (`LeaseAudit`).
+    pub fn audited(
+        inner: Arc<dyn Fs>,
+        seed: Option<&trainctl::fs::sim::SimFs>,
+        identities: usize,
+        extra: &[String],
+    ) -> Sandbox {
+        let audit = Arc::new(LeaseAudit::new(inner));
+        let mut sandbox = Sandbox::new(audit.clone(), seed, identities, extra);
+        sandbox.audit = Some(audit);
+        sandbox
+    }
+
+    /// A fresh sandbox over `inner` that shares this one's project and prepared jobs (no
+    /// config loading or dataset digest again): fresh processes, clock and checks, audited
+    /// when this one is. The jobs' OUT paths name the same project root, which lives in the
+    /// simulated `inner` only, so siblings never see each other's files.
+    pub fn sibling(&self, inner: Arc<dyn Fs>, seed: &trainctl::fs::sim::SimFs) -> Sandbox {
+        seed_sim(seed, &self.root().join("fixtures/datasets"));
+        let audit = self
+            .audit
+            .as_ref()
+            .map(|_| Arc::new(LeaseAudit::new(inner.clone())));
+        let fs: Arc<dyn Fs> = match &audit {
+            Some(a) => a.clone(),
+            None => inner,
+        };
+        Sandbox {
+            project: self.project.clone(),
+            fs: Arc::new(KillSwitch::new(fs)),
+            processes: Processes::default(),
+            clock: Clock::default(),
+            jobs: self.jobs.clone(),
+            occupancy: Occupancy::default(),
+            audit,
+        }
+    }
+
+    /// Lease-law violations seen so far (none when not audited).
+    pub fn lease_violations(&self) -> Vec<String> {
+        self.audit
+            .as_ref()
+            .map(|a| a.violations())
+            .unwrap_or_default()
     }
 
     pub fn root(&self) -> &Path {
@@ -393,6 +484,7 @@ impl Sandbox {
         let trainer = FsTrainer {
             fs: &self.fs,
             script,
+            occupancy: &self.occupancy,
         };
         let ctx = trainctl::train::Context {
             fs: &*self.fs,
@@ -472,5 +564,155 @@ impl Sandbox {
             &id.spec_fp[..8],
             &id.exec_fp[..8]
         )
+    }
+}
+
+/// The lease law of ARCHITECTURE.md ("lease.rs never deletes a lease file; take = publish
+/// generation n+1 exclusively, release = publish n+1 released"), checked on every call: a
+/// lease file `lease-<n>.json` of a published variant dir is never removed, renamed over,
+/// moved away or rewritten in place, and a generation is only published as the successor of
+/// the newest one present. Violations are recorded (never panicked on: a panic inside a
+/// scheduled process would stall the others) and read by the suites after each command.
+/// Put it directly over the backing Fs (inside `SchedFs`), so that its own look-ups happen in
+/// the same scheduling step as the call they check.
+pub struct LeaseAudit {
+    pub inner: Arc<dyn Fs>,
+    violations: std::sync::Mutex<Vec<String>>,
+}
+
+/// The generation of a lease file name.
+fn lease_generation(path: &Path) -> Option<u64> {
+    let name = path.file_name()?.to_str()?;
+    let n = name.strip_prefix("lease-")?.strip_suffix(".json")?;
+    n.parse().ok().filter(|n| *n >= 1)
+}
+
+/// Whether `path` lies in a staged (not yet published) directory.
+fn in_staged_dir(path: &Path) -> bool {
+    path.parent()
+        .and_then(|p| p.file_name())
+        .and_then(|n| n.to_str())
+        .is_some_and(trainctl::fs::is_temp_name)
+}
+
+impl LeaseAudit {
+    pub fn new(inner: Arc<dyn Fs>) -> LeaseAudit {
+        LeaseAudit {
+            inner,
+            violations: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Every violation seen so far.
+    pub fn violations(&self) -> Vec<String> {
+        self.violations.lock().expect("audit").clone()
+    }
+
+    fn violate(&self, what: String) {
+        self.violations.lock().expect("audit").push(what);
+    }
+
+    /// A mutation that must never touch a lease file of a published dir; recorded when the
+    /// call succeeded (a call on a dead or crashed Fs changes nothing).
+    fn forbid<T>(&self, op: &str, path: &Path, result: io::Result<T>) -> io::Result<T> {
+        if result.is_ok() && lease_generation(path).is_some() && !in_staged_dir(path) {
+            self.violate(format!("{op} of lease file {}", path.display()));
+        }
+        result
+    }
+
+    /// A no-replace publication at `to`: when it is a lease generation n and it succeeds, n
+    /// must follow the newest generation present just before.
+    fn publish(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let newest = match (lease_generation(to), to.parent()) {
+            (Some(_), Some(dir)) => trainctl::lease::current_generation(&*self.inner, dir).ok(),
+            _ => None,
+        };
+        let result = self.inner.rename_noreplace(from, to);
+        if let (Ok(()), Some(newest), Some(n)) = (&result, newest, lease_generation(to)) {
+            if n != newest + 1 {
+                self.violate(format!(
+                    "lease generation {n} published at {} while the newest was {newest}",
+                    to.display()
+                ));
+            }
+        }
+        result
+    }
+}
+
+impl Fs for LeaseAudit {
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        self.inner.read(path)
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<Entry>> {
+        self.inner.list(dir)
+    }
+    fn metadata(&self, path: &Path) -> io::Result<Meta> {
+        self.inner.metadata(path)
+    }
+    fn create_dir(&self, path: &Path) -> io::Result<()> {
+        self.inner.create_dir(path)
+    }
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.inner.create_dir_all(path)
+    }
+    fn create_new(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        // Only generation 1 inside a staged dir is written directly.
+        let result = self.inner.create_new(path, bytes);
+        self.forbid(
+            "direct creation (not a no-replace publication)",
+            path,
+            result,
+        )
+    }
+    fn write(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        let result = self.inner.write(path, bytes);
+        self.forbid("in-place write", path, result)
+    }
+    fn append(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        let result = self.inner.append(path, bytes);
+        self.forbid("append", path, result)
+    }
+    fn fsync_file(&self, path: &Path) -> io::Result<()> {
+        self.inner.fsync_file(path)
+    }
+    fn fsync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.inner.fsync_dir(dir)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let result = self.inner.rename(from, to);
+        let result = self.forbid("rename over", to, result);
+        self.forbid("rename away", from, result)
+    }
+    fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let result = self.publish(from, to);
+        self.forbid("rename away", from, result)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        let result = self.inner.remove_file(path);
+        self.forbid("removal", path, result)
+    }
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        let staged = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(trainctl::fs::is_temp_name);
+        let holds_leases = self.inner.list(path).is_ok_and(|entries| {
+            entries
+                .iter()
+                .any(|e| !e.is_dir && lease_generation(Path::new(&e.name)).is_some())
+        });
+        let result = self.inner.remove_dir_all(path);
+        if result.is_ok() && holds_leases && !staged {
+            self.violate(format!(
+                "removal of {} with its lease files",
+                path.display()
+            ));
+        }
+        result
+    }
+    fn unique(&self) -> String {
+        self.inner.unique()
     }
 }

@@ -365,3 +365,19 @@ pub fn seeded_config(cases: u32, target: &str, test: &str) -> proptest::test_run
 pub fn failure_dir() -> PathBuf {
     repo_root().join("target/trainctl-failures")
 }
+
+/// Committed regression traces `fixtures/regressions/<prefix>*.json`, in name order.
+pub fn regression_traces(prefix: &str) -> Vec<PathBuf> {
+    let dir = repo_root().join("fixtures/regressions");
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    paths.retain(|p| {
+        p.file_name().is_some_and(|n| {
+            let n = n.to_string_lossy();
+            n.starts_with(prefix) && n.ends_with(".json")
+        })
+    });
+    paths.sort();
+    paths
+}
