@@ -384,7 +384,7 @@ pub fn run(
 
     let reused_everything = steps
         .iter()
-        .filter(|s| !matches!(s["step"].as_str(), Some("environment" | "config")))
+        .filter(|s| !matches!(s["step"].as_str(), Some("environment" | "config" | "decide")))
         .all(|s| matches!(s["status"].as_str(), Some("reused" | "skipped" | "checked")));
     let mut human = String::new();
     human.push_str(&format!(

@@ -40,7 +40,7 @@ impl Project {
             &repo_root().join("fixtures/datasets/resume_tiny"),
             &dir.path().join("fixtures/datasets/resume_tiny"),
         );
-        for fixture in ["fixtures/trainer", "fixtures/converter"] {
+        for fixture in ["fixtures/trainer", "fixtures/converter", "fixtures/hpo"] {
             copy_tree(&repo_root().join(fixture), &dir.path().join(fixture));
         }
         Project { dir }
