@@ -21,4 +21,5 @@ pub mod paths;
 pub mod plan;
 pub mod rng;
 pub mod train;
+pub mod track;
 pub mod trainer;
