@@ -617,34 +617,27 @@ pub fn validate_batch(batch: &Batch) -> Result<()> {
     validate_tags(&batch.tags)
 }
 
-/// Splits a batch into pieces within the `runs/log-batch` limits, keeping metric order.
-/// Params come first so a conflicting param stops the upload before anything else of it.
+/// Splits a batch into pieces within the `runs/log-batch` limits: each piece takes up to
+/// 100 params and 100 tags, then fills up with metrics (in order) to 1000 entities, so the
+/// number of requests is the least the limits allow.
 pub fn split_batch(batch: &Batch) -> Vec<Batch> {
-    let mut out: Vec<Batch> = Vec::new();
-    let mut current = Batch::default();
-    let full = |b: &Batch| b.entity_count() >= BATCH_ENTITIES_MAX;
-    for (k, v) in &batch.params {
-        if current.params.len() == BATCH_PARAMS_MAX || full(&current) {
-            out.push(std::mem::take(&mut current));
+    let mut params = batch.params.iter();
+    let mut tags = batch.tags.iter();
+    let mut metrics = batch.metrics.iter();
+    let mut out = Vec::new();
+    // Bounded: every piece takes at least one entity until all are taken.
+    loop {
+        let mut piece = Batch::default();
+        piece.params.extend(params.by_ref().take(BATCH_PARAMS_MAX).map(|(k, v)| (k.clone(), v.clone())));
+        piece.tags.extend(tags.by_ref().take(BATCH_TAGS_MAX).map(|(k, v)| (k.clone(), v.clone())));
+        let room = BATCH_METRICS_MAX.min(BATCH_ENTITIES_MAX - piece.params.len() - piece.tags.len());
+        piece.metrics.extend(metrics.by_ref().take(room).cloned());
+        if piece.is_empty() {
+            return out;
         }
-        current.params.insert(k.clone(), v.clone());
+        debug_assert!(piece.entity_count() <= BATCH_ENTITIES_MAX);
+        out.push(piece);
     }
-    for (k, v) in &batch.tags {
-        if current.tags.len() == BATCH_TAGS_MAX || full(&current) {
-            out.push(std::mem::take(&mut current));
-        }
-        current.tags.insert(k.clone(), v.clone());
-    }
-    for m in &batch.metrics {
-        if current.metrics.len() == BATCH_METRICS_MAX || full(&current) {
-            out.push(std::mem::take(&mut current));
-        }
-        current.metrics.push(m.clone());
-    }
-    if !current.is_empty() {
-        out.push(current);
-    }
-    out
 }
 
 /// The latest point per key (MLflow's rule), from points in any order.
