@@ -51,7 +51,11 @@ fn mlflow_python(test: &str) -> Option<PathBuf> {
             String::from_utf8_lossy(&out.stderr),
             how_to_install()
         ),
-        Err(e) => panic!("{test}: no python at {}: {e}\n{}", candidate.display(), how_to_install()),
+        Err(e) => panic!(
+            "{test}: no python at {}: {e}\n{}",
+            candidate.display(),
+            how_to_install()
+        ),
     };
     assert_eq!(
         version,
@@ -89,7 +93,8 @@ fn read_with_mlflow(python: &Path, uri: &str, experiment: &str) -> Value {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("read_store.py printed no JSON ({e}): {stdout}"))
+    serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("read_store.py printed no JSON ({e}): {stdout}"))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -108,7 +113,10 @@ struct ExpectedRun {
 }
 
 fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn point(key: &str, step: i64, value: f64, timestamp_ms: i64) -> Metric {
@@ -137,15 +145,33 @@ fn write_runs(tracker: &dyn Tracker, scratch: &Path) -> (String, Vec<(String, Ex
             ("user tag", "it's \"quoted\": yes # no comment"),
             ("mlflow.note.content", "line one\nline two"),
         ]),
-        params: map(&[("learning_rate", "2e-05"), ("epochs", "3"), ("optimizer/name", "adamw")]),
+        params: map(&[
+            ("learning_rate", "2e-05"),
+            ("epochs", "3"),
+            ("optimizer/name", "adamw"),
+        ]),
         history: BTreeMap::from([
-            ("train/loss".to_string(), (0..5).map(|s| (s, 2.5 / (s + 1) as f64, t0 + 1_000 * s)).collect()),
-            ("eval/f1".to_string(), vec![(2, 0.5, t0 + 2_500), (4, 0.75, t0 + 4_500)]),
+            (
+                "train/loss".to_string(),
+                (0..5)
+                    .map(|s| (s, 2.5 / (s + 1) as f64, t0 + 1_000 * s))
+                    .collect(),
+            ),
+            (
+                "eval/f1".to_string(),
+                vec![(2, 0.5, t0 + 2_500), (4, 0.75, t0 + 4_500)],
+            ),
         ]),
         artifacts: BTreeMap::from([
             ("metrics.json".to_string(), "{\"f1\": 0.75}".to_string()),
-            ("checkpoint/weights.txt".to_string(), "weights\n".to_string()),
-            ("checkpoint/config/labels.txt".to_string(), "O\nB-PER\n".to_string()),
+            (
+                "checkpoint/weights.txt".to_string(),
+                "weights\n".to_string(),
+            ),
+            (
+                "checkpoint/config/labels.txt".to_string(),
+                "O\nB-PER\n".to_string(),
+            ),
         ]),
     };
     let run = tracker
@@ -157,24 +183,45 @@ fn write_runs(tracker: &dyn Tracker, scratch: &Path) -> (String, Vec<(String, Ex
         })
         .expect("create v1");
     // Params in one batch, metrics as they come (two batches), like a training loop.
-    tracker.log_params(&run.run_id, &v1.params).expect("params v1");
+    tracker
+        .log_params(&run.run_id, &v1.params)
+        .expect("params v1");
     let all: Vec<Metric> = v1
         .history
         .iter()
         .flat_map(|(k, pts)| pts.iter().map(|(s, v, t)| point(k, *s, *v, *t)))
         .collect();
     let (early, late) = all.split_at(3);
-    tracker.log_metrics(&run.run_id, early).expect("metrics v1 a");
-    tracker.log_metrics(&run.run_id, late).expect("metrics v1 b");
+    tracker
+        .log_metrics(&run.run_id, early)
+        .expect("metrics v1 a");
+    tracker
+        .log_metrics(&run.run_id, late)
+        .expect("metrics v1 b");
     let metrics_json = scratch.join("metrics.json");
     std::fs::write(&metrics_json, &v1.artifacts["metrics.json"]).unwrap();
-    tracker.log_artifact(&run.run_id, &metrics_json, "metrics.json").expect("artifact");
+    tracker
+        .log_artifact(&run.run_id, &metrics_json, "metrics.json")
+        .expect("artifact");
     let ckpt = scratch.join("checkpoint");
     std::fs::create_dir_all(ckpt.join("config")).unwrap();
-    std::fs::write(ckpt.join("weights.txt"), &v1.artifacts["checkpoint/weights.txt"]).unwrap();
-    std::fs::write(ckpt.join("config/labels.txt"), &v1.artifacts["checkpoint/config/labels.txt"]).unwrap();
-    assert_eq!(log_artifact_dir(tracker, &run.run_id, &ckpt, "checkpoint").expect("checkpoint"), 2);
-    tracker.set_terminated(&run.run_id, RunStatus::Finished, v1.end_time_ms).expect("finish v1");
+    std::fs::write(
+        ckpt.join("weights.txt"),
+        &v1.artifacts["checkpoint/weights.txt"],
+    )
+    .unwrap();
+    std::fs::write(
+        ckpt.join("config/labels.txt"),
+        &v1.artifacts["checkpoint/config/labels.txt"],
+    )
+    .unwrap();
+    assert_eq!(
+        log_artifact_dir(tracker, &run.run_id, &ckpt, "checkpoint").expect("checkpoint"),
+        2
+    );
+    tracker
+        .set_terminated(&run.run_id, RunStatus::Finished, v1.end_time_ms)
+        .expect("finish v1");
     written.push((run.run_id, v1));
 
     // Variant 2: fails, is resumed (same run, tagged code.interrupted), fails again.
@@ -182,11 +229,19 @@ fn write_runs(tracker: &dyn Tracker, scratch: &Path) -> (String, Vec<(String, Ex
         name: "resume-ner_bert_final_v2",
         status: RunStatus::Failed,
         end_time_ms: t0 + 20_000,
-        tags: map(&[("trainctl.variant", "2"), ("trainctl.spec_fp", "0123456789abcdef")]),
+        tags: map(&[
+            ("trainctl.variant", "2"),
+            ("trainctl.spec_fp", "0123456789abcdef"),
+        ]),
         params: map(&[("learning_rate", "3e-05"), ("epochs", "3")]),
         history: BTreeMap::from([(
             "train/loss".to_string(),
-            vec![(0, 3.0, t0 + 11_000), (1, f64::NAN, t0 + 12_000), (2, 1e-7, t0 + 15_000), (3, 1e20, t0 + 16_000)],
+            vec![
+                (0, 3.0, t0 + 11_000),
+                (1, f64::NAN, t0 + 12_000),
+                (2, 1e-7, t0 + 15_000),
+                (3, 1e20, t0 + 16_000),
+            ],
         )]),
         artifacts: BTreeMap::new(),
     };
@@ -201,23 +256,43 @@ fn write_runs(tracker: &dyn Tracker, scratch: &Path) -> (String, Vec<(String, Ex
     let loss = &v2.history["train/loss"];
     let batch = Batch {
         params: v2.params.clone(),
-        metrics: loss[..2].iter().map(|(s, v, t)| point("train/loss", *s, *v, *t)).collect(),
+        metrics: loss[..2]
+            .iter()
+            .map(|(s, v, t)| point("train/loss", *s, *v, *t))
+            .collect(),
         tags: BTreeMap::new(),
     };
     tracker.log_batch(&run.run_id, &batch).expect("batch v2");
-    tracker.set_terminated(&run.run_id, RunStatus::Failed, t0 + 13_000).expect("fail v2");
+    tracker
+        .set_terminated(&run.run_id, RunStatus::Failed, t0 + 13_000)
+        .expect("fail v2");
     let before = tracker.reopen_run(&run.run_id).expect("reopen v2");
     assert_eq!(before.info.status, RunStatus::Failed);
     assert_eq!(before.params, v2.params, "the reopened run is the same run");
-    tracker.set_tags(&run.run_id, &map(&[("code.interrupted", "true")])).expect("tag v2");
+    tracker
+        .set_tags(&run.run_id, &map(&[("code.interrupted", "true")]))
+        .expect("tag v2");
     v2.tags.insert("code.interrupted".into(), "true".into());
     // The resumed attempt logs the same params again (write-once, same value: accepted).
-    tracker.log_params(&run.run_id, &v2.params).expect("params again");
-    let rest: Vec<Metric> = loss[2..].iter().map(|(s, v, t)| point("train/loss", *s, *v, *t)).collect();
+    tracker
+        .log_params(&run.run_id, &v2.params)
+        .expect("params again");
+    let rest: Vec<Metric> = loss[2..]
+        .iter()
+        .map(|(s, v, t)| point("train/loss", *s, *v, *t))
+        .collect();
     tracker.log_metrics(&run.run_id, &rest).expect("metrics v2");
-    let conflict = tracker.log_params(&run.run_id, &map(&[("epochs", "4")])).unwrap_err();
-    assert_eq!(conflict.code(), Some(codes::INVALID_PARAMETER_VALUE), "{conflict}");
-    tracker.set_terminated(&run.run_id, RunStatus::Failed, v2.end_time_ms).expect("fail v2 again");
+    let conflict = tracker
+        .log_params(&run.run_id, &map(&[("epochs", "4")]))
+        .unwrap_err();
+    assert_eq!(
+        conflict.code(),
+        Some(codes::INVALID_PARAMETER_VALUE),
+        "{conflict}"
+    );
+    tracker
+        .set_terminated(&run.run_id, RunStatus::Failed, v2.end_time_ms)
+        .expect("fail v2 again");
     written.push((run.run_id, v2));
     (exp.experiment_id, written)
 }
@@ -227,14 +302,25 @@ fn same_float(a: f64, b: f64) -> bool {
 }
 
 /// The runs as our own backend reads them back (through the REST API for the REST backend).
-fn check_via_tracker(tracker: &dyn Tracker, experiment_id: &str, written: &[(String, ExpectedRun)]) {
-    let all = tracker.search_runs(experiment_id, &RunFilter::default()).expect("search all");
+fn check_via_tracker(
+    tracker: &dyn Tracker,
+    experiment_id: &str,
+    written: &[(String, ExpectedRun)],
+) {
+    let all = tracker
+        .search_runs(experiment_id, &RunFilter::default())
+        .expect("search all");
     assert_eq!(all.len(), written.len(), "{}", tracker.describe());
     for (run_id, want) in written {
         let run = tracker.get_run(run_id).expect("get_run");
         assert_eq!(run.info.run_name, want.name);
         assert_eq!(run.info.status, want.status, "{}", want.name);
-        assert_eq!(run.info.end_time_ms, Some(want.end_time_ms), "{}", want.name);
+        assert_eq!(
+            run.info.end_time_ms,
+            Some(want.end_time_ms),
+            "{}",
+            want.name
+        );
         assert_eq!(run.params, want.params, "{}", want.name);
         let mut tags = want.tags.clone();
         tags.insert(TAG_RUN_NAME.into(), want.name.into());
@@ -243,14 +329,30 @@ fn check_via_tracker(tracker: &dyn Tracker, experiment_id: &str, written: &[(Str
         }
         for (key, points) in &want.history {
             let got = tracker.metric_history(run_id, key).expect("history");
-            let got: Vec<(i64, f64, i64)> = got.iter().map(|m| (m.step, m.value, m.timestamp_ms)).collect();
+            let got: Vec<(i64, f64, i64)> = got
+                .iter()
+                .map(|m| (m.step, m.value, m.timestamp_ms))
+                .collect();
             assert_eq!(got.len(), points.len(), "{}: {key}: {got:?}", want.name);
             for (g, w) in got.iter().zip(points) {
-                assert!(g.0 == w.0 && g.2 == w.2 && same_float(g.1, w.1), "{}: {key}: {got:?} vs {points:?}", want.name);
+                assert!(
+                    g.0 == w.0 && g.2 == w.2 && same_float(g.1, w.1),
+                    "{}: {key}: {got:?} vs {points:?}",
+                    want.name
+                );
             }
         }
-        let top: Vec<String> = tracker.list_artifacts(run_id, "").expect("artifacts").into_iter().map(|a| a.path).collect();
-        let mut want_top: Vec<String> = want.artifacts.keys().map(|p| p.split('/').next().unwrap().to_string()).collect();
+        let top: Vec<String> = tracker
+            .list_artifacts(run_id, "")
+            .expect("artifacts")
+            .into_iter()
+            .map(|a| a.path)
+            .collect();
+        let mut want_top: Vec<String> = want
+            .artifacts
+            .keys()
+            .map(|p| p.split('/').next().unwrap().to_string())
+            .collect();
         want_top.dedup();
         want_top.sort();
         assert_eq!(top, want_top, "{}", want.name);
@@ -259,7 +361,12 @@ fn check_via_tracker(tracker: &dyn Tracker, experiment_id: &str, written: &[(Str
         tags: map(&[("trainctl.variant", "2")]),
         run_name: None,
     };
-    let found: Vec<String> = tracker.search_runs(experiment_id, &filter).expect("search").into_iter().map(|r| r.info.run_id).collect();
+    let found: Vec<String> = tracker
+        .search_runs(experiment_id, &filter)
+        .expect("search")
+        .into_iter()
+        .map(|r| r.info.run_id)
+        .collect();
     assert_eq!(found, vec![written[1].0.clone()]);
 }
 
@@ -279,7 +386,8 @@ fn check_via_mlflow(doc: &Value, written: &[(String, ExpectedRun)]) {
         assert_eq!(run["status"], want.status.as_str(), "{}", want.name);
         assert_eq!(run["end_time"], want.end_time_ms, "{}", want.name);
         assert_eq!(run["lifecycle_stage"], "active");
-        let params: BTreeMap<String, String> = serde_json::from_value(run["params"].clone()).unwrap();
+        let params: BTreeMap<String, String> =
+            serde_json::from_value(run["params"].clone()).unwrap();
         assert_eq!(params, want.params, "{}", want.name);
         let tags: BTreeMap<String, String> = serde_json::from_value(run["tags"].clone()).unwrap();
         assert_eq!(tags.get(TAG_RUN_NAME).map(String::as_str), Some(want.name));
@@ -287,7 +395,12 @@ fn check_via_mlflow(doc: &Value, written: &[(String, ExpectedRun)]) {
             assert_eq!(tags.get(k), Some(v), "{}: tag {k}: {tags:?}", want.name);
         }
         let history = run["history"].as_object().expect("history");
-        assert_eq!(history.len(), want.history.len(), "{}: {history:?}", want.name);
+        assert_eq!(
+            history.len(),
+            want.history.len(),
+            "{}: {history:?}",
+            want.name
+        );
         for (key, points) in &want.history {
             let got = history[key].as_array().expect("points");
             assert_eq!(got.len(), points.len(), "{}: {key}", want.name);
@@ -298,7 +411,11 @@ fn check_via_mlflow(doc: &Value, written: &[(String, ExpectedRun)]) {
                     Value::String(s) if s == "nan" => f64::NAN,
                     other => other.as_f64().expect("metric value"),
                 };
-                assert!(same_float(v, *value), "{}: {key}: {v} vs {value}", want.name);
+                assert!(
+                    same_float(v, *value),
+                    "{}: {key}: {v} vs {value}",
+                    want.name
+                );
             }
         }
         let files: BTreeMap<String, String> = run["artifacts"]
@@ -306,7 +423,12 @@ fn check_via_mlflow(doc: &Value, written: &[(String, ExpectedRun)]) {
             .expect("artifacts")
             .iter()
             .filter(|a| a["is_dir"] == false)
-            .map(|a| (a["path"].as_str().unwrap().to_string(), a["content"].as_str().unwrap_or("").to_string()))
+            .map(|a| {
+                (
+                    a["path"].as_str().unwrap().to_string(),
+                    a["content"].as_str().unwrap_or("").to_string(),
+                )
+            })
             .collect();
         assert_eq!(files, want.artifacts, "{}", want.name);
     }
@@ -318,7 +440,9 @@ fn check_via_mlflow(doc: &Value, written: &[(String, ExpectedRun)]) {
 
 #[test]
 fn mlflow_reads_the_file_store() {
-    let Some(python) = mlflow_python("mlflow_reads_the_file_store") else { return };
+    let Some(python) = mlflow_python("mlflow_reads_the_file_store") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("mlruns");
     let store = FileTracker::new(Arc::new(OsFs), root.clone()).unwrap();
@@ -346,18 +470,28 @@ impl Server {
         let log = dir.join("server.log");
         let mlflow = python.parent().expect("venv bin").join("mlflow");
         let mut cmd = Command::new(&mlflow);
-        cmd.args(["server", "--host", "127.0.0.1", "--port", &port.to_string(), "--workers", "1"])
-            .arg("--backend-store-uri")
-            .arg(format!("sqlite:///{}", dir.join("mlflow.db").display()))
-            .arg("--artifacts-destination")
-            .arg(dir.join("artifacts"))
-            .env("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
-            .env_remove("MLFLOW_TRACKING_URI")
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(std::fs::File::create(dir.join("server.err")).unwrap());
+        cmd.args([
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--workers",
+            "1",
+        ])
+        .arg("--backend-store-uri")
+        .arg(format!("sqlite:///{}", dir.join("mlflow.db").display()))
+        .arg("--artifacts-destination")
+        .arg(dir.join("artifacts"))
+        .env("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+        .env_remove("MLFLOW_TRACKING_URI")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(dir.join("server.err")).unwrap());
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("start {}: {e}", mlflow.display()));
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", mlflow.display()));
         let mut server = Server {
             child,
             url: format!("http://127.0.0.1:{port}"),
@@ -370,18 +504,26 @@ impl Server {
     fn wait_healthy(&mut self, bound: Duration) {
         let deadline = Instant::now() + bound;
         let agent = ureq::Agent::new_with_config(
-            ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(2))).build(),
+            ureq::Agent::config_builder()
+                .timeout_global(Some(Duration::from_secs(2)))
+                .build(),
         );
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("mlflow server exited ({status}):\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+                panic!(
+                    "mlflow server exited ({status}):\n{}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
             }
             if agent.get(&format!("{}/health", self.url)).call().is_ok() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        panic!("mlflow server not healthy after {bound:?}:\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+        panic!(
+            "mlflow server not healthy after {bound:?}:\n{}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
     }
 
     fn stop(&mut self) {
@@ -413,7 +555,11 @@ impl Drop for Server {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn quick_retry() -> RetryPolicy {
@@ -428,7 +574,9 @@ fn quick_retry() -> RetryPolicy {
 
 #[test]
 fn rest_backend_against_a_real_mlflow_server() {
-    let Some(python) = mlflow_python("rest_backend_against_a_real_mlflow_server") else { return };
+    let Some(python) = mlflow_python("rest_backend_against_a_real_mlflow_server") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start(&python, dir.path());
     let tracker = RestTracker::new(&server.url, None, RetryPolicy::default()).unwrap();
@@ -436,7 +584,10 @@ fn rest_backend_against_a_real_mlflow_server() {
     std::fs::create_dir_all(&scratch).unwrap();
     let (experiment_id, written) = write_runs(&tracker, &scratch);
     check_via_tracker(&tracker, &experiment_id, &written);
-    check_via_mlflow(&read_with_mlflow(&python, &server.url, EXPERIMENT), &written);
+    check_via_mlflow(
+        &read_with_mlflow(&python, &server.url, EXPERIMENT),
+        &written,
+    );
 
     // Racing get-or-create: 8 clients, one experiment.
     let barrier = Arc::new(std::sync::Barrier::new(8));
@@ -456,7 +607,9 @@ fn rest_backend_against_a_real_mlflow_server() {
     assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
 
     // The server's 4xx answers are typed.
-    let missing = tracker.get_run("0123456789abcdef0123456789abcdef").unwrap_err();
+    let missing = tracker
+        .get_run("0123456789abcdef0123456789abcdef")
+        .unwrap_err();
     assert!(
         matches!(&missing, TrackError::Rejected { code, status: Some(404), .. } if code == codes::RESOURCE_DOES_NOT_EXIST),
         "{missing:?}"
@@ -476,8 +629,15 @@ fn rest_backend_against_a_real_mlflow_server() {
     let down = RestTracker::new(&server.url, None, quick_retry()).unwrap();
     let started = Instant::now();
     let err = down.get_run(&written[0].0).unwrap_err();
-    assert!(matches!(err, TrackError::Unreachable { attempts: 3, .. }), "{err:?}");
-    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert!(
+        matches!(err, TrackError::Unreachable { attempts: 3, .. }),
+        "{err:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
     assert!(err.is_transient());
 }
 
@@ -525,7 +685,11 @@ fn a_5xx_is_retried_a_bounded_number_of_times_then_typed() {
         "{err:?}"
     );
     assert_eq!(count.load(Ordering::SeqCst), 3);
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 
     // runs/create is not idempotent: a request that reached the server is not repeated.
     let before = count.load(Ordering::SeqCst);
@@ -537,7 +701,10 @@ fn a_5xx_is_retried_a_bounded_number_of_times_then_typed() {
             tags: BTreeMap::new(),
         })
         .unwrap_err();
-    assert!(matches!(err, TrackError::Server { attempts: 1, .. }), "{err:?}");
+    assert!(
+        matches!(err, TrackError::Server { attempts: 1, .. }),
+        "{err:?}"
+    );
     assert_eq!(count.load(Ordering::SeqCst) - before, 1);
 }
 
@@ -546,7 +713,16 @@ fn a_4xx_is_not_retried() {
     let (url, count) = fake_server(400, true);
     let tracker = RestTracker::new(&url, None, quick_retry()).unwrap();
     let err = tracker.get_run("r").unwrap_err();
-    assert!(matches!(err, TrackError::Rejected { status: Some(400), .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            TrackError::Rejected {
+                status: Some(400),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert_eq!(count.load(Ordering::SeqCst), 1);
 }
 
@@ -559,9 +735,16 @@ fn a_silent_server_times_out_within_the_bound() {
     let tracker = RestTracker::new(&url, None, retry).unwrap();
     let started = Instant::now();
     let err = tracker.experiment_by_name("e").unwrap_err();
-    assert!(matches!(err, TrackError::Timeout { attempts: 2, .. }), "{err:?}");
+    assert!(
+        matches!(err, TrackError::Timeout { attempts: 2, .. }),
+        "{err:?}"
+    );
     assert_eq!(count.load(Ordering::SeqCst), 2);
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
@@ -577,5 +760,8 @@ fn nothing_listening_is_unreachable_and_even_runs_create_is_retried() {
             tags: BTreeMap::new(),
         })
         .unwrap_err();
-    assert!(matches!(err, TrackError::Unreachable { attempts: 3, .. }), "{err:?}");
+    assert!(
+        matches!(err, TrackError::Unreachable { attempts: 3, .. }),
+        "{err:?}"
+    );
 }

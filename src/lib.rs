@@ -20,6 +20,6 @@ pub mod observe;
 pub mod paths;
 pub mod plan;
 pub mod rng;
-pub mod train;
 pub mod track;
+pub mod train;
 pub mod trainer;

@@ -55,7 +55,12 @@ impl Tracker for DisabledTracker {
         )))
     }
 
-    fn update_run(&self, run_id: &str, status: RunStatus, end_time_ms: Option<i64>) -> Result<RunInfo> {
+    fn update_run(
+        &self,
+        run_id: &str,
+        status: RunStatus,
+        end_time_ms: Option<i64>,
+    ) -> Result<RunInfo> {
         Ok(RunInfo {
             run_id: run_id.into(),
             experiment_id: DISABLED_ID.into(),

@@ -87,7 +87,8 @@ impl FileTracker {
         let path = dir.join(META);
         let meta = self.read_yaml(&path)?;
         let experiment = Experiment {
-            experiment_id: scalar(&meta, "experiment_id").ok_or_else(|| missing(&path, "experiment_id"))?,
+            experiment_id: scalar(&meta, "experiment_id")
+                .ok_or_else(|| missing(&path, "experiment_id"))?,
             name: scalar(&meta, "name").ok_or_else(|| missing(&path, "name"))?,
             artifact_location: scalar(&meta, "artifact_location").unwrap_or_default(),
             lifecycle_stage: scalar(&meta, "lifecycle_stage")
@@ -140,9 +141,10 @@ impl FileTracker {
     fn read_run_meta(&self, run_dir: &Path) -> Result<(BTreeMap<String, Value>, RunInfo)> {
         let path = run_dir.join(META);
         let meta = self.read_yaml(&path)?;
-        let status_code = meta
-            .get("status")
-            .and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())));
+        let status_code = meta.get("status").and_then(|v| {
+            v.as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        });
         let status = status_code
             .and_then(RunStatus::from_code)
             .ok_or_else(|| missing(&path, "status"))?;
@@ -151,7 +153,8 @@ impl FileTracker {
             run_id: scalar(&meta, "run_id")
                 .or_else(|| scalar(&meta, "run_uuid"))
                 .ok_or_else(|| missing(&path, "run_id"))?,
-            experiment_id: scalar(&meta, "experiment_id").ok_or_else(|| missing(&path, "experiment_id"))?,
+            experiment_id: scalar(&meta, "experiment_id")
+                .ok_or_else(|| missing(&path, "experiment_id"))?,
             run_name: scalar(&meta, "run_name").unwrap_or_default(),
             status,
             start_time_ms,
@@ -262,7 +265,8 @@ impl FileTracker {
         if let Some(parent) = path.parent() {
             self.ensure_dir(parent)?;
         }
-        write_atomic_staged(&*self.fs, staging, &path, value.as_bytes()).map_err(|e| self.io(&path, e))
+        write_atomic_staged(&*self.fs, staging, &path, value.as_bytes())
+            .map_err(|e| self.io(&path, e))
     }
 
     fn unique_hex32(&self) -> String {
@@ -283,9 +287,13 @@ impl FileTracker {
     /// place would be listed by MLflow as a duplicate run while it exists.)
     fn build_run(&self, run_dir: &Path, meta: &str, tags: &BTreeMap<String, String>) -> Result<()> {
         let experiment_dir = run_dir.parent().unwrap_or(&self.root);
-        self.fs.create_dir(run_dir).map_err(|e| self.io(run_dir, e))?;
+        self.fs
+            .create_dir(run_dir)
+            .map_err(|e| self.io(run_dir, e))?;
         let built = (|| -> Result<()> {
-            self.fs.fsync_dir(experiment_dir).map_err(|e| self.io(experiment_dir, e))?;
+            self.fs
+                .fsync_dir(experiment_dir)
+                .map_err(|e| self.io(experiment_dir, e))?;
             for sub in ["metrics", "params", "artifacts", "tags"] {
                 let path = run_dir.join(sub);
                 self.fs.create_dir(&path).map_err(|e| self.io(&path, e))?;
@@ -294,10 +302,14 @@ impl FileTracker {
             for (key, value) in tags {
                 let path = run_dir.join("tags").join(key);
                 if let Some(parent) = path.parent() {
-                    self.fs.create_dir_all(parent).map_err(|e| self.io(parent, e))?;
+                    self.fs
+                        .create_dir_all(parent)
+                        .map_err(|e| self.io(parent, e))?;
                     synced_dirs.push(parent.to_path_buf());
                 }
-                self.fs.create_new(&path, value.as_bytes()).map_err(|e| self.io(&path, e))?;
+                self.fs
+                    .create_new(&path, value.as_bytes())
+                    .map_err(|e| self.io(&path, e))?;
                 self.fs.fsync_file(&path).map_err(|e| self.io(&path, e))?;
             }
             synced_dirs.sort();
@@ -306,9 +318,12 @@ impl FileTracker {
             for dir in synced_dirs.iter().rev() {
                 self.fs.fsync_dir(dir).map_err(|e| self.io(dir, e))?;
             }
-            self.fs.fsync_dir(run_dir).map_err(|e| self.io(run_dir, e))?;
+            self.fs
+                .fsync_dir(run_dir)
+                .map_err(|e| self.io(run_dir, e))?;
             let meta_path = run_dir.join(META);
-            create_durable(&*self.fs, &meta_path, meta.as_bytes()).map_err(|e| self.io(&meta_path, e))
+            create_durable(&*self.fs, &meta_path, meta.as_bytes())
+                .map_err(|e| self.io(&meta_path, e))
         })();
         if built.is_err() {
             // Nobody knows this run id yet: removing it is safe.
@@ -324,7 +339,10 @@ impl FileTracker {
     fn publish_experiment(&self, id: &str, meta: &str) -> Result<bool> {
         let dir = self.experiment_dir(id);
         match self.fs.create_dir(&dir) {
-            Ok(()) => self.fs.fsync_dir(&self.root).map_err(|e| self.io(&self.root, e))?,
+            Ok(()) => self
+                .fs
+                .fsync_dir(&self.root)
+                .map_err(|e| self.io(&self.root, e))?,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && self.fs.is_dir(&dir) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
             Err(e) => return Err(self.io(&dir, e)),
@@ -394,7 +412,8 @@ impl Tracker for FileTracker {
                 }
                 continue; // Another name hashed to this id: try the next derivation.
             }
-            let meta = experiment_meta_yaml(&id, name, &file_uri(&self.experiment_dir(&id)), now_ms);
+            let meta =
+                experiment_meta_yaml(&id, name, &file_uri(&self.experiment_dir(&id)), now_ms);
             if self.publish_experiment(&id, &meta)? {
                 return Ok(id);
             }
@@ -406,7 +425,9 @@ impl Tracker for FileTracker {
         }
         Err(TrackError::Store {
             path: self.root.display().to_string(),
-            detail: format!("no free experiment id for `{name}` after {EXPERIMENT_ID_ATTEMPTS} attempts"),
+            detail: format!(
+                "no free experiment id for `{name}` after {EXPERIMENT_ID_ATTEMPTS} attempts"
+            ),
         })
     }
 
@@ -454,7 +475,12 @@ impl Tracker for FileTracker {
         self.read_run(&dir)
     }
 
-    fn update_run(&self, run_id: &str, status: RunStatus, end_time_ms: Option<i64>) -> Result<RunInfo> {
+    fn update_run(
+        &self,
+        run_id: &str,
+        status: RunStatus,
+        end_time_ms: Option<i64>,
+    ) -> Result<RunInfo> {
         let dir = self.find_run_dir(run_id)?;
         let (old, mut info) = self.read_run_meta(&dir)?;
         info.status = status;
@@ -501,10 +527,14 @@ impl Tracker for FileTracker {
             let parent = path.parent().unwrap_or(&metrics_dir).to_path_buf();
             self.ensure_dir(&parent)?;
             let is_new = !self.fs.exists(&path);
-            self.fs.append(&path, text.as_bytes()).map_err(|e| self.io(&path, e))?;
+            self.fs
+                .append(&path, text.as_bytes())
+                .map_err(|e| self.io(&path, e))?;
             self.fs.fsync_file(&path).map_err(|e| self.io(&path, e))?;
             if is_new {
-                self.fs.fsync_dir(&parent).map_err(|e| self.io(&parent, e))?;
+                self.fs
+                    .fsync_dir(&parent)
+                    .map_err(|e| self.io(&parent, e))?;
             }
         }
         let tags_dir = dir.join("tags");
@@ -517,7 +547,10 @@ impl Tracker for FileTracker {
     fn log_artifact(&self, run_id: &str, local_file: &Path, artifact_path: &str) -> Result<()> {
         validate_artifact_path(artifact_path)?;
         let dir = self.active_run_dir(run_id)?;
-        let bytes = self.fs.read(local_file).map_err(|e| self.io(local_file, e))?;
+        let bytes = self
+            .fs
+            .read(local_file)
+            .map_err(|e| self.io(local_file, e))?;
         let path = dir.join("artifacts").join(artifact_path);
         if let Some(parent) = path.parent() {
             self.ensure_dir(parent)?;
@@ -539,14 +572,22 @@ impl Tracker for FileTracker {
         };
         let mut out = Vec::new();
         for entry in entries {
-            let path = if dir.is_empty() { entry.name.clone() } else { format!("{dir}/{}", entry.name) };
+            let path = if dir.is_empty() {
+                entry.name.clone()
+            } else {
+                format!("{dir}/{}", entry.name)
+            };
             let size = if entry.is_dir {
                 None
             } else {
                 let full = base.join(&entry.name);
                 Some(self.fs.metadata(&full).map_err(|e| self.io(&full, e))?.len)
             };
-            out.push(ArtifactEntry { path, is_dir: entry.is_dir, size });
+            out.push(ArtifactEntry {
+                path,
+                is_dir: entry.is_dir,
+                size,
+            });
         }
         out.sort();
         Ok(out)
@@ -657,7 +698,12 @@ pub fn file_uri(path: &Path) -> String {
 
 /// The line MLflow's file store appends for one metric point.
 pub fn metric_line(m: &Metric) -> String {
-    format!("{} {} {}\n", m.timestamp_ms, python_float_repr(m.value), m.step)
+    format!(
+        "{} {} {}\n",
+        m.timestamp_ms,
+        python_float_repr(m.value),
+        m.step
+    )
 }
 
 /// Python's `repr(float)`, which the file store writes: shortest round-trip digits, `.0` on
@@ -701,7 +747,11 @@ pub fn parse_metric_lines(key: &str, bytes: &[u8]) -> std::result::Result<Vec<Me
         }
         let fields: Vec<&str> = line.split_whitespace().collect();
         if !matches!(fields.len(), 2 | 3 | 5) {
-            return Err(format!("metric `{key}` line {}: {} fields", n + 1, fields.len()));
+            return Err(format!(
+                "metric `{key}` line {}: {} fields",
+                n + 1,
+                fields.len()
+            ));
         }
         let bad = |what: &str| format!("metric `{key}` line {}: bad {what}", n + 1);
         let timestamp_ms: i64 = fields[0].parse().map_err(|_| bad("timestamp"))?;
@@ -757,7 +807,11 @@ fn experiment_meta_yaml(id: &str, name: &str, artifact_location: &str, now_ms: i
 }
 
 /// A run's meta.yaml keys (3.17.2), keeping any extra keys `old` had (e.g. `deleted_time`).
-fn run_meta(info: &RunInfo, user_id: &str, old: &BTreeMap<String, Value>) -> BTreeMap<String, Value> {
+fn run_meta(
+    info: &RunInfo,
+    user_id: &str,
+    old: &BTreeMap<String, Value>,
+) -> BTreeMap<String, Value> {
     let mut meta = old.clone();
     let defaults = [
         ("entry_point_name", Value::from("")),
@@ -769,10 +823,22 @@ fn run_meta(info: &RunInfo, user_id: &str, old: &BTreeMap<String, Value>) -> BTr
     for (key, value) in defaults {
         meta.entry(key.to_string()).or_insert(value);
     }
-    meta.insert("artifact_uri".into(), Value::from(info.artifact_uri.as_str()));
-    meta.insert("end_time".into(), info.end_time_ms.map(Value::from).unwrap_or(Value::Null));
-    meta.insert("experiment_id".into(), Value::from(info.experiment_id.as_str()));
-    meta.insert("lifecycle_stage".into(), Value::from(info.lifecycle_stage.as_str()));
+    meta.insert(
+        "artifact_uri".into(),
+        Value::from(info.artifact_uri.as_str()),
+    );
+    meta.insert(
+        "end_time".into(),
+        info.end_time_ms.map(Value::from).unwrap_or(Value::Null),
+    );
+    meta.insert(
+        "experiment_id".into(),
+        Value::from(info.experiment_id.as_str()),
+    );
+    meta.insert(
+        "lifecycle_stage".into(),
+        Value::from(info.lifecycle_stage.as_str()),
+    );
     meta.insert("run_id".into(), Value::from(info.run_id.as_str()));
     meta.insert("run_name".into(), Value::from(info.run_name.as_str()));
     meta.insert("start_time".into(), Value::from(info.start_time_ms));

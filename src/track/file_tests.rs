@@ -82,7 +82,9 @@ fn a_run_is_laid_out_as_mlflows_file_store() {
     let dir = tempfile::tempdir().unwrap();
     let store = os_store(dir.path());
     let exp = resolve_experiment(&store, "final: training #1").unwrap();
-    let run = store.create_run(&new_run(&exp.experiment_id, "bert_v1", "1")).unwrap();
+    let run = store
+        .create_run(&new_run(&exp.experiment_id, "bert_v1", "1"))
+        .unwrap();
     let mut batch = Batch::default();
     batch.params.insert("lr".into(), "0.001".into());
     batch.params.insert("nested/key".into(), "x".into());
@@ -90,7 +92,9 @@ fn a_run_is_laid_out_as_mlflows_file_store() {
     batch.metrics.push(point("loss", 1.0, 1_700_000_002_000, 1));
     batch.tags.insert("stage".into(), "final\nmultiline".into());
     store.log_batch(&run.run_id, &batch).unwrap();
-    store.set_terminated(&run.run_id, RunStatus::Finished, 1_700_000_009_000).unwrap();
+    store
+        .set_terminated(&run.run_id, RunStatus::Finished, 1_700_000_009_000)
+        .unwrap();
 
     let exp_dir = dir.path().join("mlruns").join(&exp.experiment_id);
     let run_dir = exp_dir.join(&run.run_id);
@@ -99,24 +103,39 @@ fn a_run_is_laid_out_as_mlflows_file_store() {
     assert!(run.run_id.chars().all(|c| c.is_ascii_hexdigit()));
     assert_eq!(read(&run_dir.join("params/lr")), "0.001");
     assert_eq!(read(&run_dir.join("params/nested/key")), "x");
-    assert_eq!(read(&run_dir.join("metrics/loss")), "1700000001000 2.5 0\n1700000002000 1.0 1\n");
+    assert_eq!(
+        read(&run_dir.join("metrics/loss")),
+        "1700000001000 2.5 0\n1700000002000 1.0 1\n"
+    );
     assert_eq!(read(&run_dir.join("tags/mlflow.runName")), "bert_v1");
     assert_eq!(read(&run_dir.join("tags/trainctl.variant")), "1");
     assert_eq!(read(&run_dir.join("tags/stage")), "final\nmultiline");
     assert!(run_dir.join("artifacts").is_dir());
     let meta = read(&run_dir.join("meta.yaml"));
-    for line in ["status: 3\n", "end_time: 1700000009000\n", "source_type: 4\n", "tags: []\n", "lifecycle_stage: \"active\"\n"] {
+    for line in [
+        "status: 3\n",
+        "end_time: 1700000009000\n",
+        "source_type: 4\n",
+        "tags: []\n",
+        "lifecycle_stage: \"active\"\n",
+    ] {
         assert!(meta.contains(line), "{line:?} not in\n{meta}");
     }
     let exp_meta = read(&exp_dir.join("meta.yaml"));
-    assert!(exp_meta.contains("name: \"final: training #1\"\n"), "{exp_meta}");
+    assert!(
+        exp_meta.contains("name: \"final: training #1\"\n"),
+        "{exp_meta}"
+    );
     assert!(exp_meta.contains(&format!("experiment_id: \"{}\"\n", exp.experiment_id)));
     let keys: Vec<&str> = meta.lines().map(|l| l.split(':').next().unwrap()).collect();
     let mut sorted = keys.clone();
     sorted.sort();
     assert_eq!(keys, sorted, "keys sorted like PyYAML");
     // No temporaries left anywhere.
-    let leftovers: Vec<_> = walk(dir.path()).into_iter().filter(|p| p.to_string_lossy().contains(".tmp-")).collect();
+    let leftovers: Vec<_> = walk(dir.path())
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(".tmp-"))
+        .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
     let back = store.get_run(&run.run_id).unwrap();
@@ -147,7 +166,9 @@ fn params_are_write_once_and_a_conflicting_batch_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = os_store(dir.path());
     let exp = resolve_experiment(&store, "e").unwrap();
-    let run = store.create_run(&new_run(&exp.experiment_id, "r", "1")).unwrap();
+    let run = store
+        .create_run(&new_run(&exp.experiment_id, "r", "1"))
+        .unwrap();
     let mut batch = Batch::default();
     batch.params.insert("lr".into(), "0.1".into());
     store.log_batch(&run.run_id, &batch).unwrap();
@@ -159,7 +180,10 @@ fn params_are_write_once_and_a_conflicting_batch_changes_nothing() {
     let err = store.log_batch(&run.run_id, &conflicting).unwrap_err();
     assert_eq!(err.code(), Some(codes::INVALID_PARAMETER_VALUE), "{err}");
     let back = store.get_run(&run.run_id).unwrap();
-    assert_eq!(back.params, BTreeMap::from([("lr".to_string(), "0.1".to_string())]));
+    assert_eq!(
+        back.params,
+        BTreeMap::from([("lr".to_string(), "0.1".to_string())])
+    );
     assert!(back.metrics.is_empty());
 }
 
@@ -168,9 +192,15 @@ fn bad_ids_and_keys_are_typed_errors_never_paths() {
     let dir = tempfile::tempdir().unwrap();
     let store = os_store(dir.path());
     let exp = resolve_experiment(&store, "e").unwrap();
-    let run = store.create_run(&new_run(&exp.experiment_id, "r", "1")).unwrap();
+    let run = store
+        .create_run(&new_run(&exp.experiment_id, "r", "1"))
+        .unwrap();
     for bad in ["../x", "", "a/b", ".trash", "x".repeat(300).as_str()] {
-        assert_eq!(store.get_run(bad).unwrap_err().code(), Some(codes::RESOURCE_DOES_NOT_EXIST), "{bad}");
+        assert_eq!(
+            store.get_run(bad).unwrap_err().code(),
+            Some(codes::RESOURCE_DOES_NOT_EXIST),
+            "{bad}"
+        );
         assert!(store.create_run(&new_run(bad, "r", "1")).is_err(), "{bad}");
     }
     let mut batch = Batch::default();
@@ -178,8 +208,15 @@ fn bad_ids_and_keys_are_typed_errors_never_paths() {
     assert!(store.log_batch(&run.run_id, &batch).is_err());
     let local = dir.path().join("f.txt");
     std::fs::write(&local, "x").unwrap();
-    assert!(store.log_artifact(&run.run_id, &local, "../outside.txt").is_err());
-    assert!(!dir.path().join("mlruns").join(&exp.experiment_id).join("escape").exists());
+    assert!(store
+        .log_artifact(&run.run_id, &local, "../outside.txt")
+        .is_err());
+    assert!(!dir
+        .path()
+        .join("mlruns")
+        .join(&exp.experiment_id)
+        .join("escape")
+        .exists());
     let relative = FileTracker::new(Arc::new(OsFs), PathBuf::from("mlruns"));
     assert_eq!(relative.err().map(|e| e.kind()), Some("malformed_uri"));
 }
@@ -189,31 +226,67 @@ fn artifacts_search_and_torn_metric_lines() {
     let dir = tempfile::tempdir().unwrap();
     let store = os_store(dir.path());
     let exp = resolve_experiment(&store, "e").unwrap();
-    let r1 = store.create_run(&new_run(&exp.experiment_id, "r", "1")).unwrap();
-    let r2 = store.create_run(&new_run(&exp.experiment_id, "r", "2")).unwrap();
+    let r1 = store
+        .create_run(&new_run(&exp.experiment_id, "r", "1"))
+        .unwrap();
+    let r2 = store
+        .create_run(&new_run(&exp.experiment_id, "r", "2"))
+        .unwrap();
     let local = dir.path().join("metrics.json");
     std::fs::write(&local, b"{\"f1\": 0.5}").unwrap();
-    store.log_artifact(&r1.run_id, &local, "metrics.json").unwrap();
-    store.log_artifact(&r1.run_id, &local, "checkpoint/inner.json").unwrap();
+    store
+        .log_artifact(&r1.run_id, &local, "metrics.json")
+        .unwrap();
+    store
+        .log_artifact(&r1.run_id, &local, "checkpoint/inner.json")
+        .unwrap();
     let listed = store.list_artifacts(&r1.run_id, "").unwrap();
     assert_eq!(
         listed,
         vec![
-            ArtifactEntry { path: "checkpoint".into(), is_dir: true, size: None },
-            ArtifactEntry { path: "metrics.json".into(), is_dir: false, size: Some(11) },
+            ArtifactEntry {
+                path: "checkpoint".into(),
+                is_dir: true,
+                size: None
+            },
+            ArtifactEntry {
+                path: "metrics.json".into(),
+                is_dir: false,
+                size: Some(11)
+            },
         ]
     );
-    assert_eq!(store.list_artifacts(&r1.run_id, "checkpoint").unwrap()[0].path, "checkpoint/inner.json");
+    assert_eq!(
+        store.list_artifacts(&r1.run_id, "checkpoint").unwrap()[0].path,
+        "checkpoint/inner.json"
+    );
 
     let filter = |v: &str| RunFilter {
         tags: BTreeMap::from([("trainctl.variant".to_string(), v.to_string())]),
         run_name: None,
     };
     let found = store.search_runs(&exp.experiment_id, &filter("2")).unwrap();
-    assert_eq!(found.iter().map(|r| r.info.run_id.clone()).collect::<Vec<_>>(), vec![r2.run_id.clone()]);
-    assert_eq!(store.search_runs(&exp.experiment_id, &RunFilter::default()).unwrap().len(), 2);
+    assert_eq!(
+        found
+            .iter()
+            .map(|r| r.info.run_id.clone())
+            .collect::<Vec<_>>(),
+        vec![r2.run_id.clone()]
+    );
+    assert_eq!(
+        store
+            .search_runs(&exp.experiment_id, &RunFilter::default())
+            .unwrap()
+            .len(),
+        2
+    );
 
-    let metrics_file = dir.path().join("mlruns").join(&exp.experiment_id).join(&r2.run_id).join("metrics/loss");
+    let metrics_file = dir
+        .path()
+        .join("mlruns")
+        .join(&exp.experiment_id)
+        .join(&r2.run_id)
+        .join("metrics/loss");
     std::fs::write(&metrics_file, "1 0.5 0\n2 0.25 1\n3 0.1").unwrap();
     let history = store.metric_history(&r2.run_id, "loss").unwrap();
     assert_eq!(history.len(), 2, "the unterminated line is a torn append");
@@ -241,7 +314,11 @@ fn reads_a_store_written_by_mlflow() {
     )
     .unwrap();
     std::fs::write(run.join("params/lr"), "0.001").unwrap();
-    std::fs::write(run.join("metrics/loss"), "1700000001000 2.5 0\n1700000002000 1.25 1\n1700000003000 nan 2\n").unwrap();
+    std::fs::write(
+        run.join("metrics/loss"),
+        "1700000001000 2.5 0\n1700000002000 1.25 1\n1700000003000 nan 2\n",
+    )
+    .unwrap();
     std::fs::write(run.join("tags/mlflow.runName"), "hand-run-1").unwrap();
     let store = FileTracker::new(Arc::new(OsFs), root.clone()).unwrap();
     let found = store.experiment_by_name("hand-written").unwrap().unwrap();
@@ -252,10 +329,15 @@ fn reads_a_store_written_by_mlflow() {
     assert!(back.metrics["loss"].value.is_nan());
     assert_eq!(back.params["lr"], "0.001");
     // Updating keeps MLflow's user_id and the keys we do not own.
-    store.update_run(&back.info.run_id, RunStatus::Failed, Some(1)).unwrap();
+    store
+        .update_run(&back.info.run_id, RunStatus::Failed, Some(1))
+        .unwrap();
     let meta = read(&run.join("meta.yaml"));
     assert!(meta.contains("user_id: \"orchestrator\"\n"), "{meta}");
-    assert_eq!(store.get_run(&back.info.run_id).unwrap().info.status, RunStatus::Failed);
+    assert_eq!(
+        store.get_run(&back.info.run_id).unwrap().info.status,
+        RunStatus::Failed
+    );
     // A deleted experiment in .trash is found, as deleted.
     std::fs::rename(&exp, root.join(".trash/123456789012345678")).unwrap();
     let err = resolve_experiment(&store, "hand-written").unwrap_err();
@@ -278,17 +360,27 @@ fn racing_creators_end_with_one_experiment() {
             })
         })
         .collect();
-    let ids: Vec<String> = handles.into_iter().map(|h| h.join().unwrap().unwrap()).collect();
+    let ids: Vec<String> = handles
+        .into_iter()
+        .map(|h| h.join().unwrap().unwrap())
+        .collect();
     assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
-    let dirs: Vec<_> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let dirs: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(dirs.len(), 1, "{dirs:?}");
 }
 
 /// The lifecycle a final training drives, on any store; errors after a simulated death are
 /// expected and ignored.
 fn lifecycle(store: &FileTracker) {
-    let Ok(exp) = resolve_experiment(store, "crash") else { return };
-    let Ok(run) = store.create_run(&new_run(&exp.experiment_id, "crash_v1", "1")) else { return };
+    let Ok(exp) = resolve_experiment(store, "crash") else {
+        return;
+    };
+    let Ok(run) = store.create_run(&new_run(&exp.experiment_id, "crash_v1", "1")) else {
+        return;
+    };
     let mut batch = Batch::default();
     batch.params.insert("lr".into(), "0.001".into());
     batch.params.insert("epochs".into(), "3".into());
@@ -297,10 +389,16 @@ fn lifecycle(store: &FileTracker) {
     if store.log_batch(&run.run_id, &batch).is_err() {
         return;
     }
-    if store.log_metrics(&run.run_id, &[point("loss", 1.5, 2, 1)]).is_err() {
+    if store
+        .log_metrics(&run.run_id, &[point("loss", 1.5, 2, 1)])
+        .is_err()
+    {
         return;
     }
-    if store.log_artifact(&run.run_id, Path::new("/src/metrics.json"), "metrics.json").is_err() {
+    if store
+        .log_artifact(&run.run_id, Path::new("/src/metrics.json"), "metrics.json")
+        .is_err()
+    {
         return;
     }
     let _ = store.set_terminated(&run.run_id, RunStatus::Finished, 9);
@@ -311,12 +409,20 @@ fn lifecycle(store: &FileTracker) {
 /// was written (none torn); a new attempt can resolve the experiment and create a run.
 fn check_recovered(sim: &Arc<SimFs>, label: &str) {
     let store = FileTracker::new(sim.clone(), PathBuf::from("/store")).unwrap();
-    let found = store.experiment_by_name("crash").unwrap_or_else(|e| panic!("{label}: {e}"));
+    let found = store
+        .experiment_by_name("crash")
+        .unwrap_or_else(|e| panic!("{label}: {e}"));
     if let Some(exp) = found {
-        let runs = store.search_runs(&exp.experiment_id, &RunFilter::default()).unwrap_or_else(|e| panic!("{label}: {e}"));
+        let runs = store
+            .search_runs(&exp.experiment_id, &RunFilter::default())
+            .unwrap_or_else(|e| panic!("{label}: {e}"));
         for run in runs {
             assert_eq!(run.info.run_name, "crash_v1", "{label}");
-            assert_eq!(run.tags.get(TAG_RUN_NAME).map(String::as_str), Some("crash_v1"), "{label}");
+            assert_eq!(
+                run.tags.get(TAG_RUN_NAME).map(String::as_str),
+                Some("crash_v1"),
+                "{label}"
+            );
             for (key, value) in &run.params {
                 let expected = match key.as_str() {
                     "lr" => "0.001",
@@ -330,9 +436,16 @@ fn check_recovered(sim: &Arc<SimFs>, label: &str) {
             }
             let artifacts = store.list_artifacts(&run.info.run_id, "").unwrap();
             for a in artifacts {
-                assert_eq!((a.path.as_str(), a.size), ("metrics.json", Some(11)), "{label}: torn artifact");
+                assert_eq!(
+                    (a.path.as_str(), a.size),
+                    ("metrics.json", Some(11)),
+                    "{label}: torn artifact"
+                );
             }
-            assert!(matches!(run.info.status, RunStatus::Running | RunStatus::Finished), "{label}");
+            assert!(
+                matches!(run.info.status, RunStatus::Running | RunStatus::Finished),
+                "{label}"
+            );
         }
     }
     // Every folder in the root is either without meta.yaml (skipped by MLflow) or readable.
@@ -340,20 +453,35 @@ fn check_recovered(sim: &Arc<SimFs>, label: &str) {
         if path.file_name().is_some_and(|n| n == "meta.yaml") {
             let text = String::from_utf8(bytes).unwrap();
             let parsed: std::result::Result<serde_json::Value, _> = serde_saphyr::from_str(&text);
-            assert!(parsed.is_ok(), "{label}: half-written {}: {text:?}", path.display());
+            assert!(
+                parsed.is_ok(),
+                "{label}: half-written {}: {text:?}",
+                path.display()
+            );
         }
         let name = path.file_name().unwrap().to_string_lossy().to_string();
-        assert!(!(name.starts_with('.') && path.parent().is_some_and(|p| p.ends_with("params") || p.ends_with("tags"))), "{label}: temp in a keyed folder: {}", path.display());
+        assert!(
+            !(name.starts_with('.')
+                && path
+                    .parent()
+                    .is_some_and(|p| p.ends_with("params") || p.ends_with("tags"))),
+            "{label}: temp in a keyed folder: {}",
+            path.display()
+        );
     }
-    let exp = resolve_experiment(&store, "crash").unwrap_or_else(|e| panic!("{label}: retry resolve: {e}"));
-    store.create_run(&new_run(&exp.experiment_id, "crash_v1", "1")).unwrap_or_else(|e| panic!("{label}: retry create_run: {e}"));
+    let exp = resolve_experiment(&store, "crash")
+        .unwrap_or_else(|e| panic!("{label}: retry resolve: {e}"));
+    store
+        .create_run(&new_run(&exp.experiment_id, "crash_v1", "1"))
+        .unwrap_or_else(|e| panic!("{label}: retry create_run: {e}"));
 }
 
 #[test]
 fn a_crash_at_any_step_leaves_a_readable_store() {
     let seeded = || {
         let sim = Arc::new(SimFs::new());
-        sim.write_file_durably(Path::new("/src/metrics.json"), b"{\"f1\": 0.5}").unwrap();
+        sim.write_file_durably(Path::new("/src/metrics.json"), b"{\"f1\": 0.5}")
+            .unwrap();
         sim
     };
     let full = seeded();
@@ -366,8 +494,15 @@ fn a_crash_at_any_step_leaves_a_readable_store() {
             let sim = seeded();
             sim.die_after(k);
             lifecycle(&FileTracker::new(sim.clone(), PathBuf::from("/store")).unwrap());
-            let report = if seed == 0 { sim.crash_all_lost() } else { sim.crash(seed) };
-            check_recovered(&sim, &format!("crash after {k} ops, seed {seed} ({report:?})"));
+            let report = if seed == 0 {
+                sim.crash_all_lost()
+            } else {
+                sim.crash(seed)
+            };
+            check_recovered(
+                &sim,
+                &format!("crash after {k} ops, seed {seed} ({report:?})"),
+            );
         }
     }
 }

@@ -192,7 +192,9 @@ impl RunStatus {
     }
 
     pub fn from_code(code: u64) -> Option<RunStatus> {
-        RunStatus::ALL.into_iter().find(|r| u64::from(r.code()) == code)
+        RunStatus::ALL
+            .into_iter()
+            .find(|r| u64::from(r.code()) == code)
     }
 
     pub fn is_terminal(self) -> bool {
@@ -357,8 +359,12 @@ pub trait Tracker: Send + Sync {
     fn get_run(&self, run_id: &str) -> Result<Run>;
 
     /// Sets the status and, when given, the end time. Returns the updated info.
-    fn update_run(&self, run_id: &str, status: RunStatus, end_time_ms: Option<i64>)
-        -> Result<RunInfo>;
+    fn update_run(
+        &self,
+        run_id: &str,
+        status: RunStatus,
+        end_time_ms: Option<i64>,
+    ) -> Result<RunInfo>;
 
     /// Logs params (write-once: the same value again is fine, a different one is rejected
     /// with `INVALID_PARAMETER_VALUE`), metric points and tags (last writer wins).
@@ -415,7 +421,8 @@ pub trait Tracker: Send + Sync {
                 status.as_str()
             )));
         }
-        self.update_run(run_id, status, Some(end_time_ms)).map(|_| ())
+        self.update_run(run_id, status, Some(end_time_ms))
+            .map(|_| ())
     }
 
     /// RESUME: reopens an existing active run (status back to RUNNING) and returns it as it
@@ -460,10 +467,12 @@ pub fn resolve_experiment(tracker: &dyn Tracker, name: &str) -> Result<Experimen
 }
 
 fn read_back_experiment(tracker: &dyn Tracker, name: &str) -> Result<Experiment> {
-    tracker.experiment_by_name(name)?.ok_or_else(|| TrackError::Malformed {
-        what: "experiment read-back".into(),
-        detail: format!("experiment `{name}` exists by create but not by name"),
-    })
+    tracker
+        .experiment_by_name(name)?
+        .ok_or_else(|| TrackError::Malformed {
+            what: "experiment read-back".into(),
+            detail: format!("experiment `{name}` exists by create but not by name"),
+        })
 }
 
 /// Logs every regular file below `local_dir` under `artifact_dir` (e.g. a checkpoint
@@ -474,7 +483,10 @@ pub fn log_artifact_dir(
     local_dir: &Path,
     artifact_dir: &str,
 ) -> Result<usize> {
-    let mut pending = vec![(local_dir.to_path_buf(), artifact_dir.trim_matches('/').to_string())];
+    let mut pending = vec![(
+        local_dir.to_path_buf(),
+        artifact_dir.trim_matches('/').to_string(),
+    )];
     let mut logged = 0usize;
     while let Some((dir, dest)) = pending.pop() {
         let mut entries = Vec::new();
@@ -550,7 +562,9 @@ pub fn validate_key(what: &str, key: &str) -> Result<()> {
             "{what} key `{key}` contains `{bad}`; allowed are alphanumerics, `_`, `-`, `.`, space, `/` and `:`"
         )));
     }
-    let bad_component = key.split('/').any(|c| c.is_empty() || c == "." || c == "..");
+    let bad_component = key
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == "..");
     if bad_component {
         return Err(TrackError::invalid(format!(
             "{what} key `{key}` is not a normalized relative path"
@@ -562,7 +576,9 @@ pub fn validate_key(what: &str, key: &str) -> Result<()> {
 /// An artifact destination: relative, `/`-separated, no empty, `.` or `..` component.
 pub fn validate_artifact_path(path: &str) -> Result<()> {
     let bad = path.is_empty()
-        || path.split('/').any(|c| c.is_empty() || c == "." || c == "..")
+        || path
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
         || path.contains('\\')
         || path.contains('\0');
     if bad {
@@ -628,9 +644,19 @@ pub fn split_batch(batch: &Batch) -> Vec<Batch> {
     // Bounded: every piece takes at least one entity until all are taken.
     loop {
         let mut piece = Batch::default();
-        piece.params.extend(params.by_ref().take(BATCH_PARAMS_MAX).map(|(k, v)| (k.clone(), v.clone())));
-        piece.tags.extend(tags.by_ref().take(BATCH_TAGS_MAX).map(|(k, v)| (k.clone(), v.clone())));
-        let room = BATCH_METRICS_MAX.min(BATCH_ENTITIES_MAX - piece.params.len() - piece.tags.len());
+        piece.params.extend(
+            params
+                .by_ref()
+                .take(BATCH_PARAMS_MAX)
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        piece.tags.extend(
+            tags.by_ref()
+                .take(BATCH_TAGS_MAX)
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        let room =
+            BATCH_METRICS_MAX.min(BATCH_ENTITIES_MAX - piece.params.len() - piece.tags.len());
         piece.metrics.extend(metrics.by_ref().take(room).cloned());
         if piece.is_empty() {
             return out;
@@ -641,7 +667,9 @@ pub fn split_batch(batch: &Batch) -> Vec<Batch> {
 }
 
 /// The latest point per key (MLflow's rule), from points in any order.
-pub fn latest_metrics<'a>(points: impl IntoIterator<Item = &'a Metric>) -> BTreeMap<String, Metric> {
+pub fn latest_metrics<'a>(
+    points: impl IntoIterator<Item = &'a Metric>,
+) -> BTreeMap<String, Metric> {
     let mut latest: BTreeMap<String, Metric> = BTreeMap::new();
     for point in points {
         match latest.get(&point.key) {

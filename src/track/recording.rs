@@ -15,16 +15,44 @@ use std::sync::{Mutex, MutexGuard};
 /// One call to the port, with its arguments.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Call {
-    ExperimentByName { name: String },
-    CreateExperiment { name: String },
-    CreateRun { run: NewRun },
-    GetRun { run_id: String },
-    UpdateRun { run_id: String, status: RunStatus, end_time_ms: Option<i64> },
-    LogBatch { run_id: String, batch: Batch },
-    LogArtifact { run_id: String, local_file: PathBuf, artifact_path: String },
-    ListArtifacts { run_id: String, dir: String },
-    MetricHistory { run_id: String, key: String },
-    SearchRuns { experiment_id: String, filter: RunFilter },
+    ExperimentByName {
+        name: String,
+    },
+    CreateExperiment {
+        name: String,
+    },
+    CreateRun {
+        run: NewRun,
+    },
+    GetRun {
+        run_id: String,
+    },
+    UpdateRun {
+        run_id: String,
+        status: RunStatus,
+        end_time_ms: Option<i64>,
+    },
+    LogBatch {
+        run_id: String,
+        batch: Batch,
+    },
+    LogArtifact {
+        run_id: String,
+        local_file: PathBuf,
+        artifact_path: String,
+    },
+    ListArtifacts {
+        run_id: String,
+        dir: String,
+    },
+    MetricHistory {
+        run_id: String,
+        key: String,
+    },
+    SearchRuns {
+        experiment_id: String,
+        filter: RunFilter,
+    },
 }
 
 /// Which calls fail: the `at_call`-th (1-based), and every later one when `sticky` (a server
@@ -83,7 +111,9 @@ impl RecordingTracker {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock only happens in a failing test; keep its state.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Records `call` and applies the fault plan. Returns the locked state to act on.
@@ -200,7 +230,10 @@ impl Tracker for RecordingTracker {
             .iter()
             .find(|e| e.experiment_id == run.experiment_id)
             .ok_or_else(|| {
-                TrackError::not_found(format!("No Experiment with id={} exists", run.experiment_id))
+                TrackError::not_found(format!(
+                    "No Experiment with id={} exists",
+                    run.experiment_id
+                ))
             })?;
         if experiment.lifecycle_stage != LifecycleStage::Active {
             return Err(TrackError::invalid(format!(
@@ -235,11 +268,18 @@ impl Tracker for RecordingTracker {
     }
 
     fn get_run(&self, run_id: &str) -> Result<Run> {
-        let mut state = self.enter(Call::GetRun { run_id: run_id.into() })?;
+        let mut state = self.enter(Call::GetRun {
+            run_id: run_id.into(),
+        })?;
         Ok(run_mut(&mut state, run_id)?.snapshot())
     }
 
-    fn update_run(&self, run_id: &str, status: RunStatus, end_time_ms: Option<i64>) -> Result<RunInfo> {
+    fn update_run(
+        &self,
+        run_id: &str,
+        status: RunStatus,
+        end_time_ms: Option<i64>,
+    ) -> Result<RunInfo> {
         let mut state = self.enter(Call::UpdateRun {
             run_id: run_id.into(),
             status,
@@ -268,9 +308,11 @@ impl Tracker for RecordingTracker {
                 }
             }
         }
-        run.params.extend(batch.params.iter().map(|(k, v)| (k.clone(), v.clone())));
+        run.params
+            .extend(batch.params.iter().map(|(k, v)| (k.clone(), v.clone())));
         run.history.extend(batch.metrics.iter().cloned());
-        run.tags.extend(batch.tags.iter().map(|(k, v)| (k.clone(), v.clone())));
+        run.tags
+            .extend(batch.tags.iter().map(|(k, v)| (k.clone(), v.clone())));
         Ok(())
     }
 
@@ -294,7 +336,11 @@ impl Tracker for RecordingTracker {
             dir: dir.into(),
         })?;
         let dir = dir.trim_matches('/');
-        let prefix = if dir.is_empty() { String::new() } else { format!("{dir}/") };
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
         let run = run_mut(&mut state, run_id)?;
         let mut out: BTreeMap<String, ArtifactEntry> = BTreeMap::new();
         for (path, bytes) in &run.artifacts {
@@ -325,7 +371,12 @@ impl Tracker for RecordingTracker {
         })?;
         validate_key("metric", key)?;
         let run = run_mut(&mut state, run_id)?;
-        Ok(run.history.iter().filter(|m| m.key == key).cloned().collect())
+        Ok(run
+            .history
+            .iter()
+            .filter(|m| m.key == key)
+            .cloned()
+            .collect())
     }
 
     fn search_runs(&self, experiment_id: &str, filter: &RunFilter) -> Result<Vec<Run>> {
@@ -333,7 +384,11 @@ impl Tracker for RecordingTracker {
             experiment_id: experiment_id.into(),
             filter: filter.clone(),
         })?;
-        if !state.experiments.iter().any(|e| e.experiment_id == experiment_id) {
+        if !state
+            .experiments
+            .iter()
+            .any(|e| e.experiment_id == experiment_id)
+        {
             return Err(TrackError::not_found(format!(
                 "No Experiment with id={experiment_id} exists"
             )));

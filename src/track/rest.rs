@@ -78,7 +78,10 @@ enum Method {
 enum Outcome {
     Done(Value),
     /// Failed; `sent` says whether the request may have reached the server.
-    Retryable { error: TrackError, sent: bool },
+    Retryable {
+        error: TrackError,
+        sent: bool,
+    },
 }
 
 pub struct RestTracker {
@@ -112,14 +115,36 @@ impl RestTracker {
         &self.base
     }
 
-    fn api(&self, method: Method, route: &str, query: &[(&str, &str)], body: Option<&Value>, repeat: Repeat) -> Result<Value> {
+    fn api(
+        &self,
+        method: Method,
+        route: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+        repeat: Repeat,
+    ) -> Result<Value> {
         let url = format!("{}{API}/{route}", self.base);
         let bytes = body.map(|b| b.to_string().into_bytes());
-        self.call(&method, &url, query, bytes.as_deref(), "application/json", repeat)
+        self.call(
+            &method,
+            &url,
+            query,
+            bytes.as_deref(),
+            "application/json",
+            repeat,
+        )
     }
 
     /// One logical call with the retry policy applied. Bounded by `attempts_max`.
-    fn call(&self, method: &Method, url: &str, query: &[(&str, &str)], body: Option<&[u8]>, content_type: &str, repeat: Repeat) -> Result<Value> {
+    fn call(
+        &self,
+        method: &Method,
+        url: &str,
+        query: &[(&str, &str)],
+        body: Option<&[u8]>,
+        content_type: &str,
+        repeat: Repeat,
+    ) -> Result<Value> {
         let attempts_max = self.retry.attempts_max.max(1);
         let mut attempt = 0u32;
         loop {
@@ -137,7 +162,15 @@ impl RestTracker {
         }
     }
 
-    fn attempt(&self, method: &Method, url: &str, query: &[(&str, &str)], body: Option<&[u8]>, content_type: &str, attempt: u32) -> Result<Outcome> {
+    fn attempt(
+        &self,
+        method: &Method,
+        url: &str,
+        query: &[(&str, &str)],
+        body: Option<&[u8]>,
+        content_type: &str,
+        attempt: u32,
+    ) -> Result<Outcome> {
         let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
         let sent = match method {
             Method::Get => {
@@ -161,7 +194,8 @@ impl RestTracker {
                 if let Some(auth) = &auth {
                     req = req.header("Authorization", auth);
                 }
-                req.header("Content-Type", content_type).send(body.unwrap_or_default())
+                req.header("Content-Type", content_type)
+                    .send(body.unwrap_or_default())
             }
         };
         let mut response = match sent {
@@ -169,7 +203,12 @@ impl RestTracker {
             Err(e) => return Ok(self.transport_failure(e, attempt)),
         };
         let status = response.status().as_u16();
-        let text = match response.body_mut().with_config().limit(RESPONSE_BYTES_MAX).read_to_string() {
+        let text = match response
+            .body_mut()
+            .with_config()
+            .limit(RESPONSE_BYTES_MAX)
+            .read_to_string()
+        {
             Ok(text) => text,
             Err(e) => return Ok(self.transport_failure(e, attempt)),
         };
@@ -179,10 +218,15 @@ impl RestTracker {
             serde_json::from_str(&text).ok()
         };
         if (200..300).contains(&status) {
-            return parsed.map(Outcome::Done).ok_or_else(|| TrackError::Malformed {
-                what: redact_url(url),
-                detail: format!("HTTP {status} with a body that is not JSON: {}", snippet(&text)),
-            });
+            return parsed
+                .map(Outcome::Done)
+                .ok_or_else(|| TrackError::Malformed {
+                    what: redact_url(url),
+                    detail: format!(
+                        "HTTP {status} with a body that is not JSON: {}",
+                        snippet(&text)
+                    ),
+                });
         }
         let code = parsed
             .as_ref()
@@ -221,24 +265,48 @@ impl RestTracker {
         let detail = e.to_string();
         match &e {
             ureq::Error::Timeout(_) => Outcome::Retryable {
-                error: TrackError::Timeout { target, attempts: attempt, detail },
+                error: TrackError::Timeout {
+                    target,
+                    attempts: attempt,
+                    detail,
+                },
                 sent: true,
             },
-            ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => Outcome::Retryable {
-                error: TrackError::Timeout { target, attempts: attempt, detail },
-                sent: true,
-            },
+            ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+                Outcome::Retryable {
+                    error: TrackError::Timeout {
+                        target,
+                        attempts: attempt,
+                        detail,
+                    },
+                    sent: true,
+                }
+            }
             // The connection was never made: nothing reached the server.
             ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => Outcome::Retryable {
-                error: TrackError::Unreachable { target, attempts: attempt, detail },
+                error: TrackError::Unreachable {
+                    target,
+                    attempts: attempt,
+                    detail,
+                },
                 sent: false,
             },
-            ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => Outcome::Retryable {
-                error: TrackError::Unreachable { target, attempts: attempt, detail },
-                sent: false,
-            },
+            ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+                Outcome::Retryable {
+                    error: TrackError::Unreachable {
+                        target,
+                        attempts: attempt,
+                        detail,
+                    },
+                    sent: false,
+                }
+            }
             _ => Outcome::Retryable {
-                error: TrackError::Unreachable { target, attempts: attempt, detail },
+                error: TrackError::Unreachable {
+                    target,
+                    attempts: attempt,
+                    detail,
+                },
                 sent: true,
             },
         }
@@ -257,7 +325,10 @@ impl RestTracker {
         })?;
         let path = match rest.strip_prefix("//") {
             // `//host:port/path`: same server by construction of the URI; keep the path.
-            Some(authority_and_path) => authority_and_path.split_once('/').map(|(_, p)| p).unwrap_or(""),
+            Some(authority_and_path) => authority_and_path
+                .split_once('/')
+                .map(|(_, p)| p)
+                .unwrap_or(""),
             None => rest,
         };
         Ok(path.trim_matches('/').to_string())
@@ -334,7 +405,11 @@ fn encode_path(path: &str) -> String {
 }
 
 fn key_values(map: &BTreeMap<String, String>) -> Value {
-    Value::Array(map.iter().map(|(k, v)| json!({"key": k, "value": v})).collect())
+    Value::Array(
+        map.iter()
+            .map(|(k, v)| json!({"key": k, "value": v}))
+            .collect(),
+    )
 }
 
 /// NaN and ±inf are not JSON numbers; the server accepts them as strings.
@@ -387,7 +462,8 @@ fn float_field(v: &Value, key: &str) -> Option<f64> {
 fn parse_experiment(v: &Value) -> Result<Experiment> {
     let what = "experiment";
     Ok(Experiment {
-        experiment_id: str_field(v, "experiment_id").ok_or_else(|| malformed_answer(what, "no experiment_id"))?,
+        experiment_id: str_field(v, "experiment_id")
+            .ok_or_else(|| malformed_answer(what, "no experiment_id"))?,
         name: str_field(v, "name").ok_or_else(|| malformed_answer(what, "no name"))?,
         artifact_location: str_field(v, "artifact_location").unwrap_or_default(),
         lifecycle_stage: str_field(v, "lifecycle_stage")
@@ -403,9 +479,11 @@ fn parse_run_info(v: &Value) -> Result<RunInfo> {
         run_id: str_field(v, "run_id")
             .or_else(|| str_field(v, "run_uuid"))
             .ok_or_else(|| malformed_answer(what, "no run_id"))?,
-        experiment_id: str_field(v, "experiment_id").ok_or_else(|| malformed_answer(what, "no experiment_id"))?,
+        experiment_id: str_field(v, "experiment_id")
+            .ok_or_else(|| malformed_answer(what, "no experiment_id"))?,
         run_name: str_field(v, "run_name").unwrap_or_default(),
-        status: RunStatus::parse(&status).ok_or_else(|| malformed_answer(what, format!("status `{status}`")))?,
+        status: RunStatus::parse(&status)
+            .ok_or_else(|| malformed_answer(what, format!("status `{status}`")))?,
         start_time_ms: int_field(v, "start_time").unwrap_or(0),
         end_time_ms: int_field(v, "end_time"),
         artifact_uri: str_field(v, "artifact_uri").unwrap_or_default(),
@@ -430,17 +508,28 @@ fn parse_key_values(v: Option<&Value>) -> BTreeMap<String, String> {
         .map(|items| {
             items
                 .iter()
-                .filter_map(|kv| Some((str_field(kv, "key")?, str_field(kv, "value").unwrap_or_default())))
+                .filter_map(|kv| {
+                    Some((
+                        str_field(kv, "key")?,
+                        str_field(kv, "value").unwrap_or_default(),
+                    ))
+                })
                 .collect()
         })
         .unwrap_or_default()
 }
 
 fn parse_run(v: &Value) -> Result<Run> {
-    let info = parse_run_info(v.get("info").ok_or_else(|| malformed_answer("run", "no info"))?)?;
+    let info = parse_run_info(
+        v.get("info")
+            .ok_or_else(|| malformed_answer("run", "no info"))?,
+    )?;
     let data = v.get("data");
     let mut metrics = BTreeMap::new();
-    if let Some(items) = data.and_then(|d| d.get("metrics")).and_then(Value::as_array) {
+    if let Some(items) = data
+        .and_then(|d| d.get("metrics"))
+        .and_then(Value::as_array)
+    {
         for item in items {
             let m = parse_metric(item)?;
             metrics.insert(m.key.clone(), m);
@@ -486,10 +575,18 @@ impl Tracker for RestTracker {
     }
 
     fn experiment_by_name(&self, name: &str) -> Result<Option<Experiment>> {
-        let answer = self.api(Method::Get, "experiments/get-by-name", &[("experiment_name", name)], None, Repeat::Harmless);
+        let answer = self.api(
+            Method::Get,
+            "experiments/get-by-name",
+            &[("experiment_name", name)],
+            None,
+            Repeat::Harmless,
+        );
         match answer {
             Ok(v) => {
-                let experiment = v.get("experiment").ok_or_else(|| malformed_answer("get-by-name", "no experiment"))?;
+                let experiment = v
+                    .get("experiment")
+                    .ok_or_else(|| malformed_answer("get-by-name", "no experiment"))?;
                 parse_experiment(experiment).map(Some)
             }
             Err(e) if e.code() == Some(codes::RESOURCE_DOES_NOT_EXIST) => Ok(None),
@@ -499,8 +596,15 @@ impl Tracker for RestTracker {
 
     fn create_experiment(&self, name: &str) -> Result<String> {
         validate_experiment_name(name)?;
-        let v = self.api(Method::Post, "experiments/create", &[], Some(&json!({ "name": name })), Repeat::Harmless)?;
-        str_field(&v, "experiment_id").ok_or_else(|| malformed_answer("experiments/create", "no experiment_id"))
+        let v = self.api(
+            Method::Post,
+            "experiments/create",
+            &[],
+            Some(&json!({ "name": name })),
+            Repeat::Harmless,
+        )?;
+        str_field(&v, "experiment_id")
+            .ok_or_else(|| malformed_answer("experiments/create", "no experiment_id"))
     }
 
     fn create_run(&self, run: &NewRun) -> Result<RunInfo> {
@@ -511,23 +615,57 @@ impl Tracker for RestTracker {
             "start_time": run.start_time_ms,
             "tags": key_values(&run.tags),
         });
-        let v = self.api(Method::Post, "runs/create", &[], Some(&body), Repeat::OnlyIfNotSent)?;
-        let run = v.get("run").ok_or_else(|| malformed_answer("runs/create", "no run"))?;
-        parse_run_info(run.get("info").ok_or_else(|| malformed_answer("runs/create", "no info"))?)
+        let v = self.api(
+            Method::Post,
+            "runs/create",
+            &[],
+            Some(&body),
+            Repeat::OnlyIfNotSent,
+        )?;
+        let run = v
+            .get("run")
+            .ok_or_else(|| malformed_answer("runs/create", "no run"))?;
+        parse_run_info(
+            run.get("info")
+                .ok_or_else(|| malformed_answer("runs/create", "no info"))?,
+        )
     }
 
     fn get_run(&self, run_id: &str) -> Result<Run> {
-        let v = self.api(Method::Get, "runs/get", &[("run_id", run_id)], None, Repeat::Harmless)?;
-        parse_run(v.get("run").ok_or_else(|| malformed_answer("runs/get", "no run"))?)
+        let v = self.api(
+            Method::Get,
+            "runs/get",
+            &[("run_id", run_id)],
+            None,
+            Repeat::Harmless,
+        )?;
+        parse_run(
+            v.get("run")
+                .ok_or_else(|| malformed_answer("runs/get", "no run"))?,
+        )
     }
 
-    fn update_run(&self, run_id: &str, status: RunStatus, end_time_ms: Option<i64>) -> Result<RunInfo> {
+    fn update_run(
+        &self,
+        run_id: &str,
+        status: RunStatus,
+        end_time_ms: Option<i64>,
+    ) -> Result<RunInfo> {
         let mut body = json!({ "run_id": run_id, "status": status.as_str() });
         if let Some(end) = end_time_ms {
             body["end_time"] = json!(end);
         }
-        let v = self.api(Method::Post, "runs/update", &[], Some(&body), Repeat::Harmless)?;
-        parse_run_info(v.get("run_info").ok_or_else(|| malformed_answer("runs/update", "no run_info"))?)
+        let v = self.api(
+            Method::Post,
+            "runs/update",
+            &[],
+            Some(&body),
+            Repeat::Harmless,
+        )?;
+        parse_run_info(
+            v.get("run_info")
+                .ok_or_else(|| malformed_answer("runs/update", "no run_info"))?,
+        )
     }
 
     fn log_batch(&self, run_id: &str, batch: &Batch) -> Result<()> {
@@ -544,7 +682,13 @@ impl Tracker for RestTracker {
                 "metrics": metrics,
                 "tags": key_values(&piece.tags),
             });
-            self.api(Method::Post, "runs/log-batch", &[], Some(&body), Repeat::Harmless)?;
+            self.api(
+                Method::Post,
+                "runs/log-batch",
+                &[],
+                Some(&body),
+                Repeat::Harmless,
+            )?;
         }
         Ok(())
     }
@@ -553,8 +697,20 @@ impl Tracker for RestTracker {
         validate_artifact_path(artifact_path)?;
         let root = self.proxied_artifact_root(run_id)?;
         let bytes = std::fs::read(local_file).map_err(|e| TrackError::store(local_file, e))?;
-        let url = format!("{}{ARTIFACTS_API}/{}/{}", self.base, encode_path(&root), encode_path(artifact_path));
-        self.call(&Method::Put, &url, &[], Some(&bytes), "application/octet-stream", Repeat::Harmless)?;
+        let url = format!(
+            "{}{ARTIFACTS_API}/{}/{}",
+            self.base,
+            encode_path(&root),
+            encode_path(artifact_path)
+        );
+        self.call(
+            &Method::Put,
+            &url,
+            &[],
+            Some(&bytes),
+            "application/octet-stream",
+            Repeat::Harmless,
+        )?;
         Ok(())
     }
 
@@ -565,7 +721,13 @@ impl Tracker for RestTracker {
             validate_artifact_path(dir)?;
             query.push(("path", dir));
         }
-        let v = self.api(Method::Get, "artifacts/list", &query, None, Repeat::Harmless)?;
+        let v = self.api(
+            Method::Get,
+            "artifacts/list",
+            &query,
+            None,
+            Repeat::Harmless,
+        )?;
         let mut out: Vec<ArtifactEntry> = v
             .get("files")
             .and_then(Value::as_array)
@@ -592,12 +754,27 @@ impl Tracker for RestTracker {
         let mut token: Option<String> = None;
         let page_size = PAGE_SIZE.to_string();
         for _ in 0..PAGES_MAX {
-            let mut query = vec![("run_id", run_id), ("metric_key", key), ("max_results", page_size.as_str())];
+            let mut query = vec![
+                ("run_id", run_id),
+                ("metric_key", key),
+                ("max_results", page_size.as_str()),
+            ];
             if let Some(t) = &token {
                 query.push(("page_token", t));
             }
-            let v = self.api(Method::Get, "metrics/get-history", &query, None, Repeat::Harmless)?;
-            for item in v.get("metrics").and_then(Value::as_array).into_iter().flatten() {
+            let v = self.api(
+                Method::Get,
+                "metrics/get-history",
+                &query,
+                None,
+                Repeat::Harmless,
+            )?;
+            for item in v
+                .get("metrics")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 out.push(parse_metric(item)?);
             }
             token = str_field(&v, "next_page_token").filter(|t| !t.is_empty());
@@ -605,7 +782,10 @@ impl Tracker for RestTracker {
                 return Ok(out);
             }
         }
-        Err(malformed_answer("metrics/get-history", format!("more than {PAGES_MAX} pages")))
+        Err(malformed_answer(
+            "metrics/get-history",
+            format!("more than {PAGES_MAX} pages"),
+        ))
     }
 
     fn search_runs(&self, experiment_id: &str, filter: &RunFilter) -> Result<Vec<Run>> {
@@ -624,8 +804,19 @@ impl Tracker for RestTracker {
             if let Some(t) = &token {
                 body["page_token"] = json!(t);
             }
-            let v = self.api(Method::Post, "runs/search", &[], Some(&body), Repeat::Harmless)?;
-            for item in v.get("runs").and_then(Value::as_array).into_iter().flatten() {
+            let v = self.api(
+                Method::Post,
+                "runs/search",
+                &[],
+                Some(&body),
+                Repeat::Harmless,
+            )?;
+            for item in v
+                .get("runs")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 let run = parse_run(item)?;
                 // The server filtered already; this also covers clauses it could not be sent.
                 if filter.matches(&run) {
@@ -637,7 +828,10 @@ impl Tracker for RestTracker {
                 return Ok(out);
             }
         }
-        Err(malformed_answer("runs/search", format!("more than {PAGES_MAX} pages")))
+        Err(malformed_answer(
+            "runs/search",
+            format!("more than {PAGES_MAX} pages"),
+        ))
     }
 }
 
@@ -661,10 +855,24 @@ mod tests {
 
     #[test]
     fn base_urls_are_checked_not_panicked_on() {
-        for good in ["http://127.0.0.1:5000", "https://host/prefix/", "http://[::1]:8080"] {
+        for good in [
+            "http://127.0.0.1:5000",
+            "https://host/prefix/",
+            "http://[::1]:8080",
+        ] {
             assert!(validate_base_url(good).is_ok(), "{good}");
         }
-        for bad in ["", "http://", "ftp://x", "http://:80", "http://h:99999", "http://h:x", "http://h/a b", "http://h/?q=1", "http://h\n"] {
+        for bad in [
+            "",
+            "http://",
+            "ftp://x",
+            "http://:80",
+            "http://h:99999",
+            "http://h:x",
+            "http://h/a b",
+            "http://h/?q=1",
+            "http://h\n",
+        ] {
             let err = validate_base_url(bad).expect_err(bad);
             assert_eq!(err.kind(), "malformed_uri", "{bad}");
         }
@@ -697,7 +905,10 @@ mod tests {
         for v in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1.5] {
             let doc = json!({"key": "m", "value": metric_value_json(v), "timestamp": 1, "step": 2});
             let back = parse_metric(&doc).unwrap();
-            assert!(back.value == v || (v.is_nan() && back.value.is_nan()), "{v}");
+            assert!(
+                back.value == v || (v.is_nan() && back.value.is_nan()),
+                "{v}"
+            );
         }
     }
 }

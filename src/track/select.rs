@@ -128,7 +128,12 @@ pub fn default_file_root(root: &Path) -> PathBuf {
 
 /// AzureML's MLflow tracking URI for a workspace (the `azureml://` form MLflow's AzureML
 /// plugin uses; REST calls go to the same host and path over https).
-pub fn azureml_tracking_uri(subscription_id: &str, resource_group: &str, workspace_name: &str, region: &str) -> String {
+pub fn azureml_tracking_uri(
+    subscription_id: &str,
+    resource_group: &str,
+    workspace_name: &str,
+    region: &str,
+) -> String {
     format!(
         "azureml://{region}.api.azureml.ms/mlflow/v1.0/subscriptions/{subscription_id}/resourceGroups/{resource_group}/providers/Microsoft.MachineLearningServices/workspaces/{workspace_name}"
     )
@@ -178,15 +183,27 @@ pub fn select_backend(settings: &TrackingSettings, env: &TrackingEnv) -> Result<
             field("workspace_name", &azure.workspace_name),
             field("region", &azure.region),
         ];
-        let missing: Vec<&str> = fields.iter().filter_map(|f| f.as_ref().err().copied()).collect();
+        let missing: Vec<&str> = fields
+            .iter()
+            .filter_map(|f| f.as_ref().err().copied())
+            .collect();
         let usable = match (&fields, &env.token) {
             ([Ok(sub), Ok(rg), Ok(ws), Ok(region)], Some(token)) if missing.is_empty() => {
-                for (name, value) in [("subscription_id", sub), ("resource_group", rg), ("workspace_name", ws), ("region", region)] {
-                    let ok = value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '(' | ')'));
+                for (name, value) in [
+                    ("subscription_id", sub),
+                    ("resource_group", rg),
+                    ("workspace_name", ws),
+                    ("region", region),
+                ] {
+                    let ok = value.chars().all(|c| {
+                        c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '(' | ')')
+                    });
                     if !ok {
                         return Err(TrackError::MalformedUri {
                             uri: format!("mlflow.yaml azure_ml.{name}"),
-                            reason: format!("`{value}` has characters an Azure resource name cannot have"),
+                            reason: format!(
+                                "`{value}` has characters an Azure resource name cannot have"
+                            ),
                         });
                     }
                 }
@@ -205,7 +222,10 @@ pub fn select_backend(settings: &TrackingSettings, env: &TrackingEnv) -> Result<
         let reason = if missing.is_empty() {
             format!("no bearer token in {ENV_TRACKING_TOKEN}")
         } else {
-            format!("mlflow.yaml azure_ml.{} not set", missing.join(", azure_ml."))
+            format!(
+                "mlflow.yaml azure_ml.{} not set",
+                missing.join(", azure_ml.")
+            )
         };
         warnings.push(format!(
             "azure_ml.enabled is true but {reason}; tracking to {} instead",
@@ -250,7 +270,9 @@ enum Parsed {
 }
 
 fn azure_rest(azureml_uri: &str, token: Secret) -> Result<BackendChoice> {
-    let rest = azureml_uri.strip_prefix("azureml://").unwrap_or(azureml_uri);
+    let rest = azureml_uri
+        .strip_prefix("azureml://")
+        .unwrap_or(azureml_uri);
     let url = validate_base_url(&format!("https://{rest}"))?;
     Ok(BackendChoice::Rest {
         url,
@@ -324,9 +346,16 @@ fn local_root(path: &str, relative_to: &Path) -> std::result::Result<PathBuf, St
         return Err("empty path".into());
     }
     let p = Path::new(path);
-    let joined = if p.is_absolute() { p.to_path_buf() } else { relative_to.join(p) };
+    let joined = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        relative_to.join(p)
+    };
     if !joined.is_absolute() {
-        return Err(format!("`{}` does not resolve to an absolute path", joined.display()));
+        return Err(format!(
+            "`{}` does not resolve to an absolute path",
+            joined.display()
+        ));
     }
     Ok(joined)
 }
@@ -350,7 +379,11 @@ fn percent_decode(s: &str) -> Option<String> {
 }
 
 /// Builds the tracker for a choice.
-pub fn open(choice: &BackendChoice, fs: Arc<dyn Fs>, retry: RetryPolicy) -> Result<Box<dyn Tracker>> {
+pub fn open(
+    choice: &BackendChoice,
+    fs: Arc<dyn Fs>,
+    retry: RetryPolicy,
+) -> Result<Box<dyn Tracker>> {
     match choice {
         BackendChoice::Disabled => Ok(Box::new(DisabledTracker)),
         BackendChoice::File { root } => Ok(Box::new(FileTracker::new(fs, root.clone())?)),

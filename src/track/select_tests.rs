@@ -31,11 +31,20 @@ fn azure_complete() -> AzureSettings {
 }
 
 fn file(root: &str) -> BackendChoice {
-    BackendChoice::File { root: PathBuf::from(root) }
+    BackendChoice::File {
+        root: PathBuf::from(root),
+    }
 }
 
-fn check(settings: TrackingSettings, env: TrackingEnv, choice: BackendChoice, source: UriSource, warnings: usize) {
-    let got = select_backend(&settings, &env).unwrap_or_else(|e| panic!("{settings:?} {env:?}: {e}"));
+fn check(
+    settings: TrackingSettings,
+    env: TrackingEnv,
+    choice: BackendChoice,
+    source: UriSource,
+    warnings: usize,
+) {
+    let got =
+        select_backend(&settings, &env).unwrap_or_else(|e| panic!("{settings:?} {env:?}: {e}"));
     assert_eq!(got.choice, choice, "{settings:?} {env:?}");
     assert_eq!(got.source, source, "{settings:?} {env:?}");
     assert_eq!(got.warnings.len(), warnings, "{:?}", got.warnings);
@@ -43,21 +52,63 @@ fn check(settings: TrackingSettings, env: TrackingEnv, choice: BackendChoice, so
 
 #[test]
 fn precedence() {
-    check(settings(), env(None, None), file("/proj/mlruns"), UriSource::Default, 0);
+    check(
+        settings(),
+        env(None, None),
+        file("/proj/mlruns"),
+        UriSource::Default,
+        0,
+    );
     let mut configured = settings();
     configured.uri = Some("http://tracking:5000/".into());
-    check(configured.clone(), env(None, None), BackendChoice::Rest { url: "http://tracking:5000".into(), token: None }, UriSource::Config, 0);
+    check(
+        configured.clone(),
+        env(None, None),
+        BackendChoice::Rest {
+            url: "http://tracking:5000".into(),
+            token: None,
+        },
+        UriSource::Config,
+        0,
+    );
     // MLFLOW_TRACKING_URI overrides the config, as in MLflow.
-    check(configured.clone(), env(Some("file:./runs"), None), file("/cwd/./runs"), UriSource::Environment, 0);
-    check(configured.clone(), env(Some("  "), None), BackendChoice::Rest { url: "http://tracking:5000".into(), token: None }, UriSource::Config, 0);
+    check(
+        configured.clone(),
+        env(Some("file:./runs"), None),
+        file("/cwd/./runs"),
+        UriSource::Environment,
+        0,
+    );
+    check(
+        configured.clone(),
+        env(Some("  "), None),
+        BackendChoice::Rest {
+            url: "http://tracking:5000".into(),
+            token: None,
+        },
+        UriSource::Config,
+        0,
+    );
     // A disabled stage wins over everything.
     let mut disabled = configured;
     disabled.enabled = false;
-    check(disabled, env(Some("http://x:1"), None), BackendChoice::Disabled, UriSource::StageDisabled, 0);
+    check(
+        disabled,
+        env(Some("http://x:1"), None),
+        BackendChoice::Disabled,
+        UriSource::StageDisabled,
+        0,
+    );
     // Relative config paths are relative to ROOT.
     let mut relative = settings();
     relative.uri = Some("file:track/mlruns".into());
-    check(relative, env(None, None), file("/proj/track/mlruns"), UriSource::Config, 0);
+    check(
+        relative,
+        env(None, None),
+        file("/proj/track/mlruns"),
+        UriSource::Config,
+        0,
+    );
 }
 
 #[test]
@@ -68,18 +119,47 @@ fn uri_forms() {
         ("file:/abs", file("/abs")),
         ("/plain/path", file("/plain/path")),
         ("rel", file("/cwd/rel")),
-        ("https://host/prefix", BackendChoice::Rest { url: "https://host/prefix".into(), token: None }),
+        (
+            "https://host/prefix",
+            BackendChoice::Rest {
+                url: "https://host/prefix".into(),
+                token: None,
+            },
+        ),
     ];
     for (uri, choice) in cases {
-        check(settings(), env(Some(uri), None), choice, UriSource::Environment, 0);
+        check(
+            settings(),
+            env(Some(uri), None),
+            choice,
+            UriSource::Environment,
+            0,
+        );
     }
     let with_token = select_backend(&settings(), &env(Some("http://h:1"), Some("tok"))).unwrap();
-    assert_eq!(with_token.choice, BackendChoice::Rest { url: "http://h:1".into(), token: Some(Secret("tok".into())) });
+    assert_eq!(
+        with_token.choice,
+        BackendChoice::Rest {
+            url: "http://h:1".into(),
+            token: Some(Secret("tok".into()))
+        }
+    );
 }
 
 #[test]
 fn malformed_uris_are_typed_errors() {
-    for bad in ["sqlite:///mlflow.db", "databricks:", "file://otherhost/x", "file:", "http://", "http://h:notaport", "file:/a%zz", "C:\\mlruns", "s3://bucket/x", "file:/x\0y"] {
+    for bad in [
+        "sqlite:///mlflow.db",
+        "databricks:",
+        "file://otherhost/x",
+        "file:",
+        "http://",
+        "http://h:notaport",
+        "file:/a%zz",
+        "C:\\mlruns",
+        "s3://bucket/x",
+        "file:/x\0y",
+    ] {
         let err = select_backend(&settings(), &env(Some(bad), None)).expect_err(bad);
         assert_eq!(err.kind(), "malformed_uri", "{bad}: {err}");
     }
@@ -99,7 +179,10 @@ fn azureml_builds_the_workspace_uri_with_a_token() {
             token: Some(Secret("secret-token".into())),
         }
     );
-    assert!(!format!("{got:?}").contains("secret-token"), "Debug must not show the token");
+    assert!(
+        !format!("{got:?}").contains("secret-token"),
+        "Debug must not show the token"
+    );
     assert!(!got.choice.describe().contains("secret-token"));
 }
 
@@ -107,19 +190,43 @@ fn azureml_builds_the_workspace_uri_with_a_token() {
 fn azureml_without_credentials_warns_and_falls_back_to_the_file_store() {
     let mut s = settings();
     s.azure = azure_complete();
-    check(s.clone(), env(None, None), file("/proj/mlruns"), UriSource::AzureMlFallback, 1);
+    check(
+        s.clone(),
+        env(None, None),
+        file("/proj/mlruns"),
+        UriSource::AzureMlFallback,
+        1,
+    );
     s.azure.subscription_id = None;
     s.azure.region = Some(" ".into());
     let got = select_backend(&s, &env(None, Some("tok"))).unwrap();
     assert_eq!(got.choice, file("/proj/mlruns"));
-    assert!(got.warnings[0].contains("subscription_id") && got.warnings[0].contains("region"), "{:?}", got.warnings);
+    assert!(
+        got.warnings[0].contains("subscription_id") && got.warnings[0].contains("region"),
+        "{:?}",
+        got.warnings
+    );
     // An azureml:// URI in the environment without a token: the same fallback.
-    check(settings(), env(Some("azureml://westeurope.api.azureml.ms/mlflow/v1.0/x"), None), file("/proj/mlruns"), UriSource::AzureMlFallback, 1);
+    check(
+        settings(),
+        env(
+            Some("azureml://westeurope.api.azureml.ms/mlflow/v1.0/x"),
+            None,
+        ),
+        file("/proj/mlruns"),
+        UriSource::AzureMlFallback,
+        1,
+    );
     // Resource names that would change the URL's shape are rejected, not spliced in.
     let mut evil = settings();
     evil.azure = azure_complete();
     evil.azure.workspace_name = Some("ws/../../other".into());
-    assert_eq!(select_backend(&evil, &env(None, Some("tok"))).unwrap_err().kind(), "malformed_uri");
+    assert_eq!(
+        select_backend(&evil, &env(None, Some("tok")))
+            .unwrap_err()
+            .kind(),
+        "malformed_uri"
+    );
 }
 
 proptest! {

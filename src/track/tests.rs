@@ -25,10 +25,29 @@ fn metric(key: &str, value: f64, timestamp_ms: i64, step: i64) -> Metric {
 
 #[test]
 fn keys_follow_mlflows_alphabet_and_never_escape_their_folder() {
-    for good in ["lr", "train/loss", "a.b-c_d e:f", "ümlaut", &"k".repeat(250)] {
+    for good in [
+        "lr",
+        "train/loss",
+        "a.b-c_d e:f",
+        "ümlaut",
+        &"k".repeat(250),
+    ] {
         assert!(validate_key("param", good).is_ok(), "{good}");
     }
-    for bad in ["", "a@b", "a/../b", "../x", "/abs", "a//b", "a/", ".", "x/./y", &"k".repeat(251), "a\\b", "a\0b"] {
+    for bad in [
+        "",
+        "a@b",
+        "a/../b",
+        "../x",
+        "/abs",
+        "a//b",
+        "a/",
+        ".",
+        "x/./y",
+        &"k".repeat(251),
+        "a\\b",
+        "a\0b",
+    ] {
         let err = validate_key("param", bad).expect_err(bad);
         assert_eq!(err.code(), Some(codes::INVALID_PARAMETER_VALUE), "{bad}");
     }
@@ -41,13 +60,20 @@ fn keys_follow_mlflows_alphabet_and_never_escape_their_folder() {
 #[test]
 fn value_limits_are_mlflows() {
     let mut batch = Batch::default();
-    batch.params.insert("p".into(), "x".repeat(PARAM_VALUE_LEN_MAX));
+    batch
+        .params
+        .insert("p".into(), "x".repeat(PARAM_VALUE_LEN_MAX));
     assert!(validate_batch(&batch).is_ok());
-    batch.params.insert("p".into(), "x".repeat(PARAM_VALUE_LEN_MAX + 1));
+    batch
+        .params
+        .insert("p".into(), "x".repeat(PARAM_VALUE_LEN_MAX + 1));
     assert!(validate_batch(&batch).is_err());
     let mut batch = Batch::default();
     batch.tags.insert("t".into(), "é".repeat(TAG_VALUE_LEN_MAX));
-    assert!(validate_batch(&batch).is_ok(), "limits count characters, not bytes");
+    assert!(
+        validate_batch(&batch).is_ok(),
+        "limits count characters, not bytes"
+    );
     assert!(validate_experiment_name(&"e".repeat(EXPERIMENT_NAME_LEN_MAX + 1)).is_err());
     assert!(validate_experiment_name(" ").is_err());
 }
@@ -130,7 +156,12 @@ impl Tracker for LosesTheCreationRace {
     fn get_run(&self, run_id: &str) -> Result<Run> {
         self.0.get_run(run_id)
     }
-    fn update_run(&self, run_id: &str, status: RunStatus, end_time_ms: Option<i64>) -> Result<RunInfo> {
+    fn update_run(
+        &self,
+        run_id: &str,
+        status: RunStatus,
+        end_time_ms: Option<i64>,
+    ) -> Result<RunInfo> {
         self.0.update_run(run_id, status, end_time_ms)
     }
     fn log_batch(&self, run_id: &str, batch: &Batch) -> Result<()> {
@@ -173,7 +204,9 @@ fn a_deleted_experiment_is_its_own_error() {
 fn recording_has_the_servers_semantics() {
     let tracker = RecordingTracker::new();
     let exp = resolve_experiment(&tracker, "e").unwrap();
-    let run = tracker.create_run(&new_run(&exp.experiment_id, "r1")).unwrap();
+    let run = tracker
+        .create_run(&new_run(&exp.experiment_id, "r1"))
+        .unwrap();
     let mut batch = Batch::default();
     batch.params.insert("lr".into(), "0.1".into());
     batch.metrics.push(metric("loss", 1.0, 1, 0));
@@ -187,7 +220,10 @@ fn recording_has_the_servers_semantics() {
     assert_eq!(err.code(), Some(codes::INVALID_PARAMETER_VALUE));
     let stored = tracker.get_run(&run.run_id).unwrap();
     assert_eq!(stored.params["lr"], "0.1");
-    assert!(!stored.tags.contains_key("late"), "a rejected batch changes nothing");
+    assert!(
+        !stored.tags.contains_key("late"),
+        "a rejected batch changes nothing"
+    );
     assert_eq!(stored.tags[TAG_RUN_NAME], "r1");
 
     let missing = tracker.get_run("nope").unwrap_err();
@@ -200,29 +236,49 @@ fn recording_has_the_servers_semantics() {
 fn lifecycle_finish_fail_and_reopen() {
     let tracker = RecordingTracker::new();
     let exp = resolve_experiment(&tracker, "e").unwrap();
-    let run = tracker.create_run(&new_run(&exp.experiment_id, "r1")).unwrap();
-    tracker.set_terminated(&run.run_id, RunStatus::Failed, 5).unwrap();
-    assert_eq!(tracker.get_run(&run.run_id).unwrap().info.status, RunStatus::Failed);
+    let run = tracker
+        .create_run(&new_run(&exp.experiment_id, "r1"))
+        .unwrap();
+    tracker
+        .set_terminated(&run.run_id, RunStatus::Failed, 5)
+        .unwrap();
+    assert_eq!(
+        tracker.get_run(&run.run_id).unwrap().info.status,
+        RunStatus::Failed
+    );
     let before = tracker.reopen_run(&run.run_id).unwrap();
     assert_eq!(before.info.status, RunStatus::Failed);
     let now = tracker.get_run(&run.run_id).unwrap().info;
     assert_eq!((now.status, now.end_time_ms), (RunStatus::Running, None));
-    tracker.set_terminated(&run.run_id, RunStatus::Finished, 9).unwrap();
+    tracker
+        .set_terminated(&run.run_id, RunStatus::Finished, 9)
+        .unwrap();
     let done = tracker.get_run(&run.run_id).unwrap().info;
-    assert_eq!((done.status, done.end_time_ms), (RunStatus::Finished, Some(9)));
-    assert!(tracker.set_terminated(&run.run_id, RunStatus::Running, 1).is_err());
+    assert_eq!(
+        (done.status, done.end_time_ms),
+        (RunStatus::Finished, Some(9))
+    );
+    assert!(tracker
+        .set_terminated(&run.run_id, RunStatus::Running, 1)
+        .is_err());
     let found = tracker
-        .search_runs(&exp.experiment_id, &RunFilter {
-            tags: BTreeMap::from([("trainctl.variant".into(), "1".into())]),
-            run_name: Some("r1".into()),
-        })
+        .search_runs(
+            &exp.experiment_id,
+            &RunFilter {
+                tags: BTreeMap::from([("trainctl.variant".into(), "1".into())]),
+                run_name: Some("r1".into()),
+            },
+        )
         .unwrap();
     assert_eq!(found.len(), 1);
 }
 
 #[test]
 fn an_injected_fault_fails_exactly_the_kth_call_and_changes_nothing() {
-    let tracker = RecordingTracker::with_fault(Fault { at_call: 2, sticky: false });
+    let tracker = RecordingTracker::with_fault(Fault {
+        at_call: 2,
+        sticky: false,
+    });
     tracker.create_experiment("a").unwrap();
     let err = tracker.create_experiment("b").unwrap_err();
     assert_eq!(err.kind(), "unreachable");
@@ -232,7 +288,10 @@ fn an_injected_fault_fails_exactly_the_kth_call_and_changes_nothing() {
     assert_eq!(names, vec!["a", "c"]);
     assert_eq!(tracker.calls().len(), 3, "failed calls are recorded too");
 
-    let down = RecordingTracker::with_fault(Fault { at_call: 1, sticky: true });
+    let down = RecordingTracker::with_fault(Fault {
+        at_call: 1,
+        sticky: true,
+    });
     for _ in 0..3 {
         assert!(down.create_experiment("x").is_err());
     }
@@ -244,19 +303,54 @@ fn disabled_tracking_stores_nothing_and_says_so() {
     let tracker = DisabledTracker;
     assert!(!tracker.is_enabled());
     let exp = resolve_experiment(&tracker, "e").unwrap();
-    let run = tracker.create_run(&new_run(&exp.experiment_id, "r")).unwrap();
+    let run = tracker
+        .create_run(&new_run(&exp.experiment_id, "r"))
+        .unwrap();
     tracker.log_batch(&run.run_id, &Batch::default()).unwrap();
-    tracker.set_terminated(&run.run_id, RunStatus::Finished, 1).unwrap();
-    assert!(tracker.search_runs(&exp.experiment_id, &RunFilter::default()).unwrap().is_empty());
-    assert_eq!(tracker.reopen_run(&run.run_id).unwrap().info.status, RunStatus::Running);
+    tracker
+        .set_terminated(&run.run_id, RunStatus::Finished, 1)
+        .unwrap();
+    assert!(tracker
+        .search_runs(&exp.experiment_id, &RunFilter::default())
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        tracker.reopen_run(&run.run_id).unwrap().info.status,
+        RunStatus::Running
+    );
 }
 
 #[test]
 fn error_kinds_are_stable_names() {
     let cases = [
-        (TrackError::MalformedUri { uri: "x".into(), reason: "y".into() }, "malformed_uri", false),
-        (TrackError::Timeout { target: "t".into(), attempts: 3, detail: "d".into() }, "timeout", true),
-        (TrackError::Server { target: "t".into(), status: 503, code: "c".into(), message: "m".into(), attempts: 4 }, "server_error", true),
+        (
+            TrackError::MalformedUri {
+                uri: "x".into(),
+                reason: "y".into(),
+            },
+            "malformed_uri",
+            false,
+        ),
+        (
+            TrackError::Timeout {
+                target: "t".into(),
+                attempts: 3,
+                detail: "d".into(),
+            },
+            "timeout",
+            true,
+        ),
+        (
+            TrackError::Server {
+                target: "t".into(),
+                status: 503,
+                code: "c".into(),
+                message: "m".into(),
+                attempts: 4,
+            },
+            "server_error",
+            true,
+        ),
         (TrackError::not_found("m"), "rejected", false),
     ];
     for (err, kind, transient) in cases {
