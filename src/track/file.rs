@@ -25,10 +25,10 @@ use super::{
 };
 use crate::fs::{create_durable, is_temp_name, write_atomic, write_atomic_staged, Fs};
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 const META: &str = "meta.yaml";
 const TRASH: &str = ".trash";
@@ -41,6 +41,8 @@ const KEY_DEPTH_MAX: usize = 128;
 pub struct FileTracker {
     fs: Arc<dyn Fs>,
     root: PathBuf,
+    /// Metric files this tracker has checked for a torn last line (see `repair_torn_tail`).
+    checked_metric_files: Mutex<HashSet<PathBuf>>,
 }
 
 impl FileTracker {
@@ -58,7 +60,11 @@ impl FileTracker {
                 reason: "the file store root is not valid UTF-8".into(),
             });
         }
-        Ok(FileTracker { fs, root })
+        Ok(FileTracker {
+            fs,
+            root,
+            checked_metric_files: Mutex::new(HashSet::new()),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -232,6 +238,28 @@ impl FileTracker {
             )));
         }
         Ok(dir)
+    }
+
+    /// A crash during an append can leave a metrics file whose last line has no newline.
+    /// Our reader skips it, but MLflow's reader rejects the whole file, so before the first
+    /// append to a file in this process (e.g. after RESUME) the torn tail is cut off by an
+    /// atomic rewrite. Later appends by this tracker end in a newline by construction.
+    fn repair_torn_tail(&self, run_dir: &Path, path: &Path) -> Result<()> {
+        let mut checked = self
+            .checked_metric_files
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if checked.contains(path) {
+            return Ok(());
+        }
+        let bytes = self.fs.read(path).map_err(|e| self.io(path, e))?;
+        if bytes.last().is_some_and(|b| *b != b'\n') {
+            let keep = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            write_atomic_staged(&*self.fs, run_dir, path, &bytes[..keep])
+                .map_err(|e| self.io(path, e))?;
+        }
+        checked.insert(path.to_path_buf());
+        Ok(())
     }
 
     /// Creates `dir` and its missing ancestors durably (each new level's parent fsynced).
@@ -527,6 +555,9 @@ impl Tracker for FileTracker {
             let parent = path.parent().unwrap_or(&metrics_dir).to_path_buf();
             self.ensure_dir(&parent)?;
             let is_new = !self.fs.exists(&path);
+            if !is_new {
+                self.repair_torn_tail(&dir, &path)?;
+            }
             self.fs
                 .append(&path, text.as_bytes())
                 .map_err(|e| self.io(&path, e))?;

@@ -506,3 +506,34 @@ fn a_crash_at_any_step_leaves_a_readable_store() {
         }
     }
 }
+
+#[test]
+fn a_torn_metric_line_is_cut_before_the_next_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = os_store(dir.path());
+    let exp = resolve_experiment(&store, "e").unwrap();
+    let run = store
+        .create_run(&new_run(&exp.experiment_id, "r", "1"))
+        .unwrap();
+    store
+        .log_metrics(&run.run_id, &[point("loss", 1.0, 1, 0)])
+        .unwrap();
+    let file = dir
+        .path()
+        .join("mlruns")
+        .join(&exp.experiment_id)
+        .join(&run.run_id)
+        .join("metrics/loss");
+    let mut torn = read(&file);
+    torn.push_str("17000000");
+    std::fs::write(&file, torn).unwrap();
+    // A new process (RESUME) appends: MLflow must be able to read every line afterwards.
+    let resumed = os_store(dir.path());
+    resumed
+        .log_metrics(&run.run_id, &[point("loss", 0.5, 2, 1)])
+        .unwrap();
+    resumed
+        .log_metrics(&run.run_id, &[point("loss", 0.25, 3, 2)])
+        .unwrap();
+    assert_eq!(read(&file), "1 1.0 0\n2 0.5 1\n3 0.25 2\n");
+}
