@@ -33,7 +33,11 @@ const EXPERIMENT: &str = "final: training #1 \"ü名前\"";
 /// when it is missing.
 fn mlflow_python(test: &str) -> Option<PathBuf> {
     if std::env::var("TRAINCTL_SKIP_MLFLOW").is_ok_and(|v| v == "1") {
-        eprintln!("{test}: skipped (TRAINCTL_SKIP_MLFLOW=1)");
+        // Straight to stderr: the test harness captures `eprintln!` of passing tests.
+        let _ = writeln!(
+            std::io::stderr(),
+            "{test}: skipped (TRAINCTL_SKIP_MLFLOW=1)"
+        );
         return None;
     }
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));

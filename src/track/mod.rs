@@ -358,7 +358,9 @@ pub trait Tracker: Send + Sync {
 
     fn get_run(&self, run_id: &str) -> Result<Run>;
 
-    /// Sets the status and, when given, the end time. Returns the updated info.
+    /// Sets the status and, when given, the end time. Returns the updated info. `None` clears
+    /// the end time in the file store and the recorder; MLflow's REST API cannot clear it,
+    /// so a reopened server run keeps its old end time until it is terminated again.
     fn update_run(
         &self,
         run_id: &str,
