@@ -4,7 +4,7 @@
 use super::*;
 use crate::fs::sim::SimFs;
 use crate::fs::OsFs;
-use crate::track::{resolve_experiment, RunFilter};
+use crate::track::{resolve_experiment, RecordingTracker, RunFilter};
 use proptest::prelude::*;
 
 fn os_store(dir: &Path) -> FileTracker {
@@ -536,4 +536,162 @@ fn a_torn_metric_line_is_cut_before_the_next_append() {
         .log_metrics(&run.run_id, &[point("loss", 0.25, 3, 2)])
         .unwrap();
     assert_eq!(read(&file), "1 1.0 0\n2 0.5 1\n3 0.25 2\n");
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    CreateRun {
+        variant: u8,
+    },
+    LogParam {
+        run: usize,
+        key: u8,
+        value: u8,
+    },
+    LogMetric {
+        run: usize,
+        key: u8,
+        value: i16,
+        step: u8,
+    },
+    SetTag {
+        run: usize,
+        key: u8,
+        value: u8,
+    },
+    Terminate {
+        run: usize,
+        finished: bool,
+        end: u8,
+    },
+    Reopen {
+        run: usize,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0u8..3).prop_map(|variant| Op::CreateRun { variant }),
+        (0usize..4, 0u8..3, 0u8..2).prop_map(|(run, key, value)| Op::LogParam { run, key, value }),
+        (0usize..4, 0u8..2, any::<i16>(), 0u8..4).prop_map(|(run, key, value, step)| {
+            Op::LogMetric {
+                run,
+                key,
+                value,
+                step,
+            }
+        }),
+        (0usize..4, 0u8..3, 0u8..3).prop_map(|(run, key, value)| Op::SetTag { run, key, value }),
+        (0usize..4, any::<bool>(), any::<u8>()).prop_map(|(run, finished, end)| Op::Terminate {
+            run,
+            finished,
+            end
+        }),
+        (0usize..4).prop_map(|run| Op::Reopen { run }),
+    ]
+}
+
+/// Applies `op` to one store; run indices map to the store's own run ids (an index past the
+/// runs created so far names a run that does not exist).
+fn apply(
+    store: &dyn Tracker,
+    exp: &str,
+    runs: &mut Vec<String>,
+    op: &Op,
+) -> std::result::Result<(), Option<String>> {
+    let id = |run: &usize| {
+        runs.get(*run)
+            .cloned()
+            .unwrap_or_else(|| "0000missing".into())
+    };
+    let outcome = match op {
+        Op::CreateRun { variant } => store
+            .create_run(&new_run(
+                exp,
+                &format!("run_v{variant}"),
+                &variant.to_string(),
+            ))
+            .map(|info| runs.push(info.run_id)),
+        Op::LogParam { run, key, value } => store.log_params(
+            &id(run),
+            &BTreeMap::from([(format!("p{key}"), format!("v{value}"))]),
+        ),
+        Op::LogMetric {
+            run,
+            key,
+            value,
+            step,
+        } => store.log_metrics(
+            &id(run),
+            &[point(
+                &format!("m{key}"),
+                f64::from(*value) / 8.0,
+                i64::from(*step) * 10,
+                i64::from(*step),
+            )],
+        ),
+        Op::SetTag { run, key, value } => store.set_tags(
+            &id(run),
+            &BTreeMap::from([(format!("t{key}"), format!("v{value}"))]),
+        ),
+        Op::Terminate { run, finished, end } => {
+            let status = if *finished {
+                RunStatus::Finished
+            } else {
+                RunStatus::Failed
+            };
+            store.set_terminated(&id(run), status, i64::from(*end))
+        }
+        Op::Reopen { run } => store.reopen_run(&id(run)).map(|_| ()),
+    };
+    outcome.map_err(|e| e.code().map(str::to_string))
+}
+
+/// A run without its store-specific ids.
+fn projection(store: &dyn Tracker, run_id: &str) -> (Run, Vec<Vec<(i64, i64, u64)>>) {
+    let mut run = store.get_run(run_id).unwrap();
+    run.info.run_id.clear();
+    run.info.experiment_id.clear();
+    run.info.artifact_uri.clear();
+    let histories = ["m0", "m1"]
+        .iter()
+        .map(|k| {
+            store
+                .metric_history(run_id, k)
+                .unwrap()
+                .iter()
+                .map(|m| (m.step, m.timestamp_ms, m.value.to_bits()))
+                .collect()
+        })
+        .collect();
+    (run, histories)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// Model-based: the file store answers every call as the recorder (which has the
+    /// server's semantics) does, and ends with the same runs.
+    #[test]
+    fn the_file_store_behaves_like_the_reference_recorder(ops in proptest::collection::vec(op(), 1..40)) {
+        let sim: Arc<SimFs> = Arc::new(SimFs::new());
+        let file = FileTracker::new(sim, PathBuf::from("/store")).unwrap();
+        let reference = RecordingTracker::new();
+        let file_exp = resolve_experiment(&file, "model").unwrap().experiment_id;
+        let ref_exp = resolve_experiment(&reference, "model").unwrap().experiment_id;
+        let (mut file_runs, mut ref_runs) = (Vec::new(), Vec::new());
+        for (i, op) in ops.iter().enumerate() {
+            let got = apply(&file, &file_exp, &mut file_runs, op);
+            let want = apply(&reference, &ref_exp, &mut ref_runs, op);
+            prop_assert_eq!(got, want, "op {} {:?}", i, op);
+        }
+        prop_assert_eq!(file_runs.len(), ref_runs.len());
+        for (f, r) in file_runs.iter().zip(&ref_runs) {
+            prop_assert_eq!(projection(&file, f), projection(&reference, r));
+        }
+        for variant in 0..3u8 {
+            let filter = RunFilter { tags: BTreeMap::from([("trainctl.variant".to_string(), variant.to_string())]), run_name: None };
+            let count = |store: &dyn Tracker, exp: &str| store.search_runs(exp, &filter).unwrap().len();
+            prop_assert_eq!(count(&file, &file_exp), count(&reference, &ref_exp));
+        }
+    }
 }
