@@ -95,7 +95,20 @@ pub fn is_temp_name(name: &str) -> bool {
 /// Readers see the old or the new content, never a mix; after return the new content
 /// survives a crash.
 pub fn write_atomic(fs: &dyn Fs, path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = temp_sibling(fs, path)?;
+    write_atomic_staged(fs, parent_of(path)?, path, bytes)
+}
+
+/// `write_atomic` with the temporary file in `staging_dir` (on the same filesystem as
+/// `path`) instead of next to `path`: for directories where every entry is data to some
+/// reader (MLflow's `params/`, `tags/`, `artifacts/`), so a temporary left by a crash is
+/// never read as a key.
+pub fn write_atomic_staged(
+    fs: &dyn Fs,
+    staging_dir: &Path,
+    path: &Path,
+    bytes: &[u8],
+) -> io::Result<()> {
+    let tmp = staging_dir.join(format!(".{}.tmp-{}", file_name_of(path)?, fs.unique()));
     fs.create_new(&tmp, bytes)?;
     let published = fs
         .fsync_file(&tmp)

@@ -24,5 +24,6 @@ pub mod pipeline;
 pub mod plan;
 pub mod rng;
 pub mod select;
+pub mod track;
 pub mod train;
 pub mod trainer;

@@ -1,0 +1,771 @@
+//! Tracking against real MLflow (issue 6, deliverable 4): runs written by the file backend are
+//! read by MLflow's own Python client, and runs written through the REST backend to a real
+//! `mlflow server` read back through the REST API and the Python client. Also: a stopped
+//! server, a 5xx and a silent server give the typed error after bounded retries (no hang),
+//! and racing get-or-create ends with one experiment.
+//!
+//! MLflow comes from a venv: `TRAINCTL_MLFLOW_PYTHON` (a python with mlflow), else
+//! `<repo>/.venv/bin/python`. Missing MLflow FAILS these tests with the command that installs
+//! it, unless `TRAINCTL_SKIP_MLFLOW=1`.
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use trainctl::fs::OsFs;
+use trainctl::track::{
+    codes, log_artifact_dir, resolve_experiment, Batch, FileTracker, Metric, NewRun, RestTracker,
+    RetryPolicy, RunFilter, RunStatus, TrackError, Tracker, TAG_RUN_NAME,
+};
+
+const MLFLOW_VERSION: &str = "3.17.2";
+const EXPERIMENT: &str = "final: training #1 \"ü名前\"";
+
+// ---------------------------------------------------------------------------------------
+// Finding MLflow.
+
+/// The python that has mlflow, or `None` when the user asked to skip. Panics with the fix
+/// when it is missing.
+fn mlflow_python(test: &str) -> Option<PathBuf> {
+    if std::env::var("TRAINCTL_SKIP_MLFLOW").is_ok_and(|v| v == "1") {
+        // Straight to stderr: the test harness captures `eprintln!` of passing tests.
+        let _ = writeln!(
+            std::io::stderr(),
+            "{test}: skipped (TRAINCTL_SKIP_MLFLOW=1)"
+        );
+        return None;
+    }
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let candidate = std::env::var_os("TRAINCTL_MLFLOW_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo.join(".venv/bin/python"));
+    let probe = Command::new(&candidate)
+        .args(["-c", "import mlflow; print(mlflow.__version__)"])
+        .output();
+    let version = match probe {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        Ok(out) => panic!(
+            "{test}: {} cannot import mlflow:\n{}\n{}",
+            candidate.display(),
+            String::from_utf8_lossy(&out.stderr),
+            how_to_install()
+        ),
+        Err(e) => panic!(
+            "{test}: no python at {}: {e}\n{}",
+            candidate.display(),
+            how_to_install()
+        ),
+    };
+    assert_eq!(
+        version,
+        MLFLOW_VERSION,
+        "{test}: {} has mlflow {version}; the suite is pinned to {MLFLOW_VERSION}.\n{}",
+        candidate.display(),
+        how_to_install()
+    );
+    Some(candidate)
+}
+
+fn how_to_install() -> String {
+    format!(
+        "Real-MLflow tests need MLflow {MLFLOW_VERSION} in a venv. Create it with\n  \
+         python3 -m venv .venv && .venv/bin/pip install mlflow=={MLFLOW_VERSION}\n\
+         (from the repository root; `bash .ci/run` does this), or point TRAINCTL_MLFLOW_PYTHON at a python \
+         that has it. TRAINCTL_SKIP_MLFLOW=1 skips these tests."
+    )
+}
+
+/// MLflow's client reading `uri`: the JSON of fixtures/mlflow/read_store.py.
+fn read_with_mlflow(python: &Path, uri: &str, experiment: &str) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/mlflow/read_store.py");
+    let out = Command::new(python)
+        .arg(&script)
+        .args([uri, experiment])
+        .env("MLFLOW_ALLOW_FILE_STORE", "true")
+        .env_remove("MLFLOW_TRACKING_URI")
+        .output()
+        .expect("run read_store.py");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "read_store.py {uri} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("read_store.py printed no JSON ({e}): {stdout}"))
+}
+
+// ---------------------------------------------------------------------------------------
+// The runs every backend writes, and what reading them back must show.
+
+struct ExpectedRun {
+    name: &'static str,
+    status: RunStatus,
+    end_time_ms: i64,
+    tags: BTreeMap<String, String>,
+    params: BTreeMap<String, String>,
+    /// key → (step, value, timestamp) in logging order.
+    history: BTreeMap<String, Vec<(i64, f64, i64)>>,
+    /// artifact path → content.
+    artifacts: BTreeMap<String, String>,
+}
+
+fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn point(key: &str, step: i64, value: f64, timestamp_ms: i64) -> Metric {
+    Metric {
+        key: key.into(),
+        value,
+        timestamp_ms,
+        step,
+    }
+}
+
+/// Writes two runs: v1 FINISHED with artifacts, v2 FAILED, reopened (RESUME), failed again.
+fn write_runs(tracker: &dyn Tracker, scratch: &Path) -> (String, Vec<(String, ExpectedRun)>) {
+    let exp = resolve_experiment(tracker, EXPERIMENT).expect("resolve experiment");
+    let t0 = 1_700_000_000_000i64;
+    let mut written = Vec::new();
+
+    // Variant 1: finished, with artifacts (a file and a checkpoint directory).
+    let v1 = ExpectedRun {
+        name: "resume-ner_bert_final_v1",
+        status: RunStatus::Finished,
+        end_time_ms: t0 + 9_000,
+        tags: map(&[
+            ("trainctl.variant", "1"),
+            ("trainctl.spec_fp", "0123456789abcdef"),
+            ("user tag", "it's \"quoted\": yes # no comment"),
+            ("mlflow.note.content", "line one\nline two"),
+        ]),
+        params: map(&[
+            ("learning_rate", "2e-05"),
+            ("epochs", "3"),
+            ("optimizer/name", "adamw"),
+        ]),
+        history: BTreeMap::from([
+            (
+                "train/loss".to_string(),
+                (0..5)
+                    .map(|s| (s, 2.5 / (s + 1) as f64, t0 + 1_000 * s))
+                    .collect(),
+            ),
+            (
+                "eval/f1".to_string(),
+                vec![(2, 0.5, t0 + 2_500), (4, 0.75, t0 + 4_500)],
+            ),
+        ]),
+        artifacts: BTreeMap::from([
+            ("metrics.json".to_string(), "{\"f1\": 0.75}".to_string()),
+            (
+                "checkpoint/weights.txt".to_string(),
+                "weights\n".to_string(),
+            ),
+            (
+                "checkpoint/config/labels.txt".to_string(),
+                "O\nB-PER\n".to_string(),
+            ),
+        ]),
+    };
+    let run = tracker
+        .create_run(&NewRun {
+            experiment_id: exp.experiment_id.clone(),
+            run_name: v1.name.into(),
+            start_time_ms: t0,
+            tags: v1.tags.clone(),
+        })
+        .expect("create v1");
+    // Params in one batch, metrics as they come (two batches), like a training loop.
+    tracker
+        .log_params(&run.run_id, &v1.params)
+        .expect("params v1");
+    let all: Vec<Metric> = v1
+        .history
+        .iter()
+        .flat_map(|(k, pts)| pts.iter().map(|(s, v, t)| point(k, *s, *v, *t)))
+        .collect();
+    let (early, late) = all.split_at(3);
+    tracker
+        .log_metrics(&run.run_id, early)
+        .expect("metrics v1 a");
+    tracker
+        .log_metrics(&run.run_id, late)
+        .expect("metrics v1 b");
+    let metrics_json = scratch.join("metrics.json");
+    std::fs::write(&metrics_json, &v1.artifacts["metrics.json"]).unwrap();
+    tracker
+        .log_artifact(&run.run_id, &metrics_json, "metrics.json")
+        .expect("artifact");
+    let ckpt = scratch.join("checkpoint");
+    std::fs::create_dir_all(ckpt.join("config")).unwrap();
+    std::fs::write(
+        ckpt.join("weights.txt"),
+        &v1.artifacts["checkpoint/weights.txt"],
+    )
+    .unwrap();
+    std::fs::write(
+        ckpt.join("config/labels.txt"),
+        &v1.artifacts["checkpoint/config/labels.txt"],
+    )
+    .unwrap();
+    assert_eq!(
+        log_artifact_dir(tracker, &run.run_id, &ckpt, "checkpoint").expect("checkpoint"),
+        2
+    );
+    tracker
+        .set_terminated(&run.run_id, RunStatus::Finished, v1.end_time_ms)
+        .expect("finish v1");
+    written.push((run.run_id, v1));
+
+    // Variant 2: fails, is resumed (same run, tagged code.interrupted), fails again.
+    let mut v2 = ExpectedRun {
+        name: "resume-ner_bert_final_v2",
+        status: RunStatus::Failed,
+        end_time_ms: t0 + 20_000,
+        tags: map(&[
+            ("trainctl.variant", "2"),
+            ("trainctl.spec_fp", "0123456789abcdef"),
+        ]),
+        params: map(&[("learning_rate", "3e-05"), ("epochs", "3")]),
+        history: BTreeMap::from([(
+            "train/loss".to_string(),
+            vec![
+                (0, 3.0, t0 + 11_000),
+                (1, f64::NAN, t0 + 12_000),
+                (2, 1e-7, t0 + 15_000),
+                (3, 1e20, t0 + 16_000),
+            ],
+        )]),
+        artifacts: BTreeMap::new(),
+    };
+    let run = tracker
+        .create_run(&NewRun {
+            experiment_id: exp.experiment_id.clone(),
+            run_name: v2.name.into(),
+            start_time_ms: t0 + 10_000,
+            tags: v2.tags.clone(),
+        })
+        .expect("create v2");
+    let loss = &v2.history["train/loss"];
+    let batch = Batch {
+        params: v2.params.clone(),
+        metrics: loss[..2]
+            .iter()
+            .map(|(s, v, t)| point("train/loss", *s, *v, *t))
+            .collect(),
+        tags: BTreeMap::new(),
+    };
+    tracker.log_batch(&run.run_id, &batch).expect("batch v2");
+    tracker
+        .set_terminated(&run.run_id, RunStatus::Failed, t0 + 13_000)
+        .expect("fail v2");
+    let before = tracker.reopen_run(&run.run_id).expect("reopen v2");
+    assert_eq!(before.info.status, RunStatus::Failed);
+    assert_eq!(before.params, v2.params, "the reopened run is the same run");
+    tracker
+        .set_tags(&run.run_id, &map(&[("code.interrupted", "true")]))
+        .expect("tag v2");
+    v2.tags.insert("code.interrupted".into(), "true".into());
+    // The resumed attempt logs the same params again (write-once, same value: accepted).
+    tracker
+        .log_params(&run.run_id, &v2.params)
+        .expect("params again");
+    let rest: Vec<Metric> = loss[2..]
+        .iter()
+        .map(|(s, v, t)| point("train/loss", *s, *v, *t))
+        .collect();
+    tracker.log_metrics(&run.run_id, &rest).expect("metrics v2");
+    let conflict = tracker
+        .log_params(&run.run_id, &map(&[("epochs", "4")]))
+        .unwrap_err();
+    assert_eq!(
+        conflict.code(),
+        Some(codes::INVALID_PARAMETER_VALUE),
+        "{conflict}"
+    );
+    tracker
+        .set_terminated(&run.run_id, RunStatus::Failed, v2.end_time_ms)
+        .expect("fail v2 again");
+    written.push((run.run_id, v2));
+    (exp.experiment_id, written)
+}
+
+fn same_float(a: f64, b: f64) -> bool {
+    a == b || (a.is_nan() && b.is_nan())
+}
+
+/// The runs as our own backend reads them back (through the REST API for the REST backend).
+fn check_via_tracker(
+    tracker: &dyn Tracker,
+    experiment_id: &str,
+    written: &[(String, ExpectedRun)],
+) {
+    let all = tracker
+        .search_runs(experiment_id, &RunFilter::default())
+        .expect("search all");
+    assert_eq!(all.len(), written.len(), "{}", tracker.describe());
+    for (run_id, want) in written {
+        let run = tracker.get_run(run_id).expect("get_run");
+        assert_eq!(run.info.run_name, want.name);
+        assert_eq!(run.info.status, want.status, "{}", want.name);
+        assert_eq!(
+            run.info.end_time_ms,
+            Some(want.end_time_ms),
+            "{}",
+            want.name
+        );
+        assert_eq!(run.params, want.params, "{}", want.name);
+        let mut tags = want.tags.clone();
+        tags.insert(TAG_RUN_NAME.into(), want.name.into());
+        for (k, v) in &tags {
+            assert_eq!(run.tags.get(k), Some(v), "{}: tag {k}", want.name);
+        }
+        for (key, points) in &want.history {
+            let got = tracker.metric_history(run_id, key).expect("history");
+            let got: Vec<(i64, f64, i64)> = got
+                .iter()
+                .map(|m| (m.step, m.value, m.timestamp_ms))
+                .collect();
+            assert_eq!(got.len(), points.len(), "{}: {key}: {got:?}", want.name);
+            for (g, w) in got.iter().zip(points) {
+                assert!(
+                    g.0 == w.0 && g.2 == w.2 && same_float(g.1, w.1),
+                    "{}: {key}: {got:?} vs {points:?}",
+                    want.name
+                );
+            }
+        }
+        let top: Vec<String> = tracker
+            .list_artifacts(run_id, "")
+            .expect("artifacts")
+            .into_iter()
+            .map(|a| a.path)
+            .collect();
+        let mut want_top: Vec<String> = want
+            .artifacts
+            .keys()
+            .map(|p| p.split('/').next().unwrap().to_string())
+            .collect();
+        want_top.dedup();
+        want_top.sort();
+        assert_eq!(top, want_top, "{}", want.name);
+    }
+    let filter = RunFilter {
+        tags: map(&[("trainctl.variant", "2")]),
+        run_name: None,
+    };
+    let found: Vec<String> = tracker
+        .search_runs(experiment_id, &filter)
+        .expect("search")
+        .into_iter()
+        .map(|r| r.info.run_id)
+        .collect();
+    assert_eq!(found, vec![written[1].0.clone()]);
+}
+
+/// The runs as MLflow's Python client reads them.
+fn check_via_mlflow(doc: &Value, written: &[(String, ExpectedRun)]) {
+    let context = || serde_json::to_string_pretty(doc).unwrap_or_default();
+    assert_eq!(doc["experiment"]["name"], EXPERIMENT, "{}", context());
+    assert_eq!(doc["experiment"]["lifecycle_stage"], "active");
+    let runs = doc["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), written.len(), "{}", context());
+    for (run_id, want) in written {
+        let run = runs
+            .iter()
+            .find(|r| r["run_id"] == run_id.as_str())
+            .unwrap_or_else(|| panic!("run {run_id} not seen by MLflow: {}", context()));
+        assert_eq!(run["run_name"], want.name);
+        assert_eq!(run["status"], want.status.as_str(), "{}", want.name);
+        assert_eq!(run["end_time"], want.end_time_ms, "{}", want.name);
+        assert_eq!(run["lifecycle_stage"], "active");
+        let params: BTreeMap<String, String> =
+            serde_json::from_value(run["params"].clone()).unwrap();
+        assert_eq!(params, want.params, "{}", want.name);
+        let tags: BTreeMap<String, String> = serde_json::from_value(run["tags"].clone()).unwrap();
+        assert_eq!(tags.get(TAG_RUN_NAME).map(String::as_str), Some(want.name));
+        for (k, v) in &want.tags {
+            assert_eq!(tags.get(k), Some(v), "{}: tag {k}: {tags:?}", want.name);
+        }
+        let history = run["history"].as_object().expect("history");
+        assert_eq!(
+            history.len(),
+            want.history.len(),
+            "{}: {history:?}",
+            want.name
+        );
+        for (key, points) in &want.history {
+            let got = history[key].as_array().expect("points");
+            assert_eq!(got.len(), points.len(), "{}: {key}", want.name);
+            for (g, (step, value, ts)) in got.iter().zip(points) {
+                assert_eq!(g[0], *step, "{}: {key}", want.name);
+                assert_eq!(g[2], *ts, "{}: {key}", want.name);
+                let v = match &g[1] {
+                    Value::String(s) if s == "nan" => f64::NAN,
+                    other => other.as_f64().expect("metric value"),
+                };
+                assert!(
+                    same_float(v, *value),
+                    "{}: {key}: {v} vs {value}",
+                    want.name
+                );
+            }
+        }
+        let files: BTreeMap<String, String> = run["artifacts"]
+            .as_array()
+            .expect("artifacts")
+            .iter()
+            .filter(|a| a["is_dir"] == false)
+            .map(|a| {
+                (
+                    a["path"].as_str().unwrap().to_string(),
+                    a["content"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(files, want.artifacts, "{}", want.name);
+    }
+    assert_eq!(doc["search_variant_2"], serde_json::json!([written[1].0]));
+}
+
+// ---------------------------------------------------------------------------------------
+// (a) the file store, read by MLflow.
+
+#[test]
+fn mlflow_reads_the_file_store() {
+    let Some(python) = mlflow_python("mlflow_reads_the_file_store") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("mlruns");
+    let store = FileTracker::new(Arc::new(OsFs), root.clone()).unwrap();
+    let (experiment_id, written) = write_runs(&store, dir.path());
+    check_via_tracker(&store, &experiment_id, &written);
+    let doc = read_with_mlflow(&python, &format!("file://{}", root.display()), EXPERIMENT);
+    assert_eq!(doc["experiment"]["experiment_id"], experiment_id.as_str());
+    check_via_mlflow(&doc, &written);
+}
+
+// ---------------------------------------------------------------------------------------
+// (b) a real `mlflow server`.
+
+/// A server we started; stopped by its PID (SIGTERM, then SIGKILL of its process group
+/// after a bound) when dropped, so a failing test never leaves it running.
+struct Server {
+    child: Child,
+    url: String,
+    log: PathBuf,
+}
+
+impl Server {
+    fn start(python: &Path, dir: &Path) -> Server {
+        let port = free_port();
+        let log = dir.join("server.log");
+        let mlflow = python.parent().expect("venv bin").join("mlflow");
+        let mut cmd = Command::new(&mlflow);
+        cmd.args([
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--workers",
+            "1",
+        ])
+        .arg("--backend-store-uri")
+        .arg(format!("sqlite:///{}", dir.join("mlflow.db").display()))
+        .arg("--artifacts-destination")
+        .arg(dir.join("artifacts"))
+        .env("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+        .env_remove("MLFLOW_TRACKING_URI")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(dir.join("server.err")).unwrap());
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", mlflow.display()));
+        let mut server = Server {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            log: dir.join("server.err"),
+        };
+        server.wait_healthy(Duration::from_secs(120));
+        server
+    }
+
+    fn wait_healthy(&mut self, bound: Duration) {
+        let deadline = Instant::now() + bound;
+        let agent = ureq::Agent::new_with_config(
+            ureq::Agent::config_builder()
+                .timeout_global(Some(Duration::from_secs(2)))
+                .build(),
+        );
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "mlflow server exited ({status}):\n{}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+            }
+            if agent.get(&format!("{}/health", self.url)).call().is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!(
+            "mlflow server not healthy after {bound:?}:\n{}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+    }
+
+    fn stop(&mut self) {
+        let pid = self.child.id() as libc::pid_t;
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        // SAFETY: signalling a process (and its group) that this test started.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                // SAFETY: as above; the group may hold a uvicorn worker that outlived it.
+                unsafe { libc::kill(-pid, libc::SIGKILL) };
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // SAFETY: as above.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn quick_retry() -> RetryPolicy {
+    RetryPolicy {
+        attempts_max: 3,
+        backoff_first_ms: 50,
+        backoff_max_ms: 200,
+        timeout_ms: 1_000,
+        connect_timeout_ms: 500,
+    }
+}
+
+#[test]
+fn rest_backend_against_a_real_mlflow_server() {
+    let Some(python) = mlflow_python("rest_backend_against_a_real_mlflow_server") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(&python, dir.path());
+    let tracker = RestTracker::new(&server.url, None, RetryPolicy::default()).unwrap();
+    let scratch = dir.path().join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let (experiment_id, written) = write_runs(&tracker, &scratch);
+    check_via_tracker(&tracker, &experiment_id, &written);
+    check_via_mlflow(
+        &read_with_mlflow(&python, &server.url, EXPERIMENT),
+        &written,
+    );
+
+    // Racing get-or-create: 8 clients, one experiment.
+    let barrier = Arc::new(std::sync::Barrier::new(8));
+    let ids: Vec<String> = (0..8)
+        .map(|_| {
+            let (url, barrier) = (server.url.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let client = RestTracker::new(&url, None, RetryPolicy::default()).unwrap();
+                barrier.wait();
+                resolve_experiment(&client, "raced").map(|e| e.experiment_id)
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().unwrap().expect("resolve under race"))
+        .collect();
+    assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+
+    // The server's 4xx answers are typed.
+    let missing = tracker
+        .get_run("0123456789abcdef0123456789abcdef")
+        .unwrap_err();
+    assert!(
+        matches!(&missing, TrackError::Rejected { code, status: Some(404), .. } if code == codes::RESOURCE_DOES_NOT_EXIST),
+        "{missing:?}"
+    );
+    let gone = resolve_experiment(&tracker, "to-delete").unwrap();
+    let agent = ureq::Agent::new_with_defaults();
+    agent
+        .post(&format!("{}/api/2.0/mlflow/experiments/delete", server.url))
+        .header("Content-Type", "application/json")
+        .send(format!("{{\"experiment_id\": \"{}\"}}", gone.experiment_id))
+        .expect("delete experiment");
+    let err = resolve_experiment(&tracker, "to-delete").unwrap_err();
+    assert_eq!(err.kind(), "experiment_deleted", "{err}");
+
+    // A stopped server: Unreachable after exactly the bounded attempts, quickly.
+    server.stop();
+    let down = RestTracker::new(&server.url, None, quick_retry()).unwrap();
+    let started = Instant::now();
+    let err = down.get_run(&written[0].0).unwrap_err();
+    assert!(
+        matches!(err, TrackError::Unreachable { attempts: 3, .. }),
+        "{err:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(err.is_transient());
+}
+
+// ---------------------------------------------------------------------------------------
+// Failure handling against fake servers (no MLflow needed).
+
+/// Answers every request with `status` and a JSON error body; counts requests. Serves until
+/// the process ends (the listener thread is detached; each test has its own port).
+fn fake_server(status: u16, respond: bool) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let count = Arc::new(AtomicUsize::new(0));
+    let counter = count.clone();
+    std::thread::spawn(move || {
+        let mut held: Vec<TcpStream> = Vec::new();
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            counter.fetch_add(1, Ordering::SeqCst);
+            if !respond {
+                held.push(stream); // never answer
+                continue;
+            }
+            let mut buf = [0u8; 65536];
+            let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+            let _ = stream.read(&mut buf);
+            let body = "{\"error_code\": \"TEMPORARILY_UNAVAILABLE\", \"message\": \"try later\"}";
+            let reply = format!(
+                "HTTP/1.1 {status} Oops\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(reply.as_bytes());
+        }
+    });
+    (url, count)
+}
+
+#[test]
+fn a_5xx_is_retried_a_bounded_number_of_times_then_typed() {
+    let (url, count) = fake_server(503, true);
+    let tracker = RestTracker::new(&url, None, quick_retry()).unwrap();
+    let started = Instant::now();
+    let err = tracker.get_run("r").unwrap_err();
+    assert!(
+        matches!(&err, TrackError::Server { status: 503, attempts: 3, code, .. } if code == "TEMPORARILY_UNAVAILABLE"),
+        "{err:?}"
+    );
+    assert_eq!(count.load(Ordering::SeqCst), 3);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // runs/create is not idempotent: a request that reached the server is not repeated.
+    let before = count.load(Ordering::SeqCst);
+    let err = tracker
+        .create_run(&NewRun {
+            experiment_id: "1".into(),
+            run_name: "r".into(),
+            start_time_ms: 0,
+            tags: BTreeMap::new(),
+        })
+        .unwrap_err();
+    assert!(
+        matches!(err, TrackError::Server { attempts: 1, .. }),
+        "{err:?}"
+    );
+    assert_eq!(count.load(Ordering::SeqCst) - before, 1);
+}
+
+#[test]
+fn a_4xx_is_not_retried() {
+    let (url, count) = fake_server(400, true);
+    let tracker = RestTracker::new(&url, None, quick_retry()).unwrap();
+    let err = tracker.get_run("r").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TrackError::Rejected {
+                status: Some(400),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(count.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_silent_server_times_out_within_the_bound() {
+    let (url, count) = fake_server(200, false);
+    let mut retry = quick_retry();
+    retry.timeout_ms = 300;
+    retry.attempts_max = 2;
+    let tracker = RestTracker::new(&url, None, retry).unwrap();
+    let started = Instant::now();
+    let err = tracker.experiment_by_name("e").unwrap_err();
+    assert!(
+        matches!(err, TrackError::Timeout { attempts: 2, .. }),
+        "{err:?}"
+    );
+    assert_eq!(count.load(Ordering::SeqCst), 2);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn nothing_listening_is_unreachable_and_even_runs_create_is_retried() {
+    // Nothing ever reached a server, so retrying runs/create is safe.
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let tracker = RestTracker::new(&url, None, quick_retry()).unwrap();
+    let err = tracker
+        .create_run(&NewRun {
+            experiment_id: "1".into(),
+            run_name: "r".into(),
+            start_time_ms: 0,
+            tags: BTreeMap::new(),
+        })
+        .unwrap_err();
+    assert!(
+        matches!(err, TrackError::Unreachable { attempts: 3, .. }),
+        "{err:?}"
+    );
+}
