@@ -48,10 +48,23 @@ fn pipeline_runs_offline_from_selection_to_conversion_then_reuses_everything() {
     let names: Vec<String> = statuses(&first).into_iter().map(|(s, _)| s).collect();
     assert_eq!(
         names,
-        ["environment", "config", "tracking", "drive", "selection", "decide", "train", "backup", "convert"]
+        [
+            "environment",
+            "config",
+            "tracking",
+            "drive",
+            "selection",
+            "decide",
+            "train",
+            "backup",
+            "convert"
+        ]
     );
     for i in 1..=9 {
-        assert!(stderr.contains(&format!("[{i}/9]")), "progress line {i}: {stderr}");
+        assert!(
+            stderr.contains(&format!("[{i}/9]")),
+            "progress line {i}: {stderr}"
+        );
     }
     assert_eq!(status_of(&first, "selection"), "ok");
     assert_eq!(status_of(&first, "train"), "ok");
@@ -62,7 +75,10 @@ fn pipeline_runs_offline_from_selection_to_conversion_then_reuses_everything() {
     let selected = &steps[4]["detail"]["selected"];
     let hp = &steps[6]["detail"]["hyperparameters"];
     for key in ["learning_rate", "dropout", "epochs"] {
-        assert_eq!(hp[key], selected["params"][key], "{key}: {hp} vs {selected}");
+        assert_eq!(
+            hp[key], selected["params"][key],
+            "{key}: {hp} vs {selected}"
+        );
     }
     let model = PathBuf::from(first["model_dir"].as_str().unwrap());
     let bundle = PathBuf::from(first["bundle"].as_str().unwrap());
@@ -76,7 +92,10 @@ fn pipeline_runs_offline_from_selection_to_conversion_then_reuses_everything() {
     // config show names where the value came from.
     let (code, stdout, _) = project.run(&["config", "show"]);
     assert_eq!(code, 0);
-    assert!(!stdout.contains("best configuration"), "plain commands have no best-configuration layer");
+    assert!(
+        !stdout.contains("best configuration"),
+        "plain commands have no best-configuration layer"
+    );
 
     // Second run: every step reuses, and nothing on disk changes.
     let before = support::snapshot(project.root());
@@ -119,7 +138,11 @@ fn pipeline_on_colab_backs_up_then_restores_a_lost_run_from_drive() {
     let mirrored = drive
         .join("MyDrive/resume-ner")
         .join(model.strip_prefix(project.root()).unwrap());
-    assert!(mirrored.join("metadata.json").is_file(), "{}", mirrored.display());
+    assert!(
+        mirrored.join("metadata.json").is_file(),
+        "{}",
+        mirrored.display()
+    );
     // The local run is lost (a new Colab VM); the pipeline restores it and does not retrain.
     let weights = std::fs::read(model.join("checkpoint/model.safetensors")).unwrap();
     std::fs::remove_dir_all(&model).unwrap();
@@ -127,7 +150,10 @@ fn pipeline_on_colab_backs_up_then_restores_a_lost_run_from_drive() {
     assert_eq!(code, 0, "{second}\n{stderr}");
     assert_eq!(status_of(&second, "drive"), "restored", "{second}");
     assert_eq!(status_of(&second, "train"), "reused", "{second}");
-    assert_eq!(std::fs::read(model.join("checkpoint/model.safetensors")).unwrap(), weights);
+    assert_eq!(
+        std::fs::read(model.join("checkpoint/model.safetensors")).unwrap(),
+        weights
+    );
 }
 
 #[test]
@@ -146,7 +172,8 @@ fn a_selected_final_training_on_full_data_is_not_retrained() {
     std::fs::write(&path, serde_json::to_vec(&trials).unwrap()).unwrap();
     let (code, stdout, stderr) =
         project.run(&["--json", "pipeline", "--trials", path.to_str().unwrap()]);
-    let doc: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout} {stderr}"));
+    let doc: Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout} {stderr}"));
     assert_eq!(code, 0, "{doc}");
     assert_eq!(status_of(&doc, "decide"), "skip");
     assert_eq!(status_of(&doc, "train"), "skipped");

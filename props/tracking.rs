@@ -5,8 +5,9 @@
 //! and racing get-or-create ends with one experiment.
 //!
 //! MLflow comes from a venv: `TRAINCTL_MLFLOW_PYTHON` (a python with mlflow), else
-//! `<repo>/.venv/bin/python`. Missing MLflow FAILS these tests with the command that installs
-//! it, unless `TRAINCTL_SKIP_MLFLOW=1`.
+//! `<repo>/.venv/bin/python`, which the first run creates with the pinned MLflow when it is
+//! missing (PyPI is reachable here). A failed install FAILS these tests with the command that
+//! installs it; `TRAINCTL_SKIP_MLFLOW=1` skips them.
 
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -41,9 +42,10 @@ fn mlflow_python(test: &str) -> Option<PathBuf> {
         return None;
     }
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let candidate = std::env::var_os("TRAINCTL_MLFLOW_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo.join(".venv/bin/python"));
+    let candidate = match std::env::var_os("TRAINCTL_MLFLOW_PYTHON") {
+        Some(p) => PathBuf::from(p),
+        None => ensure_repo_venv(&repo, test),
+    };
     let probe = Command::new(&candidate)
         .args(["-c", "import mlflow; print(mlflow.__version__)"])
         .output();
@@ -69,6 +71,70 @@ fn mlflow_python(test: &str) -> Option<PathBuf> {
         how_to_install()
     );
     Some(candidate)
+}
+
+/// `<repo>/.venv/bin/python`, creating the venv with the pinned MLflow first when it lacks
+/// it, so that `cargo test --release` works on a fresh machine (the first run pays the
+/// install: ~45 s idle, minutes on a loaded machine; `.ci/run` does it before the tests).
+/// Once per test process; a failed install fails the tests with the command to run.
+fn ensure_repo_venv(repo: &Path, test: &str) -> PathBuf {
+    static READY: std::sync::OnceLock<std::result::Result<PathBuf, String>> =
+        std::sync::OnceLock::new();
+    let result = READY.get_or_init(|| {
+        let venv = repo.join(".venv");
+        let python = venv.join("bin/python");
+        let has = |py: &Path| {
+            Command::new(py)
+                .args([
+                    "-c",
+                    "import mlflow, sys; sys.exit(mlflow.__version__ != sys.argv[1])",
+                    MLFLOW_VERSION,
+                ])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        if has(&python) {
+            return Ok(python);
+        }
+        let _ = writeln!(
+            std::io::stderr(),
+            "{test}: creating {} with mlflow=={MLFLOW_VERSION} (first run only)",
+            venv.display()
+        );
+        let run = |cmd: &mut Command| -> std::result::Result<(), String> {
+            let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{cmd:?} failed:\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                ))
+            }
+        };
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+        run(Command::new(venv.join("bin/pip")).args([
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            &format!("mlflow=={MLFLOW_VERSION}"),
+        ]))?;
+        if has(&python) {
+            Ok(python)
+        } else {
+            Err(format!(
+                "{} still cannot import mlflow {MLFLOW_VERSION}",
+                python.display()
+            ))
+        }
+    });
+    match result {
+        Ok(p) => p.clone(),
+        Err(e) => panic!(
+            "{test}: could not create the MLflow venv: {e}\n{}",
+            how_to_install()
+        ),
+    }
 }
 
 fn how_to_install() -> String {

@@ -1,10 +1,10 @@
 //! `trainctl pipeline`: the notebook flow of the Python original as one command (issue 7).
 //!
-//! Steps, each reported by a progress line and in the JSON summary:
-//! 1. detect the environment; 2. load and validate the config; 3. tracking; 4. Drive check
-//! and restore (colab); 5. best-model selection (cached); 6. skip or retrain; 7. final
-//! training with the selected hyperparameters as the best-configuration layer; 8. backup;
-//! 9. conversion. A second run reuses every step's result and says so.
+//! Steps, each reported by a progress line and in the JSON summary: detect the environment;
+//! load and validate the config; tracking; Drive check and restore (colab); best-model
+//! selection (cached); skip or retrain; final training with the selected hyperparameters as
+//! the best-configuration layer; backup; conversion. A second run reuses every step's result
+//! and says so.
 
 use crate::config::{self, LoadOptions};
 use crate::error::{Error, ErrorKind, Result};
@@ -384,7 +384,12 @@ pub fn run(
 
     let reused_everything = steps
         .iter()
-        .filter(|s| !matches!(s["step"].as_str(), Some("environment" | "config" | "decide")))
+        .filter(|s| {
+            !matches!(
+                s["step"].as_str(),
+                Some("environment" | "config" | "decide")
+            )
+        })
         .all(|s| matches!(s["status"].as_str(), Some("reused" | "skipped" | "checked")));
     let mut human = String::new();
     human.push_str(&format!(

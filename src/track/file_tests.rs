@@ -648,7 +648,10 @@ fn apply(
 }
 
 /// A run without its store-specific ids.
-fn projection(store: &dyn Tracker, run_id: &str) -> (Run, Vec<Vec<(i64, i64, u64)>>) {
+/// Metric histories as (timestamp, step, value bits) per key.
+type Histories = Vec<Vec<(i64, i64, u64)>>;
+
+fn projection(store: &dyn Tracker, run_id: &str) -> (Run, Histories) {
     let mut run = store.get_run(run_id).unwrap();
     run.info.run_id.clear();
     run.info.experiment_id.clear();
