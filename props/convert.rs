@@ -278,7 +278,7 @@ fn incomplete_or_mismatched_parents_are_refused_before_anything_is_written() {
     );
     // A copy under another variant number: the path and the metadata disagree.
     let v7 = v1.parent().unwrap().join("v7");
-    copy_dir(&v1, &v7);
+    support::copy_tree(&v1, &v7);
     let before = support::snapshot(project.root());
     let (code, doc) = convert(&project, &["--from", v7.to_str().unwrap()]);
     let (kind, message) = error_of(&doc);
@@ -456,17 +456,4 @@ fn concurrent_converts_of_one_parent_publish_one_bundle() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(entries.len(), 1, "no staged debris left: {entries:?}");
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), &target).unwrap();
-        }
-    }
 }

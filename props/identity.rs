@@ -1441,7 +1441,24 @@ fn table_project() -> Project {
             std::fs::write(dir.join(file), bytes).expect("write dataset copy");
         }
     }
-    let config = br#"{"id2label":{"0":"O"},"label2id":{"O":0}}"#;
+    // The label map of the shipped data config (init checkpoints must match it, SPEC §2.4).
+    let labels = [
+        "O",
+        "DESIGNATION",
+        "EDUCATION",
+        "EMAIL",
+        "EXPERIENCE",
+        "LOCATION",
+        "NAME",
+        "PHONE",
+        "SKILL",
+    ];
+    let config = serde_json::to_vec(&serde_json::json!({
+        "id2label": labels.iter().enumerate().map(|(i, l)| (i.to_string(), serde_json::Value::from(*l))).collect::<serde_json::Map<String, serde_json::Value>>(),
+        "label2id": labels.iter().enumerate().map(|(i, l)| (l.to_string(), serde_json::json!(i))).collect::<serde_json::Map<String, serde_json::Value>>(),
+    }))
+    .expect("label map");
+    let config = config.as_slice();
     for (name, weights, extra) in [
         ("ckpt_a", &b"weights-A"[..], false),
         ("ckpt_a_copy", &b"weights-A"[..], false),

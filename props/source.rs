@@ -45,19 +45,6 @@ fn file(dir: &Path, rel: &str) -> Vec<u8> {
     std::fs::read(dir.join(rel)).unwrap_or_else(|e| panic!("{}: {e}", dir.join(rel).display()))
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), &target).unwrap();
-        }
-    }
-}
-
 fn warnings(doc: &Value) -> String {
     doc["warnings"].to_string()
 }
@@ -140,14 +127,14 @@ fn checkpoint_load_and_validate_combinations_give_their_warnings_and_errors() {
     let good = dir_of(&scratch).join("checkpoint");
     let spare = project.root().join("spare");
     let invalid = spare.join("no-config");
-    copy_dir(&good, &invalid);
+    support::copy_tree(&good, &invalid);
     std::fs::remove_file(invalid.join("config.json")).unwrap();
     let no_weights = spare.join("no-weights");
-    copy_dir(&good, &no_weights);
+    support::copy_tree(&good, &no_weights);
     std::fs::remove_file(no_weights.join("model.safetensors")).unwrap();
     // A checkpoint trained on another label set: one label fewer.
     let other_labels = spare.join("other-labels");
-    copy_dir(&good, &other_labels);
+    support::copy_tree(&good, &other_labels);
     let mut config: Value = serde_json::from_slice(&file(&other_labels, "config.json")).unwrap();
     let n = config["id2label"].as_object().unwrap().len();
     let last = config["id2label"][(n - 1).to_string()]
@@ -332,7 +319,7 @@ fn final_training_source_finds_its_parent_by_path_fingerprints_or_as_the_latest(
     }
     // An incomplete parent is refused with its reason; nothing is written.
     let broken = pdir.parent().unwrap().join("v9");
-    copy_dir(&pdir, &broken);
+    support::copy_tree(&pdir, &broken);
     let before = support::snapshot(project.root());
     let (code, doc) = run(
         &project,

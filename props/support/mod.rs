@@ -16,7 +16,8 @@ pub struct Project {
     pub dir: tempfile::TempDir,
 }
 
-fn copy_tree(from: &Path, to: &Path) {
+/// Copies a directory tree (test fixtures, variant dirs).
+pub fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("create dir");
     for entry in std::fs::read_dir(from).expect("read dir") {
         let entry = entry.expect("entry");
