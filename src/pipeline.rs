@@ -392,9 +392,28 @@ pub fn run(
         })
         .all(|s| matches!(s["status"].as_str(), Some("reused" | "skipped" | "checked")));
     let mut human = String::new();
+    human.push_str(&format!("model: {}\n", variant_dir.display()));
+    let metrics_path = variant_dir.join(crate::completion::METRICS_FILE);
+    if let Some(m) = world
+        .fs
+        .read(&metrics_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+    {
+        let objective = config.objective_metric();
+        let shown: Vec<String> = [objective.as_str(), "span-f1"]
+            .iter()
+            .filter_map(|k| {
+                m.get(*k)
+                    .and_then(Value::as_f64)
+                    .map(|v| format!("{k} {v:.4}"))
+            })
+            .collect();
+        human.push_str(&format!("metrics: {}\n", shown.join(", ")));
+    }
     human.push_str(&format!(
-        "model: {}\nbundle: {}\n",
-        variant_dir.display(),
+        "bundle: {}\ntry it: trainctl predict --bundle {} \"Jane Doe is a data engineer in Berlin\"\n",
+        conv.output_dir.display(),
         conv.output_dir.display()
     ));
     if reused_everything {
