@@ -303,6 +303,21 @@ fn collect_manifest_dirs(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// The backup after a completed run (SPEC §3): the variant dir and the final_training cache.
+pub fn after_run(config: &Config, layout: &Layout, variant_dir: &Path) -> Result<Report> {
+    let mut sources = vec![variant_dir.to_path_buf()];
+    if let Ok(s) = crate::cache::CacheSettings::from_paths(
+        &config.paths,
+        layout,
+        crate::cache::CacheKind::FinalTraining,
+    ) {
+        if s.dir.is_dir() {
+            sources.push(s.dir);
+        }
+    }
+    run(config, layout, &sources, &no_fault)
+}
+
 /// Backs up `sources` according to the plan of `config`.
 pub fn run(
     config: &Config,

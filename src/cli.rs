@@ -353,27 +353,15 @@ pub fn train_command(
     // complete and recorded whatever happens here, so a failed backup is a warning.
     let backup = match report.decision {
         crate::plan::Decision::Reuse { .. } => None,
-        _ => {
-            let mut sources = vec![report.output_dir.clone()];
-            if let Ok(s) = crate::cache::CacheSettings::from_paths(
-                &job.config.paths,
-                &job.layout,
-                crate::cache::CacheKind::FinalTraining,
-            ) {
-                if fs.is_dir(&s.dir) {
-                    sources.push(s.dir);
-                }
+        _ => match crate::backup::after_run(&job.config, &job.layout, &report.output_dir) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                report
+                    .warnings
+                    .push(format!("Drive backup failed: {}", e.message));
+                None
             }
-            match crate::backup::run(&job.config, &job.layout, &sources, &crate::backup::no_fault) {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    report
-                        .warnings
-                        .push(format!("Drive backup failed: {}", e.message));
-                    None
-                }
-            }
-        }
+        },
     };
     let doc = json!({
         "decision": report.decision.name(),

@@ -310,17 +310,7 @@ pub fn run(
     }
 
     // 8. backup.
-    let mut sources = vec![variant_dir.clone()];
-    if let Ok(s) = crate::cache::CacheSettings::from_paths(
-        &config.paths,
-        &layout,
-        crate::cache::CacheKind::FinalTraining,
-    ) {
-        if world.fs.is_dir(&s.dir) {
-            sources.push(s.dir);
-        }
-    }
-    let backup = crate::backup::run(&config, &layout, &sources, &crate::backup::no_fault)?;
+    let backup = crate::backup::after_run(&config, &layout, &variant_dir)?;
     match &backup.skipped {
         Some(why) => {
             say(8, "backup", &format!("skipped ({why})"));
