@@ -83,6 +83,17 @@ fn pipeline_runs_offline_from_selection_to_conversion_then_reuses_everything() {
     let model = PathBuf::from(first["model_dir"].as_str().unwrap());
     let bundle = PathBuf::from(first["bundle"].as_str().unwrap());
     assert!(model.join("checkpoint/model.safetensors").is_file());
+    // The final training was tracked in the default file store.
+    assert_eq!(status_of(&first, "tracking"), "ok");
+    let meta: Value =
+        serde_json::from_slice(&std::fs::read(model.join("metadata.json")).unwrap()).unwrap();
+    assert_eq!(meta["tracking"]["state"], "finished", "{}", meta["tracking"]);
+    let run_dir = project
+        .root()
+        .join("mlruns")
+        .join(meta["tracking"]["experiment_id"].as_str().unwrap())
+        .join(meta["tracking"]["run_id"].as_str().unwrap());
+    assert!(run_dir.join("meta.yaml").is_file(), "{}", run_dir.display());
     assert!(bundle.join("manifest.json").is_file());
     assert_eq!(
         bundle.parent().unwrap().file_name(),

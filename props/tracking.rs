@@ -835,3 +835,145 @@ fn nothing_listening_is_unreachable_and_even_runs_create_is_retried() {
         "{err:?}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// `trainctl train` itself, tracked (SPEC §6), read back by MLflow's own client.
+
+#[path = "support/mod.rs"]
+mod support;
+
+fn train_json(
+    project: &support::Project,
+    overrides: &[&str],
+    env: &[(&str, &str)],
+) -> (i32, Value) {
+    let mut args = vec!["--json".to_string()];
+    for o in overrides {
+        args.push("-o".into());
+        args.push(o.to_string());
+    }
+    args.push("train".into());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, stdout, stderr) = project.run_env(&args, env);
+    let doc = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {stdout}\n{stderr}"));
+    (code, doc)
+}
+
+fn metadata_of(doc: &Value) -> Value {
+    let dir = PathBuf::from(doc["output_dir"].as_str().expect("output_dir"));
+    serde_json::from_slice(&std::fs::read(dir.join("metadata.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn train_runs_are_tracked_and_mlflow_reads_them() {
+    let Some(python) = mlflow_python("train_runs_are_tracked_and_mlflow_reads_them") else {
+        return;
+    };
+    let project = support::Project::new();
+    let (code, trained) = train_json(&project, &["training.epochs=2"], &[]);
+    assert_eq!(code, 0, "{trained}");
+    let meta = metadata_of(&trained);
+    assert_eq!(meta["tracking"]["state"], "finished", "{}", meta["tracking"]);
+    let uri = format!("file:{}", project.root().join("mlruns").display());
+    let store = read_with_mlflow(&python, &uri, "resume_ner_baseline");
+    let runs = store["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 1, "{store}");
+    let run = &runs[0];
+    assert_eq!(run["run_id"], meta["tracking"]["run_id"]);
+    assert_eq!(run["run_name"], trained["run_name"]);
+    assert_eq!(run["status"], "FINISHED");
+    assert_eq!(run["tags"]["code.spec_fp"], trained["spec_fp"]);
+    assert_eq!(run["tags"]["code.exec_fp"], trained["exec_fp"]);
+    assert_eq!(run["tags"]["code.variant"], "1");
+    assert_eq!(run["tags"]["code.stage"], "final_training");
+    assert_eq!(run["params"]["epochs"], "2");
+    assert_eq!(run["params"]["learning_rate"], "0.05");
+    let steps: Vec<i64> = run["history"]["eval/macro-f1"]
+        .as_array()
+        .expect("eval history")
+        .iter()
+        .map(|p| p[0].as_i64().unwrap())
+        .collect();
+    assert!(steps.len() >= 2 && steps.windows(2).all(|w| w[0] < w[1]), "{steps:?}");
+    let loss_steps = run["history"]["train/loss"].as_array().expect("train history").len();
+    assert!(loss_steps >= 2, "train loss logged every log_interval steps");
+    assert!(run["history"]["macro-f1"].is_array(), "final metrics logged");
+    let artifacts: Vec<&str> = run["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["path"].as_str().unwrap())
+        .collect();
+    assert!(artifacts.contains(&"metrics.json") && artifacts.contains(&"config/job.json"), "{artifacts:?}");
+
+    // A reuse adds no run.
+    let (code, again) = train_json(&project, &["training.epochs=2"], &[]);
+    assert_eq!((code, again["decision"].as_str()), (0, Some("reuse")));
+    assert_eq!(read_with_mlflow(&python, &uri, "resume_ner_baseline")["runs"].as_array().unwrap().len(), 1);
+}
+
+fn with_fixture_trainer(project: &support::Project) {
+    let path = project.config("final_training.yaml");
+    let text = std::fs::read_to_string(&path).unwrap().replacen(
+        "command: null",
+        "command: [python3, fixtures/trainer/fake_trainer.py]",
+        1,
+    );
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn a_failed_run_is_failed_in_mlflow_and_resume_reopens_it() {
+    let Some(python) = mlflow_python("a_failed_run_is_failed_in_mlflow_and_resume_reopens_it") else {
+        return;
+    };
+    let project = support::Project::new();
+    with_fixture_trainer(&project);
+    let (code, doc) = train_json(&project, &[], &[("FAKE_TRAINER_FAIL_AT", "3")]);
+    assert_eq!(code, 5, "{doc}");
+    let uri = format!("file:{}", project.root().join("mlruns").display());
+    let store = read_with_mlflow(&python, &uri, "resume_ner_baseline");
+    let runs = store["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "{store}");
+    assert_eq!(runs[0]["status"], "FAILED");
+    let failed_id = runs[0]["run_id"].clone();
+    let (code, resumed) = train_json(&project, &["run.mode=resume_if_incomplete"], &[]);
+    assert_eq!((code, resumed["decision"].as_str()), (0, Some("resume")), "{resumed}");
+    let store = read_with_mlflow(&python, &uri, "resume_ner_baseline");
+    let runs = store["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "RESUME reopens the variant's run: {store}");
+    assert_eq!(runs[0]["run_id"], failed_id);
+    assert_eq!(runs[0]["status"], "FINISHED");
+    assert_eq!(runs[0]["tags"]["code.interrupted"], "true");
+}
+
+#[test]
+fn tracking_failures_never_cost_a_run_unless_tracking_is_required() {
+    // Nothing listens on this port.
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let down = format!("http://127.0.0.1:{port}");
+    let env = [("MLFLOW_TRACKING_URI", down.as_str())];
+    let project = support::Project::new();
+    let started = Instant::now();
+    let (code, doc) = train_json(&project, &["training.epochs=1"], &env);
+    assert_eq!(code, 0, "{doc}");
+    assert!(doc["warnings"].to_string().contains("tracking"), "{doc}");
+    let meta = metadata_of(&doc);
+    assert_eq!(meta["tracking"]["state"], "error", "{}", meta["tracking"]);
+    assert_eq!(meta["tracking"]["error"]["kind"], "unreachable");
+    assert!(started.elapsed() < Duration::from_secs(60), "bounded: {:?}", started.elapsed());
+    // Required: refused before anything is written.
+    let other = support::Project::new();
+    let before = support::snapshot(other.root());
+    let (code, doc) = train_json(&other, &["mlflow:tracking.required=true"], &env);
+    assert_eq!((code, doc["error"]["kind"].as_str()), (3, Some("tracking_unavailable")), "{doc}");
+    assert!(support::changed(&before, &support::snapshot(other.root())).is_empty());
+    // Disabled: no runs at all, outputs and caches as usual.
+    let off = support::Project::new();
+    let (code, doc) = train_json(&off, &["mlflow:tracking.training.enabled=false", "training.epochs=1"], &[]);
+    assert_eq!(code, 0, "{doc}");
+    assert!(!off.root().join("mlruns").exists());
+    assert!(metadata_of(&doc)["tracking"].is_null());
+    assert!(doc["cache_record"].is_string());
+}

@@ -341,14 +341,21 @@ pub fn train_command(
     let config = config::load(opts, cwd, host.var)?;
     let job = job::prepare(config, fs, host)?;
     let trainer = trainer_for(&job)?;
+    let (opened, tracking_warnings) =
+        crate::track::lifecycle::open_for_train(&job.config, host.var, cwd)?;
     let ctx = crate::train::Context {
         fs,
         host,
         owner: crate::lease::Owner::current(),
         trainer: &trainer,
         now_us,
+        tracking: opened.as_ref().map(|o| crate::train::Tracking {
+            tracker: o.tracker.as_ref(),
+            backend: &o.describe,
+        }),
     };
     let mut report = crate::train::train(&job, &ctx)?;
+    report.warnings.extend(tracking_warnings);
     // SPEC §3: after a run completes on colab, back up the variant and its cache. The run is
     // complete and recorded whatever happens here, so a failed backup is a warning.
     let backup = match report.decision {

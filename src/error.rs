@@ -47,6 +47,8 @@ pub enum ErrorKind {
     TrainingFailed,
     /// Best-model selection found no candidate with a usable objective.
     NoEligibleCandidates,
+    /// `tracking.required` and the tracking store is unreachable or unusable.
+    TrackingUnavailable,
     /// A Drive backup could not be completed (the previous backup is intact).
     BackupFailed,
     /// A converter's input artifact is missing (checked before anything is written).
@@ -80,6 +82,7 @@ impl ErrorKind {
             ErrorKind::TrainingFailed => "training_failed",
             ErrorKind::ConversionArtifactsMissing => "conversion_artifacts_missing",
             ErrorKind::BackupFailed => "backup_failed",
+            ErrorKind::TrackingUnavailable => "tracking_unavailable",
             ErrorKind::NoEligibleCandidates => "no_eligible_candidates",
             ErrorKind::ConversionFailed => "conversion_failed",
             ErrorKind::Internal => "internal",
@@ -107,7 +110,8 @@ impl ErrorKind {
             | ErrorKind::ParentIncomplete
             | ErrorKind::NothingToContinue
             | ErrorKind::ConversionArtifactsMissing
-            | ErrorKind::NoEligibleCandidates => 3,
+            | ErrorKind::NoEligibleCandidates
+            | ErrorKind::TrackingUnavailable => 3,
             ErrorKind::Busy => 4,
             ErrorKind::TrainingFailed | ErrorKind::ConversionFailed => 5,
             ErrorKind::Internal | ErrorKind::BackupFailed => 1,

@@ -111,18 +111,24 @@ pub fn run(
         json!({"config_dir": config.config_dir, "out": layout.out}),
     ));
 
-    // 3. tracking.
-    // PARTIAL: MLflow tracking is not wired yet (tracking issue); the step says so.
-    say(
-        3,
-        "tracking",
-        "skipped (MLflow tracking is not available in this build yet)",
-    );
-    steps.push(step(
-        "tracking",
-        "skipped",
-        json!({"reason": "MLflow tracking is not available in this build yet"}),
-    ));
+    // 3. tracking: which store the final training will log to (checked for reachability
+    // when `tracking.required`).
+    match crate::track::lifecycle::open_for_train(&config, world.host.var, world.cwd)? {
+        (Some(opened), w) => {
+            say(3, "tracking", &opened.describe);
+            warnings.extend(w);
+            steps.push(step("tracking", "ok", json!({"backend": opened.describe})));
+        }
+        (None, w) => {
+            let why = w
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "tracking.training.enabled is false".into());
+            say(3, "tracking", &format!("off ({why})"));
+            warnings.extend(w);
+            steps.push(step("tracking", "skipped", json!({"reason": why})));
+        }
+    }
 
     // 4. Drive check and restore.
     let facts = world.host.facts(config.lease_timeout_s() * 1000);
@@ -273,12 +279,19 @@ pub fn run(
         let config = config::load(&opts, world.cwd, world.host.var)?;
         let job = job::prepare(config, world.fs, world.host)?;
         let trainer = (world.trainer_for)(&job)?;
+        let (opened, tracking_warnings) =
+            crate::track::lifecycle::open_for_train(&job.config, world.host.var, world.cwd)?;
+        warnings.extend(tracking_warnings);
         let ctx = crate::train::Context {
             fs: world.fs,
             host: world.host,
             owner: crate::lease::Owner::current(),
             trainer: &trainer,
             now_us: world.now_us,
+            tracking: opened.as_ref().map(|o| crate::train::Tracking {
+                tracker: o.tracker.as_ref(),
+                backend: &o.describe,
+            }),
         };
         let report = crate::train::train(&job, &ctx)?;
         warnings.extend(report.warnings.iter().cloned());
@@ -377,7 +390,7 @@ pub fn run(
         .filter(|s| {
             !matches!(
                 s["step"].as_str(),
-                Some("environment" | "config" | "decide")
+                Some("environment" | "config" | "tracking" | "decide")
             )
         })
         .all(|s| matches!(s["status"].as_str(), Some("reused" | "skipped" | "checked")));

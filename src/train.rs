@@ -32,6 +32,15 @@ pub struct Context<'a> {
     pub trainer: &'a dyn Trainer,
     /// Unix time in microseconds.
     pub now_us: &'a dyn Fn() -> u64,
+    /// The training-stage tracker (SPEC §6); `None` = no tracking (in-process test worlds).
+    pub tracking: Option<Tracking<'a>>,
+}
+
+/// A tracker and how to name it in metadata.
+#[derive(Clone, Copy)]
+pub struct Tracking<'a> {
+    pub tracker: &'a dyn crate::track::Tracker,
+    pub backend: &'a str,
 }
 
 /// What `train` reports.
@@ -602,6 +611,78 @@ fn attempt(
         ),
         heartbeat: &heartbeat,
     };
+    // Tracking (SPEC §6): start (or reopen) the variant's run; a failure is a warning and a
+    // `tracking` state in metadata, never a failed training.
+    let mut tracking_warnings = Vec::new();
+    let started = match &ctx.tracking {
+        None => None,
+        Some(t) => {
+            let previous_run = previous
+                .as_ref()
+                .and_then(|m| m["tracking"]["run_id"].as_str().map(str::to_string));
+            let started = crate::track::lifecycle::start(
+                t.tracker,
+                job,
+                variant,
+                dir,
+                run_name,
+                decision.name(),
+                previous_run.as_deref(),
+                ((ctx.now_us)() / 1000) as i64,
+            );
+            let started = match started {
+                Ok(s) => {
+                    meta["tracking"] = json!({
+                        "backend": t.backend,
+                        "state": "running",
+                        "run_id": s.run_id,
+                        "experiment_id": s.experiment_id,
+                        "reopened": s.reopened,
+                    });
+                    Some(s)
+                }
+                Err(e) => {
+                    tracking_warnings.push(format!(
+                        "tracking ({}) failed, training continues: {e}",
+                        t.backend
+                    ));
+                    meta["tracking"] = crate::track::lifecycle::error_state(t.backend, &e);
+                    None
+                }
+            };
+            write_metadata(fs, dir, &meta)?;
+            started
+        }
+    };
+    let mut end_tracking = |meta: &mut Value, succeeded: bool| {
+        if let (Some(t), Some(s)) = (&ctx.tracking, &started) {
+            let ended = crate::track::lifecycle::finish(
+                t.tracker,
+                job,
+                fs,
+                &s.run_id,
+                dir,
+                succeeded,
+                ((ctx.now_us)() / 1000) as i64,
+            );
+            match ended {
+                Ok(()) => {
+                    meta["tracking"]["state"] =
+                        json!(if succeeded { "finished" } else { "failed" });
+                }
+                Err(e) => {
+                    tracking_warnings.push(format!(
+                        "tracking ({}) failed at the end of the run: {e}",
+                        t.backend
+                    ));
+                    let mut state = crate::track::lifecycle::error_state(t.backend, &e);
+                    state["run_id"] = json!(s.run_id);
+                    state["experiment_id"] = json!(s.experiment_id);
+                    meta["tracking"] = state;
+                }
+            }
+        }
+    };
     let outcome = ctx.trainer.run(&run);
     let failed = |meta: &mut Value,
                   kind: &str,
@@ -622,13 +703,19 @@ fn attempt(
     if let Outcome::Failed(f) = outcome {
         meta["failure_exit_code"] = json!(f.exit_code);
         meta["failure_signal"] = json!(f.signal);
+        end_tracking(&mut meta, false);
         return failed(&mut meta, f.kind, f.message);
     }
     // Exit 0 proves nothing: check the contract ourselves.
     let (manifest, metrics) = match verify_and_manifest(fs, job, dir) {
         Ok(v) => v,
-        Err(reason) => return failed(&mut meta, "incomplete_outputs", reason),
+        Err(reason) => {
+            end_tracking(&mut meta, false);
+            return failed(&mut meta, "incomplete_outputs", reason);
+        }
     };
+    end_tracking(&mut meta, true);
+    drop(end_tracking);
     let completed_at = now();
     meta["status"] = json!(RunStatus::Completed);
     meta["manifest"] =
@@ -654,6 +741,7 @@ fn attempt(
         )));
     };
     let record = final_record(job, variant, dir, &final_meta, &metrics, (ctx.now_us)());
-    let (name, warnings) = cache.write(&record, (ctx.now_us)())?;
+    let (name, mut warnings) = cache.write(&record, (ctx.now_us)())?;
+    warnings.extend(tracking_warnings);
     Ok((Some(name), metrics, warnings))
 }

@@ -496,6 +496,7 @@ impl Sandbox {
             },
             trainer: &trainer,
             now_us: &now_us,
+            tracking: None,
         };
         let result = trainctl::train::train(&job, &ctx);
         let killed = self.fs.is_dead();

@@ -925,7 +925,42 @@ impl Trainer {
                 String::new()
             }
         );
+        self.log_metrics(&[
+            (&format!("eval/{name}"), value),
+            ("eval/span-f1", e.span_f1),
+            ("eval/loss", e.loss),
+        ]);
         e
+    }
+
+    /// Appends metric points to `logs/metrics.jsonl` in the variant dir, one JSON line each
+    /// (`step`, `key`, `value`, `timestamp_ms`): what the orchestrator forwards to the
+    /// tracker. Best effort and outside the byte-identical outputs; a resumed run appends
+    /// again from its checkpoint step, and readers keep the last point per (key, step).
+    fn log_metrics(&self, points: &[(&str, f64)]) {
+        use std::io::Write;
+        let dir = self.setup.job.variant_dir.join("logs");
+        let ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let mut text = String::new();
+        for (key, value) in points {
+            if value.is_finite() {
+                text.push_str(
+                    &json!({"step": self.st.step, "key": key, "value": value, "timestamp_ms": ts})
+                        .to_string(),
+                );
+                text.push('\n');
+            }
+        }
+        let _ = std::fs::create_dir_all(&dir).and_then(|()| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("metrics.jsonl"))
+                .and_then(|mut f| f.write_all(text.as_bytes()))
+        });
     }
 
     /// The training loop, from the current state to the end (or `stop_after` for tests).
@@ -990,6 +1025,13 @@ impl Trainer {
                         String::new()
                     }
                 );
+                self.log_metrics(&[
+                    (
+                        "train/loss",
+                        self.st.window_loss / self.st.window_steps.max(1) as f64,
+                    ),
+                    ("train/lr", self.lr_at(self.st.step - 1)),
+                ]);
                 self.st.window_loss = 0.0;
                 self.st.window_steps = 0;
             }

@@ -7,6 +7,7 @@
 
 pub mod disabled;
 pub mod file;
+pub mod lifecycle;
 pub mod recording;
 pub mod rest;
 pub mod select;
