@@ -87,7 +87,11 @@ fn pipeline_runs_offline_from_selection_to_conversion_then_reuses_everything() {
     assert_eq!(status_of(&first, "tracking"), "ok");
     let meta: Value =
         serde_json::from_slice(&std::fs::read(model.join("metadata.json")).unwrap()).unwrap();
-    assert_eq!(meta["tracking"]["state"], "finished", "{}", meta["tracking"]);
+    assert_eq!(
+        meta["tracking"]["state"], "finished",
+        "{}",
+        meta["tracking"]
+    );
     let run_dir = project
         .root()
         .join("mlruns")

@@ -874,7 +874,11 @@ fn train_runs_are_tracked_and_mlflow_reads_them() {
     let (code, trained) = train_json(&project, &["training.epochs=2"], &[]);
     assert_eq!(code, 0, "{trained}");
     let meta = metadata_of(&trained);
-    assert_eq!(meta["tracking"]["state"], "finished", "{}", meta["tracking"]);
+    assert_eq!(
+        meta["tracking"]["state"], "finished",
+        "{}",
+        meta["tracking"]
+    );
     let uri = format!("file:{}", project.root().join("mlruns").display());
     let store = read_with_mlflow(&python, &uri, "resume_ner_baseline");
     let runs = store["runs"].as_array().expect("runs");
@@ -895,22 +899,43 @@ fn train_runs_are_tracked_and_mlflow_reads_them() {
         .iter()
         .map(|p| p[0].as_i64().unwrap())
         .collect();
-    assert!(steps.len() >= 2 && steps.windows(2).all(|w| w[0] < w[1]), "{steps:?}");
-    let loss_steps = run["history"]["train/loss"].as_array().expect("train history").len();
-    assert!(loss_steps >= 2, "train loss logged every log_interval steps");
-    assert!(run["history"]["macro-f1"].is_array(), "final metrics logged");
+    assert!(
+        steps.len() >= 2 && steps.windows(2).all(|w| w[0] < w[1]),
+        "{steps:?}"
+    );
+    let loss_steps = run["history"]["train/loss"]
+        .as_array()
+        .expect("train history")
+        .len();
+    assert!(
+        loss_steps >= 2,
+        "train loss logged every log_interval steps"
+    );
+    assert!(
+        run["history"]["macro-f1"].is_array(),
+        "final metrics logged"
+    );
     let artifacts: Vec<&str> = run["artifacts"]
         .as_array()
         .unwrap()
         .iter()
         .map(|a| a["path"].as_str().unwrap())
         .collect();
-    assert!(artifacts.contains(&"metrics.json") && artifacts.contains(&"config/job.json"), "{artifacts:?}");
+    assert!(
+        artifacts.contains(&"metrics.json") && artifacts.contains(&"config/job.json"),
+        "{artifacts:?}"
+    );
 
     // A reuse adds no run.
     let (code, again) = train_json(&project, &["training.epochs=2"], &[]);
     assert_eq!((code, again["decision"].as_str()), (0, Some("reuse")));
-    assert_eq!(read_with_mlflow(&python, &uri, "resume_ner_baseline")["runs"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        read_with_mlflow(&python, &uri, "resume_ner_baseline")["runs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 fn with_fixture_trainer(project: &support::Project) {
@@ -925,7 +950,8 @@ fn with_fixture_trainer(project: &support::Project) {
 
 #[test]
 fn a_failed_run_is_failed_in_mlflow_and_resume_reopens_it() {
-    let Some(python) = mlflow_python("a_failed_run_is_failed_in_mlflow_and_resume_reopens_it") else {
+    let Some(python) = mlflow_python("a_failed_run_is_failed_in_mlflow_and_resume_reopens_it")
+    else {
         return;
     };
     let project = support::Project::new();
@@ -939,7 +965,11 @@ fn a_failed_run_is_failed_in_mlflow_and_resume_reopens_it() {
     assert_eq!(runs[0]["status"], "FAILED");
     let failed_id = runs[0]["run_id"].clone();
     let (code, resumed) = train_json(&project, &["run.mode=resume_if_incomplete"], &[]);
-    assert_eq!((code, resumed["decision"].as_str()), (0, Some("resume")), "{resumed}");
+    assert_eq!(
+        (code, resumed["decision"].as_str()),
+        (0, Some("resume")),
+        "{resumed}"
+    );
     let store = read_with_mlflow(&python, &uri, "resume_ner_baseline");
     let runs = store["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 1, "RESUME reopens the variant's run: {store}");
@@ -951,7 +981,11 @@ fn a_failed_run_is_failed_in_mlflow_and_resume_reopens_it() {
 #[test]
 fn tracking_failures_never_cost_a_run_unless_tracking_is_required() {
     // Nothing listens on this port.
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let down = format!("http://127.0.0.1:{port}");
     let env = [("MLFLOW_TRACKING_URI", down.as_str())];
     let project = support::Project::new();
@@ -962,16 +996,31 @@ fn tracking_failures_never_cost_a_run_unless_tracking_is_required() {
     let meta = metadata_of(&doc);
     assert_eq!(meta["tracking"]["state"], "error", "{}", meta["tracking"]);
     assert_eq!(meta["tracking"]["error"]["kind"], "unreachable");
-    assert!(started.elapsed() < Duration::from_secs(60), "bounded: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "bounded: {:?}",
+        started.elapsed()
+    );
     // Required: refused before anything is written.
     let other = support::Project::new();
     let before = support::snapshot(other.root());
     let (code, doc) = train_json(&other, &["mlflow:tracking.required=true"], &env);
-    assert_eq!((code, doc["error"]["kind"].as_str()), (3, Some("tracking_unavailable")), "{doc}");
+    assert_eq!(
+        (code, doc["error"]["kind"].as_str()),
+        (3, Some("tracking_unavailable")),
+        "{doc}"
+    );
     assert!(support::changed(&before, &support::snapshot(other.root())).is_empty());
     // Disabled: no runs at all, outputs and caches as usual.
     let off = support::Project::new();
-    let (code, doc) = train_json(&off, &["mlflow:tracking.training.enabled=false", "training.epochs=1"], &[]);
+    let (code, doc) = train_json(
+        &off,
+        &[
+            "mlflow:tracking.training.enabled=false",
+            "training.epochs=1",
+        ],
+        &[],
+    );
     assert_eq!(code, 0, "{doc}");
     assert!(!off.root().join("mlruns").exists());
     assert!(metadata_of(&doc)["tracking"].is_null());

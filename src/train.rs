@@ -715,7 +715,6 @@ fn attempt(
         }
     };
     end_tracking(&mut meta, true);
-    drop(end_tracking);
     let completed_at = now();
     meta["status"] = json!(RunStatus::Completed);
     meta["manifest"] =

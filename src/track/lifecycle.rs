@@ -165,6 +165,7 @@ pub struct Started {
 
 /// Start of an attempt: resolve the experiment, reopen the variant's run (RESUME, tagged
 /// `code.interrupted`) or create it, log params and tags.
+#[allow(clippy::too_many_arguments)]
 pub fn start(
     tracker: &dyn Tracker,
     job: &Job,
