@@ -195,3 +195,45 @@ fn a_selected_final_training_on_full_data_is_not_retrained() {
     assert_eq!(doc["model_dir"], dir.display().to_string());
     assert_eq!(status_of(&doc, "convert"), "ok");
 }
+
+#[test]
+fn a_best_selected_pipeline_warm_starts_from_the_selected_checkpoint() {
+    let project = support::Project::new();
+    let (code, hpo) = project.run_json(&["-o", "training.epochs=1", "train"]);
+    assert_eq!(code, 0, "{hpo}");
+    let ckpt = PathBuf::from(hpo["output_dir"].as_str().unwrap()).join("checkpoint");
+    let trials = json!([{
+        "run_id": "hpo-7",
+        "metrics": {"macro-f1": 0.97, "latency_batch_1_ms": 1.0},
+        "checkpoint": ckpt,
+        "trial_key_hash": "t7",
+        "params": {"epochs": 2},
+    }]);
+    let path = project.root().join("with-ckpt.json");
+    std::fs::write(&path, serde_json::to_vec(&trials).unwrap()).unwrap();
+    let args: Vec<&str> = vec![
+        "--json",
+        "-o",
+        "source.type=best_selected",
+        "pipeline",
+        "--trials",
+        path.to_str().unwrap(),
+    ];
+    let (code, stdout, stderr) = project.run(&args);
+    let doc: Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout} {stderr}"));
+    assert_eq!(code, 0, "{doc}\n{stderr}");
+    let model = PathBuf::from(doc["model_dir"].as_str().unwrap());
+    let meta: Value =
+        serde_json::from_slice(&std::fs::read(model.join("metadata.json")).unwrap()).unwrap();
+    assert_eq!(meta["source"]["type"], "best_selected");
+    assert_eq!(
+        meta["source"]["init_checkpoint"],
+        ckpt.display().to_string()
+    );
+    assert_eq!(meta["source"]["selection"]["trial_key_hash"], "t7");
+    assert_eq!(
+        meta["hyperparameters"]["epochs"], 2,
+        "the selected params are used"
+    );
+}

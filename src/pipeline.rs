@@ -95,7 +95,17 @@ pub fn run(
         json!({"env": config.env.env.as_str(), "reason": config.env.reason}),
     ));
     let layout = Layout::from_config(&config)?;
-    job::prepare(config.clone(), world.fs, world.host)?;
+    // Everything `train` needs is checked now (dataset, source, identity), except a
+    // best_selected source that waits for this run's selection record (step 5).
+    let waits_for_selection = config.source_type()
+        == crate::config::schema::SourceType::BestSelected
+        && config.final_training.checkpoint.source.is_none()
+        && config.checkpoint_load();
+    if !waits_for_selection {
+        job::prepare(config.clone(), world.fs, world.host)?;
+    } else {
+        job::dataset_files(&config, world.fs)?;
+    }
     say(
         2,
         "config",
