@@ -996,6 +996,12 @@ fn tracking_failures_never_cost_a_run_unless_tracking_is_required() {
     let meta = metadata_of(&doc);
     assert_eq!(meta["tracking"]["state"], "error", "{}", meta["tracking"]);
     assert_eq!(meta["tracking"]["error"]["kind"], "unreachable");
+    // `status` shows the run as missing from tracking.
+    let (code, status) = project.run_json(&["status"]);
+    assert_eq!(code, 0);
+    assert_eq!(status["variants"][0]["tracking"], "error", "{status}");
+    let (_, human, _) = project.run(&["status"]);
+    assert!(human.contains("missing from tracking"), "{human}");
     assert!(
         started.elapsed() < Duration::from_secs(60),
         "bounded: {:?}",

@@ -689,6 +689,10 @@ pub fn status_command(
             LeaseView::Live(_) => "live",
             LeaseView::Stale { .. } => "stale",
         };
+        // What tracking recorded at training time (SPEC §6): `error` means the run is missing
+        // from (or incomplete in) the tracking store.
+        let tracking = crate::completion::read_metadata_value(fs, &v.dir)
+            .and_then(|m| m["tracking"]["state"].as_str().map(str::to_string));
         rows.push(json!({
             "dir": v.dir,
             "identity": v.identity_segments.join("/"),
@@ -696,6 +700,7 @@ pub fn status_command(
             "state": state,
             "reason": reason,
             "lease": lease,
+            "tracking": tracking,
         }));
         human.push_str(&format!(
             "{:<10} {}/v{}{}{}\n",
@@ -709,6 +714,11 @@ pub fn status_command(
                 format!("  lease:{lease}")
             },
         ));
+        if tracking.as_deref() == Some("error") {
+            human.push_str(
+                "           ^ missing from tracking (the tracking store failed during training)\n",
+            );
+        }
     }
     Ok(Output {
         json: json!({"out": layout.out, "variants": rows}),
