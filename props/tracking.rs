@@ -694,6 +694,49 @@ fn rest_backend_against_a_real_mlflow_server() {
     let err = resolve_experiment(&tracker, "to-delete").unwrap_err();
     assert_eq!(err.kind(), "experiment_deleted", "{err}");
 
+    // `trainctl train` itself on the REST backend (issue 6 (b)): checked through the REST API
+    // and through MLflow's Python client.
+    let project = support::Project::new();
+    let (code, trained) = train_json(
+        &project,
+        &["training.epochs=1"],
+        &[("MLFLOW_TRACKING_URI", server.url.as_str())],
+    );
+    assert_eq!(code, 0, "{trained}");
+    let meta = metadata_of(&trained);
+    assert_eq!(
+        meta["tracking"]["state"], "finished",
+        "{}",
+        meta["tracking"]
+    );
+    assert_eq!(meta["tracking"]["backend"], server.url.as_str());
+    let run_id = meta["tracking"]["run_id"].as_str().unwrap();
+    let run = tracker.get_run(run_id).expect("the run through REST");
+    assert_eq!(run.info.status, trainctl::track::RunStatus::Finished);
+    assert_eq!(run.info.run_name, trained["run_name"].as_str().unwrap());
+    assert_eq!(
+        run.tags["code.spec_fp"],
+        trained["spec_fp"].as_str().unwrap()
+    );
+    assert_eq!(run.params["epochs"], "1");
+    let history = tracker.metric_history(run_id, "train/loss").unwrap();
+    assert!(history.len() >= 2 && history.windows(2).all(|w| w[0].step < w[1].step));
+    let by_mlflow = read_with_mlflow(&python, &server.url, "resume_ner_baseline");
+    let runs = by_mlflow["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "{by_mlflow}");
+    assert_eq!(runs[0]["run_id"], run_id);
+    assert_eq!(runs[0]["status"], "FINISHED");
+    assert!(runs[0]["history"]["eval/macro-f1"]
+        .as_array()
+        .is_some_and(|h| !h.is_empty()));
+    let artifacts: Vec<&str> = runs[0]["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["path"].as_str().unwrap())
+        .collect();
+    assert!(artifacts.contains(&"metrics.json"), "{artifacts:?}");
+
     // A stopped server: Unreachable after exactly the bounded attempts, quickly.
     server.stop();
     let down = RestTracker::new(&server.url, None, quick_retry()).unwrap();
