@@ -90,36 +90,9 @@ fn io(path: &Path, e: std::io::Error) -> Error {
     )
 }
 
-/// Regular files below `dir` as relative paths, sorted (bounded depth; temp debris skipped).
+/// Regular files below `dir` as relative paths, sorted (the one tree walker, on the real fs).
 fn files_below(dir: &Path) -> Result<Vec<PathBuf>> {
-    fn walk(base: &Path, rel: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<()> {
-        if depth > 16 {
-            return Ok(());
-        }
-        let here = base.join(rel);
-        let mut entries: Vec<_> = std::fs::read_dir(&here)
-            .map_err(|e| io(&here, e))?
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|e| io(&here, e))?;
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            let name = e.file_name();
-            if crate::fs::is_temp_name(&name.to_string_lossy()) {
-                continue;
-            }
-            let path = rel.join(&name);
-            let kind = e.file_type().map_err(|err| io(&base.join(&path), err))?;
-            if kind.is_dir() {
-                walk(base, &path, depth + 1, out)?;
-            } else if kind.is_file() {
-                out.push(path);
-            }
-        }
-        Ok(())
-    }
-    let mut out = Vec::new();
-    walk(dir, Path::new(""), 0, &mut out)?;
-    Ok(out)
+    crate::fs::files_below(&crate::fs::OsFs, dir).map_err(|e| io(dir, e))
 }
 
 /// `{relative path: (size, sha256)}` of a directory tree; `None` when it does not exist.

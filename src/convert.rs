@@ -230,24 +230,6 @@ pub fn check_output(fs: &dyn Fs, dir: &Path) -> std::result::Result<Value, Strin
     Ok(manifest)
 }
 
-/// Every regular file below `dir`, relative, sorted (bounded depth).
-fn files_below(fs: &dyn Fs, dir: &Path, rel: &Path, depth: usize, out: &mut Vec<PathBuf>) {
-    if depth > 8 {
-        return;
-    }
-    let Ok(entries) = fs.list(&dir.join(rel)) else {
-        return;
-    };
-    for e in entries {
-        let path = rel.join(&e.name);
-        if e.is_dir {
-            files_below(fs, dir, &path, depth + 1, out);
-        } else {
-            out.push(path);
-        }
-    }
-}
-
 /// Runs the converter into `staged`; returns what the manifest says about it.
 fn run_converter(
     fs: &dyn Fs,
@@ -312,8 +294,7 @@ fn run_converter(
                     ));
                 }
             }
-            let mut produced = Vec::new();
-            files_below(fs, staged, Path::new(""), 0, &mut produced);
+            let produced = fs::files_below(fs, staged).map_err(|e| Error::io(staged, &e))?;
             let outputs = produced
                 .iter()
                 .filter(|p| !p.starts_with("logs") && *p != Path::new("conversion_job.json"))
@@ -459,9 +440,7 @@ pub fn convert(
             &job,
             external.as_ref().map(|t| t as &dyn crate::trainer::Trainer),
         )?;
-        let mut names = Vec::new();
-        files_below(fs, &staged, Path::new(""), 0, &mut names);
-        names.sort();
+        let names = fs::files_below(fs, &staged).map_err(|e| io(&staged, e))?;
         let mut files = Vec::new();
         for rel in &names {
             let path = staged.join(rel);

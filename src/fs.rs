@@ -91,6 +91,35 @@ pub fn is_temp_name(name: &str) -> bool {
     name.starts_with('.') && name.contains(".tmp-")
 }
 
+/// Bound on the depth [`files_below`] descends.
+pub const MAX_TREE_DEPTH: usize = 16;
+
+/// Every regular file below `dir`, as paths relative to `dir`, sorted. Our temporaries (files
+/// and staged dirs, [`is_temp_name`]) are never data and are skipped; depth is bounded by
+/// [`MAX_TREE_DEPTH`]. The one tree walker: manifests, digests, bundles and backups use it.
+pub fn files_below(fs: &dyn Fs, dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![(PathBuf::new(), 0usize)];
+    while let Some((rel, depth)) = stack.pop() {
+        if depth > MAX_TREE_DEPTH {
+            continue;
+        }
+        for e in fs.list(&dir.join(&rel))? {
+            if is_temp_name(&e.name) {
+                continue;
+            }
+            let path = rel.join(&e.name);
+            if e.is_dir {
+                stack.push((path, depth + 1));
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// Replaces `path` atomically and durably: temp file, fsync, rename, fsync of the directory.
 /// Readers see the old or the new content, never a mix; after return the new content
 /// survives a crash.
@@ -297,4 +326,33 @@ fn rename_noreplace_os(from: &Path, to: &Path) -> io::Result<()> {
     // published on Linux hosts (the platforms trainctl targets are Linux).
     std::fs::hard_link(from, to)?;
     std::fs::remove_file(from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_below_is_relative_sorted_and_skips_temporaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for rel in [
+            "b.txt",
+            "a/z.bin",
+            "a/c/d.json",
+            ".x.tmp-1",
+            ".stage.tmp-2/inner.bin",
+        ] {
+            let p = d.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, rel).unwrap();
+        }
+        let got = files_below(&OsFs, d).unwrap();
+        let want: Vec<PathBuf> = ["a/c/d.json", "a/z.bin", "b.txt"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        assert_eq!(got, want);
+        assert!(files_below(&OsFs, &d.join("missing")).is_err());
+    }
 }

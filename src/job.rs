@@ -262,28 +262,13 @@ pub fn dataset_files(config: &Config, fs: &dyn Fs) -> Result<DatasetFiles> {
     Ok(DatasetFiles { dir, files, digest })
 }
 
-/// Digest of every file below a checkpoint dir (relative names, sorted), bounded depth.
+/// Digest of every file below a checkpoint dir (relative names, sorted; temporaries skipped).
 fn checkpoint_digest(fs: &dyn Fs, dir: &Path) -> Result<String> {
     let mut items: Vec<(String, Vec<u8>)> = Vec::new();
-    let mut stack = vec![(dir.to_path_buf(), String::new(), 0usize)];
-    while let Some((d, prefix, depth)) = stack.pop() {
-        if depth > 8 {
-            continue;
-        }
-        let entries = fs.list(&d).map_err(|e| Error::io(&d, &e))?;
-        for e in entries {
-            let rel = if prefix.is_empty() {
-                e.name.clone()
-            } else {
-                format!("{prefix}/{}", e.name)
-            };
-            let path = d.join(&e.name);
-            if e.is_dir {
-                stack.push((path, rel, depth + 1));
-            } else {
-                items.push((rel, fs.read(&path).map_err(|err| Error::io(&path, &err))?));
-            }
-        }
+    for rel in crate::fs::files_below(fs, dir).map_err(|e| Error::io(dir, &e))? {
+        let path = dir.join(&rel);
+        let bytes = fs.read(&path).map_err(|err| Error::io(&path, &err))?;
+        items.push((rel.to_string_lossy().into_owned(), bytes));
     }
     items.sort();
     Ok(files_digest(
@@ -373,14 +358,6 @@ fn parent_error(state: &ParentState) -> Option<Error> {
     }
 }
 
-/// The label list the data config gives: `["O"] + sorted(entity_types)` (SPEC §8).
-pub fn data_labels(config: &Config) -> Vec<String> {
-    let mut types = config.data.schema.entity_types.clone();
-    types.sort();
-    types.dedup();
-    std::iter::once("O".to_string()).chain(types).collect()
-}
-
 /// SPEC §2.4: the label map of a loaded checkpoint must equal the data config's. Checked
 /// whenever the checkpoint's config.json is readable (also with `checkpoint.validate: false`,
 /// which skips content validation, not this), before anything is written.
@@ -394,7 +371,7 @@ fn check_label_map(config: &Config, fs: &dyn Fs, ckpt: &Path) -> Result<()> {
         return Ok(());
     };
     let got: Vec<String> = found.into_values().collect();
-    let want = data_labels(config);
+    let want = crate::data::labels(&config.data.schema.entity_types);
     if got != want {
         return Err(Error::new(
             ErrorKind::LabelMapMismatch,

@@ -61,7 +61,7 @@ fn io(path: &Path, e: std::io::Error) -> Error {
 
 /// The label list of the data config: `["O"] + sorted(entity_types)`.
 pub fn labels(job: &Job) -> Vec<String> {
-    crate::job::data_labels(&job.config)
+    crate::data::labels(&job.config.data.schema.entity_types)
 }
 
 /// Allocates a NEW variant: a staged dir holding lease generation 1 is published by a
@@ -151,28 +151,6 @@ pub fn latest_step_checkpoint(fs: &dyn Fs, dir: &Path) -> Option<PathBuf> {
     })
 }
 
-/// Files below `dir` (relative to `base`), sorted; bounded depth.
-fn files_under(
-    fs: &dyn Fs,
-    base: &Path,
-    dir: &Path,
-    depth: usize,
-    out: &mut Vec<PathBuf>,
-) -> Result<()> {
-    if depth > 8 {
-        return Ok(());
-    }
-    for e in fs.list(dir).map_err(|err| io(dir, err))? {
-        let path = dir.join(&e.name);
-        if e.is_dir {
-            files_under(fs, base, &path, depth + 1, out)?;
-        } else if !fs::is_temp_name(&e.name) {
-            out.push(path.strip_prefix(base).unwrap_or(&path).to_path_buf());
-        }
-    }
-    Ok(())
-}
-
 /// Checks SPEC §2.1 items 2 and 4 on a finished attempt (the orchestrator's own check) and
 /// builds the manifest: every checkpoint file with size and sha256, each fsynced.
 fn verify_and_manifest(
@@ -203,8 +181,11 @@ fn verify_and_manifest(
     {
         return Err(format!("objective_missing:{objective}"));
     }
-    let mut files = Vec::new();
-    files_under(fs, dir, &ckpt, 0, &mut files).map_err(|e| e.to_string())?;
+    let files: Vec<PathBuf> = fs::files_below(fs, &ckpt)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|rel| Path::new(CHECKPOINT_DIR).join(rel))
+        .collect();
     let mut manifest = Vec::new();
     for rel in files {
         let path = dir.join(&rel);
