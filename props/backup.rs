@@ -18,17 +18,7 @@ fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 }
 
 fn colab(project: &support::Project, drive: &Path) -> Vec<String> {
-    vec![
-        "--env".into(),
-        "colab".into(),
-        "-o".into(),
-        format!(
-            "paths:env_overrides.colab.base.outputs={}",
-            project.root().join("outputs").display()
-        ),
-        "-o".into(),
-        format!("paths:drive.mount_point={}", drive.display()),
-    ]
+    support::env_args("colab", &project.root().join("outputs"), drive)
 }
 
 fn run(project: &support::Project, pre: &[String], args: &[&str]) -> (i32, Value) {
@@ -144,17 +134,7 @@ fn only_colab_backs_up_and_never_copies_what_is_already_on_drive() {
     let project = support::Project::new();
     let drive = project.root().join("drive");
     for env in ["local", "kaggle", "azureml"] {
-        let pre: Vec<String> = vec![
-            "--env".into(),
-            env.into(),
-            "-o".into(),
-            format!(
-                "paths:env_overrides.{env}.base.outputs={}",
-                project.root().join("outputs").display()
-            ),
-            "-o".into(),
-            format!("paths:drive.mount_point={}", drive.display()),
-        ];
+        let pre = support::env_args(env, &project.root().join("outputs"), &drive);
         let (code, doc) = run(&project, &pre, &["-o", "training.epochs=1", "train"]);
         assert_eq!(code, 0, "{env}: {doc}");
         assert!(
@@ -171,17 +151,12 @@ fn only_colab_backs_up_and_never_copies_what_is_already_on_drive() {
     assert!(!drive.exists(), "nothing was written to the Drive mount");
     // Colab with OUT on the Drive mount itself: nothing to mirror.
     let on_drive = drive.join("MyDrive/resume-ner/outputs");
-    let pre: Vec<String> = vec![
-        "--env".into(),
-        "colab".into(),
-        "-o".into(),
-        format!(
-            "paths:env_overrides.colab.base.outputs={}",
-            on_drive.display()
-        ),
-        "-o".into(),
-        format!("paths:drive.mount_point={}", drive.display()),
-    ];
+    let mut pre = support::env_args("colab", &on_drive, &drive);
+    // A mirror elsewhere on the mount, so that a wrong copy would show up as stray files.
+    pre.extend([
+        "-o".to_string(),
+        "paths:drive.backup_base_dir=mirror".to_string(),
+    ]);
     let (code, doc) = run(&project, &pre, &["-o", "training.epochs=1", "train"]);
     assert_eq!(code, 0, "{doc}");
     assert!(
@@ -191,5 +166,17 @@ fn only_colab_backs_up_and_never_copies_what_is_already_on_drive() {
             .contains("already under the Drive mount"),
         "{doc}"
     );
-    assert!(!drive.join("MyDrive/resume-ner/resume-ner").exists());
+    // Nothing was copied anywhere on the mount: every file there is OUT's own.
+    let stray: Vec<PathBuf> = support::snapshot(&drive)
+        .into_iter()
+        .filter(|(p, bytes)| bytes.is_some() && !p.starts_with(&on_drive))
+        .map(|(p, _)| p)
+        .collect();
+    assert!(stray.is_empty(), "copied onto the mount: {stray:?}");
+    let (code, doc) = run(&project, &pre, &["backup"]);
+    assert_eq!(code, 0, "{doc}");
+    assert!(
+        doc["backup"]["units"].as_array().unwrap().is_empty(),
+        "{doc}"
+    );
 }

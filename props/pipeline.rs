@@ -127,17 +127,7 @@ fn pipeline_runs_offline_from_selection_to_conversion_then_reuses_everything() {
 }
 
 fn colab(project: &support::Project, drive: &Path) -> Vec<String> {
-    vec![
-        "--env".into(),
-        "colab".into(),
-        "-o".into(),
-        format!(
-            "paths:env_overrides.colab.base.outputs={}",
-            project.root().join("outputs").display()
-        ),
-        "-o".into(),
-        format!("paths:drive.mount_point={}", drive.display()),
-    ]
+    support::env_args("colab", &project.root().join("outputs"), drive)
 }
 
 #[test]

@@ -113,6 +113,19 @@ impl Project {
     }
 }
 
+/// Global arguments for storage env `env` with OUT at `out` and the Drive mount at `drive`
+/// (the absolute platform paths redirected into temp dirs).
+pub fn env_args(env: &str, out: &Path, drive: &Path) -> Vec<String> {
+    vec![
+        "--env".into(),
+        env.into(),
+        "-o".into(),
+        format!("paths:env_overrides.{env}.base.outputs={}", out.display()),
+        "-o".into(),
+        format!("paths:drive.mount_point={}", drive.display()),
+    ]
+}
+
 /// No environment variables.
 pub fn no_vars(_: &str) -> Option<String> {
     None
