@@ -27,7 +27,7 @@ use crate::naming::{build_parent_training_id, parse_parent_training_id, RunNameP
 use crate::paths::{Identity, Layout};
 use crate::trainer::{Outcome, Run, Trainer};
 use serde_json::{json, Value};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The manifest of a conversion output; written last, so its presence means "complete".
@@ -58,24 +58,10 @@ pub struct Report {
     pub warnings: Vec<String>,
 }
 
-/// Lexically normalised absolute path (`.` dropped, `..` applied), no filesystem access.
+/// A command-line path: absolute, relative to `cwd` otherwise, lexically normalised (the
+/// one normaliser, `paths::lexical_normalize`).
 pub fn normalize(cwd: &Path, path: &Path) -> PathBuf {
-    let joined = if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        cwd.join(path)
-    };
-    let mut out = PathBuf::new();
-    for c in joined.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other.as_os_str()),
-        }
-    }
-    out
+    crate::paths::lexical_normalize(&crate::config::absolutize(path, cwd))
 }
 
 fn parent_incomplete(dir: &Path, reason: impl std::fmt::Display) -> Error {

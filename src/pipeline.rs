@@ -95,17 +95,10 @@ pub fn run(
         json!({"env": config.env.env.as_str(), "reason": config.env.reason}),
     ));
     let layout = Layout::from_config(&config)?;
-    // Everything `train` needs is checked now (dataset, source, identity), except a
-    // best_selected source that waits for this run's selection record (step 5).
-    let waits_for_selection = config.source_type()
-        == crate::config::schema::SourceType::BestSelected
-        && config.final_training.checkpoint.source.is_none()
-        && config.checkpoint_load();
-    if !waits_for_selection {
-        job::prepare(config.clone(), world.fs, world.host)?;
-    } else {
-        job::dataset_files(&config, world.fs)?;
-    }
+    // The configuration and the data invariants are checked now. The source (init
+    // checkpoint, parent) is resolved by the final training itself (step 7): a best_selected
+    // source needs the selection record this run writes in step 5.
+    job::dataset_files(&config, world.fs)?;
     say(
         2,
         "config",
