@@ -10,13 +10,15 @@
 //! intact, never a partial one; the temporary sibling is debris that the next backup of the
 //! same unit removes. A destination whose files already match is skipped.
 //!
-//! This module works on the real filesystem (`std::fs`): Drive is a real mount, and the
-//! exchange needs renameat2. Tests inject failures through [`Fault`].
+//! This module works on the real filesystem (`OsFs` through the Fs port; Drive is a real
+//! mount) plus the renameat2 exchange of `builtin::ckpt`. Tests inject failures through
+//! [`Fault`].
 
 use crate::completion::Completion;
 use crate::config::schema::StorageEnv;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
+use crate::fs::{Fs, OsFs};
 use crate::identity::sha256_hex;
 use crate::paths::Layout;
 use serde::Serialize;
@@ -92,7 +94,7 @@ fn io(path: &Path, e: std::io::Error) -> Error {
 
 /// Regular files below `dir` as relative paths, sorted (the one tree walker, on the real fs).
 fn files_below(dir: &Path) -> Result<Vec<PathBuf>> {
-    crate::fs::files_below(&crate::fs::OsFs, dir).map_err(|e| io(dir, e))
+    crate::fs::files_below(&FS, dir).map_err(|e| io(dir, e))
 }
 
 /// `{relative path: (size, sha256)}` of a directory tree; `None` when it does not exist.
@@ -102,16 +104,19 @@ fn digest_tree(dir: &Path) -> Result<Option<BTreeMap<PathBuf, (u64, String)>>> {
     }
     let mut map = BTreeMap::new();
     for rel in files_below(dir)? {
-        let bytes = std::fs::read(dir.join(&rel)).map_err(|e| io(&dir.join(&rel), e))?;
+        let bytes = FS
+            .read(&dir.join(&rel))
+            .map_err(|e| io(&dir.join(&rel), e))?;
         map.insert(rel, (bytes.len() as u64, sha256_hex(&bytes)));
     }
     Ok(Some(map))
 }
 
+/// The real filesystem through the Fs port (Drive is a real mount).
+const FS: OsFs = OsFs;
+
 fn sync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| io(dir, e))
+    FS.fsync_dir(dir).map_err(|e| io(dir, e))
 }
 
 /// Backs up one directory `source` to `target` (copy to a temp sibling, verify, swap).
@@ -131,7 +136,9 @@ pub fn backup_dir(source: &Path, target: &Path, fault: Fault<'_>) -> Result<Unit
     // What the source holds, as read now (the copy is verified against this).
     let mut contents = Vec::with_capacity(files.len());
     for rel in &files {
-        let bytes = std::fs::read(source.join(rel)).map_err(|e| io(&source.join(rel), e))?;
+        let bytes = FS
+            .read(&source.join(rel))
+            .map_err(|e| io(&source.join(rel), e))?;
         bytes_total += bytes.len() as u64;
         want.insert(rel.clone(), (bytes.len() as u64, sha256_hex(&bytes)));
         contents.push(bytes);
@@ -145,21 +152,20 @@ pub fn backup_dir(source: &Path, target: &Path, fault: Fault<'_>) -> Result<Unit
             bytes: bytes_total,
         });
     }
-    std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
-    if staged.exists() {
+    FS.create_dir_all(parent).map_err(|e| io(parent, e))?;
+    if FS.exists(&staged) {
         // Debris of an interrupted backup of this unit.
-        std::fs::remove_dir_all(&staged).map_err(|e| io(&staged, e))?;
+        FS.remove_dir_all(&staged).map_err(|e| io(&staged, e))?;
     }
-    std::fs::create_dir(&staged).map_err(|e| io(&staged, e))?;
+    FS.create_dir(&staged).map_err(|e| io(&staged, e))?;
     for (rel, bytes) in files.iter().zip(&contents) {
         fault(&rel.to_string_lossy()).map_err(|e| io(&source.join(rel), e))?;
         let to = staged.join(rel);
         if let Some(dir) = to.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+            FS.create_dir_all(dir).map_err(|e| io(dir, e))?;
         }
-        let mut f = std::fs::File::create(&to).map_err(|e| io(&to, e))?;
-        std::io::Write::write_all(&mut f, bytes).map_err(|e| io(&to, e))?;
-        f.sync_all().map_err(|e| io(&to, e))?;
+        FS.create_new(&to, bytes).map_err(|e| io(&to, e))?;
+        FS.fsync_file(&to).map_err(|e| io(&to, e))?;
     }
     // Directories bottom-up, then verify what actually landed.
     let mut dirs: Vec<PathBuf> = files
@@ -188,13 +194,13 @@ pub fn backup_dir(source: &Path, target: &Path, fault: Fault<'_>) -> Result<Unit
             ),
         ));
     }
-    if target.exists() {
+    if FS.exists(target) {
         crate::builtin::ckpt::exchange(&staged, target).map_err(|e| io(target, e))?;
         sync_dir(parent)?;
         // `staged` now holds the previous backup.
-        std::fs::remove_dir_all(&staged).map_err(|e| io(&staged, e))?;
+        FS.remove_dir_all(&staged).map_err(|e| io(&staged, e))?;
     } else {
-        crate::fs::Fs::rename_noreplace(&crate::fs::OsFs, &staged, target)
+        FS.rename_noreplace(&staged, target)
             .map_err(|e| io(target, e))?;
     }
     sync_dir(parent)?;
@@ -254,21 +260,20 @@ pub fn units(
 }
 
 fn collect_manifest_dirs(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
-    if depth > 8 {
+    if depth > crate::fs::MAX_TREE_DEPTH {
         return;
     }
-    if dir.join(crate::convert::MANIFEST_FILE).is_file() {
+    if FS.is_file(&dir.join(crate::convert::MANIFEST_FILE)) {
         out.push(dir.to_path_buf());
         return;
     }
-    let Ok(rd) = std::fs::read_dir(dir) else {
+    let Ok(entries) = FS.list(dir) else {
         return;
     };
-    let mut subdirs: Vec<PathBuf> = rd
-        .flatten()
-        .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
-        .filter(|e| !crate::fs::is_temp_name(&e.file_name().to_string_lossy()))
-        .map(|e| e.path())
+    let mut subdirs: Vec<PathBuf> = entries
+        .into_iter()
+        .filter(|e| e.is_dir && !crate::fs::is_temp_name(&e.name))
+        .map(|e| dir.join(e.name))
         .collect();
     subdirs.sort();
     for d in subdirs {
