@@ -121,6 +121,25 @@ pub enum Command {
         #[command(subcommand)]
         action: CacheAction,
     },
+    /// Tracking-store maintenance (SPEC §6).
+    Track {
+        #[command(subcommand)]
+        action: TrackAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TrackAction {
+    /// Upload the complete variants whose run the tracking store missed during training
+    /// (`status` flags them); idempotent: a run that exists is finished, never duplicated.
+    Sync {
+        /// Also upload variants trained with tracking off.
+        #[arg(long)]
+        include_untracked: bool,
+        /// List what would be uploaded; contact nothing, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -217,6 +236,13 @@ pub fn run(cli: &Cli) -> Result<Output> {
         }
         Command::Select { trials } => select_command(&opts, &cwd, &fs, &host, trials.as_deref()),
         Command::Backup => backup_command(&opts, &cwd, &host),
+        Command::Track {
+            action:
+                TrackAction::Sync {
+                    include_untracked,
+                    dry_run,
+                },
+        } => track_sync_command(&opts, &cwd, &fs, &host, *include_untracked, *dry_run),
         Command::Pipeline { trials } => {
             crate::trainer::install_signal_forwarding();
             let progress = |line: &str| eprintln!("{line}");
@@ -656,6 +682,99 @@ fn source_json(job: &job::Job) -> Value {
     })
 }
 
+/// `trainctl track sync`: upload the complete variants the tracking store is missing.
+pub fn track_sync_command(
+    opts: &LoadOptions,
+    cwd: &std::path::Path,
+    fs: &dyn Fs,
+    host: &Host<'_>,
+    include_untracked: bool,
+    dry_run: bool,
+) -> Result<Output> {
+    use crate::track::sync::{self, Action};
+    let config = config::load(opts, cwd, host.var)?;
+    let layout = crate::paths::Layout::from_config(&config)?;
+    let facts = host.facts(config.lease_timeout_s() * 1000);
+    let unavailable = |message: String| Error::new(ErrorKind::TrackingUnavailable, message);
+    let opened = crate::track::lifecycle::open_training(
+        &config,
+        std::sync::Arc::new(crate::fs::OsFs),
+        host.var,
+        cwd,
+    )
+    .map_err(|e| unavailable(format!("the tracking store cannot be opened: {e}")))?;
+    if !opened.tracker.is_enabled() {
+        return Err(unavailable(
+            "tracking is disabled (mlflow.yaml tracking.training.enabled: false): nothing to sync"
+                .into(),
+        ));
+    }
+    let entries = sync::sync(
+        &config,
+        &layout,
+        fs,
+        &*opened.tracker,
+        &sync::Options {
+            include_untracked,
+            dry_run,
+            now_ms: host.now_ms as i64,
+            facts: &facts,
+        },
+    );
+    let mut human = format!("tracking store: {}\n", opened.describe);
+    for w in &opened.warnings {
+        human.push_str(&format!("warning: {w}\n"));
+    }
+    let count = |a: Action| entries.iter().filter(|e| e.action == a).count();
+    for e in &entries {
+        let what = match e.action {
+            Action::Tracked | Action::AlreadySynced | Action::Untracked => continue,
+            Action::Adopted => "adopted (the store had it, FINISHED)".to_string(),
+            Action::Completed => "completed its unfinished run".to_string(),
+            Action::Uploaded => "uploaded".to_string(),
+            Action::WouldSync => "would upload".to_string(),
+            Action::Failed => format!("FAILED: {}", e.error.clone().unwrap_or_default()),
+        };
+        human.push_str(&format!(
+            "{}  {what}{}\n",
+            e.dir.display(),
+            e.run_id
+                .as_ref()
+                .map(|r| format!(" (run {r})"))
+                .unwrap_or_default()
+        ));
+    }
+    let synced = count(Action::Uploaded) + count(Action::Completed) + count(Action::Adopted);
+    human.push_str(&format!(
+        "{synced} synced, {} already in the store, {} untracked (--include-untracked), {} failed{}\n",
+        count(Action::Tracked) + count(Action::AlreadySynced),
+        count(Action::Untracked),
+        count(Action::Failed),
+        if dry_run {
+            format!(", {} would sync (dry run)", count(Action::WouldSync))
+        } else {
+            String::new()
+        }
+    ));
+    let failed = count(Action::Failed);
+    if failed > 0 {
+        return Err(unavailable(format!(
+            "{failed} variant(s) could not be synced to {}; a later `trainctl track sync` retries them:\n{}",
+            opened.describe,
+            entries
+                .iter()
+                .filter(|e| e.action == Action::Failed)
+                .map(|e| format!("  {}: {}", e.dir.display(), e.error.clone().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )));
+    }
+    Ok(Output {
+        json: json!({"tracking_store": opened.describe, "dry_run": dry_run, "variants": entries}),
+        human,
+    })
+}
+
 /// `trainctl status`: every variant under OUT with state, reasons and lease.
 pub fn status_command(
     opts: &LoadOptions,
@@ -689,10 +808,18 @@ pub fn status_command(
             LeaseView::Live(_) => "live",
             LeaseView::Stale { .. } => "stale",
         };
-        // What tracking recorded at training time (SPEC §6): `error` means the run is missing
-        // from (or incomplete in) the tracking store.
-        let tracking = crate::completion::read_metadata_value(fs, &v.dir)
+        // What tracking recorded at training time (SPEC §6): `error` (or a `running` left by
+        // a crash) on a complete variant means its run is missing from, or unfinished in,
+        // the tracking store, until `track sync` uploads it and leaves a sync record.
+        let recorded = crate::completion::read_metadata_value(fs, &v.dir)
             .and_then(|m| m["tracking"]["state"].as_str().map(str::to_string));
+        let synced = crate::track::sync::read_record(fs, &layout, &v.dir);
+        let tracking = match (&recorded, &synced) {
+            (Some(s), Some(_)) if s != "finished" => Some("synced".to_string()),
+            _ => recorded.clone(),
+        };
+        let missing = state == "complete"
+            && matches!(tracking.as_deref(), Some("error") | Some("running") | Some("failed"));
         rows.push(json!({
             "dir": v.dir,
             "identity": v.identity_segments.join("/"),
@@ -701,6 +828,7 @@ pub fn status_command(
             "reason": reason,
             "lease": lease,
             "tracking": tracking,
+            "missing_from_tracking": missing,
         }));
         human.push_str(&format!(
             "{:<10} {}/v{}{}{}\n",
@@ -714,9 +842,9 @@ pub fn status_command(
                 format!("  lease:{lease}")
             },
         ));
-        if tracking.as_deref() == Some("error") {
+        if missing {
             human.push_str(
-                "           ^ missing from tracking (the tracking store failed during training)\n",
+                "           ^ missing from tracking (the tracking store failed during training); `trainctl track sync` uploads it\n",
             );
         }
     }

@@ -149,18 +149,40 @@ impl Job {
         &self.identity.exec_fp
     }
 
-    /// The run name of `variant` (no auto-increment suffix: that is reserved at train time).
+    /// Whether final-training run names get a `_N` suffix when taken (SPEC §6:
+    /// `mlflow.yaml naming.run_name.auto_increment`, enabled overall and for the process).
+    pub fn auto_increment(&self) -> bool {
+        let a = &self.config.mlflow.naming.run_name.auto_increment;
+        a.enabled.unwrap_or(false) && a.processes.final_training.unwrap_or(false)
+    }
+
+    /// The run name of `variant` without a version suffix (the reserved name, with its
+    /// suffix, is chosen at train time: `train::reserve_run_name`).
     pub fn run_name(&self, variant: u64) -> Result<(String, Vec<String>)> {
+        self.run_name_version(variant, None)
+    }
+
+    /// The run name of `variant` with version `version` (`None` or a number >= 2): the
+    /// `naming.yaml` pattern's `{version}`, or the `mlflow.run_name` override followed by
+    /// the version separator and the number. Validated (length, forbidden characters).
+    pub fn run_name_version(
+        &self,
+        variant: u64,
+        version: Option<u64>,
+    ) -> Result<(String, Vec<String>)> {
+        let policy = RunNamePolicy::from_naming(&self.config.naming, false)?;
         if let Some(name) = &self.config.final_training.mlflow.run_name {
-            let policy = RunNamePolicy::from_naming(&self.config.naming, false)?;
+            let name = match version {
+                Some(v) => format!("{name}{}{v}", policy.version_separator),
+                None => name.clone(),
+            };
             return policy
-                .validate(name)
+                .validate(&name)
                 .map(|w| (name.clone(), w))
                 .map_err(|v| {
                     self.config.docs["final_training"].locate("mlflow.run_name", &v.message)
                 });
         }
-        let policy = RunNamePolicy::from_naming(&self.config.naming, false)?;
         let parts = RunNameParts {
             env: self.identity.storage_env.as_str().into(),
             model: self.identity.model.clone(),
@@ -168,15 +190,25 @@ impl Job {
             exec_hash: self.identity.exec_fp[..8].into(),
             variant,
             conv_hash: None,
-            version: None,
+            version,
         };
-        policy.build(&parts).map_err(|v| {
+        let violation = |v: crate::naming::NameViolation| {
             Error::new(
                 ErrorKind::ConfigInvalid,
                 format!("{} ({})", v.message, v.rule),
             )
             .at(Place::file(self.config.display("naming")).with_key(format!("validate.{}", v.rule)))
-        })
+        };
+        match version {
+            // A pattern without `{version}`: the suffix goes at the end.
+            Some(v) if !policy.has_version_token() => {
+                let (base, _) = policy.build(&parts).map_err(violation)?;
+                let name = format!("{base}{}{v}", policy.version_separator);
+                let warnings = policy.validate(&name).map_err(violation)?;
+                Ok((name, warnings))
+            }
+            _ => policy.build(&parts).map_err(violation),
+        }
     }
 }
 

@@ -177,6 +177,13 @@ impl RunNamePolicy {
         &self.pattern
     }
 
+    /// Whether the pattern places `{version}` itself (else a version is appended).
+    pub fn has_version_token(&self) -> bool {
+        self.pieces
+            .iter()
+            .any(|p| matches!(p, Piece::Token(t) if t == "version"))
+    }
+
     /// Builds and validates a name; returns it with its warnings (over `warn_length`).
     pub fn build(
         &self,

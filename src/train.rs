@@ -351,8 +351,16 @@ pub fn train(job: &Job, ctx: &Context<'_>) -> Result<Report> {
                 .read(&dir.join(METRICS_FILE))
                 .ok()
                 .and_then(|b| serde_json::from_slice(&b).ok());
-            let (run_name, w) = job.run_name(variant)?;
-            warnings.extend(w);
+            // The name the reused variant was trained under (auto-increment may have
+            // suffixed it); the configured name for variants from before names were recorded.
+            let run_name = match recorded_run_name(fs, &dir) {
+                Some(name) => name,
+                None => {
+                    let (name, w) = job.run_name(variant)?;
+                    warnings.extend(w);
+                    name
+                }
+            };
             return Ok(Report {
                 decision,
                 output_dir: dir,
@@ -432,9 +440,18 @@ pub fn train(job: &Job, ctx: &Context<'_>) -> Result<Report> {
         Decision::Continue { .. } => Decision::Continue { variant },
         other => other,
     };
-    let (run_name, w) = job.run_name(variant)?;
-    warnings.extend(w);
-    let result = attempt(job, ctx, decision, variant, &dir, &held, &run_name, &cache);
+    // The name is reserved under the lease; a failure here still releases the lease.
+    let named = match decision {
+        Decision::Resume { .. } => match recorded_run_name(fs, &dir) {
+            Some(name) => Ok((name, Vec::new())),
+            None => reserve_run_name(fs, job, variant, &dir),
+        },
+        _ => reserve_run_name(fs, job, variant, &dir),
+    };
+    let result = match &named {
+        Ok((run_name, _)) => attempt(job, ctx, decision, variant, &dir, &held, run_name, &cache),
+        Err(e) => Err(e.clone()),
+    };
     // The lease is released whatever happened (a crash leaves it to the liveness rule).
     match lease::release(fs, &dir, &held, now_ms()) {
         Ok(Take::Won(_)) => {}
@@ -445,6 +462,8 @@ pub fn train(job: &Job, ctx: &Context<'_>) -> Result<Report> {
             "variant {variant}: releasing the lease failed: {e}"
         )),
     }
+    let (run_name, w) = named?;
+    warnings.extend(w);
     let (cache_record, metrics, more) = result?;
     warnings.extend(more);
     let backfilled = backfill(ctx, job, &cache)?;
@@ -457,6 +476,76 @@ pub fn train(job: &Job, ctx: &Context<'_>) -> Result<Report> {
         metrics: Some(metrics),
         warnings,
     })
+}
+
+/// The run name a variant's metadata records (`None` before the first attempt wrote it).
+fn recorded_run_name(fs: &dyn Fs, dir: &Path) -> Option<String> {
+    completion::read_metadata_value(fs, dir)?["run_name"]
+        .as_str()
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+}
+
+/// Where final-training run-name reservations live (SPEC §6: race-free within one OUT).
+pub fn run_name_registry(job: &Job) -> PathBuf {
+    job.layout
+        .out
+        .join("tracking")
+        .join("run_names")
+        .join("final_training")
+}
+
+/// Bound on the version suffixes tried for one name.
+pub const MAX_RUN_NAME_VERSIONS: u64 = 10_000;
+
+/// The run name of a new attempt (SPEC §6). Without auto-increment, the configured name.
+/// With it, the first of `name`, `name_2`, `name_3`, … that is free or already this
+/// variant's: a name is taken by creating `<registry>/<sha256(name)>.json` exclusively and
+/// durably (whole or absent, never replaced), so two starts within one OUT never get the
+/// same name, and a retry of the same variant finds its own reservation again.
+pub fn reserve_run_name(
+    fs: &dyn Fs,
+    job: &Job,
+    variant: u64,
+    dir: &Path,
+) -> Result<(String, Vec<String>)> {
+    if !job.auto_increment() {
+        return job.run_name(variant);
+    }
+    let registry = run_name_registry(job);
+    cache::ensure_dir(fs, &registry)?;
+    let ours = dir
+        .strip_prefix(&job.layout.out)
+        .unwrap_or(dir)
+        .to_string_lossy()
+        .replace('\\', "/");
+    for n in 1..=MAX_RUN_NAME_VERSIONS {
+        let version = (n > 1).then_some(n);
+        let (name, warnings) = job.run_name_version(variant, version)?;
+        let path = registry.join(format!("{}.json", &sha256_hex(name.as_bytes())[..32]));
+        let doc = json!({"run_name": name, "variant_dir": ours, "variant": variant});
+        let bytes = serde_json::to_vec_pretty(&doc).map_err(|e| Error::internal(e.to_string()))?;
+        match fs::create_durable(fs, &path, &bytes) {
+            Ok(()) => return Ok((name, warnings)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let holder = fs
+                    .read(&path)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+                let mine = holder.as_ref().is_some_and(|h| {
+                    h["variant_dir"].as_str() == Some(ours.as_str()) && h["run_name"] == json!(name)
+                });
+                if mine {
+                    return Ok((name, warnings));
+                }
+            }
+            Err(e) => return Err(io(&path, e)),
+        }
+    }
+    Err(Error::internal(format!(
+        "no free run-name version in {MAX_RUN_NAME_VERSIONS} tries under {}",
+        registry.display()
+    )))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -639,7 +728,7 @@ fn attempt(
         if let (Some(t), Some(s)) = (&ctx.tracking, &started) {
             let ended = crate::track::lifecycle::finish(
                 t.tracker,
-                job,
+                &job.config,
                 fs,
                 &s.run_id,
                 dir,

@@ -5,9 +5,8 @@
 //! caller turns into a warning and a `tracking` state in metadata.json (`tracking.required`
 //! is checked before training instead).
 //!
-//! PARTIAL (tracking issue): run-name auto-increment (final training has it off in the
-//! shipped naming config), `trainctl track sync` and the missing-runs column of `status` are
-//! not built yet.
+//! Run names (with their auto-increment reservation) come from `train`; uploading runs that
+//! tracking missed is `super::sync`.
 
 use super::{
     resolve_experiment, select_backend, AzureSettings, Metric, NewRun, Result, RunStatus,
@@ -84,40 +83,131 @@ pub fn experiment_name(config: &Config) -> String {
         .unwrap_or_else(|| config.experiment_name.clone())
 }
 
-/// The tags of the run of `variant` (names from `tags.yaml`), then the user's
-/// `mlflow.tags` (which win).
-pub fn run_tags(job: &Job, variant: u64, dir: &Path, decision: &str) -> BTreeMap<String, String> {
-    let registry = crate::naming::TagRegistry::from_doc(&job.config.docs["tags"])
-        .unwrap_or_else(|_| crate::naming::TagRegistry::defaults());
+/// What a final-training run's tags and params are made of: taken from a job at train time,
+/// or from a variant's `metadata.json` (and `job.json`) when `track sync` uploads it later.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunFacts {
+    pub model: String,
+    pub storage_env: String,
+    pub spec_fp: String,
+    pub exec_fp: String,
+    pub variant: u64,
+    pub mode: String,
+    pub decision: String,
+    pub source_kind: String,
+    /// (spec_fp, exec_fp, variant) of a final_training parent.
+    pub parent: Option<(String, String, u64)>,
+    /// The selection lineage of a best_selected source.
+    pub selection: Option<Value>,
+    pub hyperparameters: Value,
+    pub seed: u64,
+    pub precision: Option<String>,
+    pub output_dir: PathBuf,
+}
+
+impl RunFacts {
+    pub fn of_job(job: &Job, variant: u64, dir: &Path, decision: &str) -> RunFacts {
+        RunFacts {
+            model: job.identity.model.clone(),
+            storage_env: job.identity.storage_env.as_str().into(),
+            spec_fp: job.identity.spec_fp.clone(),
+            exec_fp: job.identity.exec_fp.clone(),
+            variant,
+            mode: job.config.mode().as_str().into(),
+            decision: decision.into(),
+            source_kind: job.source.kind.as_str().into(),
+            parent: job
+                .source
+                .parent
+                .as_ref()
+                .map(|p| (p.spec_fp.clone(), p.exec_fp.clone(), p.variant)),
+            selection: job.source.selection.clone(),
+            hyperparameters: serde_json::to_value(&job.config.hyperparameters)
+                .unwrap_or(Value::Null),
+            seed: job.config.seed,
+            precision: Some(job.config.precision().as_str().into()),
+            output_dir: dir.to_path_buf(),
+        }
+    }
+
+    /// From a variant's metadata.json (and the precision of its job.json, when present);
+    /// `None` when a field every run has is missing.
+    pub fn from_metadata(meta: &Value, job_doc: Option<&Value>, dir: &Path) -> Option<RunFacts> {
+        let text = |v: &Value| v.as_str().map(str::to_string);
+        let parent = &meta["source"]["parent"];
+        Some(RunFacts {
+            model: text(&meta["model"])?,
+            storage_env: text(&meta["storage_env"])?,
+            spec_fp: text(&meta["spec_fp"])?,
+            exec_fp: text(&meta["exec_fp"])?,
+            variant: meta["variant"].as_u64()?,
+            mode: text(&meta["mode"]).unwrap_or_default(),
+            decision: text(&meta["decision"]).unwrap_or_default(),
+            source_kind: text(&meta["source"]["type"]).unwrap_or_default(),
+            parent: match (
+                text(&parent["spec_fp"]),
+                text(&parent["exec_fp"]),
+                parent["variant"].as_u64(),
+            ) {
+                (Some(s), Some(e), Some(v)) => Some((s, e, v)),
+                _ => None,
+            },
+            selection: Some(meta["source"]["selection"].clone()).filter(|v| !v.is_null()),
+            hyperparameters: meta["hyperparameters"].clone(),
+            seed: meta["seed"].as_u64().unwrap_or(0),
+            precision: job_doc.and_then(|j| text(&j["precision"])),
+            output_dir: dir.to_path_buf(),
+        })
+    }
+}
+
+/// The tag registry of `tags.yaml` (its defaults when the file is unusable).
+fn tag_registry(config: &Config) -> crate::naming::TagRegistry {
+    crate::naming::TagRegistry::from_doc(&config.docs["tags"])
+        .unwrap_or_else(|_| crate::naming::TagRegistry::defaults())
+}
+
+/// The tag names `track sync` finds a variant's run by: stage, spec_fp, exec_fp, variant.
+pub fn identity_tags(config: &Config, facts: &RunFacts) -> BTreeMap<String, String> {
+    let registry = tag_registry(config);
     let t = |s: &str, k: &str| registry.name(s, k);
-    let mut tags = BTreeMap::new();
+    BTreeMap::from([
+        (t("process", "stage"), "final_training".to_string()),
+        (t("paths", "spec_fp"), facts.spec_fp.clone()),
+        (t("paths", "exec_fp"), facts.exec_fp.clone()),
+        (t("legacy", "variant"), facts.variant.to_string()),
+    ])
+}
+
+/// The tags of a final-training run (names from `tags.yaml`), then the user's
+/// `mlflow.tags` (which win).
+pub fn run_tags(config: &Config, facts: &RunFacts) -> BTreeMap<String, String> {
+    let registry = tag_registry(config);
+    let t = |s: &str, k: &str| registry.name(s, k);
+    let mut tags = identity_tags(config, facts);
     let mut put = |k: String, v: String| {
         tags.insert(k, v);
     };
-    put(t("process", "stage"), "final_training".into());
     put(
         t("process", "project"),
-        job.config.paths.project.name.clone().unwrap_or_default(),
+        config.paths.project.name.clone().unwrap_or_default(),
     );
-    put(t("process", "model"), job.identity.model.clone());
-    put(
-        t("process", "storage_env"),
-        job.identity.storage_env.as_str().into(),
-    );
+    put(t("process", "model"), facts.model.clone());
+    put(t("process", "storage_env"), facts.storage_env.clone());
     put(t("process", "created_by"), "trainctl".into());
-    put(t("training", "run_mode"), job.config.mode().as_str().into());
+    put(t("training", "run_mode"), facts.mode.clone());
     put(t("training", "trained_on_full_data"), "true".into());
-    put(t("paths", "spec_fp"), job.identity.spec_fp.clone());
-    put(t("paths", "exec_fp"), job.identity.exec_fp.clone());
-    put(t("paths", "output_dir"), dir.display().to_string());
-    put(t("legacy", "variant"), variant.to_string());
-    put(t("lineage", "source"), job.source.kind.as_str().into());
-    if let Some(p) = &job.source.parent {
-        put(t("lineage", "parent_spec_fp"), p.spec_fp.clone());
-        put(t("lineage", "parent_exec_fp"), p.exec_fp.clone());
-        put(t("lineage", "parent_variant"), p.variant.to_string());
+    put(
+        t("paths", "output_dir"),
+        facts.output_dir.display().to_string(),
+    );
+    put(t("lineage", "source"), facts.source_kind.clone());
+    if let Some((spec, exec, variant)) = &facts.parent {
+        put(t("lineage", "parent_spec_fp"), spec.clone());
+        put(t("lineage", "parent_exec_fp"), exec.clone());
+        put(t("lineage", "parent_variant"), variant.to_string());
     }
-    if let Some(sel) = &job.source.selection {
+    if let Some(sel) = &facts.selection {
         for (key, field) in [
             ("hpo_study_key_hash", "study_key_hash"),
             ("hpo_trial_key_hash", "trial_key_hash"),
@@ -128,23 +218,24 @@ pub fn run_tags(job: &Job, variant: u64, dir: &Path, decision: &str) -> BTreeMap
             }
         }
     }
-    put("trainctl.decision".into(), decision.into());
-    for (k, v) in &job.config.final_training.mlflow.tags {
+    put("trainctl.decision".into(), facts.decision.clone());
+    for (k, v) in &config.final_training.mlflow.tags {
         tags.insert(k.clone(), v.clone());
     }
     tags
 }
 
 /// Params: the effective hyperparameters (dotted keys), seed, precision and model.
-pub fn run_params(job: &Job) -> BTreeMap<String, String> {
+pub fn run_params(facts: &RunFacts) -> BTreeMap<String, String> {
     let mut params = BTreeMap::new();
-    let hp = serde_json::to_value(&job.config.hyperparameters).unwrap_or(Value::Null);
-    for (k, v) in crate::config::flatten(&hp) {
+    for (k, v) in crate::config::flatten(&facts.hyperparameters) {
         params.insert(k, scalar(&v));
     }
-    params.insert("seed".into(), job.config.seed.to_string());
-    params.insert("precision".into(), job.config.precision().as_str().into());
-    params.insert("model".into(), job.identity.model.clone());
+    params.insert("seed".into(), facts.seed.to_string());
+    if let Some(p) = &facts.precision {
+        params.insert("precision".into(), p.clone());
+    }
+    params.insert("model".into(), facts.model.clone());
     params
 }
 
@@ -177,12 +268,12 @@ pub fn start(
     now_ms: i64,
 ) -> Result<Started> {
     let experiment = resolve_experiment(tracker, &experiment_name(&job.config))?;
-    let tags = run_tags(job, variant, dir, decision);
+    let facts = RunFacts::of_job(job, variant, dir, decision);
+    let tags = run_tags(&job.config, &facts);
     if let Some(run_id) = previous_run_id {
         match tracker.reopen_run(run_id) {
             Ok(_) => {
-                let registry = crate::naming::TagRegistry::from_doc(&job.config.docs["tags"])
-                    .unwrap_or_else(|_| crate::naming::TagRegistry::defaults());
+                let registry = tag_registry(&job.config);
                 let mut more = tags;
                 more.insert(registry.name("training", "interrupted"), "true".into());
                 tracker.set_tags(run_id, &more)?;
@@ -203,7 +294,7 @@ pub fn start(
         start_time_ms: now_ms,
         tags,
     })?;
-    tracker.log_params(&info.run_id, &run_params(job))?;
+    tracker.log_params(&info.run_id, &run_params(&facts))?;
     Ok(Started {
         run_id: info.run_id,
         experiment_id: experiment.experiment_id,
@@ -269,18 +360,46 @@ pub fn metric_points(dir: &Path, fs: &dyn Fs) -> Vec<Metric> {
 /// resolved config, the checkpoint when `log_checkpoint`), and FINISHED or FAILED.
 pub fn finish(
     tracker: &dyn Tracker,
-    job: &Job,
+    config: &Config,
     fs: &dyn Fs,
     run_id: &str,
     dir: &Path,
     succeeded: bool,
     now_ms: i64,
 ) -> Result<()> {
-    let points = metric_points(dir, fs);
+    upload(tracker, config, fs, run_id, dir, succeeded, now_ms, false)
+}
+
+/// `finish`; with `dedupe`, metric points the run already has (same key, step and value:
+/// an earlier upload that stopped half-way) are not logged again, so a retried upload leaves
+/// the same history as one that went through.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn upload(
+    tracker: &dyn Tracker,
+    config: &Config,
+    fs: &dyn Fs,
+    run_id: &str,
+    dir: &Path,
+    succeeded: bool,
+    now_ms: i64,
+    dedupe: bool,
+) -> Result<()> {
+    let mut points = metric_points(dir, fs);
+    if dedupe {
+        let keys: std::collections::BTreeSet<String> =
+            points.iter().map(|p| p.key.clone()).collect();
+        let mut have = std::collections::BTreeSet::new();
+        for key in keys {
+            for m in tracker.metric_history(run_id, &key)? {
+                have.insert((m.key, m.step, m.value.to_bits()));
+            }
+        }
+        points.retain(|p| !have.contains(&(p.key.clone(), p.step, p.value.to_bits())));
+    }
     if !points.is_empty() {
         tracker.log_metrics(run_id, &points)?;
     }
-    let stage = &job.config.mlflow.tracking.training;
+    let stage = &config.mlflow.tracking.training;
     let metrics = dir.join(crate::completion::METRICS_FILE);
     if stage.log_metrics_json.unwrap_or(true) && fs.is_file(&metrics) {
         tracker.log_artifact(run_id, &metrics, "metrics.json")?;

@@ -11,6 +11,7 @@ pub mod lifecycle;
 pub mod recording;
 pub mod rest;
 pub mod select;
+pub mod sync;
 
 pub use disabled::DisabledTracker;
 pub use file::FileTracker;

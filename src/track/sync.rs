@@ -1,0 +1,322 @@
+//! `trainctl track sync` (SPEC §6, failure handling): upload the complete variants whose run
+//! the tracking store is missing (the store was down, timed out or rejected a call during
+//! training), once the store is back.
+//!
+//! Idempotent twice over:
+//! - the store is the source of truth: a variant's run is found by its identity tags
+//!   (stage, spec_fp, exec_fp, variant), so a run that exists is finished, never duplicated,
+//!   and a FINISHED one is only adopted; a retried upload skips the metric points the run
+//!   already has;
+//! - a sync record `OUT/tracking/sync/<sha256(variant path)>.json` (run id, backend) is
+//!   written after each upload, so a second sync does not even ask the store.
+//!
+//! A complete variant is never modified: its `metadata.json` keeps the `tracking` state of
+//! training time, and `status` reads the sync record beside it.
+
+use super::lifecycle::{self, RunFacts};
+use super::{resolve_experiment, RunFilter, RunStatus, TrackError, Tracker};
+use crate::completion::{self, Completion, METADATA_FILE};
+use crate::config::Config;
+use crate::fs::{self, Fs};
+use crate::identity::sha256_hex;
+use crate::lease::LivenessFacts;
+use crate::observe;
+use crate::paths::Layout;
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+
+/// What sync did (or, with `dry_run`, would do) for one complete variant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Tracked at training time (`tracking.state: finished`).
+    Tracked,
+    /// Trained with tracking off; uploaded only with `--include-untracked`.
+    Untracked,
+    /// A sync record for this backend exists already.
+    AlreadySynced,
+    /// The store had a FINISHED run for it: adopted, nothing uploaded.
+    Adopted,
+    /// The store had an unfinished run for it (created before the failure): finished.
+    Completed,
+    /// No run in the store: created, with params, tags, metrics and artifacts.
+    Uploaded,
+    /// `--dry-run`: would be uploaded or completed.
+    WouldSync,
+    /// The upload failed (see `error`); a later sync retries.
+    Failed,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Entry {
+    pub dir: PathBuf,
+    pub variant: u64,
+    /// The tracking state training recorded in metadata.json.
+    pub training_state: Option<String>,
+    pub action: Action,
+    pub run_id: Option<String>,
+    pub error: Option<String>,
+}
+
+/// Where the sync record of `dir` lives.
+pub fn record_path(layout: &Layout, dir: &Path) -> PathBuf {
+    let rel = rel_of(layout, dir);
+    layout
+        .out
+        .join("tracking")
+        .join("sync")
+        .join(format!("{}.json", &sha256_hex(rel.as_bytes())[..32]))
+}
+
+fn rel_of(layout: &Layout, dir: &Path) -> String {
+    dir.strip_prefix(&layout.out)
+        .unwrap_or(dir)
+        .to_string_lossy()
+        .replace('\\', "/")
+}
+
+/// The sync record of `dir`, if one was written (and is readable).
+pub fn read_record(fs: &dyn Fs, layout: &Layout, dir: &Path) -> Option<Value> {
+    let bytes = fs.read(&record_path(layout, dir)).ok()?;
+    let v: Value = serde_json::from_slice(&bytes).ok()?;
+    (v["variant_dir"].as_str() == Some(rel_of(layout, dir).as_str())).then_some(v)
+}
+
+/// Whether a complete variant needs an upload, from the state training recorded.
+fn needs_sync(state: Option<&str>, include_untracked: bool) -> Option<Action> {
+    match state {
+        Some("finished") => Some(Action::Tracked),
+        Some(_) => None,
+        None if include_untracked => None,
+        None => Some(Action::Untracked),
+    }
+}
+
+/// Options of one sync.
+pub struct Options<'a> {
+    pub include_untracked: bool,
+    pub dry_run: bool,
+    pub now_ms: i64,
+    pub facts: &'a LivenessFacts<'a>,
+}
+
+/// Syncs every complete variant under OUT to `tracker` (the training-stage store).
+pub fn sync(
+    config: &Config,
+    layout: &Layout,
+    fs: &dyn Fs,
+    tracker: &dyn Tracker,
+    opts: &Options<'_>,
+) -> Vec<Entry> {
+    let found = observe::scan_all(
+        fs,
+        layout,
+        opts.facts,
+        completion::Depth::Sizes,
+        None,
+    );
+    let backend = tracker.describe();
+    let mut entries = Vec::new();
+    for v in found {
+        let Completion::Complete(_) = v.completion else {
+            continue; // an incomplete variant is tracked when it is resumed
+        };
+        let meta = completion::read_metadata_value(fs, &v.dir).unwrap_or(Value::Null);
+        let training_state = meta["tracking"]["state"].as_str().map(str::to_string);
+        let mut entry = Entry {
+            dir: v.dir.clone(),
+            variant: v.variant,
+            training_state: training_state.clone(),
+            action: Action::WouldSync,
+            run_id: None,
+            error: None,
+        };
+        if let Some(skip) = needs_sync(training_state.as_deref(), opts.include_untracked) {
+            entry.action = skip;
+            entry.run_id = meta["tracking"]["run_id"].as_str().map(str::to_string);
+            entries.push(entry);
+            continue;
+        }
+        if let Some(record) = read_record(fs, layout, &v.dir) {
+            if record["backend"].as_str() == Some(backend.as_str()) {
+                entry.action = Action::AlreadySynced;
+                entry.run_id = record["run_id"].as_str().map(str::to_string);
+                entries.push(entry);
+                continue;
+            }
+        }
+        if opts.dry_run {
+            entries.push(entry);
+            continue;
+        }
+        match sync_one(config, layout, fs, tracker, &v.dir, &meta, opts.now_ms) {
+            Ok((action, run_id)) => {
+                entry.action = action;
+                entry.run_id = Some(run_id);
+            }
+            Err(e) => {
+                entry.action = Action::Failed;
+                entry.error = Some(e.to_string());
+            }
+        }
+        entries.push(entry);
+    }
+    entries
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SyncError {
+    #[error("{0}")]
+    Track(#[from] TrackError),
+    #[error("{0}")]
+    Local(String),
+}
+
+fn sync_one(
+    config: &Config,
+    layout: &Layout,
+    fs: &dyn Fs,
+    tracker: &dyn Tracker,
+    dir: &Path,
+    meta: &Value,
+    now_ms: i64,
+) -> Result<(Action, String), SyncError> {
+    let job_doc = fs
+        .read(&dir.join("job.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+    let facts = RunFacts::from_metadata(meta, job_doc.as_ref(), dir).ok_or_else(|| {
+        SyncError::Local(format!(
+            "{} lacks the fields of a run (model, storage_env, fingerprints, variant)",
+            dir.join(METADATA_FILE).display()
+        ))
+    })?;
+    let experiment = resolve_experiment(tracker, &lifecycle::experiment_name(config))?;
+    let filter = RunFilter {
+        tags: lifecycle::identity_tags(config, &facts),
+        run_name: None,
+    };
+    let found = tracker.search_runs(&experiment.experiment_id, &filter)?;
+    let recorded_id = meta["tracking"]["run_id"].as_str();
+    let finished = found
+        .iter()
+        .find(|r| r.info.status == RunStatus::Finished);
+    let (action, run_id) = if let Some(run) = finished {
+        (Action::Adopted, run.info.run_id.clone())
+    } else {
+        // One run per variant: finish the run training created (the one metadata names,
+        // else the newest), or create it.
+        let existing = found
+            .iter()
+            .find(|r| Some(r.info.run_id.as_str()) == recorded_id)
+            .or_else(|| found.iter().max_by_key(|r| r.info.start_time_ms));
+        let (action, run_id) = match existing {
+            Some(run) => {
+                if run.info.status.is_terminal() {
+                    tracker.reopen_run(&run.info.run_id)?;
+                }
+                (Action::Completed, run.info.run_id.clone())
+            }
+            None => {
+                let run_name = meta["run_name"]
+                    .as_str()
+                    .filter(|n| !n.is_empty())
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("final_training_v{}", facts.variant));
+                let started = meta["created_at"]
+                    .as_str()
+                    .and_then(rfc3339_ms)
+                    .unwrap_or(now_ms);
+                let info = tracker.create_run(&super::NewRun {
+                    experiment_id: experiment.experiment_id.clone(),
+                    run_name,
+                    start_time_ms: started,
+                    tags: lifecycle::run_tags(config, &facts),
+                })?;
+                tracker.log_params(&info.run_id, &lifecycle::run_params(&facts))?;
+                (Action::Uploaded, info.run_id)
+            }
+        };
+        let mut tags = lifecycle::run_tags(config, &facts);
+        tags.insert("trainctl.synced".into(), "true".into());
+        tracker.set_tags(&run_id, &tags)?;
+        let ended = meta["completed_at"]
+            .as_str()
+            .and_then(rfc3339_ms)
+            .unwrap_or(now_ms);
+        lifecycle::upload(tracker, config, fs, &run_id, dir, true, ended, true)?;
+        (action, run_id)
+    };
+    let record = json!({
+        "variant_dir": rel_of(layout, dir),
+        "backend": tracker.describe(),
+        "run_id": run_id,
+        "experiment_id": experiment.experiment_id,
+        "action": action,
+        "synced_at_ms": now_ms,
+    });
+    let path = record_path(layout, dir);
+    let parent = path.parent().unwrap_or(&layout.out).to_path_buf();
+    crate::cache::ensure_dir(fs, &parent).map_err(|e| SyncError::Local(e.to_string()))?;
+    let bytes = serde_json::to_vec_pretty(&record).map_err(|e| SyncError::Local(e.to_string()))?;
+    fs::write_atomic(fs, &path, &bytes)
+        .map_err(|e| SyncError::Local(format!("{}: {e}", path.display())))?;
+    Ok((action, run_id))
+}
+
+/// Milliseconds since the epoch of an RFC 3339 UTC timestamp as `cache::rfc3339` writes it
+/// (`YYYY-MM-DDTHH:MM:SS[.ffffff]Z`); `None` for anything else.
+fn rfc3339_ms(s: &str) -> Option<i64> {
+    let s = s.strip_suffix('Z')?;
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+    let mut t = hms.splitn(3, ':').map(|p| p.parse::<i64>().ok());
+    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let millis = if frac.is_empty() {
+        0
+    } else {
+        let digits: String = frac.chars().take(3).collect();
+        format!("{digits:0<3}").parse::<i64>().ok()?
+    };
+    Some(((days * 24 + hh) * 60 + mm) * 60_000 + ss * 1000 + millis)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_round_trips_with_the_cache_clock() {
+        for us in [0u64, 1_700_000_000_123_456, 951_782_400_000_000, 4_102_444_799_999_000] {
+            let text = crate::cache::rfc3339(us);
+            assert_eq!(rfc3339_ms(&text), Some((us / 1000) as i64), "{text}");
+        }
+        assert_eq!(rfc3339_ms("2026-13-01T00:00:00Z"), None);
+        assert_eq!(rfc3339_ms("yesterday"), None);
+    }
+
+    #[test]
+    fn only_unfinished_tracking_states_need_a_sync() {
+        assert_eq!(needs_sync(Some("finished"), false), Some(Action::Tracked));
+        assert_eq!(needs_sync(Some("finished"), true), Some(Action::Tracked));
+        for state in ["error", "running", "failed"] {
+            assert_eq!(needs_sync(Some(state), false), None, "{state}");
+        }
+        assert_eq!(needs_sync(None, false), Some(Action::Untracked));
+        assert_eq!(needs_sync(None, true), None);
+    }
+}
