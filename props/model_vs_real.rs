@@ -3,8 +3,12 @@
 //! variant files and to cache files; cache repair; status) run against the reference state
 //! machine in `models/` and against the real orchestrator, comparing after every command the
 //! decision, the exit kind, and the observable projection (variant states with reasons, the
-//! valid cache records, and latest/index when the model says they must be consistent).
-//! Runs on SimFs (many sequences) and on OsFs in real temp dirs (fewer).
+//! valid cache records, and latest/index when the model says they must be consistent), and
+//! the tracked runs a recording tracking store holds (SPEC §6: one run per variant, its name
+//! with auto-increment, its status, `code.interrupted` after a RESUME).
+//! Runs on SimFs (many sequences) and on OsFs in real temp dirs (fewer); two smaller SimFs
+//! properties run with tracking disabled (no runs at all) and with a store that fails at a
+//! random call (outputs and caches exactly as the model says, whatever tracking did).
 
 mod support;
 
@@ -20,12 +24,32 @@ use trainctl::config::schema::RunMode;
 use trainctl::fs::Fs;
 use trainctl::plan::Decision;
 use trainctl::plan::VariantOracle;
+use trainctl::track::recording::{Fault, RecordingTracker};
 use trainctl_models::decision::{ErrorKind as MErr, Expected, Mode};
 use trainctl_models::machine::{
-    CacheDamage, Command, Exit, Model, Outcome, Projection, Response, VariantDamage, IDENTITIES,
+    CacheDamage, Command, Exit, Model, Outcome, Projection, Response, RunState, Runs, TrackedRun,
+    Tracking, VariantDamage, IDENTITIES,
 };
 
 const MAX_ENTRIES: usize = 3;
+
+/// The `mlflow.run_name` override of the tracked properties (auto-increment on).
+const RUN_NAME: &str = "final";
+
+/// Which tracking world a property runs in.
+const TRACKED: u8 = 0;
+const UNTRACKED: u8 = 1;
+const FAULTY: u8 = 2;
+
+fn tracking_of(kind: u8) -> Tracking {
+    match kind {
+        UNTRACKED => Tracking::Disabled,
+        FAULTY => Tracking::Faulty,
+        _ => Tracking::AutoIncrement {
+            base: RUN_NAME.into(),
+        },
+    }
+}
 
 thread_local! {
     /// The prepared (audited) sandbox every SimFs case runs in a `sibling` of.
@@ -38,14 +62,17 @@ thread_local! {
     };
 }
 
-/// The reference side: the model plus the response to the last command.
+/// The reference side: the model plus the response to the last command, and the fault the
+/// tracking store injects (FAULTY only).
 #[derive(Clone, Debug)]
 struct RefState {
     model: Model,
     last: Option<Response>,
+    fault: Option<Fault>,
 }
 
-struct Reference;
+/// The reference machine of one tracking world (`TRACKED`, `UNTRACKED`, `FAULTY`).
+struct Reference<const T: u8>;
 
 fn mode_strategy() -> impl Strategy<Value = Mode> {
     prop_oneof![
@@ -103,16 +130,26 @@ fn command_strategy() -> impl Strategy<Value = Command> {
     ]
 }
 
-impl ReferenceStateMachine for Reference {
+impl<const T: u8> ReferenceStateMachine for Reference<T> {
     type State = RefState;
     type Transition = Command;
 
     fn init_state() -> BoxedStrategy<RefState> {
-        Just(RefState {
-            model: Model::new(MAX_ENTRIES),
-            last: None,
-        })
-        .boxed()
+        let fault = if T == FAULTY {
+            // A train makes ~10 tracking calls: faults land anywhere in the first few trains.
+            (1u64..60, any::<bool>())
+                .prop_map(|(at_call, sticky)| Some(Fault { at_call, sticky }))
+                .boxed()
+        } else {
+            Just(None).boxed()
+        };
+        fault
+            .prop_map(|fault| RefState {
+                model: Model::with_tracking(MAX_ENTRIES, tracking_of(T)),
+                last: None,
+                fault,
+            })
+            .boxed()
     }
 
     fn transitions(_: &RefState) -> BoxedStrategy<Command> {
@@ -141,6 +178,8 @@ enum Backend {
 pub struct Real {
     sandbox: Sandbox,
     backend: Backend,
+    tracking: Tracking,
+    fault: Option<Fault>,
     history: Vec<Command>,
 }
 
@@ -170,7 +209,7 @@ fn expected_of(decision: &trainctl::error::Result<Decision>) -> Expected {
 }
 
 impl Real {
-    fn new(backend: Backend) -> Real {
+    fn new(backend: Backend, tracking: Tracking, fault: Option<Fault>) -> Real {
         let extra = [format!(
             "paths:cache_strategies.final_training.index.max_entries={MAX_ENTRIES}"
         )];
@@ -182,11 +221,82 @@ impl Real {
                 template.sibling(sim.clone(), &sim)
             }),
         };
+        let mut sandbox = sandbox;
+        // The tracking world is configuration (mlflow.yaml / final_training.yaml), which no
+        // identity input covers: set on the prepared jobs.
+        for job in &mut sandbox.jobs {
+            let c = &mut job.config;
+            match &tracking {
+                Tracking::Disabled => c.mlflow.tracking.training.enabled = Some(false),
+                Tracking::AutoIncrement { .. } | Tracking::Faulty => {
+                    c.mlflow.tracking.training.enabled = Some(true);
+                    c.final_training.mlflow.run_name = Some(RUN_NAME.into());
+                    let a = &mut c.mlflow.naming.run_name.auto_increment;
+                    a.enabled = Some(true);
+                    a.processes.final_training = Some(true);
+                }
+            }
+        }
+        let store = match fault {
+            Some(f) => RecordingTracker::with_fault(f),
+            None => RecordingTracker::new(),
+        };
+        // Artifacts are read through the orchestrator's Fs (below its kill switch).
+        let files: Arc<dyn Fs> = sandbox.fs.clone();
+        let switch = sandbox.fs.clone();
+        sandbox.tracker = Some(Arc::new(
+            store
+                .reading_from(files)
+                .alive_while(Arc::new(move || !switch.is_dead())),
+        ));
         Real {
             sandbox,
             backend,
+            tracking,
+            fault,
             history: Vec::new(),
         }
+    }
+
+    /// The runs the recording store holds, per (identity, variant) by their tags; a run no
+    /// identity claims lands under `(usize::MAX, 0)` (a difference either way).
+    fn runs(&self) -> Runs {
+        let tracker = self.sandbox.tracker.as_ref().expect("tracker");
+        let registry = trainctl::naming::TagRegistry::defaults();
+        let spec_tag = registry.name("paths", "spec_fp");
+        let exec_tag = registry.name("paths", "exec_fp");
+        let variant_tag = registry.name("legacy", "variant");
+        let interrupted_tag = registry.name("training", "interrupted");
+        let mut runs = tracker.runs();
+        runs.sort_by_key(|r| r.info.start_time_ms);
+        let mut out = Runs::new();
+        for run in runs {
+            let identity = self.sandbox.jobs.iter().position(|j| {
+                run.tags.get(&spec_tag) == Some(&j.identity.spec_fp)
+                    && run.tags.get(&exec_tag) == Some(&j.identity.exec_fp)
+            });
+            let variant = run.tags.get(&variant_tag).and_then(|v| v.parse().ok());
+            let key = match (identity, variant) {
+                (Some(i), Some(v)) => (i, v),
+                _ => (usize::MAX, 0),
+            };
+            let status = match run.info.status {
+                trainctl::track::RunStatus::Finished => RunState::Finished,
+                trainctl::track::RunStatus::Failed => RunState::Failed,
+                _ => RunState::Running,
+            };
+            let count = out.get(&key).map_or(0, |r: &TrackedRun| r.runs);
+            out.insert(
+                key,
+                TrackedRun {
+                    runs: count + 1,
+                    name: run.info.run_name.clone(),
+                    status,
+                    interrupted: run.tags.get(&interrupted_tag).map(String::as_str) == Some("true"),
+                },
+            );
+        }
+        out
     }
 
     /// Writes the commands applied so far (the failing sequence) and returns its path.
@@ -197,6 +307,12 @@ impl Real {
         let trace = serde_json::json!({
             "target": "model_vs_real",
             "backend": format!("{:?}", self.backend),
+            "tracking": match self.tracking {
+                Tracking::Disabled => "disabled",
+                Tracking::Faulty => "faulty",
+                Tracking::AutoIncrement { .. } => "auto_increment",
+            },
+            "fault": self.fault.map(|f| serde_json::json!({"at_call": f.at_call, "sticky": f.sticky})),
             "commands": self.history,
         });
         let _ = std::fs::write(&path, serde_json::to_vec_pretty(&trace).unwrap_or_default());
@@ -366,6 +482,7 @@ impl Real {
             variants,
             records,
             views: Some((latest, index)),
+            runs: Some(self.runs()),
         }
     }
 }
@@ -392,6 +509,14 @@ fn check_projection(real: &Real, model: &Projection) {
             problems.push(format!(
                 "latest/index differ from the records:\n  real  {:?}\n  model {views:?}",
                 got.views
+            ));
+        }
+    }
+    if let Some(runs) = &model.runs {
+        if got.runs.as_ref() != Some(runs) {
+            problems.push(format!(
+                "tracked runs differ:\n  real  {:?}\n  model {runs:?}",
+                got.runs
             ));
         }
     }
@@ -455,10 +580,15 @@ fn step(mut real: Real, expected: Option<&Response>, command: Command) -> Real {
     real
 }
 
-/// Replays a trace (commands) on a backend, comparing after every command.
-fn replay_commands(backend: Backend, commands: &[Command]) {
-    let mut model = Model::new(MAX_ENTRIES);
-    let mut real = Real::new(backend);
+/// Replays a trace (commands) on a backend and tracking world, comparing after every command.
+fn replay_commands(
+    backend: Backend,
+    tracking: Tracking,
+    fault: Option<Fault>,
+    commands: &[Command],
+) {
+    let mut model = Model::with_tracking(MAX_ENTRIES, tracking.clone());
+    let mut real = Real::new(backend, tracking, fault);
     check_projection(&real, &model.projection());
     for command in commands {
         if !model.precondition(command) {
@@ -470,7 +600,8 @@ fn replay_commands(backend: Backend, commands: &[Command]) {
     }
 }
 
-/// Replays a trace file (`{"backend": "Sim"|"Os", "commands": [...]}`).
+/// Replays a trace file (`{"backend": "Sim"|"Os", "tracking": …, "fault": …, "commands":
+/// [...]}`; traces from before tracking replay in the auto-increment world).
 fn replay_file(path: &Path) {
     let trace: serde_json::Value =
         serde_json::from_slice(&std::fs::read(path).expect("read trace"))
@@ -482,7 +613,16 @@ fn replay_file(path: &Path) {
     };
     let commands: Vec<Command> = serde_json::from_value(trace["commands"].clone())
         .unwrap_or_else(|e| panic!("{}: bad commands: {e}", path.display()));
-    replay_commands(backend, &commands);
+    let tracking = match trace["tracking"].as_str() {
+        Some("disabled") => UNTRACKED,
+        Some("faulty") => FAULTY,
+        _ => TRACKED,
+    };
+    let fault = trace["fault"]["at_call"].as_u64().map(|at_call| Fault {
+        at_call,
+        sticky: trace["fault"]["sticky"].as_bool().unwrap_or(false),
+    });
+    replay_commands(backend, tracking_of(tracking), fault, &commands);
 }
 
 /// Committed regression traces (`fixtures/regressions/model_vs_real-*.json`), once per process
@@ -513,15 +653,15 @@ fn replay() {
 }
 
 macro_rules! machine_test {
-    ($name:ident, $backend:expr) => {
+    ($name:ident, $backend:expr, $tracking:expr) => {
         struct $name;
         impl StateMachineTest for $name {
             type SystemUnderTest = Real;
-            type Reference = Reference;
+            type Reference = Reference<$tracking>;
 
-            fn init_test(_: &RefState) -> Real {
+            fn init_test(state: &RefState) -> Real {
                 run_regressions();
-                Real::new($backend)
+                Real::new($backend, tracking_of($tracking), state.fault)
             }
 
             fn apply(real: Real, state: &RefState, command: Command) -> Real {
@@ -535,8 +675,10 @@ macro_rules! machine_test {
     };
 }
 
-machine_test!(OnSimFs, Backend::Sim);
-machine_test!(OnOsFs, Backend::Os);
+machine_test!(OnSimFs, Backend::Sim, TRACKED);
+machine_test!(OnOsFs, Backend::Os, TRACKED);
+machine_test!(UntrackedOnSimFs, Backend::Sim, UNTRACKED);
+machine_test!(FaultyTrackingOnSimFs, Backend::Sim, FAULTY);
 
 prop_state_machine! {
     #![proptest_config(support::seeded_config(support::cases(256), "model_vs_real", "model_agrees_with_orchestrator_on_simfs"))]
@@ -552,4 +694,21 @@ prop_state_machine! {
     /// The same on the real filesystem in a temp dir.
     #[test]
     fn model_agrees_with_orchestrator_on_osfs(sequential 1..25 => OnOsFs);
+}
+
+prop_state_machine! {
+    #![proptest_config(support::seeded_config(support::cases(32), "model_vs_real", "untracked_runs_leave_no_trace_in_the_store"))]
+
+    /// `tracking.training.enabled: false`: outputs and caches as the model says, no runs.
+    #[test]
+    fn untracked_runs_leave_no_trace_in_the_store(sequential 1..25 => UntrackedOnSimFs);
+}
+
+prop_state_machine! {
+    #![proptest_config(support::seeded_config(support::cases(64), "model_vs_real", "a_failing_tracking_store_never_changes_outputs_or_caches"))]
+
+    /// The store fails at the k-th call (once, or from then on): every decision, exit,
+    /// variant state and cache record is exactly the model's (which knows no tracking).
+    #[test]
+    fn a_failing_tracking_store_never_changes_outputs_or_caches(sequential 1..25 => FaultyTrackingOnSimFs);
 }

@@ -819,7 +819,10 @@ pub fn status_command(
             _ => recorded.clone(),
         };
         let missing = state == "complete"
-            && matches!(tracking.as_deref(), Some("error") | Some("running") | Some("failed"));
+            && matches!(
+                tracking.as_deref(),
+                Some("error") | Some("running") | Some("failed")
+            );
         rows.push(json!({
             "dir": v.dir,
             "identity": v.identity_segments.join("/"),

@@ -83,6 +83,41 @@ pub type RecordKey = (usize, u64);
 /// (latest, index): the newest valid record and the newest `max_entries` valid ones.
 pub type Views = (Option<RecordKey>, Vec<RecordKey>);
 
+/// How the tracking store sees runs (SPEC §6), for the tracked-run projection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Tracking {
+    /// `tracking.training.enabled: false`: no runs at all.
+    Disabled,
+    /// Enabled, final-training names from the `mlflow.run_name` override `base` with
+    /// auto-increment on: `base`, `base_2`, `base_3`, … in allocation order, across identities
+    /// (one OUT), fixed for the variant's lifetime.
+    AutoIncrement { base: String },
+    /// Enabled, but the store fails at some call (fault injection): what reaches it is not
+    /// predicted; outputs and caches must be exactly as without tracking.
+    Faulty,
+}
+
+/// A run's status in the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunState {
+    Running,
+    Finished,
+    Failed,
+}
+
+/// The tracked-run view of one variant: how many runs the store has for it (SPEC §6: one),
+/// the newest run's name and status, and whether a RESUME reopened it (`code.interrupted`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrackedRun {
+    pub runs: usize,
+    pub name: String,
+    pub status: RunState,
+    pub interrupted: bool,
+}
+
+/// Tracked runs keyed by (identity, variant).
+pub type Runs = BTreeMap<(usize, u64), TrackedRun>;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Projection {
     /// Per identity: variant number → "complete" or the incompleteness reason string.
@@ -92,6 +127,8 @@ pub struct Projection {
     /// (latest, index) when the views must be consistent; `None` after an unrepaired damage
     /// to latest/index/records (the real views may then be anything).
     pub views: Option<Views>,
+    /// The tracked runs, when the model predicts them (`None` under `Tracking::Faulty`).
+    pub runs: Option<Runs>,
 }
 
 /// What the last run wrote into `metadata.json` (SPEC §2.1 rule 1).
@@ -212,16 +249,31 @@ pub struct Model {
     /// Views are rebuilt from valid records by every record write and by repair; a cache
     /// damage voids them until then.
     views_consistent: bool,
+    tracking: Tracking,
+    runs: Runs,
+    /// Run names reserved so far (auto-increment versions are taken in this order).
+    names_reserved: u64,
+    /// The name each variant was allocated.
+    names: BTreeMap<(usize, u64), String>,
 }
 
 impl Model {
+    /// A model with tracking disabled.
     pub fn new(max_entries: usize) -> Model {
+        Model::with_tracking(max_entries, Tracking::Disabled)
+    }
+
+    pub fn with_tracking(max_entries: usize, tracking: Tracking) -> Model {
         assert!(max_entries > 0, "an index holds at least one entry");
         Model {
             max_entries,
             variants: Default::default(),
             records: Vec::new(),
             views_consistent: true,
+            tracking,
+            runs: Runs::new(),
+            names_reserved: 0,
+            names: BTreeMap::new(),
         }
     }
 
@@ -297,10 +349,52 @@ impl Model {
         if let Some((_, index)) = &views {
             assert!(index.len() <= self.max_entries);
         }
+        let runs = (self.tracking != Tracking::Faulty).then(|| self.runs.clone());
         Projection {
             variants,
             records,
             views,
+            runs,
+        }
+    }
+
+    /// SPEC §6 at the start of an attempt on `number`: a NEW variant reserves the next name;
+    /// its run is created, or (RESUME) the variant's run is reopened and tagged interrupted.
+    fn start_run(&mut self, identity: usize, number: u64, new: bool) {
+        let Tracking::AutoIncrement { base } = &self.tracking else {
+            return;
+        };
+        if new {
+            self.names_reserved += 1;
+            let name = match self.names_reserved {
+                1 => base.clone(),
+                n => format!("{base}_{n}"),
+            };
+            self.names.insert((identity, number), name);
+        }
+        let name = self.names[&(identity, number)].clone();
+        self.runs
+            .entry((identity, number))
+            .and_modify(|run| {
+                run.status = RunState::Running;
+                run.interrupted = true;
+            })
+            .or_insert(TrackedRun {
+                runs: 1,
+                name,
+                status: RunState::Running,
+                interrupted: false,
+            });
+    }
+
+    /// The end of an attempt: FINISHED or FAILED; a killed orchestrator leaves it RUNNING.
+    fn end_run(&mut self, identity: usize, number: u64, outcome: Outcome) {
+        if let Some(run) = self.runs.get_mut(&(identity, number)) {
+            run.status = match outcome {
+                Outcome::Complete => RunState::Finished,
+                Outcome::Fail => RunState::Failed,
+                Outcome::Killed => RunState::Running,
+            };
         }
     }
 
@@ -343,6 +437,8 @@ impl Model {
             Expected::New { variant } | Expected::Resume { variant } => variant,
             Expected::Continue { .. } => unreachable!("precondition refuses continue"),
         };
+        self.start_run(identity, number, matches!(expected, Expected::New { .. }));
+        self.end_run(identity, number, outcome);
 
         let exit = match outcome {
             Outcome::Complete => {

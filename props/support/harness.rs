@@ -352,6 +352,8 @@ pub struct Sandbox {
     pub occupancy: Occupancy,
     /// The lease-law audit under the kill switch, when built with `audited`.
     pub audit: Option<Arc<LeaseAudit>>,
+    /// The tracking store `train` talks to (None: no tracking, as before tracking existed).
+    pub tracker: Option<Arc<trainctl::track::recording::RecordingTracker>>,
 }
 
 impl Sandbox {
@@ -374,6 +376,7 @@ impl Sandbox {
             jobs: Vec::new(),
             occupancy: Occupancy::default(),
             audit: None,
+            tracker: None,
         };
         sandbox.jobs = (0..identities)
             .map(|i| sandbox.load_job(i, extra))
@@ -416,6 +419,7 @@ impl Sandbox {
             jobs: self.jobs.clone(),
             occupancy: Occupancy::default(),
             audit,
+            tracker: None,
         }
     }
 
@@ -496,7 +500,18 @@ impl Sandbox {
             },
             trainer: &trainer,
             now_us: &now_us,
-            tracking: None,
+            // The product's rule for whether the training stage is tracked at all.
+            tracking: self
+                .tracker
+                .as_ref()
+                .and_then(|t| {
+                    let t: &dyn trainctl::track::Tracker = &**t;
+                    trainctl::track::lifecycle::training_stage(&job.config, t)
+                })
+                .map(|tracker| trainctl::train::Tracking {
+                    tracker,
+                    backend: "recording",
+                }),
         };
         let result = trainctl::train::train(&job, &ctx);
         let killed = self.fs.is_dead();

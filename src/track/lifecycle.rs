@@ -167,7 +167,9 @@ fn tag_registry(config: &Config) -> crate::naming::TagRegistry {
         .unwrap_or_else(|_| crate::naming::TagRegistry::defaults())
 }
 
-/// The tag names `track sync` finds a variant's run by: stage, spec_fp, exec_fp, variant.
+/// The tags a variant's run is found by (a RESUME whose metadata lost the run id, and
+/// `track sync`): stage, spec_fp, exec_fp, variant and output dir. The output dir keeps two
+/// OUTs that share a tracking store apart (the same config trained twice is two runs).
 pub fn identity_tags(config: &Config, facts: &RunFacts) -> BTreeMap<String, String> {
     let registry = tag_registry(config);
     let t = |s: &str, k: &str| registry.name(s, k);
@@ -176,7 +178,18 @@ pub fn identity_tags(config: &Config, facts: &RunFacts) -> BTreeMap<String, Stri
         (t("paths", "spec_fp"), facts.spec_fp.clone()),
         (t("paths", "exec_fp"), facts.exec_fp.clone()),
         (t("legacy", "variant"), facts.variant.to_string()),
+        (
+            t("paths", "output_dir"),
+            facts.output_dir.display().to_string(),
+        ),
     ])
+}
+
+/// The training-stage tracker, or `None` when `mlflow.yaml` turns the stage off
+/// (`tracking.training.enabled: false`: no runs at all) or the backend is the disabled one.
+pub fn training_stage<'a>(config: &Config, tracker: &'a dyn Tracker) -> Option<&'a dyn Tracker> {
+    let enabled = config.mlflow.tracking.training.enabled.unwrap_or(true);
+    (enabled && tracker.is_enabled()).then_some(tracker)
 }
 
 /// The tags of a final-training run (names from `tags.yaml`), then the user's
@@ -197,10 +210,6 @@ pub fn run_tags(config: &Config, facts: &RunFacts) -> BTreeMap<String, String> {
     put(t("process", "created_by"), "trainctl".into());
     put(t("training", "run_mode"), facts.mode.clone());
     put(t("training", "trained_on_full_data"), "true".into());
-    put(
-        t("paths", "output_dir"),
-        facts.output_dir.display().to_string(),
-    );
     put(t("lineage", "source"), facts.source_kind.clone());
     if let Some((spec, exec, variant)) = &facts.parent {
         put(t("lineage", "parent_spec_fp"), spec.clone());
@@ -270,6 +279,25 @@ pub fn start(
     let experiment = resolve_experiment(tracker, &experiment_name(&job.config))?;
     let facts = RunFacts::of_job(job, variant, dir, decision);
     let tags = run_tags(&job.config, &facts);
+    // A RESUME whose metadata lost the run id (damaged metadata.json) finds the variant's
+    // run by its identity tags: one run per variant.
+    let found;
+    let previous_run_id = match previous_run_id {
+        Some(id) => Some(id),
+        None if decision == "resume" => {
+            let filter = super::RunFilter {
+                tags: identity_tags(&job.config, &facts),
+                run_name: None,
+            };
+            found = tracker
+                .search_runs(&experiment.experiment_id, &filter)?
+                .into_iter()
+                .max_by_key(|r| r.info.start_time_ms)
+                .map(|r| r.info.run_id);
+            found.as_deref()
+        }
+        None => None,
+    };
     if let Some(run_id) = previous_run_id {
         match tracker.reopen_run(run_id) {
             Ok(_) => {
@@ -450,7 +478,7 @@ pub fn open_for_train(
         Err(e) => return Ok((None, vec![format!("tracking is off for this run: {e}")])),
     };
     let warnings = opened.warnings.clone();
-    if !opened.tracker.is_enabled() {
+    if training_stage(config, &*opened.tracker).is_none() {
         return Ok((None, warnings));
     }
     if required {

@@ -94,7 +94,17 @@ struct State {
 #[derive(Default)]
 pub struct RecordingTracker {
     state: Mutex<State>,
+    /// Where artifact files are read from (the real filesystem when unset): a test world on
+    /// a simulated filesystem passes its Fs.
+    files: Option<std::sync::Arc<dyn crate::fs::Fs>>,
+    /// Whether the calling process is still alive (always when unset): a test world that
+    /// kills its orchestrator in-process makes every later call fail unrecorded, as a dead
+    /// process sends nothing.
+    alive: Option<Alive>,
 }
+
+/// See [`RecordingTracker::alive_while`].
+pub type Alive = std::sync::Arc<dyn Fn() -> bool + Send + Sync>;
 
 impl RecordingTracker {
     pub fn new() -> RecordingTracker {
@@ -109,6 +119,18 @@ impl RecordingTracker {
         tracker
     }
 
+    /// Reads artifact files through `fs` instead of the real filesystem.
+    pub fn reading_from(mut self, fs: std::sync::Arc<dyn crate::fs::Fs>) -> RecordingTracker {
+        self.files = Some(fs);
+        self
+    }
+
+    /// Calls fail (unrecorded) while `alive` returns false.
+    pub fn alive_while(mut self, alive: Alive) -> RecordingTracker {
+        self.alive = Some(alive);
+        self
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock only happens in a failing test; keep its state.
         self.state
@@ -118,6 +140,13 @@ impl RecordingTracker {
 
     /// Records `call` and applies the fault plan. Returns the locked state to act on.
     fn enter(&self, call: Call) -> Result<MutexGuard<'_, State>> {
+        if self.alive.as_ref().is_some_and(|alive| !alive()) {
+            return Err(TrackError::Unreachable {
+                target: "recording".into(),
+                attempts: 0,
+                detail: "the calling process is dead".into(),
+            });
+        }
         let mut state = self.lock();
         state.calls.push(call);
         let n = state.calls.len() as u64;
@@ -323,7 +352,11 @@ impl Tracker for RecordingTracker {
             artifact_path: artifact_path.into(),
         })?;
         validate_artifact_path(artifact_path)?;
-        let bytes = std::fs::read(local_file).map_err(|e| TrackError::store(local_file, e))?;
+        let bytes = match &self.files {
+            Some(fs) => fs.read(local_file),
+            None => std::fs::read(local_file),
+        }
+        .map_err(|e| TrackError::store(local_file, e))?;
         active_run_mut(&mut state, run_id)?
             .artifacts
             .insert(artifact_path.into(), bytes);

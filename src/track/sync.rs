@@ -109,13 +109,7 @@ pub fn sync(
     tracker: &dyn Tracker,
     opts: &Options<'_>,
 ) -> Vec<Entry> {
-    let found = observe::scan_all(
-        fs,
-        layout,
-        opts.facts,
-        completion::Depth::Sizes,
-        None,
-    );
+    let found = observe::scan_all(fs, layout, opts.facts, completion::Depth::Sizes, None);
     let backend = tracker.describe();
     let mut entries = Vec::new();
     for v in found {
@@ -199,9 +193,7 @@ fn sync_one(
     };
     let found = tracker.search_runs(&experiment.experiment_id, &filter)?;
     let recorded_id = meta["tracking"]["run_id"].as_str();
-    let finished = found
-        .iter()
-        .find(|r| r.info.status == RunStatus::Finished);
+    let finished = found.iter().find(|r| r.info.status == RunStatus::Finished);
     let (action, run_id) = if let Some(run) = finished {
         (Action::Adopted, run.info.run_id.clone())
     } else {
@@ -301,7 +293,12 @@ mod tests {
 
     #[test]
     fn rfc3339_round_trips_with_the_cache_clock() {
-        for us in [0u64, 1_700_000_000_123_456, 951_782_400_000_000, 4_102_444_799_999_000] {
+        for us in [
+            0u64,
+            1_700_000_000_123_456,
+            951_782_400_000_000,
+            4_102_444_799_999_000,
+        ] {
             let text = crate::cache::rfc3339(us);
             assert_eq!(rfc3339_ms(&text), Some((us / 1000) as i64), "{text}");
         }
