@@ -536,7 +536,12 @@ struct Server {
 
 impl Server {
     fn start(python: &Path, dir: &Path) -> Server {
-        let port = free_port();
+        Server::start_on(python, dir, free_port())
+    }
+
+    /// A server on `port` over the sqlite store and artifacts in `dir` (a restart on the
+    /// same port and store is the same tracking server, back).
+    fn start_on(python: &Path, dir: &Path, port: u16) -> Server {
         let log = dir.join("server.log");
         let mlflow = python.parent().expect("venv bin").join("mlflow");
         let mut cmd = Command::new(&mlflow);
@@ -1074,4 +1079,318 @@ fn tracking_failures_never_cost_a_run_unless_tracking_is_required() {
     assert!(!off.root().join("mlruns").exists());
     assert!(metadata_of(&doc)["tracking"].is_null());
     assert!(doc["cache_record"].is_string());
+}
+
+// ---------------------------------------------------------------------------------------
+// `trainctl track sync` (SPEC §6 failure handling) and run-name auto-increment.
+
+fn sync_json(project: &support::Project, env: &[(&str, &str)]) -> (i32, Value) {
+    let (code, stdout, stderr) = project.run_env(&["--json", "track", "sync"], env);
+    let doc = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("track sync: not JSON ({e}): {stdout}\n{stderr}"));
+    (code, doc)
+}
+
+fn actions(doc: &Value) -> Vec<String> {
+    doc["variants"]
+        .as_array()
+        .map(|v| {
+            v.iter()
+                .map(|e| e["action"].as_str().unwrap_or("?").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The acceptance, end to end against a real `mlflow server`: the server stops in
+/// the middle of a training; the training completes with a warning and an `error` tracking
+/// state; `status` flags the run; once the same server is back, `track sync` finishes the
+/// run training created (one run, FINISHED, with its metrics); syncing again changes nothing,
+/// also without the sync record.
+#[test]
+fn a_server_stopped_mid_training_is_caught_up_by_track_sync() {
+    let Some(python) = mlflow_python("a_server_stopped_mid_training_is_caught_up_by_track_sync")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = Server::start_on(&python, dir.path(), port);
+    let url = server.url.clone();
+    let env = [
+        ("MLFLOW_TRACKING_URI", url.as_str()),
+        ("FAKE_TRAINER_SLEEP_MS", "400"),
+    ];
+    let project = support::Project::new();
+    with_fixture_trainer(&project);
+    let mut child = project
+        .command(&["--json", "train"], &env)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start train");
+    // Wait until training has created its run on the server, then stop the server.
+    let tracker = RestTracker::new(&url, None, quick_retry()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let runs = tracker
+            .experiment_by_name("resume_ner_baseline")
+            .ok()
+            .flatten()
+            .and_then(|e| {
+                tracker
+                    .search_runs(&e.experiment_id, &Default::default())
+                    .ok()
+            })
+            .unwrap_or_default();
+        if !runs.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no run appeared on the server");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "train ended before its run appeared"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    server.stop();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let trained: Value = serde_json::from_str(&stdout).unwrap();
+    assert!(
+        trained["warnings"].to_string().contains("tracking"),
+        "{trained}"
+    );
+    let meta = metadata_of(&trained);
+    assert_eq!(meta["status"], "completed");
+    assert_eq!(meta["tracking"]["state"], "error", "{}", meta["tracking"]);
+    let (_, status) = project.run_json(&["status"]);
+    assert_eq!(
+        status["variants"][0]["missing_from_tracking"], true,
+        "{status}"
+    );
+
+    // While the server is down, sync fails (exit 3) and records nothing.
+    let (code, doc) = sync_json(&project, &[("MLFLOW_TRACKING_URI", url.as_str())]);
+    assert_eq!(
+        (code, doc["error"]["kind"].as_str()),
+        (3, Some("tracking_unavailable")),
+        "{doc}"
+    );
+
+    let _server = Server::start_on(&python, dir.path(), port);
+    let (code, doc) = sync_json(&project, &[("MLFLOW_TRACKING_URI", url.as_str())]);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(actions(&doc), ["completed"], "{doc}");
+    let (_, status) = project.run_json(&["status"]);
+    assert_eq!(
+        status["variants"][0]["missing_from_tracking"], false,
+        "{status}"
+    );
+    assert_eq!(status["variants"][0]["tracking"], "synced", "{status}");
+
+    let store = read_with_mlflow(&python, &url, "resume_ner_baseline");
+    let runs = store["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 1, "one run per variant: {store}");
+    let run = &runs[0];
+    assert_eq!(run["status"], "FINISHED");
+    assert_eq!(run["run_name"], trained["run_name"]);
+    assert_eq!(run["tags"]["code.variant"], "1");
+    assert_eq!(run["tags"]["trainctl.synced"], "true");
+    let final_points = run["history"]["macro-f1"]
+        .as_array()
+        .expect("final metric")
+        .len();
+    assert_eq!(final_points, 1, "{}", run["history"]);
+
+    // Idempotent: with the sync record, nothing is asked; without it, the FINISHED run is
+    // adopted; either way the store is unchanged.
+    let (code, doc) = sync_json(&project, &[("MLFLOW_TRACKING_URI", url.as_str())]);
+    assert_eq!(
+        (code, actions(&doc)),
+        (0, vec!["already_synced".to_string()]),
+        "{doc}"
+    );
+    std::fs::remove_dir_all(project.root().join("outputs/tracking/sync")).unwrap();
+    let (code, doc) = sync_json(&project, &[("MLFLOW_TRACKING_URI", url.as_str())]);
+    assert_eq!(
+        (code, actions(&doc)),
+        (0, vec!["adopted".to_string()]),
+        "{doc}"
+    );
+    // A sync that died half-way (run back to RUNNING, no sync record): the retry finishes
+    // it without logging any metric point twice.
+    let run_id = run["run_id"].as_str().unwrap();
+    tracker
+        .update_run(run_id, trainctl::track::RunStatus::Running, None)
+        .unwrap();
+    std::fs::remove_dir_all(project.root().join("outputs/tracking/sync")).unwrap();
+    let (code, doc) = sync_json(&project, &[("MLFLOW_TRACKING_URI", url.as_str())]);
+    assert_eq!(
+        (code, actions(&doc)),
+        (0, vec!["completed".to_string()]),
+        "{doc}"
+    );
+    let again = read_with_mlflow(&python, &url, "resume_ner_baseline");
+    assert_eq!(again["runs"].as_array().unwrap().len(), 1, "{again}");
+    assert_eq!(again["runs"][0]["status"], "FINISHED");
+    assert_eq!(
+        again["runs"][0]["history"]["macro-f1"]
+            .as_array()
+            .unwrap()
+            .len(),
+        final_points,
+        "no metric point logged twice"
+    );
+}
+
+/// A run the store never saw (the server was down for the whole training) is created by
+/// `track sync` with its params, tags, metrics and artifacts; MLflow's own client reads it
+/// from the file store.
+#[test]
+fn track_sync_uploads_a_run_the_store_never_saw() {
+    let Some(python) = mlflow_python("track_sync_uploads_a_run_the_store_never_saw") else {
+        return;
+    };
+    let project = support::Project::new();
+    let down = format!("http://127.0.0.1:{}", free_port());
+    let (code, trained) = train_json(
+        &project,
+        &["training.epochs=1"],
+        &[("MLFLOW_TRACKING_URI", down.as_str())],
+    );
+    assert_eq!(code, 0, "{trained}");
+    assert_eq!(metadata_of(&trained)["tracking"]["state"], "error");
+    let before = support::snapshot(&trained["output_dir"].as_str().map(PathBuf::from).unwrap());
+    // The file store of the project (the embedded default) is back.
+    let (code, doc) = sync_json(&project, &[]);
+    assert_eq!(
+        (code, actions(&doc)),
+        (0, vec!["uploaded".to_string()]),
+        "{doc}"
+    );
+    let after = support::snapshot(&trained["output_dir"].as_str().map(PathBuf::from).unwrap());
+    assert!(
+        support::changed(&before, &after).is_empty(),
+        "a complete variant is never modified"
+    );
+    let uri = format!("file:{}", project.root().join("mlruns").display());
+    let store = read_with_mlflow(&python, &uri, "resume_ner_baseline");
+    let runs = store["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "{store}");
+    let run = &runs[0];
+    assert_eq!(run["status"], "FINISHED");
+    assert_eq!(run["run_name"], trained["run_name"]);
+    assert_eq!(run["params"]["epochs"], "1");
+    assert_eq!(run["tags"]["code.spec_fp"], trained["spec_fp"]);
+    assert!(
+        run["history"]["train/loss"]
+            .as_array()
+            .is_some_and(|h| h.len() >= 2),
+        "{run}"
+    );
+    let (code, doc) = sync_json(&project, &[]);
+    assert_eq!(
+        (code, actions(&doc)),
+        (0, vec!["already_synced".to_string()]),
+        "{doc}"
+    );
+    assert_eq!(
+        read_with_mlflow(&python, &uri, "resume_ner_baseline")["runs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+/// Run-name auto-increment (SPEC §6) with real processes: concurrent `force_new` starts
+/// under one `mlflow.run_name` each get a distinct name (`base`, `base_2`, …, no gaps),
+/// recorded in their metadata and in the tracking store; a reuse reports the reused
+/// variant's own name.
+#[test]
+fn concurrent_starts_reserve_distinct_run_names() {
+    let project = support::Project::new();
+    let overrides = [
+        "-o",
+        "mlflow.run_name=nightly",
+        "-o",
+        "mlflow:naming.run_name.auto_increment.processes.final_training=true",
+        "-o",
+        "run.mode=force_new",
+        "-o",
+        "training.epochs=1",
+    ];
+    let starts = 4;
+    let children: Vec<_> = (0..starts)
+        .map(|_| {
+            let mut args = vec!["--json"];
+            args.extend_from_slice(&overrides);
+            args.push("train");
+            project
+                .command(&args, &[])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start train")
+        })
+        .collect();
+    let mut names = Vec::new();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{stdout}");
+        let doc: Value = serde_json::from_str(&stdout).unwrap();
+        assert_eq!(metadata_of(&doc)["run_name"], doc["run_name"]);
+        names.push(doc["run_name"].as_str().unwrap().to_string());
+    }
+    names.sort();
+    let mut want: Vec<String> = (1..=starts)
+        .map(|n| match n {
+            1 => "nightly".to_string(),
+            n => format!("nightly_{n}"),
+        })
+        .collect();
+    want.sort();
+    assert_eq!(names, want);
+    // The file store has exactly these runs.
+    let store =
+        trainctl::track::file::FileTracker::new(Arc::new(OsFs), project.root().join("mlruns"))
+            .unwrap();
+    let exp = store
+        .experiment_by_name("resume_ner_baseline")
+        .unwrap()
+        .expect("experiment");
+    let mut tracked: Vec<String> = store
+        .search_runs(&exp.experiment_id, &Default::default())
+        .unwrap()
+        .into_iter()
+        .map(|r| r.info.run_name)
+        .collect();
+    tracked.sort();
+    assert_eq!(tracked, want);
+    // A reuse (no force_new) reports the newest variant's own, suffixed name.
+    let reuse = [
+        "-o",
+        "mlflow.run_name=nightly",
+        "-o",
+        "mlflow:naming.run_name.auto_increment.processes.final_training=true",
+        "-o",
+        "training.epochs=1",
+        "train",
+    ];
+    let (code, doc) = project.run_json(&reuse);
+    assert_eq!(
+        (code, doc["decision"].as_str()),
+        (0, Some("reuse")),
+        "{doc}"
+    );
+    assert_eq!(doc["run_name"], metadata_of(&doc)["run_name"]);
+    assert_ne!(doc["run_name"], "nightly", "v{} was not the first", starts);
 }
