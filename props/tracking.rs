@@ -1308,6 +1308,36 @@ fn track_sync_uploads_a_run_the_store_never_saw() {
             .len(),
         1
     );
+    // A sync that died half-way (run back to RUNNING, no sync record): the retry finishes it
+    // without logging a metric point twice (the file store appends every point it is given,
+    // unlike MLflow's SQL store, which folds identical points).
+    let history = |store: &Value| -> Vec<usize> {
+        let h = store["runs"][0]["history"].as_object().expect("history");
+        h.values()
+            .map(|v| v.as_array().map_or(0, Vec::len))
+            .collect()
+    };
+    let points = history(&store);
+    let files =
+        trainctl::track::file::FileTracker::new(Arc::new(OsFs), project.root().join("mlruns"))
+            .unwrap();
+    files
+        .update_run(
+            run["run_id"].as_str().unwrap(),
+            trainctl::track::RunStatus::Running,
+            None,
+        )
+        .unwrap();
+    std::fs::remove_dir_all(project.root().join("outputs/tracking/sync")).unwrap();
+    let (code, doc) = sync_json(&project, &[]);
+    assert_eq!(
+        (code, actions(&doc)),
+        (0, vec!["completed".to_string()]),
+        "{doc}"
+    );
+    let again = read_with_mlflow(&python, &uri, "resume_ner_baseline");
+    assert_eq!(again["runs"][0]["status"], "FINISHED", "{again}");
+    assert_eq!(history(&again), points, "no metric point logged twice");
 }
 
 /// Run-name auto-increment (SPEC §6) with real processes: concurrent `force_new` starts
