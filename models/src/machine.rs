@@ -938,4 +938,40 @@ mod tests {
         assert!(model.precondition(&Command::RepairCache));
         assert!(model.precondition(&Command::Status));
     }
+
+    #[test]
+    fn tracked_runs_follow_allocation_names_and_resume_reopens() {
+        let tracked = Model::with_tracking(
+            5,
+            Tracking::AutoIncrement {
+                base: "final".into(),
+            },
+        );
+        let model = run_on(
+            tracked,
+            &[
+                train(0, ForceNew, None, Killed),
+                train(1, ForceNew, None, Complete),
+                train(0, ResumeIfIncomplete, None, Fail),
+                train(0, ResumeIfIncomplete, None, Complete),
+                train(1, ReuseIfExists, None, Complete),
+            ],
+        );
+        let runs = model.projection().runs.expect("predicted");
+        let run = |name: &str, status, interrupted| TrackedRun {
+            runs: 1,
+            name: name.into(),
+            status,
+            interrupted,
+        };
+        let want = Runs::from([
+            ((0, 1), run("final", RunState::Finished, true)),
+            ((1, 1), run("final_2", RunState::Finished, false)),
+        ]);
+        assert_eq!(runs, want, "one run per variant; a reuse adds none");
+        let off = run_on(Model::new(5), &[fresh(0), fresh(0)]);
+        assert_eq!(off.projection().runs, Some(Runs::new()), "disabled: no runs");
+        let faulty = run_on(Model::with_tracking(5, Tracking::Faulty), &[fresh(0)]);
+        assert_eq!(faulty.projection().runs, None, "not predicted under faults");
+    }
 }
