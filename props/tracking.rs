@@ -1424,3 +1424,82 @@ fn concurrent_starts_reserve_distinct_run_names() {
     assert_eq!(doc["run_name"], metadata_of(&doc)["run_name"]);
     assert_ne!(doc["run_name"], "nightly", "v{} was not the first", starts);
 }
+
+/// A new conversion is a run of its own (stage `conversion`, lineage tags, the manifest as an
+/// artifact), read by MLflow's client; a reuse adds none; `tracking.conversion.enabled:
+/// false` adds none while the bundle is still made.
+#[test]
+fn conversions_are_tracked_runs_with_their_lineage() {
+    let Some(python) = mlflow_python("conversions_are_tracked_runs_with_their_lineage") else {
+        return;
+    };
+    let project = support::Project::new();
+    let (code, trained) = train_json(&project, &["training.epochs=1"], &[]);
+    assert_eq!(code, 0, "{trained}");
+    let (code, converted) = project.run_json(&["convert", "--latest"]);
+    assert_eq!(code, 0, "{converted}");
+    assert_eq!(converted["tracking"]["state"], "finished", "{converted}");
+    let uri = format!("file:{}", project.root().join("mlruns").display());
+    let store = read_with_mlflow(&python, &uri, "resume_ner_baseline");
+    let runs = store["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "the training and its conversion: {store}");
+    let conv = runs
+        .iter()
+        .find(|r| r["tags"]["code.stage"] == "conversion")
+        .unwrap_or_else(|| panic!("no conversion run: {store}"));
+    assert_eq!(conv["run_id"], converted["tracking"]["run_id"]);
+    assert_eq!(conv["run_name"], converted["run_name"]);
+    assert_eq!(conv["status"], "FINISHED");
+    assert_eq!(
+        conv["tags"]["code.lineage.parent_spec_fp"], trained["spec_fp"],
+        "{conv}"
+    );
+    assert_eq!(conv["params"]["conv_fp"], converted["conv_fp"]);
+    let training = runs
+        .iter()
+        .find(|r| r["tags"]["code.stage"] == "final_training")
+        .unwrap();
+    assert_eq!(
+        conv["tags"]["code.lineage.parent_training_run_id"],
+        training["run_id"]
+    );
+    let artifacts: Vec<&str> = conv["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["path"].as_str().unwrap())
+        .collect();
+    assert!(artifacts.contains(&"manifest.json"), "{artifacts:?}");
+    // A reuse adds no run.
+    let (code, again) = project.run_json(&["convert", "--latest"]);
+    assert_eq!(
+        (code, again["decision"].as_str()),
+        (0, Some("reuse")),
+        "{again}"
+    );
+    assert!(again["tracking"].is_null());
+    // Conversion tracking off: the bundle is made, no run.
+    let off = support::Project::new();
+    let (code, _) = train_json(
+        &off,
+        &[
+            "training.epochs=1",
+            "mlflow:tracking.training.enabled=false",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0);
+    let (code, converted) = off.run_json(&[
+        "-o",
+        "mlflow:tracking.conversion.enabled=false",
+        "convert",
+        "--latest",
+    ]);
+    assert_eq!(
+        (code, converted["decision"].as_str()),
+        (0, Some("new")),
+        "{converted}"
+    );
+    assert!(converted["tracking"].is_null(), "{converted}");
+    assert!(!off.root().join("mlruns").exists(), "no runs at all");
+}

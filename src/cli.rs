@@ -504,7 +504,14 @@ pub fn convert_command(
 ) -> Result<Output> {
     let config = config::load(opts, cwd, host.var)?;
     let now = || crate::cache::rfc3339(now_us());
-    let report = crate::convert::convert(&config, fs, host, cwd, from, &now)?;
+    let mut report = crate::convert::convert(&config, fs, host, cwd, from, &now)?;
+    let tracking = crate::track::lifecycle::after_conversion(
+        &config,
+        host.var,
+        cwd,
+        &mut report,
+        (now_us() / 1000) as i64,
+    );
     let doc = json!({
         "decision": report.decision,
         "output_dir": report.output_dir,
@@ -514,6 +521,7 @@ pub fn convert_command(
         "files": report.manifest["files"],
         "converter": report.manifest["converter"],
         "tags": report.manifest["tags"],
+        "tracking": tracking,
         "warnings": report.warnings,
     });
     let mut human = format!(

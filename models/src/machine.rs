@@ -970,7 +970,11 @@ mod tests {
         ]);
         assert_eq!(runs, want, "one run per variant; a reuse adds none");
         let off = run_on(Model::new(5), &[fresh(0), fresh(0)]);
-        assert_eq!(off.projection().runs, Some(Runs::new()), "disabled: no runs");
+        assert_eq!(
+            off.projection().runs,
+            Some(Runs::new()),
+            "disabled: no runs"
+        );
         let faulty = run_on(Model::with_tracking(5, Tracking::Faulty), &[fresh(0)]);
         assert_eq!(faulty.projection().runs, None, "not predicted under faults");
     }

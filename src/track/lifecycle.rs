@@ -28,6 +28,13 @@ pub struct Opened {
     pub warnings: Vec<String>,
 }
 
+/// A tracked stage of `mlflow.yaml tracking.<stage>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    Training,
+    Conversion,
+}
+
 /// Chooses and opens the training-stage backend (config + `MLFLOW_TRACKING_URI` /
 /// `MLFLOW_TRACKING_TOKEN` from `var`).
 pub fn open_training(
@@ -36,10 +43,26 @@ pub fn open_training(
     var: &dyn Fn(&str) -> Option<String>,
     cwd: &Path,
 ) -> Result<Opened> {
+    open_stage(config, Stage::Training, fs, var, cwd)
+}
+
+/// Chooses and opens the backend of `stage` (disabled when `tracking.<stage>.enabled` is
+/// false).
+pub fn open_stage(
+    config: &Config,
+    stage: Stage,
+    fs: Arc<dyn Fs>,
+    var: &dyn Fn(&str) -> Option<String>,
+    cwd: &Path,
+) -> Result<Opened> {
     let m = &config.mlflow;
+    let enabled = match stage {
+        Stage::Training => m.tracking.training.enabled,
+        Stage::Conversion => m.tracking.conversion.enabled,
+    };
     let settings = TrackingSettings {
         root: config.root.clone(),
-        enabled: m.tracking.training.enabled.unwrap_or(true),
+        enabled: enabled.unwrap_or(true),
         uri: m.tracking.uri.clone(),
         azure: AzureSettings {
             enabled: m.azure_ml.enabled.unwrap_or(false),
@@ -488,4 +511,110 @@ pub fn open_for_train(
             .map_err(|e| unavailable(&e))?;
     }
     Ok((Some(opened), warnings))
+}
+
+/// The run of a conversion (SPEC §6, §9): created when a conversion is made (not on reuse),
+/// named by `naming.yaml run_names.conversion`, in the final training's experiment, with the
+/// manifest's lineage tags, the conversion settings as params and `manifest.json` as an
+/// artifact; FINISHED. Returns the run id. Like training, a failure is the caller's warning.
+pub fn track_conversion(
+    tracker: &dyn Tracker,
+    config: &Config,
+    manifest: &Value,
+    output_dir: &Path,
+    now_ms: i64,
+) -> Result<String> {
+    let experiment = resolve_experiment(tracker, &experiment_name(config))?;
+    let mut tags = BTreeMap::new();
+    if let Some(obj) = manifest["tags"].as_object() {
+        for (k, v) in obj {
+            tags.insert(k.clone(), scalar(v));
+        }
+    }
+    tags.insert("trainctl.converter".into(), scalar(&manifest["converter"]));
+    // The training run this conversion descends from, when training was tracked.
+    let parent_run = manifest["parent"]["dir"]
+        .as_str()
+        .and_then(|d| crate::completion::read_metadata_value(&crate::fs::OsFs, Path::new(d)))
+        .and_then(|m| m["tracking"]["run_id"].as_str().map(str::to_string));
+    if let Some(id) = parent_run {
+        tags.insert(
+            tag_registry(config).name("lineage", "parent_training_run_id"),
+            id,
+        );
+    }
+    let info = tracker.create_run(&NewRun {
+        experiment_id: experiment.experiment_id,
+        run_name: manifest["run_name"]
+            .as_str()
+            .unwrap_or("conversion")
+            .to_string(),
+        start_time_ms: now_ms,
+        tags,
+    })?;
+    let mut params = BTreeMap::new();
+    for (k, v) in crate::config::flatten(&manifest["conversion"]) {
+        if !v.is_null() && super::validate_key("param", &k).is_ok() {
+            params.insert(k, scalar(&v));
+        }
+    }
+    params.insert("conv_fp".into(), scalar(&manifest["conv_fp"]));
+    tracker.log_params(&info.run_id, &params)?;
+    tracker.log_artifact(
+        &info.run_id,
+        &output_dir.join(crate::convert::MANIFEST_FILE),
+        "manifest.json",
+    )?;
+    tracker.set_terminated(&info.run_id, RunStatus::Finished, now_ms)?;
+    Ok(info.run_id)
+}
+
+/// Tracking after `convert::convert` (SPEC §6): a new conversion gets its run when
+/// `tracking.conversion.enabled`; a failure is a warning in the report, never a failed
+/// conversion (the bundle is published already). Returns the `tracking` state for the
+/// command's output (`null` when not tracked).
+pub fn after_conversion(
+    config: &Config,
+    var: &dyn Fn(&str) -> Option<String>,
+    cwd: &Path,
+    report: &mut crate::convert::Report,
+    now_ms: i64,
+) -> Value {
+    if report.decision != "new" {
+        return Value::Null;
+    }
+    let opened = open_stage(
+        config,
+        Stage::Conversion,
+        Arc::new(crate::fs::OsFs),
+        var,
+        cwd,
+    );
+    let o = match opened {
+        Ok(o) if o.tracker.is_enabled() => o,
+        Ok(_) => return Value::Null,
+        Err(e) => {
+            report
+                .warnings
+                .push(format!("tracking is off for this conversion: {e}"));
+            return Value::Null;
+        }
+    };
+    report.warnings.extend(o.warnings.clone());
+    match track_conversion(
+        &*o.tracker,
+        config,
+        &report.manifest,
+        &report.output_dir,
+        now_ms,
+    ) {
+        Ok(run_id) => json!({"backend": o.describe, "state": "finished", "run_id": run_id}),
+        Err(e) => {
+            report.warnings.push(format!(
+                "tracking ({}) failed, the conversion stands: {e}",
+                o.describe
+            ));
+            error_state(&o.describe, &e)
+        }
+    }
 }
