@@ -946,7 +946,7 @@ fn bad_rows_fail_with_their_file_and_row_name() {
             "x.yaml: row 0 `e`: row: unknown template {outt}",
         ),
         (
-            "- name: f\n  setup: [{remove: x, mkdir: y}]\n  expect: {exit: 0, unchanged: true}\n",
+            "- name: f\n  setup: [{remove: x, mkdir: other}]\n  expect: {exit: 0, unchanged: true}\n",
             "x.yaml: row 0 `f`: setup[0] must have exactly one",
         ),
         ("- expect: {exit: 0}\n", "x.yaml: row 0 (no name)"),
