@@ -715,6 +715,9 @@ pub fn candidates_from_runs(
     (out, warnings)
 }
 
+/// Candidates read from a tracking store, with the warnings about runs left out.
+pub type Tracked = (Vec<Candidate>, Vec<String>);
+
 /// Reads the HPO runs of `experiment` from `tracker` and builds the candidates. A run's
 /// checkpoint is `<output_dir tag>/checkpoint` when it names one, else its `checkpoint/`
 /// artifact directory when the artifacts are local (file store).
@@ -722,7 +725,7 @@ pub fn read_tracked(
     tracker: &dyn crate::track::Tracker,
     experiment: &str,
     registry: &crate::naming::TagRegistry,
-) -> std::result::Result<Option<(Vec<Candidate>, Vec<String>)>, crate::track::TrackError> {
+) -> std::result::Result<Option<Tracked>, crate::track::TrackError> {
     use crate::track::{LifecycleStage, RunFilter};
     let Some(found) = tracker.experiment_by_name(experiment)? else {
         return Ok(None);
