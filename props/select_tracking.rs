@@ -498,3 +498,71 @@ fn pipeline_selects_from_the_store_before_the_shipped_trials_file() {
         "the tracked run's params are the best configuration: {train}"
     );
 }
+
+#[test]
+fn a_tracked_refit_checkpoint_artifact_hands_off_to_a_best_selected_train() {
+    let project = support::Project::new();
+    // A real checkpoint to log as the refit's artifact.
+    let (code, trained) = project.run_json(&["-o", "training.epochs=1", "train"]);
+    assert_eq!(code, 0, "{trained}");
+    let checkpoint = Path::new(trained["output_dir"].as_str().unwrap()).join("checkpoint");
+    let tracker = store(project.root());
+    let ids = seed(
+        &tracker,
+        HPO_EXPERIMENT,
+        &[
+            Seed::trial(
+                "trial",
+                "t1",
+                &[("macro-f1", 0.9), ("latency_batch_1_ms", 1.0)],
+            ),
+            Seed {
+                stage: "hpo_refit",
+                ..Seed::trial("refit", "t1", &[])
+            },
+        ],
+    );
+    let logged =
+        trainctl::track::log_artifact_dir(&tracker, &ids["refit"], &checkpoint, "checkpoint")
+            .expect("log the checkpoint");
+    assert!(logged >= 2, "config.json and weights logged");
+    let (code, selected) = select(&project, &[]);
+    assert_eq!(code, 0, "{selected}");
+    let from_store = selected["selected"]["checkpoint"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a checkpoint from the refit's artifacts: {selected}"))
+        .to_string();
+    assert!(
+        from_store.starts_with(project.root().join("mlruns").to_str().unwrap())
+            && from_store.ends_with(&format!("{}/artifacts/checkpoint", ids["refit"])),
+        "{from_store}"
+    );
+    // The selection record hands the artifact checkpoint to a best_selected training.
+    let (code, doc) = project.run_json(&[
+        "-o",
+        "source.type=best_selected",
+        "-o",
+        "training.epochs=1",
+        "train",
+    ]);
+    assert_eq!((code, doc["decision"].as_str()), (0, Some("new")), "{doc}");
+    assert_eq!(
+        doc["source"]["init_checkpoint"],
+        from_store.as_str(),
+        "{doc}"
+    );
+    assert_ne!(
+        doc["spec_fp"], trained["spec_fp"],
+        "warm start is part of spec_fp"
+    );
+    let meta: Value = serde_json::from_slice(
+        &std::fs::read(Path::new(doc["output_dir"].as_str().unwrap()).join("metadata.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(meta["source"]["selection"]["run_id"], ids["refit"].as_str());
+    assert_eq!(
+        meta["source"]["selection"]["trial_run_id"],
+        ids["trial"].as_str()
+    );
+}
