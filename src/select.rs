@@ -893,3 +893,114 @@ pub fn load_candidates(
     }
     Ok(loaded)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::track::{LifecycleStage, Metric, Run, RunInfo, RunStatus};
+
+    fn run(id: &str, stage: &str, keys: Option<(&str, &str)>, start: i64, f1: Option<f64>) -> Run {
+        let mut tags: BTreeMap<String, String> =
+            [("code.stage".to_string(), stage.to_string())].into();
+        if let Some((s, t)) = keys {
+            tags.insert("code.study_key_hash".into(), s.into());
+            tags.insert("code.trial_key_hash".into(), t.into());
+        }
+        let metrics = f1
+            .map(|v| {
+                let m = Metric {
+                    key: "macro-f1".into(),
+                    value: v,
+                    timestamp_ms: start,
+                    step: 1,
+                };
+                [("macro-f1".to_string(), m)].into()
+            })
+            .unwrap_or_default();
+        Run {
+            info: RunInfo {
+                run_id: id.into(),
+                experiment_id: "1".into(),
+                run_name: id.into(),
+                status: RunStatus::Finished,
+                start_time_ms: start,
+                end_time_ms: Some(start + 1),
+                artifact_uri: String::new(),
+                lifecycle_stage: LifecycleStage::Active,
+            },
+            params: [("learning_rate".to_string(), "0.05".to_string())].into(),
+            tags,
+            metrics,
+        }
+    }
+
+    #[test]
+    fn trials_and_refits_join_on_their_key_and_the_later_duplicate_counts() {
+        let registry = crate::naming::TagRegistry::defaults();
+        let trials = vec![
+            run("old", "hpo", Some(("s", "t1")), 10, Some(0.5)),
+            run("new", "hpo", Some(("s", "t1")), 20, Some(0.7)),
+            run("alone", "hpo", None, 5, Some(0.6)),
+        ];
+        let mut refit = run("refit", "hpo_refit", Some(("s", "t1")), 30, None);
+        refit.params.insert("epochs".into(), "4".into());
+        refit
+            .tags
+            .insert("code.trained_on_full_data".into(), "true".into());
+        let orphan = run("orphan", "hpo_refit", Some(("s", "t9")), 40, None);
+        let checkpoints = [("refit".to_string(), "/ck".to_string())].into();
+        // The result does not depend on the order the store listed the runs in.
+        let mut reversed = trials.clone();
+        reversed.reverse();
+        for listed in [&trials, &reversed] {
+            let (cands, warnings) = candidates_from_runs(
+                listed,
+                &[orphan.clone(), refit.clone()],
+                &registry,
+                &checkpoints,
+            );
+            let ids: Vec<&str> = cands.iter().map(|c| c.run_id.as_str()).collect();
+            assert_eq!(ids, ["alone", "refit"]);
+            let joined = &cands[1];
+            assert_eq!(joined.trial_run_id.as_deref(), Some("new"));
+            assert_eq!(joined.metrics["macro-f1"], Some(0.7));
+            assert_eq!(joined.params["epochs"], json!(4));
+            assert_eq!(joined.params["learning_rate"], json!(0.05));
+            assert_eq!(joined.checkpoint.as_deref(), Some("/ck"));
+            assert_eq!(joined.trained_on_full_data, Some(true));
+            assert_eq!(cands[0].study_key_hash, None);
+            let text = warnings.join("\n");
+            assert!(
+                text.contains("HPO trial old has the same study/trial key as new"),
+                "{text}"
+            );
+            assert!(
+                text.contains("HPO refit orphan matches no finished trial"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn mlflow_param_strings_come_back_typed() {
+        assert_eq!(param_value("0.05"), json!(0.05));
+        assert_eq!(param_value("4"), json!(4));
+        assert_eq!(param_value("true"), json!(true));
+        assert_eq!(param_value("linear"), json!("linear"));
+        assert_eq!(param_value("[1, 2]"), json!("[1, 2]"));
+        assert_eq!(param_value("null"), json!("null"));
+    }
+
+    #[test]
+    fn local_artifact_roots_are_decoded_and_remote_ones_are_none() {
+        let p = |s: &str| local_artifact_root(s).map(|p| p.display().to_string());
+        assert_eq!(
+            p("file:///tmp/a%20b/artifacts").as_deref(),
+            Some("/tmp/a b/artifacts")
+        );
+        assert_eq!(p("file://localhost/x").as_deref(), Some("/x"));
+        assert_eq!(p("/plain/path").as_deref(), Some("/plain/path"));
+        assert_eq!(p("mlflow-artifacts:/1/abc/artifacts"), None);
+        assert_eq!(p("relative/dir"), None);
+    }
+}
