@@ -11,7 +11,12 @@
 //! Trials file schema (`--trials FILE`, JSON), documented in docs/contract.md:
 //! `{"schema_version": 1, "candidates": [{"run_id", "metrics": {name: number}, "checkpoint"?,
 //! "start_time"? (ms), "study_key_hash"?, "trial_key_hash"?, "trial_run_id"?, "backbone"?,
-//! "params"?}]}` (a bare array of candidates is accepted too).
+//! "params"?, "trained_on_full_data"?}]}` (a bare array of candidates is accepted too).
+//!
+//! Without a trials file the candidates are the HPO runs of the tracking store
+//! ([`tracking_candidates`]): FINISHED runs tagged `code.stage` `hpo` (trials) and `hpo_refit`
+//! (refits) of the experiment `<experiment>-hpo-<model>`, joined on their study/trial key
+//! hashes by the pure [`candidates_from_runs`]. Reading never writes to the store.
 
 use crate::cache::{Cache, CacheKind, CacheSettings, Record};
 use crate::config::schema::{Direction, RunMode};
