@@ -93,7 +93,8 @@ pub enum Command {
     /// Best-model selection (SPEC §7): rank HPO candidates, record the winner in the
     /// best_model_selection cache (reused when config and candidates are unchanged).
     Select {
-        /// Candidates as JSON (schema in docs/contract.md).
+        /// Candidates as JSON (schema in docs/contract.md); without it, the HPO runs of the
+        /// tracking store (experiment `<experiment>-hpo-<model>`).
         #[arg(long, value_name = "FILE")]
         trials: Option<PathBuf>,
     },
@@ -573,7 +574,7 @@ fn backup_human(report: &crate::backup::Report) -> String {
     human
 }
 
-/// `trainctl select [--trials FILE]`.
+/// `trainctl select [--trials FILE]` (without a file: the tracking store's HPO runs).
 pub fn select_command(
     opts: &LoadOptions,
     cwd: &std::path::Path,
@@ -582,22 +583,10 @@ pub fn select_command(
     trials: Option<&std::path::Path>,
 ) -> Result<Output> {
     let config = config::load(opts, cwd, host.var)?;
-    let Some(trials) = trials else {
-        // PARTIAL: discovering HPO runs in the tracking store arrives with MLflow tracking.
-        return Err(Error::new(
-            ErrorKind::Usage,
-            "select needs --trials FILE (candidates from the tracking store are not supported yet)",
-        ));
-    };
-    let path = crate::convert::normalize(cwd, trials);
-    let candidates = crate::select::read_trials(fs, &path)?;
-    let out = crate::select::select(
-        &config,
-        fs,
-        &candidates,
-        &path.display().to_string(),
-        now_us(),
-    )?;
+    let path = trials.map(|t| crate::convert::normalize(cwd, t));
+    let loaded = crate::select::load_candidates(&config, fs, path.as_deref(), host.var, cwd)?;
+    let mut out = crate::select::select(&config, fs, &loaded.candidates, &loaded.source, now_us())?;
+    out.warnings.splice(0..0, loaded.warnings);
     let selected = &out.payload["selected"];
     let doc = json!({
         "decision": out.decision,

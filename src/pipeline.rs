@@ -27,7 +27,8 @@ pub const BEST_CONFIGURATION_KEYS: [&str; 9] = [
     "lr_scheduler",
 ];
 
-/// Where the trials come from: `--trials`, else `fixtures/hpo/trials.json` under ROOT.
+/// The offline default candidates: without `--trials` and without HPO runs in the tracking
+/// store, `fixtures/hpo/trials.json` under ROOT.
 pub const DEFAULT_TRIALS: &str = "fixtures/hpo/trials.json";
 
 /// One step of the summary.
@@ -170,24 +171,63 @@ pub fn run(
         }
     }
 
-    // 5. selection.
-    let trials_path: Option<PathBuf> = match trials {
-        Some(p) => Some(crate::convert::normalize(world.cwd, p)),
+    // 5. selection: `--trials`, else the tracking store's HPO runs, else the shipped
+    // trials file (the offline default), else skipped.
+    let mut selection_notes = Vec::new();
+    let loaded: Option<crate::select::Loaded> = match trials {
+        Some(p) => {
+            let path = crate::convert::normalize(world.cwd, p);
+            Some(crate::select::Loaded {
+                candidates: crate::select::read_trials(world.fs, &path)?,
+                source: path.display().to_string(),
+                warnings: Vec::new(),
+            })
+        }
         None => {
-            let p = config.root.join(DEFAULT_TRIALS);
-            world.fs.is_file(&p).then_some(p)
+            let tracked =
+                match crate::select::tracking_candidates(&config, world.host.var, world.cwd) {
+                    Ok(l) if !l.candidates.is_empty() => Some(l),
+                    Ok(l) => {
+                        selection_notes.push(format!("no HPO runs in {}", l.source));
+                        None
+                    }
+                    Err(e) if e.kind == ErrorKind::Usage => {
+                        selection_notes.push("tracking.selection.enabled is false".to_string());
+                        None
+                    }
+                    Err(e) => {
+                        warnings.push(format!("{}; using {DEFAULT_TRIALS}", e.message));
+                        selection_notes.push("the tracking store is unreadable".to_string());
+                        None
+                    }
+                };
+            match tracked {
+                Some(l) => Some(l),
+                None => {
+                    let p = config.root.join(DEFAULT_TRIALS);
+                    if world.fs.is_file(&p) {
+                        Some(crate::select::Loaded {
+                            candidates: crate::select::read_trials(world.fs, &p)?,
+                            source: p.display().to_string(),
+                            warnings: Vec::new(),
+                        })
+                    } else {
+                        None
+                    }
+                }
+            }
         }
     };
     let mut selected = Value::Null;
     let mut best_layer = None;
-    match &trials_path {
-        Some(path) => {
-            let candidates = crate::select::read_trials(world.fs, path)?;
+    match &loaded {
+        Some(loaded) => {
+            warnings.extend(loaded.warnings.iter().cloned());
             let out = crate::select::select(
                 &config,
                 world.fs,
-                &candidates,
-                &path.display().to_string(),
+                &loaded.candidates,
+                &loaded.source,
                 (world.now_us)(),
             )?;
             warnings.extend(out.warnings.iter().cloned());
@@ -197,7 +237,7 @@ pub fn run(
                 5,
                 "selection",
                 &format!(
-                    "{} {} ({} {}), record {}",
+                    "{} {} ({} {}) from {}, record {}",
                     if out.decision == "reuse" {
                         "reused"
                     } else {
@@ -206,6 +246,7 @@ pub fn run(
                     selected["run_id"].as_str().unwrap_or("?"),
                     selected["objective_metric"].as_str().unwrap_or(""),
                     selected["objective"],
+                    loaded.source,
                     out.record
                 ),
             );
@@ -216,20 +257,14 @@ pub fn run(
                 } else {
                     "ok"
                 },
-                json!({"trials": path, "record": out.record, "key": out.key, "selected": selected}),
+                json!({"source": loaded.source, "record": out.record, "key": out.key, "selected": selected}),
             ));
         }
         None => {
-            say(
-                5,
-                "selection",
-                &format!("skipped (no --trials and no {DEFAULT_TRIALS})"),
-            );
-            steps.push(step(
-                "selection",
-                "skipped",
-                json!({"reason": format!("no --trials and no {DEFAULT_TRIALS}")}),
-            ));
+            selection_notes.push(format!("no --trials and no {DEFAULT_TRIALS}"));
+            let why = selection_notes.join("; ");
+            say(5, "selection", &format!("skipped ({why})"));
+            steps.push(step("selection", "skipped", json!({"reason": why})));
         }
     }
 
@@ -239,11 +274,11 @@ pub fn run(
         .and_then(Value::as_bool)
         == Some(true);
     let mut opts = opts.clone();
-    if let (Some(layer), Some(path)) = (&best_layer, &trials_path) {
+    if let (Some(layer), Some(loaded)) = (&best_layer, &loaded) {
         let label = format!(
             "best configuration ({} in {})",
             selected["run_id"].as_str().unwrap_or("?"),
-            path.display()
+            loaded.source
         );
         opts.best_configuration = Some((label, layer.clone()));
     }

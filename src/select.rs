@@ -11,7 +11,12 @@
 //! Trials file schema (`--trials FILE`, JSON), documented in docs/contract.md:
 //! `{"schema_version": 1, "candidates": [{"run_id", "metrics": {name: number}, "checkpoint"?,
 //! "start_time"? (ms), "study_key_hash"?, "trial_key_hash"?, "trial_run_id"?, "backbone"?,
-//! "params"?}]}` (a bare array of candidates is accepted too).
+//! "params"?, "trained_on_full_data"?}]}` (a bare array of candidates is accepted too).
+//!
+//! Without a trials file the candidates are the HPO runs of the tracking store
+//! ([`tracking_candidates`]): FINISHED runs tagged `code.stage` `hpo` (trials) and `hpo_refit`
+//! (refits) of the experiment `<experiment>-hpo-<model>`, joined on their study/trial key
+//! hashes by the pure [`candidates_from_runs`]. Reading never writes to the store.
 
 use crate::cache::{Cache, CacheKind, CacheSettings, Record};
 use crate::config::schema::{Direction, RunMode};
@@ -531,4 +536,476 @@ pub fn select(
         payload,
         warnings,
     })
+}
+
+// ---------------------------------------------------------------------------------------
+// Candidates from the tracking store (SPEC §7): HPO trial and refit runs found by their tags.
+
+/// `code.stage` (registry `process.stage`) of an HPO trial run.
+pub const STAGE_TRIAL: &str = "hpo";
+/// `code.stage` of an HPO refit run (the trial's configuration retrained; its artifacts win).
+pub const STAGE_REFIT: &str = "hpo_refit";
+/// At most this many HPO runs are read per stage (a bound, and an error beyond it, never a
+/// silent cut as upstream's 5,000-result search had).
+pub const TRACKED_RUNS_MAX: usize = 10_000;
+
+/// The experiment HPO runs are searched in: upstream's `<experiment_name>-hpo-<backbone>`,
+/// with the model token as the backbone.
+pub fn hpo_experiment_name(config: &Config) -> String {
+    format!("{}-hpo-{}", config.experiment_name, config.model_name())
+}
+
+/// Candidates and where they came from.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    pub candidates: Vec<Candidate>,
+    /// For the record and messages: the trials file, or `<store> experiment <name>`.
+    pub source: String,
+    pub warnings: Vec<String>,
+}
+
+/// A param value as the trials file would hold it: MLflow stores params as strings, so
+/// numbers and booleans are parsed back ("0.05" → 0.05, "4" → 4, "true" → true).
+fn param_value(text: &str) -> Value {
+    match serde_json::from_str::<Value>(text.trim()) {
+        Ok(v @ (Value::Number(_) | Value::Bool(_))) => v,
+        _ => Value::String(text.to_string()),
+    }
+}
+
+/// A local directory for an artifact URI (`file:` URIs and plain absolute paths), else `None`.
+fn local_artifact_root(uri: &str) -> Option<std::path::PathBuf> {
+    let rest = match uri.strip_prefix("file://") {
+        Some(after) => after.strip_prefix("localhost").unwrap_or(after),
+        None => uri.strip_prefix("file:").unwrap_or(uri),
+    };
+    let decoded = crate::track::select::percent_decode(rest)?;
+    let path = std::path::PathBuf::from(decoded);
+    path.is_absolute().then_some(path)
+}
+
+/// Builds candidates from HPO runs (pure): trials and refits are joined on
+/// (`study_key_hash`, `trial_key_hash`) tags; the objective and the other metrics come from
+/// the trial run (metrics only its refit has, e.g. a latency measured on the refit
+/// checkpoint, are added), the run id, params, checkpoint and `trained_on_full_data` from the
+/// refit when there is one (upstream §7.2 "artifact run"). Only FINISHED runs count; a trial
+/// without hashes stands alone; a refit without a matching trial is skipped with a warning;
+/// two runs with one key keep the later start (then the greater run id), with a warning.
+/// `checkpoints` maps a run id to its checkpoint dir when one is known.
+pub fn candidates_from_runs(
+    trials: &[crate::track::Run],
+    refits: &[crate::track::Run],
+    registry: &crate::naming::TagRegistry,
+    checkpoints: &BTreeMap<String, String>,
+) -> (Vec<Candidate>, Vec<String>) {
+    use crate::track::{Run, RunStatus};
+    let study_tag = registry.name("grouping", "study_key_hash");
+    let trial_tag = registry.name("grouping", "trial_key_hash");
+    let full_tag = registry.name("training", "trained_on_full_data");
+    let backbone_tag = registry.name("process", "backbone");
+    let model_tag = registry.name("process", "model");
+    let mut warnings = Vec::new();
+    let key_of = |run: &Run| -> Option<(String, String)> {
+        Some((
+            run.tags.get(&study_tag)?.clone(),
+            run.tags.get(&trial_tag)?.clone(),
+        ))
+    };
+    let later = |a: &Run, b: &Run| {
+        (a.info.start_time_ms, &a.info.run_id) > (b.info.start_time_ms, &b.info.run_id)
+    };
+    // Newest per key; the map key of a hash-less trial is its run id.
+    let mut by_key: BTreeMap<(String, String), &Run> = BTreeMap::new();
+    let mut skipped = Vec::new();
+    for run in trials {
+        if run.info.status != RunStatus::Finished {
+            skipped.push(format!(
+                "{} ({})",
+                run.info.run_id,
+                run.info.status.as_str()
+            ));
+            continue;
+        }
+        let key = key_of(run).unwrap_or_else(|| (String::new(), run.info.run_id.clone()));
+        match by_key.get(&key) {
+            Some(have) if !later(run, have) => {
+                warnings.push(format!(
+                    "HPO trial {} has the same study/trial key as {}; the later run counts",
+                    run.info.run_id, have.info.run_id
+                ));
+            }
+            Some(have) => {
+                warnings.push(format!(
+                    "HPO trial {} has the same study/trial key as {}; the later run counts",
+                    have.info.run_id, run.info.run_id
+                ));
+                by_key.insert(key, run);
+            }
+            None => {
+                by_key.insert(key, run);
+            }
+        }
+    }
+    let mut refit_by_key: BTreeMap<(String, String), &Run> = BTreeMap::new();
+    for run in refits {
+        if run.info.status != RunStatus::Finished {
+            skipped.push(format!(
+                "{} ({})",
+                run.info.run_id,
+                run.info.status.as_str()
+            ));
+            continue;
+        }
+        let Some(key) = key_of(run).filter(|k| by_key.contains_key(k)) else {
+            warnings.push(format!(
+                "HPO refit {} matches no finished trial by {study_tag}/{trial_tag}; skipped",
+                run.info.run_id
+            ));
+            continue;
+        };
+        match refit_by_key.get(&key) {
+            Some(have) if !later(run, have) => {}
+            _ => {
+                refit_by_key.insert(key, run);
+            }
+        }
+    }
+    if !skipped.is_empty() {
+        warnings.push(format!(
+            "HPO runs that did not finish are not candidates: {}",
+            skipped.join(", ")
+        ));
+    }
+    let mut out = Vec::with_capacity(by_key.len());
+    for (key, trial) in &by_key {
+        let refit = refit_by_key.get(key).copied();
+        let artifact = refit.unwrap_or(trial);
+        let mut metrics: BTreeMap<String, Option<f64>> = trial
+            .metrics
+            .iter()
+            .map(|(k, m)| (k.clone(), Some(m.value)))
+            .collect();
+        if let Some(r) = refit {
+            for (k, m) in &r.metrics {
+                metrics.entry(k.clone()).or_insert(Some(m.value));
+            }
+        }
+        let backbone = trial
+            .params
+            .get("backbone")
+            .or_else(|| trial.tags.get(&backbone_tag))
+            .or_else(|| trial.tags.get(&model_tag))
+            .cloned();
+        let hashes = key_of(trial);
+        out.push(Candidate {
+            run_id: artifact.info.run_id.clone(),
+            metrics,
+            checkpoint: checkpoints.get(&artifact.info.run_id).cloned(),
+            start_time: u64::try_from(trial.info.start_time_ms).ok(),
+            study_key_hash: hashes.as_ref().map(|h| h.0.clone()),
+            trial_key_hash: hashes.as_ref().map(|h| h.1.clone()),
+            trial_run_id: Some(trial.info.run_id.clone()),
+            backbone,
+            params: artifact
+                .params
+                .iter()
+                .map(|(k, v)| (k.clone(), param_value(v)))
+                .collect(),
+            trained_on_full_data: (artifact.tags.get(&full_tag).map(String::as_str)
+                == Some("true"))
+            .then_some(true),
+        });
+    }
+    out.sort_by(|a, b| a.run_id.cmp(&b.run_id));
+    (out, warnings)
+}
+
+/// Candidates read from a tracking store, with the warnings about runs left out.
+pub type Tracked = (Vec<Candidate>, Vec<String>);
+
+/// Reads the HPO runs of `experiment` from `tracker` and builds the candidates. A run's
+/// checkpoint is `<output_dir tag>/checkpoint` when it names one, else its `checkpoint/`
+/// artifact directory when the artifacts are local (file store).
+pub fn read_tracked(
+    tracker: &dyn crate::track::Tracker,
+    experiment: &str,
+    registry: &crate::naming::TagRegistry,
+) -> std::result::Result<Option<Tracked>, crate::track::TrackError> {
+    use crate::track::{LifecycleStage, RunFilter};
+    let Some(found) = tracker.experiment_by_name(experiment)? else {
+        return Ok(None);
+    };
+    if found.lifecycle_stage == LifecycleStage::Deleted {
+        return Ok(None);
+    }
+    let stage_tag = registry.name("process", "stage");
+    let output_tag = registry.name("paths", "output_dir");
+    let search = |stage: &str| {
+        let filter = RunFilter {
+            tags: [(stage_tag.clone(), stage.to_string())]
+                .into_iter()
+                .collect(),
+            run_name: None,
+        };
+        tracker.search_runs(&found.experiment_id, &filter)
+    };
+    let trials = search(STAGE_TRIAL)?;
+    let refits = search(STAGE_REFIT)?;
+    for (stage, runs) in [(STAGE_TRIAL, &trials), (STAGE_REFIT, &refits)] {
+        if runs.len() > TRACKED_RUNS_MAX {
+            return Err(crate::track::TrackError::Unsupported {
+                what: format!("selection over {} `{stage}` runs", runs.len()),
+                detail: format!("at most {TRACKED_RUNS_MAX} per stage; pass --trials FILE"),
+            });
+        }
+    }
+    let mut checkpoints = BTreeMap::new();
+    for run in trials.iter().chain(&refits) {
+        if let Some(dir) = run.tags.get(&output_tag).filter(|d| !d.is_empty()) {
+            checkpoints.insert(run.info.run_id.clone(), format!("{dir}/checkpoint"));
+            continue;
+        }
+        let Some(root) = local_artifact_root(&run.info.artifact_uri) else {
+            continue;
+        };
+        let listed = tracker.list_artifacts(&run.info.run_id, "")?;
+        if listed.iter().any(|a| a.is_dir && a.path == "checkpoint") {
+            checkpoints.insert(
+                run.info.run_id.clone(),
+                root.join("checkpoint").display().to_string(),
+            );
+        }
+    }
+    Ok(Some(candidates_from_runs(
+        &trials,
+        &refits,
+        registry,
+        &checkpoints,
+    )))
+}
+
+/// Candidates from the tracking store of the selection stage (`tracking.selection.enabled`,
+/// the backend precedence of SPEC §6 with `MLFLOW_TRACKING_URI`/`MLFLOW_TRACKING_TOKEN` from
+/// `var`). No candidates when the store (or its experiment `<experiment>-hpo-<model>`) does
+/// not exist: reading never creates either. Errors: the stage disabled (`usage`), the store
+/// unusable (`tracking_unavailable`).
+pub fn tracking_candidates(
+    config: &Config,
+    var: &dyn Fn(&str) -> Option<String>,
+    cwd: &Path,
+) -> Result<Loaded> {
+    use crate::track::{AzureSettings, TrackingEnv, TrackingSettings};
+    let m = &config.mlflow;
+    // The same settings the training stage builds (track::lifecycle::open_training), with
+    // the selection stage's toggle.
+    let settings = TrackingSettings {
+        root: config.root.clone(),
+        enabled: m.tracking.selection.enabled.unwrap_or(true),
+        uri: m.tracking.uri.clone(),
+        azure: AzureSettings {
+            enabled: m.azure_ml.enabled.unwrap_or(false),
+            subscription_id: m.azure_ml.subscription_id.clone(),
+            resource_group: m.azure_ml.resource_group.clone(),
+            workspace_name: m.azure_ml.workspace_name.clone(),
+            region: m.azure_ml.region.clone(),
+        },
+    };
+    if !settings.enabled {
+        return Err(Error::new(
+            ErrorKind::Usage,
+            "no candidates: mlflow.yaml tracking.selection.enabled is false and no --trials FILE was given",
+        ));
+    }
+    let nonempty = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+    let env = TrackingEnv {
+        tracking_uri: nonempty("MLFLOW_TRACKING_URI"),
+        token: nonempty("MLFLOW_TRACKING_TOKEN").map(crate::track::Secret),
+        cwd: cwd.to_path_buf(),
+    };
+    let unavailable = |e: &crate::track::TrackError| {
+        Error::new(
+            ErrorKind::TrackingUnavailable,
+            format!(
+                "cannot read HPO candidates from the tracking store: {e} (or pass --trials FILE)"
+            ),
+        )
+    };
+    let chosen = crate::track::select_backend(&settings, &env).map_err(|e| unavailable(&e))?;
+    let experiment = hpo_experiment_name(config);
+    let source = format!("{} experiment {experiment}", chosen.choice.describe());
+    let none = |warnings: Vec<String>| Loaded {
+        candidates: Vec::new(),
+        source: source.clone(),
+        warnings,
+    };
+    if let crate::track::BackendChoice::File { root } = &chosen.choice {
+        // Reading must not create a store.
+        if !root.is_dir() {
+            return Ok(none(chosen.warnings));
+        }
+    }
+    let retry = crate::track::RetryPolicy {
+        attempts_max: 2,
+        backoff_first_ms: 200,
+        backoff_max_ms: 1_000,
+        timeout_ms: 10_000,
+        connect_timeout_ms: 3_000,
+    };
+    let tracker = crate::track::open(&chosen.choice, std::sync::Arc::new(crate::fs::OsFs), retry)
+        .map_err(|e| unavailable(&e))?;
+    let registry = crate::naming::TagRegistry::from_doc(&config.docs["tags"])?;
+    let Some((candidates, mut warnings)) =
+        read_tracked(tracker.as_ref(), &experiment, &registry).map_err(|e| unavailable(&e))?
+    else {
+        return Ok(none(chosen.warnings));
+    };
+    let mut all = chosen.warnings;
+    all.append(&mut warnings);
+    Ok(Loaded {
+        candidates,
+        source,
+        warnings: all,
+    })
+}
+
+/// The candidates of `trainctl select`: `--trials FILE`, else the tracking store. An empty
+/// candidate set from the store is `no_eligible_candidates` naming where it looked.
+pub fn load_candidates(
+    config: &Config,
+    fs: &dyn Fs,
+    trials: Option<&Path>,
+    var: &dyn Fn(&str) -> Option<String>,
+    cwd: &Path,
+) -> Result<Loaded> {
+    if let Some(path) = trials {
+        return Ok(Loaded {
+            candidates: read_trials(fs, path)?,
+            source: path.display().to_string(),
+            warnings: Vec::new(),
+        });
+    }
+    let loaded = tracking_candidates(config, var, cwd)?;
+    if loaded.candidates.is_empty() {
+        let registry = crate::naming::TagRegistry::from_doc(&config.docs["tags"])?;
+        return Err(Error::new(
+            ErrorKind::NoEligibleCandidates,
+            format!(
+                "no HPO candidates in {}: no finished run tagged {}={STAGE_TRIAL} ({STAGE_REFIT} for refits); run HPO first or pass --trials FILE",
+                loaded.source,
+                registry.name("process", "stage")
+            ),
+        ));
+    }
+    Ok(loaded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::track::{LifecycleStage, Metric, Run, RunInfo, RunStatus};
+
+    fn run(id: &str, stage: &str, keys: Option<(&str, &str)>, start: i64, f1: Option<f64>) -> Run {
+        let mut tags: BTreeMap<String, String> =
+            [("code.stage".to_string(), stage.to_string())].into();
+        if let Some((s, t)) = keys {
+            tags.insert("code.study_key_hash".into(), s.into());
+            tags.insert("code.trial_key_hash".into(), t.into());
+        }
+        let metrics = f1
+            .map(|v| {
+                let m = Metric {
+                    key: "macro-f1".into(),
+                    value: v,
+                    timestamp_ms: start,
+                    step: 1,
+                };
+                [("macro-f1".to_string(), m)].into()
+            })
+            .unwrap_or_default();
+        Run {
+            info: RunInfo {
+                run_id: id.into(),
+                experiment_id: "1".into(),
+                run_name: id.into(),
+                status: RunStatus::Finished,
+                start_time_ms: start,
+                end_time_ms: Some(start + 1),
+                artifact_uri: String::new(),
+                lifecycle_stage: LifecycleStage::Active,
+            },
+            params: [("learning_rate".to_string(), "0.05".to_string())].into(),
+            tags,
+            metrics,
+        }
+    }
+
+    #[test]
+    fn trials_and_refits_join_on_their_key_and_the_later_duplicate_counts() {
+        let registry = crate::naming::TagRegistry::defaults();
+        let trials = vec![
+            run("old", "hpo", Some(("s", "t1")), 10, Some(0.5)),
+            run("new", "hpo", Some(("s", "t1")), 20, Some(0.7)),
+            run("alone", "hpo", None, 5, Some(0.6)),
+        ];
+        let mut refit = run("refit", "hpo_refit", Some(("s", "t1")), 30, None);
+        refit.params.insert("epochs".into(), "4".into());
+        refit
+            .tags
+            .insert("code.trained_on_full_data".into(), "true".into());
+        let orphan = run("orphan", "hpo_refit", Some(("s", "t9")), 40, None);
+        let checkpoints = [("refit".to_string(), "/ck".to_string())].into();
+        // The result does not depend on the order the store listed the runs in.
+        let mut reversed = trials.clone();
+        reversed.reverse();
+        for listed in [&trials, &reversed] {
+            let (cands, warnings) = candidates_from_runs(
+                listed,
+                &[orphan.clone(), refit.clone()],
+                &registry,
+                &checkpoints,
+            );
+            let ids: Vec<&str> = cands.iter().map(|c| c.run_id.as_str()).collect();
+            assert_eq!(ids, ["alone", "refit"]);
+            let joined = &cands[1];
+            assert_eq!(joined.trial_run_id.as_deref(), Some("new"));
+            assert_eq!(joined.metrics["macro-f1"], Some(0.7));
+            assert_eq!(joined.params["epochs"], json!(4));
+            assert_eq!(joined.params["learning_rate"], json!(0.05));
+            assert_eq!(joined.checkpoint.as_deref(), Some("/ck"));
+            assert_eq!(joined.trained_on_full_data, Some(true));
+            assert_eq!(cands[0].study_key_hash, None);
+            let text = warnings.join("\n");
+            assert!(
+                text.contains("HPO trial old has the same study/trial key as new"),
+                "{text}"
+            );
+            assert!(
+                text.contains("HPO refit orphan matches no finished trial"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn mlflow_param_strings_come_back_typed() {
+        assert_eq!(param_value("0.05"), json!(0.05));
+        assert_eq!(param_value("4"), json!(4));
+        assert_eq!(param_value("true"), json!(true));
+        assert_eq!(param_value("linear"), json!("linear"));
+        assert_eq!(param_value("[1, 2]"), json!("[1, 2]"));
+        assert_eq!(param_value("null"), json!("null"));
+    }
+
+    #[test]
+    fn local_artifact_roots_are_decoded_and_remote_ones_are_none() {
+        let p = |s: &str| local_artifact_root(s).map(|p| p.display().to_string());
+        assert_eq!(
+            p("file:///tmp/a%20b/artifacts").as_deref(),
+            Some("/tmp/a b/artifacts")
+        );
+        assert_eq!(p("file://localhost/x").as_deref(), Some("/x"));
+        assert_eq!(p("/plain/path").as_deref(), Some("/plain/path"));
+        assert_eq!(p("mlflow-artifacts:/1/abc/artifacts"), None);
+        assert_eq!(p("relative/dir"), None);
+    }
 }

@@ -395,3 +395,4 @@ pub fn regression_traces(prefix: &str) -> Vec<PathBuf> {
     paths.sort();
     paths
 }
+pub mod mlflow;

@@ -360,7 +360,7 @@ fn local_root(path: &str, relative_to: &Path) -> std::result::Result<PathBuf, St
     Ok(joined)
 }
 
-fn percent_decode(s: &str) -> Option<String> {
+pub(crate) fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
