@@ -391,7 +391,7 @@ pub fn run(
 
     // 9. conversion.
     let now = || crate::cache::rfc3339((world.now_us)());
-    let conv = crate::convert::convert(
+    let mut conv = crate::convert::convert(
         &config,
         world.fs,
         world.host,
@@ -399,6 +399,13 @@ pub fn run(
         &crate::convert::From::Dir(variant_dir.clone()),
         &now,
     )?;
+    let conv_tracking = crate::track::lifecycle::after_conversion(
+        &config,
+        world.host.var,
+        world.cwd,
+        &mut conv,
+        ((world.now_us)() / 1000) as i64,
+    );
     warnings.extend(conv.warnings.iter().cloned());
     say(
         9,
@@ -420,7 +427,7 @@ pub fn run(
         } else {
             "ok"
         },
-        json!({"output_dir": conv.output_dir, "conv_fp": conv.conv_fp, "run_name": conv.run_name}),
+        json!({"output_dir": conv.output_dir, "conv_fp": conv.conv_fp, "run_name": conv.run_name, "tracking": conv_tracking}),
     ));
 
     let reused_everything = steps
