@@ -72,11 +72,7 @@ pub fn run(args: &[String]) -> Result<bool, String> {
         md.push_str(&format!(
             "### `cargo bench --bench {bench}` ({:.0} s{})\n\n{}\n\n",
             began.elapsed().as_secs_f64(),
-            if out.status.success() {
-                ""
-            } else {
-                ", FAILED"
-            },
+            if out.status.success() { "" } else { ", FAILED" },
             stdout.trim()
         ));
         ok &= out.status.success();
@@ -129,14 +125,20 @@ fn suite(logs: &std::path::Path) -> Result<(String, bool), String> {
         ));
     }
     let mut targets: Vec<(String, Vec<String>)> = vec![
-        ("trainctl (unit)".into(), vec!["-p".into(), "trainctl".into(), "--lib".into()]),
+        (
+            "trainctl (unit)".into(),
+            vec!["-p".into(), "trainctl".into(), "--lib".into()],
+        ),
         (
             "trainctl-models (unit)".into(),
             vec!["-p".into(), "trainctl-models".into(), "--lib".into()],
         ),
     ];
     for name in test_targets()? {
-        targets.push((name.clone(), vec!["-p".into(), "trainctl".into(), "--test".into(), name]));
+        targets.push((
+            name.clone(),
+            vec!["-p".into(), "trainctl".into(), "--test".into(), name],
+        ));
     }
     let mut rows = Vec::new();
     let mut stats: Vec<Value> = Vec::new();
@@ -204,7 +206,11 @@ fn test_targets() -> Result<Vec<String>, String> {
         .flatten()
         .filter(|p| p["name"] == "trainctl")
         .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
-        .filter(|t| t["kind"].as_array().is_some_and(|k| k.contains(&json!("test"))))
+        .filter(|t| {
+            t["kind"]
+                .as_array()
+                .is_some_and(|k| k.contains(&json!("test")))
+        })
         .filter_map(|t| t["name"].as_str().map(str::to_string))
         .collect();
     names.sort();

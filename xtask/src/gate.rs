@@ -16,6 +16,7 @@ const MLFLOW_VERSION: &str = "3.17.2";
 
 struct Options {
     quick: bool,
+    mutants_only: bool,
     groups: Vec<String>,
     jobs: usize,
 }
@@ -23,6 +24,7 @@ struct Options {
 fn parse(args: &[String]) -> Result<Options, String> {
     let mut opts = Options {
         quick: false,
+        mutants_only: false,
         groups: Vec::new(),
         jobs: 1,
     };
@@ -30,6 +32,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--quick" => opts.quick = true,
+            "--mutants-only" => opts.mutants_only = true,
             "--group" => opts
                 .groups
                 .push(it.next().ok_or("--group needs a name")?.clone()),
@@ -43,11 +46,15 @@ fn parse(args: &[String]) -> Result<Options, String> {
             other => return Err(format!("gate: unknown argument {other:?}\n{}", USAGE)),
         }
     }
+    if opts.quick && opts.mutants_only {
+        return Err("gate: --quick and --mutants-only exclude each other".into());
+    }
     Ok(opts)
 }
 
-pub const USAGE: &str = "cargo xtask gate [--quick] [--group NAME]... [--jobs N]
-  --quick       skip mutation testing (local use)
+pub const USAGE: &str = "cargo xtask gate [--quick | --mutants-only] [--group NAME]... [--jobs N]
+  --quick         skip mutation testing (local use)
+  --mutants-only  only the mutation stage (nightly shards: one group per job)
   --group NAME  mutation-test only this group (repeatable): decision, lease, cache, completion, config
   --jobs N      cargo-mutants parallel jobs (default 1)";
 
@@ -93,107 +100,109 @@ pub fn run(args: &[String]) -> Result<bool, String> {
 
     let stage = |name: &'static str, cmd: &mut Command| run_stage(&logs, name, cmd);
 
-    stages.push(stage(
-        "fmt",
-        util::cargo().args(["fmt", "--all", "--", "--check"]),
-    ));
-    stages.push(stage(
-        "clippy",
-        util::cargo().args([
+    if !opts.mutants_only {
+        stages.push(stage(
+            "fmt",
+            util::cargo().args(["fmt", "--all", "--", "--check"]),
+        ));
+        stages.push(stage(
             "clippy",
-            "--release",
-            "--workspace",
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ]),
-    ));
+            util::cargo().args([
+                "clippy",
+                "--release",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]),
+        ));
 
-    // The real-MLflow tests need a python with the pinned MLflow; create it once, up front, so
-    // no test process races to build it.
-    let venv_began = Instant::now();
-    let venv_log = logs.join("mlflow-venv.log");
-    let python = mlflow_python(&venv_log);
-    let venv_duration = venv_began.elapsed();
-    report_stage("mlflow-venv", python.is_ok(), venv_duration, &venv_log);
-    stages.push(Stage {
-        name: "mlflow-venv",
-        status: if python.is_ok() {
-            Status::Pass
-        } else {
-            Status::Fail
-        },
-        duration: venv_duration,
-        detail: match &python {
-            Ok(p) => p.display().to_string(),
-            Err(e) => e.clone(),
-        },
-        log: Some(venv_log),
-    });
+        // The real-MLflow tests need a python with the pinned MLflow; create it once, up front, so
+        // no test process races to build it.
+        let venv_began = Instant::now();
+        let venv_log = logs.join("mlflow-venv.log");
+        let python = mlflow_python(&venv_log);
+        let venv_duration = venv_began.elapsed();
+        report_stage("mlflow-venv", python.is_ok(), venv_duration, &venv_log);
+        stages.push(Stage {
+            name: "mlflow-venv",
+            status: if python.is_ok() {
+                Status::Pass
+            } else {
+                Status::Fail
+            },
+            duration: venv_duration,
+            detail: match &python {
+                Ok(p) => p.display().to_string(),
+                Err(e) => e.clone(),
+            },
+            log: Some(venv_log),
+        });
 
-    // Build every test binary once with the gate profile (release + debug assertions and
-    // overflow checks): the two nextest runs below reuse it.
-    let build = stage(
-        "build (gate profile)",
-        util::cargo().args(["test", "--profile", "gate", "--workspace", "--no-run"]),
-    );
-    let built = build.status == Status::Pass;
-    stages.push(build);
+        // Build every test binary once with the gate profile (release + debug assertions and
+        // overflow checks): the two nextest runs below reuse it.
+        let build = stage(
+            "build (gate profile)",
+            util::cargo().args(["test", "--profile", "gate", "--workspace", "--no-run"]),
+        );
+        let built = build.status == Status::Pass;
+        stages.push(build);
 
-    let junit = util::target_dir().join("nextest/gate/junit.xml");
-    let mut nextest = |name: &'static str, filter: &str, copy_to: &str| -> Stage {
-        if !built {
-            return skipped(name, "the gate build failed");
-        }
-        let _ = std::fs::remove_file(&junit);
-        let mut cmd = util::cargo();
-        cmd.args([
-            "nextest",
-            "run",
-            "--profile",
-            "gate",
-            "--cargo-profile",
-            "gate",
-            "--workspace",
-            "--no-fail-fast",
-            "-E",
-            filter,
-        ])
-        .env("TRAINCTL_TEST_TIER", "gate");
-        if let Ok(p) = &python {
-            cmd.env("TRAINCTL_MLFLOW_PYTHON", p);
-        }
-        let mut st = stage(name, &mut cmd);
-        let copy = gate_dir.join(copy_to);
-        if std::fs::copy(&junit, &copy).is_ok() {
-            let xml = std::fs::read_to_string(&copy).unwrap_or_default();
-            let totals = junit_totals(&xml);
-            st.detail = format!(
-                "{} tests, {} failures, {} errors; JUnit {}",
-                totals.tests,
-                totals.failures,
-                totals.errors,
-                copy.display()
-            );
-            suites.extend(junit_suites(&xml));
-            seeds.extend(junit_seeds(&xml));
-        } else {
-            st.detail = "no JUnit report was written".into();
-            st.status = Status::Fail;
-        }
-        st
-    };
-    stages.push(nextest(
-        "tests (gate tier, nextest)",
-        "not binary(tracking)",
-        "junit-tests.xml",
-    ));
-    stages.push(nextest(
-        "tracking (real MLflow)",
-        "binary(tracking)",
-        "junit-tracking.xml",
-    ));
+        let junit = util::target_dir().join("nextest/gate/junit.xml");
+        let mut nextest = |name: &'static str, filter: &str, copy_to: &str| -> Stage {
+            if !built {
+                return skipped(name, "the gate build failed");
+            }
+            let _ = std::fs::remove_file(&junit);
+            let mut cmd = util::cargo();
+            cmd.args([
+                "nextest",
+                "run",
+                "--profile",
+                "gate",
+                "--cargo-profile",
+                "gate",
+                "--workspace",
+                "--no-fail-fast",
+                "-E",
+                filter,
+            ])
+            .env("TRAINCTL_TEST_TIER", "gate");
+            if let Ok(p) = &python {
+                cmd.env("TRAINCTL_MLFLOW_PYTHON", p);
+            }
+            let mut st = stage(name, &mut cmd);
+            let copy = gate_dir.join(copy_to);
+            if std::fs::copy(&junit, &copy).is_ok() {
+                let xml = std::fs::read_to_string(&copy).unwrap_or_default();
+                let totals = junit_totals(&xml);
+                st.detail = format!(
+                    "{} tests, {} failures, {} errors; JUnit {}",
+                    totals.tests,
+                    totals.failures,
+                    totals.errors,
+                    copy.display()
+                );
+                suites.extend(junit_suites(&xml));
+                seeds.extend(junit_seeds(&xml));
+            } else {
+                st.detail = "no JUnit report was written".into();
+                st.status = Status::Fail;
+            }
+            st
+        };
+        stages.push(nextest(
+            "tests (gate tier, nextest)",
+            "not binary(tracking)",
+            "junit-tests.xml",
+        ));
+        stages.push(nextest(
+            "tracking (real MLflow)",
+            "binary(tracking)",
+            "junit-tracking.xml",
+        ));
+    }
 
     let mut groups_out: Vec<GroupResult> = Vec::new();
     if opts.quick {
@@ -204,7 +213,11 @@ pub fn run(args: &[String]) -> Result<bool, String> {
         let installed = mutants::ensure_installed(&log);
         stages.push(Stage {
             name: "cargo-mutants install",
-            status: if installed { Status::Pass } else { Status::Fail },
+            status: if installed {
+                Status::Pass
+            } else {
+                Status::Fail
+            },
             duration: install_began.elapsed(),
             detail: format!("cargo-mutants {}", mutants::MUTANTS_VERSION),
             log: Some(log),
@@ -307,7 +320,11 @@ fn report_stage(name: &str, ok: bool, duration: Duration, log: &Path) {
         util::secs(duration)
     );
     if !ok {
-        eprintln!("--- last lines of {} ---\n{}", log.display(), util::tail(log, 30));
+        eprintln!(
+            "--- last lines of {} ---\n{}",
+            log.display(),
+            util::tail(log, 30)
+        );
     }
 }
 
@@ -356,20 +373,17 @@ pub(crate) fn mlflow_python(log: &Path) -> Result<PathBuf, String> {
     if has_pin(&python) {
         return Ok(python);
     }
-    let made = util::run_logged(
-        Command::new("python3").args(["-m", "venv"]).arg(&venv),
-        log,
-    )
-    .0 && util::run_logged(
-        Command::new(venv.join("bin/pip")).args([
-            "install",
-            "-q",
-            "--disable-pip-version-check",
-            &format!("mlflow=={MLFLOW_VERSION}"),
-        ]),
-        log,
-    )
-    .0;
+    let made = util::run_logged(Command::new("python3").args(["-m", "venv"]).arg(&venv), log).0
+        && util::run_logged(
+            Command::new(venv.join("bin/pip")).args([
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                &format!("mlflow=={MLFLOW_VERSION}"),
+            ]),
+            log,
+        )
+        .0;
     if made && has_pin(&python) {
         Ok(python)
     } else {

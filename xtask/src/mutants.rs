@@ -56,7 +56,14 @@ pub const GROUPS: &[Group] = &[
         title: "cache (src/cache.rs)",
         files: &["src/cache.rs"],
         re: None,
-        tests: &["--test", "crash", "--test", "model_vs_real", "--test", "loom"],
+        tests: &[
+            "--test",
+            "crash",
+            "--test",
+            "model_vs_real",
+            "--test",
+            "loom",
+        ],
         floor: None,
     },
     Group {

@@ -99,8 +99,13 @@ fn parse(args: &[String]) -> Result<Replay, String> {
 /// The command for a replay: the README's release build, one target, one test, output shown.
 pub fn command(replay: &Replay) -> Command {
     let mut cmd = util::cargo();
-    cmd.env(replay.env.0, &replay.env.1)
-        .args(["test", "--release", "--test", &replay.target, "--"]);
+    cmd.env(replay.env.0, &replay.env.1).args([
+        "test",
+        "--release",
+        "--test",
+        &replay.target,
+        "--",
+    ]);
     if let Some(test) = &replay.test {
         cmd.args([test.as_str(), "--exact"]);
     }
@@ -123,7 +128,7 @@ pub fn recent_traces() -> Vec<PathBuf> {
                 .collect()
         })
         .unwrap_or_default();
-    files.sort_by(|a, b| b.0.cmp(&a.0));
+    files.sort_by_key(|f| std::cmp::Reverse(f.0));
     files.into_iter().map(|(_, p)| p).collect()
 }
 
@@ -141,10 +146,7 @@ mod tests {
         assert_eq!(replay_of_trace(p, &mvr).unwrap().target, "model_vs_real");
         let sched = json!({"seed": 5, "programs": [], "start_at": [], "schedule": [1]});
         let r = replay_of_trace(p, &sched).unwrap();
-        assert_eq!(
-            (r.target.as_str(), r.env.0),
-            ("sched", "TRAINCTL_REPLAY")
-        );
+        assert_eq!((r.target.as_str(), r.env.0), ("sched", "TRAINCTL_REPLAY"));
         let history = json!({"seed": 5, "minimal_history": []});
         assert!(replay_of_trace(p, &history)
             .unwrap_err()
