@@ -474,15 +474,18 @@ fn junit_suites(xml: &str) -> Vec<Value> {
 pub fn junit_seeds(xml: &str) -> Vec<Value> {
     let mut out = Vec::new();
     for line in xml.lines() {
-        let Some(i) = line.find("replay: TRAINCTL_SEED=") else {
+        // seed N; replay: [TRAINCTL_TEST_TIER=T ]TRAINCTL_SEED=N cargo test --release --test T -- NAME
+        let Some(i) = line.find("; replay: ") else {
             continue;
         };
         let words: Vec<&str> = line[i..].split_whitespace().collect();
-        // replay: TRAINCTL_SEED=N cargo test --release --test T -- NAME
-        let seed = words
-            .get(1)
-            .and_then(|w| w.strip_prefix("TRAINCTL_SEED="))
-            .unwrap_or("?");
+        let Some(seed) = words.iter().find_map(|w| w.strip_prefix("TRAINCTL_SEED=")) else {
+            continue;
+        };
+        let tier = words
+            .iter()
+            .find_map(|w| w.strip_prefix("TRAINCTL_TEST_TIER="))
+            .unwrap_or("quick");
         let target = words
             .iter()
             .position(|w| *w == "--test")
@@ -493,7 +496,7 @@ pub fn junit_seeds(xml: &str) -> Vec<Value> {
             .position(|w| *w == "--")
             .and_then(|p| words.get(p + 1))
             .unwrap_or(&"?");
-        let entry = json!({"target": target, "test": test, "seed": seed});
+        let entry = json!({"target": target, "test": test, "seed": seed, "tier": tier});
         if !out.contains(&entry) {
             out.push(entry);
         }
@@ -573,13 +576,14 @@ fn markdown(doc: &Value, stages: &[Stage], groups: &[GroupResult]) -> String {
         ));
     }
     md.push_str("\n## Seeds used\n\n");
-    md.push_str("proptest properties (replay one with `TRAINCTL_SEED=<seed> cargo test --release --test <target> -- <test>`):\n\n");
+    md.push_str("proptest properties (replay one alone with `cargo xtask repro <seed> --tier <tier> --test <target> <test>`):\n\n");
     for s in doc["seeds"].as_array().into_iter().flatten() {
         md.push_str(&format!(
-            "- `{}` `{}`: {}\n",
+            "- `{}` `{}`: seed {} (tier {})\n",
             s["target"].as_str().unwrap_or("?"),
             s["test"].as_str().unwrap_or("?"),
-            s["seed"].as_str().unwrap_or("?")
+            s["seed"].as_str().unwrap_or("?"),
+            s["tier"].as_str().unwrap_or("?")
         ));
     }
     md.push_str(&format!(
@@ -596,7 +600,7 @@ mod tests {
     const JUNIT: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 <testsuites name="nextest-run" tests="3" failures="1" errors="0" uuid="x" timestamp="t" time="2.5">
     <testsuite name="trainctl::crash" tests="2" disabled="0" errors="0" failures="1" time="2.0">
-        <testcase name="replay" classname="trainctl::crash" time="1.0"><system-err>seed 42; replay: TRAINCTL_SEED=42 cargo test --release --test crash -- train_survives
+        <testcase name="replay" classname="trainctl::crash" time="1.0"><system-err>seed 42; replay: TRAINCTL_TEST_TIER=gate TRAINCTL_SEED=42 cargo test --release --test crash -- train_survives
 </system-err></testcase>
     </testsuite>
     <testsuite name="trainctl::sched" tests="1" disabled="0" errors="0" failures="0" time="0.5">
@@ -620,7 +624,9 @@ mod tests {
         let seeds = junit_seeds(JUNIT);
         assert_eq!(
             seeds,
-            vec![json!({"target": "crash", "test": "train_survives", "seed": "42"})]
+            vec![
+                json!({"target": "crash", "test": "train_survives", "seed": "42", "tier": "gate"})
+            ]
         );
     }
 

@@ -9,10 +9,12 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-pub const USAGE: &str = "cargo xtask repro <trace.json> | <seed> --test <target> [test name]
+pub const USAGE: &str = "cargo xtask repro <trace.json> | <seed> [--tier quick|gate|nightly] --test <target> [test name]
   trace.json   a file from target/trainctl-failures/ (or a CI artifact): crash-*.json,
                model_vs_real-*.json, sched-<seed>.json; replayed exactly
-  seed         a printed seed (`seed N; replay: …`), rerun with TRAINCTL_SEED=N";
+  seed         a printed seed (`seed N; replay: …`), rerun with TRAINCTL_SEED=N; a proptest seed
+               replays only in the tier that printed it (the case stream depends on the case
+               count): pass --tier as printed. Scheduler seeds are tier-independent";
 
 /// What to run: the test target, the test name, and the environment variable that selects
 /// the case.
@@ -21,6 +23,8 @@ pub struct Replay {
     pub target: String,
     pub test: Option<String>,
     pub env: (&'static str, String),
+    /// `TRAINCTL_TEST_TIER` for the replay (seeds only).
+    pub tier: Option<String>,
 }
 
 /// The replay a trace document stands for, or why it is not replayable.
@@ -31,6 +35,7 @@ pub fn replay_of_trace(path: &Path, doc: &Value) -> Result<Replay, String> {
             target: "crash".into(),
             test: Some("replay".into()),
             env: ("TRAINCTL_REPLAY", file),
+            tier: None,
         });
     }
     if doc.get("target").and_then(Value::as_str) == Some("model_vs_real") {
@@ -38,6 +43,7 @@ pub fn replay_of_trace(path: &Path, doc: &Value) -> Result<Replay, String> {
             target: "model_vs_real".into(),
             test: Some("replay".into()),
             env: ("TRAINCTL_REPLAY", file),
+            tier: None,
         });
     }
     if doc.get("programs").is_some() && doc.get("schedule").is_some() {
@@ -47,6 +53,7 @@ pub fn replay_of_trace(path: &Path, doc: &Value) -> Result<Replay, String> {
             target: "sched".into(),
             test: Some("scheduled_starts_are_linearizable".into()),
             env: ("TRAINCTL_REPLAY", file),
+            tier: None,
         });
     }
     if doc.get("minimal_history").is_some() {
@@ -65,12 +72,20 @@ fn parse(args: &[String]) -> Result<Replay, String> {
     let (first, rest) = args.split_first().ok_or(USAGE)?;
     let mut target = None;
     let mut test = None;
+    let mut tier = None;
     let mut it = rest.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--test" => {
                 target = Some(it.next().ok_or("--test needs a target")?.clone());
                 test = it.next().cloned();
+            }
+            "--tier" => {
+                tier = Some(
+                    it.next()
+                        .ok_or("--tier needs quick, gate or nightly")?
+                        .clone(),
+                )
             }
             other => return Err(format!("repro: unexpected argument {other:?}\n{USAGE}")),
         }
@@ -83,6 +98,7 @@ fn parse(args: &[String]) -> Result<Replay, String> {
             target,
             test,
             env: ("TRAINCTL_SEED", seed.to_string()),
+            tier,
         });
     }
     let path = std::fs::canonicalize(first).map_err(|e| format!("{first}: {e}"))?;
@@ -99,6 +115,9 @@ fn parse(args: &[String]) -> Result<Replay, String> {
 /// The command for a replay: the README's release build, one target, one test, output shown.
 pub fn command(replay: &Replay) -> Command {
     let mut cmd = util::cargo();
+    if let Some(tier) = &replay.tier {
+        cmd.env("TRAINCTL_TEST_TIER", tier);
+    }
     cmd.env(replay.env.0, &replay.env.1).args([
         "test",
         "--release",
@@ -159,6 +178,8 @@ mod tests {
         assert!(parse(&["7".into()]).is_err());
         let r = parse(&[
             "7".into(),
+            "--tier".into(),
+            "nightly".into(),
             "--test".into(),
             "sched".into(),
             "racing_resumers_of_a_stale_variant_have_a_single_owner".into(),
@@ -167,6 +188,7 @@ mod tests {
         assert_eq!(r.env, ("TRAINCTL_SEED", "7".to_string()));
         let line = util::describe(&command(&r));
         assert!(line.contains("TRAINCTL_SEED=7"), "{line}");
+        assert!(line.contains("TRAINCTL_TEST_TIER=nightly"), "{line}");
         assert!(line.contains("--test sched -- racing_resumers"), "{line}");
     }
 }
