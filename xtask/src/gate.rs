@@ -150,9 +150,22 @@ pub fn run(args: &[String]) -> Result<bool, String> {
         stages.push(build);
 
         let junit = util::target_dir().join("nextest/gate/junit.xml");
+        let nextest_available = util::cargo()
+            .args(["nextest", "--version"])
+            .output()
+            .is_ok_and(|o| o.status.success());
         let mut nextest = |name: &'static str, filter: &str, copy_to: &str| -> Stage {
             if !built {
                 return skipped(name, "the gate build failed");
+            }
+            if !nextest_available {
+                return Stage {
+                    status: Status::Fail,
+                    ..skipped(
+                        name,
+                        "cargo-nextest is not installed: cargo install --locked cargo-nextest@0.9.143",
+                    )
+                };
             }
             let _ = std::fs::remove_file(&junit);
             let mut cmd = util::cargo();
