@@ -189,7 +189,11 @@ pub fn run_group(group: &Group, out: &Path, jobs: usize, accepted: &str) -> Grou
     if let Some(re) = group.re {
         cmd.args(["--re", re]);
     }
-    cmd.arg("--").args(group.tests);
+    // `--cargo-arg`, not `-- <test args>`: cargo-mutants passes test args only to the test
+    // phase, so the build phase would compile every test target of the package per mutant.
+    for arg in group.tests {
+        cmd.arg(format!("--cargo-arg={arg}"));
+    }
     let log = out.join("cargo-mutants.log");
     let _ = std::fs::remove_file(&log);
     let (_, duration) = util::run_logged(&mut cmd, &log);
