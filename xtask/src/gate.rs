@@ -578,6 +578,9 @@ fn markdown(doc: &Value, stages: &[Stage], groups: &[GroupResult]) -> String {
             }
         }
     }
+    if doc["suites"].as_array().is_none_or(|s| s.is_empty()) {
+        return md;
+    }
     md.push_str("\n## Test binaries (summed test time; tests run in parallel)\n\n| binary | tests | failed | time |\n|---|---:|---:|---:|\n");
     for s in doc["suites"].as_array().into_iter().flatten() {
         md.push_str(&format!(
