@@ -171,15 +171,23 @@ pub fn ensure_installed(log: &Path) -> bool {
     util::run_logged(&mut cmd, log).0
 }
 
-/// Runs one group: cargo-mutants over its files, its test targets, output under `out`. Mutant
-/// builds use their own target dir (`<target>/mutants-build`), so they never invalidate the
-/// gate's binaries and the dependencies are compiled once for every group.
+/// Runs one group: cargo-mutants over its files, its test targets, output under `out`.
+///
+/// With one job, mutant builds share one persistent target dir (`<target>/mutants-build`):
+/// they never invalidate the gate's binaries, and the dependencies are compiled once for
+/// every group and every later run. With `jobs` > 1 each scratch copy builds into its own
+/// `target/` (dependencies once per copy), because cargo's lock on a shared target dir would
+/// serialise the parallel builds.
 pub fn run_group(group: &Group, out: &Path, jobs: usize, accepted: &str) -> GroupResult {
     let _ = std::fs::remove_dir_all(out.join("mutants.out"));
     let mut cmd = Command::new("cargo");
-    cmd.current_dir(util::repo_root())
-        .env("CARGO_TARGET_DIR", util::target_dir().join("mutants-build"))
-        .args(["mutants", "--no-shuffle", "--jobs"])
+    cmd.current_dir(util::repo_root());
+    if jobs == 1 {
+        cmd.env("CARGO_TARGET_DIR", util::target_dir().join("mutants-build"));
+    } else {
+        cmd.env_remove("CARGO_TARGET_DIR");
+    }
+    cmd.args(["mutants", "--no-shuffle", "--jobs"])
         .arg(jobs.to_string())
         .arg("--output")
         .arg(out);
