@@ -75,6 +75,8 @@ pub const GROUPS: &[Group] = &[
             "--test",
             "props_decision",
             "--test",
+            "props_completion",
+            "--test",
             "crash",
             "--test",
             "model_vs_real",
