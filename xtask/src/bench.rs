@@ -9,8 +9,10 @@ use crate::util;
 use serde_json::{json, Value};
 use std::time::Instant;
 
-pub const USAGE: &str = "cargo xtask bench [--only plan,execute,trainer,suite] [--no-write]
-  --only LIST   run only these parts (default: all)
+pub const USAGE: &str =
+    "cargo xtask bench [--only plan,execute,trainer,suite] [--targets LIST] [--no-write]
+  --only LIST     run only these parts (default: all)
+  --targets LIST  suite part: only these test targets (default: every target, unit tests included)
   --no-write    print the section instead of updating docs/performance.md
   BENCH_RUNS=N  repetitions per bench measurement (benches' default 15)";
 
@@ -22,6 +24,7 @@ const PARTS: &[&str] = &["plan", "execute", "trainer", "suite"];
 pub fn run(args: &[String]) -> Result<bool, String> {
     let mut only: Vec<String> = PARTS.iter().map(|s| s.to_string()).collect();
     let mut write = true;
+    let mut targets: Option<Vec<String>> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -35,6 +38,15 @@ pub fn run(args: &[String]) -> Result<bool, String> {
                 if let Some(bad) = only.iter().find(|p| !PARTS.contains(&p.as_str())) {
                     return Err(format!("bench: unknown part {bad:?}\n{USAGE}"));
                 }
+            }
+            "--targets" => {
+                targets = Some(
+                    it.next()
+                        .ok_or("--targets needs a list")?
+                        .split(',')
+                        .map(|s| s.trim().to_string())
+                        .collect(),
+                )
             }
             "--no-write" => write = false,
             other => return Err(format!("bench: unknown argument {other:?}\n{USAGE}")),
@@ -78,7 +90,7 @@ pub fn run(args: &[String]) -> Result<bool, String> {
         ok &= out.status.success();
     }
     if only.iter().any(|p| p == "suite") {
-        let (suite_md, suite_ok) = suite(&logs)?;
+        let (suite_md, suite_ok) = suite(&logs, targets.as_deref())?;
         md.push_str(&suite_md);
         ok &= suite_ok;
     }
@@ -106,14 +118,20 @@ pub fn splice(doc: &str, section: &str) -> String {
 }
 
 /// The quick tier one target at a time: wall time per target and the stats lines.
-fn suite(logs: &std::path::Path) -> Result<(String, bool), String> {
+fn suite(logs: &std::path::Path, only: Option<&[String]>) -> Result<(String, bool), String> {
     let python = crate::gate::mlflow_python(&logs.join("mlflow-venv.log"));
     eprintln!("bench: building the quick tier (cargo test --release --no-run) …");
     let build_began = Instant::now();
-    let built = util::cargo()
-        .args(["test", "--release", "--no-run"])
-        .output()
-        .map_err(|e| e.to_string())?;
+    let mut build = util::cargo();
+    build.args(["test", "--release", "--no-run"]);
+    if let Some(only) = only {
+        // Build only what runs (the unit-test labels are not `--test` targets).
+        build.args(["-p", "trainctl"]);
+        for t in only.iter().filter(|t| !t.contains(' ')) {
+            build.args(["--test", t]);
+        }
+    }
+    let built = build.output().map_err(|e| e.to_string())?;
     let build_secs = build_began.elapsed().as_secs_f64();
     if !built.status.success() {
         return Ok((
@@ -139,6 +157,12 @@ fn suite(logs: &std::path::Path) -> Result<(String, bool), String> {
             name.clone(),
             vec!["-p".into(), "trainctl".into(), "--test".into(), name],
         ));
+    }
+    if let Some(only) = only {
+        targets.retain(|(label, _)| only.iter().any(|o| o == label));
+        if targets.is_empty() {
+            return Err(format!("bench: none of the targets {only:?} exists"));
+        }
     }
     let mut rows = Vec::new();
     let mut stats: Vec<Value> = Vec::new();
