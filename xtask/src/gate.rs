@@ -88,8 +88,12 @@ pub fn run(args: &[String]) -> Result<bool, String> {
     let opts = parse(args)?;
     let groups = mutants::select(&opts.groups)?;
     let gate_dir = util::target_dir().join("gate");
+    // One gate per target dir at a time: a second run rewrites the report. --mutants-only
+    // keeps the other stages' logs (its logs are under mutants/<group>/).
     let logs = gate_dir.join("logs");
-    let _ = std::fs::remove_dir_all(&logs);
+    if !opts.mutants_only {
+        let _ = std::fs::remove_dir_all(&logs);
+    }
     std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
     let started_at = util::now_utc();
     let machine = util::machine();

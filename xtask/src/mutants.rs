@@ -81,7 +81,9 @@ pub const GROUPS: &[Group] = &[
             "--test",
             "model_vs_real",
         ],
-        floor: None,
+        // Measured 2026-11-30: 38/50 (76.0%) without props_completion; its 9 tests killed
+        // all 12 survivors (re-tested with --iterate): 50/50.
+        floor: Some(1.0),
     },
     Group {
         name: "config",
