@@ -167,6 +167,7 @@ pub fn ensure_installed(log: &Path) -> bool {
         return true;
     }
     let mut cmd = Command::new("cargo");
+    util::without_run_env(&mut cmd);
     cmd.args([
         "install",
         "--locked",
@@ -186,6 +187,7 @@ pub fn run_group(group: &Group, out: &Path, jobs: usize, accepted: &str) -> Grou
     let _ = std::fs::remove_dir_all(out.join("mutants.out"));
     let mut cmd = Command::new("cargo");
     cmd.current_dir(util::repo_root());
+    util::without_run_env(&mut cmd);
     if jobs == 1 {
         cmd.env("CARGO_TARGET_DIR", util::target_dir().join("mutants-build"));
     } else {

@@ -20,12 +20,38 @@ pub fn target_dir() -> PathBuf {
     }
 }
 
-/// `cargo` as invoked by `cargo xtask` (the same toolchain), run from the repository root.
+/// `cargo` as invoked by `cargo xtask` (the same toolchain), run from the repository root,
+/// without the variables `cargo run` set for xtask itself.
 pub fn cargo() -> Command {
     let program = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(program);
     cmd.current_dir(repo_root());
+    without_run_env(&mut cmd);
     cmd
+}
+
+/// Removes what `cargo run` put in xtask's environment (CARGO_MANIFEST_DIR, CARGO_PKG_*, …).
+/// Build scripts such as ring's declare `rerun-if-env-changed` on those names, so a cargo
+/// started from xtask with them set would rebuild ring, rustls and everything above them,
+/// and the next plain `cargo` would rebuild them back.
+pub fn without_run_env(cmd: &mut Command) {
+    for (key, _) in std::env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        let set_by_run = key.starts_with("CARGO_PKG_")
+            || matches!(
+                key,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_MANIFEST_LINKS"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_RUSTC_CURRENT_DIR"
+            );
+        if set_by_run {
+            cmd.env_remove(key);
+        }
+    }
 }
 
 /// Runs `cmd` with stdout and stderr appended to `log`; returns (success, wall time). A
