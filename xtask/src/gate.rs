@@ -153,7 +153,9 @@ pub fn run(args: &[String]) -> Result<bool, String> {
         let built = build.status == Status::Pass;
         stages.push(build);
 
-        let junit = util::target_dir().join("nextest/gate/junit.xml");
+        // nextest's store dir is `target/nextest` under the workspace root (its `store.dir`
+        // default), whatever CARGO_TARGET_DIR says.
+        let junit = util::repo_root().join("target/nextest/gate/junit.xml");
         let nextest_available = util::cargo()
             .args(["nextest", "--version"])
             .output()
