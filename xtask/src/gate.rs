@@ -478,11 +478,20 @@ fn junit_suites(xml: &str) -> Vec<Value> {
     tags(xml, "testsuite")
         .into_iter()
         .map(|t| {
+            // nextest gives no suite time: sum the suite's test cases.
+            let start = xml.find(t).unwrap_or(0);
+            let end = xml[start..]
+                .find("</testsuite>")
+                .map_or(xml.len(), |e| start + e);
+            let secs: f64 = tags(&xml[start..end], "testcase")
+                .iter()
+                .filter_map(|c| attr(c, "time")?.parse::<f64>().ok())
+                .sum();
             json!({
                 "suite": attr(t, "name").unwrap_or("?"),
                 "tests": num(t, "tests"),
                 "failures": num(t, "failures") + num(t, "errors"),
-                "secs": attr(t, "time").and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0),
+                "secs": secs,
             })
         })
         .collect()
@@ -599,13 +608,29 @@ fn markdown(doc: &Value, stages: &[Stage], groups: &[GroupResult]) -> String {
     }
     md.push_str("\n## Seeds used\n\n");
     md.push_str("proptest properties (replay one alone with `cargo xtask repro <seed> --tier <tier> --test <target> <test>`):\n\n");
+    // One line per property (a property may print several seeds: one per test process or
+    // per proptest config evaluation); every seed is in report.json.
+    let mut by_test: Vec<(String, Vec<String>)> = Vec::new();
     for s in doc["seeds"].as_array().into_iter().flatten() {
-        md.push_str(&format!(
-            "- `{}` `{}`: seed {} (tier {})\n",
+        let key = format!(
+            "`{}` `{}` (tier {})",
             s["target"].as_str().unwrap_or("?"),
             s["test"].as_str().unwrap_or("?"),
-            s["seed"].as_str().unwrap_or("?"),
             s["tier"].as_str().unwrap_or("?")
+        );
+        let seed = s["seed"].as_str().unwrap_or("?").to_string();
+        match by_test.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, seeds)) => seeds.push(seed),
+            None => by_test.push((key, vec![seed])),
+        }
+    }
+    for (key, seeds) in by_test {
+        let shown: Vec<&str> = seeds.iter().take(3).map(String::as_str).collect();
+        md.push_str(&format!(
+            "- {key}: {} seed(s): {}{}\n",
+            seeds.len(),
+            shown.join(", "),
+            if seeds.len() > 3 { ", …" } else { "" }
         ));
     }
     md.push_str(&format!(
@@ -621,7 +646,7 @@ mod tests {
 
     const JUNIT: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 <testsuites name="nextest-run" tests="3" failures="1" errors="0" uuid="x" timestamp="t" time="2.5">
-    <testsuite name="trainctl::crash" tests="2" disabled="0" errors="0" failures="1" time="2.0">
+    <testsuite name="trainctl::crash" tests="2" disabled="0" errors="0" failures="1">
         <testcase name="replay" classname="trainctl::crash" time="1.0"><system-err>seed 42; replay: TRAINCTL_TEST_TIER=gate TRAINCTL_SEED=42 cargo test --release --test crash -- train_survives
 </system-err></testcase>
     </testsuite>
@@ -643,6 +668,7 @@ mod tests {
         assert_eq!(suites.len(), 2);
         assert_eq!(suites[0]["suite"], "trainctl::crash");
         assert_eq!(suites[0]["failures"], 1);
+        assert_eq!(suites[0]["secs"], 1.0);
         let seeds = junit_seeds(JUNIT);
         assert_eq!(
             seeds,
