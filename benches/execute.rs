@@ -1,6 +1,7 @@
 //! Execution-core measurements (issue: execution core): fsyncs in one complete `train`, the
 //! wall time of its durable steps against a raw fsync floor measured in the same run, and
-//! model-vs-real style command throughput on SimFs. Run: `cargo bench --bench execute`.
+//! model-vs-real style command throughput on SimFs, and `train` start throughput of 1, 8 and 64
+//! concurrent real processes against the same floor. Run: `cargo bench --bench execute`.
 //! Prints Markdown for docs/performance.md; asserts nothing about time.
 
 #[path = "../props/support/mod.rs"]
@@ -145,6 +146,7 @@ fn main() {
         floor_times.push(start.elapsed());
     }
     let (t, f) = (median(train_times), median(floor_times));
+    let floor_per_train = f;
     println!(
         "| train (in-process trainer) vs fsync floor | {:.2} ms | floor {:.2} ms | ratio {:.2} |",
         t.as_secs_f64() * 1e3,
@@ -170,4 +172,65 @@ fn main() {
     }
     let per_s = commands as f64 / start.elapsed().as_secs_f64();
     println!("| model-vs-real style commands on SimFs | {per_s:.0} commands/s | ({commands} commands, variants grow as it runs) |");
+
+    // 4. Start throughput: N real `trainctl train -o run.mode=force_new` processes at once on
+    //    one project (the fixture trainer, ~instant), wall time until all exit; against N ×
+    //    the floor of one train's fsyncs measured above (the fsyncs cannot overlap on one disk
+    //    in the worst case, so N × floor is what durability alone costs serially).
+    let max_starts: usize = std::env::var("BENCH_MAX_STARTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
+    for n in [1usize, 8, 64].into_iter().filter(|n| *n <= max_starts) {
+        let project = fixture_project();
+        let start = Instant::now();
+        let children: Vec<_> = (0..n)
+            .map(|_| {
+                project
+                    .command(&["--json", "-o", "run.mode=force_new", "train"], &[])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("spawn trainctl")
+            })
+            .collect();
+        let mut failed = 0;
+        for child in children {
+            let out = child.wait_with_output().expect("wait");
+            if !out.status.success() {
+                failed += 1;
+                eprintln!("start failed: {}", String::from_utf8_lossy(&out.stderr));
+            }
+        }
+        let wall = start.elapsed();
+        let floor = floor_per_train * n as u32;
+        println!(
+            "| {n} concurrent `train` processes (fixture trainer) | {:.0} ms wall, {:.1} starts/s | floor {n} × {:.1} ms = {:.0} ms | ratio {:.2}{} |",
+            wall.as_secs_f64() * 1e3,
+            n as f64 / wall.as_secs_f64(),
+            floor_per_train.as_secs_f64() * 1e3,
+            floor.as_secs_f64() * 1e3,
+            wall.as_secs_f64() / floor.as_secs_f64(),
+            if failed > 0 { format!(", {failed} FAILED") } else { String::new() }
+        );
+    }
+}
+
+/// A project whose trainer is the fixture trainer (python, exits at once), so a start costs
+/// the orchestrator's work and a python start-up, not a training.
+fn fixture_project() -> support::Project {
+    let project = support::Project::new();
+    let path = project.config("final_training.yaml");
+    let text = std::fs::read_to_string(&path).expect("final_training.yaml");
+    let text = text.replacen(
+        "command: null",
+        "command: [python3, fixtures/trainer/fake_trainer.py]",
+        1,
+    );
+    assert!(
+        text.contains("fake_trainer.py"),
+        "trainer.command key moved"
+    );
+    std::fs::write(path, text).expect("write final_training.yaml");
+    project
 }

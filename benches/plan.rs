@@ -1,5 +1,6 @@
-//! `plan` latency against the number of variant dirs, with a 100,000-record cache present
-//! (issue: foundation, performance). Run: `cargo bench --bench plan`; prints a Markdown table
+//! `plan` latency against the number of cache records (100 … 100,000, with 100 variants) and
+//! against the number of variant dirs (with a 100,000-record cache present) (issue: foundation,
+//! performance; issue 8). Run: `cargo bench --bench plan`; prints a Markdown table
 //! for docs/performance.md. A benchmark, not a test: nothing here asserts a time.
 
 #[path = "../props/support/mod.rs"]
@@ -58,15 +59,36 @@ fn main() {
     let job =
         trainctl::job::prepare(config, &trainctl::fs::OsFs, &support::host()).expect("prepare");
 
-    // 100,000 cache records (plan must not read them).
+    // Cache records grow 100 → 100,000 with 100 complete variants (plan must not read the
+    // records: its time should not move).
     let cache = job.layout.out.join("cache/final_training");
     std::fs::create_dir_all(&cache).expect("cache dir");
-    let t = Instant::now();
-    for i in 0..100_000u32 {
-        let name = format!("final_training_builtin_{i:06}_20260101T000000.{i:06}Z.json");
-        std::fs::write(cache.join(name), format!("{{\"record\":{i}}}")).expect("record");
+    for v in 1..=100 {
+        support::write_complete_variant(&job.layout, &job.identity, v);
     }
-    eprintln!("wrote 100000 cache records in {:?}", t.elapsed());
+    println!("| cache records (100 variants) | reuse | force_new |");
+    println!("|---:|---:|---:|");
+    let mut written = 0u32;
+    let t = Instant::now();
+    for records in [100u32, 1_000, 10_000, 100_000] {
+        for i in written..records {
+            let name = format!("final_training_builtin_{i:06}_20260101T000000.{i:06}Z.json");
+            std::fs::write(cache.join(name), format!("{{\"record\":{i}}}")).expect("record");
+        }
+        written = records;
+        let (reuse, _) = time_plan(&root, &[], runs);
+        let (force, _) = time_plan(&root, &["run.mode=force_new"], runs);
+        println!(
+            "| {records} | {:.2} ms | {:.2} ms |",
+            reuse.as_secs_f64() * 1e3,
+            force.as_secs_f64() * 1e3
+        );
+    }
+    eprintln!(
+        "wrote 100000 cache records and timed plan in {:?}",
+        t.elapsed()
+    );
+    println!();
 
     // A second identity whose variants are all incomplete (metadata missing): the worst case
     // for reuse_if_exists, which must look at every variant to find no complete one.
@@ -77,7 +99,7 @@ fn main() {
 
     println!("| variants | reuse (all complete) | force_new | resume_if_incomplete | reuse, none complete (worst) | binary `plan`, all complete |");
     println!("|---:|---:|---:|---:|---:|---:|");
-    let mut made = 0u64;
+    let mut made = 0u64; // rewriting the first 100 complete variants is harmless
     for target in [100u64, 1_000, 10_000] {
         let t = Instant::now();
         for v in made + 1..=target {

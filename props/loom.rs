@@ -220,6 +220,12 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
         std::thread::current().name().unwrap_or("scenario"),
         n as f64 / secs.max(1e-9)
     );
+    if std::env::var_os("TRAINCTL_STATS").is_some() {
+        let stats = serde_json::json!({"target": "loom",
+            "test": std::thread::current().name().unwrap_or("scenario"),
+            "measure": "interleavings", "count": n, "secs": secs});
+        eprintln!("TRAINCTL-STATS {stats}");
+    }
 }
 
 fn concurrent_new_allocations(threads: u32) {

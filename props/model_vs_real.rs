@@ -183,6 +183,40 @@ pub struct Real {
     history: Vec<Command>,
 }
 
+/// Commands applied per backend (Sim, Os) since the first sandbox of that backend: with
+/// `TRAINCTL_STATS=1` every dropped `Real` prints the running total (`cargo xtask bench`).
+static COMMANDS: [std::sync::atomic::AtomicU64; 2] = [
+    std::sync::atomic::AtomicU64::new(0),
+    std::sync::atomic::AtomicU64::new(0),
+];
+static STARTED: [std::sync::OnceLock<std::time::Instant>; 2] =
+    [std::sync::OnceLock::new(), std::sync::OnceLock::new()];
+
+fn backend_index(backend: &Backend) -> usize {
+    match backend {
+        Backend::Sim => 0,
+        Backend::Os => 1,
+    }
+}
+
+impl Drop for Real {
+    fn drop(&mut self) {
+        if std::env::var_os("TRAINCTL_STATS").is_none() {
+            return;
+        }
+        let i = backend_index(&self.backend);
+        let secs = STARTED[i].get().map_or(0.0, |t| t.elapsed().as_secs_f64());
+        let count = COMMANDS[i].load(std::sync::atomic::Ordering::Relaxed);
+        let test = [
+            "model_agrees_with_orchestrator_on_simfs",
+            "model_agrees_with_orchestrator_on_osfs",
+        ][i];
+        let stats = serde_json::json!({"target": "model_vs_real", "test": test,
+            "measure": "commands (incl. generation, model, checks)", "count": count, "secs": secs});
+        eprintln!("TRAINCTL-STATS {stats}");
+    }
+}
+
 fn run_mode(mode: Mode) -> RunMode {
     match mode {
         Mode::ReuseIfExists => RunMode::ReuseIfExists,
@@ -210,6 +244,7 @@ fn expected_of(decision: &trainctl::error::Result<Decision>) -> Expected {
 
 impl Real {
     fn new(backend: Backend, tracking: Tracking, fault: Option<Fault>) -> Real {
+        STARTED[backend_index(&backend)].get_or_init(std::time::Instant::now);
         let extra = [format!(
             "paths:cache_strategies.final_training.index.max_entries={MAX_ENTRIES}"
         )];
@@ -541,6 +576,7 @@ fn fail(real: &Real, what: &str) -> ! {
 
 /// Applies one command to both sides and compares the immediate responses.
 fn step(mut real: Real, expected: Option<&Response>, command: Command) -> Real {
+    COMMANDS[backend_index(&real.backend)].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     real.history.push(command.clone());
     match (&command, expected) {
         (

@@ -363,8 +363,13 @@ pub fn seeded_config(cases: u32, target: &str, test: &str) -> proptest::test_run
                 .unwrap_or(0);
             t ^ (std::process::id() as u64).rotate_left(32)
         });
+    // proptest's case stream depends on the case count, so a gate/nightly seed replays only
+    // in its own tier: the line carries the tier when one is set.
+    let tier = std::env::var("TRAINCTL_TEST_TIER")
+        .map(|t| format!("TRAINCTL_TEST_TIER={t} "))
+        .unwrap_or_default();
     eprintln!(
-        "seed {seed}; replay: TRAINCTL_SEED={seed} cargo test --release --test {target} -- {test}"
+        "seed {seed}; replay: {tier}TRAINCTL_SEED={seed} cargo test --release --test {target} -- {test}"
     );
     proptest::test_runner::Config {
         cases,
