@@ -7,7 +7,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::fs::{Fs, OsFs};
 use crate::job::{self, Host};
 use crate::lease::LeaseView;
-use crate::observe::{self, FsVariants};
+use crate::observe;
 use crate::plan::{self, VariantOracle};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
@@ -289,9 +289,9 @@ pub fn plan_command(
     let config = config::load(opts, cwd, host.var)?;
     let job = job::prepare(config, fs, host)?;
     let facts = host.facts(job.config.lease_timeout_s() * 1000);
-    let variants = FsVariants::scan(fs, &job.layout, &job.identity, &facts)?;
     let request = job.request();
-    let decision = plan::decide(&request, &variants)?;
+    let (variants, decision) =
+        crate::observe::decide(fs, &job.layout, &job.identity, &facts, &request)?;
     let variant = decision.variant();
     let output_dir = job.layout.variant_dir(&job.identity, variant)?;
     let (run_name, name_warnings) = job.run_name(variant)?;

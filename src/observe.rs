@@ -12,6 +12,41 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+/// Bound on the re-decisions of a reuse while other starts keep completing variants.
+pub const MAX_REUSE_RECHECKS: usize = 16;
+
+/// The decision for `request` on the variants of `identity` as they are now, with the
+/// observation it was made on. A reuse answers from a listing and from completion checks
+/// made at different times, so a variant completed after the listing could be reused while
+/// a newer one had completed meanwhile (found by the gate tier of props/sched.rs). A reuse
+/// is therefore decided again on a fresh listing until two consecutive decisions agree
+/// (double collect): completion only grows between them, so the second listing is an
+/// instant at which the answer was the contract's. Other decisions are protected by the
+/// lease and the no-replace publish that carry them out.
+pub fn decide<'a>(
+    fs: &'a dyn Fs,
+    layout: &'a Layout,
+    identity: &'a Identity,
+    facts: &'a LivenessFacts<'a>,
+    request: &crate::plan::Request,
+) -> crate::error::Result<(FsVariants<'a>, crate::plan::Decision)> {
+    let mut variants = FsVariants::scan(fs, layout, identity, facts)?;
+    let mut decision = crate::plan::decide(request, &variants)?;
+    for _ in 0..MAX_REUSE_RECHECKS {
+        if !matches!(decision, crate::plan::Decision::Reuse { .. }) {
+            break;
+        }
+        let again = FsVariants::scan(fs, layout, identity, facts)?;
+        let next = crate::plan::decide(request, &again)?;
+        variants = again;
+        if next == decision {
+            break;
+        }
+        decision = next;
+    }
+    Ok((variants, decision))
+}
+
 /// Reads a variant's lease and applies the liveness rule.
 pub fn read_lease(fs: &dyn Fs, dir: &Path, facts: &LivenessFacts<'_>) -> LeaseView {
     lease::read(fs, dir, facts)

@@ -15,14 +15,11 @@ use crate::identity::sha256_hex;
 use crate::job::{Host, Job};
 use crate::lease::{self, Heartbeat, LeaseRecord, Owner, Take};
 use crate::observe::FsVariants;
-use crate::plan::{self, Decision, VariantOracle};
+use crate::plan::{Decision, VariantOracle};
 use crate::trainer::{Outcome, Run, Trainer, TrainerProcess};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// Bound on the re-decisions of a reuse while other starts keep completing variants.
-pub const MAX_REUSE_RECHECKS: usize = 16;
 
 /// Bound on allocation attempts when other starts keep taking the next number.
 pub const MAX_ALLOCATION_ATTEMPTS: u64 = 10_000;
@@ -337,26 +334,9 @@ fn total_steps(fs: &dyn Fs, job: &Job) -> u64 {
 pub fn train(job: &Job, ctx: &Context<'_>) -> Result<Report> {
     let fs = ctx.fs;
     let facts = ctx.host.facts(job.config.lease_timeout_s() * 1000);
-    let mut variants = FsVariants::scan(fs, &job.layout, &job.identity, &facts)?;
     let request = job.request();
-    let mut decision = plan::decide(&request, &variants)?;
-    // A reuse answers from a listing and completion checks made at different times: a
-    // variant completed after the listing can be reused while a newer one completed
-    // meanwhile (found by the gate tier of props/sched.rs). Double collect: decide again on
-    // a fresh listing until two consecutive decisions agree. Completion only grows between
-    // them, so the second listing is an instant at which the answer was the contract's.
-    for _ in 0..MAX_REUSE_RECHECKS {
-        if !matches!(decision, Decision::Reuse { .. }) {
-            break;
-        }
-        let again = FsVariants::scan(fs, &job.layout, &job.identity, &facts)?;
-        let next = plan::decide(&request, &again)?;
-        variants = again;
-        if next == decision {
-            break;
-        }
-        decision = next;
-    }
+    let (variants, decision) =
+        crate::observe::decide(fs, &job.layout, &job.identity, &facts, &request)?;
     let mut warnings = job.warnings.clone();
     let settings =
         CacheSettings::from_paths(&job.config.paths, &job.layout, CacheKind::FinalTraining)?;

@@ -462,10 +462,9 @@ impl Sandbox {
             ..super::host()
         };
         let facts = host.facts(job.config.lease_timeout_s() * 1000);
-        let variants =
-            trainctl::observe::FsVariants::scan(&*self.fs, &job.layout, &job.identity, &facts)?;
         let request = job.request();
-        trainctl::plan::decide(&request, &variants)
+        trainctl::observe::decide(&*self.fs, &job.layout, &job.identity, &facts, &request)
+            .map(|(_, decision)| decision)
     }
 
     /// Runs `train` as a fresh process; returns its result and whether the process died.
