@@ -220,17 +220,6 @@ fn main() {
 /// the orchestrator's work and a python start-up, not a training.
 fn fixture_project() -> support::Project {
     let project = support::Project::new();
-    let path = project.config("final_training.yaml");
-    let text = std::fs::read_to_string(&path).expect("final_training.yaml");
-    let text = text.replacen(
-        "command: null",
-        "command: [python3, fixtures/trainer/fake_trainer.py]",
-        1,
-    );
-    assert!(
-        text.contains("fake_trainer.py"),
-        "trainer.command key moved"
-    );
-    std::fs::write(path, text).expect("write final_training.yaml");
+    project.use_fixture_trainer();
     project
 }

@@ -322,13 +322,7 @@ fn incomplete_or_mismatched_parents_are_refused_before_anything_is_written() {
 fn missing_converter_inputs_are_a_clear_error_before_anything_is_written() {
     // The fixture trainer's checkpoint has no built-in feature config.
     let project = Project::new();
-    let path = project.config("final_training.yaml");
-    let text = std::fs::read_to_string(&path).unwrap().replacen(
-        "command: null",
-        "command: [python3, fixtures/trainer/fake_trainer.py]",
-        1,
-    );
-    std::fs::write(&path, text).unwrap();
+    project.use_fixture_trainer();
     train(&project, &[]);
     let before = support::snapshot(project.root());
     let (code, doc) = convert(&project, &["--latest"]);

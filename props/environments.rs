@@ -35,34 +35,11 @@ fn run(
     (out.status.code().unwrap_or(-1), doc, stderr)
 }
 
-/// The four OUTs, redirected into the project (shipped: `/content/drive/...` for colab is ON
-/// the Drive; here colab's OUT is the VM disk so that the backup has something to do).
-fn out_of(root: &Path, env: &str) -> PathBuf {
-    root.join(match env {
-        "local" => "outputs",
-        "colab" => "content/outputs",
-        "kaggle" => "kaggle/working/outputs",
-        "azureml" => "mnt/outputs",
-        other => panic!("no env {other}"),
-    })
-}
+use support::platform_out as out_of;
 
 /// `-o` arguments redirecting every env's OUT and the Drive mount into `root`.
 fn redirect(root: &Path) -> Vec<String> {
-    let mut args = Vec::new();
-    for env in ["colab", "kaggle", "azureml"] {
-        args.push("-o".into());
-        args.push(format!(
-            "paths:env_overrides.{env}.base.outputs={}",
-            out_of(root, env).display()
-        ));
-    }
-    args.push("-o".into());
-    args.push(format!(
-        "paths:drive.mount_point={}",
-        root.join("content/drive").display()
-    ));
-    args
+    support::platform_redirects(root, &root.join("content/drive"))
 }
 
 struct Detect {

@@ -11,18 +11,7 @@ use std::time::{Duration, Instant};
 /// A project whose trainer is the fixture trainer (fast, with failure knobs), not the built-in.
 fn fixture_project() -> support::Project {
     let project = support::Project::new();
-    let path = project.config("final_training.yaml");
-    let text = std::fs::read_to_string(&path).expect("final_training.yaml");
-    let text = text.replacen(
-        "command: null",
-        "command: [python3, fixtures/trainer/fake_trainer.py]",
-        1,
-    );
-    assert!(
-        text.contains("fake_trainer.py"),
-        "final_training.yaml lost its trainer.command key"
-    );
-    std::fs::write(path, text).expect("write final_training.yaml");
+    project.use_fixture_trainer();
     project
 }
 

@@ -373,14 +373,7 @@ struct World<'a> {
     down_uri: String,
 }
 
-fn out_of(root: &Path, env: &str) -> PathBuf {
-    root.join(match env {
-        "colab" => "content/outputs",
-        "kaggle" => "kaggle/working/outputs",
-        "azureml" => "mnt/outputs",
-        _ => "outputs",
-    })
-}
+use support::platform_out as out_of;
 
 const AZ_SETTINGS: [&str; 4] = [
     "mlflow:azure_ml.enabled=true",
@@ -413,16 +406,7 @@ impl World<'_> {
     /// Global arguments every invocation of the row gets.
     fn globals(&self) -> Vec<String> {
         let root = self.project.root();
-        let mut args = Vec::new();
-        for env in ["colab", "kaggle", "azureml"] {
-            args.push("-o".into());
-            args.push(format!(
-                "paths:env_overrides.{env}.base.outputs={}",
-                out_of(root, env).display()
-            ));
-        }
-        args.push("-o".into());
-        args.push(format!("paths:drive.mount_point={}", self.drive.display()));
+        let mut args = support::platform_redirects(root, &self.drive);
         if let Some(s) = &self.row.storage_env {
             args.extend([
                 "--env".to_string(),

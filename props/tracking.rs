@@ -871,16 +871,6 @@ fn train_runs_are_tracked_and_mlflow_reads_them() {
     );
 }
 
-fn with_fixture_trainer(project: &support::Project) {
-    let path = project.config("final_training.yaml");
-    let text = std::fs::read_to_string(&path).unwrap().replacen(
-        "command: null",
-        "command: [python3, fixtures/trainer/fake_trainer.py]",
-        1,
-    );
-    std::fs::write(path, text).unwrap();
-}
-
 #[test]
 fn a_failed_run_is_failed_in_mlflow_and_resume_reopens_it() {
     let Some(python) = mlflow_python("a_failed_run_is_failed_in_mlflow_and_resume_reopens_it")
@@ -888,7 +878,7 @@ fn a_failed_run_is_failed_in_mlflow_and_resume_reopens_it() {
         return;
     };
     let project = support::Project::new();
-    with_fixture_trainer(&project);
+    project.use_fixture_trainer();
     let (code, doc) = train_json(&project, &[], &[("FAKE_TRAINER_FAIL_AT", "3")]);
     assert_eq!(code, 5, "{doc}");
     let uri = format!("file:{}", project.root().join("mlruns").display());
@@ -1007,7 +997,7 @@ fn a_server_stopped_mid_training_is_caught_up_by_track_sync() {
         ("FAKE_TRAINER_SLEEP_MS", "400"),
     ];
     let project = support::Project::new();
-    with_fixture_trainer(&project);
+    project.use_fixture_trainer();
     let mut child = project
         .command(&["--json", "train"], &env)
         .stdout(Stdio::piped())

@@ -55,6 +55,23 @@ impl Project {
         self.root().join("config").join(rel)
     }
 
+    /// Switches `final_training.yaml` to the fixture trainer (`fixtures/trainer/
+    /// fake_trainer.py`: fast, with failure knobs) instead of the built-in one.
+    pub fn use_fixture_trainer(&self) {
+        let path = self.config("final_training.yaml");
+        let text = std::fs::read_to_string(&path).expect("final_training.yaml");
+        let text = text.replacen(
+            "command: null",
+            "command: [python3, fixtures/trainer/fake_trainer.py]",
+            1,
+        );
+        assert!(
+            text.contains("fake_trainer.py"),
+            "final_training.yaml lost its trainer.command key"
+        );
+        std::fs::write(path, text).expect("write final_training.yaml");
+    }
+
     /// Replaces a config file's text.
     pub fn write_config(&self, rel: &str, text: &str) {
         let path = self.config(rel);
@@ -124,6 +141,34 @@ pub fn env_args(env: &str, out: &Path, drive: &Path) -> Vec<String> {
         "-o".into(),
         format!("paths:drive.mount_point={}", drive.display()),
     ]
+}
+
+/// Where the environment matrix and the scenario table put each storage env's OUT inside a
+/// project `root` (the platforms' absolute paths, redirected): colab's is the VM disk, not
+/// the Drive, so that a backup has something to do.
+pub fn platform_out(root: &Path, env: &str) -> PathBuf {
+    root.join(match env {
+        "colab" => "content/outputs",
+        "kaggle" => "kaggle/working/outputs",
+        "azureml" => "mnt/outputs",
+        _ => "outputs",
+    })
+}
+
+/// `-o` arguments moving every platform env's OUT to [`platform_out`] and the Drive mount to
+/// `drive`.
+pub fn platform_redirects(root: &Path, drive: &Path) -> Vec<String> {
+    let mut args = Vec::new();
+    for env in ["colab", "kaggle", "azureml"] {
+        args.push("-o".into());
+        args.push(format!(
+            "paths:env_overrides.{env}.base.outputs={}",
+            platform_out(root, env).display()
+        ));
+    }
+    args.push("-o".into());
+    args.push(format!("paths:drive.mount_point={}", drive.display()));
+    args
 }
 
 /// No environment variables.
