@@ -21,7 +21,7 @@
 use super::{
     codes, latest_metrics, validate_artifact_path, validate_batch, validate_experiment_name,
     validate_key, validate_new_run, ArtifactEntry, Batch, Experiment, LifecycleStage, Metric,
-    NewRun, Result, Run, RunFilter, RunInfo, RunStatus, TrackError, Tracker, TAG_RUN_NAME,
+    NewRun, Result, Run, RunFilter, RunInfo, RunStatus, TrackError, Tracker,
 };
 use crate::fs::{create_durable, is_temp_name, write_atomic, write_atomic_staged, Fs};
 use serde_json::Value;
@@ -481,18 +481,11 @@ impl Tracker for FileTracker {
             )));
         }
         let run_id = self.unique_hex32();
-        let info = RunInfo {
-            run_id: run_id.clone(),
-            experiment_id: run.experiment_id.clone(),
-            run_name: run.run_name.clone(),
-            status: RunStatus::Running,
-            start_time_ms: run.start_time_ms,
-            end_time_ms: None,
-            artifact_uri: format!("{}/artifacts", file_uri(&experiment_dir.join(&run_id))),
-            lifecycle_stage: LifecycleStage::Active,
-        };
-        let mut tags = run.tags.clone();
-        tags.insert(TAG_RUN_NAME.to_string(), run.run_name.clone());
+        let info = run.info(
+            run_id.clone(),
+            format!("{}/artifacts", file_uri(&experiment_dir.join(&run_id))),
+        );
+        let tags = run.stored_tags();
         let meta = emit_mapping(&run_meta(&info, "unknown", &BTreeMap::new()));
         self.build_run(&experiment_dir.join(&run_id), &meta, &tags)?;
         Ok(info)
@@ -714,17 +707,10 @@ pub fn experiment_id_for(name: &str, attempt: u32) -> String {
 
 /// `pathlib.Path(path).as_uri()`: `file://` plus the percent-encoded absolute path.
 pub fn file_uri(path: &Path) -> String {
-    let text = path.to_string_lossy();
-    let mut out = String::from("file://");
-    for byte in text.as_bytes() {
-        let c = *byte as char;
-        if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '~' | '/') {
-            out.push(c);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
+    format!(
+        "file://{}",
+        super::percent_encode_path(&path.to_string_lossy())
+    )
 }
 
 /// The line MLflow's file store appends for one metric point.

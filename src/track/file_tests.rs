@@ -4,6 +4,7 @@
 use super::*;
 use crate::fs::sim::SimFs;
 use crate::fs::OsFs;
+use crate::track::TAG_RUN_NAME;
 use crate::track::{resolve_experiment, RecordingTracker, RunFilter};
 use proptest::prelude::*;
 

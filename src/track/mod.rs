@@ -297,6 +297,45 @@ pub struct Batch {
     pub tags: BTreeMap<String, String>,
 }
 
+impl NewRun {
+    /// The new run's info as every backend reports it: RUNNING, active, not ended, with the
+    /// backend's id and artifact location.
+    pub fn info(&self, run_id: String, artifact_uri: String) -> RunInfo {
+        RunInfo {
+            run_id,
+            experiment_id: self.experiment_id.clone(),
+            run_name: self.run_name.clone(),
+            status: RunStatus::Running,
+            start_time_ms: self.start_time_ms,
+            end_time_ms: None,
+            artifact_uri,
+            lifecycle_stage: LifecycleStage::Active,
+        }
+    }
+
+    /// The tags a backend stores: the given ones plus `mlflow.runName`.
+    pub fn stored_tags(&self) -> BTreeMap<String, String> {
+        let mut tags = self.tags.clone();
+        tags.insert(TAG_RUN_NAME.to_string(), self.run_name.clone());
+        tags
+    }
+}
+
+/// A path percent-encoded as MLflow writes it in URIs: ASCII alphanumerics and `_.-~/` kept,
+/// every other byte `%XX` (the inverse of `select::percent_decode`).
+pub fn percent_encode_path(path: &str) -> String {
+    let mut out = String::new();
+    for byte in path.as_bytes() {
+        let c = *byte as char;
+        if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '~' | '/') {
+            out.push(c);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
 impl Batch {
     pub fn is_empty(&self) -> bool {
         self.params.is_empty() && self.metrics.is_empty() && self.tags.is_empty()

@@ -6,7 +6,7 @@
 use super::{
     codes, latest_metrics, validate_artifact_path, validate_batch, validate_experiment_name,
     validate_key, validate_new_run, ArtifactEntry, Batch, Experiment, LifecycleStage, Metric,
-    NewRun, Result, Run, RunFilter, RunInfo, RunStatus, TrackError, Tracker, TAG_RUN_NAME,
+    NewRun, Result, Run, RunFilter, RunInfo, RunStatus, TrackError, Tracker,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -271,18 +271,11 @@ impl Tracker for RecordingTracker {
             )));
         }
         let run_id = format!("run-{:04}", state.runs.len() + 1);
-        let info = RunInfo {
-            run_id: run_id.clone(),
-            experiment_id: run.experiment_id.clone(),
-            run_name: run.run_name.clone(),
-            status: RunStatus::Running,
-            start_time_ms: run.start_time_ms,
-            end_time_ms: None,
-            artifact_uri: format!("memory://{}/{run_id}/artifacts", run.experiment_id),
-            lifecycle_stage: LifecycleStage::Active,
-        };
-        let mut tags = run.tags.clone();
-        tags.insert(TAG_RUN_NAME.into(), run.run_name.clone());
+        let info = run.info(
+            run_id.clone(),
+            format!("memory://{}/{run_id}/artifacts", run.experiment_id),
+        );
+        let tags = run.stored_tags();
         state.runs.insert(
             run_id,
             StoredRun {

@@ -390,20 +390,6 @@ fn snippet(text: &str) -> String {
     out.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// `a b/c` → `a%20b/c`: a path's segments percent-encoded, `/` kept.
-fn encode_path(path: &str) -> String {
-    let mut out = String::new();
-    for byte in path.as_bytes() {
-        let c = *byte as char;
-        if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '~' | '/') {
-            out.push(c);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
 fn key_values(map: &BTreeMap<String, String>) -> Value {
     Value::Array(
         map.iter()
@@ -700,8 +686,8 @@ impl Tracker for RestTracker {
         let url = format!(
             "{}{ARTIFACTS_API}/{}/{}",
             self.base,
-            encode_path(&root),
-            encode_path(artifact_path)
+            super::percent_encode_path(&root),
+            super::percent_encode_path(artifact_path)
         );
         self.call(
             &Method::Put,
