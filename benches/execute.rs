@@ -116,7 +116,10 @@ fn main() {
         counting.fsyncs.load(Ordering::Relaxed),
         counting.mutations.load(Ordering::Relaxed),
     );
-    println!("| one complete `train` (OsFs) | {fsyncs} fsyncs | {mutations} mutating operations |");
+    println!("| measurement | value | floor / detail | ratio |\n|---|---|---|---|");
+    println!(
+        "| one complete `train` (OsFs) | {fsyncs} fsyncs | {mutations} mutating operations | |"
+    );
 
     // 2. Wall time of a whole in-process train on OsFs vs the raw floor: write + fsync +
     //    rename + dir fsync, times the number of fsync pairs the train needs.
@@ -148,7 +151,7 @@ fn main() {
     let (t, f) = (median(train_times), median(floor_times));
     let floor_per_train = f;
     println!(
-        "| train (in-process trainer) vs fsync floor | {:.2} ms | floor {:.2} ms | ratio {:.2} |",
+        "| train (in-process trainer) vs fsync floor | {:.2} ms | floor {:.2} ms | {:.2} |",
         t.as_secs_f64() * 1e3,
         f.as_secs_f64() * 1e3,
         t.as_secs_f64() / f.as_secs_f64()
@@ -171,7 +174,7 @@ fn main() {
         commands += 2;
     }
     let per_s = commands as f64 / start.elapsed().as_secs_f64();
-    println!("| model-vs-real style commands on SimFs | {per_s:.0} commands/s | ({commands} commands, variants grow as it runs) |");
+    println!("| model-vs-real style commands on SimFs | {per_s:.0} commands/s | {commands} commands, variants grow as it runs | |");
 
     // 4. Start throughput: N real `trainctl train -o run.mode=force_new` processes at once on
     //    one project (the fixture trainer, ~instant), wall time until all exit; against N ×
@@ -205,7 +208,7 @@ fn main() {
         let wall = start.elapsed();
         let floor = floor_per_train * n as u32;
         println!(
-            "| {n} concurrent `train` processes (fixture trainer) | {:.0} ms wall, {:.1} starts/s | floor {n} × {:.1} ms = {:.0} ms | ratio {:.2}{} |",
+            "| {n} concurrent `train` processes (fixture trainer) | {:.0} ms wall, {:.1} starts/s | floor {n} × {:.1} ms = {:.0} ms | {:.2}{} |",
             wall.as_secs_f64() * 1e3,
             n as f64 / wall.as_secs_f64(),
             floor_per_train.as_secs_f64() * 1e3,

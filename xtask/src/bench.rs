@@ -80,7 +80,7 @@ pub fn run(args: &[String]) -> Result<bool, String> {
             .output()
             .map_err(|e| format!("cargo bench: {e}"))?;
         let _ = std::fs::write(logs.join(format!("{bench}.stderr.log")), &out.stderr);
-        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stdout = markdown_of(&String::from_utf8_lossy(&out.stdout));
         md.push_str(&format!(
             "### `cargo bench --bench {bench}` ({:.0} s{})\n\n{}\n\n",
             began.elapsed().as_secs_f64(),
@@ -103,6 +103,17 @@ pub fn run(args: &[String]) -> Result<bool, String> {
         println!("{md}");
     }
     Ok(ok)
+}
+
+/// A bench's stdout from its first Markdown line (`|` or `#`) on: the trainer bench runs the
+/// built-in trainer in-process, and the trainer's progress lines go to stdout first.
+pub fn markdown_of(stdout: &str) -> String {
+    let lines: Vec<&str> = stdout.lines().collect();
+    let first = lines
+        .iter()
+        .position(|l| l.starts_with('|') || l.starts_with('#'))
+        .unwrap_or(0);
+    lines[first..].join("\n")
 }
 
 /// `doc` with the text between the markers replaced by `section` (markers appended at the
@@ -274,6 +285,13 @@ mod tests {
         let second = splice(&first, "newer");
         assert!(second.contains("newer") && !second.contains("\nnew\n"));
         assert_eq!(second.matches(BEGIN).count(), 1);
+    }
+
+    #[test]
+    fn trainer_progress_before_the_markdown_is_dropped() {
+        let out = "trainer pid=1\nstep 10/76 loss 1.5\n| measurement | result |\n|---|---|\n| a | b |\n";
+        assert_eq!(markdown_of(out), "| measurement | result |\n|---|---|\n| a | b |");
+        assert_eq!(markdown_of("no markdown"), "no markdown");
     }
 
     #[test]

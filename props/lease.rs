@@ -1,0 +1,261 @@
+//! The lease rule of SPEC §2.3 at its edges, against real files in a temp dir: liveness on this
+//! host (owner or trainer process alive, pid reuse) and on another host (heartbeat age against
+//! `lease_timeout`, to the millisecond), and the generation sequence that `read`, `take` and
+//! `release` walk through. Added for the mutation gate (issue 8): the concurrency targets
+//! (sched, loom, races, crash) run every lease on one host with dead or live owners only, so
+//! the cross-host rule and generations above 2 were reached by no test.
+
+mod support;
+
+use proptest::prelude::*;
+use std::path::Path;
+use trainctl::fs::OsFs;
+use trainctl::lease::{
+    self, Heartbeat, LeaseRecord, LeaseState, LeaseView, LivenessFacts, Owner, Take,
+};
+
+const HERE: &str = "this-host";
+const THERE: &str = "other-host";
+
+fn record(host: &str, pid: u32, start_time: u64, started_at_ms: u64) -> LeaseRecord {
+    LeaseRecord {
+        generation: 1,
+        state: LeaseState::Held,
+        host: host.into(),
+        pid,
+        start_time,
+        started_at_ms,
+        purpose: "new".into(),
+    }
+}
+
+fn beat(heartbeat_ms: u64, trainer: Option<(u32, u64)>) -> Heartbeat {
+    Heartbeat {
+        heartbeat_ms,
+        trainer_pid: trainer.map(|t| t.0),
+        trainer_start_time: trainer.map(|t| t.1),
+    }
+}
+
+/// Processes 100 (started at tick 7) and 200 (started at tick 9) are alive on this host.
+fn alive(pid: u32) -> Option<u64> {
+    match pid {
+        100 => Some(7),
+        200 => Some(9),
+        _ => None,
+    }
+}
+
+fn facts(now_ms: u64, lease_timeout_ms: u64) -> LivenessFacts<'static> {
+    LivenessFacts {
+        this_host: HERE,
+        now_ms,
+        lease_timeout_ms,
+        process_start_time: &alive,
+    }
+}
+
+proptest! {
+    #![proptest_config(support::seeded_config(support::cases(256), "props_lease", "cross_host"))]
+
+    /// On another host only the heartbeat's age counts (processes there cannot be seen): live
+    /// while younger than `lease_timeout`; exactly `lease_timeout` old is no longer younger,
+    /// so stale. Without a heartbeat the lease's own start time is the last sign of life.
+    #[test]
+    fn another_hosts_lease_is_live_exactly_while_younger_than_the_timeout(
+        timeout in 1u64..1_000_000,
+        last in 0u64..1_000_000_000,
+        offset in prop_oneof![Just(0i64), Just(-1), Just(1), -5i64..5, -2_000_000i64..2_000_000],
+        with_heartbeat in any::<bool>(),
+        pid in prop_oneof![Just(100u32), Just(4242)],
+    ) {
+        // age = timeout + offset, clamped to what the clock allows
+        let age = (timeout as i64 + offset).max(0) as u64;
+        let now = last + age;
+        let (rec, hb) = if with_heartbeat {
+            // the lease started long before its last heartbeat
+            (record(THERE, pid, 7, last.saturating_sub(5_000_000)), Some(beat(last, None)))
+        } else {
+            (record(THERE, pid, 7, last), None)
+        };
+        let live = lease::liveness(&rec, hb.as_ref(), &facts(now, timeout));
+        prop_assert_eq!(live, age < timeout, "age {} ms, timeout {} ms", age, timeout);
+    }
+}
+
+#[test]
+fn the_cross_host_boundary_is_one_millisecond_wide() {
+    let rec = record(THERE, 1, 1, 0);
+    let hb = beat(1_000, None);
+    let at = |now| lease::liveness(&rec, Some(&hb), &facts(now, 600_000));
+    assert!(at(1_000), "a heartbeat from this instant is live");
+    assert!(at(600_999), "599,999 ms old is younger than the timeout");
+    assert!(!at(601_000), "exactly lease_timeout old is stale");
+    assert!(!at(10_000_000), "far older is stale");
+    // A clock behind the heartbeat (skew between hosts) does not make the lease stale.
+    assert!(at(0));
+}
+
+#[test]
+fn on_this_host_the_owner_or_its_trainer_keeps_the_lease_live_whatever_the_heartbeat() {
+    let timeout = 600_000;
+    let late = facts(100_000_000, timeout); // every heartbeat below is ancient
+    let fresh = facts(1_000, timeout); // and here every heartbeat is fresh
+    let owner_alive = record(HERE, 100, 7, 0);
+    let owner_dead = record(HERE, 4242, 7, 0);
+    let pid_reused = record(HERE, 100, 6, 0); // pid 100 now belongs to another process
+    for f in [&late, &fresh] {
+        assert!(lease::liveness(&owner_alive, None, f));
+        assert!(lease::liveness(&owner_alive, Some(&beat(0, None)), f));
+        assert!(!lease::liveness(&owner_dead, None, f));
+        assert!(!lease::liveness(&owner_dead, Some(&beat(1_000, None)), f));
+        assert!(!lease::liveness(&pid_reused, None, f), "a recycled pid is not the owner");
+        // The owner died but its trainer still writes into the variant dir.
+        assert!(lease::liveness(&owner_dead, Some(&beat(0, Some((200, 9)))), f));
+        assert!(!lease::liveness(&owner_dead, Some(&beat(0, Some((200, 8)))), f));
+        assert!(!lease::liveness(&owner_dead, Some(&beat(0, Some((4243, 9)))), f));
+    }
+}
+
+#[test]
+fn a_released_generation_is_never_live() {
+    for host in [HERE, THERE] {
+        let mut rec = record(host, 100, 7, 1_000);
+        rec.state = LeaseState::Released;
+        let hb = beat(1_000, Some((200, 9)));
+        assert!(!lease::liveness(&rec, Some(&hb), &facts(1_000, 600_000)));
+    }
+}
+
+fn owner(host: &str, pid: u32, start_time: u64) -> Owner {
+    Owner {
+        host: host.into(),
+        pid,
+        start_time,
+    }
+}
+
+fn read(dir: &Path, now_ms: u64) -> LeaseView {
+    lease::read(&OsFs, dir, &facts(now_ms, 600_000))
+}
+
+/// The generation sequence of one variant dir over its life: new, released, a resume that
+/// died, a takeover, its release. Each step publishes generation n+1 and nothing else.
+#[test]
+fn generations_count_up_through_take_release_and_takeover() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    assert_eq!(read(dir, 0), LeaseView::None { generation: 0 });
+    assert_eq!(lease::current_generation(&OsFs, dir).expect("list"), 0);
+
+    let first = owner(HERE, 100, 7);
+    let Take::Won(g1) = lease::take(&OsFs, dir, 0, &first, 10, "new").expect("take") else {
+        panic!("an empty dir must be taken");
+    };
+    assert_eq!(g1.generation, 1);
+    assert!(matches!(read(dir, 20), LeaseView::Live(r) if r == g1));
+    assert_eq!(read(dir, 20).generation(), 1);
+    assert!(lease::still_ours(&OsFs, dir, &g1));
+    assert_eq!(
+        lease::release(&OsFs, dir, &g1, 30).expect("release"),
+        Take::Won(LeaseRecord {
+            generation: 2,
+            state: LeaseState::Released,
+            started_at_ms: 30,
+            purpose: "release".into(),
+            ..g1.clone()
+        })
+    );
+    assert!(!lease::still_ours(&OsFs, dir, &g1));
+    assert_eq!(read(dir, 40), LeaseView::None { generation: 2 });
+
+    // A resume takes generation 3 and dies (pid 4242 is not alive).
+    let dead = owner(HERE, 4242, 1);
+    let observed = read(dir, 50).generation();
+    let Take::Won(g3) = lease::take(&OsFs, dir, observed, &dead, 50, "resume").expect("take")
+    else {
+        panic!("generation 3 must be free");
+    };
+    assert_eq!(g3.generation, 3);
+    let view = read(dir, 60);
+    assert_eq!(view, LeaseView::Stale { generation: 3 });
+    assert_eq!(view.generation(), 3);
+
+    // Two takeovers of the stale generation 3: exactly one wins generation 4.
+    let a = lease::take(&OsFs, dir, view.generation(), &first, 70, "resume").expect("take");
+    let b = lease::take(&OsFs, dir, view.generation(), &owner(HERE, 200, 9), 70, "resume")
+        .expect("take");
+    assert!(matches!(&a, Take::Won(r) if r.generation == 4 && r.pid == 100));
+    assert_eq!(b, Take::Lost);
+    assert_eq!(lease::current_generation(&OsFs, dir).expect("list"), 4);
+    assert!(!lease::still_ours(&OsFs, dir, &g3), "the dead owner lost the variant");
+
+    // The winner's heartbeat names its trainer; the dir's files are exactly the generations
+    // and that one heartbeat.
+    let Take::Won(g4) = a else { unreachable!() };
+    lease::beat(&OsFs, dir, &g4, &beat(80, Some((200, 9)))).expect("beat");
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "heartbeat-4.json",
+            "lease-1.json",
+            "lease-2.json",
+            "lease-3.json",
+            "lease-4.json"
+        ]
+    );
+}
+
+#[test]
+fn an_unreadable_current_generation_is_stale_and_counts_for_the_next_take() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let me = owner(HERE, 100, 7);
+    let Take::Won(_) = lease::take(&OsFs, dir, 0, &me, 0, "new").expect("take") else {
+        panic!("take");
+    };
+    // A torn or foreign lease-2 (garbage bytes), and files that only look like generations.
+    std::fs::write(dir.join("lease-2.json"), b"{not json").expect("write");
+    std::fs::write(dir.join("lease-x.json"), b"{}").expect("write");
+    std::fs::write(dir.join("lease-0.json"), b"{}").expect("write");
+    std::fs::create_dir(dir.join("lease-9.json")).expect("mkdir");
+    let view = read(dir, 10);
+    assert_eq!(view, LeaseView::Stale { generation: 2 });
+    let next = lease::take(&OsFs, dir, view.generation(), &me, 20, "resume").expect("take");
+    assert!(matches!(next, Take::Won(r) if r.generation == 3));
+}
+
+#[test]
+fn a_staged_directory_holds_generation_one() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let me = owner(THERE, 100, 7);
+    let rec = lease::take_staged(&OsFs, tmp.path(), &me, 5, "new").expect("stage");
+    assert_eq!((rec.generation, rec.state, rec.started_at_ms), (1, LeaseState::Held, 5));
+    let on_disk: LeaseRecord = serde_json::from_slice(
+        &std::fs::read(tmp.path().join("lease-1.json")).expect("read"),
+    )
+    .expect("json");
+    assert_eq!(on_disk, rec);
+    // Held by another host and started 5 ms ago: live; 600 s later with no heartbeat: stale.
+    assert!(read(tmp.path(), 5).is_live());
+    assert_eq!(read(tmp.path(), 600_005), LeaseView::Stale { generation: 1 });
+}
+
+#[test]
+fn a_missing_dir_has_no_lease_and_an_unlistable_one_is_stale() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let missing = tmp.path().join("v9");
+    assert_eq!(lease::current_generation(&OsFs, &missing).expect("missing"), 0);
+    assert_eq!(read(&missing, 0), LeaseView::None { generation: 0 });
+    // A file where the variant dir should be: listing fails with something other than
+    // NotFound, which is an error, and a lease nobody can read is not free.
+    let file = tmp.path().join("v1");
+    std::fs::write(&file, b"").expect("write");
+    assert!(lease::current_generation(&OsFs, &file).is_err());
+    assert_eq!(read(&file, 0), LeaseView::Stale { generation: 0 });
+}
