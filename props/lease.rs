@@ -109,11 +109,26 @@ fn on_this_host_the_owner_or_its_trainer_keeps_the_lease_live_whatever_the_heart
         assert!(lease::liveness(&owner_alive, Some(&beat(0, None)), f));
         assert!(!lease::liveness(&owner_dead, None, f));
         assert!(!lease::liveness(&owner_dead, Some(&beat(1_000, None)), f));
-        assert!(!lease::liveness(&pid_reused, None, f), "a recycled pid is not the owner");
+        assert!(
+            !lease::liveness(&pid_reused, None, f),
+            "a recycled pid is not the owner"
+        );
         // The owner died but its trainer still writes into the variant dir.
-        assert!(lease::liveness(&owner_dead, Some(&beat(0, Some((200, 9)))), f));
-        assert!(!lease::liveness(&owner_dead, Some(&beat(0, Some((200, 8)))), f));
-        assert!(!lease::liveness(&owner_dead, Some(&beat(0, Some((4243, 9)))), f));
+        assert!(lease::liveness(
+            &owner_dead,
+            Some(&beat(0, Some((200, 9)))),
+            f
+        ));
+        assert!(!lease::liveness(
+            &owner_dead,
+            Some(&beat(0, Some((200, 8)))),
+            f
+        ));
+        assert!(!lease::liveness(
+            &owner_dead,
+            Some(&beat(0, Some((4243, 9)))),
+            f
+        ));
     }
 }
 
@@ -183,12 +198,22 @@ fn generations_count_up_through_take_release_and_takeover() {
 
     // Two takeovers of the stale generation 3: exactly one wins generation 4.
     let a = lease::take(&OsFs, dir, view.generation(), &first, 70, "resume").expect("take");
-    let b = lease::take(&OsFs, dir, view.generation(), &owner(HERE, 200, 9), 70, "resume")
-        .expect("take");
+    let b = lease::take(
+        &OsFs,
+        dir,
+        view.generation(),
+        &owner(HERE, 200, 9),
+        70,
+        "resume",
+    )
+    .expect("take");
     assert!(matches!(&a, Take::Won(r) if r.generation == 4 && r.pid == 100));
     assert_eq!(b, Take::Lost);
     assert_eq!(lease::current_generation(&OsFs, dir).expect("list"), 4);
-    assert!(!lease::still_ours(&OsFs, dir, &g3), "the dead owner lost the variant");
+    assert!(
+        !lease::still_ours(&OsFs, dir, &g3),
+        "the dead owner lost the variant"
+    );
 
     // The winner's heartbeat names its trainer; the dir's files are exactly the generations
     // and that one heartbeat.
@@ -235,22 +260,30 @@ fn a_staged_directory_holds_generation_one() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let me = owner(THERE, 100, 7);
     let rec = lease::take_staged(&OsFs, tmp.path(), &me, 5, "new").expect("stage");
-    assert_eq!((rec.generation, rec.state, rec.started_at_ms), (1, LeaseState::Held, 5));
-    let on_disk: LeaseRecord = serde_json::from_slice(
-        &std::fs::read(tmp.path().join("lease-1.json")).expect("read"),
-    )
-    .expect("json");
+    assert_eq!(
+        (rec.generation, rec.state, rec.started_at_ms),
+        (1, LeaseState::Held, 5)
+    );
+    let on_disk: LeaseRecord =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("lease-1.json")).expect("read"))
+            .expect("json");
     assert_eq!(on_disk, rec);
     // Held by another host and started 5 ms ago: live; 600 s later with no heartbeat: stale.
     assert!(read(tmp.path(), 5).is_live());
-    assert_eq!(read(tmp.path(), 600_005), LeaseView::Stale { generation: 1 });
+    assert_eq!(
+        read(tmp.path(), 600_005),
+        LeaseView::Stale { generation: 1 }
+    );
 }
 
 #[test]
 fn a_missing_dir_has_no_lease_and_an_unlistable_one_is_stale() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let missing = tmp.path().join("v9");
-    assert_eq!(lease::current_generation(&OsFs, &missing).expect("missing"), 0);
+    assert_eq!(
+        lease::current_generation(&OsFs, &missing).expect("missing"),
+        0
+    );
     assert_eq!(read(&missing, 0), LeaseView::None { generation: 0 });
     // A file where the variant dir should be: listing fails with something other than
     // NotFound, which is an error, and a lease nobody can read is not free.

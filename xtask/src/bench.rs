@@ -289,8 +289,12 @@ mod tests {
 
     #[test]
     fn trainer_progress_before_the_markdown_is_dropped() {
-        let out = "trainer pid=1\nstep 10/76 loss 1.5\n| measurement | result |\n|---|---|\n| a | b |\n";
-        assert_eq!(markdown_of(out), "| measurement | result |\n|---|---|\n| a | b |");
+        let out =
+            "trainer pid=1\nstep 10/76 loss 1.5\n| measurement | result |\n|---|---|\n| a | b |\n";
+        assert_eq!(
+            markdown_of(out),
+            "| measurement | result |\n|---|---|\n| a | b |"
+        );
         assert_eq!(markdown_of("no markdown"), "no markdown");
     }
 

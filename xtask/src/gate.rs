@@ -1,6 +1,7 @@
-//! `cargo xtask gate [--quick] [--group NAME]... [--jobs N]`: the release gate. Stages: fmt,
-//! clippy, the MLflow venv, the gate-profile build, the gate tier under nextest (JUnit), the
-//! real-MLflow tests, and (unless `--quick`) mutation testing per module group. Writes
+//! `cargo xtask gate [--quick] [--group NAME]... [--jobs N] [--shard K/N]`: the release gate.
+//! Stages: fmt, clippy, the MLflow venv, the gate-profile build, the gate tier under nextest
+//! (JUnit), the real-MLflow tests, and (unless `--quick`) mutation testing per module group.
+//! Writes
 //! `<target>/gate/report.md` and `report.json`; exits non-zero when any stage fails. Never
 //! stops at the first failure: every stage runs, so one report shows everything.
 
@@ -19,6 +20,9 @@ struct Options {
     mutants_only: bool,
     groups: Vec<String>,
     jobs: usize,
+    /// `--shard K/N`: only every N-th mutant of each group, starting at K (cargo-mutants
+    /// round-robin sharding), so one big group can be spread over N nightly machines.
+    shard: Option<(u32, u32)>,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -27,6 +31,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         mutants_only: false,
         groups: Vec::new(),
         jobs: 1,
+        shard: None,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -43,6 +48,13 @@ fn parse(args: &[String]) -> Result<Options, String> {
                     .filter(|j| *j > 0)
                     .ok_or("--jobs needs a positive number")?
             }
+            "--shard" => {
+                let text = it.next().ok_or("--shard needs K/N")?;
+                opts.shard = Some(
+                    parse_shard(text)
+                        .ok_or_else(|| format!("--shard {text:?}: expected K/N with K < N"))?,
+                )
+            }
             other => return Err(format!("gate: unknown argument {other:?}\n{}", USAGE)),
         }
     }
@@ -52,11 +64,20 @@ fn parse(args: &[String]) -> Result<Options, String> {
     Ok(opts)
 }
 
-pub const USAGE: &str = "cargo xtask gate [--quick | --mutants-only] [--group NAME]... [--jobs N]
+/// `K/N` with `K < N` (cargo-mutants numbers shards from 0).
+fn parse_shard(text: &str) -> Option<(u32, u32)> {
+    let (k, n) = text.split_once('/')?;
+    let (k, n) = (k.trim().parse().ok()?, n.trim().parse().ok()?);
+    (k < n).then_some((k, n))
+}
+
+pub const USAGE: &str = "cargo xtask gate [--quick | --mutants-only] [--group NAME]... [--jobs N] [--shard K/N]
   --quick         skip mutation testing (local use)
   --mutants-only  only the mutation stage (nightly shards: one group per job)
   --group NAME  mutation-test only this group (repeatable): decision, lease, cache, completion, config
-  --jobs N      cargo-mutants parallel jobs (default 1)";
+  --jobs N      cargo-mutants parallel jobs (default 1)
+  --shard K/N   mutation-test only shard K (0-based) of N of each group, round-robin: a
+                sample of every N-th mutant; N machines with K = 0..N-1 cover the group";
 
 #[derive(Clone, Copy, PartialEq)]
 enum Status {
@@ -249,7 +270,7 @@ pub fn run(args: &[String]) -> Result<bool, String> {
             }
             eprintln!("gate: mutants {} …", group.name);
             let dir = mutants::group_dir(&gate_dir, group);
-            let r = mutants::run_group(group, &dir, opts.jobs, &accepted);
+            let r = mutants::run_group(group, &dir, opts.jobs, opts.shard, &accepted);
             eprintln!(
                 "gate: mutants {}: {} in {} ({})",
                 group.name,
@@ -684,5 +705,10 @@ mod tests {
         assert!(o.quick && o.jobs == 2);
         assert!(parse(&["--jobs".into(), "0".into()]).is_err());
         assert!(parse(&["--nope".into()]).is_err());
+        let o = parse(&["--shard".into(), "1/3".into()]).unwrap();
+        assert_eq!(o.shard, Some((1, 3)));
+        for bad in ["3/3", "1", "a/3", "1/0"] {
+            assert!(parse(&["--shard".into(), bad.into()]).is_err(), "{bad}");
+        }
     }
 }

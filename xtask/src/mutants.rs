@@ -207,7 +207,13 @@ pub fn ensure_installed(log: &Path) -> bool {
 /// every group and every later run. With `jobs` > 1 each scratch copy builds into its own
 /// `target/` (dependencies once per copy), because cargo's lock on a shared target dir would
 /// serialise the parallel builds.
-pub fn run_group(group: &Group, out: &Path, jobs: usize, accepted: &str) -> GroupResult {
+pub fn run_group(
+    group: &Group,
+    out: &Path,
+    jobs: usize,
+    shard: Option<(u32, u32)>,
+    accepted: &str,
+) -> GroupResult {
     let _ = std::fs::remove_dir_all(out.join("mutants.out"));
     let mut cmd = Command::new("cargo");
     cmd.current_dir(util::repo_root());
@@ -226,6 +232,10 @@ pub fn run_group(group: &Group, out: &Path, jobs: usize, accepted: &str) -> Grou
     }
     if let Some(re) = group.re {
         cmd.args(["--re", re]);
+    }
+    if let Some((k, n)) = shard {
+        cmd.arg(format!("--shard={k}/{n}"))
+            .arg("--sharding=round-robin");
     }
     // `--cargo-arg`, not `-- <test args>`: cargo-mutants passes test args only to the test
     // phase, so the build phase would compile every test target of the package per mutant.
@@ -282,6 +292,9 @@ pub fn run_group(group: &Group, out: &Path, jobs: usize, accepted: &str) -> Grou
     }
     if group.floor.is_none() {
         notes.push("no floor yet (not measured before)".into());
+    }
+    if let Some((k, n)) = shard {
+        notes.push(format!("shard {k}/{n}: a sample of every {n}th mutant"));
     }
     GroupResult {
         name: group.name,
