@@ -1,9 +1,8 @@
 //! `cargo xtask gate [--quick] [--group NAME]... [--jobs N] [--shard K/N]`: the release gate.
 //! Stages: fmt, clippy, the MLflow venv, the gate-profile build, the gate tier under nextest
 //! (JUnit), the real-MLflow tests, and (unless `--quick`) mutation testing per module group.
-//! Writes
-//! `<target>/gate/report.md` and `report.json`; exits non-zero when any stage fails. Never
-//! stops at the first failure: every stage runs, so one report shows everything.
+//! Writes `<target>/gate/report.md` and `report.json`; exits non-zero when any stage fails.
+//! Never stops at the first failure: every stage runs, so one report shows everything.
 
 use crate::mutants::{self, GroupResult};
 use crate::util;
