@@ -292,3 +292,18 @@ fn a_missing_dir_has_no_lease_and_an_unlistable_one_is_stale() {
     assert!(lease::current_generation(&OsFs, &file).is_err());
     assert_eq!(read(&file, 0), LeaseView::Stale { generation: 0 });
 }
+
+#[test]
+fn only_a_published_generation_counts_as_lost_other_failures_are_errors() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let me = owner(HERE, 100, 7);
+    // The variant dir vanished (or was never there): an I/O error, not a lost race.
+    let missing = tmp.path().join("gone");
+    assert!(lease::take(&OsFs, &missing, 0, &me, 0, "resume").is_err());
+    assert!(!missing.exists(), "a failed take creates nothing");
+    let Take::Won(g1) = lease::take(&OsFs, tmp.path(), 0, &me, 0, "new").expect("take") else {
+        panic!("take");
+    };
+    std::fs::remove_dir_all(tmp.path()).expect("rm");
+    assert!(lease::release(&OsFs, tmp.path(), &g1, 1).is_err());
+}
