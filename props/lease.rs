@@ -307,3 +307,34 @@ fn only_a_published_generation_counts_as_lost_other_failures_are_errors() {
     std::fs::remove_dir_all(tmp.path()).expect("rm");
     assert!(lease::release(&OsFs, tmp.path(), &g1, 1).is_err());
 }
+
+/// The owner facts a lease records come from the kernel: the host name other hosts see, and a
+/// start time that tells a live owner from a dead one and from a recycled pid.
+#[test]
+fn owners_are_named_by_the_kernels_hostname_and_process_start_time() {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    assert_eq!(lease::this_host(), kernel.trim());
+    assert!(!lease::this_host().is_empty());
+
+    let me = lease::process_start_time(std::process::id()).expect("this process is alive");
+    assert_eq!(lease::process_start_time(std::process::id()), Some(me));
+    assert_eq!(Owner::current().start_time, me);
+    // Start times are clock ticks (10 ms): a child started later has a later one.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .expect("spawn sleep");
+    let started = lease::process_start_time(child.id()).expect("the child is alive");
+    assert!(started > me, "child {started} vs parent {me}");
+    // Killed but not reaped: a zombie is gone as far as leases go.
+    child.kill().expect("kill");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while lease::process_start_time(child.id()).is_some() {
+        assert!(std::time::Instant::now() < deadline, "the killed child stays alive");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.wait().expect("reap");
+    // (Not asked again after reaping: the pid may already belong to another process.)
+    assert_eq!(lease::process_start_time(u32::MAX), None);
+}
