@@ -338,3 +338,45 @@ fn owners_are_named_by_the_kernels_hostname_and_process_start_time() {
     // (Not asked again after reaping: the pid may already belong to another process.)
     assert_eq!(lease::process_start_time(u32::MAX), None);
 }
+
+/// `train::allocate`, the one place a NEW variant gets its number and its lease generation 1:
+/// an automatic number moves past a taken one, an explicit one (`run.variant`) never does.
+#[test]
+fn an_explicit_variant_number_is_never_moved_an_automatic_one_is() {
+    let project = support::Project::new();
+    let root = project.root().to_path_buf();
+    let config = trainctl::config::load(&support::opts(&root, &[]), &root, &support::no_vars)
+        .expect("load config");
+    let job = trainctl::job::prepare(config, &OsFs, &support::host()).expect("prepare");
+    let me = owner(HERE, 100, 7);
+    let alloc = |first, explicit| {
+        trainctl::train::allocate(&OsFs, &job, first, explicit, &me, 0, "new")
+    };
+    let variants = || {
+        let dir = job.layout.identity_dir(&job.identity).expect("identity dir");
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+
+    let (n, dir, held) = alloc(3, true).expect("an explicit free number is allocated");
+    assert_eq!(n, 3);
+    assert_eq!(dir, job.layout.variant_dir(&job.identity, 3).expect("dir"));
+    assert_eq!((held.generation, held.pid), (1, 100));
+    assert!(lease::still_ours(&OsFs, &dir, &held));
+
+    let err = alloc(3, true).expect_err("v3 is taken");
+    assert_eq!(err.kind, trainctl::error::ErrorKind::Busy, "{err}");
+    assert_eq!(variants(), ["v3"], "a refused explicit start creates nothing");
+
+    let (n, _, _) = alloc(3, false).expect("automatic numbering moves on");
+    assert_eq!(n, 4);
+    let (n, _, _) = alloc(1, false).expect("a free lower number is used");
+    assert_eq!(n, 1);
+    let (n, _, _) = alloc(3, false).expect("moves past v3 and v4");
+    assert_eq!(n, 5);
+    assert_eq!(variants(), ["v1", "v3", "v4", "v5"], "no staged dir is left behind");
+}
