@@ -488,3 +488,25 @@ proptest! {
         prop_assert_eq!(reason(check(Depth::Digests)), digests, "damage {:?}", which);
     }
 }
+
+/// A missing identity dir means no variants yet; one that exists but cannot be listed is an
+/// I/O error naming it, never "no variants" (which would make `train` allocate v1 beside
+/// variants it could not see).
+#[test]
+fn an_unlistable_identity_dir_is_an_error_not_an_empty_one() {
+    let project = support::Project::new();
+    let (code, doc) = project.run_json(&["plan"]);
+    assert_eq!((code, doc["decision"].as_str()), (0, Some("new")), "{doc}");
+    let variant = std::path::PathBuf::from(doc["output_dir"].as_str().expect("output_dir"));
+    let identity = variant.parent().expect("identity dir");
+    assert!(!identity.exists(), "plan writes nothing");
+    std::fs::create_dir_all(identity.parent().expect("parent")).expect("mkdir");
+    std::fs::write(identity, b"not a directory").expect("write");
+    let (code, out, err) = project.run(&["plan"]);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        err.contains(&identity.display().to_string()),
+        "the error names {}: {err}",
+        identity.display()
+    );
+}
