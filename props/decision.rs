@@ -510,3 +510,43 @@ fn an_unlistable_identity_dir_is_an_error_not_an_empty_one() {
         identity.display()
     );
 }
+
+/// The parent of `source.type: final_training` without an explicit one: the newest complete
+/// variant of the same model AND the same storage env; newer variants of another model or
+/// env, and newer incomplete ones, are not candidates.
+#[test]
+fn the_latest_complete_parent_matches_both_model_and_storage_env() {
+    use trainctl::config::schema::StorageEnv;
+    let project = support::Project::new();
+    let root = project.root().to_path_buf();
+    let config = trainctl::config::load(&support::opts(&root, &[]), &root, &support::no_vars)
+        .expect("load config");
+    let job = trainctl::job::prepare(config, &trainctl::fs::OsFs, &support::host())
+        .expect("prepare");
+    let ours = job.identity.clone();
+    assert_eq!(ours.storage_env, StorageEnv::Local);
+    let other_model = trainctl::paths::Identity {
+        model: format!("{}-other", ours.model),
+        ..ours.clone()
+    };
+    let other_env = trainctl::paths::Identity {
+        storage_env: StorageEnv::Kaggle,
+        ..ours.clone()
+    };
+    // completed_at grows with the variant number (support::write_complete_variant).
+    support::write_complete_variant(&job.layout, &ours, 1);
+    let parent = support::write_complete_variant(&job.layout, &ours, 2);
+    support::write_complete_variant(&job.layout, &other_model, 5);
+    support::write_complete_variant(&job.layout, &other_env, 7);
+    support::write_incomplete_variant(&job.layout, &ours, 9, Some("running"));
+    let host = support::host();
+    let facts = host.facts(600_000);
+    let latest = |env, model: &str| {
+        trainctl::observe::latest_complete(&trainctl::fs::OsFs, &job.layout, &facts, env, model)
+            .map(|v| v.dir)
+    };
+    assert_eq!(latest(StorageEnv::Local, &ours.model), Some(parent.clone()));
+    assert_eq!(latest(StorageEnv::Colab, &ours.model), None);
+    assert_eq!(latest(StorageEnv::Local, "no-such-model"), None);
+    assert!(latest(StorageEnv::Local, &other_model.model).is_some_and(|d| d != parent));
+}
