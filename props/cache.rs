@@ -45,3 +45,267 @@ proptest! {
         prop_assert_eq!(cache::file_timestamp(a).cmp(&cache::file_timestamp(b)), a.cmp(&b));
     }
 }
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use trainctl::cache::{Cache, CacheKind, CacheSettings, Record};
+use trainctl::fs::{Entry, Fs, Meta, OsFs};
+
+/// The real filesystem with scripted interference: another process creating a directory at
+/// the worst moment, `unique()` names that repeat, and I/O failures of chosen operations.
+#[derive(Default)]
+struct Scripted {
+    /// Before `create_dir(p)`, "another process" creates `p`.
+    racing_mkdir: bool,
+    /// Names handed out by `unique()` first (then fresh ones).
+    uniques: Mutex<Vec<String>>,
+    /// `remove_file` fails with this kind (not NotFound).
+    remove_fails: Option<io::ErrorKind>,
+    /// Once a `remove_file` ran, `fsync_dir` fails with this kind.
+    fsync_after_remove_fails: Option<io::ErrorKind>,
+    removed: Mutex<bool>,
+}
+
+impl Fs for Scripted {
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        OsFs.read(path)
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<Entry>> {
+        OsFs.list(dir)
+    }
+    fn metadata(&self, path: &Path) -> io::Result<Meta> {
+        OsFs.metadata(path)
+    }
+    fn create_dir(&self, path: &Path) -> io::Result<()> {
+        if self.racing_mkdir {
+            std::fs::create_dir(path)?;
+        }
+        OsFs.create_dir(path)
+    }
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        OsFs.create_dir_all(path)
+    }
+    fn create_new(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        OsFs.create_new(path, bytes)
+    }
+    fn write(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        OsFs.write(path, bytes)
+    }
+    fn append(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        OsFs.append(path, bytes)
+    }
+    fn fsync_file(&self, path: &Path) -> io::Result<()> {
+        OsFs.fsync_file(path)
+    }
+    fn fsync_dir(&self, dir: &Path) -> io::Result<()> {
+        match self.fsync_after_remove_fails {
+            Some(kind) if *self.removed.lock().expect("lock") => Err(io::Error::from(kind)),
+            _ => OsFs.fsync_dir(dir),
+        }
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        OsFs.rename(from, to)
+    }
+    fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()> {
+        OsFs.rename_noreplace(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        if let Some(kind) = self.remove_fails {
+            return Err(io::Error::from(kind));
+        }
+        OsFs.remove_file(path)?;
+        *self.removed.lock().expect("lock") = true;
+        Ok(())
+    }
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        OsFs.remove_dir_all(path)
+    }
+    fn unique(&self) -> String {
+        let mut scripted = self.uniques.lock().expect("lock");
+        if scripted.is_empty() {
+            OsFs.unique()
+        } else {
+            scripted.remove(0)
+        }
+    }
+}
+
+fn settings(dir: PathBuf, max_files: Option<usize>) -> CacheSettings {
+    CacheSettings {
+        kind: CacheKind::FinalTraining,
+        dir,
+        latest_enabled: true,
+        latest_name: "latest_final_training_cache.json".into(),
+        index_enabled: true,
+        index_name: "final_training_index.json".into(),
+        max_entries: 20,
+        include_metadata: true,
+        max_files,
+    }
+}
+
+fn record(subject: &str) -> Record {
+    Record {
+        schema_version: 1,
+        kind: CacheKind::FinalTraining.as_str().into(),
+        created_at: cache::rfc3339(0),
+        subject: subject.into(),
+        payload: serde_json::json!({"subject": subject}),
+        metadata: serde_json::json!({}),
+    }
+}
+
+fn record_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("final_training_") && n.ends_with(".json"))
+        .filter(|n| n != "final_training_index.json")
+        .collect();
+    names.sort();
+    names
+}
+
+/// Two writers creating the cache dir at once: the one that loses the `create_dir` race
+/// finds the dir there and carries on.
+#[test]
+fn a_cache_dir_created_meanwhile_by_another_writer_is_used() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("cache/final_training");
+    let fs = Scripted {
+        racing_mkdir: true,
+        ..Scripted::default()
+    };
+    cache::ensure_dir(&fs, &dir).expect("the dir exists now, whoever made it");
+    assert!(dir.is_dir());
+    let (name, _) = Cache::new(&fs, settings(dir.clone(), None))
+        .write(&record("m/a/v1"), 1)
+        .expect("write");
+    assert_eq!(record_files(&dir), [name]);
+}
+
+/// Two records in the same microsecond whose unique suffixes collide: the second writer takes
+/// a fresh name instead of failing or overwriting.
+#[test]
+fn a_record_name_collision_is_retried_with_a_fresh_name() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("final_training");
+    let fs = Scripted::default();
+    let cache = Cache::new(&fs, settings(dir.clone(), None));
+    let (first, _) = cache.write(&record("m/a/v1"), 7).expect("first");
+    // The record name is `<kind>_<subject>_<timestamp>_<unique>.json`, and naming the record
+    // is the first thing a write asks `unique()` for: hand the second write the same suffix.
+    let suffix = first
+        .strip_suffix(".json")
+        .and_then(|n| n.rsplit_once('_'))
+        .map(|(_, u)| u.to_string())
+        .expect("suffix");
+    fs.uniques.lock().expect("lock").push(suffix);
+    let (second, _) = cache.write(&record("m/a/v1"), 7).expect("second, renamed");
+    assert_ne!(first, second);
+    assert_eq!(record_files(&dir).len(), 2);
+    assert_eq!(
+        cache.read_record(&first).expect("first intact").payload["subject"],
+        "m/a/v1"
+    );
+}
+
+/// Only records of this cache's kind and of schema version 1 are records: a file named like
+/// one but holding another kind or a future schema is skipped, never served.
+#[test]
+fn records_of_another_kind_or_schema_are_not_served() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("final_training");
+    let cache = Cache::new(&OsFs, settings(dir.clone(), None));
+    let (good, _) = cache.write(&record("m/a/v1"), 1).expect("write");
+    let mut foreign = record("m/a/v2");
+    foreign.kind = CacheKind::BestModelSelection.as_str().into();
+    let mut future = record("m/a/v3");
+    future.schema_version = 2;
+    for (name, r) in [
+        ("final_training_x_29990101T000000.000000Z_a.json", &foreign),
+        ("final_training_y_29990101T000000.000000Z_b.json", &future),
+    ] {
+        std::fs::write(dir.join(name), serde_json::to_vec(r).expect("json")).expect("write");
+        assert_eq!(cache.read_record(name), None, "{name}");
+    }
+    let (latest, _) = cache.latest().expect("latest");
+    assert_eq!(latest.map(|f| f.name), Some(good.clone()));
+    let (valid, invalid) = cache.newest_valid(10).expect("newest");
+    assert_eq!(valid.iter().map(|f| &f.name).collect::<Vec<_>>(), [&good]);
+    assert_eq!(invalid.len(), 2);
+}
+
+/// `latest()` answers from the `latest` view only when it names the newest valid record;
+/// a torn or stale view falls back to the records, with a warning.
+#[test]
+fn latest_trusts_the_view_only_when_it_names_the_newest_record() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("final_training");
+    let cache = Cache::new(&OsFs, settings(dir.clone(), None));
+    assert_eq!(cache.latest().expect("empty"), (None, vec![]));
+    let (v1, _) = cache.write(&record("m/a/v1"), 1).expect("write");
+    let (v2, _) = cache.write(&record("m/a/v2"), 2).expect("write");
+    let (latest, warnings) = cache.latest().expect("latest");
+    assert_eq!(latest.map(|f| f.name), Some(v2.clone()));
+    assert!(warnings.is_empty(), "{warnings:?}");
+
+    let view = dir.join("latest_final_training_cache.json");
+    std::fs::write(&view, serde_json::json!({ "record": v1 }).to_string()).expect("write");
+    let (latest, warnings) = cache.latest().expect("stale view");
+    assert_eq!(latest.map(|f| f.name), Some(v2.clone()));
+    assert!(
+        warnings.iter().any(|w| w.contains("behind")),
+        "{warnings:?}"
+    );
+
+    std::fs::write(&view, b"{\"rec").expect("torn");
+    let (latest, warnings) = cache.latest().expect("torn view");
+    assert_eq!(latest.map(|f| f.name), Some(v2));
+    assert!(warnings.iter().any(|w| w.contains("torn")), "{warnings:?}");
+}
+
+/// Pruning to `max_files`: a record someone else already removed is fine; any other failure
+/// to remove a record, or to make the removals durable, is an error, not a silent success.
+#[test]
+fn pruning_reports_failures_other_than_already_gone() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("final_training");
+    let ok = Cache::new(&OsFs, settings(dir.clone(), Some(1)));
+    ok.write(&record("m/a/v1"), 1).expect("write");
+    let (v2, _) = ok.write(&record("m/a/v2"), 2).expect("write, pruning v1");
+    assert_eq!(record_files(&dir), [v2.clone()]);
+
+    let denied = Scripted {
+        remove_fails: Some(io::ErrorKind::PermissionDenied),
+        ..Scripted::default()
+    };
+    let err = Cache::new(&denied, settings(dir.clone(), Some(1)))
+        .write(&record("m/a/v3"), 3)
+        .expect_err("a record that cannot be pruned");
+    assert!(err.to_string().contains(&v2), "names the record: {err}");
+
+    let gone = Scripted {
+        remove_fails: Some(io::ErrorKind::NotFound),
+        ..Scripted::default()
+    };
+    Cache::new(&gone, settings(dir.clone(), Some(1)))
+        .write(&record("m/a/v4"), 4)
+        .expect("records pruned by someone else meanwhile are fine");
+
+    let unsynced = Scripted {
+        fsync_after_remove_fails: Some(io::ErrorKind::Other),
+        ..Scripted::default()
+    };
+    Cache::new(&unsynced, settings(dir.clone(), Some(1)))
+        .write(&record("m/a/v5"), 5)
+        .expect_err("removals that cannot be made durable");
+    let dir_gone = Scripted {
+        fsync_after_remove_fails: Some(io::ErrorKind::NotFound),
+        ..Scripted::default()
+    };
+    Cache::new(&dir_gone, settings(dir, Some(1)))
+        .write(&record("m/a/v6"), 6)
+        .expect("a cache dir removed meanwhile has nothing left to sync");
+}

@@ -521,8 +521,8 @@ fn the_latest_complete_parent_matches_both_model_and_storage_env() {
     let root = project.root().to_path_buf();
     let config = trainctl::config::load(&support::opts(&root, &[]), &root, &support::no_vars)
         .expect("load config");
-    let job = trainctl::job::prepare(config, &trainctl::fs::OsFs, &support::host())
-        .expect("prepare");
+    let job =
+        trainctl::job::prepare(config, &trainctl::fs::OsFs, &support::host()).expect("prepare");
     let ours = job.identity.clone();
     assert_eq!(ours.storage_env, StorageEnv::Local);
     let other_model = trainctl::paths::Identity {

@@ -331,7 +331,10 @@ fn owners_are_named_by_the_kernels_hostname_and_process_start_time() {
     child.kill().expect("kill");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while lease::process_start_time(child.id()).is_some() {
-        assert!(std::time::Instant::now() < deadline, "the killed child stays alive");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the killed child stays alive"
+        );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     child.wait().expect("reap");
@@ -349,11 +352,13 @@ fn an_explicit_variant_number_is_never_moved_an_automatic_one_is() {
         .expect("load config");
     let job = trainctl::job::prepare(config, &OsFs, &support::host()).expect("prepare");
     let me = owner(HERE, 100, 7);
-    let alloc = |first, explicit| {
-        trainctl::train::allocate(&OsFs, &job, first, explicit, &me, 0, "new")
-    };
+    let alloc =
+        |first, explicit| trainctl::train::allocate(&OsFs, &job, first, explicit, &me, 0, "new");
     let variants = || {
-        let dir = job.layout.identity_dir(&job.identity).expect("identity dir");
+        let dir = job
+            .layout
+            .identity_dir(&job.identity)
+            .expect("identity dir");
         let mut names: Vec<String> = std::fs::read_dir(dir)
             .expect("list")
             .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
@@ -370,7 +375,11 @@ fn an_explicit_variant_number_is_never_moved_an_automatic_one_is() {
 
     let err = alloc(3, true).expect_err("v3 is taken");
     assert_eq!(err.kind, trainctl::error::ErrorKind::Busy, "{err}");
-    assert_eq!(variants(), ["v3"], "a refused explicit start creates nothing");
+    assert_eq!(
+        variants(),
+        ["v3"],
+        "a refused explicit start creates nothing"
+    );
 
     let (n, _, _) = alloc(3, false).expect("automatic numbering moves on");
     assert_eq!(n, 4);
@@ -378,5 +387,9 @@ fn an_explicit_variant_number_is_never_moved_an_automatic_one_is() {
     assert_eq!(n, 1);
     let (n, _, _) = alloc(3, false).expect("moves past v3 and v4");
     assert_eq!(n, 5);
-    assert_eq!(variants(), ["v1", "v3", "v4", "v5"], "no staged dir is left behind");
+    assert_eq!(
+        variants(),
+        ["v1", "v3", "v4", "v5"],
+        "no staged dir is left behind"
+    );
 }
