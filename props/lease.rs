@@ -393,3 +393,36 @@ fn an_explicit_variant_number_is_never_moved_an_automatic_one_is() {
         "no staged dir is left behind"
     );
 }
+
+/// A publish that fails for any reason but "that number is taken" is an error naming the
+/// variant dir and the cause; allocation must not walk on through 10,000 numbers as if each were taken.
+#[test]
+fn a_failed_publish_is_an_io_error_not_a_taken_number() {
+    let project = support::Project::new();
+    let root = project.root().to_path_buf();
+    let config = trainctl::config::load(&support::opts(&root, &[]), &root, &support::no_vars)
+        .expect("load config");
+    let job = trainctl::job::prepare(config, &OsFs, &support::host()).expect("prepare");
+    let fs = support::scripted::Scripted {
+        rename_noreplace_fails: Some(std::io::ErrorKind::PermissionDenied),
+        ..Default::default()
+    };
+    let err = trainctl::train::allocate(&fs, &job, 1, false, &owner(HERE, 100, 7), 0, "new")
+        .expect_err("publish fails");
+    let v1 = job.layout.variant_dir(&job.identity, 1).expect("dir");
+    let text = err.to_string();
+    assert!(text.contains(&v1.display().to_string()), "{text}");
+    assert!(
+        text.contains("ermission denied"),
+        "the cause is kept: {text}"
+    );
+    let identity = job
+        .layout
+        .identity_dir(&job.identity)
+        .expect("identity dir");
+    assert_eq!(
+        std::fs::read_dir(identity).expect("list").count(),
+        0,
+        "the staged dir is removed"
+    );
+}

@@ -446,3 +446,5 @@ pub fn regression_traces(prefix: &str) -> Vec<PathBuf> {
     paths
 }
 pub mod mlflow;
+
+pub mod scripted;
