@@ -880,3 +880,66 @@ proptest! {
         check_round_trip(&project, &overrides)?;
     }
 }
+
+// ------------------------------------------------------------------------------------------
+// Optional files, warnings and derived settings (added for the mutation gate, issue 8)
+// ------------------------------------------------------------------------------------------
+
+/// tags.yaml, best_model_selection.yaml and conversion.yaml may be absent (their defaults
+/// apply); one that exists but cannot be read is an error naming it, never an empty file.
+#[test]
+fn optional_files_may_be_missing_but_not_unreadable() {
+    for file in ["tags.yaml", "best_model_selection.yaml", "conversion.yaml"] {
+        let project = Project::new();
+        let path = project.config(file);
+        std::fs::remove_file(&path).expect("remove");
+        let config = load_ok(&project, &[]);
+        if file == "best_model_selection.yaml" {
+            assert_eq!(config.objective_metric(), "macro-f1", "the default objective");
+        }
+        std::fs::create_dir(&path).expect("a directory where the file should be");
+        let err = load(&project, &[]).expect_err(file);
+        assert_eq!(err.kind, ErrorKind::ConfigMissing, "{file}: {err}");
+        assert!(err.to_string().contains("cannot read"), "{file}: {err}");
+        assert!(err.to_string().contains(file), "{file}: {err}");
+    }
+    // A required one is an error when missing.
+    let project = Project::new();
+    std::fs::remove_file(project.config("train.yaml")).expect("remove");
+    let err = load(&project, &[]).expect_err("train.yaml is required");
+    assert_eq!(err.kind, ErrorKind::ConfigMissing, "{err}");
+    assert!(err.to_string().contains("not found"), "{err}");
+}
+
+/// Settings derived from others: `checkpoint.load` follows the source unless set, and the
+/// objective comes from best_model_selection.yaml.
+#[test]
+fn derived_settings_follow_their_sources() {
+    let project = Project::new();
+    let scratch = load_ok(&project, &[]);
+    assert!(!scratch.checkpoint_load(), "scratch loads nothing");
+    let parent = load_ok(
+        &project,
+        &["source.type=final_training", "run.mode=continue_from_previous"],
+    );
+    assert!(parent.checkpoint_load(), "a parent source loads by default");
+    project.write_config(
+        "best_model_selection.yaml",
+        "objective:\n  metric: span-f1\n  direction: maximize\n",
+    );
+    assert_eq!(load_ok(&project, &[]).objective_metric(), "span-f1");
+}
+
+/// Warnings are for settings that are ignored, and only for those.
+#[test]
+fn warnings_name_ignored_settings_and_nothing_else() {
+    let project = Project::new();
+    let warned = |overrides: &[&str]| load_ok(&project, overrides).warnings;
+    assert_eq!(warned(&[]), Vec::<String>::new());
+    assert_eq!(warned(&["checkpoint.load=false"]), Vec::<String>::new(), "scratch");
+    let w = warned(&["source.type=final_training", "checkpoint.load=false"]);
+    assert!(w.iter().any(|w| w.contains("checkpoint.load is false")), "{w:?}");
+    assert_eq!(warned(&["variant.number=2"]), Vec::<String>::new(), "reuse uses it");
+    let w = warned(&["run.mode=force_new", "variant.number=2"]);
+    assert!(w.iter().any(|w| w.contains("force_new ignores variant.number")), "{w:?}");
+}
