@@ -895,7 +895,11 @@ fn optional_files_may_be_missing_but_not_unreadable() {
         std::fs::remove_file(&path).expect("remove");
         let config = load_ok(&project, &[]);
         if file == "best_model_selection.yaml" {
-            assert_eq!(config.objective_metric(), "macro-f1", "the default objective");
+            assert_eq!(
+                config.objective_metric(),
+                "macro-f1",
+                "the default objective"
+            );
         }
         std::fs::create_dir(&path).expect("a directory where the file should be");
         let err = load(&project, &[]).expect_err(file);
@@ -920,7 +924,10 @@ fn derived_settings_follow_their_sources() {
     assert!(!scratch.checkpoint_load(), "scratch loads nothing");
     let parent = load_ok(
         &project,
-        &["source.type=final_training", "run.mode=continue_from_previous"],
+        &[
+            "source.type=final_training",
+            "run.mode=continue_from_previous",
+        ],
     );
     assert!(parent.checkpoint_load(), "a parent source loads by default");
     project.write_config(
@@ -936,10 +943,25 @@ fn warnings_name_ignored_settings_and_nothing_else() {
     let project = Project::new();
     let warned = |overrides: &[&str]| load_ok(&project, overrides).warnings;
     assert_eq!(warned(&[]), Vec::<String>::new());
-    assert_eq!(warned(&["checkpoint.load=false"]), Vec::<String>::new(), "scratch");
+    assert_eq!(
+        warned(&["checkpoint.load=false"]),
+        Vec::<String>::new(),
+        "scratch"
+    );
     let w = warned(&["source.type=final_training", "checkpoint.load=false"]);
-    assert!(w.iter().any(|w| w.contains("checkpoint.load is false")), "{w:?}");
-    assert_eq!(warned(&["variant.number=2"]), Vec::<String>::new(), "reuse uses it");
+    assert!(
+        w.iter().any(|w| w.contains("checkpoint.load is false")),
+        "{w:?}"
+    );
+    assert_eq!(
+        warned(&["variant.number=2"]),
+        Vec::<String>::new(),
+        "reuse uses it"
+    );
     let w = warned(&["run.mode=force_new", "variant.number=2"]);
-    assert!(w.iter().any(|w| w.contains("force_new ignores variant.number")), "{w:?}");
+    assert!(
+        w.iter()
+            .any(|w| w.contains("force_new ignores variant.number")),
+        "{w:?}"
+    );
 }

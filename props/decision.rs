@@ -550,3 +550,58 @@ fn the_latest_complete_parent_matches_both_model_and_storage_env() {
     assert_eq!(latest(StorageEnv::Local, "no-such-model"), None);
     assert!(latest(StorageEnv::Local, &other_model.model).is_some_and(|d| d != parent));
 }
+
+/// The double collect of `observe::decide`, deterministically: the first listing of the
+/// identity dir misses v2 (completed by another start just after the listing), so a single
+/// look would reuse v1. The reuse must be decided again on a fresh listing and answer v2,
+/// the newest complete variant. (props/sched.rs finds this interleaving by search; this
+/// pins it without depending on a schedule.)
+#[test]
+fn a_reuse_is_decided_again_on_a_fresh_listing() {
+    let project = support::Project::new();
+    let root = project.root().to_path_buf();
+    let config = trainctl::config::load(&support::opts(&root, &[]), &root, &support::no_vars)
+        .expect("load config");
+    let job =
+        trainctl::job::prepare(config, &trainctl::fs::OsFs, &support::host()).expect("prepare");
+    support::write_complete_variant(&job.layout, &job.identity, 1);
+    support::write_complete_variant(&job.layout, &job.identity, 2);
+    let identity_dir = job
+        .layout
+        .identity_dir(&job.identity)
+        .expect("identity dir");
+    let host = support::host();
+    let facts = host.facts(600_000);
+    let request = Request {
+        mode: RunMode::ReuseIfExists,
+        explicit_variant: None,
+        parent: None,
+        target_epochs: 1,
+    };
+    let decide = |fs: &dyn trainctl::fs::Fs| {
+        trainctl::observe::decide(fs, &job.layout, &job.identity, &facts, &request)
+            .map(|(_, d)| d)
+            .expect("decide")
+    };
+    assert_eq!(decide(&trainctl::fs::OsFs), Decision::Reuse { variant: 2 });
+    let stale = support::scripted::Scripted {
+        first_listing_misses: std::sync::Mutex::new(Some((identity_dir.clone(), "v2".into()))),
+        ..Default::default()
+    };
+    assert_eq!(decide(&stale), Decision::Reuse { variant: 2 });
+    assert!(
+        stale.first_listing_misses.lock().expect("lock").is_none(),
+        "the miss happened"
+    );
+    // A single look at that listing alone would have answered v1.
+    let once = support::scripted::Scripted {
+        first_listing_misses: std::sync::Mutex::new(Some((identity_dir, "v2".into()))),
+        ..Default::default()
+    };
+    let variants = trainctl::observe::FsVariants::scan(&once, &job.layout, &job.identity, &facts)
+        .expect("scan");
+    assert_eq!(
+        plan::decide(&request, &variants).expect("decide"),
+        Decision::Reuse { variant: 1 }
+    );
+}

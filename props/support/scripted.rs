@@ -21,6 +21,9 @@ pub struct Scripted {
     pub removed: Mutex<bool>,
     /// `rename_noreplace` fails with this kind.
     pub rename_noreplace_fails: Option<io::ErrorKind>,
+    /// The first listing of this dir leaves out this entry (it was created just after the
+    /// listing was taken, as another start would).
+    pub first_listing_misses: Mutex<Option<(std::path::PathBuf, String)>>,
 }
 
 impl Fs for Scripted {
@@ -28,7 +31,15 @@ impl Fs for Scripted {
         OsFs.read(path)
     }
     fn list(&self, dir: &Path) -> io::Result<Vec<Entry>> {
-        OsFs.list(dir)
+        let mut entries = OsFs.list(dir)?;
+        let mut miss = self.first_listing_misses.lock().expect("lock");
+        if let Some((missing_in, name)) = miss.as_ref() {
+            if missing_in == dir {
+                entries.retain(|e| &e.name != name);
+                *miss = None;
+            }
+        }
+        Ok(entries)
     }
     fn metadata(&self, path: &Path) -> io::Result<Meta> {
         OsFs.metadata(path)
