@@ -1613,3 +1613,62 @@ proptest! {
         prop_assert_eq!(&ia.exec_fp, &ib.exec_fp);
     }
 }
+
+// ------------------------------------------------------------------------------------------
+// Added for the mutation gate (issue 8): conv_fp and the names of modes and sources
+// ------------------------------------------------------------------------------------------
+
+/// conv_fp (SPEC §9) names one conversion of one parent: equal inputs give the same
+/// fingerprint, and changing the parent's spec, exec, variant or the conversion config gives
+/// another one.
+#[test]
+fn conv_fp_changes_with_each_of_its_inputs_and_only_with_them() {
+    use trainctl::identity::conv_fp;
+    let conversion = serde_json::json!({"format": "onnx", "opset": 17, "quantize": false});
+    let base = conv_fp("aaaa", "bbbb", 1, &conversion);
+    assert_eq!(base.len(), 16, "{base}");
+    assert!(base.chars().all(|c| c.is_ascii_hexdigit()), "{base}");
+    assert_eq!(base, conv_fp("aaaa", "bbbb", 1, &conversion.clone()));
+    let reordered = serde_json::json!({"quantize": false, "opset": 17, "format": "onnx"});
+    assert_eq!(
+        base,
+        conv_fp("aaaa", "bbbb", 1, &reordered),
+        "key order is not identity"
+    );
+    let others = [
+        conv_fp("aaab", "bbbb", 1, &conversion),
+        conv_fp("aaaa", "bbbc", 1, &conversion),
+        conv_fp("aaaa", "bbbb", 2, &conversion),
+        conv_fp(
+            "aaaa",
+            "bbbb",
+            1,
+            &serde_json::json!({"format": "onnx", "opset": 18, "quantize": false}),
+        ),
+    ];
+    for (i, other) in others.iter().enumerate() {
+        assert_ne!(&base, other, "input {i} changed but conv_fp did not");
+    }
+}
+
+/// The names modes and sources print (messages, metadata, tags, `plan --json`) are the names
+/// the config accepts, and `RunMode::parse` reads exactly those back.
+#[test]
+fn mode_and_source_names_are_the_config_spellings() {
+    use trainctl::config::schema::{RunMode, SourceType};
+    for mode in RunMode::ALL {
+        let spelled = serde_json::to_value(mode).expect("json");
+        assert_eq!(spelled, mode.as_str(), "{mode:?}");
+        assert_eq!(RunMode::parse(mode.as_str()), Some(mode));
+    }
+    assert_eq!(RunMode::parse("resume"), None);
+    assert_eq!(RunMode::parse(""), None);
+    for source in [
+        SourceType::Scratch,
+        SourceType::BestSelected,
+        SourceType::FinalTraining,
+    ] {
+        let spelled = serde_json::to_value(source).expect("json");
+        assert_eq!(spelled, source.as_str(), "{source:?}");
+    }
+}
