@@ -965,3 +965,26 @@ fn warnings_name_ignored_settings_and_nothing_else() {
         "{w:?}"
     );
 }
+
+/// A bad value that came from the selected HPO configuration (the pipeline's derived layer)
+/// is reported against that configuration and the key, like a file or an override would be.
+#[test]
+fn a_bad_value_from_the_best_configuration_names_it() {
+    let project = Project::new();
+    let root = project.root();
+    let opts = trainctl::config::LoadOptions {
+        best_configuration: Some((
+            "best configuration of trial 7".into(),
+            json!({"dropout": 1.5}),
+        )),
+        ..support::opts(root, &[])
+    };
+    let err = trainctl::config::load(&opts, root, &support::no_vars).expect_err("dropout 1.5");
+    assert_eq!(err.kind, ErrorKind::ConfigInvalid, "{err}");
+    assert_eq!(
+        err.place.file.as_deref(),
+        Some("best configuration of trial 7"),
+        "{err}"
+    );
+    assert_eq!(err.place.key.as_deref(), Some("training.dropout"), "{err}");
+}

@@ -1671,4 +1671,8 @@ fn mode_and_source_names_are_the_config_spellings() {
         let spelled = serde_json::to_value(source).expect("json");
         assert_eq!(spelled, source.as_str(), "{source:?}");
     }
+    // The scheduler's name in trainer_state.json (`scheduler.kind`) is a file format: pinned.
+    use trainctl::config::schema::LrScheduler;
+    assert_eq!(LrScheduler::Linear.as_str(), "linear_warmup_linear_decay");
+    assert_eq!(LrScheduler::Constant.as_str(), "linear_warmup_constant");
 }
