@@ -230,3 +230,73 @@ fn pruning_reports_failures_other_than_already_gone() {
         .write(&record("m/a/v6"), 6)
         .expect("a cache dir removed meanwhile has nothing left to sync");
 }
+
+/// `cache check` reports damaged views even when there is no valid record to rebuild them
+/// from, and nothing for a cache that simply has nothing yet.
+#[test]
+fn check_reports_corrupt_views_of_an_empty_cache() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("final_training");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let cache = Cache::new(&OsFs, settings(dir.clone(), None));
+    assert_eq!(cache.check().expect("check"), vec![]);
+    std::fs::write(dir.join("final_training_index.json"), b"{torn").expect("write");
+    std::fs::write(dir.join("latest_final_training_cache.json"), b"{torn").expect("write");
+    let kinds: Vec<&str> = cache
+        .check()
+        .expect("check")
+        .iter()
+        .map(|p| p.kind)
+        .collect();
+    assert_eq!(kinds, ["index_corrupt", "latest_corrupt"]);
+}
+
+/// `subjects` lists the subject of every valid record and of nothing else.
+#[test]
+fn subjects_are_those_of_the_valid_records() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("final_training");
+    let cache = Cache::new(&OsFs, settings(dir.clone(), None));
+    assert_eq!(cache.subjects().expect("empty"), Vec::<String>::new());
+    cache.write(&record("m/a/v1"), 1).expect("write");
+    cache.write(&record("m/a/v2"), 2).expect("write");
+    std::fs::write(
+        dir.join("final_training_x_29990101T000000.000000Z_a.json"),
+        b"{",
+    )
+    .expect("w");
+    let mut subjects = cache.subjects().expect("subjects");
+    subjects.sort();
+    assert_eq!(subjects, ["m/a/v1", "m/a/v2"]);
+}
+
+/// With no valid record left, `repair` removes the `latest` view; failing to remove it is an
+/// error (a stale `latest` would keep naming a record that is gone), unless it is already gone.
+#[test]
+fn a_latest_view_that_cannot_be_removed_is_an_error() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("final_training");
+    let (name, _) = Cache::new(&OsFs, settings(dir.clone(), None))
+        .write(&record("m/a/v1"), 1)
+        .expect("write");
+    std::fs::write(dir.join(&name), b"{corrupt").expect("corrupt the only record");
+    let denied = Scripted {
+        remove_fails: Some(io::ErrorKind::PermissionDenied),
+        ..Scripted::default()
+    };
+    assert!(Cache::new(&denied, settings(dir.clone(), None))
+        .repair()
+        .is_err());
+    assert!(dir.join("latest_final_training_cache.json").exists());
+    let gone = Scripted {
+        remove_fails: Some(io::ErrorKind::NotFound),
+        ..Scripted::default()
+    };
+    Cache::new(&gone, settings(dir.clone(), None))
+        .repair()
+        .expect("already gone is fine");
+    Cache::new(&OsFs, settings(dir.clone(), None))
+        .repair()
+        .expect("repair");
+    assert!(!dir.join("latest_final_training_cache.json").exists());
+}
