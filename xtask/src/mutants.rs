@@ -56,7 +56,9 @@ pub const GROUPS: &[Group] = &[
             "--test",
             "sched",
         ],
-        floor: None,
+        // Measured 2026-11-30: 35/39 on the first full run; sched and two props_decision
+        // tests killed the 4 survivors (re-tested by name): 39/39.
+        floor: Some(1.0),
     },
     Group {
         name: "lease",
@@ -78,7 +80,9 @@ pub const GROUPS: &[Group] = &[
             "--test",
             "props_lease",
         ],
-        floor: None,
+        // Measured 2026-11-30: 29/62 on the first full run; props_lease killed all 33
+        // survivors (re-tested with --iterate and by name): 62/62.
+        floor: Some(1.0),
     },
     Group {
         name: "cache",
@@ -98,7 +102,10 @@ pub const GROUPS: &[Group] = &[
             "--test",
             "props_cache",
         ],
-        floor: None,
+        // Measured 2026-11-30 on a third of the group (`--shard 0/3`): 22/55, then
+        // props_cache killed all 33 survivors (re-tested by name): 55/55. Shards 1/3 and 2/3
+        // are not measured yet.
+        floor: Some(1.0),
     },
     Group {
         name: "completion",
@@ -132,7 +139,10 @@ pub const GROUPS: &[Group] = &[
             "--test",
             "cli_bad_input",
         ],
-        floor: None,
+        // Measured 2026-11-30 on a third of the group (`--shard 0/3`): 42/60, then new
+        // tests killed 15 of the 18 survivors; the other 3 are equivalent and accepted in
+        // docs/mutants-accepted.md: 57/60. Shards 1/3 and 2/3 are not measured yet.
+        floor: Some(0.95),
     },
 ];
 
