@@ -14,10 +14,7 @@ use trainctl::job::Job;
 /// A project with one prepared job (its layout and identity).
 fn fixture() -> (support::Project, Job) {
     let project = support::Project::new();
-    let root = project.root().to_path_buf();
-    let config = trainctl::config::load(&support::opts(&root, &[]), &root, &support::no_vars)
-        .expect("load config");
-    let job = trainctl::job::prepare(config, &OsFs, &support::host()).expect("prepare");
+    let job = support::prepared_job(&project);
     (project, job)
 }
 

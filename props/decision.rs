@@ -235,8 +235,7 @@ proptest! {
     ) {
         let project = support::Project::new();
         let root = project.root();
-        let config = trainctl::config::load(&support::opts(root, &[]), root, &support::no_vars).expect("load");
-        let job = trainctl::job::prepare(config, &trainctl::fs::OsFs, &support::host()).expect("prepare");
+        let job = support::prepared_job(&project);
         let mut table = BTreeMap::new();
         for (v, state) in &states {
             let view = match state {
@@ -476,9 +475,7 @@ proptest! {
         variant in 1u64..5000,
     ) {
         let project = support::Project::new();
-        let root = project.root();
-        let config = trainctl::config::load(&support::opts(root, &[]), root, &support::no_vars).expect("load");
-        let job = trainctl::job::prepare(config, &trainctl::fs::OsFs, &support::host()).expect("prepare");
+        let job = support::prepared_job(&project);
         let dir = support::write_complete_variant(&job.layout, &job.identity, variant);
         let check = |depth| completion::check(&trainctl::fs::OsFs, &job.layout, &dir, Some(&job.identity), variant, depth);
         prop_assert!(check(Depth::Digests).is_complete(), "fixture must start complete");
@@ -518,11 +515,7 @@ fn an_unlistable_identity_dir_is_an_error_not_an_empty_one() {
 fn the_latest_complete_parent_matches_both_model_and_storage_env() {
     use trainctl::config::schema::StorageEnv;
     let project = support::Project::new();
-    let root = project.root().to_path_buf();
-    let config = trainctl::config::load(&support::opts(&root, &[]), &root, &support::no_vars)
-        .expect("load config");
-    let job =
-        trainctl::job::prepare(config, &trainctl::fs::OsFs, &support::host()).expect("prepare");
+    let job = support::prepared_job(&project);
     let ours = job.identity.clone();
     assert_eq!(ours.storage_env, StorageEnv::Local);
     let other_model = trainctl::paths::Identity {
@@ -559,11 +552,7 @@ fn the_latest_complete_parent_matches_both_model_and_storage_env() {
 #[test]
 fn a_reuse_is_decided_again_on_a_fresh_listing() {
     let project = support::Project::new();
-    let root = project.root().to_path_buf();
-    let config = trainctl::config::load(&support::opts(&root, &[]), &root, &support::no_vars)
-        .expect("load config");
-    let job =
-        trainctl::job::prepare(config, &trainctl::fs::OsFs, &support::host()).expect("prepare");
+    let job = support::prepared_job(&project);
     support::write_complete_variant(&job.layout, &job.identity, 1);
     support::write_complete_variant(&job.layout, &job.identity, 2);
     let identity_dir = job

@@ -347,10 +347,7 @@ fn owners_are_named_by_the_kernels_hostname_and_process_start_time() {
 #[test]
 fn an_explicit_variant_number_is_never_moved_an_automatic_one_is() {
     let project = support::Project::new();
-    let root = project.root().to_path_buf();
-    let config = trainctl::config::load(&support::opts(&root, &[]), &root, &support::no_vars)
-        .expect("load config");
-    let job = trainctl::job::prepare(config, &OsFs, &support::host()).expect("prepare");
+    let job = support::prepared_job(&project);
     let me = owner(HERE, 100, 7);
     let alloc =
         |first, explicit| trainctl::train::allocate(&OsFs, &job, first, explicit, &me, 0, "new");
@@ -399,10 +396,7 @@ fn an_explicit_variant_number_is_never_moved_an_automatic_one_is() {
 #[test]
 fn a_failed_publish_is_an_io_error_not_a_taken_number() {
     let project = support::Project::new();
-    let root = project.root().to_path_buf();
-    let config = trainctl::config::load(&support::opts(&root, &[]), &root, &support::no_vars)
-        .expect("load config");
-    let job = trainctl::job::prepare(config, &OsFs, &support::host()).expect("prepare");
+    let job = support::prepared_job(&project);
     let fs = support::scripted::Scripted {
         rename_noreplace_fails: Some(std::io::ErrorKind::PermissionDenied),
         ..Default::default()

@@ -206,6 +206,14 @@ pub fn opts(root: &Path, overrides: &[&str]) -> trainctl::config::LoadOptions {
     }
 }
 
+/// The shipped config of `project`, loaded without overrides and prepared into a job on the
+/// real filesystem with the deterministic host.
+pub fn prepared_job(project: &Project) -> trainctl::job::Job {
+    let root = project.root();
+    let config = trainctl::config::load(&opts(root, &[]), root, &no_vars).expect("load config");
+    trainctl::job::prepare(config, &trainctl::fs::OsFs, &host()).expect("prepare job")
+}
+
 /// The paths whose presence or bytes differ between two snapshots (empty = unchanged).
 pub fn changed(
     before: &[(PathBuf, Option<Vec<u8>>)],
