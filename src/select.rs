@@ -794,34 +794,18 @@ pub fn tracking_candidates(
     var: &dyn Fn(&str) -> Option<String>,
     cwd: &Path,
 ) -> Result<Loaded> {
-    use crate::track::{AzureSettings, TrackingEnv, TrackingSettings};
-    let m = &config.mlflow;
-    // The same settings the training stage builds (track::lifecycle::open_training), with
-    // the selection stage's toggle.
-    let settings = TrackingSettings {
-        root: config.root.clone(),
-        enabled: m.tracking.selection.enabled.unwrap_or(true),
-        uri: m.tracking.uri.clone(),
-        azure: AzureSettings {
-            enabled: m.azure_ml.enabled.unwrap_or(false),
-            subscription_id: m.azure_ml.subscription_id.clone(),
-            resource_group: m.azure_ml.resource_group.clone(),
-            workspace_name: m.azure_ml.workspace_name.clone(),
-            region: m.azure_ml.region.clone(),
-        },
-    };
+    let (settings, env) = crate::track::lifecycle::backend_inputs(
+        config,
+        crate::track::lifecycle::Stage::Selection,
+        var,
+        cwd,
+    );
     if !settings.enabled {
         return Err(Error::new(
             ErrorKind::Usage,
             "no candidates: mlflow.yaml tracking.selection.enabled is false and no --trials FILE was given",
         ));
     }
-    let nonempty = |name: &str| var(name).filter(|v| !v.trim().is_empty());
-    let env = TrackingEnv {
-        tracking_uri: nonempty("MLFLOW_TRACKING_URI"),
-        token: nonempty("MLFLOW_TRACKING_TOKEN").map(crate::track::Secret),
-        cwd: cwd.to_path_buf(),
-    };
     let unavailable = |e: &crate::track::TrackError| {
         Error::new(
             ErrorKind::TrackingUnavailable,

@@ -33,6 +33,8 @@ pub struct Opened {
 pub enum Stage {
     Training,
     Conversion,
+    /// Best-model selection reading HPO runs (`tracking.selection.enabled`).
+    Selection,
 }
 
 /// Chooses and opens the training-stage backend (config + `MLFLOW_TRACKING_URI` /
@@ -55,10 +57,40 @@ pub fn open_stage(
     var: &dyn Fn(&str) -> Option<String>,
     cwd: &Path,
 ) -> Result<Opened> {
+    let (settings, env) = backend_inputs(config, stage, var, cwd);
+    let selection = select_backend(&settings, &env)?;
+    // Short per-call bounds: a down server must not stall a training run for minutes.
+    let retry = super::RetryPolicy {
+        attempts_max: 2,
+        backoff_first_ms: 200,
+        backoff_max_ms: 1_000,
+        timeout_ms: 10_000,
+        connect_timeout_ms: 3_000,
+    };
+    let describe = selection.choice.describe();
+    let tracker = super::open(&selection.choice, fs, retry)?;
+    Ok(Opened {
+        tracker,
+        describe,
+        warnings: selection.warnings,
+    })
+}
+
+/// What chooses the backend of `stage`: its settings from mlflow.yaml (enabled by
+/// `tracking.<stage>.enabled`) and the environment (`MLFLOW_TRACKING_URI`,
+/// `MLFLOW_TRACKING_TOKEN`, empty values unset, and the working directory). One place for
+/// every stage, so training, conversion and selection read the same store.
+pub fn backend_inputs(
+    config: &Config,
+    stage: Stage,
+    var: &dyn Fn(&str) -> Option<String>,
+    cwd: &Path,
+) -> (TrackingSettings, TrackingEnv) {
     let m = &config.mlflow;
     let enabled = match stage {
         Stage::Training => m.tracking.training.enabled,
         Stage::Conversion => m.tracking.conversion.enabled,
+        Stage::Selection => m.tracking.selection.enabled,
     };
     let settings = TrackingSettings {
         root: config.root.clone(),
@@ -78,22 +110,7 @@ pub fn open_stage(
         token: nonempty("MLFLOW_TRACKING_TOKEN").map(super::Secret),
         cwd: cwd.to_path_buf(),
     };
-    let selection = select_backend(&settings, &env)?;
-    // Short per-call bounds: a down server must not stall a training run for minutes.
-    let retry = super::RetryPolicy {
-        attempts_max: 2,
-        backoff_first_ms: 200,
-        backoff_max_ms: 1_000,
-        timeout_ms: 10_000,
-        connect_timeout_ms: 3_000,
-    };
-    let describe = selection.choice.describe();
-    let tracker = super::open(&selection.choice, fs, retry)?;
-    Ok(Opened {
-        tracker,
-        describe,
-        warnings: selection.warnings,
-    })
+    (settings, env)
 }
 
 /// The experiment name of a final training: `mlflow.experiment_name`, else the experiment's.
