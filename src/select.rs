@@ -617,15 +617,27 @@ pub fn candidates_from_runs(
     // Newest per key; the map key of a hash-less trial is its run id.
     let mut by_key: BTreeMap<(String, String), &Run> = BTreeMap::new();
     let mut skipped = Vec::new();
+    // Only FINISHED runs count; the others are reported by id and status.
+    fn finished<'r>(runs: &'r [Run], skipped: &mut Vec<String>) -> Vec<&'r Run> {
+        runs.iter()
+            .filter(|run| {
+                let done = run.info.status == RunStatus::Finished;
+                if !done {
+                    skipped.push(format!(
+                        "{} ({})",
+                        run.info.run_id,
+                        run.info.status.as_str()
+                    ));
+                }
+                done
+            })
+            .collect()
+    }
+    let (trials, refits) = (
+        finished(trials, &mut skipped),
+        finished(refits, &mut skipped),
+    );
     for run in trials {
-        if run.info.status != RunStatus::Finished {
-            skipped.push(format!(
-                "{} ({})",
-                run.info.run_id,
-                run.info.status.as_str()
-            ));
-            continue;
-        }
         let key = key_of(run).unwrap_or_else(|| (String::new(), run.info.run_id.clone()));
         match by_key.get(&key) {
             Some(have) if !later(run, have) => {
@@ -648,14 +660,6 @@ pub fn candidates_from_runs(
     }
     let mut refit_by_key: BTreeMap<(String, String), &Run> = BTreeMap::new();
     for run in refits {
-        if run.info.status != RunStatus::Finished {
-            skipped.push(format!(
-                "{} ({})",
-                run.info.run_id,
-                run.info.status.as_str()
-            ));
-            continue;
-        }
         let Some(key) = key_of(run).filter(|k| by_key.contains_key(k)) else {
             warnings.push(format!(
                 "HPO refit {} matches no finished trial by {study_tag}/{trial_tag}; skipped",
