@@ -78,6 +78,17 @@ impl Fs for Counting {
         self.bump(false);
         self.inner.rename_noreplace(a, b)
     }
+    fn rename_exchange(&self, a: &Path, b: &Path) -> io::Result<()> {
+        self.bump(false);
+        self.inner.rename_exchange(a, b)
+    }
+    fn hard_link(&self, a: &Path, b: &Path) -> io::Result<()> {
+        self.bump(false);
+        self.inner.hard_link(a, b)
+    }
+    fn caps(&self, p: &Path) -> trainctl::fs::Caps {
+        self.inner.caps(p)
+    }
     fn remove_file(&self, p: &Path) -> io::Result<()> {
         self.bump(false);
         self.inner.remove_file(p)

@@ -9,13 +9,25 @@ use loom::sync::{Arc, Mutex};
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use trainctl::fs::{Entry, Fs, Meta};
+use trainctl::fs::{Caps, Entry, Fs, Meta};
 
-/// An in-memory filesystem whose state sits behind one loom Mutex.
-#[derive(Default)]
+/// An in-memory filesystem whose state sits behind one loom Mutex, with the storage profile
+/// `caps`: without rename flags, `rename_noreplace` and `rename_exchange` answer EINVAL as NFS
+/// and FUSE do, and a hard link is a copy of the (immutable, published) file.
 struct LoomFs {
     nodes: Mutex<BTreeMap<PathBuf, Option<Vec<u8>>>>,
     counter: loom::sync::atomic::AtomicU64,
+    caps: Caps,
+}
+
+impl Default for LoomFs {
+    fn default() -> LoomFs {
+        LoomFs {
+            nodes: Mutex::default(),
+            counter: loom::sync::atomic::AtomicU64::default(),
+            caps: Caps::POSIX,
+        }
+    }
 }
 
 fn err(kind: io::ErrorKind) -> io::Error {
@@ -120,7 +132,53 @@ impl Fs for LoomFs {
         self.move_tree(from, to, false)
     }
     fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()> {
+        if !self.caps.rename_noreplace {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
         self.move_tree(from, to, true)
+    }
+    fn rename_exchange(&self, a: &Path, b: &Path) -> io::Result<()> {
+        if !self.caps.rename_exchange {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let mut n = self.nodes.lock().expect("fs");
+        if !n.contains_key(a) || !n.contains_key(b) {
+            return Err(err(io::ErrorKind::NotFound));
+        }
+        let take = |n: &mut BTreeMap<PathBuf, Option<Vec<u8>>>, root: &Path| {
+            let moved: Vec<(PathBuf, Option<Vec<u8>>)> = n
+                .iter()
+                .filter(|(p, _)| p.starts_with(root))
+                .map(|(p, v)| (p.strip_prefix(root).unwrap_or(p).to_path_buf(), v.clone()))
+                .collect();
+            n.retain(|p, _| !p.starts_with(root));
+            moved
+        };
+        let (from_a, from_b) = (take(&mut n, a), take(&mut n, b));
+        for (rel, v) in from_a {
+            n.insert(b.join(rel), v);
+        }
+        for (rel, v) in from_b {
+            n.insert(a.join(rel), v);
+        }
+        Ok(())
+    }
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        if !self.caps.hard_link {
+            return Err(io::Error::from_raw_os_error(libc::EPERM));
+        }
+        let mut n = self.nodes.lock().expect("fs");
+        let Some(Some(bytes)) = n.get(from).cloned() else {
+            return Err(err(io::ErrorKind::NotFound));
+        };
+        if n.contains_key(to) {
+            return Err(err(io::ErrorKind::AlreadyExists));
+        }
+        n.insert(to.to_path_buf(), Some(bytes));
+        Ok(())
+    }
+    fn caps(&self, _: &Path) -> Caps {
+        self.caps
     }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         match self.nodes.lock().expect("fs").remove(path) {

@@ -4,25 +4,24 @@
 //!
 //! Each unit (a complete variant dir, a conversion output, a cache dir) is copied to a
 //! temporary sibling of its destination, every file fsynced and then re-read and verified
-//! (size and sha256 against the source as read), and only then swapped in: by an atomic
-//! exchange when a previous backup exists (the old one is removed afterwards), by a
-//! no-replace rename otherwise. An interrupted backup therefore leaves the previous backup
+//! (size and sha256 against the source's manifest), and only then swapped in when a previous
+//! backup exists (the old one is removed afterwards), or published otherwise. An interrupted backup therefore leaves the previous backup
 //! intact, never a partial one; the temporary sibling is debris that the next backup of the
 //! same unit removes. A destination whose files already match is skipped.
 //!
-//! This module works on the real filesystem (`OsFs` through the Fs port; Drive is a real
-//! mount) plus the renameat2 exchange of `builtin::ckpt`. Tests inject failures through
-//! [`Fault`].
+//! Every write goes through the Fs port (`OsFs` in production: Drive is a real mount) and its
+//! durable operations, so the swap follows the Drive filesystem's storage profile: an
+//! exchange where rename flags exist, else rename-aside + rename-in with a recovery rule
+//! (`fs::recover_swap`: an interrupted swap is finished or rolled back by the next backup).
+//! Tests inject failures through [`Fault`] and through the Fs they pass to `backup_dir_on`.
 
 use crate::completion::Completion;
 use crate::config::schema::StorageEnv;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
-use crate::fs::{Fs, OsFs};
-use crate::identity::sha256_hex;
+use crate::fs::{manifest, FileDigest, Fs, OsFs};
 use crate::paths::Layout;
 use serde::Serialize;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Called with the relative name of each file just before it is copied; an error aborts the
@@ -92,35 +91,30 @@ fn io(path: &Path, e: std::io::Error) -> Error {
     )
 }
 
-/// Regular files below `dir` as relative paths, sorted (the one tree walker, on the real fs).
-fn files_below(dir: &Path) -> Result<Vec<PathBuf>> {
-    crate::fs::files_below(&FS, dir).map_err(|e| io(dir, e))
-}
-
-/// `{relative path: (size, sha256)}` of a directory tree; `None` when it does not exist.
-fn digest_tree(dir: &Path) -> Result<Option<BTreeMap<PathBuf, (u64, String)>>> {
-    if !dir.is_dir() {
+/// The manifest of a directory tree (the one manifest builder); `None` when it does not exist.
+fn manifest_of(fs: &dyn Fs, dir: &Path) -> Result<Option<Vec<FileDigest>>> {
+    if !fs.is_dir(dir) {
         return Ok(None);
     }
-    let mut map = BTreeMap::new();
-    for rel in files_below(dir)? {
-        let bytes = FS
-            .read(&dir.join(&rel))
-            .map_err(|e| io(&dir.join(&rel), e))?;
-        map.insert(rel, (bytes.len() as u64, sha256_hex(&bytes)));
-    }
-    Ok(Some(map))
+    manifest::build(fs, dir, manifest::Sync::No)
+        .map(Some)
+        .map_err(|(at, e)| io(&at, e))
 }
 
 /// The real filesystem through the Fs port (Drive is a real mount).
 const FS: OsFs = OsFs;
 
-fn sync_dir(dir: &Path) -> Result<()> {
-    FS.fsync_dir(dir).map_err(|e| io(dir, e))
+/// Backs up one directory `source` to `target` on the real filesystem.
+pub fn backup_dir(source: &Path, target: &Path, fault: Fault<'_>) -> Result<Unit> {
+    backup_dir_on(&FS, source, target, fault)
 }
 
-/// Backs up one directory `source` to `target` (copy to a temp sibling, verify, swap).
-pub fn backup_dir(source: &Path, target: &Path, fault: Fault<'_>) -> Result<Unit> {
+/// Backs up one directory `source` to `target` through `fs`: first finish or roll back a
+/// swap a previous backup left half done (`fs::recover_swap`), then copy to a temporary
+/// sibling, verify the copy against the source's manifest, and swap it in by the storage
+/// profile's protocol (exchange, or rename-aside + rename-in). At every point a complete copy
+/// exists at the target or at its aside name, and the next backup puts it back.
+pub fn backup_dir_on(fs: &dyn Fs, source: &Path, target: &Path, fault: Fault<'_>) -> Result<Unit> {
     let parent = target
         .parent()
         .ok_or_else(|| Error::internal("backup target without a parent"))?;
@@ -129,61 +123,54 @@ pub fn backup_dir(source: &Path, target: &Path, fault: Fault<'_>) -> Result<Unit
         .ok_or_else(|| Error::internal("backup target without a name"))?
         .to_string_lossy()
         .into_owned();
-    let files = files_below(source)?;
-    let mut want = BTreeMap::new();
-    let mut bytes_total = 0;
     let staged = parent.join(format!(".{name}.tmp-backup"));
-    // What the source holds, as read now (the copy is verified against this).
-    let mut contents = Vec::with_capacity(files.len());
-    for rel in &files {
-        let bytes = FS
-            .read(&source.join(rel))
-            .map_err(|e| io(&source.join(rel), e))?;
-        bytes_total += bytes.len() as u64;
-        want.insert(rel.clone(), (bytes.len() as u64, sha256_hex(&bytes)));
-        contents.push(bytes);
+    if fs.is_dir(parent) {
+        crate::fs::recover_swap(fs, target).map_err(|e| io(target, e))?;
     }
-    if digest_tree(target)?.as_ref() == Some(&want) {
+    // What the source holds, as read now (the copy is verified against this).
+    let want = manifest_of(fs, source)?.unwrap_or_default();
+    let bytes_total = want.iter().map(|f| f.size).sum();
+    if manifest_of(fs, target)?.as_ref() == Some(&want) {
         return Ok(Unit {
             source: source.to_path_buf(),
             target: target.to_path_buf(),
             outcome: "up_to_date",
-            files: files.len(),
+            files: want.len(),
             bytes: bytes_total,
         });
     }
-    FS.create_dir_all(parent).map_err(|e| io(parent, e))?;
-    if FS.exists(&staged) {
+    crate::fs::ensure_dir(fs, parent).map_err(|e| io(parent, e))?;
+    if fs.exists(&staged) {
         // Debris of an interrupted backup of this unit.
-        FS.remove_dir_all(&staged).map_err(|e| io(&staged, e))?;
+        fs.remove_dir_all(&staged).map_err(|e| io(&staged, e))?;
     }
-    FS.create_dir(&staged).map_err(|e| io(&staged, e))?;
-    for (rel, bytes) in files.iter().zip(&contents) {
-        fault(&rel.to_string_lossy()).map_err(|e| io(&source.join(rel), e))?;
-        let to = staged.join(rel);
+    fs.create_dir(&staged).map_err(|e| io(&staged, e))?;
+    let mut dirs = Vec::new();
+    for file in &want {
+        fault(&file.path).map_err(|e| io(&source.join(&file.path), e))?;
+        let from = source.join(&file.path);
+        let bytes = fs.read(&from).map_err(|e| io(&from, e))?;
+        let to = staged.join(&file.path);
         if let Some(dir) = to.parent() {
-            FS.create_dir_all(dir).map_err(|e| io(dir, e))?;
+            fs.create_dir_all(dir).map_err(|e| io(dir, e))?;
+            dirs.push(dir.to_path_buf());
         }
-        FS.create_new(&to, bytes).map_err(|e| io(&to, e))?;
-        FS.fsync_file(&to).map_err(|e| io(&to, e))?;
+        fs.create_new(&to, &bytes).map_err(|e| io(&to, e))?;
+        fs.fsync_file(&to).map_err(|e| io(&to, e))?;
     }
     // Directories bottom-up, then verify what actually landed.
-    let mut dirs: Vec<PathBuf> = files
-        .iter()
-        .filter_map(|r| r.parent().map(|p| staged.join(p)))
-        .collect();
     dirs.sort();
     dirs.dedup();
     for d in dirs.iter().rev() {
-        sync_dir(d)?;
+        fs.fsync_dir(d).map_err(|e| io(d, e))?;
     }
-    sync_dir(&staged)?;
-    let got = digest_tree(&staged)?.unwrap_or_default();
+    fs.fsync_dir(&staged).map_err(|e| io(&staged, e))?;
+    let got = manifest_of(fs, &staged)?.unwrap_or_default();
     if got != want {
         let bad: Vec<String> = want
             .iter()
-            .filter(|(k, v)| got.get(*k) != Some(*v))
-            .map(|(k, _)| k.display().to_string())
+            .filter(|f| !got.contains(f))
+            .map(|f| f.path.clone())
             .collect();
         return Err(Error::new(
             ErrorKind::BackupFailed,
@@ -194,21 +181,17 @@ pub fn backup_dir(source: &Path, target: &Path, fault: Fault<'_>) -> Result<Unit
             ),
         ));
     }
-    if FS.exists(target) {
-        crate::builtin::ckpt::exchange(&staged, target).map_err(|e| io(target, e))?;
-        sync_dir(parent)?;
-        // `staged` now holds the previous backup.
-        FS.remove_dir_all(&staged).map_err(|e| io(&staged, e))?;
+    let swapped = if fs.exists(target) {
+        crate::fs::swap_dir(fs, &staged, target)
     } else {
-        FS.rename_noreplace(&staged, target)
-            .map_err(|e| io(target, e))?;
-    }
-    sync_dir(parent)?;
+        crate::fs::publish_dir(fs, &staged, target)
+    };
+    swapped.map_err(|e| io(target, e))?;
     Ok(Unit {
         source: source.to_path_buf(),
         target: target.to_path_buf(),
         outcome: "copied",
-        files: files.len(),
+        files: want.len(),
         bytes: bytes_total,
     })
 }

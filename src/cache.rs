@@ -177,32 +177,9 @@ fn io_err(path: &Path, e: std::io::Error) -> Error {
     Error::io(path, &e)
 }
 
-/// Creates `dir` and missing ancestors durably (each new level's parent fsynced).
+/// Creates `dir` and missing ancestors durably (`fs::ensure_dir`); the error names `dir`.
 pub fn ensure_dir(fs: &dyn Fs, dir: &Path) -> Result<()> {
-    if fs.is_dir(dir) {
-        return Ok(());
-    }
-    let mut missing = Vec::new();
-    let mut cur = dir;
-    // Bounded by the path's depth.
-    while !fs.is_dir(cur) {
-        missing.push(cur.to_path_buf());
-        cur = match cur.parent() {
-            Some(p) => p,
-            None => break,
-        };
-    }
-    for level in missing.iter().rev() {
-        match fs.create_dir(level) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(io_err(level, e)),
-        }
-        if let Some(parent) = level.parent() {
-            fs.fsync_dir(parent).map_err(|e| io_err(parent, e))?;
-        }
-    }
-    Ok(())
+    fs::ensure_dir(fs, dir).map_err(|e| io_err(dir, e))
 }
 
 impl<'a> Cache<'a> {

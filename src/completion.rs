@@ -30,13 +30,9 @@ pub enum RunStatus {
     Failed,
 }
 
-/// One file of the checkpoint manifest (path relative to the variant dir).
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
-pub struct ManifestEntry {
-    pub path: String,
-    pub size: u64,
-    pub sha256: String,
-}
+/// One file of the checkpoint manifest (path relative to the variant dir), as the one
+/// manifest builder (`fs::manifest`) makes it.
+pub type ManifestEntry = crate::fs::FileDigest;
 
 /// The fields of metadata.json the predicate reads; other fields are kept by writers.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]

@@ -426,18 +426,8 @@ pub fn convert(
             &job,
             external.as_ref().map(|t| t as &dyn crate::trainer::Trainer),
         )?;
-        let names = fs::files_below(fs, &staged).map_err(|e| io(&staged, e))?;
-        let mut files = Vec::new();
-        for rel in &names {
-            let path = staged.join(rel);
-            let bytes = fs.read(&path).map_err(|e| io(&path, e))?;
-            fs.fsync_file(&path).map_err(|e| io(&path, e))?;
-            files.push(json!({
-                "path": rel.to_string_lossy(),
-                "size": bytes.len(),
-                "sha256": sha256_hex(&bytes),
-            }));
-        }
+        let files = fs::manifest::build(fs, &staged, fs::manifest::Sync::Files)
+            .map_err(|(at, e)| io(&at, e))?;
         let manifest = json!({
             "schema_version": 1,
             "status": "complete",

@@ -181,25 +181,16 @@ fn verify_and_manifest(
     {
         return Err(format!("objective_missing:{objective}"));
     }
-    let files: Vec<PathBuf> = fs::files_below(fs, &ckpt)
-        .map_err(|e| e.to_string())?
+    // Every checkpoint file, read once for size and sha256 and fsynced before the manifest
+    // that proves it is recorded.
+    let manifest: Vec<ManifestEntry> = fs::manifest::build(fs, &ckpt, fs::manifest::Sync::Files)
+        .map_err(|(at, e)| format!("manifest_mismatch:{}: {e}", at.display()))?
         .into_iter()
-        .map(|rel| Path::new(CHECKPOINT_DIR).join(rel))
+        .map(|f| ManifestEntry {
+            path: format!("{CHECKPOINT_DIR}/{}", f.path),
+            ..f
+        })
         .collect();
-    let mut manifest = Vec::new();
-    for rel in files {
-        let path = dir.join(&rel);
-        let bytes = fs
-            .read(&path)
-            .map_err(|e| format!("manifest_mismatch:{}: {e}", rel.display()))?;
-        fs.fsync_file(&path)
-            .map_err(|e| format!("fsync {}: {e}", rel.display()))?;
-        manifest.push(ManifestEntry {
-            path: rel.to_string_lossy().replace('\\', "/"),
-            size: bytes.len() as u64,
-            sha256: sha256_hex(&bytes),
-        });
-    }
     fs.fsync_file(&metrics_path)
         .map_err(|e| format!("fsync metrics: {e}"))?;
     fs.fsync_dir(&ckpt)

@@ -111,6 +111,17 @@ impl Fs for KillSwitch {
         self.mutate()?;
         self.inner.rename_noreplace(from, to)
     }
+    fn rename_exchange(&self, a: &Path, b: &Path) -> io::Result<()> {
+        self.mutate()?;
+        self.inner.rename_exchange(a, b)
+    }
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.mutate()?;
+        self.inner.hard_link(from, to)
+    }
+    fn caps(&self, path: &Path) -> trainctl::fs::Caps {
+        self.inner.caps(path)
+    }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         self.mutate()?;
         self.inner.remove_file(path)
@@ -638,12 +649,17 @@ impl LeaseAudit {
 
     /// A no-replace publication at `to`: when it is a lease generation n and it succeeds, n
     /// must follow the newest generation present just before.
-    fn publish(&self, from: &Path, to: &Path) -> io::Result<()> {
+    fn publish(
+        &self,
+        from: &Path,
+        to: &Path,
+        op: impl FnOnce(&Path, &Path) -> io::Result<()>,
+    ) -> io::Result<()> {
         let newest = match (lease_generation(to), to.parent()) {
             (Some(_), Some(dir)) => trainctl::lease::current_generation(&*self.inner, dir).ok(),
             _ => None,
         };
-        let result = self.inner.rename_noreplace(from, to);
+        let result = op(from, to);
         if let (Ok(()), Some(newest), Some(n)) = (&result, newest, lease_generation(to)) {
             if n != newest + 1 {
                 self.violate(format!(
@@ -701,8 +717,20 @@ impl Fs for LeaseAudit {
         self.forbid("rename away", from, result)
     }
     fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()> {
-        let result = self.publish(from, to);
+        let result = self.publish(from, to, |from, to| self.inner.rename_noreplace(from, to));
         self.forbid("rename away", from, result)
+    }
+    fn rename_exchange(&self, a: &Path, b: &Path) -> io::Result<()> {
+        let result = self.inner.rename_exchange(a, b);
+        let result = self.forbid("exchange", a, result);
+        self.forbid("exchange", b, result)
+    }
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        // A link publishes `to` exclusively (posix-noflags); its source is a temporary.
+        self.publish(from, to, |from, to| self.inner.hard_link(from, to))
+    }
+    fn caps(&self, path: &Path) -> trainctl::fs::Caps {
+        self.inner.caps(path)
     }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         let result = self.inner.remove_file(path);

@@ -259,6 +259,15 @@ impl Fs for SchedFs {
     fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()> {
         gated!(self, self.inner.rename_noreplace(from, to))
     }
+    fn rename_exchange(&self, a: &Path, b: &Path) -> io::Result<()> {
+        gated!(self, self.inner.rename_exchange(a, b))
+    }
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        gated!(self, self.inner.hard_link(from, to))
+    }
+    fn caps(&self, path: &Path) -> trainctl::fs::Caps {
+        self.inner.caps(path)
+    }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         gated!(self, self.inner.remove_file(path))
     }

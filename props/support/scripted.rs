@@ -80,6 +80,15 @@ impl Fs for Scripted {
         }
         OsFs.rename_noreplace(from, to)
     }
+    fn rename_exchange(&self, a: &Path, b: &Path) -> io::Result<()> {
+        OsFs.rename_exchange(a, b)
+    }
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        OsFs.hard_link(from, to)
+    }
+    fn caps(&self, path: &Path) -> trainctl::fs::Caps {
+        OsFs.caps(path)
+    }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         if let Some(kind) = self.remove_fails {
             return Err(io::Error::from(kind));

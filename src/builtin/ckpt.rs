@@ -1,124 +1,35 @@
 //! Checkpoint files of the built-in trainer: safetensors encoding of parameters and Adam
-//! moments, and the atomic, durable publication of files and directories (temp sibling,
-//! fsync files and dir, rename into place, fsync parent). The trainer runs as its own
-//! process, so this uses std::fs directly, never the orchestrator's Fs port.
+//! moments, and their atomic, durable publication. The trainer runs as its own process and
+//! writes only inside its variant dir; it publishes through the same Fs port and durable
+//! operations as the orchestrator (`crate::fs` over `OsFs`), so a checkpoint is written by
+//! the protocol of the filesystem's storage profile. It never touches orchestrator state.
 
 use super::model::{Params, TENSOR_NAMES};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
+use crate::fs::{self, OsFs};
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::Path;
 
 fn err(path: &Path, what: &str, e: impl std::fmt::Display) -> String {
     format!("{}: {what}: {e}", path.display())
 }
 
-fn sync_dir(dir: &Path) -> Result<(), String> {
-    std::fs::File::open(dir)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| err(dir, "fsync", e))
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(|e| err(path, "create", e))?;
-    f.write_all(bytes).map_err(|e| err(path, "write", e))?;
-    f.sync_all().map_err(|e| err(path, "fsync", e))
-}
-
-fn temp_sibling(path: &Path) -> Result<std::path::PathBuf, String> {
-    let parent = path
-        .parent()
-        .ok_or_else(|| err(path, "publish", "no parent"))?;
-    let name = path
-        .file_name()
-        .ok_or_else(|| err(path, "publish", "no file name"))?
-        .to_string_lossy();
-    Ok(parent.join(format!(".{name}.tmp-{}", std::process::id())))
-}
-
-/// Replaces the file `path` atomically and durably.
+/// Replaces the file `path` atomically and durably (through the Fs port, like every durable
+/// write of trainctl: the protocol follows the storage profile of the filesystem).
 pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    let tmp = temp_sibling(path)?;
     let parent = path
         .parent()
         .ok_or_else(|| err(path, "publish", "no parent"))?;
-    std::fs::create_dir_all(parent).map_err(|e| err(parent, "create", e))?;
-    let _ = std::fs::remove_file(&tmp);
-    write_synced(&tmp, bytes)?;
-    std::fs::rename(&tmp, path).map_err(|e| err(path, "rename", e))?;
-    sync_dir(parent)
+    fs::ensure_dir(&OsFs, parent).map_err(|e| err(parent, "create", e))?;
+    fs::write_atomic(&OsFs, path, bytes).map_err(|e| err(path, "write", e))
 }
 
 /// Publishes the directory `target` holding exactly `files`, atomically and durably. An
 /// existing `target` (e.g. a step re-saved after resuming from an earlier one) is swapped
-/// out in one atomic exchange and then removed: readers see the old or the new directory.
+/// out whole: readers see the old or the new directory (`fs::write_dir_atomic`).
 pub fn write_dir_atomic(target: &Path, files: &[(&str, Vec<u8>)]) -> Result<(), String> {
-    let parent = target
-        .parent()
-        .ok_or_else(|| err(target, "publish", "no parent"))?;
-    std::fs::create_dir_all(parent).map_err(|e| err(parent, "create", e))?;
-    let tmp = temp_sibling(target)?;
-    if tmp.exists() {
-        // A leftover of a killed process that had our pid.
-        std::fs::remove_dir_all(&tmp).map_err(|e| err(&tmp, "remove", e))?;
-    }
-    std::fs::create_dir(&tmp).map_err(|e| err(&tmp, "create", e))?;
-    for (name, bytes) in files {
-        assert!(!name.contains('/'));
-        write_synced(&tmp.join(name), bytes)?;
-    }
-    sync_dir(&tmp)?;
-    match std::fs::rename(&tmp, target) {
-        Ok(()) => {}
-        Err(e) if target.is_dir() => {
-            exchange(&tmp, target).map_err(|e2| err(target, "replace", format!("{e}; {e2}")))?;
-            // `tmp` now holds the old directory.
-            std::fs::remove_dir_all(&tmp).map_err(|e| err(&tmp, "remove old", e))?;
-        }
-        Err(e) => return Err(err(target, "rename", e)),
-    }
-    sync_dir(parent)
-}
-
-#[cfg(target_os = "linux")]
-pub(crate) fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
-    use std::ffi::CString;
-    use std::os::unix::ffi::OsStrExt;
-    let c = |p: &Path| {
-        CString::new(p.as_os_str().as_bytes())
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in path"))
-    };
-    let (ac, bc) = (c(a)?, c(b)?);
-    // SAFETY: both pointers are valid NUL-terminated strings for the duration of the call.
-    let rc = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            ac.as_ptr(),
-            libc::AT_FDCWD,
-            bc.as_ptr(),
-            libc::RENAME_EXCHANGE,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-pub(crate) fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
-    // Two renames: a crash in between leaves `b` missing (the run is incomplete anyway and
-    // its previous content is still at `a`).
-    let old = a.with_extension("old");
-    std::fs::rename(b, &old)?;
-    std::fs::rename(a, b)?;
-    std::fs::rename(&old, a)
+    fs::write_dir_atomic(&OsFs, target, files).map_err(|e| err(target, "write", e))
 }
 
 fn f32_bytes(xs: &[f32]) -> Vec<u8> {

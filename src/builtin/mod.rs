@@ -75,6 +75,10 @@ pub struct JobFile {
     pub run_name: Option<String>,
     #[serde(default)]
     pub total_steps: Option<u64>,
+    /// The storage profile the orchestrator uses for OUT (`posix`, `posix-noflags`); when
+    /// given, checkpoints are published by the same protocol (docs/contract.md).
+    #[serde(default)]
+    pub storage_profile: Option<String>,
 }
 
 fn default_objective() -> String {
@@ -107,6 +111,10 @@ pub fn run_until(job_path: &Path, stop_after_step: Option<u64>) -> Result<Ending
         job_path.display()
     );
     let job = read_job(job_path)?;
+    if job.storage_profile.as_deref() == Some("posix-noflags") {
+        crate::fs::OsFs::force(&job.variant_dir, crate::fs::ProfileName::PosixNoflags)
+            .map_err(|e| format!("{}: {e}", job.variant_dir.display()))?;
+    }
     let setup = Setup::prepare(job)?;
     let mut trainer = Trainer::init(setup)?;
     let ending = trainer.train(stop_after_step)?;
@@ -938,7 +946,6 @@ impl Trainer {
     /// tracker. Best effort and outside the byte-identical outputs; a resumed run appends
     /// again from its checkpoint step, and readers keep the last point per (key, step).
     fn log_metrics(&self, points: &[(&str, f64)]) {
-        use std::io::Write;
         let dir = self.setup.job.variant_dir.join("logs");
         let ts = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -954,13 +961,10 @@ impl Trainer {
                 text.push('\n');
             }
         }
-        let _ = std::fs::create_dir_all(&dir).and_then(|()| {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(dir.join("metrics.jsonl"))
-                .and_then(|mut f| f.write_all(text.as_bytes()))
-        });
+        // A log: appended, not synced (the orchestrator reads it back for tracking).
+        let fs = crate::fs::OsFs;
+        let _ = crate::fs::Fs::create_dir_all(&fs, &dir)
+            .and_then(|()| crate::fs::Fs::append(&fs, &dir.join("metrics.jsonl"), text.as_bytes()));
     }
 
     /// The training loop, from the current state to the end (or `stop_after` for tests).

@@ -33,15 +33,23 @@
 //! `crash_all_lost` keeps nothing from the log (pure durable state).
 //!
 //! Crash points and faults: `op_count` counts mutating calls (create_dir, create_dir_all,
-//! create_new, write, append, fsync_file, fsync_dir, rename, rename_noreplace, remove_file,
-//! remove_dir_all) made while alive, whatever their outcome. `die_after(k)`: the next k of them
+//! create_new, write, append, fsync_file, fsync_dir, rename, rename_noreplace, rename_exchange,
+//! hard_link, remove_file, remove_dir_all) made while alive, whatever their outcome. `die_after(k)`: the next k of them
 //! run, then the process is dead and every call (reads included) fails with
 //! `io::Error::other("simulated crash")` until `crash` revives it. `fail_op(k, fault)`: the k-th
 //! mutating call from now (0 = next) fails with ENOSPC or EIO and has no effect. `crash` clears
 //! the dead flag, a pending `die_after` and pending faults; `op_count` keeps counting.
 //!
+//! Storage profiles (docs/contract.md, "Storage profiles"): `with_caps` makes a filesystem
+//! without rename flags (`rename_noreplace` and `rename_exchange` fail with EINVAL, as NFS and
+//! FUSE answer) and/or without hard links (`hard_link` fails with EPERM). `set_byte_budget`
+//! makes every write that would take the reachable file bytes over the budget fail with ENOSPC
+//! (no effect); `set_read_only` makes every mutation but fsync fail with EROFS. An exchange is
+//! one log entry within one directory, applied whole or not at all; a hard link is a `Link`
+//! entry naming an existing file inode.
+//!
 //! Errors are `io::Error::from_raw_os_error` with the errno Linux gives (ENOENT, EEXIST,
-//! ENOTDIR, EISDIR, ENOTEMPTY, EINVAL, EBUSY), so kinds match `OsFs`. Everything is
+//! ENOTDIR, EISDIR, ENOTEMPTY, EINVAL, EBUSY, EPERM, ENOSPC, EROFS), so kinds match `OsFs`. Everything is
 //! deterministic: ids, sequence numbers and `unique()` are counters; maps are ordered.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -49,7 +57,7 @@ use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use super::{Entry, Fs, Meta};
+use super::{Caps, Entry, Fs, Meta};
 
 /// Inode id (files and directories share one id space).
 type Id = u64;
@@ -95,6 +103,14 @@ enum Change {
     Link { dir: Id, name: String, node: Node },
     /// `name` in `dir` (naming `node`) removed.
     Unlink { dir: Id, name: String, node: Node },
+    /// The entries `a` and `b` of `dir` (naming `na` and `nb`) swapped.
+    Exchange {
+        dir: Id,
+        a: String,
+        b: String,
+        na: Node,
+        nb: Node,
+    },
     /// `node` moved from `from` to `to`; a side is `None` once its directory was fsynced.
     Rename {
         node: Node,
@@ -276,6 +292,19 @@ impl Tree {
                 self.dirs.entry(*dir).or_default().remove(name);
                 true
             }
+            Change::Exchange { dir, a, b, na, nb } => {
+                let holds = |t: &Tree, name: &str, node: &Node| {
+                    t.entry(*dir, name).is_some_and(|l| l.node == *node)
+                };
+                if !holds(self, a, na) || !holds(self, b, nb) {
+                    return false;
+                }
+                let entries = self.dirs.entry(*dir).or_default();
+                let link = |node: Node| Link { node, seq: p.seq };
+                entries.insert(a.clone(), link(*nb));
+                entries.insert(b.clone(), link(*na));
+                true
+            }
             Change::Rename {
                 node,
                 from,
@@ -438,6 +467,9 @@ struct State {
     dead: bool,
     faults: BTreeMap<u64, Fault>,
     unique: u64,
+    caps: Caps,
+    byte_budget: Option<u64>,
+    read_only: bool,
 }
 
 impl Default for State {
@@ -453,6 +485,9 @@ impl Default for State {
             dead: false,
             faults: BTreeMap::new(),
             unique: 0,
+            caps: Caps::POSIX,
+            byte_budget: None,
+            read_only: false,
         }
     }
 }
@@ -603,7 +638,90 @@ impl State {
         Ok(())
     }
 
+    /// Bytes of the files reachable from `/` (each inode once).
+    fn used_bytes(&self) -> u64 {
+        let mut seen = BTreeSet::new();
+        let mut total = 0u64;
+        let mut stack = vec![ROOT];
+        while let Some(d) = stack.pop() {
+            for link in self.vol.dirs.get(&d).into_iter().flatten().map(|(_, l)| l) {
+                match link.node {
+                    Node::File(f) if seen.insert(f) => {
+                        total += self.vol.files.get(&f).map_or(0, |c| c.len() as u64);
+                    }
+                    Node::File(_) => {}
+                    Node::Dir(x) if x != ROOT && seen.insert(x) => stack.push(x),
+                    Node::Dir(_) => {}
+                }
+            }
+        }
+        total
+    }
+
+    /// ENOSPC when growing a file from `old` to `new` bytes would exceed the budget.
+    fn check_space(&self, old: u64, new: u64) -> io::Result<()> {
+        match self.byte_budget {
+            Some(budget) if new > old && self.used_bytes() + (new - old) > budget => {
+                Err(os(libc::ENOSPC))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn file_len(&self, node: Option<Node>) -> u64 {
+        match node {
+            Some(Node::File(f)) => self.vol.files.get(&f).map_or(0, |c| c.len() as u64),
+            _ => 0,
+        }
+    }
+
+    fn hard_link(&mut self, from: &Path, to: &Path) -> io::Result<()> {
+        if !self.caps.hard_link {
+            return Err(os(libc::EPERM));
+        }
+        let file = match self.split(from)? {
+            None | Some((_, _, Some(Node::Dir(_)))) => return Err(os(libc::EPERM)),
+            Some((_, _, None)) => return Err(os(libc::ENOENT)),
+            Some((_, _, Some(node))) => node,
+        };
+        match self.split(to)? {
+            None | Some((_, _, Some(_))) => Err(os(libc::EEXIST)),
+            Some((dir, name, None)) => {
+                self.add_link(dir, &name, file);
+                Ok(())
+            }
+        }
+    }
+
+    fn exchange(&mut self, a: &Path, b: &Path) -> io::Result<()> {
+        if !self.caps.rename_exchange {
+            return Err(os(libc::EINVAL));
+        }
+        let (Some((da, na, Some(xa))), Some((db, nb, Some(xb)))) = (self.split(a)?, self.split(b)?)
+        else {
+            return Err(os(libc::ENOENT));
+        };
+        if da != db {
+            return Err(invalid("exchange is simulated within one directory only"));
+        }
+        if xa == xb {
+            return Ok(());
+        }
+        let seq = self.push(Change::Exchange {
+            dir: da,
+            a: na.clone(),
+            b: nb.clone(),
+            na: xa,
+            nb: xb,
+        });
+        let entries = self.vol_entries(da);
+        entries.insert(na, Link { node: xb, seq });
+        entries.insert(nb, Link { node: xa, seq });
+        Ok(())
+    }
+
     fn create_new(&mut self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        self.check_space(0, bytes.len() as u64)?;
         match self.split(path)? {
             None | Some((_, _, Some(_))) => Err(os(libc::EEXIST)),
             Some((dir, name, None)) => {
@@ -617,6 +735,9 @@ impl State {
     }
 
     fn write(&mut self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        if let Some((_, _, node)) = self.split(path)? {
+            self.check_space(self.file_len(node), bytes.len() as u64)?;
+        }
         match self.split(path)? {
             None | Some((_, _, Some(Node::Dir(_)))) => Err(os(libc::EISDIR)),
             Some((_, _, Some(Node::File(f)))) => {
@@ -634,6 +755,10 @@ impl State {
     }
 
     fn append(&mut self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        if let Some((_, _, node)) = self.split(path)? {
+            let old = self.file_len(node);
+            self.check_space(old, old + bytes.len() as u64)?;
+        }
         let f = match self.split(path)? {
             None | Some((_, _, Some(Node::Dir(_)))) => return Err(os(libc::EISDIR)),
             Some((_, _, Some(Node::File(f)))) => f,
@@ -666,7 +791,9 @@ impl State {
         self.dur.dirs.insert(d, entries);
         self.log.retain_mut(|p| match &mut p.change {
             Change::Data { .. } => true,
-            Change::Link { dir, .. } | Change::Unlink { dir, .. } => *dir != d,
+            Change::Link { dir, .. }
+            | Change::Unlink { dir, .. }
+            | Change::Exchange { dir, .. } => *dir != d,
             Change::Rename { from, to, .. } => {
                 if from.as_ref().is_some_and(|(x, _)| *x == d) {
                     *from = None;
@@ -680,6 +807,9 @@ impl State {
     }
 
     fn rename(&mut self, from: &Path, to: &Path, noreplace: bool) -> io::Result<()> {
+        if noreplace && !self.caps.rename_noreplace {
+            return Err(os(libc::EINVAL));
+        }
         let Some((fd, fname, fnode)) = self.split(from)? else {
             return Err(os(libc::EBUSY));
         };
@@ -843,6 +973,31 @@ impl SimFs {
         SimFs::default()
     }
 
+    /// A simulated filesystem with the storage profile `caps` (which rename flags and links
+    /// it has).
+    pub fn with_caps(caps: Caps) -> SimFs {
+        let fs = SimFs::default();
+        fs.state().caps = caps;
+        fs
+    }
+
+    /// From now on, writes that would take the reachable file bytes over `budget` fail with
+    /// ENOSPC and have no effect (`None`: unlimited). Not a counted op.
+    pub fn set_byte_budget(&self, budget: Option<u64>) {
+        self.state().byte_budget = budget;
+    }
+
+    /// Bytes of the files reachable from `/` now.
+    pub fn used_bytes(&self) -> u64 {
+        self.state().used_bytes()
+    }
+
+    /// From now on (until `false`), every mutation but fsync fails with EROFS and has no
+    /// effect. Not a counted op.
+    pub fn set_read_only(&self, read_only: bool) {
+        self.state().read_only = read_only;
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -855,8 +1010,17 @@ impl SimFs {
         f(&s)
     }
 
-    /// One mutating call: dead check, op counting, fault injection, death after the k-th.
+    /// One mutating call: dead check, op counting, fault injection, a read-only filesystem
+    /// (every call but fsync refused), death after the k-th.
     fn mutate<T>(&self, f: impl FnOnce(&mut State) -> io::Result<T>) -> io::Result<T> {
+        self.mutate_op(false, f)
+    }
+
+    fn mutate_op<T>(
+        &self,
+        is_fsync: bool,
+        f: impl FnOnce(&mut State) -> io::Result<T>,
+    ) -> io::Result<T> {
         let mut s = self.state();
         if s.dead {
             return Err(dead_error());
@@ -865,6 +1029,7 @@ impl SimFs {
         s.ops += 1;
         let result = match s.faults.remove(&index) {
             Some(fault) => Err(fault.error()),
+            None if s.read_only && !is_fsync => Err(os(libc::EROFS)),
             None => f(&mut s),
         };
         if s.die_at == Some(s.ops) {
@@ -1008,11 +1173,11 @@ impl Fs for SimFs {
     }
 
     fn fsync_file(&self, path: &Path) -> io::Result<()> {
-        self.mutate(|s| s.fsync(path))
+        self.mutate_op(true, |s| s.fsync(path))
     }
 
     fn fsync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.mutate(|s| s.fsync(dir))
+        self.mutate_op(true, |s| s.fsync(dir))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -1021,6 +1186,14 @@ impl Fs for SimFs {
 
     fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()> {
         self.mutate(|s| s.rename(from, to, true))
+    }
+
+    fn rename_exchange(&self, a: &Path, b: &Path) -> io::Result<()> {
+        self.mutate(|s| s.exchange(a, b))
+    }
+
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.mutate(|s| s.hard_link(from, to))
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
@@ -1035,6 +1208,10 @@ impl Fs for SimFs {
         let mut s = self.state();
         s.unique += 1;
         format!("sim-{}", s.unique)
+    }
+
+    fn caps(&self, _path: &Path) -> Caps {
+        self.state().caps
     }
 }
 

@@ -262,29 +262,9 @@ impl FileTracker {
         Ok(())
     }
 
-    /// Creates `dir` and its missing ancestors durably (each new level's parent fsynced).
+    /// Creates `dir` and its missing ancestors durably (`fs::ensure_dir`).
     fn ensure_dir(&self, dir: &Path) -> Result<()> {
-        let mut missing = Vec::new();
-        let mut cur = Some(dir);
-        // Bounded by the path's depth.
-        while let Some(level) = cur {
-            if self.fs.is_dir(level) {
-                break;
-            }
-            missing.push(level.to_path_buf());
-            cur = level.parent();
-        }
-        for level in missing.iter().rev() {
-            match self.fs.create_dir(level) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(self.io(level, e)),
-            }
-            if let Some(parent) = level.parent() {
-                self.fs.fsync_dir(parent).map_err(|e| self.io(parent, e))?;
-            }
-        }
-        Ok(())
+        crate::fs::ensure_dir(&*self.fs, dir).map_err(|e| self.io(dir, e))
     }
 
     /// Writes `<base>/<key>` (key may hold `/`) atomically, the temporary in `staging`.
