@@ -264,8 +264,20 @@ impl<'a> Cache<'a> {
                             path.display()
                         )));
                     }
-                    let warnings = self.settle_views()?;
-                    self.prune()?;
+                    // The record is the truth from here on: views and retention are derived, and
+                    // a failure to write them (a full or read-only disk) is a warning that
+                    // `cache repair` fixes, never a failed command.
+                    let kind = self.settings.kind.as_str();
+                    let mut warnings = self.settle_views().unwrap_or_else(|e| {
+                        vec![format!(
+                            "cache record {name} is written, but the {kind} views (latest, index) are not up to date: {e}; run `trainctl cache repair {kind}`"
+                        )]
+                    });
+                    if let Err(e) = self.prune() {
+                        warnings.push(format!(
+                            "cache record {name} is written, but older {kind} records could not be pruned: {e}"
+                        ));
+                    }
                     return Ok((name, warnings));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,

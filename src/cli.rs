@@ -368,6 +368,7 @@ pub fn train_command(
     let config = config::load(opts, cwd, host.var)?;
     let job = job::prepare(config, fs, host)?;
     let trainer = trainer_for(&job)?;
+    let storage = crate::storage::establish_or_defer(&job.config, &job.layout.out)?;
     let (opened, tracking_warnings) =
         crate::track::lifecycle::open_for_train(&job.config, host.var, cwd)?;
     let ctx = crate::train::Context {
@@ -381,7 +382,8 @@ pub fn train_command(
             backend: &o.describe,
         }),
     };
-    let mut report = crate::train::train(&job, &ctx)?;
+    let mut report = crate::train::train(&job, &ctx)
+        .map_err(|e| on_out(e, &job.layout.out, storage.as_ref().map(|s| &s.report)))?;
     report.warnings.extend(tracking_warnings);
     // SPEC §3: after a run completes on colab, back up the variant and its cache. The run is
     // complete and recorded whatever happens here, so a failed backup is a warning.
@@ -413,6 +415,7 @@ pub fn train_command(
         "backfilled": report.backfilled,
         "metrics": report.metrics,
         "backup": backup,
+        "storage": storage.as_ref().map(|s| &s.report),
         "warnings": report.warnings,
     });
     let mut human = format!(
@@ -444,6 +447,26 @@ pub fn train_command(
     Ok(Output { json: doc, human })
 }
 
+/// A storage error names OUT and the profile in force (docs/contract.md, "Storage errors");
+/// other errors pass unchanged.
+pub fn on_out(
+    mut e: Error,
+    out: &std::path::Path,
+    storage: Option<&crate::fs::profile::Report>,
+) -> Error {
+    if e.kind.is_storage() {
+        e.message = format!(
+            "{}\n(OUT is {}{})",
+            e.message,
+            out.display(),
+            storage
+                .map(|r| format!(", storage profile {}", r.line()))
+                .unwrap_or_else(|| ", storage profile unknown: its probe failed".into())
+        );
+    }
+    e
+}
+
 /// `trainctl cache check|repair [KIND]`.
 pub fn cache_command(
     opts: &LoadOptions,
@@ -463,6 +486,9 @@ pub fn cache_command(
         Some(k) => vec![CacheKind::parse(k).ok_or_else(|| crate::cache::unknown_kind(k))?],
         None => CacheKind::ALL.to_vec(),
     };
+    if repair {
+        crate::storage::establish(&config, &layout.out)?;
+    }
     let mut report = serde_json::Map::new();
     let mut human = String::new();
     let mut total = 0;
@@ -504,8 +530,11 @@ pub fn convert_command(
     from: &crate::convert::From,
 ) -> Result<Output> {
     let config = config::load(opts, cwd, host.var)?;
+    let layout = crate::paths::Layout::from_config(&config)?;
+    let storage = crate::storage::establish(&config, &layout.out)?;
     let now = || crate::cache::rfc3339(now_us());
-    let mut report = crate::convert::convert(&config, fs, host, cwd, from, &now)?;
+    let mut report = crate::convert::convert(&config, fs, host, cwd, from, &now)
+        .map_err(|e| on_out(e, &layout.out, Some(&storage.report)))?;
     let tracking = crate::track::lifecycle::after_conversion(
         &config,
         host.var,
@@ -691,6 +720,9 @@ pub fn track_sync_command(
     use crate::track::sync::{self, Action};
     let config = config::load(opts, cwd, host.var)?;
     let layout = crate::paths::Layout::from_config(&config)?;
+    if !dry_run {
+        crate::storage::establish(&config, &layout.out)?;
+    }
     let facts = host.facts(config.lease_timeout_s() * 1000);
     let unavailable = |message: String| Error::new(ErrorKind::TrackingUnavailable, message);
     let opened = crate::track::lifecycle::open_training(
@@ -790,7 +822,11 @@ pub fn status_command(
     };
     let found = observe::scan_all(fs, &layout, &facts, depth, None);
     let mut rows = Vec::new();
-    let mut human = format!("OUT: {}\n", layout.out.display());
+    let (storage, storage_line) = crate::storage::describe(&config, &layout.out);
+    let mut human = format!(
+        "OUT: {}\nstorage: {storage_line}\n",
+        layout.out.display()
+    );
     if found.is_empty() {
         human.push_str("no variants yet\n");
     }
@@ -849,7 +885,7 @@ pub fn status_command(
         }
     }
     Ok(Output {
-        json: json!({"out": layout.out, "variants": rows}),
+        json: json!({"out": layout.out, "storage": storage, "variants": rows}),
         human,
     })
 }
@@ -900,6 +936,22 @@ pub fn config_show(
             json!({"file": doc.name, "path": rel, "tree": doc.tree, "keys": keys}),
         );
     }
+    let storage = match crate::paths::Layout::from_config(&config) {
+        Ok(layout) => {
+            let (doc, line) = crate::storage::describe(&config, &layout.out);
+            human.push_str(&format!(
+                "\n# storage of OUT {}\nprofile = {line}\n",
+                layout.out.display()
+            ));
+            for key in ["file_publish", "dir_publish", "dir_swap", "scope_reason"] {
+                if let Some(v) = doc[key].as_str() {
+                    human.push_str(&format!("{key} = {v}\n"));
+                }
+            }
+            doc
+        }
+        Err(e) => json!({"error": e.to_json()["error"]}),
+    };
     let fingerprints = match job::prepare(config.clone(), fs, host) {
         Ok(job) => {
             human.push_str(&format!(
@@ -928,6 +980,7 @@ pub fn config_show(
             "seed": config.seed,
             "files": files,
             "fingerprints": fingerprints,
+            "storage": storage,
             "warnings": config.warnings,
         }),
         human,

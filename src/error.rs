@@ -55,6 +55,16 @@ pub enum ErrorKind {
     ConversionArtifactsMissing,
     /// The converter failed, or its output does not verify.
     ConversionFailed,
+    /// Storage (docs/contract.md, "Storage errors"): no space left on the filesystem (ENOSPC).
+    NoSpace,
+    /// The user's or group's disk quota is exhausted (EDQUOT).
+    QuotaExceeded,
+    /// The filesystem is mounted read-only (EROFS).
+    ReadOnly,
+    /// Permission denied (EACCES, EPERM) on a path trainctl must write or read.
+    PermissionDenied,
+    /// The device or the network filesystem reported an I/O error (EIO).
+    StorageIo,
     /// A bug or an unexpected I/O failure.
     Internal,
 }
@@ -85,12 +95,17 @@ impl ErrorKind {
             ErrorKind::TrackingUnavailable => "tracking_unavailable",
             ErrorKind::NoEligibleCandidates => "no_eligible_candidates",
             ErrorKind::ConversionFailed => "conversion_failed",
+            ErrorKind::NoSpace => "no_space",
+            ErrorKind::QuotaExceeded => "quota_exceeded",
+            ErrorKind::ReadOnly => "read_only",
+            ErrorKind::PermissionDenied => "permission_denied",
+            ErrorKind::StorageIo => "io_error",
             ErrorKind::Internal => "internal",
         }
     }
 
-    /// SPEC §10: 0 ok; 2 usage or config error; 3 precondition failed; 4 busy; 5 training
-    /// failed; 1 internal error.
+    /// docs/contract.md, "Exit codes": 0 ok; 2 usage or config error; 3 precondition failed;
+    /// 4 busy; 5 training failed; 6 storage error; 1 internal error.
     pub fn exit_code(self) -> i32 {
         match self {
             ErrorKind::Usage
@@ -114,8 +129,58 @@ impl ErrorKind {
             | ErrorKind::TrackingUnavailable => 3,
             ErrorKind::Busy => 4,
             ErrorKind::TrainingFailed | ErrorKind::ConversionFailed => 5,
+            ErrorKind::NoSpace
+            | ErrorKind::QuotaExceeded
+            | ErrorKind::ReadOnly
+            | ErrorKind::PermissionDenied
+            | ErrorKind::StorageIo => 6,
             ErrorKind::Internal | ErrorKind::BackupFailed => 1,
         }
+    }
+}
+
+impl ErrorKind {
+    /// The storage kind of an I/O error, from its errno (or, for errors built without one,
+    /// its `io::ErrorKind`).
+    pub fn of_io(err: &std::io::Error) -> Option<ErrorKind> {
+        use std::io::ErrorKind as K;
+        match err.raw_os_error() {
+            Some(libc::ENOSPC) => Some(ErrorKind::NoSpace),
+            Some(libc::EDQUOT) => Some(ErrorKind::QuotaExceeded),
+            Some(libc::EROFS) => Some(ErrorKind::ReadOnly),
+            Some(libc::EACCES) | Some(libc::EPERM) => Some(ErrorKind::PermissionDenied),
+            Some(libc::EIO) => Some(ErrorKind::StorageIo),
+            Some(_) => None,
+            None => match err.kind() {
+                K::StorageFull => Some(ErrorKind::NoSpace),
+                K::QuotaExceeded => Some(ErrorKind::QuotaExceeded),
+                K::ReadOnlyFilesystem => Some(ErrorKind::ReadOnly),
+                K::PermissionDenied => Some(ErrorKind::PermissionDenied),
+                _ => None,
+            },
+        }
+    }
+
+    /// The storage kind a process's own words report (a trainer's log line such as
+    /// `OSError: [Errno 28] No space left on device`, or Rust's `(os error 28)`).
+    pub fn of_message(text: &str) -> Option<ErrorKind> {
+        let table = [
+            ("No space left on device", ErrorKind::NoSpace),
+            ("Disk quota exceeded", ErrorKind::QuotaExceeded),
+            ("Read-only file system", ErrorKind::ReadOnly),
+            ("Permission denied", ErrorKind::PermissionDenied),
+            ("Input/output error", ErrorKind::StorageIo),
+        ];
+        table
+            .iter()
+            .filter_map(|(needle, kind)| text.rfind(needle).map(|at| (at, *kind)))
+            .max_by_key(|(at, _)| *at)
+            .map(|(_, kind)| kind)
+    }
+
+    /// Whether this is a storage error (exit code 6).
+    pub fn is_storage(self) -> bool {
+        self.exit_code() == 6
     }
 }
 
@@ -213,10 +278,18 @@ impl Error {
         Error::new(ErrorKind::Internal, message)
     }
 
-    /// An I/O failure on `path`, classified as internal (callers that know better, e.g. a
-    /// missing dataset, build their own kind).
+    /// An I/O failure on `path`: a storage error of its kind when the errno says so (no
+    /// space, quota, read-only, permission, I/O), else internal (callers that know better,
+    /// e.g. a missing dataset, build their own kind).
     pub fn io(path: &std::path::Path, err: &std::io::Error) -> Error {
-        Error::new(ErrorKind::Internal, format!("{}: {err}", path.display()))
+        let kind = ErrorKind::of_io(err).unwrap_or(ErrorKind::Internal);
+        Error::new(kind, format!("{}: {err}", path.display()))
+    }
+
+    /// `io` with the operation named (`write`, `create`, `publish`, …).
+    pub fn io_op(op: &str, path: &std::path::Path, err: &std::io::Error) -> Error {
+        let kind = ErrorKind::of_io(err).unwrap_or(ErrorKind::Internal);
+        Error::new(kind, format!("{op} {}: {err}", path.display()))
     }
 
     /// The JSON error document of SPEC §10.

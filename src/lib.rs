@@ -24,6 +24,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod rng;
 pub mod select;
+pub mod storage;
 pub mod track;
 pub mod train;
 pub mod trainer;

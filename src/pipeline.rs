@@ -100,19 +100,25 @@ pub fn run(
     // checkpoint, parent) is resolved by the final training itself (step 7): a best_selected
     // source needs the selection record this run writes in step 5.
     job::dataset_files(&config, world.fs)?;
+    let storage = crate::storage::establish_or_defer(&config, &layout.out)?;
+    let storage_line = storage.as_ref().map_or_else(
+        || "unknown: its probe cannot write".to_string(),
+        |s| s.report.line(),
+    );
     say(
         2,
         "config",
         &format!(
-            "{} valid, OUT {}",
+            "{} valid, OUT {} (storage {})",
             config.config_dir.display(),
-            layout.out.display()
+            layout.out.display(),
+            storage_line
         ),
     );
     steps.push(step(
         "config",
         "ok",
-        json!({"config_dir": config.config_dir, "out": layout.out}),
+        json!({"config_dir": config.config_dir, "out": layout.out, "storage": storage.as_ref().map(|s| &s.report)}),
     ));
 
     // 3. tracking: which store the final training will log to (checked for reachability
@@ -331,7 +337,8 @@ pub fn run(
                 backend: &o.describe,
             }),
         };
-        let report = crate::train::train(&job, &ctx)?;
+        let report = crate::train::train(&job, &ctx)
+            .map_err(|e| crate::cli::on_out(e, &layout.out, storage.as_ref().map(|s| &s.report)))?;
         warnings.extend(report.warnings.iter().cloned());
         variant_dir = report.output_dir.clone();
         let decision = report.decision.name();

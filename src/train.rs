@@ -85,9 +85,10 @@ pub fn allocate(
         let n = first + attempt;
         let target = job.layout.variant_dir(&job.identity, n)?;
         let staged = identity_dir.join(format!(".v{n}.tmp-{}", fs.unique()));
-        fs.create_dir(&staged).map_err(|e| io(&staged, e))?;
-        let lease =
-            lease::take_staged(fs, &staged, owner, now_ms, purpose).map_err(|e| io(&staged, e))?;
+        fs.create_dir(&staged)
+            .map_err(|e| Error::io_op("allocate: create the staged variant dir", &staged, &e))?;
+        let lease = lease::take_staged(fs, &staged, owner, now_ms, purpose)
+            .map_err(|e| Error::io_op("allocate: write the first lease in", &staged, &e))?;
         match fs::publish_dir(fs, &staged, &target) {
             Ok(()) => {
                 // Check right after publishing: the lease we staged is the current one.
@@ -104,7 +105,7 @@ pub fn allocate(
             }
             Err(e) => {
                 let _ = fs.remove_dir_all(&staged);
-                return Err(io(&target, e));
+                return Err(Error::io_op("allocate: publish", &target, &e));
             }
         }
     }
@@ -123,7 +124,7 @@ pub fn allocate(
 fn write_metadata(fs: &dyn Fs, dir: &Path, meta: &Value) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(meta).map_err(|e| Error::internal(e.to_string()))?;
     let path = dir.join(METADATA_FILE);
-    fs::write_atomic(fs, &path, &bytes).map_err(|e| io(&path, e))
+    fs::write_atomic(fs, &path, &bytes).map_err(|e| Error::io_op("write", &path, &e))
 }
 
 /// The newest resumable step checkpoint (`checkpoints/step-<k>` with a readable
@@ -149,6 +150,46 @@ pub fn latest_step_checkpoint(fs: &dyn Fs, dir: &Path) -> Option<PathBuf> {
             .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
             .is_some()
     })
+}
+
+/// Bytes of the trainer log's tail quoted in a storage error.
+const LOG_TAIL_BYTES: usize = 2_000;
+
+/// Whether a failed trainer died of a storage error, from its own words (the tail of
+/// `trainer.log`): the kind, and the message part quoting the tail, the space left and, for a
+/// full disk, the space the run needed as far as it is known (the largest step checkpoint it
+/// wrote: the next one needs as much again).
+fn storage_cause(fs: &dyn Fs, log: &Path, dir: &Path) -> Option<(ErrorKind, String)> {
+    let bytes = fs.read(log).ok()?;
+    let tail = String::from_utf8_lossy(&bytes[bytes.len().saturating_sub(LOG_TAIL_BYTES)..])
+        .trim()
+        .to_string();
+    let kind = ErrorKind::of_message(&tail)?;
+    let mut detail = format!("last lines of {}:\n{tail}", log.display());
+    if matches!(kind, ErrorKind::NoSpace | ErrorKind::QuotaExceeded) {
+        if let Some(free) = crate::fs::OsFs::available_bytes(dir) {
+            detail.push_str(&format!("\nspace available now: {free} bytes"));
+        }
+        let largest = fs
+            .list(&dir.join("checkpoints"))
+            .unwrap_or_default()
+            .iter()
+            .filter(|e| e.is_dir)
+            .filter_map(|e| {
+                let step = dir.join("checkpoints").join(&e.name);
+                fs::manifest::build(fs, &step, fs::manifest::Sync::No)
+                    .ok()
+                    .map(|m| m.iter().map(|f| f.size).sum::<u64>())
+            })
+            .max();
+        match largest {
+            Some(n) => detail.push_str(&format!(
+                "\neach step checkpoint of this run takes {n} bytes; the run needs at least that much free"
+            )),
+            None => detail.push_str("\nthe run's space need is unknown (no step checkpoint was written)"),
+        }
+    }
+    Some((kind, detail))
 }
 
 /// Checks SPEC §2.1 items 2 and 4 on a finished attempt (the orchestrator's own check) and
@@ -634,6 +675,7 @@ fn attempt(
         "model": job.config.docs["model"].tree,
         "precision": job.config.precision().as_str(),
         "run_name": run_name,
+        "storage_profile": fs.caps(dir).profile().as_str(),
     });
     // The job file is rewritten by every attempt: atomic for readers, not durable.
     fs::write_replace(
@@ -749,17 +791,37 @@ fn attempt(
                   kind: &str,
                   message: String|
      -> Result<(Option<String>, Value, Vec<String>)> {
+        let log = dir.join("logs").join("trainer.log");
+        let cause = storage_cause(fs, &log, dir);
         meta["status"] = json!(RunStatus::Failed);
         meta["failure"] = json!({"kind": kind, "message": message});
+        if let Some((storage, _)) = &cause {
+            meta["failure"]["storage"] = json!(storage.as_str());
+        }
         meta["updated_at"] = json!(now());
-        write_metadata(fs, dir, meta)?;
-        Err(Error::new(
-            ErrorKind::TrainingFailed,
-            format!(
-                "training failed ({kind}): {message}; see {}",
-                dir.join("logs/trainer.log").display()
+        // Recorded wherever the disk still allows a write; on a full or read-only disk the
+        // variant stays as it was (running, with its lease), which is just as resumable.
+        let recorded = write_metadata(fs, dir, meta).err();
+        let not_recorded = recorded.map_or(String::new(), |e| {
+            format!(" (metadata.json could not record the failure: {})", e.message)
+        });
+        Err(match cause {
+            Some((storage, detail)) => Error::new(
+                storage,
+                format!(
+                    "training stopped: the trainer hit a storage error ({}) writing under {}{not_recorded}\n{detail}\nthe variant stays resumable: free the storage, then rerun with -o run.mode=resume_if_incomplete",
+                    storage.as_str(),
+                    dir.display()
+                ),
             ),
-        ))
+            None => Error::new(
+                ErrorKind::TrainingFailed,
+                format!(
+                    "training failed ({kind}): {message}; see {}{not_recorded}",
+                    log.display()
+                ),
+            ),
+        })
     };
     if let Outcome::Failed(f) = outcome {
         meta["failure_exit_code"] = json!(f.exit_code);

@@ -382,6 +382,25 @@ section! {
 }
 section! { pub struct ProjectSection { pub name: Option<String>, } }
 
+/// `paths.yaml` `storage.profile` (docs/contract.md, "Storage profiles").
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum StorageProfileSetting {
+    /// Probe OUT's filesystem and pick (the default).
+    Auto,
+    /// Rename flags required; a filesystem without them is a config error.
+    Posix,
+    /// The protocol for filesystems without rename flags, on any filesystem.
+    PosixNoflags,
+}
+
+section! {
+    /// `paths.yaml` `storage`.
+    pub struct StorageSection {
+        pub profile: Option<StorageProfileSetting>,
+    }
+}
+
 section! {
     /// `paths.yaml`.
     pub struct PathsFile {
@@ -397,6 +416,7 @@ section! {
         pub cache_strategies: CacheStrategies,
         pub normalize_paths: NormalizePaths,
         pub drive: DriveSection,
+        pub storage: StorageSection,
     }
 }
 

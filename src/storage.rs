@@ -1,0 +1,107 @@
+//! The storage of OUT for one command (docs/contract.md, "Storage profiles"): probes the
+//! filesystem OUT lives on (once per process, through `OsFs`), applies `paths.yaml`
+//! `storage.profile`, and says which profile is in force and what it guarantees. Never writes
+//! anything but the probe's private directory, which is always removed.
+
+use crate::config::schema::StorageProfileSetting;
+use crate::config::Config;
+use crate::error::{Error, ErrorKind, Result};
+use crate::fs::profile::{self, ProfileName, Report, Setting};
+use crate::fs::OsFs;
+use std::path::Path;
+use std::time::Instant;
+
+/// The configured setting.
+pub fn setting(config: &Config) -> Setting {
+    match config.paths.storage.profile {
+        None | Some(StorageProfileSetting::Auto) => Setting::Auto,
+        Some(StorageProfileSetting::Posix) => Setting::Force(ProfileName::Posix),
+        Some(StorageProfileSetting::PosixNoflags) => Setting::Force(ProfileName::PosixNoflags),
+    }
+}
+
+/// What the probe of a directory cost, for docs/performance.md (`probe_us` is 0 when this
+/// process had probed that filesystem already).
+#[derive(Clone, Debug)]
+pub struct Established {
+    pub report: Report,
+    pub probe_us: u64,
+}
+
+/// Probes the filesystem of `out` (or of its nearest existing ancestor, where OUT will be
+/// created) and applies the configured profile. A forced `posix` on a filesystem without
+/// rename flags is a config error naming the setting and the failed probe; a probe that
+/// cannot write (read-only, full, no permission) is the storage error it is, naming OUT.
+pub fn establish(config: &Config, out: &Path) -> Result<Established> {
+    let setting = setting(config);
+    let started = Instant::now();
+    let (probe, dir, ran) = OsFs::probe(out).map_err(|e| {
+        let kind = ErrorKind::of_io(&e).unwrap_or(ErrorKind::Internal);
+        Error::new(
+            kind,
+            format!(
+                "OUT {}: cannot probe its filesystem (a private directory is created and removed in {}): {e}",
+                out.display(),
+                nearest_existing(out).display()
+            ),
+        )
+    })?;
+    let probe_us = if ran {
+        started.elapsed().as_micros() as u64
+    } else {
+        0
+    };
+    if let Setting::Force(forced) = setting {
+        if let Some(failed) = profile::forced_mismatch(forced, &probe) {
+            let message = format!(
+                "storage.profile {} cannot be used for OUT {}: {failed}; use `auto` or `posix-noflags`",
+                forced.as_str(),
+                out.display()
+            );
+            return Err(match config.docs.get("paths") {
+                Some(doc) => doc.locate("storage.profile", &message),
+                None => Error::new(ErrorKind::ConfigInvalid, message),
+            });
+        }
+        OsFs::force(&dir, forced).map_err(|e| Error::io_op("stat", &dir, &e))?;
+    }
+    let report = Report::new(dir.clone(), probe, setting, profile::mount_of(&dir));
+    Ok(Established { report, probe_us })
+}
+
+/// `establish` for commands that may still succeed without writing (a `train` that reuses, a
+/// `pipeline` that reuses every step): a probe that fails with a storage error (read-only,
+/// full, no permission) is deferred, since the first write will report it naming its file,
+/// and a reuse needs none. Config errors (a forced profile the filesystem lacks) still fail.
+pub fn establish_or_defer(config: &Config, out: &Path) -> Result<Option<Established>> {
+    match establish(config, out) {
+        Ok(e) => Ok(Some(e)),
+        Err(e) if e.kind.is_storage() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// `establish` for commands that only report (status, config show): the JSON document and
+/// one human line. A probe that cannot run is described, not an error (a read-only OUT can
+/// still be listed).
+pub fn describe(config: &Config, out: &Path) -> (serde_json::Value, String) {
+    match establish(config, out) {
+        Ok(e) => (
+            serde_json::to_value(&e.report).unwrap_or_default(),
+            e.report.line(),
+        ),
+        Err(e) => (
+            serde_json::json!({
+                "profile": null,
+                "error": {"kind": e.kind.as_str(), "message": e.message},
+            }),
+            format!("unknown ({}: {})", e.kind, e.message),
+        ),
+    }
+}
+
+fn nearest_existing(path: &Path) -> &Path {
+    path.ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"))
+}
