@@ -155,17 +155,30 @@ pub fn latest_step_checkpoint(fs: &dyn Fs, dir: &Path) -> Option<PathBuf> {
 /// Bytes of the trainer log's tail quoted in a storage error.
 const LOG_TAIL_BYTES: usize = 2_000;
 
-/// Whether a failed trainer died of a storage error, from its own words (the tail of
-/// `trainer.log`): the kind, and the message part quoting the tail, the space left and, for a
-/// full disk, the space the run needed as far as it is known (the largest step checkpoint it
-/// wrote: the next one needs as much again).
-fn storage_cause(fs: &dyn Fs, log: &Path, dir: &Path) -> Option<(ErrorKind, String)> {
-    let bytes = fs.read(log).ok()?;
-    let tail = String::from_utf8_lossy(&bytes[bytes.len().saturating_sub(LOG_TAIL_BYTES)..])
-        .trim()
-        .to_string();
-    let kind = ErrorKind::of_message(&tail)?;
-    let mut detail = format!("last lines of {}:\n{tail}", log.display());
+/// Whether a failed trainer died of a storage error, from its own words (the tail of its
+/// stderr as the trainer port kept it, else of `trainer.log`): the kind, and the message part
+/// quoting the tail, the space left and, for a full disk, the space the run needed as far as
+/// it is known (the largest step checkpoint it wrote: the next one needs as much again).
+fn storage_cause(
+    fs: &dyn Fs,
+    output_tail: &str,
+    log: &Path,
+    dir: &Path,
+) -> Option<(ErrorKind, String)> {
+    let (tail, from) = match ErrorKind::of_message(output_tail) {
+        Some(_) => (output_tail.to_string(), "the trainer's last words".to_string()),
+        None => {
+            let bytes = fs.read(log).ok()?;
+            let tail = &bytes[bytes.len().saturating_sub(LOG_TAIL_BYTES)..];
+            (
+                String::from_utf8_lossy(tail).into_owned(),
+                format!("last lines of {}", log.display()),
+            )
+        }
+    };
+    let tail = tail.trim();
+    let kind = ErrorKind::of_message(tail)?;
+    let mut detail = format!("{from}:\n{tail}");
     if matches!(kind, ErrorKind::NoSpace | ErrorKind::QuotaExceeded) {
         if let Some(free) = crate::fs::OsFs::available_bytes(dir) {
             detail.push_str(&format!("\nspace available now: {free} bytes"));
@@ -789,10 +802,11 @@ fn attempt(
     let outcome = ctx.trainer.run(&run);
     let failed = |meta: &mut Value,
                   kind: &str,
-                  message: String|
+                  message: String,
+                  output_tail: &str|
      -> Result<(Option<String>, Value, Vec<String>)> {
         let log = dir.join("logs").join("trainer.log");
-        let cause = storage_cause(fs, &log, dir);
+        let cause = storage_cause(fs, output_tail, &log, dir);
         meta["status"] = json!(RunStatus::Failed);
         meta["failure"] = json!({"kind": kind, "message": message});
         if let Some((storage, _)) = &cause {
@@ -827,14 +841,14 @@ fn attempt(
         meta["failure_exit_code"] = json!(f.exit_code);
         meta["failure_signal"] = json!(f.signal);
         end_tracking(&mut meta, false);
-        return failed(&mut meta, f.kind, f.message);
+        return failed(&mut meta, f.kind, f.message, &f.output_tail);
     }
     // Exit 0 proves nothing: check the contract ourselves.
     let (manifest, metrics) = match verify_and_manifest(fs, job, dir) {
         Ok(v) => v,
         Err(reason) => {
             end_tracking(&mut meta, false);
-            return failed(&mut meta, "incomplete_outputs", reason);
+            return failed(&mut meta, "incomplete_outputs", reason, "");
         }
     };
     end_tracking(&mut meta, true);

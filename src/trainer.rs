@@ -25,6 +25,9 @@ pub struct Failure {
     pub message: String,
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
+    /// The last bytes the trainer wrote to stderr (also in `trainer.log`, unless the disk was
+    /// too full to take them): how a storage error the trainer died of is recognised.
+    pub output_tail: String,
 }
 
 /// The trainer process, once running (recorded in the lease heartbeat).
@@ -91,7 +94,53 @@ fn failure(kind: &'static str, message: String) -> Outcome {
         message,
         exit_code: None,
         signal: None,
+        output_tail: String::new(),
     })
+}
+
+/// Bytes of the trainer's stderr kept in memory (the rest is only in the log).
+const TAIL_BYTES: usize = 4096;
+
+/// Copies the trainer's stderr into the log and keeps its last bytes in memory, so that the
+/// cause of a failure is known even when the log cannot be written (a full disk).
+struct Tee {
+    tail: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Tee {
+    fn start(mut from: std::process::ChildStderr, mut log: std::fs::File) -> Tee {
+        use std::io::{Read, Write};
+        let tail = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep = tail.clone();
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            // Ends at EOF (every writer of the pipe closed) or on a read error.
+            while let Ok(n) = from.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                // The log may be on a full disk: the tail still has the words.
+                let _ = log.write_all(&buf[..n]);
+                let mut t = keep.lock().unwrap_or_else(|e| e.into_inner());
+                t.extend_from_slice(&buf[..n]);
+                let excess = t.len().saturating_sub(TAIL_BYTES);
+                t.drain(..excess);
+            }
+        });
+        Tee { tail, thread }
+    }
+
+    /// The tail, once the pipe is drained or after `wait` (a grandchild may keep the pipe
+    /// open: the copy goes on in the background then).
+    fn finish(self, wait: Duration) -> String {
+        let started = Instant::now();
+        while !self.thread.is_finished() && started.elapsed() < wait {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let t = self.tail.lock().unwrap_or_else(|e| e.into_inner());
+        String::from_utf8_lossy(&t).into_owned()
+    }
 }
 
 fn send(pid: u32, sig: i32) {
@@ -103,6 +152,24 @@ fn send(pid: u32, sig: i32) {
 
 impl Trainer for CommandTrainer {
     fn run(&self, run: &Run<'_>) -> Outcome {
+        let mut tee = None;
+        let outcome = self.run_child(run, &mut tee);
+        match (outcome, tee) {
+            (Outcome::Failed(mut f), Some(tee)) => {
+                f.output_tail = tee.finish(Duration::from_secs(2));
+                Outcome::Failed(f)
+            }
+            (outcome, Some(tee)) => {
+                drop(tee.finish(Duration::ZERO));
+                outcome
+            }
+            (outcome, None) => outcome,
+        }
+    }
+}
+
+impl CommandTrainer {
+    fn run_child(&self, run: &Run<'_>, tee: &mut Option<Tee>) -> Outcome {
         use std::os::unix::process::{CommandExt, ExitStatusExt};
         let Some((program, args)) = self.argv.split_first() else {
             return failure("spawn", "empty trainer command".into());
@@ -133,7 +200,7 @@ impl Trainer for CommandTrainer {
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(std::process::Stdio::null())
             .stdout(log)
-            .stderr(log_err);
+            .stderr(std::process::Stdio::piped());
         // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) run between fork and
         // exec. The trainer gets SIGKILL when the orchestrator dies; if the orchestrator died
         // before prctl took effect, the child exits at once.
@@ -150,6 +217,9 @@ impl Trainer for CommandTrainer {
             Ok(c) => c,
             Err(e) => return failure("spawn", format!("cannot start {program}: {e}")),
         };
+        if let Some(stderr) = child.stderr.take() {
+            *tee = Some(Tee::start(stderr, log_err));
+        }
         let pid = child.id();
         let process = crate::lease::process_start_time(pid)
             .map(|start_time| TrainerProcess { pid, start_time });
@@ -167,6 +237,7 @@ impl Trainer for CommandTrainer {
                             message,
                             exit_code: status.code(),
                             signal: status.signal(),
+                            output_tail: String::new(),
                         });
                     }
                     if let Some(sig) = forwarded {
@@ -177,6 +248,7 @@ impl Trainer for CommandTrainer {
                             ),
                             exit_code: status.code(),
                             signal: status.signal(),
+                            output_tail: String::new(),
                         });
                     }
                     return match (status.code(), status.signal()) {
@@ -186,12 +258,14 @@ impl Trainer for CommandTrainer {
                             message: format!("trainer exited with code {code}"),
                             exit_code: Some(code),
                             signal: None,
+                            output_tail: String::new(),
                         }),
                         (None, sig) => Outcome::Failed(Failure {
                             kind: "signal",
                             message: format!("trainer killed by signal {}", sig.unwrap_or(0)),
                             exit_code: None,
                             signal: sig,
+                            output_tail: String::new(),
                         }),
                     };
                 }

@@ -272,6 +272,7 @@ impl Trainer for FsTrainer<'_> {
                 message: "job file unreadable".into(),
                 exit_code: Some(2),
                 signal: None,
+                output_tail: String::new(),
             });
         };
         let variant_dir = job["variant_dir"].as_str().unwrap_or_default().to_string();
@@ -285,6 +286,8 @@ impl Trainer for FsTrainer<'_> {
                 message: e.to_string(),
                 exit_code: Some(1),
                 signal: None,
+                // What a real trainer prints on stderr when it dies of an error.
+                output_tail: format!("error: {e}"),
             }),
         }
     }
