@@ -18,6 +18,9 @@ struct LoomFs {
     nodes: Mutex<BTreeMap<PathBuf, Option<Vec<u8>>>>,
     counter: loom::sync::atomic::AtomicU64,
     caps: Caps,
+    /// The planted regression of the negative control: `hard_link` (the no-replace publish of
+    /// `posix-noflags`) done as a plain rename, which replaces what is at the target.
+    link_is_plain_rename: bool,
 }
 
 impl Default for LoomFs {
@@ -26,6 +29,7 @@ impl Default for LoomFs {
             nodes: Mutex::default(),
             counter: loom::sync::atomic::AtomicU64::default(),
             caps: Caps::POSIX,
+            link_is_plain_rename: false,
         }
     }
 }
@@ -36,7 +40,14 @@ fn err(kind: io::ErrorKind) -> io::Error {
 
 impl LoomFs {
     fn with_root(dirs: &[&Path]) -> LoomFs {
-        let fs = LoomFs::default();
+        LoomFs::with_root_caps(dirs, Caps::POSIX)
+    }
+
+    fn with_root_caps(dirs: &[&Path], caps: Caps) -> LoomFs {
+        let fs = LoomFs {
+            caps,
+            ..LoomFs::default()
+        };
         {
             let mut n = fs.nodes.lock().expect("fs");
             n.insert(PathBuf::from("/"), None);
@@ -171,7 +182,8 @@ impl Fs for LoomFs {
         let Some(Some(bytes)) = n.get(from).cloned() else {
             return Err(err(io::ErrorKind::NotFound));
         };
-        if n.contains_key(to) {
+        // The planted regression replaces what is at `to`, as a plain rename would.
+        if n.contains_key(to) && !self.link_is_plain_rename {
             return Err(err(io::ErrorKind::AlreadyExists));
         }
         n.insert(to.to_path_buf(), Some(bytes));
@@ -207,7 +219,9 @@ impl LoomFs {
         if !n.contains_key(from) {
             return Err(err(io::ErrorKind::NotFound));
         }
-        if n.contains_key(to) && (noreplace || n.get(to) == Some(&None)) {
+        if n.contains_key(to)
+            && (noreplace || n.get(to) == Some(&None) || n.get(from) == Some(&None))
+        {
             return Err(err(io::ErrorKind::AlreadyExists));
         }
         let moved: Vec<(PathBuf, Option<Vec<u8>>)> = n
@@ -286,11 +300,11 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
     }
 }
 
-fn concurrent_new_allocations(threads: u32) {
+fn concurrent_new_allocations(threads: u32, caps: Caps) {
     let job = std::sync::Arc::new(job());
     model(move || {
         let identity_dir = job.layout.identity_dir(&job.identity).expect("dir");
-        let fs = Arc::new(LoomFs::with_root(&[&identity_dir]));
+        let fs = Arc::new(LoomFs::with_root_caps(&[&identity_dir], caps));
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let (fs, job) = (fs.clone(), job.clone());
@@ -329,19 +343,32 @@ fn concurrent_new_allocations(threads: u32) {
 
 #[test]
 fn two_concurrent_new_starts_get_distinct_variants() {
-    concurrent_new_allocations(2);
+    concurrent_new_allocations(2, Caps::POSIX);
+}
+
+#[test]
+fn two_concurrent_new_starts_get_distinct_variants_without_rename_flags() {
+    concurrent_new_allocations(2, Caps::NOFLAGS);
+}
+
+#[test]
+fn two_concurrent_new_starts_get_distinct_variants_without_rename_flags_or_links() {
+    concurrent_new_allocations(2, Caps::NOFLAGS_NOLINKS);
 }
 
 #[test]
 fn three_concurrent_new_starts_get_distinct_variants() {
-    concurrent_new_allocations(3);
+    concurrent_new_allocations(3, Caps::POSIX);
 }
 
-fn resumers_of_one_stale_variant(threads: u32) {
+fn resumers_of_one_stale_variant(threads: u32, caps: Caps, planted: bool) {
     let job = std::sync::Arc::new(job());
     model(move || {
         let dir = job.layout.variant_dir(&job.identity, 1).expect("dir");
-        let fs = Arc::new(LoomFs::with_root(&[&dir]));
+        let fs = Arc::new(LoomFs {
+            link_is_plain_rename: planted,
+            ..LoomFs::with_root_caps(&[&dir], caps)
+        });
         // Generation 1 held by a dead owner.
         let taken = trainctl::lease::take(&*fs, &dir, 0, &owner(1), 0, "new").expect("take");
         assert!(matches!(taken, trainctl::lease::Take::Won(_)));
@@ -372,16 +399,44 @@ fn resumers_of_one_stale_variant(threads: u32) {
 
 #[test]
 fn two_resumers_of_one_stale_variant_exactly_one_wins() {
-    resumers_of_one_stale_variant(2);
+    resumers_of_one_stale_variant(2, Caps::POSIX, false);
+}
+
+#[test]
+fn two_resumers_of_one_stale_variant_exactly_one_wins_without_rename_flags() {
+    resumers_of_one_stale_variant(2, Caps::NOFLAGS, false);
+}
+
+#[test]
+fn two_resumers_of_one_stale_variant_exactly_one_wins_without_rename_flags_or_links() {
+    resumers_of_one_stale_variant(2, Caps::NOFLAGS_NOLINKS, false);
+}
+
+/// Negative control for `posix-noflags`: a lease generation published by a plain rename
+/// (which replaces) instead of a link (which refuses a taken name) lets two resumers win, and
+/// this exploration finds it.
+#[test]
+#[should_panic(expected = "exactly one resumer")]
+fn control_plain_rename_publish_without_rename_flags_is_caught() {
+    resumers_of_one_stale_variant(2, Caps::NOFLAGS, true);
 }
 
 #[test]
 fn three_resumers_of_one_stale_variant_exactly_one_wins() {
-    resumers_of_one_stale_variant(3);
+    resumers_of_one_stale_variant(3, Caps::POSIX, false);
 }
 
 #[test]
 fn two_concurrent_cache_writers_lose_no_record_and_settle_the_views() {
+    concurrent_cache_writers(Caps::POSIX);
+}
+
+#[test]
+fn two_concurrent_cache_writers_lose_no_record_and_settle_the_views_without_rename_flags() {
+    concurrent_cache_writers(Caps::NOFLAGS);
+}
+
+fn concurrent_cache_writers(caps: Caps) {
     let job = std::sync::Arc::new(job());
     model(move || {
         let settings = trainctl::cache::CacheSettings::from_paths(
@@ -390,7 +445,7 @@ fn two_concurrent_cache_writers_lose_no_record_and_settle_the_views() {
             trainctl::cache::CacheKind::FinalTraining,
         )
         .expect("settings");
-        let fs = Arc::new(LoomFs::with_root(&[&settings.dir]));
+        let fs = Arc::new(LoomFs::with_root_caps(&[&settings.dir], caps));
         let handles: Vec<_> = (0..2u64)
             .map(|i| {
                 let (fs, settings) = (fs.clone(), settings.clone());

@@ -87,7 +87,7 @@ fn command_strategy() -> impl Strategy<Value = Command> {
         0..IDENTITIES,
         mode_strategy(),
         prop::option::weighted(0.25, 1u64..6),
-        prop_oneof![6 => Just(Outcome::Complete), 1 => Just(Outcome::Fail), 2 => Just(Outcome::Killed)],
+        prop_oneof![6 => Just(Outcome::Complete), 1 => Just(Outcome::Fail), 2 => Just(Outcome::Killed), 1 => Just(Outcome::DiskFull)],
     )
         .prop_map(|(identity, mode, explicit_variant, outcome)| Command::Train {
             identity,
@@ -171,6 +171,10 @@ impl<const T: u8> ReferenceStateMachine for Reference<T> {
 enum Backend {
     Sim,
     Os,
+    /// SimFs without rename flags, with hard links (NFS, bindfs).
+    SimNoflags,
+    /// SimFs with neither rename flags nor hard links (Drive, gcsfuse).
+    SimNoflagsNolinks,
 }
 
 /// The real side: the orchestrator in a sandbox, and the commands applied so far (written as
@@ -185,17 +189,34 @@ pub struct Real {
 
 /// Commands applied per backend (Sim, Os) since the first sandbox of that backend: with
 /// `TRAINCTL_STATS=1` every dropped `Real` prints the running total (`cargo xtask bench`).
-static COMMANDS: [std::sync::atomic::AtomicU64; 2] = [
+static COMMANDS: [std::sync::atomic::AtomicU64; 4] = [
+    std::sync::atomic::AtomicU64::new(0),
+    std::sync::atomic::AtomicU64::new(0),
     std::sync::atomic::AtomicU64::new(0),
     std::sync::atomic::AtomicU64::new(0),
 ];
-static STARTED: [std::sync::OnceLock<std::time::Instant>; 2] =
-    [std::sync::OnceLock::new(), std::sync::OnceLock::new()];
+static STARTED: [std::sync::OnceLock<std::time::Instant>; 4] = [
+    std::sync::OnceLock::new(),
+    std::sync::OnceLock::new(),
+    std::sync::OnceLock::new(),
+    std::sync::OnceLock::new(),
+];
 
 fn backend_index(backend: &Backend) -> usize {
     match backend {
         Backend::Sim => 0,
         Backend::Os => 1,
+        Backend::SimNoflags => 2,
+        Backend::SimNoflagsNolinks => 3,
+    }
+}
+
+/// The storage profile of a simulated backend.
+fn sim_profile(backend: Backend) -> support::SimProfile {
+    match backend {
+        Backend::SimNoflags => support::SimProfile::PosixNoflags,
+        Backend::SimNoflagsNolinks => support::SimProfile::PosixNoflagsNolinks,
+        Backend::Sim | Backend::Os => support::SimProfile::Posix,
     }
 }
 
@@ -210,6 +231,8 @@ impl Drop for Real {
         let test = [
             "model_agrees_with_orchestrator_on_simfs",
             "model_agrees_with_orchestrator_on_osfs",
+            "model_agrees_with_orchestrator_on_simfs_without_rename_flags",
+            "model_agrees_with_orchestrator_on_simfs_without_rename_flags_or_links",
         ][i];
         let stats = serde_json::json!({"target": "model_vs_real", "test": test,
             "measure": "commands (incl. generation, model, checks)", "count": count, "secs": secs});
@@ -251,10 +274,12 @@ impl Real {
         let sandbox = match backend {
             Backend::Os => Sandbox::audited(Arc::new(trainctl::fs::OsFs), None, IDENTITIES, &extra),
             // A sibling of one prepared sandbox: config and digests once per test thread.
-            Backend::Sim => SIM_TEMPLATE.with(|template| {
-                let sim = Arc::new(trainctl::fs::sim::SimFs::new());
-                template.sibling(sim.clone(), &sim)
-            }),
+            Backend::Sim | Backend::SimNoflags | Backend::SimNoflagsNolinks => {
+                SIM_TEMPLATE.with(|template| {
+                    let sim = Arc::new(sim_profile(backend).sim());
+                    template.sibling(sim.clone(), &sim)
+                })
+            }
         };
         let mut sandbox = sandbox;
         // The tracking world is configuration (mlflow.yaml / final_training.yaml), which no
@@ -372,6 +397,7 @@ impl Real {
             Outcome::Complete => TrainerScript::Complete,
             Outcome::Fail => TrainerScript::Fail,
             Outcome::Killed => TrainerScript::KillOrchestrator,
+            Outcome::DiskFull => TrainerScript::DiskFull,
         };
         let (result, killed) = self.sandbox.train(identity, mode, explicit, script);
         let expected = expected_of(&planned);
@@ -388,6 +414,7 @@ impl Real {
             (Err(e), false) if e.kind == trainctl::error::ErrorKind::TrainingFailed => {
                 Exit::TrainingFailed
             }
+            (Err(e), false) if e.kind == trainctl::error::ErrorKind::NoSpace => Exit::NoSpace,
             (Err(_), false) if matches!(expected, Expected::Error(_)) => Exit::Error,
             (Err(e), false) => panic!("train failed unexpectedly: {e}"),
         };
@@ -642,11 +669,7 @@ fn replay_file(path: &Path) {
     let trace: serde_json::Value =
         serde_json::from_slice(&std::fs::read(path).expect("read trace"))
             .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
-    let backend = if trace["backend"] == "Os" {
-        Backend::Os
-    } else {
-        Backend::Sim
-    };
+    let backend: Backend = serde_json::from_value(trace["backend"].clone()).unwrap_or(Backend::Sim);
     let commands: Vec<Command> = serde_json::from_value(trace["commands"].clone())
         .unwrap_or_else(|e| panic!("{}: bad commands: {e}", path.display()));
     let tracking = match trace["tracking"].as_str() {
@@ -715,6 +738,8 @@ machine_test!(OnSimFs, Backend::Sim, TRACKED);
 machine_test!(OnOsFs, Backend::Os, TRACKED);
 machine_test!(UntrackedOnSimFs, Backend::Sim, UNTRACKED);
 machine_test!(FaultyTrackingOnSimFs, Backend::Sim, FAULTY);
+machine_test!(OnSimFsNoflags, Backend::SimNoflags, TRACKED);
+machine_test!(OnSimFsNoflagsNolinks, Backend::SimNoflagsNolinks, TRACKED);
 
 prop_state_machine! {
     #![proptest_config(support::seeded_config(support::cases(256), "model_vs_real", "model_agrees_with_orchestrator_on_simfs"))]
@@ -747,4 +772,22 @@ prop_state_machine! {
     /// variant state and cache record is exactly the model's (which knows no tracking).
     #[test]
     fn a_failing_tracking_store_never_changes_outputs_or_caches(sequential 1..25 => FaultyTrackingOnSimFs);
+}
+
+prop_state_machine! {
+    #![proptest_config(support::seeded_config(support::cases(96), "model_vs_real", "model_agrees_with_orchestrator_on_simfs_without_rename_flags"))]
+
+    /// The same model on a filesystem without rename flags but with hard links (NFS, bindfs:
+    /// the `posix-noflags` protocol, files published by link + unlink).
+    #[test]
+    fn model_agrees_with_orchestrator_on_simfs_without_rename_flags(sequential 1..40 => OnSimFsNoflags);
+}
+
+prop_state_machine! {
+    #![proptest_config(support::seeded_config(support::cases(64), "model_vs_real", "model_agrees_with_orchestrator_on_simfs_without_rename_flags_or_links"))]
+
+    /// The same model on a filesystem with neither rename flags nor hard links (Drive,
+    /// gcsfuse: files published by O_EXCL create at their final name).
+    #[test]
+    fn model_agrees_with_orchestrator_on_simfs_without_rename_flags_or_links(sequential 1..40 => OnSimFsNoflagsNolinks);
 }

@@ -32,6 +32,10 @@ struct Case {
     start_at: Vec<u64>,
     /// A recorded schedule to replay (empty = follow the policy).
     schedule: Vec<usize>,
+    /// The simulated filesystem's storage profile (a hash of the seed; traces from before
+    /// profiles: `posix`).
+    #[serde(default)]
+    profile: support::SimProfile,
 }
 
 thread_local! {
@@ -87,6 +91,7 @@ fn case_of(seed: u64) -> Case {
         programs,
         start_at,
         schedule: Vec::new(),
+        profile: support::SimProfile::of_seed(seed),
     }
 }
 
@@ -117,7 +122,7 @@ fn run(case: &Case) -> (Vec<usize>, Result<(), String>) {
 }
 
 fn run_into(case: &Case, schedule_out: &mut Vec<usize>) -> Result<(), String> {
-    let sim = Arc::new(SimFs::new());
+    let sim = Arc::new(case.profile.sim());
     let sched = Scheduler::new(
         case.programs.len(),
         case.seed,
@@ -455,6 +460,7 @@ fn takeover_case_of(seed: u64) -> Case {
         programs: vec![Program::ResumeStale; n],
         start_at,
         schedule: Vec::new(),
+        profile: support::SimProfile::of_seed(seed),
     }
 }
 

@@ -823,10 +823,7 @@ pub fn status_command(
     let found = observe::scan_all(fs, &layout, &facts, depth, None);
     let mut rows = Vec::new();
     let (storage, storage_line) = crate::storage::describe(&config, &layout.out);
-    let mut human = format!(
-        "OUT: {}\nstorage: {storage_line}\n",
-        layout.out.display()
-    );
+    let mut human = format!("OUT: {}\nstorage: {storage_line}\n", layout.out.display());
     if found.is_empty() {
         human.push_str("no variants yet\n");
     }

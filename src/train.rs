@@ -166,7 +166,10 @@ fn storage_cause(
     dir: &Path,
 ) -> Option<(ErrorKind, String)> {
     let (tail, from) = match ErrorKind::of_message(output_tail) {
-        Some(_) => (output_tail.to_string(), "the trainer's last words".to_string()),
+        Some(_) => (
+            output_tail.to_string(),
+            "the trainer's last words".to_string(),
+        ),
         None => {
             let bytes = fs.read(log).ok()?;
             let tail = &bytes[bytes.len().saturating_sub(LOG_TAIL_BYTES)..];
@@ -180,7 +183,7 @@ fn storage_cause(
     let kind = ErrorKind::of_message(tail)?;
     let mut detail = format!("{from}:\n{tail}");
     if matches!(kind, ErrorKind::NoSpace | ErrorKind::QuotaExceeded) {
-        if let Some(free) = crate::fs::OsFs::available_bytes(dir) {
+        if let Some(free) = fs.available_bytes(dir) {
             detail.push_str(&format!("\nspace available now: {free} bytes"));
         }
         let largest = fs
@@ -817,7 +820,10 @@ fn attempt(
         // variant stays as it was (running, with its lease), which is just as resumable.
         let recorded = write_metadata(fs, dir, meta).err();
         let not_recorded = recorded.map_or(String::new(), |e| {
-            format!(" (metadata.json could not record the failure: {})", e.message)
+            format!(
+                " (metadata.json could not record the failure: {})",
+                e.message
+            )
         });
         Err(match cause {
             Some((storage, detail)) => Error::new(

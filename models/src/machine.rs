@@ -18,6 +18,12 @@ pub enum Outcome {
     Fail,
     /// The orchestrator process dies right after writing metadata `running`: stale lease.
     Killed,
+    /// The disk fills up once the trainer starts writing (space comes back after the
+    /// command): nothing more can be written, so metadata keeps `running` and the lease is
+    /// not released (its owner exits: stale); no record; the run ends FAILED; exit
+    /// `no_space`. The variant is resumable, never complete (docs/contract.md, "Storage
+    /// errors").
+    DiskFull,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -75,6 +81,8 @@ pub enum Exit {
     Killed,
     /// The decision table's error (variant_incomplete, parent_*, busy): nothing changes.
     Error,
+    /// A storage error (`no_space`, exit 6).
+    NoSpace,
 }
 
 /// A final_training cache record as (identity, variant).
@@ -392,7 +400,7 @@ impl Model {
         if let Some(run) = self.runs.get_mut(&(identity, number)) {
             run.status = match outcome {
                 Outcome::Complete => RunState::Finished,
-                Outcome::Fail => RunState::Failed,
+                Outcome::Fail | Outcome::DiskFull => RunState::Failed,
                 Outcome::Killed => RunState::Running,
             };
         }
@@ -457,6 +465,11 @@ impl Model {
                 // Dies before the cache step: no record, no backfill.
                 self.rewrite_metadata(identity, number, Base::Running);
                 Exit::Killed
+            }
+            Outcome::DiskFull => {
+                // `running` was written before the disk filled; `failed` cannot be.
+                self.rewrite_metadata(identity, number, Base::Running);
+                Exit::NoSpace
             }
         };
         Response::Decided { expected, exit }

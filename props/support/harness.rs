@@ -17,6 +17,9 @@ pub struct KillSwitch {
     dead: AtomicBool,
     /// Mutating operations allowed before the switch trips by itself (u64::MAX = never).
     budget: AtomicU64,
+    /// A full disk: every call that needs new space (create, write, append, mkdir, link)
+    /// fails with ENOSPC and has no effect; renames, removals and fsyncs still work.
+    full: AtomicBool,
 }
 
 impl KillSwitch {
@@ -25,6 +28,18 @@ impl KillSwitch {
             inner,
             dead: AtomicBool::new(false),
             budget: AtomicU64::new(u64::MAX),
+            full: AtomicBool::new(false),
+        }
+    }
+    /// Fills (or frees) the disk.
+    pub fn set_full(&self, full: bool) {
+        self.full.store(full, Ordering::SeqCst);
+    }
+    fn space(&self) -> io::Result<()> {
+        if self.full.load(Ordering::SeqCst) {
+            Err(io::Error::from_raw_os_error(libc::ENOSPC))
+        } else {
+            Ok(())
         }
     }
     pub fn kill(&self) {
@@ -77,22 +92,27 @@ impl Fs for KillSwitch {
     }
     fn create_dir(&self, path: &Path) -> io::Result<()> {
         self.mutate()?;
+        self.space()?;
         self.inner.create_dir(path)
     }
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         self.mutate()?;
+        self.space()?;
         self.inner.create_dir_all(path)
     }
     fn create_new(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
         self.mutate()?;
+        self.space()?;
         self.inner.create_new(path, bytes)
     }
     fn write(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
         self.mutate()?;
+        self.space()?;
         self.inner.write(path, bytes)
     }
     fn append(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
         self.mutate()?;
+        self.space()?;
         self.inner.append(path, bytes)
     }
     fn fsync_file(&self, path: &Path) -> io::Result<()> {
@@ -117,10 +137,17 @@ impl Fs for KillSwitch {
     }
     fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
         self.mutate()?;
+        self.space()?;
         self.inner.hard_link(from, to)
     }
     fn caps(&self, path: &Path) -> trainctl::fs::Caps {
         self.inner.caps(path)
+    }
+    fn available_bytes(&self, path: &Path) -> Option<u64> {
+        if self.full.load(Ordering::SeqCst) {
+            return Some(0);
+        }
+        self.inner.available_bytes(path)
     }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         self.mutate()?;
@@ -143,6 +170,9 @@ pub enum TrainerScript {
     Fail,
     /// The orchestrator process dies after the first step checkpoint.
     KillOrchestrator,
+    /// The disk fills up as the trainer starts writing (the kill switch refuses every write
+    /// with ENOSPC until the command returns, as on a full disk).
+    DiskFull,
 }
 
 /// A trainer that runs in-process and writes through the orchestrator's Fs, honouring the
@@ -209,6 +239,9 @@ impl FsTrainer<'_> {
             .unwrap_or_default();
         let seed = job["seed"].as_u64().unwrap_or(0);
         let steps = job["total_steps"].as_u64().unwrap_or(1);
+        if self.script == TrainerScript::DiskFull {
+            self.fs.set_full(true);
+        }
         let step_dir = path("checkpoints_dir").join("step-1");
         put(
             fs,
@@ -221,7 +254,7 @@ impl FsTrainer<'_> {
                 return Err(io::Error::other("orchestrator killed"));
             }
             TrainerScript::Fail => return Err(io::Error::other("exit 1")),
-            TrainerScript::Complete => {}
+            TrainerScript::Complete | TrainerScript::DiskFull => {}
         }
         let id2label: serde_json::Map<String, serde_json::Value> = labels
             .iter()
@@ -529,6 +562,8 @@ impl Sandbox {
         let result = trainctl::train::train(&job, &ctx);
         let killed = self.fs.is_dead();
         self.fs.revive();
+        // Space comes back once the command has returned (a user freed some).
+        self.fs.set_full(false);
         self.processes.exit(pid);
         (result, killed)
     }
@@ -692,7 +727,13 @@ impl Fs for LeaseAudit {
         self.inner.create_dir_all(path)
     }
     fn create_new(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
-        // Only generation 1 inside a staged dir is written directly.
+        // Only generation 1 inside a staged dir is written directly, except where the
+        // filesystem has neither rename flags nor links: there an O_EXCL create at the final
+        // name IS the exclusive publication (docs/contract.md, "Storage profiles").
+        let caps = path.parent().map(|d| self.inner.caps(d));
+        if caps.is_some_and(|c| !c.rename_noreplace && !c.hard_link) {
+            return self.publish(path, path, |_, to| self.inner.create_new(to, bytes));
+        }
         let result = self.inner.create_new(path, bytes);
         self.forbid(
             "direct creation (not a no-replace publication)",
@@ -734,6 +775,9 @@ impl Fs for LeaseAudit {
     }
     fn caps(&self, path: &Path) -> trainctl::fs::Caps {
         self.inner.caps(path)
+    }
+    fn available_bytes(&self, path: &Path) -> Option<u64> {
+        self.inner.available_bytes(path)
     }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         let result = self.inner.remove_file(path);

@@ -456,3 +456,43 @@ pub fn regression_traces(prefix: &str) -> Vec<PathBuf> {
 pub mod mlflow;
 
 pub mod scripted;
+
+/// The storage profiles the simulated worlds run on (docs/contract.md, "Storage profiles"):
+/// a local filesystem with rename flags, one without them but with hard links (NFS, bindfs),
+/// and one with neither (Drive, gcsfuse). Traces record it; older traces are `posix`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SimProfile {
+    #[default]
+    Posix,
+    PosixNoflags,
+    PosixNoflagsNolinks,
+}
+
+impl SimProfile {
+    pub const ALL: [SimProfile; 3] = [
+        SimProfile::Posix,
+        SimProfile::PosixNoflags,
+        SimProfile::PosixNoflagsNolinks,
+    ];
+
+    pub fn caps(self) -> trainctl::fs::Caps {
+        match self {
+            SimProfile::Posix => trainctl::fs::Caps::POSIX,
+            SimProfile::PosixNoflags => trainctl::fs::Caps::NOFLAGS,
+            SimProfile::PosixNoflagsNolinks => trainctl::fs::Caps::NOFLAGS_NOLINKS,
+        }
+    }
+
+    /// A fresh simulated filesystem of this profile.
+    pub fn sim(self) -> trainctl::fs::sim::SimFs {
+        trainctl::fs::sim::SimFs::with_caps(self.caps())
+    }
+
+    /// The profile a seed stands for in seed-driven campaigns (a hash of the seed, so that
+    /// the rest of the case does not change with it).
+    pub fn of_seed(seed: u64) -> SimProfile {
+        let h = trainctl::rng::SplitMix64::new(seed ^ 0x5107_f11e).next_u64();
+        SimProfile::ALL[(h % 3) as usize]
+    }
+}

@@ -5,9 +5,9 @@
 //! the protocol of the filesystem's storage profile. It never touches orchestrator state.
 
 use super::model::{Params, TENSOR_NAMES};
+use crate::fs::{self, OsFs};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
-use crate::fs::{self, OsFs};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 

@@ -233,3 +233,256 @@ pub fn ensure_dir(fs: &dyn Fs, dir: &Path) -> io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::sim::SimFs;
+    use crate::fs::{is_temp_name, profile, Caps};
+    use std::collections::BTreeMap;
+
+    const PROFILES: [Caps; 3] = [Caps::POSIX, Caps::NOFLAGS, Caps::NOFLAGS_NOLINKS];
+    /// Crash seeds per crash point.
+    const SEEDS: u64 = 40;
+
+    fn p(s: &str) -> &Path {
+        Path::new(s)
+    }
+
+    fn sim(caps: Caps) -> SimFs {
+        let fs = SimFs::with_caps(caps);
+        fs.write_file_durably(p("/d/.keep"), b"").unwrap();
+        fs.remove_file(p("/d/.keep")).unwrap();
+        fs.sync_all();
+        fs
+    }
+
+    fn temporaries(fs: &SimFs) -> Vec<PathBuf> {
+        let mut all: Vec<PathBuf> = fs.files().into_keys().collect();
+        all.extend(fs.dirs());
+        all.into_iter()
+            .filter(|p| p.iter().any(|c| c.to_str().is_some_and(is_temp_name)))
+            .collect()
+    }
+
+    /// Everything below `dir`, relative, with contents.
+    fn tree(fs: &SimFs, dir: &str) -> BTreeMap<PathBuf, Vec<u8>> {
+        fs.files()
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix(dir).ok()?.to_path_buf(), v)))
+            .collect()
+    }
+
+    #[test]
+    fn the_probe_finds_each_simulated_profile_and_leaves_nothing() {
+        for caps in PROFILES {
+            let fs = sim(caps);
+            let found = profile::probe(&fs, p("/d")).unwrap();
+            assert_eq!(found.caps, caps);
+            assert!(found.excl_create && found.dir_fsync);
+            assert!(fs.list(p("/d")).unwrap().is_empty(), "{caps:?}");
+        }
+        let ro = sim(Caps::POSIX);
+        ro.set_read_only(true);
+        let e = profile::probe(&ro, p("/d")).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EROFS));
+    }
+
+    #[test]
+    fn create_durable_is_exclusive_whole_and_leaves_no_temporary_on_every_profile() {
+        for caps in PROFILES {
+            let fs = sim(caps);
+            create_durable(&fs, p("/d/f"), b"first").unwrap();
+            let again = create_durable(&fs, p("/d/f"), b"second").unwrap_err();
+            assert_eq!(again.kind(), io::ErrorKind::AlreadyExists, "{caps:?}");
+            assert_eq!(fs.read(p("/d/f")).unwrap(), b"first");
+            assert!(
+                temporaries(&fs).is_empty(),
+                "{caps:?}: {:?}",
+                temporaries(&fs)
+            );
+            fs.crash_all_lost();
+            assert_eq!(
+                fs.read(p("/d/f")).unwrap(),
+                b"first",
+                "{caps:?}: not durable"
+            );
+        }
+    }
+
+    #[test]
+    fn a_crash_at_every_step_of_create_durable_leaves_nothing_or_the_whole_file() {
+        let bytes = vec![7u8; 9000];
+        for caps in PROFILES {
+            let ops = {
+                let fs = sim(caps);
+                let before = fs.op_count();
+                create_durable(&fs, p("/d/f"), &bytes).unwrap();
+                fs.op_count() - before
+            };
+            for k in 0..=ops {
+                for seed in 0..SEEDS {
+                    let fs = sim(caps);
+                    fs.die_after(k);
+                    let done = create_durable(&fs, p("/d/f"), &bytes).is_ok();
+                    fs.crash(seed);
+                    let got = fs.files().get(p("/d/f")).cloned();
+                    match got {
+                        None => assert!(!done, "{caps:?} k={k}: a returned create was lost"),
+                        Some(g) if g == bytes => {}
+                        // Without rename flags or links the file is created at its final
+                        // name: a crash may tear it (readers treat it as unreadable).
+                        Some(g) if caps == Caps::NOFLAGS_NOLINKS && !done => {
+                            assert!(bytes.starts_with(&g), "{caps:?} k={k}: foreign bytes")
+                        }
+                        Some(g) => panic!(
+                            "{caps:?} k={k} seed={seed}: torn file of {} bytes (returned: {done})",
+                            g.len()
+                        ),
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn publish_dir_refuses_a_taken_name_on_every_profile() {
+        for caps in PROFILES {
+            let fs = sim(caps);
+            for (name, bytes) in [("/d/s1/lease-1.json", "a"), ("/d/s2/lease-1.json", "b")] {
+                fs.create_dir_all(Path::new(name).parent().unwrap())
+                    .unwrap();
+                fs.create_new(p(name), bytes.as_bytes()).unwrap();
+            }
+            publish_dir(&fs, p("/d/s1"), p("/d/v1")).unwrap();
+            let taken = publish_dir(&fs, p("/d/s2"), p("/d/v1")).unwrap_err();
+            assert_eq!(taken.kind(), io::ErrorKind::AlreadyExists, "{caps:?}");
+            assert_eq!(fs.read(p("/d/v1/lease-1.json")).unwrap(), b"a");
+            fs.create_new(p("/d/file"), b"x").unwrap();
+            let file = publish_dir(&fs, p("/d/s2"), p("/d/file")).unwrap_err();
+            assert_eq!(file.kind(), io::ErrorKind::AlreadyExists, "{caps:?}");
+            assert!(
+                fs.is_dir(p("/d/s2")),
+                "a refused publish leaves the staged dir"
+            );
+        }
+    }
+
+    /// Old copy at `/m/unit` (durable), the new one staged at `/m/.unit.tmp-backup`.
+    fn swap_world(caps: Caps) -> SimFs {
+        let fs = sim(caps);
+        for (path, bytes) in [
+            ("/m/unit/a", "old a"),
+            ("/m/unit/sub/b", "old b"),
+            ("/m/.unit.tmp-backup/a", "new a"),
+            ("/m/.unit.tmp-backup/c", "new c"),
+        ] {
+            fs.write_file_durably(p(path), bytes.as_bytes()).unwrap();
+        }
+        fs
+    }
+
+    #[test]
+    fn an_interrupted_swap_is_finished_or_rolled_back_and_never_leaves_no_copy() {
+        let old: BTreeMap<PathBuf, Vec<u8>> = [("a", "old a"), ("sub/b", "old b")]
+            .iter()
+            .map(|(k, v)| (PathBuf::from(k), v.as_bytes().to_vec()))
+            .collect();
+        let new: BTreeMap<PathBuf, Vec<u8>> = [("a", "new a"), ("c", "new c")]
+            .iter()
+            .map(|(k, v)| (PathBuf::from(k), v.as_bytes().to_vec()))
+            .collect();
+        for caps in PROFILES {
+            let ops = {
+                let fs = swap_world(caps);
+                let before = fs.op_count();
+                swap_dir(&fs, p("/m/.unit.tmp-backup"), p("/m/unit")).unwrap();
+                assert_eq!(tree(&fs, "/m/unit"), new);
+                fs.op_count() - before
+            };
+            for k in 0..=ops {
+                // A killed process (the OS keeps every write), then power losses.
+                for seed in (0..SEEDS).map(Some).chain([None]) {
+                    let fs = swap_world(caps);
+                    fs.die_after(k);
+                    let done = swap_dir(&fs, p("/m/.unit.tmp-backup"), p("/m/unit")).is_ok();
+                    match seed {
+                        Some(seed) => drop(fs.crash(seed)),
+                        None => {
+                            fs.sync_all();
+                            fs.crash_all_lost();
+                        }
+                    }
+                    // Between the crash and recovery, one copy is whole at a name.
+                    let at_target = tree(&fs, "/m/unit");
+                    let aside = tree(&fs, "/m/.unit.tmp-aside");
+                    assert!(
+                        [&old, &new].contains(&&at_target) || aside == old,
+                        "{caps:?} k={k} seed={seed:?}: no whole copy ({at_target:?}, aside {aside:?})"
+                    );
+                    recover_swap(&fs, p("/m/unit")).unwrap();
+                    let got = tree(&fs, "/m/unit");
+                    assert!(
+                        got == old || got == new,
+                        "{caps:?} k={k} seed={seed:?}: {got:?}"
+                    );
+                    if done {
+                        assert_eq!(got, new, "{caps:?} k={k}: a returned swap was undone");
+                    }
+                    assert!(!fs.exists(p("/m/.unit.tmp-aside")), "{caps:?} k={k}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn write_dir_atomic_publishes_then_replaces_whole_on_every_profile() {
+        for caps in PROFILES {
+            let fs = sim(caps);
+            let target = p("/d/ck/step-1");
+            write_dir_atomic(&fs, target, &[("a", b"1".to_vec()), ("b", b"2".to_vec())]).unwrap();
+            write_dir_atomic(&fs, target, &[("a", b"3".to_vec())]).unwrap();
+            assert_eq!(
+                tree(&fs, "/d/ck/step-1"),
+                BTreeMap::from([(PathBuf::from("a"), b"3".to_vec())])
+            );
+            assert!(
+                temporaries(&fs).is_empty(),
+                "{caps:?}: {:?}",
+                temporaries(&fs)
+            );
+            let bad = write_dir_atomic(&fs, target, &[("x/y", b"1".to_vec())]).unwrap_err();
+            assert_eq!(bad.kind(), io::ErrorKind::InvalidInput);
+        }
+    }
+
+    #[test]
+    fn a_byte_budget_refuses_growth_without_effect_and_read_only_refuses_every_mutation() {
+        let fs = sim(Caps::POSIX);
+        fs.write(p("/d/a"), &[1; 100]).unwrap();
+        fs.set_byte_budget(Some(150));
+        let full = fs.append(p("/d/a"), &[2; 60]).unwrap_err();
+        assert_eq!(full.raw_os_error(), Some(libc::ENOSPC));
+        assert_eq!(fs.read(p("/d/a")).unwrap().len(), 100, "no effect");
+        let e = create_durable(&fs, p("/d/b"), &[3; 60]).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
+        assert!(temporaries(&fs).is_empty());
+        fs.write(p("/d/a"), &[4; 10]).unwrap();
+        create_durable(&fs, p("/d/b"), &[3; 60]).unwrap();
+        assert_eq!(fs.used_bytes(), 70);
+        fs.set_byte_budget(None);
+        fs.set_read_only(true);
+        for e in [
+            fs.create_dir(p("/d/x")),
+            fs.write(p("/d/a"), b"x"),
+            fs.remove_file(p("/d/a")),
+            fs.rename(p("/d/a"), p("/d/c")),
+            fs.hard_link(p("/d/a"), p("/d/c")),
+        ] {
+            assert_eq!(e.unwrap_err().raw_os_error(), Some(libc::EROFS));
+        }
+        fs.fsync_dir(p("/d")).unwrap();
+        fs.set_read_only(false);
+        fs.write(p("/d/a"), b"x").unwrap();
+    }
+}

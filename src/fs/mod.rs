@@ -94,6 +94,11 @@ pub trait Fs: Send + Sync {
     /// What the filesystem holding `path` can do: its storage profile. Cheap after the first
     /// call per filesystem (the OS probes once per filesystem and process).
     fn caps(&self, path: &Path) -> Caps;
+    /// Bytes free for this process on the filesystem of `path`, when it can tell (error
+    /// messages of a full disk quote it).
+    fn available_bytes(&self, _path: &Path) -> Option<u64> {
+        None
+    }
 
     fn exists(&self, path: &Path) -> bool {
         self.metadata(path).is_ok()

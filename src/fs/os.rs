@@ -3,7 +3,7 @@
 //! override restricts what its protocol may use. Owns the system calls of the Fs port
 //! (through `rustix` where std has none); never decides what to write.
 
-use super::profile::{self, Caps, ProfileName, Probe};
+use super::profile::{self, Caps, Probe, ProfileName};
 use super::{Entry, Fs, Meta};
 use std::collections::BTreeMap;
 use std::io;
@@ -70,13 +70,6 @@ impl OsFs {
         let (_, dev) = existing_dir(path)?;
         with_known(|k| k.forced.insert(dev, profile));
         Ok(())
-    }
-
-    /// Bytes available to this process on the filesystem of `path`, when it can be asked.
-    pub fn available_bytes(path: &Path) -> Option<u64> {
-        let (dir, _) = existing_dir(path).ok()?;
-        let s = rustix::fs::statvfs(&dir).ok()?;
-        Some(s.f_bavail.saturating_mul(s.f_frsize))
     }
 }
 
@@ -160,7 +153,12 @@ impl Fs for OsFs {
         match sync_path(dir) {
             // A filesystem that cannot fsync a directory (the probe reports `dir_fsync:
             // false`) makes names durable by its own rules.
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::EOPNOTSUPP)) => {
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINVAL) | Some(libc::EOPNOTSUPP)
+                ) =>
+            {
                 Ok(())
             }
             other => other,
@@ -200,6 +198,12 @@ impl Fs for OsFs {
         format!("{}-{n:010}-{nanos:09}", std::process::id())
     }
 
+    fn available_bytes(&self, path: &Path) -> Option<u64> {
+        let (dir, _) = existing_dir(path).ok()?;
+        let s = rustix::fs::statvfs(&dir).ok()?;
+        Some(s.f_bavail.saturating_mul(s.f_frsize))
+    }
+
     /// The probed capabilities of the filesystem of `path` (probed now if this process has
     /// not yet), restricted by an override. When the probe itself fails (read-only, full,
     /// no permission) nothing can be published there anyway: the answer is the most
@@ -228,7 +232,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (p, at, _) = OsFs::probe(&dir.path().join("not/yet")).unwrap();
         assert_eq!(at, dir.path());
-        assert_eq!(p.caps, Caps::POSIX, "tempdirs here are on a local Linux filesystem");
+        assert_eq!(
+            p.caps,
+            Caps::POSIX,
+            "tempdirs here are on a local Linux filesystem"
+        );
         assert!(p.excl_create && p.dir_fsync);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
         let (again, _, ran) = OsFs::probe(dir.path()).unwrap();
@@ -251,6 +259,6 @@ mod tests {
             OsFs.hard_link(&p("b"), &p("c")).unwrap_err().kind(),
             io::ErrorKind::AlreadyExists
         );
-        assert!(OsFs::available_bytes(dir.path()).is_some_and(|b| b > 0));
+        assert!(OsFs.available_bytes(dir.path()).is_some_and(|b| b > 0));
     }
 }

@@ -202,7 +202,9 @@ fn probe_in(fs: &dyn Fs, root: &Path) -> io::Result<Probe> {
         Err(e) => return Err(e),
     };
     let hard_link = match fs.hard_link(&p("x"), &p("l")) {
-        Ok(()) => refused(fs.hard_link(&p("y"), &p("l"))) && fs.read(&p("l"))? == fs.read(&p("x"))?,
+        Ok(()) => {
+            refused(fs.hard_link(&p("y"), &p("l"))) && fs.read(&p("l"))? == fs.read(&p("x"))?
+        }
         Err(e) if link_unsupported(&e) => false,
         Err(e) => return Err(e),
     };
@@ -324,8 +326,14 @@ pub fn scope_of(fstype: &str) -> (Scope, &'static str) {
             Scope::AcrossMachines,
             "a POSIX cluster filesystem: rename and link are atomic for every client",
         ),
-        "fuse.gcsfuse" | "fuse.blobfuse2" | "fuse.blobfuse" | "fuse.s3fs" | "fuse.rclone"
-        | "fuse.drive" | "fuse.google-drive-ocamlfuse" | "fuse.goofys" => (
+        "fuse.gcsfuse"
+        | "fuse.blobfuse2"
+        | "fuse.blobfuse"
+        | "fuse.s3fs"
+        | "fuse.rclone"
+        | "fuse.drive"
+        | "fuse.google-drive-ocamlfuse"
+        | "fuse.goofys" => (
             Scope::OneMachine,
             "an object store behind FUSE: a directory rename is a copy + delete and the \
              daemon caches per machine; several machines need OUT in the bucket itself",
@@ -361,12 +369,7 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn new(
-        probed_in: PathBuf,
-        probe: Probe,
-        setting: Setting,
-        mount: Option<Mount>,
-    ) -> Report {
+    pub fn new(probed_in: PathBuf, probe: Probe, setting: Setting, mount: Option<Mount>) -> Report {
         let (profile, chosen_by) = match setting {
             Setting::Auto => (probe.caps.profile(), "probe".to_string()),
             Setting::Force(p) => (p, "paths.yaml storage.profile".to_string()),
@@ -408,12 +411,12 @@ impl Report {
 /// Why a forced profile cannot be used: the probe that failed.
 pub fn forced_mismatch(forced: ProfileName, probe: &Probe) -> Option<String> {
     match forced {
-        ProfileName::Posix if !probe.caps.rename_noreplace => {
-            Some("the rename-noreplace probe failed (the filesystem refuses renameat2 flags)".into())
-        }
-        ProfileName::Posix if !probe.caps.rename_exchange => Some(
-            "the rename-exchange probe failed (the filesystem refuses RENAME_EXCHANGE)".into(),
+        ProfileName::Posix if !probe.caps.rename_noreplace => Some(
+            "the rename-noreplace probe failed (the filesystem refuses renameat2 flags)".into(),
         ),
+        ProfileName::Posix if !probe.caps.rename_exchange => {
+            Some("the rename-exchange probe failed (the filesystem refuses RENAME_EXCHANGE)".into())
+        }
         _ => None,
     }
 }
@@ -459,7 +462,10 @@ mod tests {
             Caps::POSIX.restricted_to(ProfileName::PosixNoflags),
             Caps::NOFLAGS
         );
-        assert_eq!(Caps::NOFLAGS.restricted_to(ProfileName::Posix), Caps::NOFLAGS);
+        assert_eq!(
+            Caps::NOFLAGS.restricted_to(ProfileName::Posix),
+            Caps::NOFLAGS
+        );
         for name in Setting::NAMES {
             assert!(Setting::parse(name).is_some());
         }

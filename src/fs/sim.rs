@@ -1213,6 +1213,11 @@ impl Fs for SimFs {
     fn caps(&self, _path: &Path) -> Caps {
         self.state().caps
     }
+
+    fn available_bytes(&self, _path: &Path) -> Option<u64> {
+        let s = self.state();
+        s.byte_budget.map(|b| b.saturating_sub(s.used_bytes()))
+    }
 }
 
 #[cfg(test)]
