@@ -20,6 +20,8 @@ pub struct KillSwitch {
     /// A full disk: every call that needs new space (create, write, append, mkdir, link)
     /// fails with ENOSPC and has no effect; renames, removals and fsyncs still work.
     full: AtomicBool,
+    /// Mutating operations attempted so far.
+    mutations: AtomicU64,
 }
 
 impl KillSwitch {
@@ -29,7 +31,12 @@ impl KillSwitch {
             dead: AtomicBool::new(false),
             budget: AtomicU64::new(u64::MAX),
             full: AtomicBool::new(false),
+            mutations: AtomicU64::new(0),
         }
+    }
+    /// Mutating operations attempted so far (to count the steps of a command).
+    pub fn mutations(&self) -> u64 {
+        self.mutations.load(Ordering::SeqCst)
     }
     /// Fills (or frees) the disk.
     pub fn set_full(&self, full: bool) {
@@ -64,6 +71,7 @@ impl KillSwitch {
         }
     }
     fn mutate(&self) -> io::Result<()> {
+        self.mutations.fetch_add(1, Ordering::SeqCst);
         self.check()?;
         let left = self.budget.load(Ordering::SeqCst);
         if left == 0 {
