@@ -228,6 +228,159 @@ fn main() {
             if failed > 0 { format!(", {failed} FAILED") } else { String::new() }
         );
     }
+
+    // 5. Storage profiles (docs/contract.md, "Storage profiles"): one in-process `train` on
+    //    each filesystem against that filesystem's own floor (F/2 × write + fsync + publish by
+    //    the profile's primitive + dir fsync, F = the fsyncs of one train there), and the
+    //    probe's cost. Mounts need root, /dev/fuse and bindfs; a world that cannot be mounted
+    //    is reported as skipped.
+    println!("\n| storage world | profile | train (median) | floor (median) | ratio | probe (median of {runs}) |\n|---|---|---|---|---|---|");
+    let worlds = storage_worlds();
+    for world in &worlds {
+        storage_row(world, runs);
+    }
+}
+
+/// A directory to put OUT in, and how it was made.
+struct World {
+    name: &'static str,
+    dir: std::path::PathBuf,
+    /// `posix-noflags` forced on this filesystem (the last world: forcing lasts for the
+    /// process and its device).
+    force_noflags: bool,
+    _keep: Option<tempfile::TempDir>,
+    unmount: Option<(&'static str, Vec<String>)>,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if let Some((program, args)) = &self.unmount {
+            let _ = std::process::Command::new(program).args(args).status();
+        }
+    }
+}
+
+fn sh(program: &str, args: &[&str]) -> bool {
+    std::process::Command::new(program)
+        .args(args)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn storage_worlds() -> Vec<World> {
+    let mut worlds = Vec::new();
+    let local = tempfile::tempdir().expect("tempdir");
+    worlds.push(World {
+        name: "local disk",
+        dir: local.path().to_path_buf(),
+        force_noflags: false,
+        _keep: Some(local),
+        unmount: None,
+    });
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let point = tmp.path().to_str().expect("utf8").to_string();
+    if sh(
+        "mount",
+        &["-t", "tmpfs", "-o", "size=512m", "tmpfs", &point],
+    ) {
+        worlds.push(World {
+            name: "tmpfs",
+            dir: tmp.path().to_path_buf(),
+            force_noflags: false,
+            _keep: Some(tmp),
+            unmount: Some(("umount", vec!["-l".into(), point])),
+        });
+    } else {
+        println!("| tmpfs | skipped: cannot mount (needs root) | | | | |");
+    }
+    let fuse = tempfile::tempdir().expect("tempdir");
+    let (src, mnt) = (fuse.path().join("src"), fuse.path().join("mnt"));
+    std::fs::create_dir_all(&src).expect("mkdir");
+    std::fs::create_dir_all(&mnt).expect("mkdir");
+    let (s, m) = (src.display().to_string(), mnt.display().to_string());
+    if sh("bindfs", &[&s, &m]) {
+        worlds.push(World {
+            name: "bindfs (FUSE) over the local disk",
+            dir: mnt,
+            force_noflags: false,
+            _keep: Some(fuse),
+            unmount: Some(("fusermount3", vec!["-u".into(), "-z".into(), m])),
+        });
+    } else {
+        println!("| bindfs | skipped: cannot mount (needs root, /dev/fuse, bindfs) | | | | |");
+    }
+    let forced = tempfile::tempdir().expect("tempdir");
+    worlds.push(World {
+        name: "local disk, `storage.profile: posix-noflags`",
+        dir: forced.path().to_path_buf(),
+        force_noflags: true,
+        _keep: Some(forced),
+        unmount: None,
+    });
+    worlds
+}
+
+fn storage_row(world: &World, runs: usize) {
+    use trainctl::fs::{profile, OsFs};
+    let mut probes = Vec::new();
+    for _ in 0..runs {
+        let start = Instant::now();
+        profile::probe(&OsFs, &world.dir).expect("probe");
+        probes.push(start.elapsed());
+    }
+    if world.force_noflags {
+        OsFs::force(&world.dir, trainctl::fs::ProfileName::PosixNoflags).expect("force");
+    }
+    let caps = OsFs.caps(&world.dir);
+    let out = format!("paths:base.outputs={}", world.dir.join("out").display());
+    let counting = Arc::new(Counting {
+        inner: Arc::new(OsFs),
+        fsyncs: AtomicU64::new(0),
+        mutations: AtomicU64::new(0),
+    });
+    let sb = Sandbox::new(counting.clone(), None, 1, std::slice::from_ref(&out));
+    let (r, _) = sb.train(0, RunMode::ForceNew, None, TrainerScript::Complete);
+    r.expect("train");
+    let fsyncs = counting.fsyncs.load(Ordering::Relaxed);
+    let mut trains = Vec::new();
+    for _ in 0..runs {
+        let start = Instant::now();
+        let (r, _) = sb.train(0, RunMode::ForceNew, None, TrainerScript::Complete);
+        r.expect("train");
+        trains.push(start.elapsed());
+    }
+    let floor_dir = world.dir.join("floor");
+    std::fs::create_dir_all(&floor_dir).expect("mkdir");
+    let mut floors = Vec::new();
+    for i in 0..runs {
+        let start = Instant::now();
+        for k in 0..fsyncs.div_ceil(2) {
+            let tmp = floor_dir.join(format!(".t{i}-{k}.tmp-x"));
+            let to = floor_dir.join(format!("f{i}-{k}"));
+            OsFs.create_new(&tmp, b"x").expect("write");
+            OsFs.fsync_file(&tmp).expect("fsync");
+            if caps.rename_noreplace {
+                OsFs.rename_noreplace(&tmp, &to).expect("publish");
+            } else {
+                OsFs.hard_link(&tmp, &to).expect("publish");
+                OsFs.remove_file(&tmp).expect("unlink");
+            }
+            OsFs.fsync_dir(&floor_dir).expect("dir fsync");
+        }
+        floors.push(start.elapsed());
+    }
+    let (t, f, p) = (median(trains), median(floors), median(probes));
+    println!(
+        "| {} | {} | {:.2} ms | {:.2} ms ({} fsyncs / 2 publishes) | {:.2} | {:.3} ms |",
+        world.name,
+        caps.profile().as_str(),
+        t.as_secs_f64() * 1e3,
+        f.as_secs_f64() * 1e3,
+        fsyncs,
+        t.as_secs_f64() / f.as_secs_f64(),
+        p.as_secs_f64() * 1e3
+    );
 }
 
 /// A project whose trainer is the fixture trainer (python, exits at once), so a start costs
