@@ -108,11 +108,18 @@ fn a_cache_dir_created_meanwhile_by_another_writer_is_used() {
 
 /// Two records in the same microsecond whose unique suffixes collide: the second writer takes
 /// a fresh name instead of failing or overwriting.
+/// On every storage profile: the exclusive create refuses the taken name whether it is a
+/// rename-noreplace, a link or an O_EXCL create.
 #[test]
 fn a_record_name_collision_is_retried_with_a_fresh_name() {
+    for profile in support::SimProfile::ALL {
+        record_name_collision_on(Scripted::with_profile(profile));
+    }
+}
+
+fn record_name_collision_on(fs: Scripted) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("final_training");
-    let fs = Scripted::default();
     let cache = Cache::new(&fs, settings(dir.clone(), None));
     let (first, _) = cache.write(&record("m/a/v1"), 7).expect("first");
     // The record name is `<kind>_<subject>_<timestamp>_<unique>.json`, and naming the record

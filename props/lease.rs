@@ -9,7 +9,7 @@ mod support;
 
 use proptest::prelude::*;
 use std::path::Path;
-use trainctl::fs::OsFs;
+use trainctl::fs::{Fs, OsFs};
 use trainctl::lease::{
     self, Heartbeat, LeaseRecord, LeaseState, LeaseView, LivenessFacts, Owner, Take,
 };
@@ -155,24 +155,31 @@ fn read(dir: &Path, now_ms: u64) -> LeaseView {
 }
 
 /// The generation sequence of one variant dir over its life: new, released, a resume that
-/// died, a takeover, its release. Each step publishes generation n+1 and nothing else.
+/// died, a takeover, its release. Each step publishes generation n+1 and nothing else, on
+/// every storage profile (real files seen without rename flags, and without links).
 #[test]
 fn generations_count_up_through_take_release_and_takeover() {
+    for profile in support::SimProfile::ALL {
+        generations_count_up_on(&support::scripted::Scripted::with_profile(profile));
+    }
+}
+
+fn generations_count_up_on(fs: &dyn Fs) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
     assert_eq!(read(dir, 0), LeaseView::None { generation: 0 });
-    assert_eq!(lease::current_generation(&OsFs, dir).expect("list"), 0);
+    assert_eq!(lease::current_generation(fs, dir).expect("list"), 0);
 
     let first = owner(HERE, 100, 7);
-    let Take::Won(g1) = lease::take(&OsFs, dir, 0, &first, 10, "new").expect("take") else {
+    let Take::Won(g1) = lease::take(fs, dir, 0, &first, 10, "new").expect("take") else {
         panic!("an empty dir must be taken");
     };
     assert_eq!(g1.generation, 1);
     assert!(matches!(read(dir, 20), LeaseView::Live(r) if r == g1));
     assert_eq!(read(dir, 20).generation(), 1);
-    assert!(lease::still_ours(&OsFs, dir, &g1));
+    assert!(lease::still_ours(fs, dir, &g1));
     assert_eq!(
-        lease::release(&OsFs, dir, &g1, 30).expect("release"),
+        lease::release(fs, dir, &g1, 30).expect("release"),
         Take::Won(LeaseRecord {
             generation: 2,
             state: LeaseState::Released,
@@ -181,14 +188,13 @@ fn generations_count_up_through_take_release_and_takeover() {
             ..g1.clone()
         })
     );
-    assert!(!lease::still_ours(&OsFs, dir, &g1));
+    assert!(!lease::still_ours(fs, dir, &g1));
     assert_eq!(read(dir, 40), LeaseView::None { generation: 2 });
 
     // A resume takes generation 3 and dies (pid 4242 is not alive).
     let dead = owner(HERE, 4242, 1);
     let observed = read(dir, 50).generation();
-    let Take::Won(g3) = lease::take(&OsFs, dir, observed, &dead, 50, "resume").expect("take")
-    else {
+    let Take::Won(g3) = lease::take(fs, dir, observed, &dead, 50, "resume").expect("take") else {
         panic!("generation 3 must be free");
     };
     assert_eq!(g3.generation, 3);
@@ -197,9 +203,9 @@ fn generations_count_up_through_take_release_and_takeover() {
     assert_eq!(view.generation(), 3);
 
     // Two takeovers of the stale generation 3: exactly one wins generation 4.
-    let a = lease::take(&OsFs, dir, view.generation(), &first, 70, "resume").expect("take");
+    let a = lease::take(fs, dir, view.generation(), &first, 70, "resume").expect("take");
     let b = lease::take(
-        &OsFs,
+        fs,
         dir,
         view.generation(),
         &owner(HERE, 200, 9),
@@ -209,16 +215,16 @@ fn generations_count_up_through_take_release_and_takeover() {
     .expect("take");
     assert!(matches!(&a, Take::Won(r) if r.generation == 4 && r.pid == 100));
     assert_eq!(b, Take::Lost);
-    assert_eq!(lease::current_generation(&OsFs, dir).expect("list"), 4);
+    assert_eq!(lease::current_generation(fs, dir).expect("list"), 4);
     assert!(
-        !lease::still_ours(&OsFs, dir, &g3),
+        !lease::still_ours(fs, dir, &g3),
         "the dead owner lost the variant"
     );
 
     // The winner's heartbeat names its trainer; the dir's files are exactly the generations
     // and that one heartbeat.
     let Take::Won(g4) = a else { unreachable!() };
-    lease::beat(&OsFs, dir, &g4, &beat(80, Some((200, 9)))).expect("beat");
+    lease::beat(fs, dir, &g4, &beat(80, Some((200, 9)))).expect("beat");
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .expect("read dir")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
@@ -346,11 +352,17 @@ fn owners_are_named_by_the_kernels_hostname_and_process_start_time() {
 /// an automatic number moves past a taken one, an explicit one (`run.variant`) never does.
 #[test]
 fn an_explicit_variant_number_is_never_moved_an_automatic_one_is() {
+    for profile in support::SimProfile::ALL {
+        allocation_on(&support::scripted::Scripted::with_profile(profile));
+    }
+}
+
+fn allocation_on(fs: &dyn Fs) {
     let project = support::Project::new();
     let job = support::prepared_job(&project);
     let me = owner(HERE, 100, 7);
     let alloc =
-        |first, explicit| trainctl::train::allocate(&OsFs, &job, first, explicit, &me, 0, "new");
+        |first, explicit| trainctl::train::allocate(fs, &job, first, explicit, &me, 0, "new");
     let variants = || {
         let dir = job
             .layout
@@ -368,7 +380,7 @@ fn an_explicit_variant_number_is_never_moved_an_automatic_one_is() {
     assert_eq!(n, 3);
     assert_eq!(dir, job.layout.variant_dir(&job.identity, 3).expect("dir"));
     assert_eq!((held.generation, held.pid), (1, 100));
-    assert!(lease::still_ours(&OsFs, &dir, &held));
+    assert!(lease::still_ours(fs, &dir, &held));
 
     let err = alloc(3, true).expect_err("v3 is taken");
     assert_eq!(err.kind, trainctl::error::ErrorKind::Busy, "{err}");

@@ -220,27 +220,11 @@ fn trainer_dies_with_its_orchestrator() {
 #[test]
 fn eight_concurrent_force_new_starts_get_eight_distinct_variants() {
     let project = fixture_project();
-    let children: Vec<_> = (0..8)
-        .map(|_| {
-            project
-                .command(&["--json", "-o", "run.mode=force_new", "train"], &[])
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .expect("spawn")
-        })
-        .collect();
-    let mut variants = Vec::new();
-    for child in children {
-        let out = child.wait_with_output().expect("wait");
-        let doc = json_of(
-            &String::from_utf8_lossy(&out.stdout),
-            &String::from_utf8_lossy(&out.stderr),
-        );
-        assert_eq!(out.status.code(), Some(0), "{doc}");
-        variants.push(doc["variant"].as_u64().expect("variant"));
-    }
-    variants.sort();
+    let variants = support::concurrent_variants(
+        &project,
+        &["--json", "-o", "run.mode=force_new", "train"],
+        8,
+    );
     assert_eq!(
         variants,
         (1..=8).collect::<Vec<u64>>(),

@@ -496,3 +496,32 @@ impl SimProfile {
         SimProfile::ALL[(h % 3) as usize]
     }
 }
+
+/// Starts `n` `trainctl` processes with `args` at once on `project`; every one must exit 0
+/// with a JSON document. Returns the variants they report, sorted.
+pub fn concurrent_variants(project: &Project, args: &[&str], n: usize) -> Vec<u64> {
+    let children: Vec<_> = (0..n)
+        .map(|_| {
+            project
+                .command(args, &[])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn")
+        })
+        .collect();
+    let mut variants = Vec::new();
+    for child in children {
+        let out = child.wait_with_output().expect("wait");
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        let doc: serde_json::Value = serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}\nstderr: {stderr}"));
+        assert_eq!(out.status.code(), Some(0), "{doc}");
+        variants.push(doc["variant"].as_u64().expect("variant"));
+    }
+    variants.sort();
+    variants
+}

@@ -4,7 +4,7 @@
 use std::io;
 use std::path::Path;
 use std::sync::Mutex;
-use trainctl::fs::{Entry, Fs, Meta, OsFs};
+use trainctl::fs::{Caps, Entry, Fs, Meta, OsFs};
 
 /// The real filesystem with scripted interference: another process creating a directory at
 /// the worst moment, `unique()` names that repeat, and I/O failures of chosen operations.
@@ -24,6 +24,26 @@ pub struct Scripted {
     /// The first listing of this dir leaves out this entry (it was created just after the
     /// listing was taken, as another start would).
     pub first_listing_misses: Mutex<Option<(std::path::PathBuf, String)>>,
+    /// A storage profile below the real one: what it lacks answers EINVAL (rename flags) or
+    /// EPERM (links), as NFS and FUSE do, and `caps` says so.
+    pub caps: Option<Caps>,
+}
+
+impl Scripted {
+    /// The real filesystem seen through a storage profile.
+    pub fn with_profile(profile: super::SimProfile) -> Scripted {
+        Scripted {
+            caps: Some(profile.caps()),
+            ..Scripted::default()
+        }
+    }
+
+    fn lacks(&self, has: impl Fn(&Caps) -> bool, errno: i32) -> io::Result<()> {
+        match &self.caps {
+            Some(c) if !has(c) => Err(io::Error::from_raw_os_error(errno)),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl Fs for Scripted {
@@ -78,16 +98,19 @@ impl Fs for Scripted {
         if let Some(kind) = self.rename_noreplace_fails {
             return Err(io::Error::from(kind));
         }
+        self.lacks(|c| c.rename_noreplace, libc::EINVAL)?;
         OsFs.rename_noreplace(from, to)
     }
     fn rename_exchange(&self, a: &Path, b: &Path) -> io::Result<()> {
+        self.lacks(|c| c.rename_exchange, libc::EINVAL)?;
         OsFs.rename_exchange(a, b)
     }
     fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.lacks(|c| c.hard_link, libc::EPERM)?;
         OsFs.hard_link(from, to)
     }
-    fn caps(&self, path: &Path) -> trainctl::fs::Caps {
-        OsFs.caps(path)
+    fn caps(&self, path: &Path) -> Caps {
+        self.caps.unwrap_or_else(|| OsFs.caps(path))
     }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         if let Some(kind) = self.remove_fails {
