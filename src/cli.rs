@@ -945,6 +945,18 @@ pub fn config_show(
                     human.push_str(&format!("{key} = {v}\n"));
                 }
             }
+            let mut doc = doc;
+            // Colab: the Drive mirror is written too, on its own filesystem.
+            if let crate::backup::Plan::Mirror { drive_root, .. } =
+                crate::backup::plan(&config, &layout)
+            {
+                let (drive, line) = crate::storage::describe_dir(&drive_root);
+                human.push_str(&format!(
+                    "# storage of the Drive mirror {}\nprofile = {line}\n",
+                    drive_root.display()
+                ));
+                doc["drive_mirror"] = drive;
+            }
             doc
         }
         Err(e) => json!({"error": e.to_json()["error"]}),

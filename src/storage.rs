@@ -100,6 +100,27 @@ pub fn describe(config: &Config, out: &Path) -> (serde_json::Value, String) {
     }
 }
 
+/// The storage of another directory trainctl writes (the Drive mirror): always probed, never
+/// overridden; a probe that cannot run is described.
+pub fn describe_dir(dir: &Path) -> (serde_json::Value, String) {
+    match OsFs::probe(dir) {
+        Ok((probe, at, _)) => {
+            let report = Report::new(at.clone(), probe, Setting::Auto, profile::mount_of(&at));
+            (
+                serde_json::to_value(&report).unwrap_or_default(),
+                report.line(),
+            )
+        }
+        Err(e) => {
+            let kind = ErrorKind::of_io(&e).unwrap_or(ErrorKind::Internal);
+            (
+                serde_json::json!({"profile": null, "error": {"kind": kind.as_str(), "message": e.to_string()}}),
+                format!("unknown ({kind}: {e})"),
+            )
+        }
+    }
+}
+
 fn nearest_existing(path: &Path) -> &Path {
     path.ancestors()
         .find(|p| p.exists())
