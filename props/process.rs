@@ -261,7 +261,11 @@ fn cache_check_reports_torn_latest_and_missing_index_and_repair_fixes_them() {
     std::fs::remove_file(cache.join("final_training_index.json")).expect("delete index");
 
     let (code, check) = project.run_json(&["cache", "check", "final_training"]);
-    assert_eq!(code, 0, "{check}");
+    assert_eq!(
+        code,
+        trainctl::cli::CHECK_FOUND_PROBLEMS,
+        "a check that finds problems must fail for cron and CI: {check}"
+    );
     let kinds: Vec<&str> = check["caches"]["final_training"]["problems"]
         .as_array()
         .expect("problems")

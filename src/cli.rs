@@ -162,11 +162,17 @@ pub enum ConfigAction {
     Check,
 }
 
-/// What a command prints: a JSON document and the human rendering of it.
+/// What a command prints: a JSON document and the human rendering of it, and its exit code
+/// when it succeeded (0, or [`CHECK_FOUND_PROBLEMS`]).
 pub struct Output {
     pub json: Value,
     pub human: String,
+    pub code: i32,
 }
+
+/// The exit code of a check that ran and found problems (`cache check`): its report is the
+/// normal output, not an error document (docs/contract.md, "Exit codes").
+pub const CHECK_FOUND_PROBLEMS: i32 = 7;
 
 fn load_options(g: &Global) -> LoadOptions {
     LoadOptions {
@@ -222,7 +228,7 @@ pub fn run(cli: &Cli) -> Result<Output> {
             })?;
             crate::builtin::run(std::path::Path::new(&job))
                 .map_err(|m| Error::new(ErrorKind::TrainingFailed, m))?;
-            Ok(Output {
+            Ok(Output { code: 0,
                 json: json!({"ok": true}),
                 human: String::new(),
             })
@@ -256,7 +262,7 @@ pub fn run(cli: &Cli) -> Result<Output> {
                 progress: &progress,
             };
             let (json, human) = crate::pipeline::run(&opts, trials.as_deref(), &world)?;
-            Ok(Output { json, human })
+            Ok(Output { code: 0, json, human })
         }
         Command::Predict { bundle, text } => predict_command(&fs, &cwd, bundle, text),
         Command::Config {
@@ -267,7 +273,7 @@ pub fn run(cli: &Cli) -> Result<Output> {
         } => {
             let config = config::load(&opts, &cwd, host.var)?;
             let job = job::prepare(config, &fs, &host)?;
-            Ok(Output {
+            Ok(Output { code: 0,
                 json: json!({"ok": true, "spec_fp": job.spec_fp(), "exec_fp": job.exec_fp(), "warnings": job.warnings}),
                 human: format!(
                     "config ok (spec_fp {}, exec_fp {})\n",
@@ -334,7 +340,7 @@ pub fn plan_command(
     for w in &warnings {
         human.push_str(&format!("warning: {w}\n"));
     }
-    Ok(Output { json: doc, human })
+    Ok(Output { code: 0, json: doc, human })
 }
 
 /// The trainer of the job: `trainer.command`, or the built-in one (this executable, run as a
@@ -444,7 +450,7 @@ pub fn train_command(
     for w in &report.warnings {
         human.push_str(&format!("warning: {w}\n"));
     }
-    Ok(Output { json: doc, human })
+    Ok(Output { code: 0, json: doc, human })
 }
 
 /// A storage error names OUT and the profile in force (docs/contract.md, "Storage errors");
@@ -516,9 +522,12 @@ pub fn cache_command(
         }
         report.insert(kind.as_str().into(), json!({"problems": problems}));
     }
-    // Problems are reported, not failed on: exit 0 and `problems` > 0 (see docs/contract.md).
+    // The report is the output either way; a check that found problems exits
+    // CHECK_FOUND_PROBLEMS so that cron and CI notice (docs/contract.md). After `repair`, what
+    // is left is what repair cannot fix (corrupt records).
     let doc = json!({"repaired": repair, "problems": total, "caches": report});
-    Ok(Output { json: doc, human })
+    let code = if total > 0 { CHECK_FOUND_PROBLEMS } else { 0 };
+    Ok(Output { code, json: doc, human })
 }
 
 /// `trainctl convert --from DIR | --latest`.
@@ -565,7 +574,7 @@ pub fn convert_command(
     for w in &report.warnings {
         human.push_str(&format!("warning: {w}\n"));
     }
-    Ok(Output { json: doc, human })
+    Ok(Output { code: 0, json: doc, human })
 }
 
 /// `trainctl backup`.
@@ -579,7 +588,7 @@ pub fn backup_command(
     let facts = host.facts(config.lease_timeout_s() * 1000);
     let units = crate::backup::units(&config, &layout, &facts);
     let report = crate::backup::run(&config, &layout, &units, &crate::backup::no_fault)?;
-    Ok(Output {
+    Ok(Output { code: 0,
         human: backup_human(&report),
         json: json!({"backup": report}),
     })
@@ -643,7 +652,7 @@ pub fn select_command(
     for w in &out.warnings {
         human.push_str(&format!("warning: {w}\n"));
     }
-    Ok(Output { json: doc, human })
+    Ok(Output { code: 0, json: doc, human })
 }
 
 /// `trainctl predict --bundle DIR TEXT`: entity spans (char offsets) from a bundle. A
@@ -691,7 +700,7 @@ pub fn predict_command(
             e["end"]
         ));
     }
-    Ok(Output {
+    Ok(Output { code: 0,
         json: json!({"bundle": dir, "text": text, "entities": entities}),
         human,
     })
@@ -798,7 +807,7 @@ pub fn track_sync_command(
                 .join("\n")
         )));
     }
-    Ok(Output {
+    Ok(Output { code: 0,
         json: json!({"tracking_store": opened.describe, "dry_run": dry_run, "variants": entries}),
         human,
     })
@@ -881,7 +890,7 @@ pub fn status_command(
             );
         }
     }
-    Ok(Output {
+    Ok(Output { code: 0,
         json: json!({"out": layout.out, "storage": storage, "variants": rows}),
         human,
     })
@@ -977,7 +986,7 @@ pub fn config_show(
             json!({"error": e.to_json()["error"]})
         }
     };
-    Ok(Output {
+    Ok(Output { code: 0,
         json: json!({
             "experiment": config.experiment_name,
             "storage_env": config.env.env.as_str(),
@@ -1011,7 +1020,7 @@ pub fn report(result: Result<Output>, json_mode: bool) -> i32 {
                 out.human
             };
             let _ = stdout.lock().write_all(text.as_bytes());
-            0
+            out.code
         }
         Err(e) => {
             if json_mode {
@@ -1028,18 +1037,201 @@ pub fn report(result: Result<Output>, json_mode: bool) -> i32 {
     }
 }
 
+/// Options that take a value and may stand anywhere on the command line (before or after the
+/// subcommand): each may be given once, or again with the same value.
+const VALUED_GLOBALS: [&str; 4] = ["--root", "--config-dir", "--experiment", "--env"];
+
+/// Subcommand options that take a value: their value is never read as a global option.
+const VALUED_LOCALS: [&str; 3] = ["--from", "--trials", "--bundle"];
+
+/// The global options of an argv, wherever they stand, and the rest in order.
+#[derive(Debug, Default, PartialEq)]
+struct Hoisted {
+    /// Every `-o`/`--override`, in command-line order.
+    overrides: Vec<std::ffi::OsString>,
+    /// `(option, value)` of the valued globals, at most one per option.
+    scalars: Vec<(&'static str, std::ffi::OsString)>,
+    json: bool,
+    /// The program, the subcommand and its own arguments.
+    rest: Vec<std::ffi::OsString>,
+}
+
+fn usage(message: String) -> Error {
+    Error::new(ErrorKind::Usage, message)
+}
+
+/// Collects the global options from anywhere in `args` (docs/contract.md, "Command line"):
+/// clap keeps only the occurrences after the subcommand when a global option is given on both
+/// sides, which silently dropped an `-o` before the subcommand. Every `-o` counts, in order;
+/// a valued global given twice with different values is a usage error. Stops at `--`.
+fn hoist(args: Vec<std::ffi::OsString>) -> Result<Hoisted> {
+    let mut out = Hoisted::default();
+    let mut it = args.into_iter();
+    out.rest.extend(it.next());
+    let mut verbatim = false;
+    while let Some(arg) = it.next() {
+        let text = arg.to_str().map(str::to_string);
+        let Some(text) = text.filter(|_| !verbatim) else {
+            out.rest.push(arg);
+            continue;
+        };
+        let mut value_of = |name: &str| -> Result<std::ffi::OsString> {
+            it.next()
+                .ok_or_else(|| usage(format!("`{name}` needs a value")))
+        };
+        if text == "--" {
+            verbatim = true;
+            out.rest.push(arg);
+        } else if text == "--json" {
+            out.json = true;
+        } else if text == "-o" || text == "--override" {
+            out.overrides.push(value_of(&text)?);
+        } else if let Some(v) = text.strip_prefix("--override=") {
+            out.overrides.push(v.into());
+        } else if let Some(v) = text.strip_prefix("-o").filter(|v| !v.is_empty()) {
+            out.overrides.push(v.strip_prefix('=').unwrap_or(v).into());
+        } else if let Some(name) = VALUED_GLOBALS.iter().find(|n| **n == text) {
+            let value = value_of(name)?;
+            out.scalars.push((name, value));
+        } else if let Some((name, v)) = VALUED_GLOBALS
+            .iter()
+            .find_map(|n| Some((*n, text.strip_prefix(n)?.strip_prefix('=')?)))
+        {
+            out.scalars.push((name, v.into()));
+        } else if VALUED_LOCALS.contains(&text.as_str()) {
+            out.rest.push(arg);
+            out.rest.extend(it.next());
+        } else {
+            out.rest.push(arg);
+        }
+    }
+    let mut kept: Vec<(&'static str, std::ffi::OsString)> = Vec::new();
+    for (name, value) in std::mem::take(&mut out.scalars) {
+        match kept.iter().find(|(n, _)| *n == name) {
+            Some((_, first)) if *first != value => {
+                return Err(usage(format!(
+                    "`{name}` is given twice with different values ({} and {}); give it once",
+                    first.to_string_lossy(),
+                    value.to_string_lossy()
+                )))
+            }
+            Some(_) => {}
+            None => kept.push((name, value)),
+        }
+    }
+    out.scalars = kept;
+    Ok(out)
+}
+
+/// The argv clap parses: the hoisted globals first, once each, then the rest.
+fn rebuilt(h: &Hoisted) -> Vec<std::ffi::OsString> {
+    let mut argv: Vec<std::ffi::OsString> = h.rest.iter().take(1).cloned().collect();
+    for (name, value) in &h.scalars {
+        argv.push((*name).into());
+        argv.push(value.clone());
+    }
+    if h.json {
+        argv.push("--json".into());
+    }
+    for o in &h.overrides {
+        argv.push("-o".into());
+        argv.push(o.clone());
+    }
+    argv.extend(h.rest.iter().skip(1).cloned());
+    argv
+}
+
+/// Parses `args` (program name first). Usage errors are `Err` with exit 2 (`--help` and
+/// `--version` print and give 0); under `--json` they are the documented JSON error document
+/// on stdout, like every other error.
+pub fn parse_from(args: Vec<std::ffi::OsString>) -> std::result::Result<Cli, i32> {
+    let json_anywhere = args.iter().any(|a| a == "--json");
+    let hoisted = match hoist(args) {
+        Ok(h) => h,
+        Err(e) => return Err(report(Err(e), json_anywhere)),
+    };
+    let e = match Cli::try_parse_from(rebuilt(&hoisted)) {
+        Ok(cli) => return Ok(cli),
+        Err(e) => e,
+    };
+    let informational = matches!(
+        e.kind(),
+        clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+    );
+    if hoisted.json && !informational {
+        let rendered = e.render().to_string();
+        let message = rendered.trim().trim_start_matches("error: ").to_string();
+        return Err(report(Err(usage(message)), true));
+    }
+    let _ = e.print();
+    Err(if informational {
+        0
+    } else {
+        ErrorKind::Usage.exit_code()
+    })
+}
+
 /// Maps clap's failures to exit 2 (usage), keeping `--help`/`--version` at 0.
 pub fn parse_args() -> std::result::Result<Cli, i32> {
-    match Cli::try_parse() {
-        Ok(cli) => Ok(cli),
-        Err(e) => {
-            let _ = e.print();
-            match e.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
-                    Err(0)
-                }
-                _ => Err(ErrorKind::Usage.exit_code()),
-            }
+    parse_from(std::env::args_os().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(s: &[&str]) -> Vec<std::ffi::OsString> {
+        std::iter::once("trainctl")
+            .chain(s.iter().copied())
+            .map(Into::into)
+            .collect()
+    }
+
+    #[test]
+    fn every_override_counts_in_order_wherever_it_stands() {
+        let h = hoist(argv(&[
+            "-o", "a=1", "--root", "R", "plan", "-o", "b=2", "--override=c=3", "-od=4",
+        ]))
+        .unwrap();
+        assert_eq!(h.overrides, ["a=1", "b=2", "c=3", "d=4"]);
+        assert_eq!(h.scalars, [("--root", "R".into())]);
+        let cli = Cli::try_parse_from(rebuilt(&h)).unwrap();
+        assert_eq!(cli.global.overrides, ["a=1", "b=2", "c=3", "d=4"]);
+        assert_eq!(cli.global.root, Some(PathBuf::from("R")));
+        let cli = Cli::try_parse_from(rebuilt(
+            &hoist(argv(&["-o", "x=1", "cache", "-o", "y=2", "check", "--json"])).unwrap(),
+        ))
+        .unwrap();
+        assert_eq!(cli.global.overrides, ["x=1", "y=2"]);
+        assert!(cli.global.json);
+    }
+
+    #[test]
+    fn a_global_given_twice_with_different_values_is_a_usage_error() {
+        for args in [
+            &["--root", "A", "plan", "--root", "B"][..],
+            &["--env", "local", "train", "--env=colab"],
+            &["--experiment", "x", "--experiment", "y", "plan"],
+        ] {
+            let e = hoist(argv(args)).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::Usage, "{args:?}");
+            assert!(e.message.contains("given twice"), "{e}");
         }
+        let same = hoist(argv(&["--root", "A", "plan", "--root", "A"])).unwrap();
+        assert_eq!(same.scalars.len(), 1);
+        assert_eq!(
+            hoist(argv(&["plan", "-o"])).unwrap_err().kind,
+            ErrorKind::Usage
+        );
+    }
+
+    #[test]
+    fn values_of_subcommand_options_and_words_after_a_double_dash_are_left_alone() {
+        let h = hoist(argv(&[
+            "predict", "--bundle", "-o", "--", "--root", "-o",
+        ]))
+        .unwrap();
+        assert!(h.overrides.is_empty() && h.scalars.is_empty(), "{h:?}");
+        assert_eq!(h.rest.len(), 7);
     }
 }

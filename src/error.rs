@@ -105,7 +105,8 @@ impl ErrorKind {
     }
 
     /// docs/contract.md, "Exit codes": 0 ok; 2 usage or config error; 3 precondition failed;
-    /// 4 busy; 5 training failed; 6 storage error; 1 internal error.
+    /// 4 busy; 5 training failed; 6 storage error; 1 internal error. (7, a check that found
+    /// problems, is an outcome, not an error: `cli::CHECK_FOUND_PROBLEMS`.)
     pub fn exit_code(self) -> i32 {
         match self {
             ErrorKind::Usage
