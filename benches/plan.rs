@@ -135,6 +135,7 @@ fn main() {
                 explicit_variant: None,
                 parent: None,
                 target_epochs: 1,
+                reuse_depth: trainctl::completion::Depth::Sizes,
             };
             let decision = trainctl::plan::decide(&request, &variants).expect("decide");
             times.push(start.elapsed());

@@ -163,6 +163,7 @@ proptest! {
             explicit_variant: explicit,
             parent: Some(parent),
             target_epochs: 10,
+            reuse_depth: trainctl::completion::Depth::Sizes,
         };
         let got = as_expected(plan::decide(&request, &table.oracle()));
         let want = model::decide(
@@ -185,6 +186,7 @@ fn continue_refuses_a_parent_that_reached_the_target_epochs() {
             trained_epochs: Some(done),
         }),
         target_epochs: 5,
+        reuse_depth: trainctl::completion::Depth::Sizes,
     };
     let err = plan::decide(&request(5), &oracle).expect_err("5 of 5 epochs: nothing to continue");
     assert_eq!(err.kind, ErrorKind::NothingToContinue);
@@ -566,6 +568,7 @@ fn a_reuse_is_decided_again_on_a_fresh_listing() {
         explicit_variant: None,
         parent: None,
         target_epochs: 1,
+        reuse_depth: trainctl::completion::Depth::Sizes,
     };
     let decide = |fs: &dyn trainctl::fs::Fs| {
         trainctl::observe::decide(fs, &job.layout, &job.identity, &facts, &request)

@@ -228,7 +228,8 @@ pub fn run(cli: &Cli) -> Result<Output> {
             })?;
             crate::builtin::run(std::path::Path::new(&job))
                 .map_err(|m| Error::new(ErrorKind::TrainingFailed, m))?;
-            Ok(Output { code: 0,
+            Ok(Output {
+                code: 0,
                 json: json!({"ok": true}),
                 human: String::new(),
             })
@@ -262,7 +263,11 @@ pub fn run(cli: &Cli) -> Result<Output> {
                 progress: &progress,
             };
             let (json, human) = crate::pipeline::run(&opts, trials.as_deref(), &world)?;
-            Ok(Output { code: 0, json, human })
+            Ok(Output {
+                code: 0,
+                json,
+                human,
+            })
         }
         Command::Predict { bundle, text } => predict_command(&fs, &cwd, bundle, text),
         Command::Config {
@@ -273,7 +278,8 @@ pub fn run(cli: &Cli) -> Result<Output> {
         } => {
             let config = config::load(&opts, &cwd, host.var)?;
             let job = job::prepare(config, &fs, &host)?;
-            Ok(Output { code: 0,
+            Ok(Output {
+                code: 0,
                 json: json!({"ok": true, "spec_fp": job.spec_fp(), "exec_fp": job.exec_fp(), "warnings": job.warnings}),
                 human: format!(
                     "config ok (spec_fp {}, exec_fp {})\n",
@@ -302,6 +308,7 @@ pub fn plan_command(
     let output_dir = job.layout.variant_dir(&job.identity, variant)?;
     let (run_name, name_warnings) = job.run_name(variant)?;
     let mut warnings = job.warnings.clone();
+    warnings.extend(variants.unverified_warnings());
     warnings.extend(name_warnings);
     let reason = match decision {
         plan::Decision::Resume { .. } => {
@@ -340,7 +347,11 @@ pub fn plan_command(
     for w in &warnings {
         human.push_str(&format!("warning: {w}\n"));
     }
-    Ok(Output { code: 0, json: doc, human })
+    Ok(Output {
+        code: 0,
+        json: doc,
+        human,
+    })
 }
 
 /// The trainer of the job: `trainer.command`, or the built-in one (this executable, run as a
@@ -450,7 +461,11 @@ pub fn train_command(
     for w in &report.warnings {
         human.push_str(&format!("warning: {w}\n"));
     }
-    Ok(Output { code: 0, json: doc, human })
+    Ok(Output {
+        code: 0,
+        json: doc,
+        human,
+    })
 }
 
 /// A storage error names OUT and the profile in force (docs/contract.md, "Storage errors");
@@ -527,7 +542,11 @@ pub fn cache_command(
     // is left is what repair cannot fix (corrupt records).
     let doc = json!({"repaired": repair, "problems": total, "caches": report});
     let code = if total > 0 { CHECK_FOUND_PROBLEMS } else { 0 };
-    Ok(Output { code, json: doc, human })
+    Ok(Output {
+        code,
+        json: doc,
+        human,
+    })
 }
 
 /// `trainctl convert --from DIR | --latest`.
@@ -574,7 +593,11 @@ pub fn convert_command(
     for w in &report.warnings {
         human.push_str(&format!("warning: {w}\n"));
     }
-    Ok(Output { code: 0, json: doc, human })
+    Ok(Output {
+        code: 0,
+        json: doc,
+        human,
+    })
 }
 
 /// `trainctl backup`.
@@ -588,7 +611,8 @@ pub fn backup_command(
     let facts = host.facts(config.lease_timeout_s() * 1000);
     let units = crate::backup::units(&config, &layout, &facts);
     let report = crate::backup::run(&config, &layout, &units, &crate::backup::no_fault)?;
-    Ok(Output { code: 0,
+    Ok(Output {
+        code: 0,
         human: backup_human(&report),
         json: json!({"backup": report}),
     })
@@ -652,7 +676,11 @@ pub fn select_command(
     for w in &out.warnings {
         human.push_str(&format!("warning: {w}\n"));
     }
-    Ok(Output { code: 0, json: doc, human })
+    Ok(Output {
+        code: 0,
+        json: doc,
+        human,
+    })
 }
 
 /// `trainctl predict --bundle DIR TEXT`: entity spans (char offsets) from a bundle. A
@@ -700,7 +728,8 @@ pub fn predict_command(
             e["end"]
         ));
     }
-    Ok(Output { code: 0,
+    Ok(Output {
+        code: 0,
         json: json!({"bundle": dir, "text": text, "entities": entities}),
         human,
     })
@@ -807,7 +836,8 @@ pub fn track_sync_command(
                 .join("\n")
         )));
     }
-    Ok(Output { code: 0,
+    Ok(Output {
+        code: 0,
         json: json!({"tracking_store": opened.describe, "dry_run": dry_run, "variants": entries}),
         human,
     })
@@ -890,7 +920,8 @@ pub fn status_command(
             );
         }
     }
-    Ok(Output { code: 0,
+    Ok(Output {
+        code: 0,
         json: json!({"out": layout.out, "storage": storage, "variants": rows}),
         human,
     })
@@ -986,7 +1017,8 @@ pub fn config_show(
             json!({"error": e.to_json()["error"]})
         }
     };
-    Ok(Output { code: 0,
+    Ok(Output {
+        code: 0,
         json: json!({
             "experiment": config.experiment_name,
             "storage_env": config.env.env.as_str(),
@@ -1190,7 +1222,15 @@ mod tests {
     #[test]
     fn every_override_counts_in_order_wherever_it_stands() {
         let h = hoist(argv(&[
-            "-o", "a=1", "--root", "R", "plan", "-o", "b=2", "--override=c=3", "-od=4",
+            "-o",
+            "a=1",
+            "--root",
+            "R",
+            "plan",
+            "-o",
+            "b=2",
+            "--override=c=3",
+            "-od=4",
         ]))
         .unwrap();
         assert_eq!(h.overrides, ["a=1", "b=2", "c=3", "d=4"]);
@@ -1199,7 +1239,10 @@ mod tests {
         assert_eq!(cli.global.overrides, ["a=1", "b=2", "c=3", "d=4"]);
         assert_eq!(cli.global.root, Some(PathBuf::from("R")));
         let cli = Cli::try_parse_from(rebuilt(
-            &hoist(argv(&["-o", "x=1", "cache", "-o", "y=2", "check", "--json"])).unwrap(),
+            &hoist(argv(&[
+                "-o", "x=1", "cache", "-o", "y=2", "check", "--json",
+            ]))
+            .unwrap(),
         ))
         .unwrap();
         assert_eq!(cli.global.overrides, ["x=1", "y=2"]);
@@ -1227,10 +1270,7 @@ mod tests {
 
     #[test]
     fn values_of_subcommand_options_and_words_after_a_double_dash_are_left_alone() {
-        let h = hoist(argv(&[
-            "predict", "--bundle", "-o", "--", "--root", "-o",
-        ]))
-        .unwrap();
+        let h = hoist(argv(&["predict", "--bundle", "-o", "--", "--root", "-o"])).unwrap();
         assert!(h.overrides.is_empty() && h.scalars.is_empty(), "{h:?}");
         assert_eq!(h.rest.len(), 7);
     }

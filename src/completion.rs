@@ -64,6 +64,8 @@ pub enum Reason {
     CheckpointMissing,
     CheckpointInvalid(String),
     ManifestMismatch(String),
+    /// A file of the checkpoint directory that the manifest does not list.
+    NotInManifest(String),
     MetricsMissing,
     MetricsInvalid,
     ObjectiveMissing(String),
@@ -80,6 +82,7 @@ impl fmt::Display for Reason {
             Reason::CheckpointMissing => f.write_str("checkpoint_missing"),
             Reason::CheckpointInvalid(file) => write!(f, "checkpoint_invalid:{file}"),
             Reason::ManifestMismatch(file) => write!(f, "manifest_mismatch:{file}"),
+            Reason::NotInManifest(file) => write!(f, "not_in_manifest:{file}"),
             Reason::MetricsMissing => f.write_str("metrics_missing"),
             Reason::MetricsInvalid => f.write_str("metrics_invalid"),
             Reason::ObjectiveMissing(m) => write!(f, "objective_missing:{m}"),
@@ -170,6 +173,22 @@ fn check_inner(
     }
     for entry in &meta.manifest {
         check_manifest_entry(fs, dir, entry, depth)?;
+    }
+    // 3b. and the manifest covers the whole checkpoint directory: a file it does not list
+    // (a manifest edited to leave the weights out, a file added afterwards) is not vouched
+    // for, and a consumer would load it.
+    let listed: std::collections::BTreeSet<&str> =
+        meta.manifest.iter().map(|e| e.path.as_str()).collect();
+    let present = crate::fs::files_below(fs, &dir.join(CHECKPOINT_DIR))
+        .map_err(|_| Reason::CheckpointMissing)?;
+    for rel in present {
+        let path = format!(
+            "{CHECKPOINT_DIR}/{}",
+            rel.to_string_lossy().replace('\\', "/")
+        );
+        if !listed.contains(path.as_str()) {
+            return Err(Reason::NotInManifest(path));
+        }
     }
     // 4. metrics.json holds the objective metric.
     let objective = meta

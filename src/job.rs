@@ -139,6 +139,10 @@ impl Job {
             explicit_variant: self.config.final_training.variant.number,
             parent: self.parent_state.clone(),
             target_epochs: self.config.hyperparameters.epochs,
+            reuse_depth: match self.config.final_training.run.verify_reuse {
+                Some(crate::config::schema::VerifyReuse::Sizes) => crate::completion::Depth::Sizes,
+                _ => crate::completion::Depth::Digests,
+            },
         }
     }
 

@@ -30,13 +30,19 @@ pub fn decide<'a>(
     facts: &'a LivenessFacts<'a>,
     request: &crate::plan::Request,
 ) -> crate::error::Result<(FsVariants<'a>, crate::plan::Decision)> {
-    let mut variants = FsVariants::scan(fs, layout, identity, facts)?;
+    // A reuse hands a variant over as it is: it is checked at `run.verify_reuse` depth (by
+    // default the sha256 of every checkpoint file), so a corrupt one is not complete to it.
+    let depth = match request.mode {
+        crate::config::schema::RunMode::ReuseIfExists => request.reuse_depth,
+        _ => Depth::Sizes,
+    };
+    let mut variants = FsVariants::scan_at(fs, layout, identity, facts, depth)?;
     let mut decision = crate::plan::decide(request, &variants)?;
     for _ in 0..MAX_REUSE_RECHECKS {
         if !matches!(decision, crate::plan::Decision::Reuse { .. }) {
             break;
         }
-        let again = FsVariants::scan(fs, layout, identity, facts)?;
+        let again = FsVariants::scan_at(fs, layout, identity, facts, depth)?;
         let next = crate::plan::decide(request, &again)?;
         variants = again;
         if next == decision {
@@ -62,6 +68,10 @@ pub struct FsVariants<'a> {
     numbers: BTreeSet<u64>,
     facts: &'a LivenessFacts<'a>,
     memo: RefCell<BTreeMap<u64, (Completion, LeaseView)>>,
+    /// Completions checked alone (without the lease), memoised too.
+    checked: RefCell<BTreeMap<u64, Completion>>,
+    /// How deep completion is checked.
+    depth: Depth,
 }
 
 impl<'a> FsVariants<'a> {
@@ -70,6 +80,17 @@ impl<'a> FsVariants<'a> {
         layout: &'a Layout,
         identity: &'a Identity,
         facts: &'a LivenessFacts<'a>,
+    ) -> crate::error::Result<FsVariants<'a>> {
+        FsVariants::scan_at(fs, layout, identity, facts, Depth::Sizes)
+    }
+
+    /// `scan`, checking completion at `depth`.
+    pub fn scan_at(
+        fs: &'a dyn Fs,
+        layout: &'a Layout,
+        identity: &'a Identity,
+        facts: &'a LivenessFacts<'a>,
+        depth: Depth,
     ) -> crate::error::Result<FsVariants<'a>> {
         let dir = layout.identity_dir(identity)?;
         let numbers = match fs.list(&dir) {
@@ -89,7 +110,29 @@ impl<'a> FsVariants<'a> {
             numbers,
             facts,
             memo: RefCell::new(BTreeMap::new()),
+            checked: RefCell::new(BTreeMap::new()),
+            depth,
         })
+    }
+
+    /// Warnings about the variants this observation looked at and found corrupt at sha256
+    /// depth (`run.verify_reuse`): not reused, and said so.
+    pub fn unverified_warnings(&self) -> Vec<String> {
+        if self.depth != Depth::Digests {
+            return Vec::new();
+        }
+        let mut seen: BTreeMap<u64, Completion> = self.checked.borrow().clone();
+        for (v, (c, _)) in self.memo.borrow().iter() {
+            seen.insert(*v, c.clone());
+        }
+        seen.iter()
+            .filter_map(|(v, completion)| match completion.reason() {
+                Some(r @ (completion::Reason::ManifestMismatch(_) | completion::Reason::NotInManifest(_))) => Some(format!(
+                    "v{v} does not match its manifest ({r}): it is not reused; `trainctl status --deep` lists it"
+                )),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Completion of `variant` alone (memoised with `observe` when that ran).
@@ -97,15 +140,20 @@ impl<'a> FsVariants<'a> {
         if let Some(hit) = self.memo.borrow().get(&variant) {
             return hit.0.clone();
         }
+        if let Some(hit) = self.checked.borrow().get(&variant) {
+            return hit.clone();
+        }
         let dir = self.dir.join(self.layout.variant_name(variant));
-        completion::check(
+        let verdict = completion::check(
             self.fs,
             self.layout,
             &dir,
             Some(self.identity),
             variant,
-            Depth::Sizes,
-        )
+            self.depth,
+        );
+        self.checked.borrow_mut().insert(variant, verdict.clone());
+        verdict
     }
 
     /// Completion and lease of `variant` (memoised).
@@ -126,7 +174,7 @@ impl<'a> FsVariants<'a> {
             &dir,
             Some(self.identity),
             variant,
-            Depth::Sizes,
+            self.depth,
         );
         let seen = (completion, lease);
         self.memo.borrow_mut().insert(variant, seen.clone());

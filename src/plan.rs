@@ -49,6 +49,9 @@ pub struct Request {
     pub parent: Option<ParentState>,
     /// The configured total epochs (continue trains until it).
     pub target_epochs: u64,
+    /// How deep a variant is checked before reuse_if_exists reuses it (`run.verify_reuse`):
+    /// the observation, not this pure decision, applies it.
+    pub reuse_depth: crate::completion::Depth,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -386,6 +386,7 @@ pub fn train(job: &Job, ctx: &Context<'_>) -> Result<Report> {
     let (variants, decision) =
         crate::observe::decide(fs, &job.layout, &job.identity, &facts, &request)?;
     let mut warnings = job.warnings.clone();
+    warnings.extend(variants.unverified_warnings());
     let settings =
         CacheSettings::from_paths(&job.config.paths, &job.layout, CacheKind::FinalTraining)?;
     let cache = Cache::new(fs, settings);

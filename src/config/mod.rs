@@ -821,6 +821,9 @@ fn validate_final_training(
             ),
         ));
     }
+    if let Some(v) = &f.run.wait_for_owner {
+        parse_duration_s(v).map_err(|why| doc.locate("run.wait_for_owner", &why))?;
+    }
     if let Some(cmd) = &f.trainer.command {
         if cmd.is_empty() {
             return Err(doc.locate(
@@ -835,7 +838,44 @@ fn validate_final_training(
     Ok(())
 }
 
+/// `run.wait_for_owner` when not set: a day, so that identical starts share trainings of
+/// up to that long (docs/contract.md, "Identical starts").
+pub const DEFAULT_WAIT_FOR_OWNER_S: u64 = 24 * 3600;
+
+/// A duration setting: whole seconds, or a whole number with a unit `s`, `m` or `h`.
+pub fn parse_duration_s(v: &Value) -> std::result::Result<u64, String> {
+    let bad = || {
+        format!("expected seconds or a duration like `90s`, `30m`, `2h` (0 = do not wait), got {v}")
+    };
+    if let Some(n) = v.as_u64() {
+        return Ok(n);
+    }
+    let s = v.as_str().ok_or_else(bad)?.trim();
+    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => (&s[..i], s[i..].trim()),
+        None => (s, "s"),
+    };
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(scale).ok_or_else(bad)
+}
+
 impl Config {
+    /// How long reuse_if_exists waits for a live owner of the same identity, in seconds.
+    pub fn wait_for_owner_s(&self) -> u64 {
+        self.final_training
+            .run
+            .wait_for_owner
+            .as_ref()
+            .and_then(|v| parse_duration_s(v).ok())
+            .unwrap_or(DEFAULT_WAIT_FOR_OWNER_S)
+    }
+
     pub fn mode(&self) -> RunMode {
         self.final_training
             .run

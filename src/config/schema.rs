@@ -198,7 +198,27 @@ section! {
     }
 }
 
-section! { pub struct RunSection { pub mode: Option<RunMode>, } }
+/// `run.verify_reuse`: what a reuse checks of the files it hands over.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum VerifyReuse {
+    /// The sha256 of every checkpoint file against the manifest (the default).
+    #[default]
+    Sha256,
+    /// Sizes only (multi-GB checkpoints; a same-size corruption goes unnoticed).
+    Sizes,
+}
+
+section! {
+    pub struct RunSection {
+        pub mode: Option<RunMode>,
+        /// What a reuse verifies before handing a variant over (docs/contract.md).
+        pub verify_reuse: Option<VerifyReuse>,
+        /// How long reuse_if_exists waits for a live owner training the same identity:
+        /// seconds, or a number with a unit (`90s`, `30m`, `2h`); 0 never waits.
+        pub wait_for_owner: Option<Value>,
+    }
+}
 section! {
     pub struct SourceSection {
         #[serde(rename = "type")]
