@@ -27,8 +27,8 @@ use trainctl::plan::VariantOracle;
 use trainctl::track::recording::{Fault, RecordingTracker};
 use trainctl_models::decision::{ErrorKind as MErr, Expected, Mode};
 use trainctl_models::machine::{
-    CacheDamage, Command, Exit, Model, Outcome, Projection, Response, RunState, Runs, TrackedRun,
-    Tracking, VariantDamage, IDENTITIES,
+    CacheDamage, Command, Exit, Invalid, Model, Outcome, Projection, Response, RunState, Runs,
+    TrackedRun, Tracking, VariantDamage, IDENTITIES,
 };
 
 const MAX_ENTRIES: usize = 3;
@@ -121,10 +121,27 @@ fn command_strategy() -> impl Strategy<Value = Command> {
         (0usize..8).prop_map(|pick| CacheDamage::TruncateRecord { pick }),
     ]
     .prop_map(Command::DamageCache);
+    let invalid = (
+        0..IDENTITIES,
+        mode_strategy(),
+        prop_oneof![
+            (0usize..12).prop_map(|at| Invalid::RunNameForbiddenChar { at }),
+            (1usize..64).prop_map(|extra| Invalid::RunNameTooLong { extra }),
+            (1usize..64).prop_map(|extra| Invalid::ExperimentNameTooLong { extra }),
+            (1u64..u64::from(u32::MAX)).prop_map(|extra| Invalid::EpochsOverLimit { extra }),
+            Just(Invalid::HashDimZero),
+        ],
+    )
+        .prop_map(|(identity, mode, invalid)| Command::TrainInvalid {
+            identity,
+            mode,
+            invalid,
+        });
     prop_oneof![
         10 => train,
         3 => damage,
         2 => cache,
+        1 => invalid,
         1 => Just(Command::RepairCache),
         1 => Just(Command::Status),
     ]
@@ -421,6 +438,92 @@ impl Real {
         (expected, exit)
     }
 
+    /// `train` with one invalid setting, as the binary runs it: the configuration is
+    /// prepared again (what `config check` and `plan` check), then trained. It must be refused
+    /// as `config_invalid` with OUT byte-identical and the tracking store untouched.
+    fn train_invalid(&self, identity: usize, mode: Mode, invalid: Invalid) -> (Expected, Exit) {
+        let job = self.sandbox.jobs[identity].with_run(run_mode(mode), None);
+        let mut config = job.config.clone();
+        match invalid {
+            Invalid::RunNameForbiddenChar { at } => {
+                let base = "final-run-name";
+                let at = at.min(base.len());
+                config.final_training.mlflow.run_name =
+                    Some(format!("{}/{}", &base[..at], &base[at..]));
+            }
+            Invalid::RunNameTooLong { extra } => {
+                let limit = config.naming.validate.max_length.unwrap_or(256) as usize;
+                config.final_training.mlflow.run_name = Some("r".repeat(limit + extra));
+            }
+            Invalid::ExperimentNameTooLong { extra } => {
+                config.final_training.mlflow.experiment_name = Some("e".repeat(500 + extra));
+            }
+            Invalid::EpochsOverLimit { extra } => {
+                config.hyperparameters.epochs = trainctl::builtin::MAX_EPOCHS + extra;
+            }
+            Invalid::HashDimZero => {
+                if let Some(doc) = config.docs.get_mut("model") {
+                    doc.tree["features"]["hash_dim"] = serde_json::json!(0);
+                }
+            }
+        }
+        let out = &job.layout.out;
+        let files_before = snapshot(&*self.sandbox.fs, out);
+        let runs_before = self.sandbox.tracker.as_ref().map(|t| t.runs());
+        let host = support::host();
+        let refused = match trainctl::job::prepare(config, &*self.sandbox.fs, &host) {
+            Err(e) => e,
+            Ok(bad) => {
+                let planned = self.sandbox.plan_job(&bad);
+                if let Err(e) = &planned {
+                    assert_eq!(
+                        e.kind,
+                        trainctl::error::ErrorKind::ConfigInvalid,
+                        "plan refuses what train would: {e}"
+                    );
+                }
+                match self.sandbox.train_job(&bad, TrainerScript::Complete).0 {
+                    Err(e) => e,
+                    Ok(r) => fail(self, &format!("{invalid:?} was trained: {:?}", r.decision)),
+                }
+            }
+        };
+        let short =
+            |e: &trainctl::error::Error| e.to_string().chars().take(300).collect::<String>();
+        let after = snapshot(&*self.sandbox.fs, out);
+        if after != files_before {
+            let changed: Vec<&PathBuf> = after
+                .keys()
+                .chain(files_before.keys())
+                .filter(|p| after.get(*p) != files_before.get(*p))
+                .collect();
+            fail(
+                self,
+                &format!("{invalid:?} changed OUT: {changed:?} ({})", short(&refused)),
+            );
+        }
+        if self.sandbox.tracker.as_ref().map(|t| t.runs()) != runs_before {
+            fail(
+                self,
+                &format!(
+                    "{invalid:?} reached the tracking store ({})",
+                    short(&refused)
+                ),
+            );
+        }
+        let expected = match refused.kind {
+            trainctl::error::ErrorKind::ConfigInvalid => Expected::Error(MErr::ConfigInvalid),
+            other => fail(
+                self,
+                &format!(
+                    "{invalid:?} refused as {other}, not config_invalid: {}",
+                    short(&refused)
+                ),
+            ),
+        };
+        (expected, Exit::Error)
+    }
+
     fn cache(&self) -> Cache<'_> {
         self.sandbox.cache()
     }
@@ -638,7 +741,25 @@ fn step(mut real: Real, expected: Option<&Response>, command: Command) -> Real {
         (Command::Status, _) => {
             let _ = real.projection();
         }
-        (Command::Train { .. }, other) => panic!("model gave {other:?} for a train"),
+        (
+            Command::TrainInvalid {
+                identity,
+                mode,
+                invalid,
+            },
+            Some(Response::Decided { expected, exit }),
+        ) => {
+            let (got, got_exit) = real.train_invalid(*identity, *mode, *invalid);
+            if (&got, &got_exit) != (expected, exit) {
+                fail(
+                    &real,
+                    &format!("{command:?}: real {got:?}/{got_exit:?}, model {expected:?}/{exit:?}"),
+                );
+            }
+        }
+        (Command::Train { .. } | Command::TrainInvalid { .. }, other) => {
+            panic!("model gave {other:?} for a train")
+        }
     }
     real
 }
@@ -790,4 +911,23 @@ prop_state_machine! {
     /// gcsfuse: files published by O_EXCL create at their final name).
     #[test]
     fn model_agrees_with_orchestrator_on_simfs_without_rename_flags_or_links(sequential 1..40 => OnSimFsNoflagsNolinks);
+}
+
+/// Every entry below `dir` (temporaries and empty directories included) with the bytes of
+/// each file: OUT "byte-identical" checks.
+fn snapshot(fs: &dyn Fs, dir: &Path) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs.list(&d).unwrap_or_default() {
+            let path = d.join(&e.name);
+            if e.is_dir {
+                out.insert(path.clone(), None);
+                stack.push(path);
+            } else {
+                out.insert(path.clone(), Some(fs.read(&path).unwrap_or_default()));
+            }
+        }
+    }
+    out
 }

@@ -278,6 +278,8 @@ pub fn run(cli: &Cli) -> Result<Output> {
         } => {
             let config = config::load(&opts, &cwd, host.var)?;
             let job = job::prepare(config, &fs, &host)?;
+            // Variant 1 stands for any: the checks depend on the name's shape, not its number.
+            job.preflight(1)?;
             Ok(Output {
                 code: 0,
                 json: json!({"ok": true, "spec_fp": job.spec_fp(), "exec_fp": job.exec_fp(), "warnings": job.warnings}),
@@ -306,7 +308,8 @@ pub fn plan_command(
         crate::observe::decide(fs, &job.layout, &job.identity, &facts, &request)?;
     let variant = decision.variant();
     let output_dir = job.layout.variant_dir(&job.identity, variant)?;
-    let (run_name, name_warnings) = job.run_name(variant)?;
+    let (run_name, _) = job.run_name(variant)?;
+    let name_warnings = job.preflight(variant)?;
     let mut warnings = job.warnings.clone();
     warnings.extend(variants.unverified_warnings());
     warnings.extend(name_warnings);

@@ -146,6 +146,22 @@ impl Job {
         }
     }
 
+    /// Everything the trainer or the tracking store would refuse for `variant`, checked
+    /// before anything is written (docs/contract.md, "Refused before the first write"): the
+    /// run name (and, with auto-increment, its longest version) and what tracking refuses.
+    /// The built-in trainer's own refusals are checked by `prepare`. Returns the run name's
+    /// warnings.
+    pub fn preflight(&self, variant: u64) -> Result<Vec<String>> {
+        let (name, warnings) = self.run_name(variant)?;
+        if self.auto_increment() {
+            let (longest, _) =
+                self.run_name_version(variant, Some(crate::train::MAX_RUN_NAME_VERSIONS))?;
+            crate::track::lifecycle::preflight(&self.config, &longest)?;
+        }
+        crate::track::lifecycle::preflight(&self.config, &name)?;
+        Ok(warnings)
+    }
+
     pub fn spec_fp(&self) -> &str {
         &self.identity.spec_fp
     }
@@ -610,7 +626,43 @@ fn resolve_source(
 }
 
 /// Prepares the job for `config`: everything `plan` and `train` need before deciding.
+/// What the built-in trainer would refuse (`trainer.command: null`), located at the setting.
+fn builtin_preflight(config: &Config) -> Result<()> {
+    if config.final_training.trainer.command.is_some() {
+        return Ok(());
+    }
+    let refused = crate::builtin::preflight(
+        &config.docs["model"].tree,
+        &config.hyperparameters,
+        config.precision().as_str(),
+        &config.objective_metric(),
+    );
+    let Err((what, key, message)) = refused else {
+        return Ok(());
+    };
+    let message = format!("the built-in trainer would refuse this: {message}");
+    Err(match what {
+        crate::builtin::Refused::Model => config.docs["model"].locate(&key, &message),
+        crate::builtin::Refused::Hyperparameter => {
+            let dotted = format!("training.{key}");
+            match config.provenance.iter().find(|p| p.key == dotted) {
+                Some(p) => {
+                    Error::new(ErrorKind::ConfigInvalid, message).at(p.origin.place(&dotted))
+                }
+                None => Error::new(ErrorKind::ConfigInvalid, message)
+                    .at(crate::error::Place::default().with_key(dotted)),
+            }
+        }
+        crate::builtin::Refused::Precision => config.docs["final_training"].locate(&key, &message),
+        crate::builtin::Refused::Objective => match config.docs.get("best_model_selection") {
+            Some(doc) => doc.locate(&key, &message),
+            None => Error::new(ErrorKind::ConfigInvalid, message),
+        },
+    })
+}
+
 pub fn prepare(config: Config, fs: &dyn Fs, host: &Host<'_>) -> Result<Job> {
+    builtin_preflight(&config)?;
     let layout = Layout::from_config(&config)?;
     let mut warnings = config.warnings.clone();
     let dataset = dataset_files(&config, fs)?;

@@ -387,6 +387,10 @@ pub fn train(job: &Job, ctx: &Context<'_>) -> Result<Report> {
         crate::observe::decide(fs, &job.layout, &job.identity, &facts, &request)?;
     let mut warnings = job.warnings.clone();
     warnings.extend(variants.unverified_warnings());
+    // Nothing the trainer or the tracking store would refuse reaches the first write (an
+    // allocated vN with a name the store then refuses would be junk that shifts numbering).
+    // Refused whatever the decision, as `plan` and `config check` refuse it.
+    job.preflight(decision.variant())?;
     let settings =
         CacheSettings::from_paths(&job.config.paths, &job.layout, CacheKind::FinalTraining)?;
     let cache = Cache::new(fs, settings);

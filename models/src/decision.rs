@@ -42,6 +42,9 @@ pub enum ErrorKind {
     ParentNotFound,
     ParentIncomplete,
     Busy,
+    /// A setting the trainer or the tracking store would refuse: refused before the first
+    /// write, so nothing changes.
+    ConfigInvalid,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

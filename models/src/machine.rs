@@ -46,6 +46,22 @@ pub enum CacheDamage {
     TruncateRecord { pick: usize },
 }
 
+/// A setting the trainer or the tracking store refuses (the contract: refused by `plan` and
+/// `train` before the first write, exit 2, OUT and the tracking store unchanged).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Invalid {
+    /// `mlflow.run_name` with a forbidden character (`/`) at this position.
+    RunNameForbiddenChar { at: usize },
+    /// `mlflow.run_name` this many characters over the naming limit.
+    RunNameTooLong { extra: usize },
+    /// The MLflow experiment name this many characters over the store's 500.
+    ExperimentNameTooLong { extra: usize },
+    /// `training.epochs` this much over the built-in trainer's limit.
+    EpochsOverLimit { extra: u64 },
+    /// `model.yaml features.hash_dim: 0`.
+    HashDimZero,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Command {
     Train {
@@ -64,6 +80,12 @@ pub enum Command {
     DamageCache(CacheDamage),
     RepairCache,
     Status,
+    /// `train` with one invalid setting: refused, nothing changes.
+    TrainInvalid {
+        identity: usize,
+        mode: Mode,
+        invalid: Invalid,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -299,6 +321,14 @@ impl Model {
                 *identity < IDENTITIES && modelled && *explicit_variant != Some(0)
             }
             Command::DamageVariant { identity, .. } => *identity < IDENTITIES,
+            // Without tracking no store sees the experiment name: it is not invalid there.
+            Command::TrainInvalid {
+                identity, invalid, ..
+            } => {
+                let untracked_only = matches!(invalid, Invalid::ExperimentNameTooLong { .. })
+                    && self.tracking == Tracking::Disabled;
+                *identity < IDENTITIES && !untracked_only
+            }
             Command::DamageCache(_) | Command::RepairCache | Command::Status => true,
         }
     }
@@ -332,6 +362,10 @@ impl Model {
                 Response::Done
             }
             Command::Status => Response::Done,
+            Command::TrainInvalid { .. } => Response::Decided {
+                expected: Expected::Error(ErrorKind::ConfigInvalid),
+                exit: Exit::Error,
+            },
         }
     }
 

@@ -510,7 +510,14 @@ impl Sandbox {
         mode: trainctl::config::schema::RunMode,
         explicit: Option<u64>,
     ) -> trainctl::error::Result<trainctl::plan::Decision> {
-        let job = self.jobs[identity].with_run(mode, explicit);
+        self.plan_job(&self.jobs[identity].with_run(mode, explicit))
+    }
+
+    /// The decision `plan` makes for `job` right now.
+    pub fn plan_job(
+        &self,
+        job: &trainctl::job::Job,
+    ) -> trainctl::error::Result<trainctl::plan::Decision> {
         let start_time = |pid: u32| self.processes.start_time(pid);
         let host = trainctl::job::Host {
             process_start_time: &start_time,
@@ -530,7 +537,16 @@ impl Sandbox {
         explicit: Option<u64>,
         script: TrainerScript,
     ) -> (trainctl::error::Result<trainctl::train::Report>, bool) {
-        let job = self.jobs[identity].with_run(mode, explicit);
+        self.train_job(&self.jobs[identity].with_run(mode, explicit), script)
+    }
+
+    /// Runs `train` of `job` as a fresh process; returns its result and whether it died.
+    pub fn train_job(
+        &self,
+        job: &trainctl::job::Job,
+        script: TrainerScript,
+    ) -> (trainctl::error::Result<trainctl::train::Report>, bool) {
+        let job = job.clone();
         let pid = self.processes.start();
         let start_time = |pid: u32| self.processes.start_time(pid);
         let now_us = || self.clock.now_us();

@@ -133,52 +133,78 @@ pub fn read_job(job_path: &Path) -> Result<JobFile, String> {
 
 /// Reads the feature settings from the model config tree (`model.yaml` as JSON).
 pub fn feature_config(model: &Value) -> Result<FeatureConfig, String> {
+    feature_config_at(model).map_err(|(_, message)| message)
+}
+
+/// A refusal of the built-in trainer, with the dotted key of the setting it refuses.
+type Refusal = (String, String);
+
+/// `feature_config`, naming the `model.yaml` key of a refusal.
+fn feature_config_at(model: &Value) -> Result<FeatureConfig, Refusal> {
+    let refuse = |key: &str, message: String| (key.to_string(), message);
     if let Some(b) = model.get("backbone") {
         if b.as_str() != Some(BACKBONE) {
-            return Err(format!(
-                "the built-in trainer trains only backbone `{BACKBONE}`, the model config has {b}"
+            return Err(refuse(
+                "backbone",
+                format!(
+                    "the built-in trainer trains only backbone `{BACKBONE}`, the model config has {b}"
+                ),
             ));
         }
     }
     let section = |name: &str| model.get(name).filter(|v| !v.is_null());
-    let uint = |sec: &str, key: &str, default: u64| -> Result<u64, String> {
+    let uint = |sec: &str, key: &str, default: u64| -> Result<u64, Refusal> {
         match section(sec)
             .and_then(|s| s.get(key))
             .filter(|v| !v.is_null())
         {
             None => Ok(default),
             Some(v) => v.as_u64().ok_or_else(|| {
-                format!("model config {sec}.{key} must be a non-negative integer, found {v}")
+                refuse(
+                    &format!("{sec}.{key}"),
+                    format!("model config {sec}.{key} must be a non-negative integer, found {v}"),
+                )
             }),
         }
     };
-    let boolean = |sec: &str, key: &str, default: bool| -> Result<bool, String> {
+    let boolean = |sec: &str, key: &str, default: bool| -> Result<bool, Refusal> {
         match section(sec)
             .and_then(|s| s.get(key))
             .filter(|v| !v.is_null())
         {
             None => Ok(default),
-            Some(v) => v
-                .as_bool()
-                .ok_or_else(|| format!("model config {sec}.{key} must be a boolean, found {v}")),
+            Some(v) => v.as_bool().ok_or_else(|| {
+                refuse(
+                    &format!("{sec}.{key}"),
+                    format!("model config {sec}.{key} must be a boolean, found {v}"),
+                )
+            }),
         }
     };
     let hash_dim = uint("features", "hash_dim", 262_144)?;
     let window = uint("features", "window", 2)?;
     let max_length = uint("preprocessing", "max_length", 128)?;
     if !(1..=MAX_HASH_DIM).contains(&hash_dim) {
-        return Err(format!(
-            "model config features.hash_dim must be in 1..={MAX_HASH_DIM}, found {hash_dim}"
+        return Err(refuse(
+            "features.hash_dim",
+            format!(
+                "model config features.hash_dim must be in 1..={MAX_HASH_DIM}, found {hash_dim}"
+            ),
         ));
     }
     if window > MAX_WINDOW {
-        return Err(format!(
-            "model config features.window must be at most {MAX_WINDOW}, found {window}"
+        return Err(refuse(
+            "features.window",
+            format!("model config features.window must be at most {MAX_WINDOW}, found {window}"),
         ));
     }
     if max_length == 0 || max_length > u64::from(u32::MAX) {
-        return Err(format!(
-            "model config preprocessing.max_length must be at least 1, found {max_length}"
+        return Err(refuse(
+            "preprocessing.max_length",
+            format!(
+                "model config preprocessing.max_length must be in 1..={}, found {max_length}",
+                u32::MAX
+            ),
         ));
     }
     Ok(FeatureConfig {
@@ -202,13 +228,17 @@ fn feature_json(f: &FeatureConfig) -> Value {
     })
 }
 
-fn check_hyperparameters(h: &Hyperparameters) -> Result<(), String> {
-    let bad = |k: &str, why: &str| Err(format!("hyperparameter {k} {why}"));
+/// The epochs the built-in trainer accepts at most.
+pub const MAX_EPOCHS: u64 = 1_000_000;
+
+/// The hyperparameters the built-in trainer refuses; the key is the `training.*` one.
+fn check_hyperparameters(h: &Hyperparameters) -> Result<(), Refusal> {
+    let bad = |k: &str, why: &str| Err((k.to_string(), format!("hyperparameter {k} {why}")));
     if !(h.learning_rate.is_finite() && h.learning_rate > 0.0) {
         return bad("learning_rate", "must be a positive number");
     }
-    if h.epochs == 0 || h.epochs > 1_000_000 {
-        return bad("epochs", "must be in 1..=1000000");
+    if h.epochs == 0 || h.epochs > MAX_EPOCHS {
+        return bad("epochs", &format!("must be in 1..={MAX_EPOCHS}"));
     }
     if h.batch_size == 0 {
         return bad("batch_size", "must be at least 1");
@@ -239,6 +269,51 @@ fn check_hyperparameters(h: &Hyperparameters) -> Result<(), String> {
     }
     if !(h.early_stopping.min_delta.is_finite() && h.early_stopping.min_delta >= 0.0) {
         return bad("early_stopping.min_delta", "must be a non-negative number");
+    }
+    Ok(())
+}
+
+/// Which file of the configuration a refusal is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// `model.yaml` (the key is relative to it).
+    Model,
+    /// A hyperparameter (`training.<key>` in whichever layer set it).
+    Hyperparameter,
+    /// `final_training.yaml` `trainer.precision`.
+    Precision,
+    /// `best_model_selection.yaml` `objective.metric`.
+    Objective,
+}
+
+/// What the built-in trainer would refuse in this configuration, checked by `config check`,
+/// `plan` and `train` before anything is written (docs/contract.md, "Refused before the first
+/// write"): the same checks its `Setup::prepare` makes on the job file, minus the dataset
+/// (which the orchestrator validates itself).
+pub fn preflight(
+    model: &Value,
+    hp: &Hyperparameters,
+    precision: &str,
+    objective_metric: &str,
+) -> Result<(), (Refused, String, String)> {
+    feature_config_at(model).map_err(|(k, m)| (Refused::Model, k, m))?;
+    check_hyperparameters(hp).map_err(|(k, m)| (Refused::Hyperparameter, k, m))?;
+    if precision == "bf16" {
+        return Err((
+            Refused::Precision,
+            "trainer.precision".into(),
+            "bf16 is not supported by the built-in trainer (use fp32 or fp16)".into(),
+        ));
+    }
+    if !Evaluation::METRICS.contains(&objective_metric) {
+        return Err((
+            Refused::Objective,
+            "objective.metric".into(),
+            format!(
+                "objective metric `{objective_metric}` is not produced by the built-in trainer (one of {:?})",
+                Evaluation::METRICS
+            ),
+        ));
     }
     Ok(())
 }
@@ -316,7 +391,7 @@ impl Setup {
     pub fn prepare(job: JobFile) -> Result<Setup, String> {
         let features = feature_config(&job.model)?;
         let hp = job.hyperparameters.clone();
-        check_hyperparameters(&hp)?;
+        check_hyperparameters(&hp).map_err(|(_, message)| message)?;
         let half = match job.precision.as_str() {
             "fp32" => false,
             "fp16" => true,

@@ -113,6 +113,36 @@ pub fn backend_inputs(
     (settings, env)
 }
 
+/// What the tracking store would refuse of a final training's run, checked before the first
+/// write (docs/contract.md, "Refused before the first write"): the experiment name and the
+/// run name, by the same rules every backend applies. Nothing to check when the training
+/// stage is not tracked.
+pub fn preflight(config: &Config, run_name: &str) -> crate::error::Result<()> {
+    if !config.mlflow.tracking.training.enabled.unwrap_or(true) {
+        return Ok(());
+    }
+    let experiment = experiment_name(config);
+    if let Err(e) = super::validate_experiment_name(&experiment) {
+        let message =
+            format!("the tracking store would refuse experiment name {experiment:?}: {e}");
+        let located = match config.final_training.mlflow.experiment_name {
+            Some(_) => config.docs["final_training"].locate("mlflow.experiment_name", &message),
+            None => match config.docs.get("experiment") {
+                Some(doc) => doc.locate("experiment_name", &message),
+                None => crate::error::Error::new(crate::error::ErrorKind::ConfigInvalid, message),
+            },
+        };
+        return Err(located);
+    }
+    if let Err(e) = super::validate_run_name(run_name) {
+        return Err(config.docs["final_training"].locate(
+            "mlflow.run_name",
+            &format!("the tracking store would refuse run name {run_name:?}: {e}"),
+        ));
+    }
+    Ok(())
+}
+
 /// The experiment name of a final training: `mlflow.experiment_name`, else the experiment's.
 pub fn experiment_name(config: &Config) -> String {
     config

@@ -1,0 +1,228 @@
+//! Correct at the edges (issue 16), through the binary as a user runs it: every `-o` counts
+//! wherever it stands, everything the trainer or the tracking store would refuse is refused
+//! before the first write, reuse verifies what it hands over, `cache check` fails when it
+//! finds problems, and `--json` usage errors are JSON. Each test failed on the code before
+//! the fix (docs/contract.md, "Command line", "Reuse verifies what it hands over", "Refused
+//! before the first write").
+
+mod support;
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+fn json_of(stdout: &str, stderr: &str) -> Value {
+    serde_json::from_str(stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}\nstderr: {stderr}"))
+}
+
+fn run(project: &support::Project, args: &[&str]) -> (i32, Value) {
+    let (code, stdout, stderr) = project.run(args);
+    (code, json_of(&stdout, &stderr))
+}
+
+#[test]
+fn an_override_before_the_subcommand_counts_when_another_follows_it() {
+    let project = support::Project::new();
+    let other = project.root().join("OTHER");
+    let out = format!("paths:base.outputs={}", other.display());
+    let (code, plan) = run(
+        &project,
+        &["-o", &out, "--json", "plan", "-o", "training.epochs=2"],
+    );
+    assert_eq!(code, 0, "{plan}");
+    assert!(
+        plan["output_dir"]
+            .as_str()
+            .is_some_and(|d| Path::new(d).starts_with(&other)),
+        "the -o before the subcommand was dropped: {plan}"
+    );
+    // …and the one after it counts too: epochs=2 changes the spec fingerprint.
+    let (_, default) = run(&project, &["-o", &out, "--json", "plan"]);
+    assert_ne!(plan["spec_fp"], default["spec_fp"], "{plan}");
+    // The same with everything after the subcommand, and in the other order.
+    let (_, after) = run(
+        &project,
+        &["--json", "plan", "-o", "training.epochs=2", "-o", &out],
+    );
+    assert_eq!(after["output_dir"], plan["output_dir"]);
+    assert_eq!(after["spec_fp"], plan["spec_fp"]);
+}
+
+#[test]
+fn a_global_option_given_twice_with_different_values_is_a_usage_error() {
+    let project = support::Project::new();
+    let root = project.root().display().to_string();
+    for args in [
+        vec!["--json", "--env", "local", "plan", "--env", "kaggle"],
+        vec!["--json", "--experiment", "a", "plan", "--experiment", "b"],
+        vec!["--json", "plan", "--root", "/nowhere"],
+    ] {
+        let (code, doc) = run(&project, &args);
+        assert_eq!(code, 2, "{args:?}: {doc}");
+        assert_eq!(doc["error"]["kind"], "usage", "{args:?}: {doc}");
+        assert!(
+            doc["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("given twice")),
+            "{doc}"
+        );
+    }
+    // The same value twice is one value.
+    let (code, doc) = run(&project, &["--json", "--root", &root, "plan"]);
+    assert_eq!(code, 0, "{doc}");
+}
+
+#[test]
+fn json_usage_errors_are_the_json_error_document() {
+    let project = support::Project::new();
+    for args in [
+        &["--json", "bogus"][..],
+        &["--json", "train", "--bogus"],
+        &["--json", "predict"],
+        &["train", "--json", "--nope"],
+    ] {
+        let (code, stdout, stderr) = project.run(args);
+        assert_eq!(code, 2, "{args:?}");
+        let doc = json_of(&stdout, &stderr);
+        assert_eq!(doc["error"]["kind"], "usage", "{args:?}: {doc}");
+        assert!(
+            doc["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{doc}"
+        );
+    }
+    // Help is not an error.
+    let (code, stdout, _) = project.run(&["--json", "--help"]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("Usage"), "{stdout}");
+}
+
+/// Every setting the trainer or the tracking store refuses, refused by `config check`,
+/// `plan` and `train` alike (exit 2, located at the key), with nothing written.
+#[test]
+fn what_the_trainer_or_the_store_would_refuse_is_refused_before_anything_is_written() {
+    let project = support::Project::new();
+    let long_name = format!("mlflow.run_name={}", "x".repeat(5000));
+    let long_experiment = format!("mlflow.experiment_name={}", "e".repeat(501));
+    let cases = [
+        ("mlflow.run_name=a/b", "mlflow.run_name"),
+        (long_name.as_str(), "mlflow.run_name"),
+        ("training.epochs=1000000000", "training.epochs"),
+        (long_experiment.as_str(), "mlflow.experiment_name"),
+        ("model:features.hash_dim=0", "features.hash_dim"),
+        ("trainer.precision=bf16", "trainer.precision"),
+    ];
+    let before = support::snapshot(project.root());
+    for (setting, key) in cases {
+        for command in [&["config", "check"][..], &["plan"], &["train"]] {
+            let mut args = vec!["--json", "-o", setting];
+            args.extend_from_slice(command);
+            let (code, doc) = run(&project, &args);
+            assert_eq!(code, 2, "{setting} {command:?}: {doc}");
+            assert_eq!(doc["error"]["kind"], "config_invalid", "{doc}");
+            assert_eq!(doc["error"]["key"], key, "{setting} {command:?}: {doc}");
+        }
+    }
+    assert!(
+        support::changed(&before, &support::snapshot(project.root())).is_empty(),
+        "a refused start wrote something"
+    );
+    // And the next start numbers from 1.
+    let (code, plan) = run(&project, &["--json", "plan"]);
+    assert_eq!(code, 0, "{plan}");
+    assert_eq!(plan["variant"], 1, "{plan}");
+}
+
+fn variant_dir(doc: &Value) -> PathBuf {
+    PathBuf::from(doc["output_dir"].as_str().expect("output_dir"))
+}
+
+#[test]
+fn reuse_refuses_a_checkpoint_whose_bytes_changed_at_the_same_size() {
+    let project = support::Project::new();
+    let quick = ["-o", "training.epochs=1"];
+    let mut train = vec!["--json"];
+    train.extend_from_slice(&quick);
+    train.push("train");
+    let (code, first) = run(&project, &train);
+    assert_eq!(code, 0, "{first}");
+    let weights = variant_dir(&first).join("checkpoint/model.safetensors");
+    let mut bytes = std::fs::read(&weights).expect("weights");
+    let last = bytes.len() - 3;
+    bytes[last] ^= 0x40;
+    std::fs::write(&weights, &bytes).expect("flip one bit");
+
+    let (code, second) = run(&project, &train);
+    assert_eq!(code, 0, "{second}");
+    assert_eq!(
+        second["decision"], "new",
+        "a corrupt v1 must not be reused: {second}"
+    );
+    assert_eq!(second["variant"], 2);
+    assert!(
+        second["warnings"].as_array().is_some_and(|w| w
+            .iter()
+            .any(|w| w.as_str().is_some_and(|w| w.contains("v1")))),
+        "the skipped variant is named: {second}"
+    );
+    // `sizes` relaxes it: v2 is the newest complete one either way now, so flip v2 too.
+    let weights2 = variant_dir(&second).join("checkpoint/model.safetensors");
+    let mut bytes = std::fs::read(&weights2).expect("weights");
+    bytes[last] ^= 0x40;
+    std::fs::write(&weights2, &bytes).expect("flip");
+    let mut sizes = train.clone();
+    sizes.splice(1..1, ["-o", "run.verify_reuse=sizes"]);
+    let (code, relaxed) = run(&project, &sizes);
+    assert_eq!(code, 0, "{relaxed}");
+    assert_eq!(relaxed["decision"], "reuse", "{relaxed}");
+    assert_eq!(relaxed["variant"], 2);
+}
+
+#[test]
+fn a_manifest_that_leaves_a_checkpoint_file_out_is_incomplete_even_to_a_deep_status() {
+    let project = support::Project::new();
+    let (code, first) = run(&project, &["--json", "-o", "training.epochs=1", "train"]);
+    assert_eq!(code, 0, "{first}");
+    let meta_path = variant_dir(&first).join("metadata.json");
+    let mut meta: Value =
+        serde_json::from_slice(&std::fs::read(&meta_path).expect("metadata")).expect("json");
+    let manifest = meta["manifest"].as_array_mut().expect("manifest");
+    let before = manifest.len();
+    manifest.retain(|e| e["path"] != "checkpoint/model.safetensors");
+    assert_eq!(manifest.len() + 1, before);
+    std::fs::write(&meta_path, serde_json::to_vec(&meta).expect("json")).expect("write");
+    for deep in [false, true] {
+        let mut args = vec!["--json", "status"];
+        if deep {
+            args.push("--deep");
+        }
+        let (code, status) = run(&project, &args);
+        assert_eq!(code, 0, "{status}");
+        let v = &status["variants"][0];
+        assert_eq!(v["state"], "incomplete", "deep={deep}: {status}");
+        assert_eq!(
+            v["reason"], "not_in_manifest:checkpoint/model.safetensors",
+            "{status}"
+        );
+    }
+}
+
+#[test]
+fn cache_check_exits_7_when_it_finds_problems_and_0_when_clean() {
+    let project = support::Project::new();
+    let (code, first) = run(&project, &["--json", "-o", "training.epochs=1", "train"]);
+    assert_eq!(code, 0, "{first}");
+    let (code, clean) = run(&project, &["--json", "cache", "check"]);
+    assert_eq!((code, &clean["problems"]), (0, &Value::from(0)), "{clean}");
+    let latest = project
+        .root()
+        .join("outputs/cache/final_training/latest_final_training_cache.json");
+    std::fs::write(&latest, b"{torn").expect("damage");
+    let (code, check) = run(&project, &["--json", "cache", "check"]);
+    assert_eq!(code, 7, "{check}");
+    assert_eq!(check["problems"], 1, "the report is unchanged: {check}");
+    let (code, human, _) = project.run(&["cache", "check"]);
+    assert_eq!(code, 7);
+    assert!(human.contains("latest_corrupt"), "{human}");
+}
