@@ -136,6 +136,7 @@ fn main() {
                 parent: None,
                 target_epochs: 1,
                 reuse_depth: trainctl::completion::Depth::Sizes,
+                wait_for_owner: true,
             };
             let decision = trainctl::plan::decide(&request, &variants).expect("decide");
             times.push(start.elapsed());

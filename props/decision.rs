@@ -127,6 +127,7 @@ fn as_expected(result: Result<Decision, trainctl::error::Error>) -> model::Expec
         Ok(Decision::Reuse { variant }) => model::Expected::Reuse { variant },
         Ok(Decision::Resume { variant }) => model::Expected::Resume { variant },
         Ok(Decision::Continue { variant }) => model::Expected::Continue { variant },
+        Ok(Decision::Wait { variant }) => model::Expected::Wait { variant },
         Err(e) => model::Expected::Error(match e.kind {
             ErrorKind::VariantIncomplete => model::ErrorKind::VariantIncomplete,
             ErrorKind::ParentNotFound => model::ErrorKind::ParentNotFound,
@@ -164,11 +165,12 @@ proptest! {
             parent: Some(parent),
             target_epochs: 10,
             reuse_depth: trainctl::completion::Depth::Sizes,
+        wait_for_owner: true,
         };
         let got = as_expected(plan::decide(&request, &table.oracle()));
         let want = model::decide(
             &table.0,
-            &model::Request { mode: model_mode, explicit_variant: explicit, parent: model_parent },
+            &model::Request { mode: model_mode, explicit_variant: explicit, parent: model_parent, wait_for_owner: true },
         );
         prop_assert_eq!(got, want, "table {:?} mode {:?} explicit {:?}", table.0, mode, explicit);
     }
@@ -187,6 +189,7 @@ fn continue_refuses_a_parent_that_reached_the_target_epochs() {
         }),
         target_epochs: 5,
         reuse_depth: trainctl::completion::Depth::Sizes,
+        wait_for_owner: true,
     };
     let err = plan::decide(&request(5), &oracle).expect_err("5 of 5 epochs: nothing to continue");
     assert_eq!(err.kind, ErrorKind::NothingToContinue);
@@ -303,6 +306,7 @@ proptest! {
             mode: model_mode,
             explicit_variant: explicit,
             parent: model::ParentView::NotFound,
+            wait_for_owner: true,
         });
         prop_assert_eq!(got, want, "states {:?} mode {:?} explicit {:?}", states, mode, explicit);
     }
@@ -569,6 +573,7 @@ fn a_reuse_is_decided_again_on_a_fresh_listing() {
         parent: None,
         target_epochs: 1,
         reuse_depth: trainctl::completion::Depth::Sizes,
+        wait_for_owner: true,
     };
     let decide = |fs: &dyn trainctl::fs::Fs| {
         trainctl::observe::decide(fs, &job.layout, &job.identity, &facts, &request)

@@ -226,3 +226,142 @@ fn cache_check_exits_7_when_it_finds_problems_and_0_when_clean() {
     assert_eq!(code, 7);
     assert!(human.contains("latest_corrupt"), "{human}");
 }
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A pid that belonged to a process that has exited (reaped).
+fn dead_pid() -> u32 {
+    let mut child = std::process::Command::new("true")
+        .spawn()
+        .expect("spawn true");
+    let pid = child.id();
+    child.wait().expect("reap");
+    pid
+}
+
+/// v1 of the default identity, incomplete (`running`), leased by `owner`.
+fn leased_v1(
+    project: &support::Project,
+    owner: &trainctl::lease::Owner,
+) -> (PathBuf, trainctl::lease::LeaseRecord) {
+    let job = support::prepared_job(project);
+    let dir = support::write_incomplete_variant(&job.layout, &job.identity, 1, Some("running"));
+    let taken =
+        trainctl::lease::take(&trainctl::fs::OsFs, &dir, 0, owner, now_ms(), "new").expect("take");
+    let trainctl::lease::Take::Won(held) = taken else {
+        panic!("generation 1 must be free");
+    };
+    (dir, held)
+}
+
+/// Eight identical starts on an empty OUT: exactly one trains, the seven others wait for it
+/// and reuse its result (before: v1…v8, eight trainings of one model).
+#[test]
+fn eight_identical_starts_share_one_training() {
+    let project = support::Project::new();
+    let variants =
+        support::concurrent_variants(&project, &["--json", "-o", "training.epochs=2", "train"], 8);
+    assert_eq!(variants, vec![1; 8], "all eight must end with v1");
+    let (code, status) = run(&project, &["--json", "status"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        status["variants"].as_array().map(Vec::len),
+        Some(1),
+        "one variant trained: {status}"
+    );
+}
+
+/// A live owner trains the identity and nothing is complete: reuse_if_exists waits for it up
+/// to `run.wait_for_owner`, then is `busy` naming the owner; `run.wait_for_owner: 0` keeps the
+/// old answer (a new variant). An explicit number held by a live owner is `busy` at once
+/// (before: `variant_incomplete` with advice to resume a running variant).
+#[test]
+fn a_start_waits_for_a_live_owner_of_its_identity_up_to_the_bound() {
+    let project = support::Project::new();
+    // This test process is the live owner.
+    let (_, _) = leased_v1(&project, &trainctl::lease::Owner::current());
+    let pid = std::process::id().to_string();
+
+    let began = std::time::Instant::now();
+    let (code, stdout, stderr) = project.run(&["--json", "-o", "run.wait_for_owner=1s", "train"]);
+    let doc = json_of(&stdout, &stderr);
+    assert_eq!(code, 4, "{doc}");
+    assert!(
+        began.elapsed() >= std::time::Duration::from_millis(900),
+        "it waited"
+    );
+    let message = doc["error"]["message"].as_str().expect("message");
+    assert!(
+        message.contains(&pid) && message.contains("wait_for_owner"),
+        "{message}"
+    );
+    assert!(
+        stderr.contains("waiting for v1"),
+        "says what it waits for: {stderr}"
+    );
+
+    let (code, explicit) = run(&project, &["--json", "-o", "variant.number=1", "train"]);
+    assert_eq!(code, 4, "{explicit}");
+    assert_eq!(explicit["error"]["kind"], "busy");
+    assert!(
+        explicit["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(&pid)),
+        "names the owner: {explicit}"
+    );
+
+    let (code, plan) = run(&project, &["--json", "plan"]);
+    assert_eq!(code, 0, "{plan}");
+    assert_eq!(plan["decision"], "wait", "{plan}");
+
+    // (Same identity as the leased v1: no hyperparameter override.)
+    let (code, no_wait) = run(&project, &["--json", "-o", "run.wait_for_owner=0", "train"]);
+    assert_eq!(code, 0, "{no_wait}");
+    assert_eq!(
+        (&no_wait["decision"], &no_wait["variant"]),
+        (&"new".into(), &2.into())
+    );
+}
+
+/// The orchestrator died (kill -9) but its trainer is still being reaped: an immediate resume
+/// waits for the trainer to exit, then takes the variant over (before: `busy` at once).
+#[test]
+fn a_resume_right_after_a_crash_waits_for_the_dying_trainer() {
+    let project = support::Project::new();
+    let dead = trainctl::lease::Owner {
+        host: trainctl::lease::this_host(),
+        pid: dead_pid(),
+        start_time: 1,
+    };
+    let (dir, held) = leased_v1(&project, &dead);
+    let mut trainer = std::process::Command::new("sleep")
+        .arg("1.5")
+        .spawn()
+        .expect("spawn the still-running trainer");
+    let trainer_pid = trainer.id();
+    let beat = trainctl::lease::Heartbeat {
+        heartbeat_ms: now_ms(),
+        trainer_pid: Some(trainer_pid),
+        trainer_start_time: trainctl::lease::process_start_time(trainer_pid),
+    };
+    trainctl::lease::beat(&trainctl::fs::OsFs, &dir, &held, &beat).expect("heartbeat");
+    let reaper = std::thread::spawn(move || trainer.wait());
+
+    let began = std::time::Instant::now();
+    let (code, stdout, stderr) =
+        project.run(&["--json", "-o", "run.mode=resume_if_incomplete", "train"]);
+    let doc = json_of(&stdout, &stderr);
+    assert_eq!(code, 0, "{doc}\n{stderr}");
+    assert_eq!(doc["decision"], "resume", "{doc}");
+    assert!(
+        began.elapsed() >= std::time::Duration::from_millis(1000),
+        "it waited for the trainer to exit"
+    );
+    assert!(stderr.contains(&format!("pid {trainer_pid}")), "{stderr}");
+    let _ = reaper.join();
+}

@@ -272,6 +272,7 @@ fn expected_of(decision: &trainctl::error::Result<Decision>) -> Expected {
         Ok(Decision::Reuse { variant }) => Expected::Reuse { variant: *variant },
         Ok(Decision::Resume { variant }) => Expected::Resume { variant: *variant },
         Ok(Decision::Continue { variant }) => Expected::Continue { variant: *variant },
+        Ok(Decision::Wait { variant }) => Expected::Wait { variant: *variant },
         Err(e) => Expected::Error(match e.kind {
             trainctl::error::ErrorKind::VariantIncomplete => MErr::VariantIncomplete,
             trainctl::error::ErrorKind::Busy => MErr::Busy,

@@ -43,7 +43,14 @@ thread_local! {
     /// config loading and the dataset digest happen once per test thread, not per schedule.
     static TEMPLATE: Sandbox = {
         let scratch = Arc::new(SimFs::new());
-        Sandbox::new(scratch.clone(), Some(&scratch), 1, &[])
+        // A reuse that meets a live owner waits for it: 200 ms of the simulated clock (which
+        // advances 1 ms per look), so that a starved owner ends the wait in bounded steps.
+        Sandbox::new(
+            scratch.clone(),
+            Some(&scratch),
+            1,
+            &["run.wait_for_owner=200ms".to_string()],
+        )
     };
 }
 
@@ -105,6 +112,7 @@ fn expected_of(
             D::Reuse { variant } => Expected::Reuse { variant },
             D::Resume { variant } => Expected::Resume { variant },
             D::Continue { variant } => Expected::Continue { variant },
+            D::Wait { variant } => Expected::Wait { variant },
         }),
         Err(e) if e.kind == trainctl::error::ErrorKind::Busy => Ok(Expected::Error(MErr::Busy)),
         Err(e) => Err(format!("train failed: {e}")),

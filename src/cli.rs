@@ -347,6 +347,12 @@ pub fn plan_command(
         job.identity.model,
         job.source.kind.as_str(),
     );
+    if let plan::Decision::Wait { variant } = decision {
+        human.push_str(&format!(
+            "v{variant} is being trained by a live owner: `train` waits for it (up to run.wait_for_owner, {} s) and reuses its result\n",
+            job.config.wait_for_owner_ms() / 1000
+        ));
+    }
     for w in &warnings {
         human.push_str(&format!("warning: {w}\n"));
     }
@@ -392,6 +398,7 @@ pub fn train_command(
     let (opened, tracking_warnings) =
         crate::track::lifecycle::open_for_train(&job.config, host.var, cwd)?;
     let ctx = crate::train::Context {
+        waiting: crate::train::waiting_on_stderr(),
         fs,
         host,
         owner: crate::lease::Owner::current(),

@@ -143,6 +143,7 @@ impl Job {
                 Some(crate::config::schema::VerifyReuse::Sizes) => crate::completion::Depth::Sizes,
                 _ => crate::completion::Depth::Digests,
             },
+            wait_for_owner: self.config.wait_for_owner_ms() > 0,
         }
     }
 

@@ -99,6 +99,24 @@ pub struct LivenessFacts<'a> {
     pub process_start_time: &'a dyn Fn(u32) -> Option<u64>,
 }
 
+/// The trainer of a dead owner that still runs on this host (its orchestrator was killed and
+/// the parent-death signal has not reaped it yet): its pid, when the current generation of
+/// `dir` is held by an owner of this host that is gone while its trainer is alive. Liveness
+/// counts such a lease as live (a resume never races a trainer that is still writing); this
+/// tells a resumer that waiting a moment will free it.
+pub fn dying_trainer(fs: &dyn Fs, dir: &Path, facts: &LivenessFacts<'_>) -> Option<u32> {
+    let n = current_generation(fs, dir).ok()?;
+    let record: LeaseRecord =
+        serde_json::from_slice(&fs.read(&dir.join(lease_name(n))).ok()?).ok()?;
+    let beat: Heartbeat =
+        serde_json::from_slice(&fs.read(&dir.join(heartbeat_name(n))).ok()?).ok()?;
+    let alive = |pid: u32, start: u64| (facts.process_start_time)(pid) == Some(start);
+    let same_host = record.host == facts.this_host && record.state == LeaseState::Held;
+    let owner_gone = !alive(record.pid, record.start_time);
+    let (pid, start) = beat.trainer_pid.zip(beat.trainer_start_time)?;
+    (same_host && owner_gone && alive(pid, start)).then_some(pid)
+}
+
 /// SPEC §2.3: a held lease is live when its owner (or the owner's trainer) is alive on this
 /// host, or, on another host, when the heartbeat is younger than `lease_timeout`.
 pub fn liveness(

@@ -18,11 +18,13 @@ pub const MAX_REUSE_RECHECKS: usize = 16;
 /// The decision for `request` on the variants of `identity` as they are now, with the
 /// observation it was made on. A reuse answers from a listing and from completion checks
 /// made at different times, so a variant completed after the listing could be reused while
-/// a newer one had completed meanwhile (found by the gate tier of props/sched.rs). A reuse
-/// is therefore decided again on a fresh listing until two consecutive decisions agree
-/// (double collect): completion only grows between them, so the second listing is an
-/// instant at which the answer was the contract's. Other decisions are protected by the
-/// lease and the no-replace publish that carry them out.
+/// a newer one had completed meanwhile (found by the gate tier of props/sched.rs). Every
+/// reuse_if_exists decision (reuse, wait, new) is therefore made again on a fresh listing
+/// until two consecutive decisions agree (double collect): completion only grows between
+/// them, so the second listing is an instant at which the answer was the contract's (a new
+/// decided from "v2 incomplete" and then "v2's lease released" once v2 had completed was
+/// found by props/sched.rs with the wait rule). Other decisions are protected by the lease
+/// and the no-replace publish that carry them out.
 pub fn decide<'a>(
     fs: &'a dyn Fs,
     layout: &'a Layout,
@@ -38,8 +40,12 @@ pub fn decide<'a>(
     };
     let mut variants = FsVariants::scan_at(fs, layout, identity, facts, depth)?;
     let mut decision = crate::plan::decide(request, &variants)?;
+    // In reuse_if_exists every answer reads completions and leases of several variants at
+    // different times (a variant seen incomplete, then its lease seen released once it
+    // completed, would give NEW beside a complete variant): collect again until it agrees.
+    let reuse_mode = request.mode == crate::config::schema::RunMode::ReuseIfExists;
     for _ in 0..MAX_REUSE_RECHECKS {
-        if !matches!(decision, crate::plan::Decision::Reuse { .. }) {
+        if !reuse_mode && !matches!(decision, crate::plan::Decision::Reuse { .. }) {
             break;
         }
         let again = FsVariants::scan_at(fs, layout, identity, facts, depth)?;

@@ -327,6 +327,7 @@ pub fn run(
             crate::track::lifecycle::open_for_train(&job.config, world.host.var, world.cwd)?;
         warnings.extend(tracking_warnings);
         let ctx = crate::train::Context {
+            waiting: crate::train::waiting_on_stderr(),
             fs: world.fs,
             host: world.host,
             owner: crate::lease::Owner::current(),

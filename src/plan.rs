@@ -52,15 +52,30 @@ pub struct Request {
     /// How deep a variant is checked before reuse_if_exists reuses it (`run.verify_reuse`):
     /// the observation, not this pure decision, applies it.
     pub reuse_depth: crate::completion::Depth,
+    /// `run.wait_for_owner` > 0: reuse_if_exists waits for a live owner of the identity.
+    pub wait_for_owner: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "decision")]
 pub enum Decision {
-    New { variant: u64 },
-    Reuse { variant: u64 },
-    Resume { variant: u64 },
-    Continue { variant: u64 },
+    New {
+        variant: u64,
+    },
+    Reuse {
+        variant: u64,
+    },
+    Resume {
+        variant: u64,
+    },
+    Continue {
+        variant: u64,
+    },
+    /// reuse_if_exists with no complete variant while a live owner trains `variant`: `train`
+    /// waits for it (bounded by `run.wait_for_owner`) and decides again; `plan` reports it.
+    Wait {
+        variant: u64,
+    },
 }
 
 impl Decision {
@@ -69,7 +84,8 @@ impl Decision {
             Decision::New { variant }
             | Decision::Reuse { variant }
             | Decision::Resume { variant }
-            | Decision::Continue { variant } => variant,
+            | Decision::Continue { variant }
+            | Decision::Wait { variant } => variant,
         }
     }
 
@@ -79,6 +95,7 @@ impl Decision {
             Decision::Reuse { .. } => "reuse",
             Decision::Resume { .. } => "resume",
             Decision::Continue { .. } => "continue",
+            Decision::Wait { .. } => "wait",
         }
     }
 }
@@ -102,6 +119,14 @@ pub fn decide(request: &Request, variants: &dyn VariantOracle) -> Result<Decisio
             Some(n) if !numbers.contains(&n) => Decision::New { variant: n },
             Some(n) => match variants.state(n) {
                 VariantState::Complete => Decision::Reuse { variant: n },
+                VariantState::Incomplete {
+                    lease_live: true, ..
+                } => {
+                    return Err(Error::new(
+                        ErrorKind::Busy,
+                        format!("variant {n} is being trained by a live owner (its lease is held)"),
+                    ))
+                }
                 VariantState::Incomplete { reason, .. } => {
                     return Err(Error::new(
                         ErrorKind::VariantIncomplete,
@@ -118,9 +143,25 @@ pub fn decide(request: &Request, variants: &dyn VariantOracle) -> Result<Decisio
                     .rev()
                     .copied()
                     .find(|v| variants.is_complete(*v));
+                // No complete variant: identical starts share one training, so wait for the
+                // newest variant a live owner trains (looked for from the top).
+                let live = || {
+                    numbers.iter().rev().copied().find(|v| {
+                        matches!(
+                            variants.state(*v),
+                            VariantState::Incomplete {
+                                lease_live: true,
+                                ..
+                            }
+                        )
+                    })
+                };
                 match newest_complete {
                     Some(v) => Decision::Reuse { variant: v },
-                    None => Decision::New { variant: next },
+                    None => match live().filter(|_| request.wait_for_owner) {
+                        Some(v) => Decision::Wait { variant: v },
+                        None => Decision::New { variant: next },
+                    },
                 }
             }
         },

@@ -34,6 +34,8 @@ pub struct Context<'a> {
     pub now_us: &'a dyn Fn() -> u64,
     /// The training-stage tracker (SPEC §6); `None` = no tracking (in-process test worlds).
     pub tracking: Option<Tracking<'a>>,
+    /// How a start that waits for another owner says so and lets time pass.
+    pub waiting: Waiting<'a>,
 }
 
 /// A tracker and how to name it in metadata.
@@ -64,6 +66,18 @@ pub fn labels(job: &Job) -> Vec<String> {
     crate::data::labels(&job.config.data.schema.entity_types)
 }
 
+/// What allocation does when another start took the number first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Collision {
+    /// Try the next number (force_new, continue).
+    NextNumber,
+    /// `busy` (an explicit `variant.number` is never moved).
+    Busy,
+    /// Give up the number and let the caller decide again (reuse_if_exists: the winner is
+    /// training the same identity, so its result will be reused).
+    DecideAgain,
+}
+
 /// Allocates a NEW variant: a staged dir holding lease generation 1 is published by a
 /// no-replace rename at `v<n>`; on collision the next number is tried (never "scan for the
 /// max, create later"). An explicit number is never moved: a collision there is `busy`.
@@ -76,10 +90,30 @@ pub fn allocate(
     now_ms: u64,
     purpose: &str,
 ) -> Result<(u64, PathBuf, LeaseRecord)> {
+    let on_collision = if explicit {
+        Collision::Busy
+    } else {
+        Collision::NextNumber
+    };
+    allocate_with(fs, job, first, on_collision, owner, now_ms, purpose)?
+        .ok_or_else(|| Error::internal("allocation gave up a number it was told to move past"))
+}
+
+/// `allocate` with the collision rule spelled out; `None` only for `Collision::DecideAgain`.
+pub fn allocate_with(
+    fs: &dyn Fs,
+    job: &Job,
+    first: u64,
+    on_collision: Collision,
+    owner: &Owner,
+    now_ms: u64,
+    purpose: &str,
+) -> Result<Option<(u64, PathBuf, LeaseRecord)>> {
     let identity_dir = job.layout.identity_dir(&job.identity)?;
     cache::ensure_dir(fs, &identity_dir)?;
+    let explicit = on_collision == Collision::Busy;
     for attempt in 0..MAX_ALLOCATION_ATTEMPTS {
-        if explicit && attempt > 0 {
+        if attempt > 0 && on_collision != Collision::NextNumber {
             break;
         }
         let n = first + attempt;
@@ -98,7 +132,7 @@ pub fn allocate(
                         target.display()
                     )));
                 }
-                return Ok((n, target, lease));
+                return Ok(Some((n, target, lease)));
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 let _ = fs.remove_dir_all(&staged);
@@ -108,6 +142,9 @@ pub fn allocate(
                 return Err(Error::io_op("allocate: publish", &target, &e));
             }
         }
+    }
+    if on_collision == Collision::DecideAgain {
+        return Ok(None);
     }
     if explicit {
         return Err(Error::new(
@@ -378,112 +415,310 @@ fn total_steps(fs: &dyn Fs, job: &Job) -> u64 {
     steps_per_epoch * h.epochs
 }
 
+/// Bound on the rounds of deciding again (a lost allocation race in reuse_if_exists, a wait
+/// that ends); the waits themselves are bounded by time.
+pub const MAX_DECISION_ROUNDS: u64 = 1_000_000;
+
+/// How long a resume waits for the trainer of a dead owner to exit before it is `busy`: the
+/// trainer dies with its orchestrator (parent-death signal), but is reaped a moment later.
+pub const DYING_TRAINER_WAIT_MS: u64 = 30_000;
+
+/// How often a waiting start says what it waits for.
+const WAIT_NOTICE_EVERY_MS: u64 = 10_000;
+
+/// What `train` tells the user while it waits, and how it waits (docs/contract.md,
+/// "Identical starts").
+pub struct Waiting<'a> {
+    /// Called with a line about the owner waited for (and its progress), at most every 10 s.
+    pub notice: &'a dyn Fn(&str),
+    /// Lets time pass between two looks (a sleep; nothing in simulation, where the clock
+    /// advances on every look).
+    pub pause: &'a dyn Fn(),
+}
+
+/// Not waiting at all (tests that never meet a live owner).
+pub fn no_waiting() -> Waiting<'static> {
+    Waiting {
+        notice: &|_| {},
+        pause: &|| {},
+    }
+}
+
+/// How long a waiting start sleeps between two looks.
+pub const WAIT_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
+fn sleep_a_poll() {
+    std::thread::sleep(WAIT_POLL);
+}
+
+fn notice_on_stderr(line: &str) {
+    eprintln!("{line}");
+}
+
+/// The real process: notices on stderr, a sleep between looks.
+pub fn waiting_on_stderr() -> Waiting<'static> {
+    Waiting {
+        notice: &notice_on_stderr,
+        pause: &sleep_a_poll,
+    }
+}
+
+/// The owner of `dir`'s lease and its progress, for the waiting notice and `busy` messages.
+fn owner_of(fs: &dyn Fs, dir: &Path) -> String {
+    let gen = lease::current_generation(fs, dir).unwrap_or(0);
+    let record = fs
+        .read(&dir.join(format!("lease-{gen}.json")))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<LeaseRecord>(&b).ok());
+    let step = latest_step_checkpoint(fs, dir)
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+    match record {
+        Some(r) => format!(
+            "{} pid {} (lease generation {gen}{})",
+            r.host,
+            r.pid,
+            step.map(|s| format!(", last checkpoint {s}"))
+                .unwrap_or_default()
+        ),
+        None => "an owner whose lease cannot be read".into(),
+    }
+}
+
 /// Runs `train` for a prepared job.
 pub fn train(job: &Job, ctx: &Context<'_>) -> Result<Report> {
     let fs = ctx.fs;
-    let facts = ctx.host.facts(job.config.lease_timeout_s() * 1000);
     let request = job.request();
-    let (variants, decision) =
-        crate::observe::decide(fs, &job.layout, &job.identity, &facts, &request)?;
-    let mut warnings = job.warnings.clone();
-    warnings.extend(variants.unverified_warnings());
-    // Nothing the trainer or the tracking store would refuse reaches the first write (an
-    // allocated vN with a name the store then refuses would be junk that shifts numbering).
-    // Refused whatever the decision, as `plan` and `config check` refuse it.
-    job.preflight(decision.variant())?;
+    let lease_timeout_ms = job.config.lease_timeout_s() * 1000;
+    let wait_limit_ms = job.config.wait_for_owner_ms();
+    let now_ms = || (ctx.now_us)() / 1000;
+    let started_ms = now_ms();
+    let mut last_notice_ms: Option<u64> = None;
+    let mut waited_for: Option<u64> = None;
     let settings =
         CacheSettings::from_paths(&job.config.paths, &job.layout, CacheKind::FinalTraining)?;
     let cache = Cache::new(fs, settings);
-    let now_ms = || (ctx.now_us)() / 1000;
+    let mut warnings = job.warnings.clone();
+    let say = |last: &mut Option<u64>, line: String| {
+        let now = now_ms();
+        if last.is_none_or(|t| now.saturating_sub(t) >= WAIT_NOTICE_EVERY_MS) {
+            *last = Some(now);
+            (ctx.waiting.notice)(&line);
+        }
+    };
 
-    let (variant, dir, held) = match decision {
-        Decision::Reuse { variant } => {
-            let backfilled = backfill(ctx, job, &cache)?;
-            let dir = job.layout.variant_dir(&job.identity, variant)?;
-            let metrics = fs
-                .read(&dir.join(METRICS_FILE))
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok());
-            // The name the reused variant was trained under (auto-increment may have
-            // suffixed it); the configured name for variants from before names were recorded.
-            let run_name = match recorded_run_name(fs, &dir) {
-                Some(name) => name,
-                None => {
-                    let (name, w) = job.run_name(variant)?;
-                    warnings.extend(w);
-                    name
-                }
-            };
-            return Ok(Report {
-                decision,
-                output_dir: dir,
-                run_name,
-                cache_record: None,
-                backfilled,
-                metrics,
-                warnings,
-            });
+    let mut rounds = 0u64;
+    let (decision, variant, dir, held) = loop {
+        rounds += 1;
+        if rounds > MAX_DECISION_ROUNDS {
+            return Err(Error::internal(format!(
+                "no decision held in {MAX_DECISION_ROUNDS} rounds"
+            )));
         }
-        Decision::New { variant } | Decision::Continue { variant } => {
-            let explicit =
-                job.config.mode() != RunMode::ForceNew && request.explicit_variant == Some(variant);
-            allocate(
-                fs,
-                job,
-                variant,
-                explicit,
-                &ctx.owner,
-                now_ms(),
-                decision.name(),
-            )?
-        }
-        Decision::Resume { variant } => {
-            let dir = job.layout.variant_dir(&job.identity, variant)?;
-            let observed = variants.observe(variant).1;
-            if observed.is_live() {
-                return Err(Error::new(
-                    ErrorKind::Busy,
-                    format!("variant {variant} is held by a live owner"),
-                ));
-            }
-            match lease::take(
-                fs,
-                &dir,
-                observed.generation(),
-                &ctx.owner,
-                now_ms(),
-                "resume",
-            )
-            .map_err(|e| io(&dir, e))?
-            {
-                Take::Won(l) => {
-                    // Under the lease, make sure the variant is still incomplete: a complete
-                    // variant is never modified (defence in depth for the read order above).
-                    let now_complete = completion::check(
-                        fs,
-                        &job.layout,
-                        &dir,
-                        Some(&job.identity),
-                        variant,
-                        completion::Depth::Sizes,
-                    )
-                    .is_complete();
-                    if now_complete {
-                        let _ = lease::release(fs, &dir, &l, now_ms());
+        // Fresh facts every round: a wait lasts minutes, and liveness across hosts is by
+        // heartbeat age.
+        let facts = crate::lease::LivenessFacts {
+            this_host: &ctx.host.hostname,
+            now_ms: now_ms(),
+            lease_timeout_ms,
+            process_start_time: ctx.host.process_start_time,
+        };
+        let decided = crate::observe::decide(fs, &job.layout, &job.identity, &facts, &request);
+        let (variants, decision) = match decided {
+            Ok(d) => d,
+            Err(e) if e.kind == ErrorKind::Busy => {
+                // A resume of a variant whose owner is dead while its trainer is still being
+                // reaped: wait (bounded) for the trainer to exit, never race it.
+                let target = request.explicit_variant.or_else(|| {
+                    crate::observe::FsVariants::scan(fs, &job.layout, &job.identity, &facts)
+                        .ok()?
+                        .numbers()
+                        .last()
+                        .copied()
+                });
+                let target_dir = match target {
+                    Some(v) => Some(job.layout.variant_dir(&job.identity, v)?),
+                    None => None,
+                };
+                let dying = target_dir
+                    .as_ref()
+                    .and_then(|d| lease::dying_trainer(fs, d, &facts));
+                match (dying, &target_dir) {
+                    (Some(pid), Some(_))
+                        if now_ms().saturating_sub(started_ms) < DYING_TRAINER_WAIT_MS =>
+                    {
+                        say(
+                            &mut last_notice_ms,
+                            format!("waiting for the trainer (pid {pid}) of a dead owner to exit before taking its variant over"),
+                        );
+                        (ctx.waiting.pause)();
+                        continue;
+                    }
+                    (_, Some(d)) => {
                         return Err(Error::new(
                             ErrorKind::Busy,
-                            format!("variant {variant} was completed by another process meanwhile"),
-                        ));
+                            format!("{}; held by {}", e.message, owner_of(fs, d)),
+                        ))
                     }
-                    (variant, dir, l)
+                    _ => return Err(e),
                 }
-                Take::Lost => {
+            }
+            Err(e) => return Err(e),
+        };
+        if rounds == 1 {
+            warnings.extend(variants.unverified_warnings());
+        }
+        // Nothing the trainer or the tracking store would refuse reaches the first write (an
+        // allocated vN with a name the store then refuses would be junk that shifts
+        // numbering). Refused whatever the decision, as `plan` and `config check` refuse it.
+        job.preflight(decision.variant())?;
+        // The owner waited for died and nobody completed: take its variant over by the
+        // stale-lease rule and resume it, instead of training the same thing again.
+        let decision = match (decision, waited_for) {
+            (Decision::New { .. }, Some(v))
+                if !variants.observe(v).1.is_live()
+                    && !variants.observe(v).0.is_complete()
+                    && variants.numbers().contains(&v) =>
+            {
+                Decision::Resume { variant: v }
+            }
+            (d, _) => d,
+        };
+        match decision {
+            Decision::Wait { variant } => {
+                let dir = job.layout.variant_dir(&job.identity, variant)?;
+                let waited = now_ms().saturating_sub(started_ms);
+                if waited >= wait_limit_ms {
                     return Err(Error::new(
                         ErrorKind::Busy,
                         format!(
+                            "variant {variant} of this identity is being trained by {}; waited {} s (run.wait_for_owner) for its result",
+                            owner_of(fs, &dir),
+                            waited / 1000
+                        ),
+                    ));
+                }
+                waited_for = Some(variant);
+                say(
+                    &mut last_notice_ms,
+                    format!(
+                        "waiting for v{variant}, trained by {}, to complete (same identity: its result is reused); waited {} s of {} s",
+                        owner_of(fs, &dir),
+                        waited / 1000,
+                        wait_limit_ms / 1000
+                    ),
+                );
+                (ctx.waiting.pause)();
+                continue;
+            }
+            Decision::Reuse { variant } => {
+                let backfilled = backfill(ctx, job, &cache)?;
+                let dir = job.layout.variant_dir(&job.identity, variant)?;
+                let metrics = fs
+                    .read(&dir.join(METRICS_FILE))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok());
+                // The name the reused variant was trained under (auto-increment may have
+                // suffixed it); the configured name for variants from before names were
+                // recorded.
+                let run_name = match recorded_run_name(fs, &dir) {
+                    Some(name) => name,
+                    None => {
+                        let (name, w) = job.run_name(variant)?;
+                        warnings.extend(w);
+                        name
+                    }
+                };
+                return Ok(Report {
+                    decision,
+                    output_dir: dir,
+                    run_name,
+                    cache_record: None,
+                    backfilled,
+                    metrics,
+                    warnings,
+                });
+            }
+            Decision::New { variant } | Decision::Continue { variant } => {
+                let mode = job.config.mode();
+                let explicit =
+                    mode != RunMode::ForceNew && request.explicit_variant == Some(variant);
+                // reuse_if_exists: identical starts share one training, so a start that
+                // loses the race for the number decides again (and waits for the winner)
+                // instead of training the same thing under the next number.
+                let on_collision = if explicit {
+                    Collision::Busy
+                } else if mode == RunMode::ReuseIfExists && request.wait_for_owner {
+                    Collision::DecideAgain
+                } else {
+                    Collision::NextNumber
+                };
+                match allocate_with(
+                    fs,
+                    job,
+                    variant,
+                    on_collision,
+                    &ctx.owner,
+                    now_ms(),
+                    decision.name(),
+                )? {
+                    Some((v, dir, held)) => break (decision, v, dir, held),
+                    None => continue,
+                }
+            }
+            Decision::Resume { variant } => {
+                let dir = job.layout.variant_dir(&job.identity, variant)?;
+                let observed = variants.observe(variant).1;
+                if observed.is_live() {
+                    return Err(Error::new(
+                        ErrorKind::Busy,
+                        format!(
+                            "variant {variant} is held by a live owner: {}",
+                            owner_of(fs, &dir)
+                        ),
+                    ));
+                }
+                match lease::take(
+                    fs,
+                    &dir,
+                    observed.generation(),
+                    &ctx.owner,
+                    now_ms(),
+                    "resume",
+                )
+                .map_err(|e| io(&dir, e))?
+                {
+                    Take::Won(l) => {
+                        // Under the lease, make sure the variant is still incomplete: a
+                        // complete variant is never modified (defence in depth for the read
+                        // order above).
+                        let now_complete = completion::check(
+                            fs,
+                            &job.layout,
+                            &dir,
+                            Some(&job.identity),
+                            variant,
+                            completion::Depth::Sizes,
+                        )
+                        .is_complete();
+                        if now_complete {
+                            let _ = lease::release(fs, &dir, &l, now_ms());
+                            return Err(Error::new(
+                                ErrorKind::Busy,
+                                format!(
+                                    "variant {variant} was completed by another process meanwhile"
+                                ),
+                            ));
+                        }
+                        break (decision, variant, dir, l);
+                    }
+                    Take::Lost => {
+                        return Err(Error::new(
+                            ErrorKind::Busy,
+                            format!(
                             "variant {variant} was taken over by another resume at the same time"
                         ),
-                    ))
+                        ))
+                    }
                 }
             }
         }

@@ -45,6 +45,7 @@ impl Variants {
             mode,
             explicit_variant,
             parent: ParentView::NotFound,
+            wait_for_owner: true,
         };
         decide(&self.views(), &request)
     }
@@ -60,6 +61,18 @@ impl Variants {
         let mut next = self.clone();
         next.0.insert(v, Slot::Held { op });
         (v, next)
+    }
+
+    /// ALLOCATE of a NEW of reuse_if_exists at exactly `planned` (identical starts share one
+    /// training: a start that finds the number taken decides again, and waits for its
+    /// owner); `None` when the number is taken.
+    pub fn allocate_exact(&self, op: usize, planned: u64) -> Option<Variants> {
+        if self.0.contains_key(&planned) {
+            return None;
+        }
+        let mut next = self.clone();
+        next.0.insert(planned, Slot::Held { op });
+        Some(next)
     }
 
     /// ALLOCATE of a RESUME of `variant`: the lease is taken only if the variant is still idle;

@@ -34,6 +34,9 @@ pub struct Request {
     pub mode: Mode,
     pub explicit_variant: Option<u64>,
     pub parent: ParentView,
+    /// `run.wait_for_owner` > 0: reuse_if_exists waits for a live owner of the identity
+    /// instead of training the same thing again (identical starts share one training).
+    pub wait_for_owner: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,10 +52,23 @@ pub enum ErrorKind {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Expected {
-    New { variant: u64 },
-    Reuse { variant: u64 },
-    Resume { variant: u64 },
-    Continue { variant: u64 },
+    New {
+        variant: u64,
+    },
+    Reuse {
+        variant: u64,
+    },
+    Resume {
+        variant: u64,
+    },
+    Continue {
+        variant: u64,
+    },
+    /// reuse_if_exists found no complete variant while a live owner trains `variant`: wait for
+    /// it (bounded), then decide again (its result is reused; at the bound, `busy`).
+    Wait {
+        variant: u64,
+    },
     Error(ErrorKind),
 }
 
@@ -84,16 +100,27 @@ pub fn decide(variants: &BTreeMap<u64, VariantView>, request: &Request) -> Expec
 
     use Expected::{Continue, Error, New, Reuse};
     use VariantView::{Complete, Incomplete};
+    // The newest variant a live owner is training.
+    let live = variants
+        .iter()
+        .filter(|(_, view)| **view == Incomplete { lease_live: true })
+        .map(|(number, _)| *number)
+        .next_back();
     let expected = match (request.mode, v_n) {
-        // reuse_if_exists, no N.
-        (Mode::ReuseIfExists, None) => match max_c {
-            Some(c) => Reuse { variant: c },
-            None => New { variant: l + 1 },
+        // reuse_if_exists, no N: the newest complete; else wait for a live owner; else new.
+        (Mode::ReuseIfExists, None) => match (max_c, live) {
+            (Some(c), _) => Reuse { variant: c },
+            (None, Some(v)) if request.wait_for_owner => Expected::Wait { variant: v },
+            (None, _) => New { variant: l + 1 },
         },
         // reuse_if_exists, N.
         (Mode::ReuseIfExists, Some((n, Some(Complete)))) => Reuse { variant: n },
         (Mode::ReuseIfExists, Some((n, None))) => New { variant: n },
-        (Mode::ReuseIfExists, Some((_, Some(Incomplete { .. })))) => {
+        // Held by a live owner: busy (never "incomplete, resume it" for a running variant).
+        (Mode::ReuseIfExists, Some((_, Some(Incomplete { lease_live: true })))) => {
+            Error(ErrorKind::Busy)
+        }
+        (Mode::ReuseIfExists, Some((_, Some(Incomplete { lease_live: false })))) => {
             Error(ErrorKind::VariantIncomplete)
         }
         // force_new: N ignored (the warning is `expects_force_new_warning`).
@@ -149,6 +176,7 @@ mod tests {
             mode,
             explicit_variant,
             parent,
+            wait_for_owner: true,
         }
     }
 
@@ -158,6 +186,7 @@ mod tests {
             mode,
             explicit_variant,
             parent,
+            wait_for_owner: true,
         }
     }
 
@@ -177,8 +206,25 @@ mod tests {
     #[test]
     fn reuse_without_number_and_no_complete_is_new_at_l_plus_1() {
         check(&[], req(ReuseIfExists, None), New { variant: 1 });
-        let t = [(2, IDLE), (5, LIVE)];
+        let t = [(2, IDLE), (5, IDLE)];
         check(&t, req(ReuseIfExists, None), New { variant: 6 });
+    }
+
+    #[test]
+    fn reuse_without_number_waits_for_a_live_owner_unless_told_not_to() {
+        let t = [(2, LIVE), (5, IDLE), (3, LIVE)];
+        check(&t, req(ReuseIfExists, None), Wait { variant: 3 });
+        let no_wait = Request {
+            wait_for_owner: false,
+            ..req(ReuseIfExists, None)
+        };
+        check(&t, no_wait, New { variant: 6 });
+        // A complete variant is reused, whoever trains meanwhile.
+        check(
+            &[(1, C), (2, LIVE)],
+            req(ReuseIfExists, None),
+            Reuse { variant: 1 },
+        );
     }
 
     #[test]
@@ -195,11 +241,11 @@ mod tests {
     }
 
     #[test]
-    fn reuse_with_incomplete_number_is_variant_incomplete() {
+    fn reuse_with_incomplete_number_is_variant_incomplete_or_busy_when_a_live_owner_holds_it() {
         let t = [(1, C), (2, IDLE)];
         check(&t, req(ReuseIfExists, Some(2)), Error(VariantIncomplete));
         let t = [(2, LIVE)];
-        check(&t, req(ReuseIfExists, Some(2)), Error(VariantIncomplete));
+        check(&t, req(ReuseIfExists, Some(2)), Error(Busy));
     }
 
     #[test]

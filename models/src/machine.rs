@@ -463,6 +463,7 @@ impl Model {
             mode,
             explicit_variant,
             parent: ParentView::NotFound,
+            wait_for_owner: true,
         };
         let expected = decide(&observed, &request);
         let number = match expected {
@@ -478,6 +479,7 @@ impl Model {
             }
             Expected::New { variant } | Expected::Resume { variant } => variant,
             Expected::Continue { .. } => unreachable!("precondition refuses continue"),
+            Expected::Wait { .. } => unreachable!("sequential commands never leave a live lease"),
         };
         self.start_run(identity, number, matches!(expected, Expected::New { .. }));
         self.end_run(identity, number, outcome);

@@ -561,6 +561,8 @@ impl Sandbox {
             occupancy: &self.occupancy,
         };
         let ctx = trainctl::train::Context {
+            // The clock advances on every look: a wait ends by its bound in simulated time.
+            waiting: trainctl::train::no_waiting(),
             fs: &*self.fs,
             host: &host,
             owner: trainctl::lease::Owner {

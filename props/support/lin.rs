@@ -257,10 +257,26 @@ impl Search<'_> {
                         (Expected::Resume { variant: p }, Expected::Error(MErr::Busy)) => {
                             Stage::Decided(Planned::Resume(p))
                         }
+                        // A reuse that waited for a live owner until its bound.
+                        (Expected::Wait { .. }, Expected::Error(MErr::Busy)) => Stage::Done,
                         (d, o) if d == *o => Stage::Done,
                         _ => continue,
                     };
                     if try_step(next, state, stages) {
+                        return true;
+                    }
+                }
+                // reuse_if_exists allocates exactly the number it planned: a start that finds
+                // it taken decides again (and waits for the winner), it never moves on.
+                Stage::Decided(Planned::New(p)) if ops[i].program == Program::Reuse => {
+                    let found = match state.allocate_exact(i, p) {
+                        Some(next) => {
+                            let fits = !checked || Some(p) == observed_variant(&observed);
+                            fits && try_step(Stage::Allocated, &next, stages)
+                        }
+                        None => try_step(Stage::Pending, state, stages),
+                    };
+                    if found {
                         return true;
                     }
                 }

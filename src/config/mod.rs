@@ -822,7 +822,7 @@ fn validate_final_training(
         ));
     }
     if let Some(v) = &f.run.wait_for_owner {
-        parse_duration_s(v).map_err(|why| doc.locate("run.wait_for_owner", &why))?;
+        parse_duration_ms(v).map_err(|why| doc.locate("run.wait_for_owner", &why))?;
     }
     if let Some(cmd) = &f.trainer.command {
         if cmd.is_empty() {
@@ -840,15 +840,16 @@ fn validate_final_training(
 
 /// `run.wait_for_owner` when not set: a day, so that identical starts share trainings of
 /// up to that long (docs/contract.md, "Identical starts").
-pub const DEFAULT_WAIT_FOR_OWNER_S: u64 = 24 * 3600;
+pub const DEFAULT_WAIT_FOR_OWNER_MS: u64 = 24 * 3600 * 1000;
 
-/// A duration setting: whole seconds, or a whole number with a unit `s`, `m` or `h`.
-pub fn parse_duration_s(v: &Value) -> std::result::Result<u64, String> {
+/// A duration setting in milliseconds: whole seconds, or a whole number with a unit `ms`,
+/// `s`, `m` or `h`.
+pub fn parse_duration_ms(v: &Value) -> std::result::Result<u64, String> {
     let bad = || {
         format!("expected seconds or a duration like `90s`, `30m`, `2h` (0 = do not wait), got {v}")
     };
     if let Some(n) = v.as_u64() {
-        return Ok(n);
+        return n.checked_mul(1000).ok_or_else(bad);
     }
     let s = v.as_str().ok_or_else(bad)?.trim();
     let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
@@ -857,23 +858,24 @@ pub fn parse_duration_s(v: &Value) -> std::result::Result<u64, String> {
     };
     let n: u64 = digits.parse().map_err(|_| bad())?;
     let scale = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
         _ => return Err(bad()),
     };
     n.checked_mul(scale).ok_or_else(bad)
 }
 
 impl Config {
-    /// How long reuse_if_exists waits for a live owner of the same identity, in seconds.
-    pub fn wait_for_owner_s(&self) -> u64 {
+    /// How long reuse_if_exists waits for a live owner of the same identity, in ms.
+    pub fn wait_for_owner_ms(&self) -> u64 {
         self.final_training
             .run
             .wait_for_owner
             .as_ref()
-            .and_then(|v| parse_duration_s(v).ok())
-            .unwrap_or(DEFAULT_WAIT_FOR_OWNER_S)
+            .and_then(|v| parse_duration_ms(v).ok())
+            .unwrap_or(DEFAULT_WAIT_FOR_OWNER_MS)
     }
 
     pub fn mode(&self) -> RunMode {

@@ -215,7 +215,7 @@ section! {
         /// What a reuse verifies before handing a variant over (docs/contract.md).
         pub verify_reuse: Option<VerifyReuse>,
         /// How long reuse_if_exists waits for a live owner training the same identity:
-        /// seconds, or a number with a unit (`90s`, `30m`, `2h`); 0 never waits.
+        /// seconds, or a number with a unit (`500ms`, `90s`, `30m`, `2h`); 0 never waits.
         pub wait_for_owner: Option<Value>,
     }
 }
