@@ -356,6 +356,51 @@ fn two_concurrent_new_starts_get_distinct_variants_without_rename_flags_or_links
     concurrent_new_allocations(2, Caps::NOFLAGS_NOLINKS);
 }
 
+/// reuse_if_exists: identical starts that planned the same number: exactly one allocates
+/// it, the others give it up to decide again (and wait for the winner) instead of taking the
+/// next number (docs/contract.md, "Identical starts share one training").
+#[test]
+fn identical_reuse_starts_allocate_one_variant_and_the_others_decide_again() {
+    for caps in [Caps::POSIX, Caps::NOFLAGS] {
+        let job = std::sync::Arc::new(job());
+        model(move || {
+            let identity_dir = job.layout.identity_dir(&job.identity).expect("dir");
+            let fs = Arc::new(LoomFs::with_root_caps(&[&identity_dir], caps));
+            let handles: Vec<_> = (0..2u32)
+                .map(|t| {
+                    let (fs, job) = (fs.clone(), job.clone());
+                    loom::thread::spawn(move || {
+                        trainctl::train::allocate_with(
+                            &*fs,
+                            &job,
+                            1,
+                            trainctl::train::Collision::DecideAgain,
+                            &owner(100 + t),
+                            0,
+                            "new",
+                        )
+                        .expect("allocation")
+                        .map(|(v, _, _)| v)
+                    })
+                })
+                .collect();
+            let got: Vec<Option<u64>> = handles
+                .into_iter()
+                .map(|h| h.join().expect("thread"))
+                .collect();
+            let won: Vec<u64> = got.iter().flatten().copied().collect();
+            assert_eq!(won, vec![1], "exactly one start allocates v1: {got:?}");
+            let names: Vec<String> = fs
+                .list(&identity_dir)
+                .expect("list")
+                .into_iter()
+                .map(|e| e.name)
+                .collect();
+            assert_eq!(names, ["v1"], "the loser leaves nothing behind (no staged dir)");
+        });
+    }
+}
+
 #[test]
 fn three_concurrent_new_starts_get_distinct_variants() {
     concurrent_new_allocations(3, Caps::POSIX);
