@@ -427,6 +427,25 @@ impl Server {
     /// A server on `port` over the sqlite store and artifacts in `dir` (a restart on the
     /// same port and store is the same tracking server, back).
     fn start_on(python: &Path, dir: &Path, port: u16) -> Server {
+        let artifacts = vec![
+            "--artifacts-destination".to_string(),
+            dir.join("artifacts").display().to_string(),
+        ];
+        Server::start_with(python, dir, port, &artifacts)
+    }
+
+    /// A server whose runs get `root` as their artifact root and which does not proxy
+    /// artifacts (the usual set-up with S3 or GCS).
+    fn start_without_artifact_proxy(python: &Path, dir: &Path, root: &str) -> Server {
+        let artifacts = vec![
+            "--default-artifact-root".to_string(),
+            root.to_string(),
+            "--no-serve-artifacts".to_string(),
+        ];
+        Server::start_with(python, dir, free_port(), &artifacts)
+    }
+
+    fn start_with(python: &Path, dir: &Path, port: u16, artifacts: &[String]) -> Server {
         let log = dir.join("server.log");
         let mlflow = python.parent().expect("venv bin").join("mlflow");
         let mut cmd = Command::new(&mlflow);
@@ -441,8 +460,7 @@ impl Server {
         ])
         .arg("--backend-store-uri")
         .arg(format!("sqlite:///{}", dir.join("mlflow.db").display()))
-        .arg("--artifacts-destination")
-        .arg(dir.join("artifacts"))
+        .args(artifacts)
         .env("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
         .env_remove("MLFLOW_TRACKING_URI")
         .stdin(Stdio::null())
@@ -796,6 +814,72 @@ fn train_json(
 fn metadata_of(doc: &Value) -> Value {
     let dir = PathBuf::from(doc["output_dir"].as_str().expect("output_dir"));
     serde_json::from_slice(&std::fs::read(dir.join("metadata.json")).unwrap()).unwrap()
+}
+
+/// A server that does not proxy artifacts (issue 16): every run still ends. A bucket root
+/// this client cannot write: the run is FINISHED, tagged with the artifacts it lacks, training
+/// warns, and `track sync` retries only those artifacts (failing again here, without
+/// reopening or duplicating the run). A local directory root on this machine: the artifacts
+/// are written there, as MLflow's own client does.
+#[test]
+fn a_server_without_the_artifact_proxy_never_keeps_a_run_open() {
+    let Some(python) = mlflow_python("a_server_without_the_artifact_proxy_never_keeps_a_run_open")
+    else {
+        return;
+    };
+    for root in ["s3://nowhere-bucket/mlruns", "LOCAL"] {
+        let dir = tempfile::tempdir().unwrap();
+        let local_root = dir.path().join("served-artifacts");
+        std::fs::create_dir_all(&local_root).unwrap();
+        let root_arg = if root == "LOCAL" {
+            local_root.display().to_string()
+        } else {
+            root.to_string()
+        };
+        let server = Server::start_without_artifact_proxy(&python, dir.path(), &root_arg);
+        let env = [("MLFLOW_TRACKING_URI", server.url.as_str())];
+        let project = support::Project::new();
+        let (code, trained) = train_json(&project, &["training.epochs=1"], &env);
+        assert_eq!(code, 0, "{trained}");
+        let meta = metadata_of(&trained);
+        assert_eq!(meta["tracking"]["state"], "finished", "{}", meta["tracking"]);
+        let run_id = meta["tracking"]["run_id"].as_str().expect("run id").to_string();
+        let tracker = RestTracker::new(&server.url, None, RetryPolicy::default()).unwrap();
+        let run = tracker.get_run(&run_id).expect("run");
+        assert_eq!(run.info.status, RunStatus::Finished, "{root}: {run:?}");
+        let missing = run.tags.get("trainctl.artifacts_missing").cloned().unwrap_or_default();
+        if root == "LOCAL" {
+            assert!(missing.is_empty(), "{missing}");
+            let names: Vec<String> = tracker
+                .list_artifacts(&run_id, "")
+                .expect("list")
+                .into_iter()
+                .map(|a| a.path)
+                .collect();
+            assert!(names.iter().any(|n| n == "metrics.json"), "{names:?}");
+            continue;
+        }
+        assert!(missing.contains("metrics.json"), "tagged: {missing:?}");
+        assert_eq!(
+            meta["tracking"]["artifacts_missing"][0], "metrics.json",
+            "{}",
+            meta["tracking"]
+        );
+        assert!(
+            trained["warnings"]
+                .as_array()
+                .is_some_and(|w| w.iter().any(|w| w.as_str().is_some_and(|w| w.contains("track sync")))),
+            "{trained}"
+        );
+        let (code, synced) = sync_json(&project, &env);
+        assert_eq!(code, 3, "the artifacts cannot go there, and sync says so: {synced}");
+        let run = tracker.get_run(&run_id).expect("run");
+        assert_eq!(run.info.status, RunStatus::Finished, "sync never reopens it");
+        let runs = tracker
+            .search_runs(&run.info.experiment_id, &Default::default())
+            .expect("search");
+        assert_eq!(runs.len(), 1, "one run per variant");
+    }
 }
 
 #[test]

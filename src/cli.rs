@@ -809,6 +809,7 @@ pub fn track_sync_command(
             Action::Adopted => "adopted (the store had it, FINISHED)".to_string(),
             Action::Completed => "completed its unfinished run".to_string(),
             Action::Uploaded => "uploaded".to_string(),
+            Action::ArtifactsUploaded => "uploaded the artifacts its run ended without".to_string(),
             Action::WouldSync => "would upload".to_string(),
             Action::Failed => format!("FAILED: {}", e.error.clone().unwrap_or_default()),
         };
@@ -821,7 +822,10 @@ pub fn track_sync_command(
                 .unwrap_or_default()
         ));
     }
-    let synced = count(Action::Uploaded) + count(Action::Completed) + count(Action::Adopted);
+    let synced = count(Action::Uploaded)
+        + count(Action::Completed)
+        + count(Action::Adopted)
+        + count(Action::ArtifactsUploaded);
     human.push_str(&format!(
         "{synced} synced, {} already in the store, {} untracked (--include-untracked), {} failed{}\n",
         count(Action::Tracked) + count(Action::AlreadySynced),

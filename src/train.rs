@@ -1025,9 +1025,21 @@ fn attempt(
                 ((ctx.now_us)() / 1000) as i64,
             );
             match ended {
-                Ok(()) => {
+                Ok(missing) => {
                     meta["tracking"]["state"] =
                         json!(if succeeded { "finished" } else { "failed" });
+                    if !missing.is_empty() {
+                        tracking_warnings.push(format!(
+                            "tracking ({}): the run ended, but these artifacts were not uploaded: {}; `trainctl track sync` retries them",
+                            t.backend,
+                            missing.join("; ")
+                        ));
+                        let names: Vec<&str> = missing
+                            .iter()
+                            .map(|m| m.split(" (").next().unwrap_or(m))
+                            .collect();
+                        meta["tracking"]["artifacts_missing"] = json!(names);
+                    }
                 }
                 Err(e) => {
                     tracking_warnings.push(format!(

@@ -464,8 +464,50 @@ pub fn finish(
     dir: &Path,
     succeeded: bool,
     now_ms: i64,
-) -> Result<()> {
+) -> Result<Vec<String>> {
     upload(tracker, config, fs, run_id, dir, succeeded, now_ms, false)
+}
+
+/// The tag naming the artifacts a run ended without (empty once `track sync` uploaded them).
+pub const ARTIFACTS_MISSING_TAG: &str = "trainctl.artifacts_missing";
+
+/// Logs the run's artifacts (metrics.json, the job file, the checkpoint when configured).
+/// They are optional to the run: each one that fails is returned by name (with why) instead
+/// of failing, so that a store which does not take artifacts (a server without the artifact
+/// proxy, the usual S3/GCS set-up) never keeps a run open.
+pub(crate) fn upload_artifacts(
+    tracker: &dyn Tracker,
+    config: &Config,
+    fs: &dyn Fs,
+    run_id: &str,
+    dir: &Path,
+    succeeded: bool,
+) -> Vec<(String, String)> {
+    let stage = &config.mlflow.tracking.training;
+    let mut missing = Vec::new();
+    let metrics = dir.join(crate::completion::METRICS_FILE);
+    if stage.log_metrics_json.unwrap_or(true) && fs.is_file(&metrics) {
+        if let Err(e) = tracker.log_artifact(run_id, &metrics, "metrics.json") {
+            missing.push(("metrics.json".to_string(), e.to_string()));
+        }
+    }
+    let job_file: PathBuf = dir.join("job.json");
+    if fs.is_file(&job_file) {
+        if let Err(e) = tracker.log_artifact(run_id, &job_file, "config/job.json") {
+            missing.push(("config/job.json".to_string(), e.to_string()));
+        }
+    }
+    if succeeded && stage.log_checkpoint.unwrap_or(false) {
+        if let Err(e) = super::log_artifact_dir(
+            tracker,
+            run_id,
+            &dir.join(crate::completion::CHECKPOINT_DIR),
+            "checkpoint",
+        ) {
+            missing.push(("checkpoint".to_string(), e.to_string()));
+        }
+    }
+    missing
 }
 
 /// `finish`; with `dedupe`, metric points the run already has (same key, step and value:
@@ -481,7 +523,7 @@ pub(crate) fn upload(
     succeeded: bool,
     now_ms: i64,
     dedupe: bool,
-) -> Result<()> {
+) -> Result<Vec<String>> {
     let mut points = metric_points(dir, fs);
     if dedupe {
         let keys: std::collections::BTreeSet<String> =
@@ -497,29 +539,25 @@ pub(crate) fn upload(
     if !points.is_empty() {
         tracker.log_metrics(run_id, &points)?;
     }
-    let stage = &config.mlflow.tracking.training;
-    let metrics = dir.join(crate::completion::METRICS_FILE);
-    if stage.log_metrics_json.unwrap_or(true) && fs.is_file(&metrics) {
-        tracker.log_artifact(run_id, &metrics, "metrics.json")?;
-    }
-    let job_file: PathBuf = dir.join("job.json");
-    if fs.is_file(&job_file) {
-        tracker.log_artifact(run_id, &job_file, "config/job.json")?;
-    }
-    if succeeded && stage.log_checkpoint.unwrap_or(false) {
-        super::log_artifact_dir(
-            tracker,
-            run_id,
-            &dir.join(crate::completion::CHECKPOINT_DIR),
-            "checkpoint",
-        )?;
+    let missing = upload_artifacts(tracker, config, fs, run_id, dir, succeeded);
+    if !missing.is_empty() {
+        let names: Vec<&str> = missing.iter().map(|(n, _)| n.as_str()).collect();
+        let tags = std::collections::BTreeMap::from([(
+            ARTIFACTS_MISSING_TAG.to_string(),
+            names.join(","),
+        )]);
+        tracker.set_tags(run_id, &tags)?;
     }
     let status = if succeeded {
         RunStatus::Finished
     } else {
         RunStatus::Failed
     };
-    tracker.set_terminated(run_id, status, now_ms)
+    tracker.set_terminated(run_id, status, now_ms)?;
+    Ok(missing
+        .into_iter()
+        .map(|(name, why)| format!("{name} ({why})"))
+        .collect())
 }
 
 /// The `tracking` object of metadata.json for an error.

@@ -314,13 +314,12 @@ impl RestTracker {
 
     /// Where a run's artifacts are uploaded through the server's artifact proxy:
     /// `mlflow-artifacts:/<path>` (or `mlflow-artifacts://host/<path>`) → `<path>`.
-    fn proxied_artifact_root(&self, run_id: &str) -> Result<String> {
-        let run = self.get_run(run_id)?;
-        let uri = run.info.artifact_uri;
+    /// The path below the server's artifact proxy of a run's `mlflow-artifacts:` root.
+    fn proxied_artifact_root(uri: &str) -> Result<String> {
         let rest = uri.strip_prefix("mlflow-artifacts:").ok_or_else(|| TrackError::Unsupported {
             what: "artifact upload".into(),
             detail: format!(
-                "run artifact root `{uri}` is not served by the tracking server (start `mlflow server` with artifact serving, the default, and without --default-artifact-root)"
+                "run artifact root `{uri}` is neither served by the tracking server nor a local directory (a bucket needs its own client; the run is finished without these artifacts)"
             ),
         })?;
         let path = match rest.strip_prefix("//") {
@@ -333,6 +332,21 @@ impl RestTracker {
         };
         Ok(path.trim_matches('/').to_string())
     }
+}
+
+/// The directory of a run's artifact root when it is a local path (`/…` or `file:///…`), as
+/// `mlflow server --default-artifact-root DIR` gives on the machine it runs on.
+fn local_artifact_dir(uri: &str) -> Option<std::path::PathBuf> {
+    let path = match uri.strip_prefix("file://") {
+        Some(rest) => rest,
+        None if uri.starts_with('/') => uri,
+        None => return None,
+    };
+    let path = std::path::Path::new(path);
+    // `<DIR>/<experiment>/<run>/artifacts`: DIR must exist here, or the server's directory
+    // is on another machine and writing it here would only leave junk.
+    let served_here = path.ancestors().nth(3).is_some_and(|dir| dir.is_dir());
+    (path.is_absolute() && served_here).then(|| path.to_path_buf())
 }
 
 pub(crate) fn validate_base_url(raw: &str) -> Result<String> {
@@ -681,8 +695,20 @@ impl Tracker for RestTracker {
 
     fn log_artifact(&self, run_id: &str, local_file: &Path, artifact_path: &str) -> Result<()> {
         validate_artifact_path(artifact_path)?;
-        let root = self.proxied_artifact_root(run_id)?;
+        let uri = self.get_run(run_id)?.info.artifact_uri;
         let bytes = std::fs::read(local_file).map_err(|e| TrackError::store(local_file, e))?;
+        // A server without the artifact proxy (`--default-artifact-root DIR`) gives runs a
+        // plain directory root: like MLflow's own client, write the artifact there.
+        if let Some(root) = local_artifact_dir(&uri) {
+            let dest = root.join(artifact_path);
+            let fs = crate::fs::OsFs;
+            if let Some(parent) = dest.parent() {
+                crate::fs::ensure_dir(&fs, parent).map_err(|e| TrackError::store(parent, e))?;
+            }
+            return crate::fs::write_atomic(&fs, &dest, &bytes)
+                .map_err(|e| TrackError::store(&dest, e));
+        }
+        let root = Self::proxied_artifact_root(&uri)?;
         let url = format!(
             "{}{ARTIFACTS_API}/{}/{}",
             self.base,

@@ -44,6 +44,9 @@ pub enum Action {
     Uploaded,
     /// `--dry-run`: would be uploaded or completed.
     WouldSync,
+    /// The run is there, finished, but ended without some artifacts (a store without the
+    /// artifact proxy, or one that failed them): now uploaded.
+    ArtifactsUploaded,
     /// The upload failed (see `error`); a later sync retries.
     Failed,
 }
@@ -126,19 +129,60 @@ pub fn sync(
             run_id: None,
             error: None,
         };
+        let record = read_record(fs, layout, &v.dir)
+            .filter(|r| r["backend"].as_str() == Some(backend.as_str()));
+        // Artifacts a run ended without: the sync record's list once sync has run, else what
+        // training recorded.
+        let pending = |v: &Value| -> Vec<String> {
+            v.as_array()
+                .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+                .unwrap_or_default()
+        };
+        let artifacts = match &record {
+            Some(r) => pending(&r["artifacts_missing"]),
+            None if training_state.as_deref() == Some("finished") => {
+                pending(&meta["tracking"]["artifacts_missing"])
+            }
+            None => Vec::new(),
+        };
+        let run_id = record
+            .as_ref()
+            .and_then(|r| r["run_id"].as_str())
+            .or_else(|| meta["tracking"]["run_id"].as_str())
+            .map(str::to_string);
+        if !artifacts.is_empty() {
+            entry.run_id = run_id.clone();
+            if opts.dry_run {
+                entries.push(entry);
+                continue;
+            }
+            match run_id {
+                Some(run_id) => match sync_artifacts(config, layout, fs, tracker, &v.dir, &run_id, opts.now_ms) {
+                    Ok(()) => entry.action = Action::ArtifactsUploaded,
+                    Err(e) => {
+                        entry.action = Action::Failed;
+                        entry.error = Some(e.to_string());
+                    }
+                },
+                None => {
+                    entry.action = Action::Failed;
+                    entry.error = Some("the run's id is not recorded".into());
+                }
+            }
+            entries.push(entry);
+            continue;
+        }
         if let Some(skip) = needs_sync(training_state.as_deref(), opts.include_untracked) {
             entry.action = skip;
             entry.run_id = meta["tracking"]["run_id"].as_str().map(str::to_string);
             entries.push(entry);
             continue;
         }
-        if let Some(record) = read_record(fs, layout, &v.dir) {
-            if record["backend"].as_str() == Some(backend.as_str()) {
-                entry.action = Action::AlreadySynced;
-                entry.run_id = record["run_id"].as_str().map(str::to_string);
-                entries.push(entry);
-                continue;
-            }
+        if let Some(record) = &record {
+            entry.action = Action::AlreadySynced;
+            entry.run_id = record["run_id"].as_str().map(str::to_string);
+            entries.push(entry);
+            continue;
         }
         if opts.dry_run {
             entries.push(entry);
@@ -194,8 +238,8 @@ fn sync_one(
     let found = tracker.search_runs(&experiment.experiment_id, &filter)?;
     let recorded_id = meta["tracking"]["run_id"].as_str();
     let finished = found.iter().find(|r| r.info.status == RunStatus::Finished);
-    let (action, run_id) = if let Some(run) = finished {
-        (Action::Adopted, run.info.run_id.clone())
+    let (action, run_id, missing) = if let Some(run) = finished {
+        (Action::Adopted, run.info.run_id.clone(), Vec::new())
     } else {
         // One run per variant: finish the run training created (the one metadata names,
         // else the newest), or create it.
@@ -237,15 +281,79 @@ fn sync_one(
             .as_str()
             .and_then(rfc3339_ms)
             .unwrap_or(now_ms);
-        lifecycle::upload(tracker, config, fs, &run_id, dir, true, ended, true)?;
-        (action, run_id)
+        // The run ends whatever happens to its artifacts; the record keeps the ones that
+        // did not go, and the next sync retries only those.
+        let missing = lifecycle::upload(tracker, config, fs, &run_id, dir, true, ended, true)?;
+        (action, run_id, missing)
     };
+    let names: Vec<String> = missing
+        .iter()
+        .map(|m| m.split(" (").next().unwrap_or(m).to_string())
+        .collect();
+    write_record(layout, fs, tracker, dir, &run_id, action, &names, now_ms)?;
+    if !missing.is_empty() {
+        return Err(SyncError::Local(format!(
+            "run {run_id} is finished, but these artifacts were not uploaded: {}; the next sync retries them",
+            missing.join("; ")
+        )));
+    }
+    Ok((action, run_id))
+}
+
+/// Retries the artifacts a finished run ended without, then clears its tag and records it.
+fn sync_artifacts(
+    config: &Config,
+    layout: &Layout,
+    fs: &dyn Fs,
+    tracker: &dyn Tracker,
+    dir: &Path,
+    run_id: &str,
+    now_ms: i64,
+) -> Result<(), SyncError> {
+    let missing = lifecycle::upload_artifacts(tracker, config, fs, run_id, dir, true);
+    if !missing.is_empty() {
+        let why: Vec<String> = missing.iter().map(|(n, e)| format!("{n} ({e})")).collect();
+        return Err(SyncError::Local(format!(
+            "artifacts still not uploaded: {}",
+            why.join("; ")
+        )));
+    }
+    let tags = std::collections::BTreeMap::from([(
+        lifecycle::ARTIFACTS_MISSING_TAG.to_string(),
+        String::new(),
+    )]);
+    tracker.set_tags(run_id, &tags)?;
+    write_record(
+        layout,
+        fs,
+        tracker,
+        dir,
+        run_id,
+        Action::ArtifactsUploaded,
+        &[],
+        now_ms,
+    )
+}
+
+/// Writes the sync record of `dir` (atomically): the run, the backend, what was done, and
+/// the artifacts still missing.
+#[allow(clippy::too_many_arguments)]
+fn write_record(
+    layout: &Layout,
+    fs: &dyn Fs,
+    tracker: &dyn Tracker,
+    dir: &Path,
+    run_id: &str,
+    action: Action,
+    artifacts_missing: &[String],
+    now_ms: i64,
+) -> Result<(), SyncError> {
     let record = json!({
         "variant_dir": rel_of(layout, dir),
         "backend": tracker.describe(),
         "run_id": run_id,
-        "experiment_id": experiment.experiment_id,
         "action": action,
+        "artifacts_missing": artifacts_missing,
         "synced_at_ms": now_ms,
     });
     let path = record_path(layout, dir);
@@ -253,8 +361,7 @@ fn sync_one(
     crate::cache::ensure_dir(fs, &parent).map_err(|e| SyncError::Local(e.to_string()))?;
     let bytes = serde_json::to_vec_pretty(&record).map_err(|e| SyncError::Local(e.to_string()))?;
     fs::write_atomic(fs, &path, &bytes)
-        .map_err(|e| SyncError::Local(format!("{}: {e}", path.display())))?;
-    Ok((action, run_id))
+        .map_err(|e| SyncError::Local(format!("{}: {e}", path.display())))
 }
 
 /// Milliseconds since the epoch of an RFC 3339 UTC timestamp as `cache::rfc3339` writes it
