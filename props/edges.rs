@@ -365,3 +365,86 @@ fn a_resume_right_after_a_crash_waits_for_the_dying_trainer() {
     assert!(stderr.contains(&format!("pid {trainer_pid}")), "{stderr}");
     let _ = reaper.join();
 }
+
+/// A variant abandoned by a kill -9 and never resumed: once another variant of its identity
+/// completes, its RUNNING run ends as KILLED (before: RUNNING forever).
+#[test]
+fn an_abandoned_attempts_run_ends_killed_once_another_variant_completes() {
+    use trainctl::track::Tracker;
+    let project = support::Project::new();
+    let long = [
+        "-o",
+        "training.epochs=40",
+        "-o",
+        "training.early_stopping.enabled=false",
+        "-o",
+        "logging.save_interval=10",
+    ];
+    let mut args = vec!["--json"];
+    args.extend_from_slice(&long);
+    args.push("train");
+    let (code, plan) = run(&project, &{
+        let mut p = vec!["--json"];
+        p.extend_from_slice(&long);
+        p.push("plan");
+        p
+    });
+    assert_eq!(code, 0, "{plan}");
+    let v1 = variant_dir(&plan);
+    let mut child = project
+        .command(&args, &[])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let began = std::time::Instant::now();
+    let has_run = || {
+        std::fs::read(v1.join("metadata.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .is_some_and(|m| m["tracking"]["run_id"].is_string())
+    };
+    while !has_run() {
+        assert!(
+            began.elapsed() < std::time::Duration::from_secs(60),
+            "no run started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    let meta: Value =
+        serde_json::from_slice(&std::fs::read(v1.join("metadata.json")).expect("meta"))
+            .expect("json");
+    let run_id = meta["tracking"]["run_id"]
+        .as_str()
+        .expect("run id")
+        .to_string();
+    let store = trainctl::track::file::FileTracker::new(
+        std::sync::Arc::new(trainctl::fs::OsFs),
+        project.root().join("mlruns"),
+    )
+    .expect("file store");
+    assert_eq!(
+        store.get_run(&run_id).expect("run").info.status,
+        trainctl::track::RunStatus::Running
+    );
+    // Another variant of the same identity completes.
+    let mut force = vec!["--json", "-o", "run.mode=force_new"];
+    force.extend_from_slice(&long);
+    force.push("train");
+    // The killed orchestrator's trainer may still be dying: force_new does not wait for it.
+    let (code, v2) = run(&project, &force);
+    assert_eq!(code, 0, "{v2}");
+    assert_eq!(v2["variant"], 2, "{v2}");
+    let run = store.get_run(&run_id).expect("run");
+    assert_eq!(
+        run.info.status,
+        trainctl::track::RunStatus::Killed,
+        "{run:?}"
+    );
+    assert_eq!(
+        run.tags.get("trainctl.superseded_by").map(String::as_str),
+        Some("v2")
+    );
+}

@@ -396,7 +396,11 @@ fn identical_reuse_starts_allocate_one_variant_and_the_others_decide_again() {
                 .into_iter()
                 .map(|e| e.name)
                 .collect();
-            assert_eq!(names, ["v1"], "the loser leaves nothing behind (no staged dir)");
+            assert_eq!(
+                names,
+                ["v1"],
+                "the loser leaves nothing behind (no staged dir)"
+            );
         });
     }
 }

@@ -361,6 +361,7 @@ impl Real {
             let status = match run.info.status {
                 trainctl::track::RunStatus::Finished => RunState::Finished,
                 trainctl::track::RunStatus::Failed => RunState::Failed,
+                trainctl::track::RunStatus::Killed => RunState::Killed,
                 _ => RunState::Running,
             };
             let count = out.get(&key).map_or(0, |r: &TrackedRun| r.runs);

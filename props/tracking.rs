@@ -842,12 +842,23 @@ fn a_server_without_the_artifact_proxy_never_keeps_a_run_open() {
         let (code, trained) = train_json(&project, &["training.epochs=1"], &env);
         assert_eq!(code, 0, "{trained}");
         let meta = metadata_of(&trained);
-        assert_eq!(meta["tracking"]["state"], "finished", "{}", meta["tracking"]);
-        let run_id = meta["tracking"]["run_id"].as_str().expect("run id").to_string();
+        assert_eq!(
+            meta["tracking"]["state"], "finished",
+            "{}",
+            meta["tracking"]
+        );
+        let run_id = meta["tracking"]["run_id"]
+            .as_str()
+            .expect("run id")
+            .to_string();
         let tracker = RestTracker::new(&server.url, None, RetryPolicy::default()).unwrap();
         let run = tracker.get_run(&run_id).expect("run");
         assert_eq!(run.info.status, RunStatus::Finished, "{root}: {run:?}");
-        let missing = run.tags.get("trainctl.artifacts_missing").cloned().unwrap_or_default();
+        let missing = run
+            .tags
+            .get("trainctl.artifacts_missing")
+            .cloned()
+            .unwrap_or_default();
         if root == "LOCAL" {
             assert!(missing.is_empty(), "{missing}");
             let names: Vec<String> = tracker
@@ -866,15 +877,22 @@ fn a_server_without_the_artifact_proxy_never_keeps_a_run_open() {
             meta["tracking"]
         );
         assert!(
-            trained["warnings"]
-                .as_array()
-                .is_some_and(|w| w.iter().any(|w| w.as_str().is_some_and(|w| w.contains("track sync")))),
+            trained["warnings"].as_array().is_some_and(|w| w
+                .iter()
+                .any(|w| w.as_str().is_some_and(|w| w.contains("track sync")))),
             "{trained}"
         );
         let (code, synced) = sync_json(&project, &env);
-        assert_eq!(code, 3, "the artifacts cannot go there, and sync says so: {synced}");
+        assert_eq!(
+            code, 3,
+            "the artifacts cannot go there, and sync says so: {synced}"
+        );
         let run = tracker.get_run(&run_id).expect("run");
-        assert_eq!(run.info.status, RunStatus::Finished, "sync never reopens it");
+        assert_eq!(
+            run.info.status,
+            RunStatus::Finished,
+            "sync never reopens it"
+        );
         let runs = tracker
             .search_runs(&run.info.experiment_id, &Default::default())
             .expect("search");

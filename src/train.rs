@@ -755,6 +755,7 @@ pub fn train(job: &Job, ctx: &Context<'_>) -> Result<Report> {
     let (cache_record, metrics, more) = result?;
     warnings.extend(more);
     let backfilled = backfill(ctx, job, &cache)?;
+    warnings.extend(end_superseded_runs(ctx, job, variant));
     Ok(Report {
         decision,
         output_dir: dir,
@@ -764,6 +765,46 @@ pub fn train(job: &Job, ctx: &Context<'_>) -> Result<Report> {
         metrics: Some(metrics),
         warnings,
     })
+}
+
+/// Once `variant` is complete, the runs of this identity's abandoned attempts (incomplete
+/// variants nobody holds) that are still RUNNING in the tracking store end as KILLED.
+/// Tracking never costs a run: a failure is a warning.
+fn end_superseded_runs(ctx: &Context<'_>, job: &Job, variant: u64) -> Vec<String> {
+    let Some(t) = &ctx.tracking else {
+        return Vec::new();
+    };
+    let facts = crate::lease::LivenessFacts {
+        this_host: &ctx.host.hostname,
+        now_ms: (ctx.now_us)() / 1000,
+        lease_timeout_ms: job.config.lease_timeout_s() * 1000,
+        process_start_time: ctx.host.process_start_time,
+    };
+    let Ok(variants) = crate::observe::FsVariants::scan(ctx.fs, &job.layout, &job.identity, &facts)
+    else {
+        return Vec::new();
+    };
+    let abandoned = |v: u64| {
+        variants.numbers().contains(&v) && {
+            let (completion, lease) = variants.observe(v);
+            !completion.is_complete() && !lease.is_live()
+        }
+    };
+    match crate::track::lifecycle::end_superseded_runs(
+        t.tracker,
+        &job.config,
+        job.spec_fp(),
+        job.exec_fp(),
+        variant,
+        &abandoned,
+        ((ctx.now_us)() / 1000) as i64,
+    ) {
+        Ok(_) => Vec::new(),
+        Err(e) => vec![format!(
+            "tracking ({}): the runs of abandoned attempts could not be ended: {e}",
+            t.backend
+        )],
+    }
 }
 
 /// The run name a variant's metadata records (`None` before the first attempt wrote it).

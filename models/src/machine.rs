@@ -133,6 +133,8 @@ pub enum RunState {
     Running,
     Finished,
     Failed,
+    /// An abandoned attempt's run, ended once another variant of its identity completed.
+    Killed,
 }
 
 /// The tracked-run view of one variant: how many runs the store has for it (SPEC §6: one),
@@ -489,6 +491,7 @@ impl Model {
                 self.variants[identity].insert(number, Variant::completed());
                 self.add_record(identity, number);
                 self.backfill(identity);
+                self.end_superseded_runs(identity, number);
                 Exit::Ok
             }
             Outcome::Fail => {
@@ -509,6 +512,23 @@ impl Model {
             }
         };
         Response::Decided { expected, exit }
+    }
+
+    /// Once `number` of `identity` completes, the runs of its abandoned attempts (incomplete
+    /// variants; sequential commands leave no live owner) still RUNNING end as KILLED.
+    fn end_superseded_runs(&mut self, identity: usize, number: u64) {
+        let incomplete: Vec<u64> = self.variants[identity]
+            .iter()
+            .filter(|(v, variant)| **v != number && !variant.is_complete())
+            .map(|(v, _)| *v)
+            .collect();
+        for v in incomplete {
+            if let Some(run) = self.runs.get_mut(&(identity, v)) {
+                if run.status == RunState::Running {
+                    run.status = RunState::Killed;
+                }
+            }
+        }
     }
 
     /// An attempt that does not complete rewrites `metadata.json` only. Checkpoint and metrics

@@ -255,6 +255,59 @@ pub fn identity_tags(config: &Config, facts: &RunFacts) -> BTreeMap<String, Stri
     ])
 }
 
+/// Ends as KILLED the runs that abandoned attempts of this identity left RUNNING, once
+/// `completed` of the same identity has completed (docs/contract.md, "Runs that never end"):
+/// a variant killed and never resumed would keep its run RUNNING forever. Only variants that
+/// `abandoned` says are incomplete with nobody holding them are touched; each ended run is
+/// tagged with the variant that superseded it. Returns the variants whose runs it ended.
+pub fn end_superseded_runs(
+    tracker: &dyn Tracker,
+    config: &Config,
+    spec_fp: &str,
+    exec_fp: &str,
+    completed: u64,
+    abandoned: &dyn Fn(u64) -> bool,
+    now_ms: i64,
+) -> Result<Vec<u64>> {
+    let registry = tag_registry(config);
+    let variant_tag = registry.name("legacy", "variant");
+    let Some(experiment) = tracker.experiment_by_name(&experiment_name(config))? else {
+        return Ok(Vec::new());
+    };
+    let filter = super::RunFilter {
+        tags: BTreeMap::from([
+            (
+                registry.name("process", "stage"),
+                "final_training".to_string(),
+            ),
+            (registry.name("paths", "spec_fp"), spec_fp.to_string()),
+            (registry.name("paths", "exec_fp"), exec_fp.to_string()),
+        ]),
+        run_name: None,
+    };
+    let mut ended = Vec::new();
+    for run in tracker.search_runs(&experiment.experiment_id, &filter)? {
+        let Some(v) = run
+            .tags
+            .get(&variant_tag)
+            .and_then(|v| v.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        if v == completed || run.info.status != RunStatus::Running || !abandoned(v) {
+            continue;
+        }
+        let tags = BTreeMap::from([(
+            "trainctl.superseded_by".to_string(),
+            format!("v{completed}"),
+        )]);
+        tracker.set_tags(&run.info.run_id, &tags)?;
+        tracker.set_terminated(&run.info.run_id, RunStatus::Killed, now_ms)?;
+        ended.push(v);
+    }
+    Ok(ended)
+}
+
 /// The training-stage tracker, or `None` when `mlflow.yaml` turns the stage off
 /// (`tracking.training.enabled: false`: no runs at all) or the backend is the disabled one.
 pub fn training_stage<'a>(config: &Config, tracker: &'a dyn Tracker) -> Option<&'a dyn Tracker> {

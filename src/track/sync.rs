@@ -135,7 +135,11 @@ pub fn sync(
         // training recorded.
         let pending = |v: &Value| -> Vec<String> {
             v.as_array()
-                .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_str().map(str::to_string))
+                        .collect()
+                })
                 .unwrap_or_default()
         };
         let artifacts = match &record {
@@ -157,13 +161,16 @@ pub fn sync(
                 continue;
             }
             match run_id {
-                Some(run_id) => match sync_artifacts(config, layout, fs, tracker, &v.dir, &run_id, opts.now_ms) {
-                    Ok(()) => entry.action = Action::ArtifactsUploaded,
-                    Err(e) => {
-                        entry.action = Action::Failed;
-                        entry.error = Some(e.to_string());
+                Some(run_id) => {
+                    match sync_artifacts(config, layout, fs, tracker, &v.dir, &run_id, opts.now_ms)
+                    {
+                        Ok(()) => entry.action = Action::ArtifactsUploaded,
+                        Err(e) => {
+                            entry.action = Action::Failed;
+                            entry.error = Some(e.to_string());
+                        }
                     }
-                },
+                }
                 None => {
                     entry.action = Action::Failed;
                     entry.error = Some("the run's id is not recorded".into());
