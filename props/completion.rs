@@ -132,7 +132,27 @@ fn shard(dir: &Path, weight_map: serde_json::Value, shards: &[&str]) -> PathBuf 
     }
     let index = ckpt.join("model.safetensors.index.json");
     let doc = serde_json::json!({"metadata": {}, "weight_map": weight_map});
-    std::fs::write(&index, serde_json::to_vec(&doc).expect("json")).expect("index");
+    let index_bytes = serde_json::to_vec(&doc).expect("json");
+    std::fs::write(&index, &index_bytes).expect("index");
+    // As a training would: the manifest covers every file of the checkpoint dir.
+    let mut files: Vec<(String, Vec<u8>)> = shards
+        .iter()
+        .map(|s| (format!("checkpoint/{s}"), b"shard".to_vec()))
+        .collect();
+    files.push((
+        "checkpoint/model.safetensors.index.json".into(),
+        index_bytes,
+    ));
+    edit_metadata(dir, |m| {
+        let manifest = m["manifest"].as_array_mut().expect("manifest");
+        for (path, bytes) in &files {
+            manifest.push(serde_json::json!({
+                "path": path,
+                "size": bytes.len(),
+                "sha256": trainctl::identity::sha256_hex(bytes),
+            }));
+        }
+    });
     index
 }
 

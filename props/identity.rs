@@ -1363,9 +1363,17 @@ fn must_change_rows() -> Vec<Row> {
             true,
         ),
         (
+            // bf16 needs an external trainer: the built-in one refuses it before anything is
+            // written (issue 16).
             "precision bf16",
-            o(&["trainer.precision=fp16"]),
-            o(&["trainer.precision=bf16"]),
+            o(&[
+                "trainer.command=[python3, fixtures/trainer/fake_trainer.py]",
+                "trainer.precision=fp16",
+            ]),
+            o(&[
+                "trainer.command=[python3, fixtures/trainer/fake_trainer.py]",
+                "trainer.precision=bf16",
+            ]),
             false,
             true,
         ),
