@@ -538,16 +538,20 @@ pub(crate) fn upload_artifacts(
 ) -> Vec<(String, String)> {
     let stage = &config.mlflow.tracking.training;
     let mut missing = Vec::new();
-    let metrics = dir.join(crate::completion::METRICS_FILE);
-    if stage.log_metrics_json.unwrap_or(true) && fs.is_file(&metrics) {
-        if let Err(e) = tracker.log_artifact(run_id, &metrics, "metrics.json") {
-            missing.push(("metrics.json".to_string(), e.to_string()));
+    let files = [
+        (
+            stage.log_metrics_json.unwrap_or(true),
+            dir.join(crate::completion::METRICS_FILE),
+            "metrics.json",
+        ),
+        (true, dir.join("job.json"), "config/job.json"),
+    ];
+    for (wanted, local, dest) in files {
+        if !wanted || !fs.is_file(&local) {
+            continue;
         }
-    }
-    let job_file: PathBuf = dir.join("job.json");
-    if fs.is_file(&job_file) {
-        if let Err(e) = tracker.log_artifact(run_id, &job_file, "config/job.json") {
-            missing.push(("config/job.json".to_string(), e.to_string()));
+        if let Err(e) = tracker.log_artifact(run_id, &local, dest) {
+            missing.push((dest.to_string(), e.to_string()));
         }
     }
     if succeeded && stage.log_checkpoint.unwrap_or(false) {
