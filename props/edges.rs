@@ -448,3 +448,41 @@ fn an_abandoned_attempts_run_ends_killed_once_another_variant_completes() {
         Some("v2")
     );
 }
+
+/// An OUT given as an object-store URL is a config error naming the key, never a local
+/// directory named `s3:` (issue 17's first symptom); `file://` is its local path.
+#[test]
+fn an_object_store_url_as_out_is_a_config_error_not_a_local_directory() {
+    let project = support::Project::new();
+    for url in ["s3://bucket/out", "gs://bucket/out", "az://container/out"] {
+        let out = format!("paths:base.outputs={url}");
+        let (code, doc) = run(&project, &["--json", "-o", &out, "train"]);
+        assert_eq!(code, 2, "{doc}");
+        assert_eq!(doc["error"]["kind"], "config_invalid", "{doc}");
+        assert_eq!(doc["error"]["key"], "base.outputs", "{doc}");
+    }
+    let (code, colab) = run(
+        &project,
+        &[
+            "--json",
+            "--env",
+            "colab",
+            "-o",
+            "paths:env_overrides.colab.base.outputs=gs://bucket/out",
+            "plan",
+        ],
+    );
+    assert_eq!(code, 2, "{colab}");
+    assert_eq!(colab["error"]["key"], "env_overrides.colab.base.outputs");
+    let scheme_dirs: Vec<_> = std::fs::read_dir(project.root())
+        .expect("list")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(':'))
+        .collect();
+    assert!(scheme_dirs.is_empty(), "{scheme_dirs:?}");
+    let file_out = project.root().join("via-file-url");
+    let out = format!("paths:base.outputs=file://{}", file_out.display());
+    let (code, plan) = run(&project, &["--json", "-o", &out, "plan"]);
+    assert_eq!(code, 0, "{plan}");
+    assert!(variant_dir(&plan).starts_with(&file_out), "{plan}");
+}

@@ -254,8 +254,8 @@ pub struct Layout {
     pub rules: NormalizeRules,
 }
 
-/// OUT per SPEC §0: `base.outputs` (relative to ROOT), replaced by the env override.
-pub fn resolve_out(root: &Path, paths: &PathsFile, env: StorageEnv) -> PathBuf {
+/// The configured OUT and the key that set it (`base.outputs`, or the env override's).
+fn configured_out(paths: &PathsFile, env: StorageEnv) -> (String, String) {
     let o = &paths.env_overrides;
     let overridden = match env {
         StorageEnv::Local => &o.local,
@@ -263,13 +263,51 @@ pub fn resolve_out(root: &Path, paths: &PathsFile, env: StorageEnv) -> PathBuf {
         StorageEnv::Kaggle => &o.kaggle,
         StorageEnv::Azureml => &o.azureml,
     };
-    let base = overridden
-        .base
-        .outputs
-        .clone()
-        .or_else(|| paths.base.outputs.clone())
-        .unwrap_or_else(|| "outputs".into());
-    lexical_normalize(&crate::config::absolutize(Path::new(&base), root))
+    match (&overridden.base.outputs, &paths.base.outputs) {
+        (Some(v), _) => (
+            v.clone(),
+            format!("env_overrides.{}.base.outputs", env.as_str()),
+        ),
+        (None, Some(v)) => (v.clone(), "base.outputs".into()),
+        (None, None) => ("outputs".into(), "base.outputs".into()),
+    }
+}
+
+/// OUT per SPEC §0: `base.outputs` (relative to ROOT), replaced by the env override; a
+/// `file://` URL is its local path.
+pub fn resolve_out(root: &Path, paths: &PathsFile, env: StorageEnv) -> PathBuf {
+    let (base, _) = configured_out(paths, env);
+    let base = base.strip_prefix("file://").unwrap_or(&base);
+    lexical_normalize(&crate::config::absolutize(Path::new(base), root))
+}
+
+/// An OUT given as a URL other than `file://` (`s3://…`, `gs://…`, `az://…`) is a config
+/// error naming the key: object stores are not a supported OUT yet, and such a value must
+/// never become a local directory named `s3:` (docs/contract.md, "Storage profiles").
+fn check_out_is_a_path(config: &Config) -> Result<()> {
+    let (paths, env) = (&config.paths, config.env.env);
+    let (base, key) = configured_out(paths, env);
+    let scheme = base.split_once("://").map(|(s, _)| s).filter(|s| {
+        !s.is_empty()
+            && s.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    });
+    match scheme {
+        None | Some("file") => Ok(()),
+        Some(scheme) => {
+            let message = format!(
+                "OUT `{base}` is a `{scheme}://` URL: object stores are not a supported OUT yet; \
+                 give a filesystem path (a local disk, NFS, or a FUSE mount of the bucket, with \
+                 the one-machine guarantees of README \"Where OUT can live\")"
+            );
+            Err(match config.docs.get("paths") {
+                Some(doc) => doc.locate(&key, &message),
+                None => Error::new(ErrorKind::ConfigInvalid, message)
+                    .at(Place::file("paths.yaml").with_key(key)),
+            })
+        }
+    }
 }
 
 /// Removes `.` and resolves `..` lexically (no symlinks consulted).
@@ -343,6 +381,7 @@ impl Layout {
     }
 
     pub fn from_config(config: &Config) -> Result<Layout> {
+        check_out_is_a_path(config)?;
         Layout::new(&config.root, &config.paths, config.env.env)
     }
 
