@@ -486,3 +486,40 @@ fn an_object_store_url_as_out_is_a_config_error_not_a_local_directory() {
     assert_eq!(code, 0, "{plan}");
     assert!(variant_dir(&plan).starts_with(&file_out), "{plan}");
 }
+
+/// A split that is a FIFO or a device is a located error before anything is read (before:
+/// a FIFO hung forever, `/dev/urandom` read gigabytes).
+#[test]
+fn a_dataset_split_that_is_not_a_regular_file_is_refused_before_it_is_read() {
+    let project = support::Project::new();
+    let fifo = project.root().join("train.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    for path in [fifo.display().to_string(), "/dev/urandom".to_string()] {
+        let setting = format!("data:files.train={path}");
+        let mut child = project
+            .command(&["--json", "-o", &setting, "plan"], &[])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn");
+        // Bounded: the bug this guards against is a read that never ends.
+        let began = std::time::Instant::now();
+        while child.try_wait().expect("wait").is_none() {
+            if began.elapsed() > std::time::Duration::from_secs(10) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{path}: still reading after 10 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().expect("output");
+        let doc = json_of(&String::from_utf8_lossy(&out.stdout), "");
+        assert_eq!(out.status.code(), Some(3), "{doc}");
+        assert_eq!(doc["error"]["kind"], "dataset_invalid", "{doc}");
+        assert_eq!(doc["error"]["key"], "files.train", "{doc}");
+    }
+}

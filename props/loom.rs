@@ -90,6 +90,7 @@ impl Fs for LoomFs {
             Some(v) => Ok(Meta {
                 is_dir: v.is_none(),
                 len: v.as_ref().map_or(0, |b| b.len() as u64),
+                special: false,
             }),
             None => Err(err(io::ErrorKind::NotFound)),
         }

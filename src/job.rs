@@ -285,6 +285,17 @@ pub fn dataset_files(config: &Config, fs: &dyn Fs) -> Result<DatasetFiles> {
     for (role, name) in wanted {
         let Some(name) = name else { continue };
         let path = dir.join(&name);
+        // A FIFO would block forever and a device never end: only regular files are read.
+        if fs.metadata(&path).is_ok_and(|m| m.special || m.is_dir) {
+            return Err(Error::new(
+                ErrorKind::DatasetInvalid,
+                format!(
+                    "{role} split {} is not a regular file (a FIFO, device, socket or directory)",
+                    path.display()
+                ),
+            )
+            .at(Place::file(config.display("data")).with_key(format!("files.{role}"))));
+        }
         let bytes = fs.read(&path).map_err(|e| {
             Error::new(
                 ErrorKind::DatasetMissing,

@@ -40,11 +40,14 @@ pub struct Entry {
     pub is_dir: bool,
 }
 
-/// What `metadata` reports.
+/// What `metadata` reports (following symlinks).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Meta {
     pub is_dir: bool,
     pub len: u64,
+    /// Neither a regular file nor a directory: a FIFO, a device, a socket (reading one can
+    /// block forever or never end).
+    pub special: bool,
 }
 
 /// The primitives. Durability model (what `SimFs` simulates and `OsFs` gets from POSIX):

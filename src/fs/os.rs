@@ -112,6 +112,7 @@ impl Fs for OsFs {
         Ok(Meta {
             is_dir: m.is_dir(),
             len: m.len(),
+            special: !m.is_dir() && !m.is_file(),
         })
     }
 

@@ -599,10 +599,12 @@ impl State {
             Node::File(f) => Meta {
                 is_dir: false,
                 len: self.vol.files.get(&f).map_or(0, |c| c.len() as u64),
+                special: false,
             },
             Node::Dir(_) => Meta {
                 is_dir: true,
                 len: 0,
+                special: false,
             },
         })
     }
@@ -1347,7 +1349,8 @@ mod tests {
             fs.metadata(p("/f")).unwrap(),
             Meta {
                 is_dir: false,
-                len: 8
+                len: 8,
+                special: false
             }
         );
         assert!(fs.metadata(p("/d")).unwrap().is_dir);
