@@ -523,3 +523,33 @@ fn a_dataset_split_that_is_not_a_regular_file_is_refused_before_it_is_read() {
         assert_eq!(doc["error"]["key"], "files.train", "{doc}");
     }
 }
+
+/// Help texts give examples and cite no document users do not have (issue 18's small item).
+#[test]
+fn help_gives_examples_and_cites_no_spec() {
+    let project = support::Project::new();
+    let (code, top, _) = project.run(&["--help"]);
+    assert_eq!(code, 0);
+    for example in [
+        "-o run.mode=force_new",
+        "-o train:training.epochs=8",
+        "Exit codes",
+    ] {
+        assert!(
+            top.contains(example),
+            "`{example}` missing from --help:\n{top}"
+        );
+    }
+    for command in [
+        "plan", "train", "status", "convert", "select", "backup", "track", "pipeline", "predict",
+        "cache", "config",
+    ] {
+        let (code, help, _) = project.run(&[command, "--help"]);
+        assert_eq!(code, 0, "{command}");
+        assert!(
+            !help.contains("SPEC"),
+            "{command} --help cites SPEC:\n{help}"
+        );
+    }
+    assert!(!top.contains("SPEC"), "{top}");
+}

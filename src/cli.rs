@@ -14,11 +14,26 @@ use serde_json::{json, Value};
 use std::io::Write;
 use std::path::PathBuf;
 
+/// Examples shown under `--help`.
+const EXAMPLES: &str = "Examples:
+  trainctl plan                                   what `train` would do, writing nothing
+  trainctl train                                  train, or reuse a complete variant
+  trainctl -o run.mode=force_new train            always a new variant
+  trainctl -o run.mode=resume_if_incomplete train finish an interrupted variant
+  trainctl -o train:training.epochs=8 train       another hyperparameter (train.yaml)
+  trainctl -o paths:base.outputs=/mnt/out status  every variant under another OUT
+  trainctl --json config show                     every value with where it came from
+
+Exit codes: 0 ok, 1 internal, 2 usage or config, 3 precondition, 4 busy, 5 training failed,
+6 storage (full, read-only, permission, I/O), 7 `cache check` found problems.
+The contract: docs/contract.md in the repository.";
+
 #[derive(Parser, Debug)]
 #[command(
     name = "trainctl",
     version,
-    about = "Final-training orchestrator: plan, train, track, cache, convert"
+    about = "Final-training orchestrator: plan, train, track, cache, convert",
+    after_help = EXAMPLES
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -75,7 +90,7 @@ pub enum Command {
     /// `TRAINCTL_JOB`).
     #[command(name = "__builtin-train", hide = true)]
     BuiltinTrain,
-    /// Convert a complete final training for serving (SPEC §9); the built-in converter
+    /// Convert a complete final training for serving; the built-in converter
     /// writes an inference bundle that `predict` loads.
     Convert {
         /// The final-training variant dir (…/spec-<spec8>_exec-<exec8>/v<N>).
@@ -90,7 +105,7 @@ pub enum Command {
         #[arg(long)]
         latest: bool,
     },
-    /// Best-model selection (SPEC §7): rank HPO candidates, record the winner in the
+    /// Best-model selection: rank HPO candidates, record the winner in the
     /// best_model_selection cache (reused when config and candidates are unchanged).
     Select {
         /// Candidates as JSON (schema in docs/contract.md); without it, the HPO runs of the
@@ -106,7 +121,7 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         trials: Option<PathBuf>,
     },
-    /// Drive backup (colab only, SPEC §3): mirror complete variants, conversion outputs and
+    /// Drive backup (colab only): mirror complete variants, conversion outputs and
     /// caches to the Drive mount; verified copy, then an atomic swap.
     Backup,
     /// Tag the entities in TEXT with an inference bundle (or a built-in checkpoint dir).
@@ -122,7 +137,7 @@ pub enum Command {
         #[command(subcommand)]
         action: CacheAction,
     },
-    /// Tracking-store maintenance (SPEC §6).
+    /// Tracking-store maintenance (MLflow).
     Track {
         #[command(subcommand)]
         action: TrackAction,
