@@ -105,16 +105,41 @@ pub struct LivenessFacts<'a> {
 /// counts such a lease as live (a resume never races a trainer that is still writing); this
 /// tells a resumer that waiting a moment will free it.
 pub fn dying_trainer(fs: &dyn Fs, dir: &Path, facts: &LivenessFacts<'_>) -> Option<u32> {
-    let n = current_generation(fs, dir).ok()?;
-    let record: LeaseRecord =
-        serde_json::from_slice(&fs.read(&dir.join(lease_name(n))).ok()?).ok()?;
-    let beat: Heartbeat =
-        serde_json::from_slice(&fs.read(&dir.join(heartbeat_name(n))).ok()?).ok()?;
-    let alive = |pid: u32, start: u64| (facts.process_start_time)(pid) == Some(start);
-    let same_host = record.host == facts.this_host && record.state == LeaseState::Held;
-    let owner_gone = !alive(record.pid, record.start_time);
-    let (pid, start) = beat.trainer_pid.zip(beat.trainer_start_time)?;
-    (same_host && owner_gone && alive(pid, start)).then_some(pid)
+    let current = current(fs, dir).ok()?;
+    let record = current.record?;
+    let beat = current.heartbeat?;
+    // The one liveness rule: live with the heartbeat (the trainer), not without it (the
+    // owner alone), on this host.
+    let dying = record.host == facts.this_host
+        && liveness(&record, Some(&beat), facts)
+        && !liveness(&record, None, facts);
+    dying.then_some(beat.trainer_pid).flatten()
+}
+
+/// The current generation of a variant dir's lease, as the files say (each part `None` when
+/// absent or unreadable).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Current {
+    /// 0 when no generation was ever taken.
+    pub generation: u64,
+    pub record: Option<LeaseRecord>,
+    pub heartbeat: Option<Heartbeat>,
+}
+
+/// Reads the current generation's record and heartbeat (the one reader of lease files).
+pub fn current(fs: &dyn Fs, dir: &Path) -> io::Result<Current> {
+    let generation = current_generation(fs, dir)?;
+    if generation == 0 {
+        return Ok(Current::default());
+    }
+    let parse = |name: String| fs.read(&dir.join(name)).ok();
+    Ok(Current {
+        generation,
+        record: parse(lease_name(generation))
+            .and_then(|b| serde_json::from_slice::<LeaseRecord>(&b).ok()),
+        heartbeat: parse(heartbeat_name(generation))
+            .and_then(|b| serde_json::from_slice::<Heartbeat>(&b).ok()),
+    })
 }
 
 /// SPEC §2.3: a held lease is live when its owner (or the owner's trainer) is alive on this
@@ -173,27 +198,23 @@ pub fn current_generation(fs: &dyn Fs, dir: &Path) -> io::Result<u64> {
 /// Reads the current lease of a variant dir and applies the liveness rule. An unreadable
 /// generation file counts as stale (it cannot name a live owner).
 pub fn read(fs: &dyn Fs, dir: &Path, facts: &LivenessFacts<'_>) -> LeaseView {
-    let generation = match current_generation(fs, dir) {
-        Ok(g) => g,
+    let Current {
+        generation,
+        record,
+        heartbeat,
+    } = match current(fs, dir) {
+        Ok(c) => c,
         Err(_) => return LeaseView::Stale { generation: 0 },
     };
     if generation == 0 {
         return LeaseView::None { generation };
     }
-    let record = fs
-        .read(&dir.join(lease_name(generation)))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<LeaseRecord>(&b).ok());
     let Some(record) = record else {
         return LeaseView::Stale { generation };
     };
     if record.state == LeaseState::Released {
         return LeaseView::None { generation };
     }
-    let heartbeat = fs
-        .read(&dir.join(heartbeat_name(generation)))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<Heartbeat>(&b).ok());
     if liveness(&record, heartbeat.as_ref(), facts) {
         LeaseView::Live(record)
     } else {

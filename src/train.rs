@@ -465,11 +465,8 @@ pub fn waiting_on_stderr() -> Waiting<'static> {
 
 /// The owner of `dir`'s lease and its progress, for the waiting notice and `busy` messages.
 fn owner_of(fs: &dyn Fs, dir: &Path) -> String {
-    let gen = lease::current_generation(fs, dir).unwrap_or(0);
-    let record = fs
-        .read(&dir.join(format!("lease-{gen}.json")))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<LeaseRecord>(&b).ok());
+    let current = lease::current(fs, dir).unwrap_or_default();
+    let (gen, record) = (current.generation, current.record);
     let step = latest_step_checkpoint(fs, dir)
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
     match record {
