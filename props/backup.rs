@@ -2,7 +2,7 @@
 //! Drive mount with a verified copy and an atomic swap; an interrupted backup leaves the
 //! previous backup intact; other environments and OUT-on-Drive never copy.
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use std::collections::BTreeMap;

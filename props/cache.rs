@@ -2,7 +2,7 @@
 //! Added for the mutation gate (issue 8): each test here kills mutants of src/cache.rs that
 //! survived those targets.
 
-mod support;
+use crate::support;
 
 use proptest::prelude::*;
 use trainctl::cache;
@@ -33,7 +33,7 @@ fn timestamps_are_utc_calendar_dates_to_the_microsecond() {
 }
 
 proptest! {
-    #![proptest_config(support::seeded_config(support::cases(256), "props_cache", "timestamps"))]
+    #![proptest_config(support::seeded_config(support::cases(256), module_path!(), "timestamps"))]
 
     /// Timestamped file names sort in time order, which is what "latest" relies on.
     #[test]

@@ -1,7 +1,7 @@
 //! The bad-input table (`fixtures/bad_inputs.yaml`) through the real binary: each row's error
 //! kind, exit code, location and message, in both output modes, and an unchanged disk.
 
-mod support;
+use crate::support;
 
 use serde::Deserialize;
 use std::collections::BTreeMap;

@@ -4,7 +4,7 @@
 //! mutation gate (issue 8): each test kills mutants of src/completion.rs that survived the
 //! decision, crash and model_vs_real targets.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use trainctl::completion::{self, Completion, Depth, Reason};

@@ -2,11 +2,10 @@
 //! chain, empty/null sections, located errors for unknown keys at any depth (files and `-o`),
 //! and the `config show --json` round trip. Works on temporary projects only.
 
-mod support;
+use crate::support;
 
 use proptest::prelude::*;
 use proptest::sample::Index;
-use proptest::test_runner::Config as ProptestConfig;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -456,7 +455,7 @@ fn arb_seed_value() -> BoxedStrategy<Written1> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(128))]
+    #![proptest_config(support::seeded_config(128, module_path!(), ""))]
 
     /// Every hyperparameter resolves to the last non-null of (code default, train.yaml,
     /// final_training.yaml, `-o`), and its provenance names that layer's file and line; the
@@ -627,7 +626,7 @@ fn strict_mappings(file: &RoleFile) -> Vec<String> {
 const UNKNOWN_VALUES: &[&str] = &["1", "true", "\"text\"", "[1, 2]", "{a: 1}", "0.5", "word"];
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(192))]
+    #![proptest_config(support::seeded_config(192, module_path!(), ""))]
 
     /// An unknown key inserted anywhere in any file of the set (outside the free-form
     /// sections) is a `ConfigInvalid` error naming that file, the line and column where it
@@ -870,7 +869,7 @@ const ROUND_TRIP_OVERRIDES: &[&str] = &[
 ];
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(8))]
+    #![proptest_config(support::seeded_config(8, module_path!(), ""))]
 
     #[test]
     fn config_show_round_trips_override_stacks(

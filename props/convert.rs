@@ -3,7 +3,7 @@
 //! refusals before anything is written, an external `conversion.command`, and concurrent
 //! converts of one parent.
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};

@@ -6,14 +6,14 @@
 //! invariants hold and every complete variant has a valid record. Every call is also checked
 //! against the lease law (`LeaseAudit`).
 //!
-//! Replay: a failure prints its seed (`TRAINCTL_SEED=… cargo test --release --test crash --
-//! <property>`) and writes the minimised trace (property, history, crash point, crash seed =
+//! Replay: a failure prints its seed (`TRAINCTL_SEED=… cargo test --release --test sim --
+//! crash:: <property>`) and writes the minimised trace (property, history, crash point, crash seed =
 //! the durability choice) to `target/trainctl-failures/crash-<property>.json`;
-//! `TRAINCTL_REPLAY=<file> cargo test --release --test crash -- replay` replays exactly that
+//! `TRAINCTL_REPLAY=<file> cargo test --release --test sim -- crash::replay` replays exactly that
 //! crash. Committed traces `fixtures/regressions/crash-*.json` run first, before any random
 //! case of either property.
 
-mod support;
+use crate::support;
 
 use proptest::prelude::*;
 use proptest::test_runner::{TestError, TestRunner};
@@ -407,10 +407,11 @@ fn write_failure(t: &CrashTrace) -> String {
     let path = dir.join(name);
     let _ = std::fs::write(&path, serde_json::to_vec_pretty(t).unwrap_or_default());
     format!(
-        "{}\nminimised trace: {}\nreplay exactly: TRAINCTL_REPLAY={} cargo test --release --test crash -- replay",
+        "{}\nminimised trace: {}\nreplay exactly: TRAINCTL_REPLAY={} {}",
         serde_json::to_string(t).unwrap_or_default(),
         path.display(),
-        path.display()
+        path.display(),
+        support::replay_command(module_path!(), "replay")
     )
 }
 
@@ -426,9 +427,10 @@ fn run_regressions() {
                 .unwrap_or_else(|e| panic!("{} is not a crash trace: {e}", path.display()));
             if let Err(e) = crash_state(&t) {
                 panic!(
-                    "regression {} fails again at its recorded point: {e}\nreplay: TRAINCTL_REPLAY={} cargo test --release --test crash -- replay",
+                    "regression {} fails again at its recorded point: {e}\nreplay: TRAINCTL_REPLAY={} {}",
                     path.display(),
-                    path.display()
+                    path.display(),
+                    support::replay_command(module_path!(), "replay")
                 );
             }
             if t.every_point {
@@ -450,7 +452,11 @@ fn property(name: &str, quick: u32, strategy: impl Strategy<Value = CrashTrace>)
     run_regressions();
     let began = std::time::Instant::now();
     let states_before = EXPLORED.load(std::sync::atomic::Ordering::Relaxed);
-    let mut runner = TestRunner::new(support::seeded_config(support::cases(quick), "crash", name));
+    let mut runner = TestRunner::new(support::seeded_config(
+        support::cases(quick),
+        module_path!(),
+        name,
+    ));
     let outcome = runner.run(&strategy, |case| match sweep(&case) {
         Ok(()) => Ok(()),
         Err(t) => Err(TestCaseError::fail(t.violation.unwrap_or_default())),

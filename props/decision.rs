@@ -2,7 +2,7 @@
 //! tables (pure, many cases) and on real variant dirs in temp projects (fewer cases); the
 //! completion predicate's reasons for every kind of damage; and `plan` writing nothing.
 
-mod support;
+use crate::support;
 
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -153,7 +153,7 @@ fn case_strategy(max: usize) -> impl Strategy<Value = Case> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #![proptest_config(support::seeded_config(2000, module_path!(), ""))]
 
     /// `plan::decide` agrees with the reference table on random tables with gaps.
     #[test]
@@ -224,7 +224,7 @@ fn mode_name(mode: RunMode) -> &'static str {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    #![proptest_config(support::seeded_config(24, module_path!(), ""))]
 
     /// The same comparison through the real observation path: variant dirs written to a temp
     /// OUT, `plan` run in-process; it also must not change a byte under the project root.
@@ -471,7 +471,7 @@ fn damage(dir: &std::path::Path, damage: Damage) -> (Option<String>, Option<Stri
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(support::seeded_config(64, module_path!(), ""))]
 
     /// Every kind of damage to a complete variant makes it incomplete with the right reason,
     /// both for the sizes check (plan, status) and the digest check (status --deep).

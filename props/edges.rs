@@ -5,7 +5,7 @@
 //! the fix (docs/contract.md, "Command line", "Reuse verifies what it hands over", "Refused
 //! before the first write").
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};

@@ -5,8 +5,7 @@
 //! Everything runs through the binary on temp dirs: the platforms' absolute paths
 //! (`/content/...`, `/kaggle/working`, `/mnt/outputs`) are redirected by `-o`.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};

@@ -3,10 +3,9 @@
 //! through real config loading and job preparation on a temporary project. Never edits the
 //! repository except through the opt-in golden regeneration below.
 
-mod support;
+use crate::support;
 
 use proptest::prelude::*;
-use proptest::test_runner::Config as ProptestConfig;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -150,7 +149,7 @@ fn reference_canonical(value: &Value) -> String {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(support::seeded_config(512, module_path!(), ""))]
 
     /// Key order never reaches the hash: any reordering of the keys of any object, at any
     /// depth, gives the same canonical text and fingerprint.
@@ -288,7 +287,7 @@ const GOLDEN_INPUTS: &[(&str, &str)] = &[
 ];
 
 /// Regenerates fixtures/golden/canonical.json from the CURRENT implementation. Opt-in only:
-/// `TRAINCTL_REGENERATE_GOLDEN=1 cargo test --release --test props_identity -- --ignored
+/// `TRAINCTL_REGENERATE_GOLDEN=1 cargo test --release --test sim -- identity:: --ignored
 /// regenerate_golden_canonical`. Review the diff by hand: a changed canonical string changes
 /// every fingerprint, i.e. every variant directory name.
 #[test]
@@ -1021,7 +1020,7 @@ fn arb_style() -> impl Strategy<Value = Style> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(96))]
+    #![proptest_config(support::seeded_config(96, module_path!(), ""))]
 
     /// Neither fingerprint depends on key order, comments, anchors/aliases/merge keys, flow vs
     /// block style, quoting, null spelling, number spelling (`2e-5`/`0.00002`, `1`/`1.0`,
@@ -1594,7 +1593,7 @@ fn assignment_args(assignment: &[usize]) -> Vec<String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(128))]
+    #![proptest_config(support::seeded_config(128, module_path!(), ""))]
 
     /// spec_fp separates effective hyperparameters and the seed exactly: an assignment and a
     /// copy with 0–2 keys moved to another value of their domain (values spelled as

@@ -5,7 +5,7 @@
 //! (sched, loom, races, crash) run every lease on one host with dead or live owners only, so
 //! the cross-host rule and generations above 2 were reached by no test.
 
-mod support;
+use crate::support;
 
 use proptest::prelude::*;
 use std::path::Path;
@@ -56,7 +56,7 @@ fn facts(now_ms: u64, lease_timeout_ms: u64) -> LivenessFacts<'static> {
 }
 
 proptest! {
-    #![proptest_config(support::seeded_config(support::cases(256), "props_lease", "cross_host"))]
+    #![proptest_config(support::seeded_config(support::cases(256), module_path!(), "cross_host"))]
 
     /// On another host only the heartbeat's age counts (processes there cannot be seen): live
     /// while younger than `lease_timeout`; exactly `lease_timeout` old is no longer younger,

@@ -10,7 +10,7 @@
 //! properties run with tracking disabled (no runs at all) and with a store that fails at a
 //! random call (outputs and caches exactly as the model says, whatever tracking did).
 
-mod support;
+use crate::support;
 
 use proptest::prelude::*;
 use proptest_state_machine::{prop_state_machine, ReferenceStateMachine, StateMachineTest};
@@ -699,10 +699,11 @@ fn check_projection(real: &Real, model: &Projection) {
 fn fail(real: &Real, what: &str) -> ! {
     let path = real.write_trace();
     panic!(
-        "{what}\nafter {} commands; trace: {}\nreplay exactly: TRAINCTL_REPLAY={} cargo test --release --test model_vs_real -- replay",
+        "{what}\nafter {} commands; trace: {}\nreplay exactly: TRAINCTL_REPLAY={} {}",
         real.history.len(),
         path.display(),
-        path.display()
+        path.display(),
+        support::replay_command(module_path!(), "replay")
     );
 }
 
@@ -865,7 +866,7 @@ machine_test!(OnSimFsNoflags, Backend::SimNoflags, TRACKED);
 machine_test!(OnSimFsNoflagsNolinks, Backend::SimNoflagsNolinks, TRACKED);
 
 prop_state_machine! {
-    #![proptest_config(support::seeded_config(support::cases(256), "model_vs_real", "model_agrees_with_orchestrator_on_simfs"))]
+    #![proptest_config(support::seeded_config(support::cases(256), module_path!(), "model_agrees_with_orchestrator_on_simfs"))]
 
     /// Thousands of commands per run on the simulated filesystem.
     #[test]
@@ -873,7 +874,7 @@ prop_state_machine! {
 }
 
 prop_state_machine! {
-    #![proptest_config(support::seeded_config(support::cases(24), "model_vs_real", "model_agrees_with_orchestrator_on_osfs"))]
+    #![proptest_config(support::seeded_config(support::cases(24), module_path!(), "model_agrees_with_orchestrator_on_osfs"))]
 
     /// The same on the real filesystem in a temp dir.
     #[test]
@@ -881,7 +882,7 @@ prop_state_machine! {
 }
 
 prop_state_machine! {
-    #![proptest_config(support::seeded_config(support::cases(32), "model_vs_real", "untracked_runs_leave_no_trace_in_the_store"))]
+    #![proptest_config(support::seeded_config(support::cases(32), module_path!(), "untracked_runs_leave_no_trace_in_the_store"))]
 
     /// `tracking.training.enabled: false`: outputs and caches as the model says, no runs.
     #[test]
@@ -889,7 +890,7 @@ prop_state_machine! {
 }
 
 prop_state_machine! {
-    #![proptest_config(support::seeded_config(support::cases(64), "model_vs_real", "a_failing_tracking_store_never_changes_outputs_or_caches"))]
+    #![proptest_config(support::seeded_config(support::cases(64), module_path!(), "a_failing_tracking_store_never_changes_outputs_or_caches"))]
 
     /// The store fails at the k-th call (once, or from then on): every decision, exit,
     /// variant state and cache record is exactly the model's (which knows no tracking).
@@ -898,7 +899,7 @@ prop_state_machine! {
 }
 
 prop_state_machine! {
-    #![proptest_config(support::seeded_config(support::cases(96), "model_vs_real", "model_agrees_with_orchestrator_on_simfs_without_rename_flags"))]
+    #![proptest_config(support::seeded_config(support::cases(96), module_path!(), "model_agrees_with_orchestrator_on_simfs_without_rename_flags"))]
 
     /// The same model on a filesystem without rename flags but with hard links (NFS, bindfs:
     /// the `posix-noflags` protocol, files published by link + unlink).
@@ -907,7 +908,7 @@ prop_state_machine! {
 }
 
 prop_state_machine! {
-    #![proptest_config(support::seeded_config(support::cases(64), "model_vs_real", "model_agrees_with_orchestrator_on_simfs_without_rename_flags_or_links"))]
+    #![proptest_config(support::seeded_config(support::cases(64), module_path!(), "model_agrees_with_orchestrator_on_simfs_without_rename_flags_or_links"))]
 
     /// The same model on a filesystem with neither rename flags nor hard links (Drive,
     /// gcsfuse: files published by O_EXCL create at their final name).

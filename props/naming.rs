@@ -2,7 +2,7 @@
 //! SPEC §6): names built from valid parts parse back into them, every invalid name is
 //! rejected naming the rule it breaks, parent ids round-trip and malformed ones do not parse,
 //! and `tags.yaml` typos are located errors with a suggestion. Pure string work.
-mod support;
+use crate::support;
 
 use proptest::prelude::*;
 use std::sync::LazyLock;
@@ -158,7 +158,7 @@ fn candidate_name() -> impl Strategy<Value = String> {
 proptest! {
     // Default case count; failures are reported with their shrunk input rather than saved
     // to a regressions file next to the sources.
-    #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(support::seeded_config(256, module_path!(), ""))]
 
     /// N1 (SPEC §6): final-training names built from valid parts parse back into them,
     /// with the shipped policy and with the bare default pattern (no normalisation, so the

@@ -2,7 +2,7 @@
 //! under OUT or an `invalid_path` error, tokens normalise idempotently and are never
 //! truncated, OUT follows the storage env, variant names round-trip, and dataset path forms
 //! resolve or are `unsupported_path`. Pure: nothing here touches the disk.
-mod support;
+use crate::support;
 
 use proptest::prelude::*;
 use std::path::{Component, Path, PathBuf};
@@ -242,7 +242,7 @@ fn reference_resolve(base: &Path, rel_or_abs: &str) -> PathBuf {
 proptest! {
     // Default case count; failures are reported with their shrunk input rather than saved
     // to a regressions file next to the sources.
-    #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(support::seeded_config(256, module_path!(), ""))]
 
     /// P1 (SPEC §3): no generated path leaves OUT. Every variant, identity and conversion
     /// dir built from an arbitrary model token is `invalid_path` or a path under OUT whose

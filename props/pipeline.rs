@@ -3,7 +3,7 @@
 //! that reuses every step and writes nothing, colab backup and restore from Drive, and the
 //! skip-training rule for a selected final training on full data.
 
-mod support;
+use crate::support;
 
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};

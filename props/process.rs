@@ -2,7 +2,7 @@
 //! force_new, kill -9 mid-training then resume, the trainer dying with its orchestrator,
 //! concurrent force_new starts, cache check/repair, and the failure paths' disk effects.
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};

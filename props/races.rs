@@ -4,7 +4,7 @@
 //! repeated to meet many interleavings; the seeded scheduler and loom explore them
 //! systematically elsewhere.
 
-mod support;
+use crate::support;
 
 use std::sync::{Arc, Barrier};
 use support::harness::{Sandbox, TrainerScript};

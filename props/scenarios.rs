@@ -12,8 +12,7 @@
 //! mount `<root>/content/drive`, kaggle `<root>/kaggle/working/outputs`, azureml
 //! `<root>/mnt/outputs`, local `<root>/outputs`.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -858,11 +857,12 @@ fn run_file(file: &str) {
                 let problems = check(row);
                 if !problems.is_empty() {
                     failures.lock().unwrap().push(format!(
-                        "- {file}::{} ({}):\n    {}\n  replay: TRAINCTL_SCENARIO={} cargo test --release --test scenarios",
+                        "- {file}::{} ({}):\n    {}\n  replay: TRAINCTL_SCENARIO={} {}",
                         row.name,
                         row.about,
                         problems.join("\n    "),
-                        row.name
+                        row.name,
+                        support::replay_command(module_path!(), "")
                     ));
                 }
             });

@@ -11,7 +11,7 @@
 //! `TRAINCTL_TIME_BUDGET=<secs>` shape a campaign. Traces in `fixtures/regressions/sched-*.json`
 //! always run first.
 
-mod support;
+use crate::support;
 
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -322,10 +322,11 @@ fn check(case: &Case, test: &str) -> usize {
         };
         let _ = std::fs::write(&path, serde_json::to_vec_pretty(&trace).unwrap_or_default());
         panic!(
-            "{violation}\nseed {seed}; rerun: TRAINCTL_SEED={seed} cargo test --release --test sched -- {test}\n\
-             replay exactly: TRAINCTL_REPLAY={} cargo test --release --test sched -- {test}",
+            "{violation}\nseed {seed}; rerun: TRAINCTL_SEED={seed} {replay}\n\
+             replay exactly: TRAINCTL_REPLAY={} {replay}",
             path.display(),
-            seed = case.seed
+            seed = case.seed,
+            replay = support::replay_command(module_path!(), test)
         );
     }
     steps

@@ -2,7 +2,7 @@
 //! `trainctl select` end to end (cache reuse / force_new / corrupt records, errors, and the
 //! hand-off to `train -o source.type=best_selected`).
 
-mod support;
+use crate::support;
 
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -88,7 +88,7 @@ fn ids(r: &trainctl::select::Ranking) -> Vec<String> {
 }
 
 proptest! {
-    #![proptest_config(support::seeded_config(support::cases(256), "select", "ranking"))]
+    #![proptest_config(support::seeded_config(support::cases(256), module_path!(), "ranking"))]
 
     #[test]
     fn the_result_does_not_depend_on_input_order(

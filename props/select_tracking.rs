@@ -2,8 +2,7 @@
 //! seeded into a temp project's file store, through the Tracker API and through MLflow's own
 //! Python client, then `trainctl select` (no `--trials`) and `trainctl pipeline` read them.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use std::collections::BTreeMap;

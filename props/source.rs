@@ -4,7 +4,7 @@
 //! and errors, weights-only warm starts, lineage in metadata, `label_map_mismatch`, and
 //! continue_from_previous (E1 then E2 epochs) against an uninterrupted E2 run.
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};

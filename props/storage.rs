@@ -8,7 +8,7 @@
 //! Where mounting is impossible each test FAILS, saying what is missing; set
 //! `TRAINCTL_SKIP_MOUNTS=1` to skip them on purpose (each prints that it was skipped).
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};

@@ -790,8 +790,7 @@ fn nothing_listening_is_unreachable_and_even_runs_create_is_retried() {
 // ---------------------------------------------------------------------------------------
 // `trainctl train` itself, tracked (SPEC §6), read back by MLflow's own client.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 fn train_json(
     project: &support::Project,

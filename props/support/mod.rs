@@ -402,10 +402,24 @@ pub fn seeds(base: u64, count: u64) -> Box<dyn Iterator<Item = u64>> {
 }
 pub mod lin;
 
+/// The one-line command that runs `test` of the suite module `module` (its `module_path!()`,
+/// `<binary>::<suite>`): `cargo test --release --test <binary> -- <suite>::<test>`.
+pub fn replay_command(module: &str, test: &str) -> String {
+    let (binary, suite) = module.split_once("::").unwrap_or((module, ""));
+    let filter = match (suite, test) {
+        ("", t) => t.to_string(),
+        (s, "") => format!("{s}::"),
+        (s, t) => format!("{s}::{t}"),
+    };
+    format!("cargo test --release --test {binary} -- {filter}")
+}
+
 /// A proptest config whose RNG seed is known: `TRAINCTL_SEED` if set, else a fresh one. The
 /// seed and the one-line replay command are printed at the start; libtest shows a test's
-/// output only when it fails, so every failure carries them.
-pub fn seeded_config(cases: u32, target: &str, test: &str) -> proptest::test_runner::Config {
+/// output only when it fails, so every failure carries them. `module` is the caller's
+/// `module_path!()`, `test` the test (or a filter matching the tests of one `proptest!` block).
+/// Every proptest configuration of the suite goes through here.
+pub fn seeded_config(cases: u32, module: &str, test: &str) -> proptest::test_runner::Config {
     let seed = std::env::var("TRAINCTL_SEED")
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
@@ -421,14 +435,23 @@ pub fn seeded_config(cases: u32, target: &str, test: &str) -> proptest::test_run
     let tier = std::env::var("TRAINCTL_TEST_TIER")
         .map(|t| format!("TRAINCTL_TEST_TIER={t} "))
         .unwrap_or_default();
+    // libtest names each test's thread after the test (`suite::name`): the most precise
+    // filter when the caller passed a block-wide one (or none).
+    let from_thread = std::thread::current()
+        .name()
+        .filter(|n| *n != "main" && n.contains("::"))
+        .map(|n| n.rsplit("::").next().unwrap_or(n).to_string());
+    let test = from_thread.as_deref().unwrap_or(test);
     eprintln!(
-        "seed {seed}; replay: {tier}TRAINCTL_SEED={seed} cargo test --release --test {target} -- {test}"
+        "seed {seed}; replay: {tier}TRAINCTL_SEED={seed} {}",
+        replay_command(module, test)
     );
     proptest::test_runner::Config {
         cases,
         max_shrink_iters: 4096,
         rng_seed: proptest::test_runner::RngSeed::Fixed(seed),
-        failure_persistence: None,
+        // proptest's own persistence stays on: committed `<suite>.proptest-regressions` files
+        // replay first.
         ..proptest::test_runner::Config::default()
     }
 }

@@ -12,7 +12,7 @@ use std::time::Instant;
 pub const USAGE: &str =
     "cargo xtask bench [--only plan,execute,trainer,suite] [--targets LIST] [--no-write]
   --only LIST     run only these parts (default: all)
-  --targets LIST  suite part: only these test targets (default: every target, unit tests included)
+  --targets LIST  suite part: only these suites (`sim::crash`) or binaries (`sim`) (default: all, unit tests included)
   --no-write    print the section instead of updating docs/performance.md
   BENCH_RUNS=N  repetitions per bench measurement (benches' default 15)";
 
@@ -138,8 +138,14 @@ fn suite(logs: &std::path::Path, only: Option<&[String]>) -> Result<(String, boo
     if let Some(only) = only {
         // Build only what runs (the unit-test labels are not `--test` targets).
         build.args(["-p", "trainctl"]);
-        for t in only.iter().filter(|t| !t.contains(' ')) {
-            build.args(["--test", t]);
+        let mut binaries: Vec<&str> = only
+            .iter()
+            .filter(|t| !t.contains(' '))
+            .map(|t| t.split_once("::").map_or(t.as_str(), |(b, _)| b))
+            .collect();
+        binaries.dedup();
+        for b in binaries {
+            build.args(["--test", b]);
         }
     }
     let built = build.output().map_err(|e| e.to_string())?;
@@ -164,13 +170,19 @@ fn suite(logs: &std::path::Path, only: Option<&[String]>) -> Result<(String, boo
         ),
     ];
     for name in test_targets()? {
-        targets.push((
-            name.clone(),
-            vec!["-p".into(), "trainctl".into(), "--test".into(), name],
-        ));
+        let args = suite_args(&name);
+        targets.push((name, args));
     }
     if let Some(only) = only {
-        targets.retain(|(label, _)| only.iter().any(|o| o == label));
+        // `--targets sim` takes every suite of that binary, `sim::crash` one suite.
+        targets.retain(|(label, _)| {
+            only.iter().any(|o| {
+                o == label
+                    || label
+                        .strip_prefix(o.as_str())
+                        .is_some_and(|r| r.starts_with("::"))
+            })
+        });
         if targets.is_empty() {
             return Err(format!("bench: none of the targets {only:?} exists"));
         }
@@ -182,10 +194,11 @@ fn suite(logs: &std::path::Path, only: Option<&[String]>) -> Result<(String, boo
     for (label, sel) in &targets {
         eprintln!("bench: quick tier {label} …");
         let mut cmd = util::cargo();
-        cmd.args(["test", "--release"])
-            .args(sel)
-            .args(["--", "--nocapture"])
-            .env("TRAINCTL_STATS", "1");
+        cmd.args(["test", "--release"]).args(sel);
+        if !sel.iter().any(|a| a == "--") {
+            cmd.arg("--");
+        }
+        cmd.arg("--nocapture").env("TRAINCTL_STATS", "1");
         if let Ok(p) = &python {
             cmd.env("TRAINCTL_MLFLOW_PYTHON", p);
         }
@@ -235,7 +248,7 @@ fn test_targets() -> Result<Vec<String>, String> {
         .output()
         .map_err(|e| e.to_string())?;
     let doc: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
-    let mut names: Vec<String> = doc["packages"]
+    let binaries: Vec<(String, String)> = doc["packages"]
         .as_array()
         .into_iter()
         .flatten()
@@ -246,10 +259,39 @@ fn test_targets() -> Result<Vec<String>, String> {
                 .as_array()
                 .is_some_and(|k| k.contains(&json!("test")))
         })
-        .filter_map(|t| t["name"].as_str().map(str::to_string))
+        .filter_map(|t| Some((t["name"].as_str()?.into(), t["src_path"].as_str()?.into())))
         .collect();
+    let mut names = Vec::new();
+    for (binary, root) in binaries {
+        let text = std::fs::read_to_string(&root).map_err(|e| format!("{root}: {e}"))?;
+        names.extend(suites_of(&binary, &text));
+    }
     names.sort();
     Ok(names)
+}
+
+/// The suites of one test binary: `binary::module` for every `mod module;` of its root file
+/// except `support` (ARCHITECTURE.md, "Test binaries").
+pub fn suites_of(binary: &str, root: &str) -> Vec<String> {
+    root.lines()
+        .filter_map(|l| l.trim().strip_prefix("mod ")?.strip_suffix(';'))
+        .filter(|m| *m != "support")
+        .map(|m| format!("{binary}::{m}"))
+        .collect()
+}
+
+/// The `cargo test` arguments that run one suite (`binary::module`) alone.
+fn suite_args(suite: &str) -> Vec<String> {
+    let (binary, module) = suite.split_once("::").unwrap_or((suite, ""));
+    let mut args: Vec<String> = ["-p", "trainctl", "--test", binary]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.push("--".into());
+    if !module.is_empty() {
+        args.push(format!("{module}::"));
+    }
+    args
 }
 
 /// `TRAINCTL-STATS {json}` lines of a test run's stderr.

@@ -233,12 +233,12 @@ pub fn run(args: &[String]) -> Result<bool, String> {
         };
         stages.push(nextest(
             "tests (gate tier, nextest)",
-            "not binary(tracking)",
+            "not binary(mlflow)",
             "junit-tests.xml",
         ));
         stages.push(nextest(
             "tracking (real MLflow)",
-            "binary(tracking)",
+            "binary(mlflow)",
             "junit-tracking.xml",
         ));
     }
@@ -667,7 +667,7 @@ mod tests {
     const JUNIT: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 <testsuites name="nextest-run" tests="3" failures="1" errors="0" uuid="x" timestamp="t" time="2.5">
     <testsuite name="trainctl::crash" tests="2" disabled="0" errors="0" failures="1">
-        <testcase name="replay" classname="trainctl::crash" time="1.0"><system-err>seed 42; replay: TRAINCTL_TEST_TIER=gate TRAINCTL_SEED=42 cargo test --release --test crash -- train_survives
+        <testcase name="replay" classname="trainctl::crash" time="1.0"><system-err>seed 42; replay: TRAINCTL_TEST_TIER=gate TRAINCTL_SEED=42 cargo test --release --test sim -- crash::train_survives
 </system-err></testcase>
     </testsuite>
     <testsuite name="trainctl::sched" tests="1" disabled="0" errors="0" failures="0" time="0.5">

@@ -20,8 +20,11 @@ pub struct Group {
     /// `--re`: a regex over the names `cargo mutants --list` prints (`src/f.rs:L:C: replace …
     /// in function`); `None` = every mutant of `files`.
     pub re: Option<&'static str>,
-    /// `cargo test` target arguments for every mutant of the group.
+    /// The test binaries (`--test B`) every mutant of the group runs…
     pub tests: &'static [&'static str],
+    /// …and, inside them, only these suites (libtest filters `module::`, ARCHITECTURE.md
+    /// "Test binaries").
+    pub suites: &'static [&'static str],
     /// Minimum score (caught / (caught + missed + timeout)), set at the measured value;
     /// `None` = not yet measured, the score is reported but not enforced.
     pub floor: Option<f64>,
@@ -44,17 +47,13 @@ pub const GROUPS: &[Group] = &[
         // sched joined after the first full run (2026-11-30): the double collect in
         // `observe::decide` is only observable under interleavings, and the committed trace
         // fixtures/regressions/sched-reuse-stale-listing.json is what catches its removal.
-        tests: &[
-            "--test",
-            "props_decision",
-            "--test",
-            "model_vs_real",
-            "--test",
-            "source",
-            "--test",
-            "backup",
-            "--test",
-            "sched",
+        tests: &["sim", "real"],
+        suites: &[
+            "decision::",
+            "model_vs_real::",
+            "source::",
+            "backup::",
+            "sched::",
         ],
         // Measured 2026-11-30: 35/39 on the first full run; sched and two props_decision
         // tests killed the 4 survivors (re-tested by name): 39/39.
@@ -68,17 +67,13 @@ pub const GROUPS: &[Group] = &[
         // props_lease was added after the first run: its 9 survivors were the cross-host
         // liveness boundary, generations above 2 and the listing errors, which no
         // concurrency target reaches.
-        tests: &[
-            "--test",
-            "sched",
-            "--test",
-            "loom",
-            "--test",
-            "races",
-            "--test",
-            "crash",
-            "--test",
-            "props_lease",
+        tests: &["sim", "loom"],
+        suites: &[
+            "sched::",
+            "interleavings::",
+            "races::",
+            "crash::",
+            "lease::",
         ],
         // Measured 2026-11-30: 29/62 on the first full run; props_lease killed all 33
         // survivors (re-tested with --iterate and by name): 62/62.
@@ -92,16 +87,8 @@ pub const GROUPS: &[Group] = &[
         // props_cache joined after the first (sampled) run: its survivors were the calendar
         // arithmetic of record timestamps, races on the cache dir and record names,
         // foreign-kind records, `latest()` and prune failures.
-        tests: &[
-            "--test",
-            "crash",
-            "--test",
-            "model_vs_real",
-            "--test",
-            "loom",
-            "--test",
-            "props_cache",
-        ],
+        tests: &["sim", "loom"],
+        suites: &["crash::", "model_vs_real::", "interleavings::", "cache::"],
         // Measured 2026-11-30 on a third of the group (`--shard 0/3`): 22/55, then
         // props_cache killed all 33 survivors (re-tested by name): 55/55. Shards 1/3 and 2/3
         // are not measured yet.
@@ -112,16 +99,8 @@ pub const GROUPS: &[Group] = &[
         title: "completion (src/completion.rs)",
         files: &["src/completion.rs"],
         re: None,
-        tests: &[
-            "--test",
-            "props_decision",
-            "--test",
-            "props_completion",
-            "--test",
-            "crash",
-            "--test",
-            "model_vs_real",
-        ],
+        tests: &["sim"],
+        suites: &["decision::", "completion::", "crash::", "model_vs_real::"],
         // Measured 2026-11-30: 38/50 (76.0%) without props_completion; its 9 tests killed
         // all 12 survivors (re-tested with --iterate): 50/50.
         floor: Some(1.0),
@@ -131,14 +110,8 @@ pub const GROUPS: &[Group] = &[
         title: "config and identity (src/config/, src/identity.rs)",
         files: &["src/config/*.rs", "src/identity.rs"],
         re: None,
-        tests: &[
-            "--test",
-            "props_config",
-            "--test",
-            "props_identity",
-            "--test",
-            "cli_bad_input",
-        ],
+        tests: &["sim", "real"],
+        suites: &["config::", "identity::", "cli_bad_input::"],
         // Measured 2026-11-30 on a third of the group (`--shard 0/3`): 42/60, then new
         // tests killed 15 of the 18 survivors; the other 3 are equivalent and accepted in
         // docs/mutants-accepted.md: 57/60. Shards 1/3 and 2/3 are not measured yet.
@@ -259,8 +232,13 @@ pub fn run_group(
     }
     // `--cargo-arg`, not `-- <test args>`: cargo-mutants passes test args only to the test
     // phase, so the build phase would compile every test target of the package per mutant.
-    for arg in group.tests {
-        cmd.arg(format!("--cargo-arg={arg}"));
+    for binary in group.tests {
+        cmd.arg(format!("--cargo-arg=--test={binary}"));
+    }
+    // The suite filters go to the test binaries only: `cargo mutants -- -- FILTER…` runs
+    // `cargo test … -- FILTER…`.
+    if !group.suites.is_empty() {
+        cmd.args(["--", "--"]).args(group.suites);
     }
     let log = out.join("cargo-mutants.log");
     let _ = std::fs::remove_file(&log);

@@ -1,4 +1,4 @@
-//! `cargo xtask repro <trace.json | seed> [--test TARGET [TEST]]`: replays one failure from a
+//! `cargo xtask repro <trace.json | seed> [--test BINARY [SUITE::TEST]]`: replays one failure from a
 //! CI artifact with one command. A trace file names its target by its content (crash,
 //! model_vs_real and sched traces each have their own shape); a bare seed needs the target
 //! (and optionally the test) the failure printed. Only builds the command line: the test
@@ -9,7 +9,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-pub const USAGE: &str = "cargo xtask repro <trace.json> | <seed> [--tier quick|gate|nightly] --test <target> [test name]
+pub const USAGE: &str = "cargo xtask repro <trace.json> | <seed> [--tier quick|gate|nightly] --test <binary> [suite::test]
   trace.json   a file from target/trainctl-failures/ (or a CI artifact): crash-*.json,
                model_vs_real-*.json, sched-<seed>.json; replayed exactly
   seed         a printed seed (`seed N; replay: …`), rerun with TRAINCTL_SEED=N; a proptest seed
@@ -32,16 +32,16 @@ pub fn replay_of_trace(path: &Path, doc: &Value) -> Result<Replay, String> {
     let file = path.display().to_string();
     if doc.get("property").is_some() && doc.get("crash_point").is_some() {
         return Ok(Replay {
-            target: "crash".into(),
-            test: Some("replay".into()),
+            target: "sim".into(),
+            test: Some("crash::replay".into()),
             env: ("TRAINCTL_REPLAY", file),
             tier: None,
         });
     }
     if doc.get("target").and_then(Value::as_str) == Some("model_vs_real") {
         return Ok(Replay {
-            target: "model_vs_real".into(),
-            test: Some("replay".into()),
+            target: "sim".into(),
+            test: Some("model_vs_real::replay".into()),
             env: ("TRAINCTL_REPLAY", file),
             tier: None,
         });
@@ -50,8 +50,8 @@ pub fn replay_of_trace(path: &Path, doc: &Value) -> Result<Replay, String> {
         // Both sched campaigns replay a trace the same way (the case carries its programs and
         // schedule); the test name only labels the message.
         return Ok(Replay {
-            target: "sched".into(),
-            test: Some("scheduled_starts_are_linearizable".into()),
+            target: "sim".into(),
+            test: Some("sched::scheduled_starts_are_linearizable".into()),
             env: ("TRAINCTL_REPLAY", file),
             tier: None,
         });
@@ -60,7 +60,7 @@ pub fn replay_of_trace(path: &Path, doc: &Value) -> Result<Replay, String> {
         let seed = doc.get("seed").and_then(Value::as_u64).unwrap_or(0);
         return Err(format!(
             "{file} is the minimal history of a linearizability failure (for reading); replay its \
-             trace sched-{seed}.json next to it, or the seed: cargo xtask repro {seed} --test sched"
+             trace sched-{seed}.json next to it, or the seed: cargo xtask repro {seed} --test sim sched::scheduled_starts_are_linearizable"
         ));
     }
     Err(format!(
@@ -92,7 +92,7 @@ fn parse(args: &[String]) -> Result<Replay, String> {
     }
     if let Ok(seed) = first.parse::<u64>() {
         let target = target.ok_or_else(|| {
-            format!("repro: a seed needs the target it came from: --test <target> [test]\n{USAGE}")
+            format!("repro: a seed needs the binary and test it came from: --test <binary> [suite::test]\n{USAGE}")
         })?;
         return Ok(Replay {
             target,
@@ -112,7 +112,8 @@ fn parse(args: &[String]) -> Result<Replay, String> {
     Ok(replay)
 }
 
-/// The command for a replay: the README's release build, one target, one test, output shown.
+/// The command for a replay: the README's release build, one test binary, one test (its full
+/// `suite::test` path, matched exactly), output shown.
 pub fn command(replay: &Replay) -> Command {
     let mut cmd = util::cargo();
     if let Some(tier) = &replay.tier {
@@ -160,12 +161,18 @@ mod tests {
     fn traces_name_their_target() {
         let p = Path::new("/t/x.json");
         let crash = json!({"property": "Train", "crash_point": 3, "seed": 1});
-        assert_eq!(replay_of_trace(p, &crash).unwrap().target, "crash");
+        assert_eq!(
+            replay_of_trace(p, &crash).unwrap().test.as_deref(),
+            Some("crash::replay")
+        );
         let mvr = json!({"target": "model_vs_real", "backend": "Sim", "commands": []});
-        assert_eq!(replay_of_trace(p, &mvr).unwrap().target, "model_vs_real");
+        assert_eq!(
+            replay_of_trace(p, &mvr).unwrap().test.as_deref(),
+            Some("model_vs_real::replay")
+        );
         let sched = json!({"seed": 5, "programs": [], "start_at": [], "schedule": [1]});
         let r = replay_of_trace(p, &sched).unwrap();
-        assert_eq!((r.target.as_str(), r.env.0), ("sched", "TRAINCTL_REPLAY"));
+        assert_eq!((r.target.as_str(), r.env.0), ("sim", "TRAINCTL_REPLAY"));
         let history = json!({"seed": 5, "minimal_history": []});
         assert!(replay_of_trace(p, &history)
             .unwrap_err()
@@ -181,14 +188,17 @@ mod tests {
             "--tier".into(),
             "nightly".into(),
             "--test".into(),
-            "sched".into(),
-            "racing_resumers_of_a_stale_variant_have_a_single_owner".into(),
+            "sim".into(),
+            "sched::racing_resumers_of_a_stale_variant_have_a_single_owner".into(),
         ])
         .unwrap();
         assert_eq!(r.env, ("TRAINCTL_SEED", "7".to_string()));
         let line = util::describe(&command(&r));
         assert!(line.contains("TRAINCTL_SEED=7"), "{line}");
         assert!(line.contains("TRAINCTL_TEST_TIER=nightly"), "{line}");
-        assert!(line.contains("--test sched -- racing_resumers"), "{line}");
+        assert!(
+            line.contains("--test sim -- sched::racing_resumers"),
+            "{line}"
+        );
     }
 }
