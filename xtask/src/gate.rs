@@ -667,7 +667,7 @@ mod tests {
     const JUNIT: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 <testsuites name="nextest-run" tests="3" failures="1" errors="0" uuid="x" timestamp="t" time="2.5">
     <testsuite name="trainctl::crash" tests="2" disabled="0" errors="0" failures="1">
-        <testcase name="replay" classname="trainctl::crash" time="1.0"><system-err>seed 42; replay: TRAINCTL_TEST_TIER=gate TRAINCTL_SEED=42 cargo test --release --test sim -- crash::train_survives
+        <testcase name="crash::replay" classname="trainctl::sim" time="1.0"><system-err>seed 42; replay: TRAINCTL_TEST_TIER=gate TRAINCTL_SEED=42 cargo test --release --test sim -- crash::train_survives
 </system-err></testcase>
     </testsuite>
     <testsuite name="trainctl::sched" tests="1" disabled="0" errors="0" failures="0" time="0.5">
@@ -693,7 +693,7 @@ mod tests {
         assert_eq!(
             seeds,
             vec![
-                json!({"target": "crash", "test": "train_survives", "seed": "42", "tier": "gate"})
+                json!({"target": "sim", "test": "crash::train_survives", "seed": "42", "tier": "gate"})
             ]
         );
     }
