@@ -58,7 +58,11 @@ thread_local! {
             "paths:cache_strategies.final_training.index.max_entries={MAX_ENTRIES}"
         )];
         let scratch = Arc::new(trainctl::fs::sim::SimFs::new());
-        Sandbox::audited(scratch.clone(), Some(&scratch), IDENTITIES, &extra)
+        // The data never matters to the model; 8 records per split keep `prepare` (run by
+        // every TrainInvalid) cheap.
+        let project = Arc::new(support::Project::new());
+        project.shrink_dataset(8);
+        Sandbox::audited_in(project, scratch.clone(), Some(&scratch), IDENTITIES, &extra)
     };
 }
 
@@ -202,6 +206,50 @@ pub struct Real {
     tracking: Tracking,
     fault: Option<Fault>,
     history: Vec<Command>,
+    /// The cache subject of every (identity, variant) the campaign can reach.
+    by_subject: BTreeMap<String, (usize, u64)>,
+    /// The incremental projection (docs/performance.md, "Engine"): what was read from OUT,
+    /// kept until a mutating call touches it.
+    memo: std::cell::RefCell<Memo>,
+}
+
+/// What the projection read from OUT, by path: the state of a variant dir and the identity
+/// a cache record names. An entry is dropped when a mutating call named its path, an
+/// ancestor or a descendant (`KillSwitch::take_touched`); every 16th projection is also
+/// computed in full and compared, so a mutation that bypassed the switch fails the property
+/// instead of hiding a difference.
+#[derive(Default)]
+struct Memo {
+    variants: BTreeMap<PathBuf, String>,
+    records: BTreeMap<PathBuf, Option<(usize, u64)>>,
+    /// The tracked runs, as of the store's call count.
+    runs: Option<(usize, Runs)>,
+    projections: u64,
+}
+
+impl Memo {
+    fn forget(&mut self, touched: Vec<PathBuf>) {
+        if touched.is_empty() {
+            return;
+        }
+        // Byte prefixes on a component boundary (Path::starts_with and Path's order walk
+        // components: slow).
+        let mut touched: Vec<Vec<u8>> = touched
+            .into_iter()
+            .map(|t| t.into_os_string().into_encoded_bytes())
+            .collect();
+        touched.sort_unstable();
+        touched.dedup();
+        let under = |long: &[u8], short: &[u8]| {
+            long.starts_with(short) && (long.len() == short.len() || long[short.len()] == b'/')
+        };
+        let related = |k: &Path| {
+            let k = k.as_os_str().as_encoded_bytes();
+            touched.iter().any(|t| under(k, t) || under(t, k))
+        };
+        self.variants.retain(|k, _| !related(k));
+        self.records.retain(|k, _| !related(k));
+    }
 }
 
 /// Commands applied per backend (Sim, Os) since the first sandbox of that backend: with
@@ -327,12 +375,18 @@ impl Real {
                 .reading_from(files)
                 .alive_while(Arc::new(move || !switch.is_dead())),
         ));
+        let by_subject = (0..IDENTITIES)
+            .flat_map(|i| (1..=64u64).map(move |v| (i, v)))
+            .map(|(i, v)| (sandbox.subject(i, v), (i, v)))
+            .collect();
         Real {
             sandbox,
             backend,
             tracking,
             fault,
             history: Vec::new(),
+            by_subject,
+            memo: Default::default(),
         }
     }
 
@@ -464,7 +518,7 @@ impl Real {
                 config.hyperparameters.epochs = trainctl::builtin::MAX_EPOCHS + extra;
             }
             Invalid::HashDimZero => {
-                if let Some(doc) = config.docs.get_mut("model") {
+                if let Some(doc) = std::sync::Arc::make_mut(&mut config.docs).get_mut("model") {
                     doc.tree["features"]["hash_dim"] = serde_json::json!(0);
                 }
             }
@@ -612,20 +666,40 @@ impl Real {
         }
     }
 
-    /// The observable state, in the model's terms.
+    /// The observable state, in the model's terms (incremental: see `Memo`).
     fn projection(&self) -> Projection {
-        let mut variants: [BTreeMap<u64, String>; IDENTITIES] = Default::default();
-        let mut by_subject = BTreeMap::new();
-        for (i, states) in variants.iter_mut().enumerate() {
-            *states = self.sandbox.variant_states(i, Depth::Sizes);
-            for v in 1..=64u64 {
-                by_subject.insert(self.sandbox.subject(i, v), (i, v));
+        let mut memo = self.memo.borrow_mut();
+        memo.forget(self.sandbox.fs.take_touched());
+        memo.projections += 1;
+        let full_check = memo.projections % 16 == 0;
+        let got = self.project(&mut memo);
+        if full_check {
+            let full = self.project(&mut Memo::default());
+            if full != got {
+                drop(memo);
+                fail(
+                    self,
+                    &format!("the incremental projection went stale:\n  incremental {got:?}\n  full        {full:?}"),
+                );
             }
         }
+        got
+    }
+
+    fn project(&self, memo: &mut Memo) -> Projection {
+        let mut variants: [BTreeMap<u64, String>; IDENTITIES] = Default::default();
+        for (i, states) in variants.iter_mut().enumerate() {
+            *states = self
+                .sandbox
+                .variant_states_memo(i, Depth::Sizes, &mut memo.variants);
+        }
         let cache = self.cache();
-        let id_of = |name: &str| -> Option<(usize, u64)> {
-            let record = cache.read_record(name)?;
-            by_subject.get(&record.subject).copied()
+        let mut id_of = |name: &str| -> Option<(usize, u64)> {
+            let path = cache.settings.dir.join(name);
+            *memo.records.entry(path).or_insert_with(|| {
+                let record = cache.read_record(name)?;
+                self.by_subject.get(&record.subject).copied()
+            })
         };
         let records: Vec<(usize, u64)> = cache
             .record_names()
@@ -637,19 +711,31 @@ impl Real {
             serde_json::from_slice(&self.sandbox.fs.read(&p).ok()?).ok()
         };
         let latest = read_json(cache.settings.dir.join(&cache.settings.latest_name))
-            .and_then(|d| d["record"].as_str().and_then(id_of));
+            .and_then(|d| d["record"].as_str().and_then(&mut id_of));
         let index: Vec<(usize, u64)> =
             read_json(cache.settings.dir.join(&cache.settings.index_name))
                 .and_then(|d| d["entries"].as_array().cloned())
                 .unwrap_or_default()
                 .iter()
-                .filter_map(|e| e["record"].as_str().and_then(id_of))
+                .filter_map(|e| e["record"].as_str().and_then(&mut id_of))
                 .collect();
         Projection {
             variants,
             records,
             views: Some((latest, index)),
-            runs: Some(self.runs()),
+            runs: Some(self.runs_memo(memo)),
+        }
+    }
+
+    fn runs_memo(&self, memo: &mut Memo) -> Runs {
+        let calls = self.sandbox.tracker.as_ref().map_or(0, |t| t.call_count());
+        match &memo.runs {
+            Some((seen, runs)) if *seen == calls => runs.clone(),
+            _ => {
+                let runs = self.runs();
+                memo.runs = Some((calls, runs.clone()));
+                runs
+            }
         }
     }
 }

@@ -981,7 +981,7 @@ pub fn config_show(
         );
     }
     let mut files = serde_json::Map::new();
-    for (role, doc) in &config.docs {
+    for (role, doc) in config.docs.iter() {
         human.push_str(&format!("\n# {role}: {}\n", doc.name));
         let mut keys = serde_json::Map::new();
         for (key, value) in config::flatten(&doc.tree) {

@@ -81,6 +81,10 @@ pub struct DatasetFiles {
     /// (role, path): train, then validation and test when configured.
     pub files: Vec<(String, PathBuf)>,
     pub digest: String,
+    /// Records of the train split, counted when it was read and checked (the step count of a
+    /// training is derived from it, so no attempt parses the split again).
+    #[serde(skip)]
+    pub train_records: u64,
 }
 
 /// A parent final training.
@@ -282,6 +286,7 @@ pub fn dataset_files(config: &Config, fs: &dyn Fs) -> Result<DatasetFiles> {
     ];
     let mut files = Vec::new();
     let mut contents = Vec::new();
+    let mut train_records = 0;
     for (role, name) in wanted {
         let Some(name) = name else { continue };
         let path = dir.join(&name);
@@ -318,12 +323,18 @@ pub fn dataset_files(config: &Config, fs: &dyn Fs) -> Result<DatasetFiles> {
         let records = crate::data::parse_records(&path, &doc, &config.data.schema.entity_types)?;
         if role == "train" {
             crate::data::require_nonempty(&records, &path)?;
+            train_records = doc.as_array().map_or(0, Vec::len) as u64;
         }
         contents.push((role.to_string(), bytes));
         files.push((role.to_string(), path));
     }
     let digest = files_digest(contents.iter().map(|(r, b)| (r.as_str(), b.as_slice())));
-    Ok(DatasetFiles { dir, files, digest })
+    Ok(DatasetFiles {
+        dir,
+        files,
+        digest,
+        train_records,
+    })
 }
 
 /// Digest of every file below a checkpoint dir (relative names, sorted; temporaries skipped).

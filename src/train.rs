@@ -398,16 +398,9 @@ fn backfill(ctx: &Context<'_>, job: &Job, cache: &Cache<'_>) -> Result<Vec<u64>>
 }
 
 /// Number of optimizer steps of the whole run (what the trainer is told).
-fn total_steps(fs: &dyn Fs, job: &Job) -> u64 {
+fn total_steps(job: &Job) -> u64 {
     let h = &job.config.hyperparameters;
-    let n_train = job
-        .dataset
-        .files
-        .iter()
-        .find(|(role, _)| role == "train")
-        .and_then(|(_, p)| fs.read(p).ok())
-        .and_then(|b| serde_json::from_slice::<Vec<Value>>(&b).ok())
-        .map_or(1, |v| v.len().max(1) as u64);
+    let n_train = job.dataset.train_records.max(1);
     let batches = n_train.div_ceil(h.batch_size.max(1));
     let steps_per_epoch = batches
         .div_ceil(h.gradient_accumulation_steps.max(1))
@@ -961,7 +954,7 @@ fn attempt(
         "labels": labels(job),
         "hyperparameters": job.config.hyperparameters,
         "seed": job.config.seed,
-        "total_steps": total_steps(fs, job),
+        "total_steps": total_steps(job),
         "save_interval": job.config.cadence.save_interval,
         "log_interval": job.config.cadence.log_interval,
         "objective_metric": job.config.objective_metric(),

@@ -22,6 +22,9 @@ pub struct KillSwitch {
     full: AtomicBool,
     /// Mutating operations attempted so far.
     mutations: AtomicU64,
+    /// Every path a mutating call named since the last `take_touched` (attempted, whether or
+    /// not it succeeded): what an incremental projection must look at again.
+    touched: std::sync::Mutex<Vec<PathBuf>>,
 }
 
 impl KillSwitch {
@@ -32,7 +35,16 @@ impl KillSwitch {
             budget: AtomicU64::new(u64::MAX),
             full: AtomicBool::new(false),
             mutations: AtomicU64::new(0),
+            touched: std::sync::Mutex::new(Vec::new()),
         }
+    }
+    /// The paths mutating calls named since the last call (see `touched`).
+    pub fn take_touched(&self) -> Vec<PathBuf> {
+        std::mem::take(&mut *self.touched.lock().expect("touched"))
+    }
+    fn touch(&self, paths: &[&Path]) {
+        let mut touched = self.touched.lock().expect("touched");
+        touched.extend(paths.iter().map(|p| p.to_path_buf()));
     }
     /// Mutating operations attempted so far (to count the steps of a command).
     pub fn mutations(&self) -> u64 {
@@ -99,51 +111,62 @@ impl Fs for KillSwitch {
         self.inner.metadata(path)
     }
     fn create_dir(&self, path: &Path) -> io::Result<()> {
+        self.touch(&[path]);
         self.mutate()?;
         self.space()?;
         self.inner.create_dir(path)
     }
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.touch(&[path]);
         self.mutate()?;
         self.space()?;
         self.inner.create_dir_all(path)
     }
     fn create_new(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        self.touch(&[path]);
         self.mutate()?;
         self.space()?;
         self.inner.create_new(path, bytes)
     }
     fn write(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        self.touch(&[path]);
         self.mutate()?;
         self.space()?;
         self.inner.write(path, bytes)
     }
     fn append(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        self.touch(&[path]);
         self.mutate()?;
         self.space()?;
         self.inner.append(path, bytes)
     }
     fn fsync_file(&self, path: &Path) -> io::Result<()> {
+        self.touch(&[path]);
         self.mutate()?;
         self.inner.fsync_file(path)
     }
     fn fsync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.touch(&[dir]);
         self.mutate()?;
         self.inner.fsync_dir(dir)
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.touch(&[from, to]);
         self.mutate()?;
         self.inner.rename(from, to)
     }
     fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.touch(&[from, to]);
         self.mutate()?;
         self.inner.rename_noreplace(from, to)
     }
     fn rename_exchange(&self, a: &Path, b: &Path) -> io::Result<()> {
+        self.touch(&[a, b]);
         self.mutate()?;
         self.inner.rename_exchange(a, b)
     }
     fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.touch(&[from, to]);
         self.mutate()?;
         self.space()?;
         self.inner.hard_link(from, to)
@@ -158,10 +181,12 @@ impl Fs for KillSwitch {
         self.inner.available_bytes(path)
     }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.touch(&[path]);
         self.mutate()?;
         self.inner.remove_file(path)
     }
     fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.touch(&[path]);
         self.mutate()?;
         self.inner.remove_dir_all(path)
     }
@@ -419,7 +444,23 @@ impl Sandbox {
         identities: usize,
         extra: &[String],
     ) -> Sandbox {
-        let project = Arc::new(super::Project::new());
+        Sandbox::in_project(
+            Arc::new(super::Project::new()),
+            inner,
+            seed,
+            identities,
+            extra,
+        )
+    }
+
+    /// As `new`, in a given project (e.g. one whose dataset was shrunk).
+    pub fn in_project(
+        project: Arc<super::Project>,
+        inner: Arc<dyn Fs>,
+        seed: Option<&trainctl::fs::sim::SimFs>,
+        identities: usize,
+        extra: &[String],
+    ) -> Sandbox {
         if let Some(sim) = seed {
             seed_sim(sim, &project.root().join("fixtures/datasets"));
         }
@@ -446,8 +487,25 @@ impl Sandbox {
         identities: usize,
         extra: &[String],
     ) -> Sandbox {
+        Sandbox::audited_in(
+            Arc::new(super::Project::new()),
+            inner,
+            seed,
+            identities,
+            extra,
+        )
+    }
+
+    /// As `audited`, in a given project.
+    pub fn audited_in(
+        project: Arc<super::Project>,
+        inner: Arc<dyn Fs>,
+        seed: Option<&trainctl::fs::sim::SimFs>,
+        identities: usize,
+        extra: &[String],
+    ) -> Sandbox {
         let audit = Arc::new(LeaseAudit::new(inner));
-        let mut sandbox = Sandbox::new(audit.clone(), seed, identities, extra);
+        let mut sandbox = Sandbox::in_project(project, audit.clone(), seed, identities, extra);
         sandbox.audit = Some(audit);
         sandbox
     }
@@ -612,6 +670,17 @@ impl Sandbox {
         identity: usize,
         depth: trainctl::completion::Depth,
     ) -> std::collections::BTreeMap<u64, String> {
+        self.variant_states_memo(identity, depth, &mut Default::default())
+    }
+
+    /// `variant_states`, taking a variant dir's state from `memo` when it holds one (the
+    /// caller drops entries whose files changed) and recording what it computes.
+    pub fn variant_states_memo(
+        &self,
+        identity: usize,
+        depth: trainctl::completion::Depth,
+        memo: &mut std::collections::BTreeMap<PathBuf, String>,
+    ) -> std::collections::BTreeMap<u64, String> {
         let job = &self.jobs[identity];
         let dir = job
             .layout
@@ -628,19 +697,22 @@ impl Sandbox {
             let Some(v) = job.layout.parse_variant_name(&e.name) else {
                 continue;
             };
-            let verdict = trainctl::completion::check(
-                &*self.fs,
-                &job.layout,
-                &dir.join(&e.name),
-                Some(&job.identity),
-                v,
-                depth,
-            );
-            let state = match verdict {
-                trainctl::completion::Completion::Complete(_) => "complete".to_string(),
-                trainctl::completion::Completion::Incomplete(r) => r.to_string(),
-            };
-            out.insert(v, state);
+            let variant_dir = dir.join(&e.name);
+            let state = memo.entry(variant_dir).or_insert_with_key(|variant_dir| {
+                let verdict = trainctl::completion::check(
+                    &*self.fs,
+                    &job.layout,
+                    variant_dir,
+                    Some(&job.identity),
+                    v,
+                    depth,
+                );
+                match verdict {
+                    trainctl::completion::Completion::Complete(_) => "complete".to_string(),
+                    trainctl::completion::Completion::Incomplete(r) => r.to_string(),
+                }
+            });
+            out.insert(v, state.clone());
         }
         out
     }

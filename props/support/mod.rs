@@ -47,6 +47,21 @@ impl Project {
         Project { dir }
     }
 
+    /// Keeps only the first `n` records of every split of the fixture dataset: for the
+    /// simulated campaigns, which never look at the data but prepare jobs and check configs
+    /// (parsing and hashing 300 records) many times per second.
+    pub fn shrink_dataset(&self, n: usize) {
+        let dir = self.root().join("fixtures/datasets/resume_tiny");
+        for split in ["train.json", "validation.json", "test.json"] {
+            let path = dir.join(split);
+            let records: Vec<serde_json::Value> =
+                serde_json::from_slice(&std::fs::read(&path).expect("read split"))
+                    .expect("a split is a JSON array");
+            let kept: Vec<&serde_json::Value> = records.iter().take(n).collect();
+            std::fs::write(&path, serde_json::to_vec(&kept).expect("json")).expect("write split");
+        }
+    }
+
     pub fn root(&self) -> &Path {
         self.dir.path()
     }

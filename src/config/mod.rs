@@ -309,7 +309,9 @@ pub struct Config {
     pub experiment_name: String,
     pub env: EnvChoice,
     /// Documents by role (`final_training`, `train`, `paths`, …, `data`, `model`, `env`).
-    pub docs: BTreeMap<String, Doc>,
+    /// Shared: jobs are cloned per run mode and per attempt, the documents never change once
+    /// loaded (a change goes through `Arc::make_mut`).
+    pub docs: std::sync::Arc<BTreeMap<String, Doc>>,
     /// Path of each role's file (absolute).
     pub files: BTreeMap<String, PathBuf>,
     pub final_training: FinalTrainingFile,
@@ -644,7 +646,7 @@ pub fn load(
         config_dir,
         experiment_name,
         env,
-        docs,
+        docs: std::sync::Arc::new(docs),
         files,
         final_training,
         train,

@@ -167,6 +167,12 @@ impl RecordingTracker {
         self.lock().calls.clone()
     }
 
+    /// How many calls reached the store (every change to its runs is one): a reader that
+    /// saw the same count saw the same runs.
+    pub fn call_count(&self) -> usize {
+        self.lock().calls.len()
+    }
+
     pub fn experiments(&self) -> Vec<Experiment> {
         self.lock().experiments.clone()
     }
