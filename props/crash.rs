@@ -469,10 +469,22 @@ fn property(name: &str, quick: u32, strategy: impl Strategy<Value = CrashTrace>)
                 "crash {name}: {states} crash states in {secs:.1} s = {:.1} states/s (each with recovery and checks)",
                 states as f64 / secs.max(1e-9)
             );
-            if std::env::var_os("TRAINCTL_STATS").is_some() {
-                let stats = serde_json::json!({"target": "crash", "test": name,
-                    "measure": "crash states", "count": states, "secs": secs});
-                eprintln!("TRAINCTL-STATS {stats}");
+            {
+                let kind = if name.starts_with("cache") {
+                    "crash_cache"
+                } else {
+                    "crash_train"
+                };
+                // Every crash state is distinct: one (case, crash point, durability choice).
+                support::stats::line(
+                    kind,
+                    name,
+                    "crash states",
+                    states,
+                    secs,
+                    Some(states),
+                    &Default::default(),
+                );
             }
         }
         Err(TestError::Fail(reason, minimal)) => {

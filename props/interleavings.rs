@@ -293,12 +293,16 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
         std::thread::current().name().unwrap_or("scenario"),
         n as f64 / secs.max(1e-9)
     );
-    if std::env::var_os("TRAINCTL_STATS").is_some() {
-        let stats = serde_json::json!({"target": "loom",
-            "test": std::thread::current().name().unwrap_or("scenario"),
-            "measure": "interleavings", "count": n, "secs": secs});
-        eprintln!("TRAINCTL-STATS {stats}");
-    }
+    // loom explores each interleaving once: every one is distinct.
+    support::stats::line(
+        "loom",
+        std::thread::current().name().unwrap_or("scenario"),
+        "interleavings",
+        n,
+        secs,
+        Some(n),
+        &Default::default(),
+    );
 }
 
 fn concurrent_new_allocations(threads: u32, caps: Caps) {

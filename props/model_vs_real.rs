@@ -252,27 +252,54 @@ impl Memo {
     }
 }
 
-/// Commands applied per backend (Sim, Os) since the first sandbox of that backend: with
-/// `TRAINCTL_STATS=1` every dropped `Real` prints the running total (`cargo xtask bench`).
-static COMMANDS: [std::sync::atomic::AtomicU64; 4] = [
-    std::sync::atomic::AtomicU64::new(0),
-    std::sync::atomic::AtomicU64::new(0),
-    std::sync::atomic::AtomicU64::new(0),
-    std::sync::atomic::AtomicU64::new(0),
-];
-static STARTED: [std::sync::OnceLock<std::time::Instant>; 4] = [
-    std::sync::OnceLock::new(),
-    std::sync::OnceLock::new(),
-    std::sync::OnceLock::new(),
-    std::sync::OnceLock::new(),
+/// The campaigns of this suite: stats kind, test, quick-tier cases (`TRAINCTL_STATS=1`
+/// prints one line per campaign when its last case ends: `support::stats`).
+const CAMPAIGNS: [(&str, &str, u32); 6] = [
+    ("mvr_simfs", "model_agrees_with_orchestrator_on_simfs", 256),
+    ("mvr_osfs", "model_agrees_with_orchestrator_on_osfs", 24),
+    (
+        "mvr_simfs_untracked",
+        "untracked_runs_leave_no_trace_in_the_store",
+        32,
+    ),
+    (
+        "mvr_simfs_faulty",
+        "a_failing_tracking_store_never_changes_outputs_or_caches",
+        64,
+    ),
+    (
+        "mvr_simfs_noflags",
+        "model_agrees_with_orchestrator_on_simfs_without_rename_flags",
+        96,
+    ),
+    (
+        "mvr_simfs_nolinks",
+        "model_agrees_with_orchestrator_on_simfs_without_rename_flags_or_links",
+        64,
+    ),
 ];
 
-fn backend_index(backend: &Backend) -> usize {
-    match backend {
-        Backend::Sim => 0,
-        Backend::Os => 1,
-        Backend::SimNoflags => 2,
-        Backend::SimNoflagsNolinks => 3,
+/// The campaign a sandbox belongs to (an index into `CAMPAIGNS`).
+fn campaign_of(backend: Backend, tracking: &Tracking) -> usize {
+    match (backend, tracking) {
+        (Backend::Os, _) => 1,
+        (Backend::SimNoflags, _) => 4,
+        (Backend::SimNoflagsNolinks, _) => 5,
+        (Backend::Sim, Tracking::Disabled) => 2,
+        (Backend::Sim, Tracking::Faulty) => 3,
+        (Backend::Sim, Tracking::AutoIncrement { .. }) => 0,
+    }
+}
+
+/// The proptest config of campaign `i` (its cases scaled by the tier).
+fn campaign_config(i: usize) -> proptest::test_runner::Config {
+    let (_, test, quick) = CAMPAIGNS[i];
+    support::seeded_config(support::cases(quick), module_path!(), test)
+}
+
+impl Real {
+    fn kind(&self) -> &'static str {
+        CAMPAIGNS[campaign_of(self.backend, &self.tracking)].0
     }
 }
 
@@ -287,21 +314,8 @@ fn sim_profile(backend: Backend) -> support::SimProfile {
 
 impl Drop for Real {
     fn drop(&mut self) {
-        if std::env::var_os("TRAINCTL_STATS").is_none() {
-            return;
-        }
-        let i = backend_index(&self.backend);
-        let secs = STARTED[i].get().map_or(0.0, |t| t.elapsed().as_secs_f64());
-        let count = COMMANDS[i].load(std::sync::atomic::Ordering::Relaxed);
-        let test = [
-            "model_agrees_with_orchestrator_on_simfs",
-            "model_agrees_with_orchestrator_on_osfs",
-            "model_agrees_with_orchestrator_on_simfs_without_rename_flags",
-            "model_agrees_with_orchestrator_on_simfs_without_rename_flags_or_links",
-        ][i];
-        let stats = serde_json::json!({"target": "model_vs_real", "test": test,
-            "measure": "commands (incl. generation, model, checks)", "count": count, "secs": secs});
-        eprintln!("TRAINCTL-STATS {stats}");
+        let (kind, test, quick) = CAMPAIGNS[campaign_of(self.backend, &self.tracking)];
+        support::stats::case_done(kind, test, support::cases(quick));
     }
 }
 
@@ -333,7 +347,6 @@ fn expected_of(decision: &trainctl::error::Result<Decision>) -> Expected {
 
 impl Real {
     fn new(backend: Backend, tracking: Tracking, fault: Option<Fault>) -> Real {
-        STARTED[backend_index(&backend)].get_or_init(std::time::Instant::now);
         let extra = [format!(
             "paths:cache_strategies.final_training.index.max_entries={MAX_ENTRIES}"
         )];
@@ -795,7 +808,11 @@ fn fail(real: &Real, what: &str) -> ! {
 
 /// Applies one command to both sides and compares the immediate responses.
 fn step(mut real: Real, expected: Option<&Response>, command: Command) -> Real {
-    COMMANDS[backend_index(&real.backend)].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if support::stats::enabled() {
+        let label = format!("{command:?}");
+        let label = label.split([' ', '(', '{']).next().unwrap_or("?");
+        support::stats::command(real.kind(), label);
+    }
     real.history.push(command.clone());
     match (&command, expected) {
         (
@@ -938,7 +955,11 @@ macro_rules! machine_test {
             }
 
             fn check_invariants(real: &Real, state: &RefState) {
-                check_projection(real, &state.model.projection());
+                let projection = state.model.projection();
+                if support::stats::enabled() {
+                    support::stats::state(real.kind(), support::stats::hash_debug(&projection));
+                }
+                check_projection(real, &projection);
             }
         }
     };
@@ -952,7 +973,7 @@ machine_test!(OnSimFsNoflags, Backend::SimNoflags, TRACKED);
 machine_test!(OnSimFsNoflagsNolinks, Backend::SimNoflagsNolinks, TRACKED);
 
 prop_state_machine! {
-    #![proptest_config(support::seeded_config(support::cases(256), module_path!(), "model_agrees_with_orchestrator_on_simfs"))]
+    #![proptest_config(campaign_config(0))]
 
     /// Thousands of commands per run on the simulated filesystem.
     #[test]
@@ -960,7 +981,7 @@ prop_state_machine! {
 }
 
 prop_state_machine! {
-    #![proptest_config(support::seeded_config(support::cases(24), module_path!(), "model_agrees_with_orchestrator_on_osfs"))]
+    #![proptest_config(campaign_config(1))]
 
     /// The same on the real filesystem in a temp dir.
     #[test]
@@ -968,7 +989,7 @@ prop_state_machine! {
 }
 
 prop_state_machine! {
-    #![proptest_config(support::seeded_config(support::cases(32), module_path!(), "untracked_runs_leave_no_trace_in_the_store"))]
+    #![proptest_config(campaign_config(2))]
 
     /// `tracking.training.enabled: false`: outputs and caches as the model says, no runs.
     #[test]
@@ -976,7 +997,7 @@ prop_state_machine! {
 }
 
 prop_state_machine! {
-    #![proptest_config(support::seeded_config(support::cases(64), module_path!(), "a_failing_tracking_store_never_changes_outputs_or_caches"))]
+    #![proptest_config(campaign_config(3))]
 
     /// The store fails at the k-th call (once, or from then on): every decision, exit,
     /// variant state and cache record is exactly the model's (which knows no tracking).
@@ -985,7 +1006,7 @@ prop_state_machine! {
 }
 
 prop_state_machine! {
-    #![proptest_config(support::seeded_config(support::cases(96), module_path!(), "model_agrees_with_orchestrator_on_simfs_without_rename_flags"))]
+    #![proptest_config(campaign_config(4))]
 
     /// The same model on a filesystem without rename flags but with hard links (NFS, bindfs:
     /// the `posix-noflags` protocol, files published by link + unlink).
@@ -994,7 +1015,7 @@ prop_state_machine! {
 }
 
 prop_state_machine! {
-    #![proptest_config(support::seeded_config(support::cases(64), module_path!(), "model_agrees_with_orchestrator_on_simfs_without_rename_flags_or_links"))]
+    #![proptest_config(campaign_config(5))]
 
     /// The same model on a filesystem with neither rename flags nor hard links (Drive,
     /// gcsfuse: files published by O_EXCL create at their final name).

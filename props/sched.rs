@@ -427,16 +427,18 @@ fn campaign(test: &str, base: u64, quick: u32, case_of: fn(u64) -> Case) {
         "sched {test}: {histories} histories checked for linearizability in {lin_secs:.3} s of checking = {:.0} histories/s",
         histories as f64 / lin_secs.max(1e-9)
     );
-    if std::env::var_os("TRAINCTL_STATS").is_some() {
-        for (measure, count, secs) in [
-            ("schedules", schedules, secs),
-            ("scheduled Fs operations", steps, secs),
-            ("linearizability histories", histories, lin_secs),
-        ] {
-            let stats = serde_json::json!({"target": "sched", "test": test,
-                "measure": measure, "count": count, "secs": secs});
-            eprintln!("TRAINCTL-STATS {stats}");
-        }
+    let kind = if test.starts_with("racing_resumers") {
+        "sched_resumers"
+    } else {
+        "sched_starts"
+    };
+    for (measure, count, secs) in [
+        ("schedules", schedules, secs),
+        ("scheduled Fs operations", steps, secs),
+        ("linearizability histories", histories, lin_secs),
+    ] {
+        // Each seed is its own schedule; `distinct` is not tracked here.
+        support::stats::line(kind, test, measure, count, secs, None, &Default::default());
     }
 }
 

@@ -495,6 +495,8 @@ pub mod mlflow;
 
 pub mod scripted;
 
+pub mod stats;
+
 /// The storage profiles the simulated worlds run on (docs/contract.md, "Storage profiles"):
 /// a local filesystem with rename flags, one without them but with hard links (NFS, bindfs),
 /// and one with neither (Drive, gcsfuse). Traces record it; older traces are `posix`.

@@ -224,18 +224,26 @@ fn suite(logs: &std::path::Path, only: Option<&[String]>) -> Result<(String, boo
         suite_began.elapsed().as_secs_f64(),
         rows.join("\n")
     );
-    md.push_str("### Verification throughput (TRAINCTL-STATS lines of this run)\n\n| target | test / scenario | measure | count | seconds | per second |\n|---|---|---|---:|---:|---:|\n");
+    md.push_str("### Verification throughput (TRAINCTL-STATS lines of this run)\n\n| kind | test / scenario | measure | count | distinct | seconds | per second | commands |\n|---|---|---|---:|---:|---:|---:|---|\n");
     for s in dedup_last(&stats) {
         let count = s["count"].as_f64().unwrap_or(0.0);
         let secs = s["secs"].as_f64().unwrap_or(0.0);
+        let commands: Vec<String> = s["commands"]
+            .as_object()
+            .map(|m| m.iter().map(|(k, v)| format!("{k} {v}")).collect())
+            .unwrap_or_default();
         md.push_str(&format!(
-            "| {} | {} | {} | {} | {:.2} | {:.0} |\n",
-            s["target"].as_str().unwrap_or("?"),
+            "| {} | {} | {} | {} | {} | {:.2} | {:.0} | {} |\n",
+            s["kind"].as_str().unwrap_or("?"),
             s["test"].as_str().unwrap_or("?"),
             s["measure"].as_str().unwrap_or("?"),
             count,
+            s["distinct"]
+                .as_u64()
+                .map_or("–".to_string(), |d| d.to_string()),
             secs,
-            count / secs.max(1e-9)
+            count / secs.max(1e-9),
+            commands.join(", ")
         ));
     }
     Ok((md, all_ok))
@@ -303,11 +311,11 @@ pub fn stats_lines(stderr: &str) -> Vec<Value> {
         .collect()
 }
 
-/// The last line per (target, test, measure): running counters print cumulatively.
+/// The last line per (kind, test, measure).
 fn dedup_last(stats: &[Value]) -> Vec<Value> {
     let mut out: Vec<Value> = Vec::new();
     for s in stats {
-        let key = |v: &Value| (v["target"].clone(), v["test"].clone(), v["measure"].clone());
+        let key = |v: &Value| (v["kind"].clone(), v["test"].clone(), v["measure"].clone());
         match out.iter_mut().find(|o| key(o) == key(s)) {
             Some(o) => *o = s.clone(),
             None => out.push(s.clone()),

@@ -1,0 +1,114 @@
+//! What a campaign covered (`TRAINCTL_STATS=1`): one `TRAINCTL-STATS {json}` line per
+//! campaign and measure, with stable keys, read by `cargo xtask bench`:
+//! `kind` (`mvr_simfs`, `mvr_osfs`, `crash_train`, `crash_cache`, `sched_starts`,
+//! `sched_resumers`, `loom`, …), `measure`, `count`, `secs`, `distinct` (distinct model
+//! states or projections reached, `null` where a campaign does not track them), `commands`
+//! (per-command counts, `{}` where there are no commands) and `test` (the replay filter).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+
+/// Whether stats are wanted.
+pub fn enabled() -> bool {
+    std::env::var_os("TRAINCTL_STATS").is_some()
+}
+
+/// Prints one stats line.
+pub fn line(
+    kind: &str,
+    test: &str,
+    measure: &str,
+    count: u64,
+    secs: f64,
+    distinct: Option<u64>,
+    commands: &BTreeMap<String, u64>,
+) {
+    if !enabled() {
+        return;
+    }
+    let stats = serde_json::json!({
+        "kind": kind,
+        "test": test,
+        "measure": measure,
+        "count": count,
+        "secs": secs,
+        "distinct": distinct,
+        "commands": commands,
+    });
+    eprintln!("TRAINCTL-STATS {stats}");
+}
+
+/// A sequential campaign (many proptest cases, each a command sequence): commands per kind,
+/// distinct states, and the cases finished; the line is printed when the last case ends.
+#[derive(Default)]
+struct Campaign {
+    began: Option<std::time::Instant>,
+    commands: BTreeMap<String, u64>,
+    distinct: BTreeSet<u64>,
+    cases_done: u32,
+}
+
+static CAMPAIGNS: Mutex<BTreeMap<&'static str, Campaign>> = Mutex::new(BTreeMap::new());
+
+fn with<T>(kind: &'static str, f: impl FnOnce(&mut Campaign) -> T) -> T {
+    let mut all = CAMPAIGNS.lock().unwrap_or_else(|e| e.into_inner());
+    let c = all.entry(kind).or_default();
+    c.began.get_or_insert_with(std::time::Instant::now);
+    f(c)
+}
+
+/// One command applied.
+pub fn command(kind: &'static str, command: &str) {
+    if enabled() {
+        with(kind, |c| {
+            *c.commands.entry(command.to_string()).or_insert(0) += 1
+        });
+    }
+}
+
+/// A state reached (any stable hash of it).
+pub fn state(kind: &'static str, hash: u64) {
+    if enabled() {
+        with(kind, |c| {
+            c.distinct.insert(hash);
+        });
+    }
+}
+
+/// One case finished; after the `cases`-th, prints the campaign's line.
+pub fn case_done(kind: &'static str, test: &str, cases: u32) {
+    if !enabled() {
+        return;
+    }
+    let done = with(kind, |c| {
+        c.cases_done += 1;
+        (c.cases_done == cases).then(|| {
+            (
+                c.commands.values().sum::<u64>(),
+                c.began.map_or(0.0, |t| t.elapsed().as_secs_f64()),
+                c.distinct.len() as u64,
+                c.commands.clone(),
+            )
+        })
+    });
+    if let Some((count, secs, distinct, commands)) = done {
+        line(
+            kind,
+            test,
+            "commands",
+            count,
+            secs,
+            Some(distinct),
+            &commands,
+        );
+    }
+}
+
+/// A stable 64-bit hash of a value's `Debug` form (FNV-1a: the same across runs).
+pub fn hash_debug(value: &impl std::fmt::Debug) -> u64 {
+    format!("{value:?}")
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
+}
