@@ -323,7 +323,7 @@ pub fn dataset_files(config: &Config, fs: &dyn Fs) -> Result<DatasetFiles> {
         let records = crate::data::parse_records(&path, &doc, &config.data.schema.entity_types)?;
         if role == "train" {
             crate::data::require_nonempty(&records, &path)?;
-            train_records = doc.as_array().map_or(0, Vec::len) as u64;
+            train_records = records.len() as u64;
         }
         contents.push((role.to_string(), bytes));
         files.push((role.to_string(), path));
