@@ -448,7 +448,12 @@ fn run_regressions() {
 
 /// Runs a property: regressions first, then proptest cases (shrinking the case), then the
 /// minimal case's first failing crash point is written as a trace. Reports the rate.
-fn property(name: &str, quick: u32, strategy: impl Strategy<Value = CrashTrace>) {
+fn property(
+    kind: &'static str,
+    name: &str,
+    quick: u32,
+    strategy: impl Strategy<Value = CrashTrace>,
+) {
     run_regressions();
     let began = std::time::Instant::now();
     let states_before = EXPLORED.load(std::sync::atomic::Ordering::Relaxed);
@@ -470,11 +475,6 @@ fn property(name: &str, quick: u32, strategy: impl Strategy<Value = CrashTrace>)
                 states as f64 / secs.max(1e-9)
             );
             {
-                let kind = if name.starts_with("cache") {
-                    "crash_cache"
-                } else {
-                    "crash_train"
-                };
                 // Every crash state is distinct: one (case, crash point, durability choice).
                 support::stats::line(
                     kind,
@@ -530,6 +530,7 @@ fn train_survives_a_power_loss_at_every_operation() {
         },
     );
     property(
+        "crash_train",
         "train_survives_a_power_loss_at_every_operation",
         12,
         strategy,
@@ -554,6 +555,7 @@ fn cache_survives_a_power_loss_at_every_operation() {
         },
     );
     property(
+        "crash_cache",
         "cache_survives_a_power_loss_at_every_operation",
         12,
         strategy,

@@ -62,7 +62,7 @@ thread_local! {
         // every TrainInvalid) cheap.
         let project = Arc::new(support::Project::new());
         project.shrink_dataset(8);
-        Sandbox::audited_in(project, scratch.clone(), Some(&scratch), IDENTITIES, &extra)
+        Sandbox::in_project(project, scratch.clone(), Some(&scratch), IDENTITIES, &extra, true)
     };
 }
 
@@ -921,6 +921,35 @@ fn run_regressions() {
             replay_file(&path);
         }
     });
+}
+
+/// The incremental projection's own check can fail: a change made beneath the kill switch
+/// (which therefore records no touched path) leaves the memo stale, and the next full
+/// projection (every 16th) names it.
+#[test]
+#[should_panic(expected = "the incremental projection went stale")]
+fn a_change_the_kill_switch_did_not_see_is_caught_by_the_full_projection() {
+    let real = Real::new(Backend::Sim, tracking_of(TRACKED), None);
+    let (_, exit) = real.train(0, Mode::ForceNew, None, Outcome::Complete);
+    assert_eq!(exit, Exit::Ok);
+    assert_eq!(
+        real.projection().variants[0].get(&1).map(String::as_str),
+        Some("complete")
+    );
+    let job = real.job(0);
+    let metadata = job
+        .layout
+        .variant_dir(&job.identity, 1)
+        .expect("dir")
+        .join("metadata.json");
+    real.sandbox
+        .fs
+        .inner
+        .remove_file(&metadata)
+        .expect("remove beneath the switch");
+    for _ in 0..16 {
+        let _ = real.projection();
+    }
 }
 
 /// The committed regressions; with `TRAINCTL_REPLAY=<file>` also that trace, exactly.

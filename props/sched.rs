@@ -387,7 +387,7 @@ fn read_case(path: &std::path::Path) -> Case {
 
 /// Committed regressions first, then an exact replay, one seed, or a campaign of
 /// `case_of(seed)` from `base`.
-fn campaign(test: &str, base: u64, quick: u32, case_of: fn(u64) -> Case) {
+fn campaign(kind: &'static str, test: &str, base: u64, quick: u32, case_of: fn(u64) -> Case) {
     for path in support::regression_traces("sched-") {
         check(&read_case(&path), test);
     }
@@ -427,11 +427,6 @@ fn campaign(test: &str, base: u64, quick: u32, case_of: fn(u64) -> Case) {
         "sched {test}: {histories} histories checked for linearizability in {lin_secs:.3} s of checking = {:.0} histories/s",
         histories as f64 / lin_secs.max(1e-9)
     );
-    let kind = if test.starts_with("racing_resumers") {
-        "sched_resumers"
-    } else {
-        "sched_starts"
-    };
     for (measure, count, secs) in [
         ("schedules", schedules, secs),
         ("scheduled Fs operations", steps, secs),
@@ -445,6 +440,7 @@ fn campaign(test: &str, base: u64, quick: u32, case_of: fn(u64) -> Case) {
 #[test]
 fn scheduled_starts_are_linearizable() {
     campaign(
+        "sched_starts",
         "scheduled_starts_are_linearizable",
         0x5eed_0000,
         64,
@@ -482,6 +478,7 @@ fn takeover_case_of(seed: u64) -> Case {
 #[test]
 fn racing_resumers_of_a_stale_variant_have_a_single_owner() {
     campaign(
+        "sched_resumers",
         "racing_resumers_of_a_stale_variant_have_a_single_owner",
         0x7a4e_0000,
         48,

@@ -444,23 +444,25 @@ impl Sandbox {
         identities: usize,
         extra: &[String],
     ) -> Sandbox {
-        Sandbox::in_project(
-            Arc::new(super::Project::new()),
-            inner,
-            seed,
-            identities,
-            extra,
-        )
+        let project = Arc::new(super::Project::new());
+        Sandbox::in_project(project, inner, seed, identities, extra, false)
     }
 
-    /// As `new`, in a given project (e.g. one whose dataset was shrunk).
+    /// As `new`, in a given project (e.g. one whose dataset was shrunk); with `audited`, every
+    /// call is checked against the lease law (`LeaseAudit`, directly over `inner`).
     pub fn in_project(
         project: Arc<super::Project>,
         inner: Arc<dyn Fs>,
         seed: Option<&trainctl::fs::sim::SimFs>,
         identities: usize,
         extra: &[String],
+        audited: bool,
     ) -> Sandbox {
+        let audit = audited.then(|| Arc::new(LeaseAudit::new(inner.clone())));
+        let inner: Arc<dyn Fs> = match &audit {
+            Some(a) => a.clone(),
+            None => inner,
+        };
         if let Some(sim) = seed {
             seed_sim(sim, &project.root().join("fixtures/datasets"));
         }
@@ -471,7 +473,7 @@ impl Sandbox {
             clock: Clock::default(),
             jobs: Vec::new(),
             occupancy: Occupancy::default(),
-            audit: None,
+            audit,
             tracker: None,
         };
         sandbox.jobs = (0..identities)
@@ -487,27 +489,8 @@ impl Sandbox {
         identities: usize,
         extra: &[String],
     ) -> Sandbox {
-        Sandbox::audited_in(
-            Arc::new(super::Project::new()),
-            inner,
-            seed,
-            identities,
-            extra,
-        )
-    }
-
-    /// As `audited`, in a given project.
-    pub fn audited_in(
-        project: Arc<super::Project>,
-        inner: Arc<dyn Fs>,
-        seed: Option<&trainctl::fs::sim::SimFs>,
-        identities: usize,
-        extra: &[String],
-    ) -> Sandbox {
-        let audit = Arc::new(LeaseAudit::new(inner));
-        let mut sandbox = Sandbox::in_project(project, audit.clone(), seed, identities, extra);
-        sandbox.audit = Some(audit);
-        sandbox
+        let project = Arc::new(super::Project::new());
+        Sandbox::in_project(project, inner, seed, identities, extra, true)
     }
 
     /// A fresh sandbox over `inner` that shares this one's project and prepared jobs (no

@@ -104,11 +104,11 @@ pub fn case_done(kind: &'static str, test: &str, cases: u32) {
     }
 }
 
-/// A stable 64-bit hash of a value's `Debug` form (FNV-1a: the same across runs).
+/// A 64-bit hash of a value's `Debug` form (std's hasher with its fixed keys: the same for
+/// equal values within a run, which is all that counting distinct states needs).
 pub fn hash_debug(value: &impl std::fmt::Debug) -> u64 {
-    format!("{value:?}")
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        })
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    format!("{value:?}").hash(&mut hasher);
+    hasher.finish()
 }
