@@ -465,10 +465,23 @@ pub fn seeded_config(cases: u32, module: &str, test: &str) -> proptest::test_run
         cases,
         max_shrink_iters: 4096,
         rng_seed: proptest::test_runner::RngSeed::Fixed(seed),
-        // proptest's own persistence stays on: committed `<suite>.proptest-regressions` files
-        // replay first.
+        // Committed `props/<suite>.proptest-regressions` files replay first, and a new failure
+        // is added there. A fixed path: proptest's default (next to the source) looks for a
+        // lib.rs or main.rs above the file, which `props/` has not, and silently persists
+        // nothing.
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::Direct(regressions_file(module)),
+        )),
         ..proptest::test_runner::Config::default()
     }
+}
+
+/// `props/<suite>.proptest-regressions` of the suite module `module` (its `module_path!()`),
+/// as the `'static` path proptest's `Direct` persistence wants (one small leak per config).
+fn regressions_file(module: &str) -> &'static str {
+    let suite = module.split("::").nth(1).unwrap_or(module);
+    let path = repo_root().join(format!("props/{suite}.proptest-regressions"));
+    Box::leak(path.display().to_string().into_boxed_str())
 }
 
 /// Where failing properties write their minimised traces.
