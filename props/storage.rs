@@ -460,6 +460,17 @@ fn a_full_disk_is_a_named_storage_error_and_the_resume_after_freeing_space_compl
             "`{needle}` missing from: {message}"
         );
     }
+    eprintln!("full-disk message: {message}");
+    // The space the run needs: the size of its largest step checkpoint, when one was written.
+    let need = message
+        .split("each step checkpoint of this run takes ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .map(|n| n.parse::<u64>().expect("a byte count"));
+    assert!(
+        need.is_some_and(|n| n > 0) || message.contains("no step checkpoint was written"),
+        "no space need in: {message}"
+    );
     let (code, status) = run(&project, &out, &[], &["status"]);
     assert_eq!(code, 0, "{status}");
     let variants = status["variants"].as_array().expect("variants");

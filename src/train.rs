@@ -228,11 +228,9 @@ fn storage_cause(
             .unwrap_or_default()
             .iter()
             .filter(|e| e.is_dir)
+            // Sizes from metadata: on a full disk, never read (or hash) the checkpoints.
             .filter_map(|e| {
-                let step = dir.join("checkpoints").join(&e.name);
-                fs::manifest::build(fs, &step, fs::manifest::Sync::No)
-                    .ok()
-                    .map(|m| m.iter().map(|f| f.size).sum::<u64>())
+                fs::manifest::size_below(fs, &dir.join("checkpoints").join(&e.name)).ok()
             })
             .max();
         match largest {

@@ -56,6 +56,15 @@ pub enum Sync {
     No,
 }
 
+/// The bytes of every file below `dir` (temporaries skipped), from metadata: nothing is read.
+pub fn size_below(fs: &dyn Fs, dir: &Path) -> io::Result<u64> {
+    let mut total = 0;
+    for rel in files_below(fs, dir)? {
+        total += fs.metadata(&dir.join(rel))?.len;
+    }
+    Ok(total)
+}
+
 /// The manifest of `dir`: every file below it (sorted, temporaries skipped) with size and
 /// sha256, read once each. The error names the file that failed.
 pub fn build(fs: &dyn Fs, dir: &Path, sync: Sync) -> Result<Vec<FileDigest>, (PathBuf, io::Error)> {
@@ -80,6 +89,20 @@ pub fn build(fs: &dyn Fs, dir: &Path, sync: Sync) -> Result<Vec<FileDigest>, (Pa
 mod tests {
     use super::*;
     use crate::fs::OsFs;
+
+    #[test]
+    fn size_below_sums_the_files_a_manifest_would_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("a")).unwrap();
+        std::fs::write(d.join("a/x.bin"), vec![0u8; 300]).unwrap();
+        std::fs::write(d.join("y.json"), b"{}").unwrap();
+        std::fs::write(d.join(".tmp-z"), vec![0u8; 1000]).unwrap();
+        let manifest = build(&OsFs, d, Sync::No).unwrap();
+        let listed: u64 = manifest.iter().map(|f| f.size).sum();
+        assert_eq!(size_below(&OsFs, d).unwrap(), listed);
+        assert_eq!(listed, 302);
+    }
 
     #[test]
     fn files_below_is_relative_sorted_and_skips_temporaries() {
