@@ -34,9 +34,14 @@ pub struct Host<'a> {
 
 impl Host<'_> {
     pub fn facts(&self, lease_timeout_ms: u64) -> LivenessFacts<'_> {
+        self.facts_at(lease_timeout_ms, self.now_ms)
+    }
+
+    /// The liveness facts at another instant (a command that waits looks again later).
+    pub fn facts_at(&self, lease_timeout_ms: u64, now_ms: u64) -> LivenessFacts<'_> {
         LivenessFacts {
             this_host: &self.hostname,
-            now_ms: self.now_ms,
+            now_ms,
             lease_timeout_ms,
             process_start_time: self.process_start_time,
         }

@@ -504,12 +504,7 @@ pub fn train(job: &Job, ctx: &Context<'_>) -> Result<Report> {
         }
         // Fresh facts every round: a wait lasts minutes, and liveness across hosts is by
         // heartbeat age.
-        let facts = crate::lease::LivenessFacts {
-            this_host: &ctx.host.hostname,
-            now_ms: now_ms(),
-            lease_timeout_ms,
-            process_start_time: ctx.host.process_start_time,
-        };
+        let facts = ctx.host.facts_at(lease_timeout_ms, now_ms());
         let decided = crate::observe::decide(fs, &job.layout, &job.identity, &facts, &request);
         let (variants, decision) = match decided {
             Ok(d) => d,
@@ -762,12 +757,9 @@ fn end_superseded_runs(ctx: &Context<'_>, job: &Job, variant: u64) -> Vec<String
     let Some(t) = &ctx.tracking else {
         return Vec::new();
     };
-    let facts = crate::lease::LivenessFacts {
-        this_host: &ctx.host.hostname,
-        now_ms: (ctx.now_us)() / 1000,
-        lease_timeout_ms: job.config.lease_timeout_s() * 1000,
-        process_start_time: ctx.host.process_start_time,
-    };
+    let facts = ctx
+        .host
+        .facts_at(job.config.lease_timeout_s() * 1000, (ctx.now_us)() / 1000);
     let Ok(variants) = crate::observe::FsVariants::scan(ctx.fs, &job.layout, &job.identity, &facts)
     else {
         return Vec::new();
@@ -1061,13 +1053,10 @@ fn attempt(
                         tracking_warnings.push(format!(
                             "tracking ({}): the run ended, but these artifacts were not uploaded: {}; `trainctl track sync` retries them",
                             t.backend,
-                            missing.join("; ")
+                            crate::track::lifecycle::artifacts_text(&missing)
                         ));
-                        let names: Vec<&str> = missing
-                            .iter()
-                            .map(|m| m.split(" (").next().unwrap_or(m))
-                            .collect();
-                        meta["tracking"]["artifacts_missing"] = json!(names);
+                        meta["tracking"]["artifacts_missing"] =
+                            json!(crate::track::lifecycle::artifact_names(&missing));
                     }
                 }
                 Err(e) => {

@@ -243,15 +243,28 @@ fn tag_registry(config: &Config) -> crate::naming::TagRegistry {
 pub fn identity_tags(config: &Config, facts: &RunFacts) -> BTreeMap<String, String> {
     let registry = tag_registry(config);
     let t = |s: &str, k: &str| registry.name(s, k);
+    let mut tags = training_identity_tags(config, &facts.spec_fp, &facts.exec_fp);
+    tags.insert(t("legacy", "variant"), facts.variant.to_string());
+    tags.insert(
+        t("paths", "output_dir"),
+        facts.output_dir.display().to_string(),
+    );
+    tags
+}
+
+/// The tags every final-training run of one identity carries, whatever its variant: stage
+/// and fingerprints.
+pub fn training_identity_tags(
+    config: &Config,
+    spec_fp: &str,
+    exec_fp: &str,
+) -> BTreeMap<String, String> {
+    let registry = tag_registry(config);
+    let t = |s: &str, k: &str| registry.name(s, k);
     BTreeMap::from([
         (t("process", "stage"), "final_training".to_string()),
-        (t("paths", "spec_fp"), facts.spec_fp.clone()),
-        (t("paths", "exec_fp"), facts.exec_fp.clone()),
-        (t("legacy", "variant"), facts.variant.to_string()),
-        (
-            t("paths", "output_dir"),
-            facts.output_dir.display().to_string(),
-        ),
+        (t("paths", "spec_fp"), spec_fp.to_string()),
+        (t("paths", "exec_fp"), exec_fp.to_string()),
     ])
 }
 
@@ -275,14 +288,7 @@ pub fn end_superseded_runs(
         return Ok(Vec::new());
     };
     let filter = super::RunFilter {
-        tags: BTreeMap::from([
-            (
-                registry.name("process", "stage"),
-                "final_training".to_string(),
-            ),
-            (registry.name("paths", "spec_fp"), spec_fp.to_string()),
-            (registry.name("paths", "exec_fp"), exec_fp.to_string()),
-        ]),
+        tags: training_identity_tags(config, spec_fp, exec_fp),
         run_name: None,
     };
     let mut ended = Vec::new();
@@ -517,8 +523,35 @@ pub fn finish(
     dir: &Path,
     succeeded: bool,
     now_ms: i64,
-) -> Result<Vec<String>> {
+) -> Result<Vec<MissingArtifact>> {
     upload(tracker, config, fs, run_id, dir, succeeded, now_ms, false)
+}
+
+/// An artifact a run ended without: its name in the run and why it did not go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MissingArtifact {
+    pub name: String,
+    pub why: String,
+}
+
+impl std::fmt::Display for MissingArtifact {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.name, self.why)
+    }
+}
+
+/// The names of `missing`, as metadata and sync records keep them.
+pub fn artifact_names(missing: &[MissingArtifact]) -> Vec<String> {
+    missing.iter().map(|m| m.name.clone()).collect()
+}
+
+/// `missing` for a message: "name (why); …".
+pub fn artifacts_text(missing: &[MissingArtifact]) -> String {
+    missing
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// The tag naming the artifacts a run ended without (empty once `track sync` uploaded them).
@@ -535,7 +568,7 @@ pub(crate) fn upload_artifacts(
     run_id: &str,
     dir: &Path,
     succeeded: bool,
-) -> Vec<(String, String)> {
+) -> Vec<MissingArtifact> {
     let stage = &config.mlflow.tracking.training;
     let mut missing = Vec::new();
     let files = [
@@ -551,7 +584,10 @@ pub(crate) fn upload_artifacts(
             continue;
         }
         if let Err(e) = tracker.log_artifact(run_id, &local, dest) {
-            missing.push((dest.to_string(), e.to_string()));
+            missing.push(MissingArtifact {
+                name: dest.to_string(),
+                why: e.to_string(),
+            });
         }
     }
     if succeeded && stage.log_checkpoint.unwrap_or(false) {
@@ -561,7 +597,10 @@ pub(crate) fn upload_artifacts(
             &dir.join(crate::completion::CHECKPOINT_DIR),
             "checkpoint",
         ) {
-            missing.push(("checkpoint".to_string(), e.to_string()));
+            missing.push(MissingArtifact {
+                name: "checkpoint".to_string(),
+                why: e.to_string(),
+            });
         }
     }
     missing
@@ -580,7 +619,7 @@ pub(crate) fn upload(
     succeeded: bool,
     now_ms: i64,
     dedupe: bool,
-) -> Result<Vec<String>> {
+) -> Result<Vec<MissingArtifact>> {
     let mut points = metric_points(dir, fs);
     if dedupe {
         let keys: std::collections::BTreeSet<String> =
@@ -598,10 +637,9 @@ pub(crate) fn upload(
     }
     let missing = upload_artifacts(tracker, config, fs, run_id, dir, succeeded);
     if !missing.is_empty() {
-        let names: Vec<&str> = missing.iter().map(|(n, _)| n.as_str()).collect();
         let tags = std::collections::BTreeMap::from([(
             ARTIFACTS_MISSING_TAG.to_string(),
-            names.join(","),
+            artifact_names(&missing).join(","),
         )]);
         tracker.set_tags(run_id, &tags)?;
     }
@@ -611,10 +649,7 @@ pub(crate) fn upload(
         RunStatus::Failed
     };
     tracker.set_terminated(run_id, status, now_ms)?;
-    Ok(missing
-        .into_iter()
-        .map(|(name, why)| format!("{name} ({why})"))
-        .collect())
+    Ok(missing)
 }
 
 /// The `tracking` object of metadata.json for an error.

@@ -293,15 +293,12 @@ fn sync_one(
         let missing = lifecycle::upload(tracker, config, fs, &run_id, dir, true, ended, true)?;
         (action, run_id, missing)
     };
-    let names: Vec<String> = missing
-        .iter()
-        .map(|m| m.split(" (").next().unwrap_or(m).to_string())
-        .collect();
+    let names = lifecycle::artifact_names(&missing);
     write_record(layout, fs, tracker, dir, &run_id, action, &names, now_ms)?;
     if !missing.is_empty() {
         return Err(SyncError::Local(format!(
             "run {run_id} is finished, but these artifacts were not uploaded: {}; the next sync retries them",
-            missing.join("; ")
+            lifecycle::artifacts_text(&missing)
         )));
     }
     Ok((action, run_id))
@@ -319,10 +316,9 @@ fn sync_artifacts(
 ) -> Result<(), SyncError> {
     let missing = lifecycle::upload_artifacts(tracker, config, fs, run_id, dir, true);
     if !missing.is_empty() {
-        let why: Vec<String> = missing.iter().map(|(n, e)| format!("{n} ({e})")).collect();
         return Err(SyncError::Local(format!(
             "artifacts still not uploaded: {}",
-            why.join("; ")
+            lifecycle::artifacts_text(&missing)
         )));
     }
     let tags = std::collections::BTreeMap::from([(
