@@ -8,13 +8,12 @@
 mod support;
 
 use std::io;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::harness::{Sandbox, TrainerScript};
 use trainctl::config::schema::RunMode;
-use trainctl::fs::{Entry, Fs, Meta};
+use trainctl::fs::{Call, Fs, Hook};
 
 /// Counts fsyncs and all mutating operations of an inner Fs.
 struct Counting {
@@ -23,82 +22,18 @@ struct Counting {
     mutations: AtomicU64,
 }
 
-impl Counting {
-    fn bump(&self, fsync: bool) {
-        self.mutations.fetch_add(1, Ordering::Relaxed);
-        if fsync {
+impl Hook for Counting {
+    fn inner(&self) -> &dyn Fs {
+        &*self.inner
+    }
+    fn around<T>(&self, call: Call<'_>, run: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+        if call.mutates() {
+            self.mutations.fetch_add(1, Ordering::Relaxed);
+        }
+        if call.is_fsync() {
             self.fsyncs.fetch_add(1, Ordering::Relaxed);
         }
-    }
-}
-
-impl Fs for Counting {
-    fn read(&self, p: &Path) -> io::Result<Vec<u8>> {
-        self.inner.read(p)
-    }
-    fn list(&self, d: &Path) -> io::Result<Vec<Entry>> {
-        self.inner.list(d)
-    }
-    fn metadata(&self, p: &Path) -> io::Result<Meta> {
-        self.inner.metadata(p)
-    }
-    fn create_dir(&self, p: &Path) -> io::Result<()> {
-        self.bump(false);
-        self.inner.create_dir(p)
-    }
-    fn create_dir_all(&self, p: &Path) -> io::Result<()> {
-        self.bump(false);
-        self.inner.create_dir_all(p)
-    }
-    fn create_new(&self, p: &Path, b: &[u8]) -> io::Result<()> {
-        self.bump(false);
-        self.inner.create_new(p, b)
-    }
-    fn write(&self, p: &Path, b: &[u8]) -> io::Result<()> {
-        self.bump(false);
-        self.inner.write(p, b)
-    }
-    fn append(&self, p: &Path, b: &[u8]) -> io::Result<()> {
-        self.bump(false);
-        self.inner.append(p, b)
-    }
-    fn fsync_file(&self, p: &Path) -> io::Result<()> {
-        self.bump(true);
-        self.inner.fsync_file(p)
-    }
-    fn fsync_dir(&self, d: &Path) -> io::Result<()> {
-        self.bump(true);
-        self.inner.fsync_dir(d)
-    }
-    fn rename(&self, a: &Path, b: &Path) -> io::Result<()> {
-        self.bump(false);
-        self.inner.rename(a, b)
-    }
-    fn rename_noreplace(&self, a: &Path, b: &Path) -> io::Result<()> {
-        self.bump(false);
-        self.inner.rename_noreplace(a, b)
-    }
-    fn rename_exchange(&self, a: &Path, b: &Path) -> io::Result<()> {
-        self.bump(false);
-        self.inner.rename_exchange(a, b)
-    }
-    fn hard_link(&self, a: &Path, b: &Path) -> io::Result<()> {
-        self.bump(false);
-        self.inner.hard_link(a, b)
-    }
-    fn caps(&self, p: &Path) -> trainctl::fs::Caps {
-        self.inner.caps(p)
-    }
-    fn remove_file(&self, p: &Path) -> io::Result<()> {
-        self.bump(false);
-        self.inner.remove_file(p)
-    }
-    fn remove_dir_all(&self, p: &Path) -> io::Result<()> {
-        self.bump(false);
-        self.inner.remove_dir_all(p)
-    }
-    fn unique(&self) -> String {
-        self.inner.unique()
+        run()
     }
 }
 

@@ -7,7 +7,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use trainctl::fs::{Entry, Fs, Meta};
+use trainctl::fs::{Call, Fs, Hook};
 use trainctl::trainer::{Failure, Outcome, Run, Trainer};
 
 /// Forwards to an inner Fs until killed; then every call fails (the process is gone, its
@@ -42,9 +42,10 @@ impl KillSwitch {
     pub fn take_touched(&self) -> Vec<PathBuf> {
         std::mem::take(&mut *self.touched.lock().expect("touched"))
     }
-    fn touch(&self, paths: &[&Path]) {
+    fn touch(&self, first: &Path, second: Option<&Path>) {
         let mut touched = self.touched.lock().expect("touched");
-        touched.extend(paths.iter().map(|p| p.to_path_buf()));
+        touched.push(first.to_path_buf());
+        touched.extend(second.map(Path::to_path_buf));
     }
     /// Mutating operations attempted so far (to count the steps of a command).
     pub fn mutations(&self) -> u64 {
@@ -97,101 +98,28 @@ impl KillSwitch {
     }
 }
 
-impl Fs for KillSwitch {
-    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
-        self.check()?;
-        self.inner.read(path)
+impl Hook for KillSwitch {
+    fn inner(&self) -> &dyn Fs {
+        &*self.inner
     }
-    fn list(&self, dir: &Path) -> io::Result<Vec<Entry>> {
-        self.check()?;
-        self.inner.list(dir)
-    }
-    fn metadata(&self, path: &Path) -> io::Result<Meta> {
-        self.check()?;
-        self.inner.metadata(path)
-    }
-    fn create_dir(&self, path: &Path) -> io::Result<()> {
-        self.touch(&[path]);
+    fn around<T>(&self, call: Call<'_>, run: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+        if !call.mutates() {
+            self.check()?;
+            return run();
+        }
+        let (first, second) = call.paths();
+        self.touch(first, second);
         self.mutate()?;
-        self.space()?;
-        self.inner.create_dir(path)
+        if call.grows() {
+            self.space()?;
+        }
+        run()
     }
-    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        self.touch(&[path]);
-        self.mutate()?;
-        self.space()?;
-        self.inner.create_dir_all(path)
-    }
-    fn create_new(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
-        self.touch(&[path]);
-        self.mutate()?;
-        self.space()?;
-        self.inner.create_new(path, bytes)
-    }
-    fn write(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
-        self.touch(&[path]);
-        self.mutate()?;
-        self.space()?;
-        self.inner.write(path, bytes)
-    }
-    fn append(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
-        self.touch(&[path]);
-        self.mutate()?;
-        self.space()?;
-        self.inner.append(path, bytes)
-    }
-    fn fsync_file(&self, path: &Path) -> io::Result<()> {
-        self.touch(&[path]);
-        self.mutate()?;
-        self.inner.fsync_file(path)
-    }
-    fn fsync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.touch(&[dir]);
-        self.mutate()?;
-        self.inner.fsync_dir(dir)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.touch(&[from, to]);
-        self.mutate()?;
-        self.inner.rename(from, to)
-    }
-    fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.touch(&[from, to]);
-        self.mutate()?;
-        self.inner.rename_noreplace(from, to)
-    }
-    fn rename_exchange(&self, a: &Path, b: &Path) -> io::Result<()> {
-        self.touch(&[a, b]);
-        self.mutate()?;
-        self.inner.rename_exchange(a, b)
-    }
-    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.touch(&[from, to]);
-        self.mutate()?;
-        self.space()?;
-        self.inner.hard_link(from, to)
-    }
-    fn caps(&self, path: &Path) -> trainctl::fs::Caps {
-        self.inner.caps(path)
-    }
-    fn available_bytes(&self, path: &Path) -> Option<u64> {
+    fn reported_space(&self, path: &Path) -> Option<u64> {
         if self.full.load(Ordering::SeqCst) {
             return Some(0);
         }
         self.inner.available_bytes(path)
-    }
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        self.touch(&[path]);
-        self.mutate()?;
-        self.inner.remove_file(path)
-    }
-    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
-        self.touch(&[path]);
-        self.mutate()?;
-        self.inner.remove_dir_all(path)
-    }
-    fn unique(&self) -> String {
-        self.inner.unique()
     }
 }
 
@@ -768,18 +696,13 @@ impl LeaseAudit {
 
     /// A no-replace publication at `to`: when it is a lease generation n and it succeeds, n
     /// must follow the newest generation present just before.
-    fn publish(
-        &self,
-        from: &Path,
-        to: &Path,
-        op: impl FnOnce(&Path, &Path) -> io::Result<()>,
-    ) -> io::Result<()> {
+    fn publish<T>(&self, to: &Path, op: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
         let newest = match (lease_generation(to), to.parent()) {
             (Some(_), Some(dir)) => trainctl::lease::current_generation(&*self.inner, dir).ok(),
             _ => None,
         };
-        let result = op(from, to);
-        if let (Ok(()), Some(newest), Some(n)) = (&result, newest, lease_generation(to)) {
+        let result = op();
+        if let (Ok(_), Some(newest), Some(n)) = (&result, newest, lease_generation(to)) {
             if n != newest + 1 {
                 self.violate(format!(
                     "lease generation {n} published at {} while the newest was {newest}",
@@ -791,99 +714,65 @@ impl LeaseAudit {
     }
 }
 
-impl Fs for LeaseAudit {
-    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
-        self.inner.read(path)
+impl Hook for LeaseAudit {
+    fn inner(&self) -> &dyn Fs {
+        &*self.inner
     }
-    fn list(&self, dir: &Path) -> io::Result<Vec<Entry>> {
-        self.inner.list(dir)
-    }
-    fn metadata(&self, path: &Path) -> io::Result<Meta> {
-        self.inner.metadata(path)
-    }
-    fn create_dir(&self, path: &Path) -> io::Result<()> {
-        self.inner.create_dir(path)
-    }
-    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        self.inner.create_dir_all(path)
-    }
-    fn create_new(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
-        // Only generation 1 inside a staged dir is written directly, except where the
-        // filesystem has neither rename flags nor links: there an O_EXCL create at the final
-        // name IS the exclusive publication (docs/contract.md, "Storage profiles").
-        let caps = path.parent().map(|d| self.inner.caps(d));
-        if caps.is_some_and(|c| !c.rename_noreplace && !c.hard_link) {
-            return self.publish(path, path, |_, to| self.inner.create_new(to, bytes));
+    fn around<T>(&self, call: Call<'_>, run: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+        match call {
+            Call::CreateNew(path, _) => {
+                // Only generation 1 inside a staged dir is written directly, except where the
+                // filesystem has neither rename flags nor links: there an O_EXCL create at the
+                // final name IS the exclusive publication (docs/contract.md, "Storage
+                // profiles").
+                let caps = path.parent().map(|d| self.inner.caps(d));
+                if caps.is_some_and(|c| !c.rename_noreplace && !c.hard_link) {
+                    return self.publish(path, run);
+                }
+                let result = run();
+                self.forbid(
+                    "direct creation (not a no-replace publication)",
+                    path,
+                    result,
+                )
+            }
+            Call::Write(path, _) => self.forbid("in-place write", path, run()),
+            Call::Append(path, _) => self.forbid("append", path, run()),
+            Call::Rename(from, to) => {
+                let result = self.forbid("rename over", to, run());
+                self.forbid("rename away", from, result)
+            }
+            Call::RenameNoreplace(from, to) => {
+                let result = self.publish(to, run);
+                self.forbid("rename away", from, result)
+            }
+            Call::RenameExchange(a, b) => {
+                let result = self.forbid("exchange", a, run());
+                self.forbid("exchange", b, result)
+            }
+            // A link publishes `to` exclusively (posix-noflags); its source is a temporary.
+            Call::HardLink(_, to) => self.publish(to, run),
+            Call::RemoveFile(path) => self.forbid("removal", path, run()),
+            Call::RemoveDirAll(path) => {
+                let staged = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(trainctl::fs::is_temp_name);
+                let holds_leases = self.inner.list(path).is_ok_and(|entries| {
+                    entries
+                        .iter()
+                        .any(|e| !e.is_dir && lease_generation(Path::new(&e.name)).is_some())
+                });
+                let result = run();
+                if result.is_ok() && holds_leases && !staged {
+                    self.violate(format!(
+                        "removal of {} with its lease files",
+                        path.display()
+                    ));
+                }
+                result
+            }
+            _ => run(),
         }
-        let result = self.inner.create_new(path, bytes);
-        self.forbid(
-            "direct creation (not a no-replace publication)",
-            path,
-            result,
-        )
-    }
-    fn write(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
-        let result = self.inner.write(path, bytes);
-        self.forbid("in-place write", path, result)
-    }
-    fn append(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
-        let result = self.inner.append(path, bytes);
-        self.forbid("append", path, result)
-    }
-    fn fsync_file(&self, path: &Path) -> io::Result<()> {
-        self.inner.fsync_file(path)
-    }
-    fn fsync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.inner.fsync_dir(dir)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        let result = self.inner.rename(from, to);
-        let result = self.forbid("rename over", to, result);
-        self.forbid("rename away", from, result)
-    }
-    fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()> {
-        let result = self.publish(from, to, |from, to| self.inner.rename_noreplace(from, to));
-        self.forbid("rename away", from, result)
-    }
-    fn rename_exchange(&self, a: &Path, b: &Path) -> io::Result<()> {
-        let result = self.inner.rename_exchange(a, b);
-        let result = self.forbid("exchange", a, result);
-        self.forbid("exchange", b, result)
-    }
-    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
-        // A link publishes `to` exclusively (posix-noflags); its source is a temporary.
-        self.publish(from, to, |from, to| self.inner.hard_link(from, to))
-    }
-    fn caps(&self, path: &Path) -> trainctl::fs::Caps {
-        self.inner.caps(path)
-    }
-    fn available_bytes(&self, path: &Path) -> Option<u64> {
-        self.inner.available_bytes(path)
-    }
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        let result = self.inner.remove_file(path);
-        self.forbid("removal", path, result)
-    }
-    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
-        let staged = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(trainctl::fs::is_temp_name);
-        let holds_leases = self.inner.list(path).is_ok_and(|entries| {
-            entries
-                .iter()
-                .any(|e| !e.is_dir && lease_generation(Path::new(&e.name)).is_some())
-        });
-        let result = self.inner.remove_dir_all(path);
-        if result.is_ok() && holds_leases && !staged {
-            self.violate(format!(
-                "removal of {} with its lease files",
-                path.display()
-            ));
-        }
-        result
-    }
-    fn unique(&self) -> String {
-        self.inner.unique()
     }
 }

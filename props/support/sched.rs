@@ -4,9 +4,8 @@
 //! seed and the same programs give the same interleaving, which the schedule trace records.
 
 use std::io;
-use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
-use trainctl::fs::{Entry, Fs, Meta};
+use trainctl::fs::{Call, Fs, Hook};
 
 /// How the next process is chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -215,66 +214,12 @@ pub struct SchedFs {
     pub sched: Arc<Scheduler>,
 }
 
-macro_rules! gated {
-    ($self:ident, $call:expr) => {{
-        $self.sched.gate();
-        $call
-    }};
-}
-
-impl Fs for SchedFs {
-    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
-        gated!(self, self.inner.read(path))
+impl Hook for SchedFs {
+    fn inner(&self) -> &dyn Fs {
+        &*self.inner
     }
-    fn list(&self, dir: &Path) -> io::Result<Vec<Entry>> {
-        gated!(self, self.inner.list(dir))
-    }
-    fn metadata(&self, path: &Path) -> io::Result<Meta> {
-        gated!(self, self.inner.metadata(path))
-    }
-    fn create_dir(&self, path: &Path) -> io::Result<()> {
-        gated!(self, self.inner.create_dir(path))
-    }
-    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        gated!(self, self.inner.create_dir_all(path))
-    }
-    fn create_new(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
-        gated!(self, self.inner.create_new(path, bytes))
-    }
-    fn write(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
-        gated!(self, self.inner.write(path, bytes))
-    }
-    fn append(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
-        gated!(self, self.inner.append(path, bytes))
-    }
-    fn fsync_file(&self, path: &Path) -> io::Result<()> {
-        gated!(self, self.inner.fsync_file(path))
-    }
-    fn fsync_dir(&self, dir: &Path) -> io::Result<()> {
-        gated!(self, self.inner.fsync_dir(dir))
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        gated!(self, self.inner.rename(from, to))
-    }
-    fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()> {
-        gated!(self, self.inner.rename_noreplace(from, to))
-    }
-    fn rename_exchange(&self, a: &Path, b: &Path) -> io::Result<()> {
-        gated!(self, self.inner.rename_exchange(a, b))
-    }
-    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
-        gated!(self, self.inner.hard_link(from, to))
-    }
-    fn caps(&self, path: &Path) -> trainctl::fs::Caps {
-        self.inner.caps(path)
-    }
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        gated!(self, self.inner.remove_file(path))
-    }
-    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
-        gated!(self, self.inner.remove_dir_all(path))
-    }
-    fn unique(&self) -> String {
-        self.inner.unique()
+    fn around<T>(&self, _: Call<'_>, run: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+        self.sched.gate();
+        run()
     }
 }

@@ -4,7 +4,7 @@
 use std::io;
 use std::path::Path;
 use std::sync::Mutex;
-use trainctl::fs::{Caps, Entry, Fs, Meta, OsFs};
+use trainctl::fs::{Call, Caps, Entry, Fs, Hook, OsFs};
 
 /// The real filesystem with scripted interference: another process creating a directory at
 /// the worst moment, `unique()` names that repeat, and I/O failures of chosen operations.
@@ -46,12 +46,41 @@ impl Scripted {
     }
 }
 
-impl Fs for Scripted {
-    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
-        OsFs.read(path)
+impl Hook for Scripted {
+    fn inner(&self) -> &dyn Fs {
+        &OsFs
     }
-    fn list(&self, dir: &Path) -> io::Result<Vec<Entry>> {
-        let mut entries = OsFs.list(dir)?;
+    fn around<T>(&self, call: Call<'_>, run: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+        match call {
+            Call::CreateDir(path) if self.racing_mkdir => std::fs::create_dir(path)?,
+            Call::FsyncDir(_) => {
+                if let Some(kind) = self.fsync_after_remove_fails {
+                    if *self.removed.lock().expect("lock") {
+                        return Err(io::Error::from(kind));
+                    }
+                }
+            }
+            Call::RenameNoreplace(..) => {
+                if let Some(kind) = self.rename_noreplace_fails {
+                    return Err(io::Error::from(kind));
+                }
+                self.lacks(|c| c.rename_noreplace, libc::EINVAL)?;
+            }
+            Call::RenameExchange(..) => self.lacks(|c| c.rename_exchange, libc::EINVAL)?,
+            Call::HardLink(..) => self.lacks(|c| c.hard_link, libc::EPERM)?,
+            Call::RemoveFile(_) => {
+                if let Some(kind) = self.remove_fails {
+                    return Err(io::Error::from(kind));
+                }
+                let result = run()?;
+                *self.removed.lock().expect("lock") = true;
+                return Ok(result);
+            }
+            _ => {}
+        }
+        run()
+    }
+    fn listed(&self, dir: &Path, mut entries: Vec<Entry>) -> Vec<Entry> {
         let mut miss = self.first_listing_misses.lock().expect("lock");
         if let Some((missing_in, name)) = miss.as_ref() {
             if missing_in == dir {
@@ -59,71 +88,12 @@ impl Fs for Scripted {
                 *miss = None;
             }
         }
-        Ok(entries)
+        entries
     }
-    fn metadata(&self, path: &Path) -> io::Result<Meta> {
-        OsFs.metadata(path)
-    }
-    fn create_dir(&self, path: &Path) -> io::Result<()> {
-        if self.racing_mkdir {
-            std::fs::create_dir(path)?;
-        }
-        OsFs.create_dir(path)
-    }
-    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        OsFs.create_dir_all(path)
-    }
-    fn create_new(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
-        OsFs.create_new(path, bytes)
-    }
-    fn write(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
-        OsFs.write(path, bytes)
-    }
-    fn append(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
-        OsFs.append(path, bytes)
-    }
-    fn fsync_file(&self, path: &Path) -> io::Result<()> {
-        OsFs.fsync_file(path)
-    }
-    fn fsync_dir(&self, dir: &Path) -> io::Result<()> {
-        match self.fsync_after_remove_fails {
-            Some(kind) if *self.removed.lock().expect("lock") => Err(io::Error::from(kind)),
-            _ => OsFs.fsync_dir(dir),
-        }
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        OsFs.rename(from, to)
-    }
-    fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()> {
-        if let Some(kind) = self.rename_noreplace_fails {
-            return Err(io::Error::from(kind));
-        }
-        self.lacks(|c| c.rename_noreplace, libc::EINVAL)?;
-        OsFs.rename_noreplace(from, to)
-    }
-    fn rename_exchange(&self, a: &Path, b: &Path) -> io::Result<()> {
-        self.lacks(|c| c.rename_exchange, libc::EINVAL)?;
-        OsFs.rename_exchange(a, b)
-    }
-    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.lacks(|c| c.hard_link, libc::EPERM)?;
-        OsFs.hard_link(from, to)
-    }
-    fn caps(&self, path: &Path) -> Caps {
+    fn reported_caps(&self, path: &Path) -> Caps {
         self.caps.unwrap_or_else(|| OsFs.caps(path))
     }
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        if let Some(kind) = self.remove_fails {
-            return Err(io::Error::from(kind));
-        }
-        OsFs.remove_file(path)?;
-        *self.removed.lock().expect("lock") = true;
-        Ok(())
-    }
-    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
-        OsFs.remove_dir_all(path)
-    }
-    fn unique(&self) -> String {
+    fn reported_unique(&self) -> String {
         let mut scripted = self.uniques.lock().expect("lock");
         if scripted.is_empty() {
             OsFs.unique()

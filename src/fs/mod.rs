@@ -11,12 +11,14 @@
 //! - `durable.rs`: the only compound durable operations (create-exclusive, replace, publish a
 //!   directory, swap a directory, create a directory chain), one protocol per profile;
 //! - `manifest.rs`: the one tree walker and the one manifest builder (size + sha256);
+//! - `hooked.rs`: `Hook`, the one generic wrapper (kill switch, audits, counters);
 //! - `sim.rs`: `SimFs`, the deterministic simulated filesystem with its crash model and
 //!   profiles.
 //!
 //! The contract these implement is docs/contract.md, "Storage profiles".
 
 pub mod durable;
+pub mod hooked;
 pub mod manifest;
 pub mod os;
 pub mod profile;
@@ -29,6 +31,7 @@ pub use durable::{
     create_durable, ensure_dir, publish_dir, recover_swap, swap_dir, write_atomic,
     write_atomic_staged, write_dir_atomic, write_replace,
 };
+pub use hooked::{Call, Hook};
 pub use manifest::{files_below, FileDigest, MAX_TREE_DEPTH};
 pub use os::OsFs;
 pub use profile::{Caps, ProfileName};
