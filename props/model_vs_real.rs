@@ -27,11 +27,30 @@ use trainctl::plan::VariantOracle;
 use trainctl::track::recording::{Fault, RecordingTracker};
 use trainctl_models::decision::{ErrorKind as MErr, Expected, Mode};
 use trainctl_models::machine::{
-    CacheDamage, Command, Exit, Invalid, Model, Outcome, Projection, Response, RunState, Runs,
-    TrackedRun, Tracking, VariantDamage, IDENTITIES,
+    CacheDamage, Command, Exit, Invalid, Model, Outcome, Projection, Response, Retention, RunState,
+    Runs, TrackedRun, Tracking, VariantDamage, IDENTITIES,
 };
 
 const MAX_ENTRIES: usize = 3;
+
+/// What a latest or index entry projects to when the record it names is missing, corrupt,
+/// or of no identity of the campaign.
+const NAMES_NO_RECORD: (usize, u64) = (usize::MAX, 0);
+
+/// The retention of traces recorded before retention was drawn.
+const DEFAULT_RETENTION: Retention = Retention {
+    max_entries: MAX_ENTRIES,
+    max_files: None,
+};
+
+/// The retention knobs of a case: `index.max_entries` 1–4, and half the time a
+/// `timestamped.max_files` of 1–4 (below, at and above the number of records a case makes).
+fn retention_strategy() -> impl Strategy<Value = Retention> {
+    (1usize..=4, prop::option::of(1usize..=4)).prop_map(|(max_entries, max_files)| Retention {
+        max_entries,
+        max_files,
+    })
+}
 
 /// The `mlflow.run_name` override of the tracked properties (auto-increment on).
 const RUN_NAME: &str = "final";
@@ -71,6 +90,7 @@ thread_local! {
 #[derive(Clone, Debug)]
 struct RefState {
     model: Model,
+    retention: Retention,
     last: Option<Response>,
     fault: Option<Fault>,
 }
@@ -164,9 +184,10 @@ impl<const T: u8> ReferenceStateMachine for Reference<T> {
         } else {
             Just(None).boxed()
         };
-        fault
-            .prop_map(|fault| RefState {
-                model: Model::with_tracking(MAX_ENTRIES, tracking_of(T)),
+        (fault, retention_strategy())
+            .prop_map(|(fault, retention)| RefState {
+                model: Model::with_retention(retention, tracking_of(T)),
+                retention,
                 last: None,
                 fault,
             })
@@ -204,6 +225,7 @@ pub struct Real {
     sandbox: Sandbox,
     backend: Backend,
     tracking: Tracking,
+    retention: Retention,
     fault: Option<Fault>,
     history: Vec<Command>,
     /// The cache subject of every (identity, variant) the campaign can reach.
@@ -346,7 +368,12 @@ fn expected_of(decision: &trainctl::error::Result<Decision>) -> Expected {
 }
 
 impl Real {
-    fn new(backend: Backend, tracking: Tracking, fault: Option<Fault>) -> Real {
+    fn new(
+        backend: Backend,
+        tracking: Tracking,
+        retention: Retention,
+        fault: Option<Fault>,
+    ) -> Real {
         let extra = [format!(
             "paths:cache_strategies.final_training.index.max_entries={MAX_ENTRIES}"
         )];
@@ -365,6 +392,9 @@ impl Real {
         // identity input covers: set on the prepared jobs.
         for job in &mut sandbox.jobs {
             let c = &mut job.config;
+            let cache = &mut c.paths.cache_strategies.final_training;
+            cache.index.max_entries = Some(retention.max_entries as u64);
+            cache.timestamped.max_files = retention.max_files.map(|m| m as u64);
             match &tracking {
                 Tracking::Disabled => c.mlflow.tracking.training.enabled = Some(false),
                 Tracking::AutoIncrement { .. } | Tracking::Faulty => {
@@ -396,6 +426,7 @@ impl Real {
             sandbox,
             backend,
             tracking,
+            retention,
             fault,
             history: Vec::new(),
             by_subject,
@@ -459,6 +490,7 @@ impl Real {
                 Tracking::AutoIncrement { .. } => "auto_increment",
             },
             "fault": self.fault.map(|f| serde_json::json!({"at_call": f.at_call, "sticky": f.sticky})),
+            "retention": self.retention,
             "commands": self.history,
         });
         let _ = std::fs::write(&path, serde_json::to_vec_pretty(&trace).unwrap_or_default());
@@ -723,14 +755,25 @@ impl Real {
         let read_json = |p: PathBuf| -> Option<serde_json::Value> {
             serde_json::from_slice(&self.sandbox.fs.read(&p).ok()?).ok()
         };
-        let latest = read_json(cache.settings.dir.join(&cache.settings.latest_name))
-            .and_then(|d| d["record"].as_str().and_then(&mut id_of));
+        // A view entry naming a record that is missing, corrupt or of no identity projects
+        // to `NAMES_NO_RECORD`: a difference, never silently dropped.
+        let latest = read_json(cache.settings.dir.join(&cache.settings.latest_name)).map(|d| {
+            d["record"]
+                .as_str()
+                .and_then(&mut id_of)
+                .unwrap_or(NAMES_NO_RECORD)
+        });
         let index: Vec<(usize, u64)> =
             read_json(cache.settings.dir.join(&cache.settings.index_name))
                 .and_then(|d| d["entries"].as_array().cloned())
                 .unwrap_or_default()
                 .iter()
-                .filter_map(|e| e["record"].as_str().and_then(&mut id_of))
+                .map(|e| {
+                    e["record"]
+                        .as_str()
+                        .and_then(&mut id_of)
+                        .unwrap_or(NAMES_NO_RECORD)
+                })
                 .collect();
         Projection {
             variants,
@@ -874,11 +917,12 @@ fn step(mut real: Real, expected: Option<&Response>, command: Command) -> Real {
 fn replay_commands(
     backend: Backend,
     tracking: Tracking,
+    retention: Retention,
     fault: Option<Fault>,
     commands: &[Command],
 ) {
-    let mut model = Model::with_tracking(MAX_ENTRIES, tracking.clone());
-    let mut real = Real::new(backend, tracking, fault);
+    let mut model = Model::with_retention(retention, tracking.clone());
+    let mut real = Real::new(backend, tracking, retention, fault);
     check_projection(&real, &model.projection());
     for command in commands {
         if !model.precondition(command) {
@@ -890,8 +934,9 @@ fn replay_commands(
     }
 }
 
-/// Replays a trace file (`{"backend": "Sim"|"Os", "tracking": …, "fault": …, "commands":
-/// [...]}`; traces from before tracking replay in the auto-increment world).
+/// Replays a trace file (`{"backend": "Sim"|"Os", "tracking": …, "fault": …, "retention":
+/// {"max_entries": …, "max_files": …}, "commands": [...]}`; traces from before tracking
+/// replay in the auto-increment world, from before retention with `DEFAULT_RETENTION`).
 fn replay_file(path: &Path) {
     let trace: serde_json::Value =
         serde_json::from_slice(&std::fs::read(path).expect("read trace"))
@@ -908,7 +953,13 @@ fn replay_file(path: &Path) {
         at_call,
         sticky: trace["fault"]["sticky"].as_bool().unwrap_or(false),
     });
-    replay_commands(backend, tracking_of(tracking), fault, &commands);
+    // Traces from before retention was drawn ran with the default knobs.
+    let retention = match trace.get("retention") {
+        Some(r) => serde_json::from_value(r.clone())
+            .unwrap_or_else(|e| panic!("{}: bad retention: {e}", path.display())),
+        None => DEFAULT_RETENTION,
+    };
+    replay_commands(backend, tracking_of(tracking), retention, fault, &commands);
 }
 
 /// Committed regression traces (`fixtures/regressions/model_vs_real-*.json`), once per process
@@ -929,7 +980,7 @@ fn run_regressions() {
 #[test]
 #[should_panic(expected = "the incremental projection went stale")]
 fn a_change_the_kill_switch_did_not_see_is_caught_by_the_full_projection() {
-    let real = Real::new(Backend::Sim, tracking_of(TRACKED), None);
+    let real = Real::new(Backend::Sim, tracking_of(TRACKED), DEFAULT_RETENTION, None);
     let (_, exit) = real.train(0, Mode::ForceNew, None, Outcome::Complete);
     assert_eq!(exit, Exit::Ok);
     assert_eq!(
@@ -976,7 +1027,7 @@ macro_rules! machine_test {
 
             fn init_test(state: &RefState) -> Real {
                 run_regressions();
-                Real::new($backend, tracking_of($tracking), state.fault)
+                Real::new($backend, tracking_of($tracking), state.retention, state.fault)
             }
 
             fn apply(real: Real, state: &RefState, command: Command) -> Real {

@@ -234,8 +234,8 @@ impl<'a> Cache<'a> {
         Ok((valid, invalid))
     }
 
-    /// Publishes a new record (exclusive, durable), refreshes the views, prunes to
-    /// `max_files`. Returns the record's file name and warnings.
+    /// Publishes a new record (exclusive, durable), prunes to `max_files`, then refreshes
+    /// the views from what is left. Returns the record's file name and warnings.
     pub fn write(&self, record: &Record, unix_us: u64) -> Result<(String, Vec<String>)> {
         debug_assert_eq!(record.kind, self.settings.kind.as_str());
         ensure_dir(self.fs, &self.settings.dir)?;
@@ -267,16 +267,20 @@ impl<'a> Cache<'a> {
                     // The record is the truth from here on: views and retention are derived, and
                     // a failure to write them (a full or read-only disk) is a warning that
                     // `cache repair` fixes, never a failed command.
+                    // Retention first, then the views: views settled before pruning would
+                    // list the records this write prunes.
                     let kind = self.settings.kind.as_str();
-                    let mut warnings = self.settle_views().unwrap_or_else(|e| {
-                        vec![format!(
-                            "cache record {name} is written, but the {kind} views (latest, index) are not up to date: {e}; run `trainctl cache repair {kind}`"
-                        )]
-                    });
+                    let mut warnings = Vec::new();
                     if let Err(e) = self.prune() {
                         warnings.push(format!(
                             "cache record {name} is written, but older {kind} records could not be pruned: {e}"
                         ));
+                    }
+                    match self.settle_views() {
+                        Ok(w) => warnings.extend(w),
+                        Err(e) => warnings.push(format!(
+                            "cache record {name} is written, but the {kind} views (latest, index) are not up to date: {e}; run `trainctl cache repair {kind}`"
+                        )),
                     }
                     return Ok((name, warnings));
                 }

@@ -367,16 +367,32 @@ fn backfill(ctx: &Context<'_>, job: &Job, cache: &Cache<'_>) -> Result<Vec<u64>>
         return Ok(Vec::new());
     }
     let names = cache.record_names()?;
-    let mut done = Vec::new();
-    for (v, meta) in candidates {
-        // A record counts only if it is valid: a torn or corrupt one is replaced.
+    // A record counts only if it is valid: a torn or corrupt one is replaced.
+    let has_valid = |v: u64| {
         let token = format!("_{}_", record_name_token(&subject(job, v)));
-        let has_valid = names.iter().filter(|n| n.contains(&token)).any(|n| {
+        names.iter().filter(|n| n.contains(&token)).any(|n| {
             cache
                 .read_record(n)
                 .is_some_and(|r| r.subject == subject(job, v))
-        });
-        if has_valid {
+        })
+    };
+    // Under `timestamped.max_files`, a record retention pruned is not missing: only the
+    // variants above the identity's highest recorded one are backfilled (docs/contract.md,
+    // "Caches"), or each backfill would prune another record and the next train write it
+    // again.
+    let floor = match cache.settings.max_files {
+        Some(_) => variants
+            .numbers()
+            .iter()
+            .rev()
+            .copied()
+            .find(|v| has_valid(*v))
+            .unwrap_or(0),
+        None => 0,
+    };
+    let mut done = Vec::new();
+    for (v, meta) in candidates {
+        if v <= floor || has_valid(v) {
             continue;
         }
         let dir = job.layout.variant_dir(&job.identity, v)?;

@@ -110,6 +110,14 @@ pub enum Exit {
 /// A final_training cache record as (identity, variant).
 pub type RecordKey = (usize, u64);
 
+/// The final_training cache's retention knobs (`paths.yaml` `cache_strategies`):
+/// `index.max_entries` and `timestamped.max_files` (`None`: keep every record).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Retention {
+    pub max_entries: usize,
+    pub max_files: Option<usize>,
+}
+
 /// (latest, index): the newest valid record and the newest `max_entries` valid ones.
 pub type Views = (Option<RecordKey>, Vec<RecordKey>);
 
@@ -273,8 +281,8 @@ struct Record {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Model {
-    /// The final_training cache's index `max_entries`.
-    max_entries: usize,
+    /// The final_training cache's retention knobs.
+    retention: Retention,
     variants: [BTreeMap<u64, Variant>; IDENTITIES],
     /// Record files, oldest first; a deleted record is removed, a truncated one is invalid.
     records: Vec<Record>,
@@ -296,9 +304,21 @@ impl Model {
     }
 
     pub fn with_tracking(max_entries: usize, tracking: Tracking) -> Model {
-        assert!(max_entries > 0, "an index holds at least one entry");
-        Model {
+        let retention = Retention {
             max_entries,
+            max_files: None,
+        };
+        Model::with_retention(retention, tracking)
+    }
+
+    pub fn with_retention(retention: Retention, tracking: Tracking) -> Model {
+        assert!(
+            retention.max_entries > 0,
+            "an index holds at least one entry"
+        );
+        assert_ne!(retention.max_files, Some(0), "max_files keeps at least one");
+        Model {
+            retention,
             variants: Default::default(),
             records: Vec::new(),
             views_consistent: true,
@@ -387,11 +407,15 @@ impl Model {
             .map(|record| (record.identity, record.variant))
             .collect();
         let views = self.views_consistent.then(|| {
-            let index: Vec<RecordKey> = records.iter().take(self.max_entries).copied().collect();
+            let index: Vec<RecordKey> = records
+                .iter()
+                .take(self.retention.max_entries)
+                .copied()
+                .collect();
             (records.first().copied(), index)
         });
         if let Some((_, index)) = &views {
-            assert!(index.len() <= self.max_entries);
+            assert!(index.len() <= self.retention.max_entries);
         }
         let runs = (self.tracking != Tracking::Faulty).then(|| self.runs.clone());
         Projection {
@@ -545,17 +569,29 @@ impl Model {
     }
 
     /// SPEC §5: each complete variant of `identity` without a valid record gets one,
-    /// ascending by variant number (so the highest is newest).
+    /// ascending by variant number (so the highest is newest). Under `max_files`, only the
+    /// variants above the identity's highest recorded one: a record retention pruned is not
+    /// missing, and backfilling it would only prune another (docs/contract.md, "Caches").
     fn backfill(&mut self, identity: usize) {
+        let recorded = |number: u64| {
+            self.records.iter().any(|record| {
+                record.valid && record.identity == identity && record.variant == number
+            })
+        };
+        let floor = match self.retention.max_files {
+            Some(_) => self.variants[identity]
+                .keys()
+                .copied()
+                .filter(|number| recorded(*number))
+                .max()
+                .unwrap_or(0),
+            None => 0,
+        };
         let missing: Vec<u64> = self.variants[identity]
             .iter()
             .filter(|(_, variant)| variant.is_complete())
             .map(|(number, _)| *number)
-            .filter(|number| {
-                !self.records.iter().any(|record| {
-                    record.valid && record.identity == identity && record.variant == *number
-                })
-            })
+            .filter(|number| *number > floor && !recorded(*number))
             .collect();
         for number in missing {
             self.add_record(identity, number);
@@ -572,8 +608,27 @@ impl Model {
             variant,
             valid: true,
         });
-        // A successful record write rebuilds latest and index from the valid records.
+        self.prune();
+        // A successful record write rebuilds latest and index from the valid records that
+        // retention kept.
         self.views_consistent = true;
+    }
+
+    /// `timestamped.max_files`: after each record write, the record files (valid or not)
+    /// beyond the newest `max_files` are deleted, except the newest valid record (the one
+    /// latest names).
+    fn prune(&mut self) {
+        let Some(max) = self.retention.max_files else {
+            return;
+        };
+        let count = self.records.len();
+        let newest_valid = self.records.iter().rposition(|record| record.valid);
+        let mut at = 0;
+        self.records.retain(|_| {
+            let keep = at + max >= count || Some(at) == newest_valid;
+            at += 1;
+            keep
+        });
     }
 
     fn damage_variant(&mut self, identity: usize, pick: usize, damage: VariantDamage) {
@@ -924,6 +979,44 @@ mod tests {
         assert_eq!(projection.records, vec![(0, 2), (2, 1), (1, 1), (0, 1)]);
         let index = vec![(0, 2), (2, 1)];
         assert_eq!(projection.views, Some((Some((0, 2)), index)));
+    }
+
+    #[test]
+    fn max_files_prunes_the_oldest_record_files_but_never_the_newest_valid_one() {
+        let retention = Retention {
+            max_entries: 3,
+            max_files: Some(2),
+        };
+        let mut model = run_on(
+            Model::with_retention(retention, Tracking::Disabled),
+            &[fresh(0), fresh(1), fresh(2)],
+        );
+        let projection = model.projection();
+        assert_eq!(projection.records, vec![(2, 1), (1, 1)]);
+        // The index lists what retention kept, never a pruned record.
+        assert_eq!(projection.views, Some((Some((2, 1)), vec![(2, 1), (1, 1)])));
+        // A corrupt record file counts against max_files until it is pruned as the oldest.
+        model.step(&Command::DamageCache(TruncateRecord { pick: 1 }));
+        assert_eq!(model.projection().records, vec![(1, 1)]);
+        model.step(&fresh(1));
+        assert_eq!(model.projection().records, vec![(1, 2)]);
+        assert_eq!(model.records.len(), 2, "(1, 2) and the corrupt (2, 1)");
+        // A pruned record is not backfilled: (1, 1) is below the identity's newest record.
+        model.step(&fresh(1));
+        assert_eq!(model.projection().records, vec![(1, 3), (1, 2)]);
+        assert!(model.records.iter().all(|record| record.valid), "corrupt one pruned");
+        // An identity with no record left is recorded again by its next reuse (once: its
+        // highest complete variant is then recorded).
+        model.step(&train(0, ReuseIfExists, None, Complete));
+        assert_eq!(model.projection().records, vec![(0, 1), (1, 3)]);
+        model.step(&train(0, ReuseIfExists, None, Complete));
+        assert_eq!(model.projection().records, vec![(0, 1), (1, 3)]);
+        // A lost record (the crash window between completion and record, here a deletion) is
+        // backfilled: (1, 3)'s record deleted, the next reuse of 1 writes 1..=3 again, and
+        // retention keeps the newest two.
+        model.step(&Command::DamageCache(DeleteRecord { pick: 0 }));
+        model.step(&train(1, ReuseIfExists, None, Complete));
+        assert_eq!(model.projection().records, vec![(1, 3), (1, 2)]);
     }
 
     #[test]
