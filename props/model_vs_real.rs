@@ -1027,7 +1027,12 @@ macro_rules! machine_test {
 
             fn init_test(state: &RefState) -> Real {
                 run_regressions();
-                Real::new($backend, tracking_of($tracking), state.retention, state.fault)
+                Real::new(
+                    $backend,
+                    tracking_of($tracking),
+                    state.retention,
+                    state.fault,
+                )
             }
 
             fn apply(real: Real, state: &RefState, command: Command) -> Real {

@@ -1,5 +1,6 @@
 //! Concurrent starts under the seeded scheduler (SPEC §2.3, §11): 2–8 logical processes run
-//! `train` (force_new, reuse, or a race to resume one stale variant) and cache writes over one
+//! `train` (force_new, reuse, or a race to resume one stale variant), cache writes and
+//! `cache repair` over one
 //! SimFs, interleaved at every Fs operation, uniformly or PCT-style. The recorded history is
 //! checked for linearizability against the concurrent model in `models/` (WGL-style search
 //! with memoisation), and the end state against the invariants: distinct variants, every
@@ -76,11 +77,12 @@ fn case_of(seed: u64) -> Case {
             if resume_race {
                 return Program::ResumeStale;
             }
-            match splitmix(&mut rng) % 6 {
+            match splitmix(&mut rng) % 7 {
                 0..=2 => Program::ForceNew,
                 3 => Program::Reuse,
                 4 => Program::ResumeStale,
-                _ => Program::CacheWrite,
+                5 => Program::CacheWrite,
+                _ => Program::Repair,
             }
         })
         .collect();
@@ -171,6 +173,10 @@ fn run_into(case: &Case, schedule_out: &mut Vec<usize>) -> Result<(), String> {
                         sb.cache()
                             .write(&record, sb.clock.now_us())
                             .map_err(|e| e.to_string())?;
+                        Ok(None)
+                    }
+                    Program::Repair => {
+                        sb.cache().repair().map_err(|e| e.to_string())?;
                         Ok(None)
                     }
                     _ => {

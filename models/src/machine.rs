@@ -1004,7 +1004,10 @@ mod tests {
         // A pruned record is not backfilled: (1, 1) is below the identity's newest record.
         model.step(&fresh(1));
         assert_eq!(model.projection().records, vec![(1, 3), (1, 2)]);
-        assert!(model.records.iter().all(|record| record.valid), "corrupt one pruned");
+        assert!(
+            model.records.iter().all(|record| record.valid),
+            "corrupt one pruned"
+        );
         // An identity with no record left is recorded again by its next reuse (once: its
         // highest complete variant is then recorded).
         model.step(&train(0, ReuseIfExists, None, Complete));

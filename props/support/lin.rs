@@ -16,6 +16,9 @@ pub enum Program {
     /// resume_if_incomplete with variant 1, which the setup leaves stale.
     ResumeStale,
     CacheWrite,
+    /// `cache repair final_training` (rebuilds the views, removes interrupted-write debris)
+    /// beside the others: no decision; it must neither lose a record nor fail a writer.
+    Repair,
 }
 
 /// One process's observed outcome.
@@ -33,7 +36,7 @@ pub fn mode_of(p: Program) -> (Mode, Option<u64>) {
         Program::ForceNew => (Mode::ForceNew, None),
         Program::Reuse => (Mode::ReuseIfExists, None),
         Program::ResumeStale => (Mode::ResumeIfIncomplete, Some(1)),
-        Program::CacheWrite => (Mode::ReuseIfExists, None),
+        Program::CacheWrite | Program::Repair => (Mode::ReuseIfExists, None),
     }
 }
 

@@ -30,16 +30,33 @@ pub fn write_atomic_staged(
     path: &Path,
     bytes: &[u8],
 ) -> io::Result<()> {
-    let tmp = staging_dir.join(format!(".{}.tmp-{}", file_name_of(path)?, fs.unique()));
-    fs.create_new(&tmp, bytes)?;
-    let published = fs
-        .fsync_file(&tmp)
-        .and_then(|()| fs.rename(&tmp, path))
-        .and_then(|()| fs.fsync_dir(parent_of(path)?));
-    if published.is_err() {
-        let _ = fs.remove_file(&tmp);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let tmp = staging_dir.join(format!(".{}.tmp-{}", file_name_of(path)?, fs.unique()));
+        fs.create_new(&tmp, bytes)?;
+        match fs.fsync_file(&tmp).and_then(|()| fs.rename(&tmp, path)) {
+            Ok(()) => return fs.fsync_dir(parent_of(path)?),
+            Err(e) if vanished(fs, &tmp, &e) && attempt < VANISHED_RETRIES => continue,
+            Err(e) => {
+                let _ = fs.remove_file(&tmp);
+                return Err(e);
+            }
+        }
     }
-    published
+}
+
+/// How many times a publication starts over because its temporary vanished before it was
+/// published: `cache repair` beside a writer removes temporaries as interrupted-write
+/// debris, and cannot tell a live writer's from a dead one's (docs/contract.md, "Caches").
+const VANISHED_RETRIES: u32 = 16;
+
+/// Whether a publication step failed because its temporary `tmp` is gone (nothing was
+/// published, so it may start over with a fresh temporary).
+fn vanished(fs: &dyn Fs, tmp: &Path, e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound
+        && !fs.exists(tmp)
+        && tmp.parent().is_some_and(|d| fs.is_dir(d))
 }
 
 /// Replaces `path` atomically for concurrent readers (temp file, rename) WITHOUT making it
@@ -68,23 +85,35 @@ pub fn create_durable(fs: &dyn Fs, path: &Path, bytes: &[u8]) -> io::Result<()> 
         fs.fsync_file(path)?;
         return fs.fsync_dir(parent);
     }
-    let tmp = temp_sibling(fs, path)?;
-    fs.create_new(&tmp, bytes)?;
-    let published = fs.fsync_file(&tmp).and_then(|()| {
-        if caps.rename_noreplace {
-            fs.rename_noreplace(&tmp, path)
-        } else {
-            fs.hard_link(&tmp, path)
+    let mut attempt = 0;
+    let tmp = loop {
+        attempt += 1;
+        let tmp = temp_sibling(fs, path)?;
+        fs.create_new(&tmp, bytes)?;
+        let published = fs.fsync_file(&tmp).and_then(|()| {
+            if caps.rename_noreplace {
+                fs.rename_noreplace(&tmp, path)
+            } else {
+                fs.hard_link(&tmp, path)
+            }
+        });
+        match published {
+            Ok(()) => break tmp,
+            Err(e) if vanished(fs, &tmp, &e) && attempt < VANISHED_RETRIES => continue,
+            Err(e) => {
+                let _ = fs.remove_file(&tmp);
+                return Err(e);
+            }
         }
-    });
-    if let Err(e) = published {
-        let _ = fs.remove_file(&tmp);
-        return Err(e);
-    }
+    };
     if !caps.rename_noreplace {
         // The link published it; the temporary name goes (a crash here leaves a temporary,
-        // which no reader takes for data).
-        fs.remove_file(&tmp)?;
+        // which no reader takes for data; a repair may have removed it already).
+        match fs.remove_file(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
     }
     fs.fsync_dir(parent)
 }
@@ -240,6 +269,71 @@ mod tests {
     use crate::fs::sim::SimFs;
     use crate::fs::{is_temp_name, profile, Caps};
     use std::collections::BTreeMap;
+
+    /// A `cache repair` beside the writer: removes the writer's temporary just before its
+    /// first `removals` publication steps (rename or link).
+    struct RepairBeside {
+        inner: SimFs,
+        removals: std::sync::atomic::AtomicU32,
+    }
+
+    impl crate::fs::Hook for RepairBeside {
+        fn inner(&self) -> &dyn Fs {
+            &self.inner
+        }
+        fn around<T>(
+            &self,
+            call: crate::fs::Call<'_>,
+            run: impl FnOnce() -> io::Result<T>,
+        ) -> io::Result<T> {
+            use crate::fs::Call;
+            use std::sync::atomic::Ordering;
+            if let Call::Rename(tmp, _) | Call::RenameNoreplace(tmp, _) | Call::HardLink(tmp, _) =
+                call
+            {
+                let left = self.removals.load(Ordering::SeqCst);
+                if left > 0 && is_temp_name(&tmp.file_name().unwrap().to_string_lossy()) {
+                    self.removals.store(left - 1, Ordering::SeqCst);
+                    self.inner.remove_file(tmp).unwrap();
+                }
+            }
+            run()
+        }
+    }
+
+    #[test]
+    fn a_publication_whose_temporary_a_repair_removed_starts_over() {
+        for caps in PROFILES {
+            for removals in [1, 3, 16] {
+                let fs = RepairBeside {
+                    inner: SimFs::with_caps(caps),
+                    removals: std::sync::atomic::AtomicU32::new(removals),
+                };
+                fs.create_dir_all(p("/d")).unwrap();
+                let created = create_durable(&fs, p("/d/record"), b"r");
+                let written = write_atomic(&fs, p("/d/latest"), b"l");
+                if removals < VANISHED_RETRIES {
+                    created.unwrap();
+                    written.unwrap();
+                    assert_eq!(fs.read(p("/d/record")).unwrap(), b"r");
+                    assert_eq!(fs.read(p("/d/latest")).unwrap(), b"l");
+                } else if caps.rename_noreplace || caps.hard_link {
+                    // Bounded: a repair that never stops wins, with the error named.
+                    assert_eq!(created.unwrap_err().kind(), io::ErrorKind::NotFound);
+                }
+                let names: Vec<String> = fs
+                    .list(p("/d"))
+                    .unwrap()
+                    .into_iter()
+                    .map(|e| e.name)
+                    .collect();
+                assert!(
+                    names.iter().all(|n| !is_temp_name(n)),
+                    "{caps:?}: {names:?}"
+                );
+            }
+        }
+    }
 
     const PROFILES: [Caps; 3] = [Caps::POSIX, Caps::NOFLAGS, Caps::NOFLAGS_NOLINKS];
     /// Crash seeds per crash point.
