@@ -37,7 +37,17 @@ struct Case {
     /// profiles: `posix`).
     #[serde(default)]
     profile: support::SimProfile,
+    /// A long run watched from another host: process 0 trains v1 (force_new) for this many
+    /// steps of half a lease timeout each, beating between steps, on the owner's host; every
+    /// other process runs on a second host, where the owner's liveness is its heartbeat's age
+    /// (no stale v1 is set up). `None`: the stale-v1 campaign, one host.
+    #[serde(default)]
+    long_run: Option<u32>,
 }
+
+/// The owner's and the watchers' hosts of a long-run case.
+const OWNER_HOST: &str = "test-host";
+const WATCHER_HOST: &str = "watcher-host";
 
 thread_local! {
     /// The prepared project every case runs in a `sibling` of (fresh SimFs, processes, clock):
@@ -101,7 +111,32 @@ fn case_of(seed: u64) -> Case {
         start_at,
         schedule: Vec::new(),
         profile: support::SimProfile::of_seed(seed),
+        long_run: None,
     }
+}
+
+/// The case a seed stands for in the long-run campaign: `case_of`'s processes, of which the
+/// first is the owner (force_new) of a 3–7-step run (1,500–3,500 simulated seconds against a 600 s lease
+/// timeout) and the others watch it from another host, starting at any point of it.
+fn long_run_case_of(seed: u64) -> Case {
+    let mut case = case_of(seed ^ 0x10e6_0000_0000_0000);
+    let mut rng = seed;
+    case.seed = seed;
+    case.programs[0] = Program::ForceNew;
+    case.start_at[0] = 0;
+    // Mostly resumers of v1 (what a stale-looking heartbeat would hand the run to), started
+    // while the owner trains (its trainer starts after ~100 scheduled operations).
+    for i in 1..case.programs.len() {
+        case.programs[i] = match splitmix(&mut rng) % 8 {
+            0..=3 => Program::ResumeStale,
+            4 | 5 => Program::Reuse,
+            6 => Program::ForceNew,
+            _ => Program::Repair,
+        };
+        case.start_at[i] = splitmix(&mut rng) % 240;
+    }
+    case.long_run = Some(3 + (splitmix(&mut rng) % 5) as u32);
+    case
 }
 
 fn expected_of(
@@ -147,11 +182,14 @@ fn run_into(case: &Case, schedule_out: &mut Vec<usize>) -> Result<(), String> {
         sched: sched.clone(),
     });
     let sb = TEMPLATE.with(|t| t.sibling(fs, &sim));
-    // Setup (unscheduled): v1 left stale by an orchestrator that died mid-training.
-    let (r, killed) = sb.train(0, RunMode::ForceNew, None, TrainerScript::KillOrchestrator);
-    if !(killed && r.is_err()) {
-        return Err("setup: the first run must die".into());
+    if case.long_run.is_none() {
+        // Setup (unscheduled): v1 left stale by an orchestrator that died mid-training.
+        let (r, killed) = sb.train(0, RunMode::ForceNew, None, TrainerScript::KillOrchestrator);
+        if !(killed && r.is_err()) {
+            return Err("setup: the first run must die".into());
+        }
     }
+    let lease_timeout_ms = sb.jobs[0].config.lease_timeout_s() * 1000;
     let programs: Vec<Process<'_>> = case
         .programs
         .iter()
@@ -185,7 +223,18 @@ fn run_into(case: &Case, schedule_out: &mut Vec<usize>) -> Result<(), String> {
                             Program::Reuse => (RunMode::ReuseIfExists, None),
                             _ => (RunMode::ResumeIfIncomplete, Some(1)),
                         };
-                        let (result, _) = sb.train(0, mode, explicit, TrainerScript::Complete);
+                        let job = sb.jobs[0].with_run(mode, explicit);
+                        let (result, _) = match case.long_run {
+                            Some(steps) if i == 0 => {
+                                let script = TrainerScript::Long {
+                                    steps,
+                                    step_ms: lease_timeout_ms / 2,
+                                };
+                                sb.train_job_on(&job, script, OWNER_HOST)
+                            }
+                            Some(_) => sb.train_job_on(&job, TrainerScript::Complete, WATCHER_HOST),
+                            None => sb.train_job(&job, TrainerScript::Complete),
+                        };
                         expected_of(&result).map(Some)
                     }
                 }
@@ -205,9 +254,22 @@ fn run_into(case: &Case, schedule_out: &mut Vec<usize>) -> Result<(), String> {
             responded: times[i].1,
         });
     }
-    // Linearizability against the concurrent model, starting from the setup's stale v1.
+    // The long run's owner keeps its variant to the end: a watcher that took it over (its
+    // heartbeat looked stale from the other host) made the owner fail, `lease lost`.
+    // (A failure, `lease lost`, is already an error above; a watcher's force_new may take
+    // v1 first, so the owner's variant is any new one.)
+    if case.long_run.is_some() && !matches!(observed[0].decision, Some(Expected::New { .. })) {
+        return Err(format!(
+            "the long run's owner did not train a new variant: {:?}",
+            observed[0].decision
+        ));
+    }
+    // Linearizability against the concurrent model, starting from the setup's stale v1 (or
+    // from nothing, in a long-run case).
     let mut start = Variants::default();
-    start.0.insert(1, trainctl_models::concurrent::Slot::Idle);
+    if case.long_run.is_none() {
+        start.0.insert(1, trainctl_models::concurrent::Slot::Idle);
+    }
     let checking = std::time::Instant::now();
     let violation = minimal_violation(&start, &observed);
     LIN_NANOS.fetch_add(
@@ -355,6 +417,9 @@ fn shrink(case: &Case, schedule: Vec<usize>, violation: String) -> (Case, Vec<us
             if current.programs.len() <= 1 {
                 break;
             }
+            if i == 0 && current.long_run.is_some() {
+                continue; // The long run's owner is what the case is about.
+            }
             let mut c = current.clone();
             c.programs.remove(i);
             c.start_at.remove(i);
@@ -443,6 +508,21 @@ fn campaign(kind: &'static str, test: &str, base: u64, quick: u32, case_of: fn(u
     }
 }
 
+/// Time passes: an owner trains for several lease timeouts while processes of another host
+/// start beside it (resume v1, reuse, force_new, cache writes, repair). The owner's
+/// heartbeat must keep advancing, so that no watcher ever takes the run over; the history is
+/// linearizable and every invariant of the stale-v1 campaign holds.
+#[test]
+fn a_long_run_watched_from_another_host_keeps_its_owner() {
+    campaign(
+        "sched_long_run",
+        "a_long_run_watched_from_another_host_keeps_its_owner",
+        0x10e6_0000,
+        32,
+        long_run_case_of,
+    );
+}
+
 #[test]
 fn scheduled_starts_are_linearizable() {
     campaign(
@@ -474,6 +554,7 @@ fn takeover_case_of(seed: u64) -> Case {
         start_at,
         schedule: Vec::new(),
         profile: support::SimProfile::of_seed(seed),
+        long_run: None,
     }
 }
 

@@ -134,6 +134,13 @@ pub enum TrainerScript {
     /// The disk fills up as the trainer starts writing (the kill switch refuses every write
     /// with ENOSPC until the command returns, as on a full disk).
     DiskFull,
+    /// A long run: `steps` steps of `step_ms` simulated milliseconds each, a step checkpoint
+    /// and a heartbeat after each (as the trainer runner beats while a real trainer trains),
+    /// then completes.
+    Long {
+        steps: u32,
+        step_ms: u64,
+    },
 }
 
 /// A trainer that runs in-process and writes through the orchestrator's Fs, honouring the
@@ -142,6 +149,7 @@ pub struct FsTrainer<'a> {
     pub fs: &'a KillSwitch,
     pub script: TrainerScript,
     pub occupancy: &'a Occupancy,
+    pub clock: &'a Clock,
 }
 
 /// Which variant dirs have a trainer running in them right now, and every moment two ran in
@@ -187,7 +195,8 @@ fn put(fs: &dyn Fs, path: &Path, bytes: &[u8]) -> io::Result<()> {
 }
 
 impl FsTrainer<'_> {
-    fn outputs(&self, job: &serde_json::Value) -> io::Result<()> {
+    /// Writes the outputs; `beat` is the runner's heartbeat (false: the lease is lost).
+    fn outputs(&self, job: &serde_json::Value, beat: &dyn Fn() -> bool) -> io::Result<()> {
         let fs: &dyn Fs = self.fs;
         let path = |k: &str| PathBuf::from(job[k].as_str().unwrap_or_default());
         let labels: Vec<String> = job["labels"]
@@ -215,6 +224,21 @@ impl FsTrainer<'_> {
                 return Err(io::Error::other("orchestrator killed"));
             }
             TrainerScript::Fail => return Err(io::Error::other("exit 1")),
+            TrainerScript::Long { steps, step_ms } => {
+                for step in 2..=steps + 1 {
+                    self.clock.advance_ms(step_ms);
+                    put(
+                        fs,
+                        &path("checkpoints_dir")
+                            .join(format!("step-{step}"))
+                            .join("trainer_state.json"),
+                        format!("{{\"step\":{step},\"seed\":{seed}}}").as_bytes(),
+                    )?;
+                    if !beat() {
+                        return Err(io::Error::other("lease lost"));
+                    }
+                }
+            }
             TrainerScript::Complete | TrainerScript::DiskFull => {}
         }
         let id2label: serde_json::Map<String, serde_json::Value> = labels
@@ -271,7 +295,7 @@ impl Trainer for FsTrainer<'_> {
         };
         let variant_dir = job["variant_dir"].as_str().unwrap_or_default().to_string();
         self.occupancy.enter(&variant_dir);
-        let written = self.outputs(&job);
+        let written = self.outputs(&job, &|| (run.heartbeat)(None));
         self.occupancy.leave(&variant_dir);
         match written {
             Ok(()) => Outcome::Exited0,
@@ -333,6 +357,10 @@ impl Default for Clock {
 impl Clock {
     pub fn now_us(&self) -> u64 {
         self.0.fetch_add(1_000, Ordering::SeqCst) + 1_000
+    }
+    /// Time passes (a long training step): every process sees it at its next look.
+    pub fn advance_ms(&self, ms: u64) {
+        self.0.fetch_add(ms * 1_000, Ordering::SeqCst);
     }
 }
 
@@ -515,6 +543,17 @@ impl Sandbox {
         job: &trainctl::job::Job,
         script: TrainerScript,
     ) -> (trainctl::error::Result<trainctl::train::Report>, bool) {
+        self.train_job_on(job, script, &super::host().hostname)
+    }
+
+    /// `train_job` as a process of host `hostname`: on another host than an owner's, the
+    /// owner's liveness is its heartbeat's age (the simulated clock), not the process table.
+    pub fn train_job_on(
+        &self,
+        job: &trainctl::job::Job,
+        script: TrainerScript,
+        hostname: &str,
+    ) -> (trainctl::error::Result<trainctl::train::Report>, bool) {
         let job = job.clone();
         let pid = self.processes.start();
         let start_time = |pid: u32| self.processes.start_time(pid);
@@ -522,12 +561,14 @@ impl Sandbox {
         let host = trainctl::job::Host {
             process_start_time: &start_time,
             now_ms: now_us() / 1000,
+            hostname: hostname.into(),
             ..super::host()
         };
         let trainer = FsTrainer {
             fs: &self.fs,
             script,
             occupancy: &self.occupancy,
+            clock: &self.clock,
         };
         let ctx = trainctl::train::Context {
             // The clock advances on every look: a wait ends by its bound in simulated time.
@@ -535,7 +576,7 @@ impl Sandbox {
             fs: &*self.fs,
             host: &host,
             owner: trainctl::lease::Owner {
-                host: "test-host".into(),
+                host: hostname.into(),
                 pid,
                 start_time: 7,
             },

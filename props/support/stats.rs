@@ -1,8 +1,8 @@
 //! What a campaign covered (`TRAINCTL_STATS=1`): one `TRAINCTL-STATS {json}` line per
 //! campaign and measure, with stable keys, read by `cargo xtask bench`:
 //! `kind` (`mvr_simfs`, `mvr_osfs`, `crash_train`, `crash_cache`, `sched_starts`,
-//! `sched_resumers`, `loom`, …), `measure`, `count`, `secs`, `distinct` (distinct model
-//! states or projections reached, `null` where a campaign does not track them), `commands`
+//! `sched_resumers`, `sched_long_run`, `loom`, …), `measure`, `count`, `secs`, `distinct`
+//! (distinct model states or projections reached, `null` where a campaign does not track them), `commands`
 //! (per-command counts, `{}` where there are no commands) and `test` (the replay filter).
 
 use std::collections::{BTreeMap, BTreeSet};
