@@ -1,7 +1,8 @@
 //! Exhaustive interleavings with loom (SPEC §2.3, §5): the Fs port implemented over loom's
 //! Mutex in test code, so every Fs operation is a scheduling point that loom permutes (with a
 //! preemption bound of 2). One scenario per test, named after what it proves: 2–3 concurrent
-//! NEW allocations, 2–3 resumers of one stale variant, concurrent cache writers.
+//! NEW allocations, 2–3 resumers of one stale variant, concurrent cache writers, two run-name
+//! reservations, a cache repair beside a record writer.
 
 use crate::support;
 
@@ -531,6 +532,123 @@ fn concurrent_cache_writers(caps: Caps) {
         assert!(
             cache.check().expect("check").is_empty(),
             "views unsettled after both writers returned"
+        );
+    });
+}
+
+/// A job whose final-training run names auto-increment from one base (`final`, `final_2`, …).
+fn auto_increment_job() -> trainctl::job::Job {
+    let mut job = job();
+    job.config.final_training.mlflow.run_name = Some("final".into());
+    let a = &mut job.config.mlflow.naming.run_name.auto_increment;
+    a.enabled = Some(true);
+    a.processes.final_training = Some(true);
+    job
+}
+
+/// Two new variants reserve their run names at once (SPEC §6): in every interleaving they
+/// get distinct names, and each name's reservation names the variant that runs under it.
+fn concurrent_run_name_reservations(caps: Caps) {
+    let job = std::sync::Arc::new(auto_increment_job());
+    model(move || {
+        let registry = trainctl::train::run_name_registry(&job);
+        let dirs: Vec<PathBuf> = (1..=2u64)
+            .map(|v| job.layout.variant_dir(&job.identity, v).expect("dir"))
+            .collect();
+        let mut roots: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
+        roots.push(&registry);
+        let fs = Arc::new(LoomFs::with_root_caps(&roots, caps));
+        let handles: Vec<_> = (1..=2u64)
+            .map(|v| {
+                let (fs, job, dir) = (fs.clone(), job.clone(), dirs[v as usize - 1].clone());
+                loom::thread::spawn(move || {
+                    trainctl::train::reserve_run_name(&*fs, &job, v, &dir)
+                        .expect("reservation")
+                        .0
+                })
+            })
+            .collect();
+        let names: Vec<String> = handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect();
+        assert_ne!(names[0], names[1], "two variants share a run name");
+        for (name, dir) in names.iter().zip(&dirs) {
+            let path = registry.join(format!(
+                "{}.json",
+                &trainctl::identity::sha256_hex(name.as_bytes())[..32]
+            ));
+            let holder: serde_json::Value =
+                serde_json::from_slice(&fs.read(&path).expect("reservation")).expect("json");
+            let ours = dir.strip_prefix(&job.layout.out).expect("under OUT");
+            assert_eq!(
+                holder["variant_dir"].as_str(),
+                ours.to_str(),
+                "{name}'s reservation names another variant"
+            );
+        }
+    });
+}
+
+#[test]
+fn two_concurrent_run_name_reservations_get_distinct_names() {
+    concurrent_run_name_reservations(Caps::POSIX);
+}
+
+#[test]
+fn two_concurrent_run_name_reservations_get_distinct_names_without_rename_flags_or_links() {
+    concurrent_run_name_reservations(Caps::NOFLAGS_NOLINKS);
+}
+
+/// `cache repair` beside a record writer (docs/contract.md, "Caches"): repair removes
+/// temporaries as debris, the writer's included; in every interleaving the writer still
+/// succeeds, its record is kept, and once both returned the views are settled.
+#[test]
+fn a_cache_repair_beside_a_writer_loses_nothing_and_fails_nothing() {
+    let job = std::sync::Arc::new(job());
+    model(move || {
+        let settings = trainctl::cache::CacheSettings::from_paths(
+            &job.config.paths,
+            &job.layout,
+            trainctl::cache::CacheKind::FinalTraining,
+        )
+        .expect("settings");
+        let fs = Arc::new(LoomFs::with_root(&[&settings.dir]));
+        let writer = {
+            let (fs, settings) = (fs.clone(), settings.clone());
+            loom::thread::spawn(move || {
+                let record = trainctl::cache::Record {
+                    schema_version: 1,
+                    kind: "final_training".into(),
+                    created_at: "w".into(),
+                    subject: "w".into(),
+                    payload: serde_json::json!({"w": 0}),
+                    metadata: serde_json::Value::Null,
+                };
+                trainctl::cache::Cache::new(&*fs, settings)
+                    .write(&record, 1_000)
+                    .expect("the writer succeeds beside a repair")
+                    .0
+            })
+        };
+        let repair = {
+            let (fs, settings) = (fs.clone(), settings.clone());
+            loom::thread::spawn(move || {
+                trainctl::cache::Cache::new(&*fs, settings)
+                    .repair()
+                    .expect("the repair succeeds beside a writer");
+            })
+        };
+        let name = writer.join().expect("writer");
+        repair.join().expect("repair");
+        let cache = trainctl::cache::Cache::new(&*fs, settings);
+        assert!(
+            cache.record_names().expect("names").contains(&name),
+            "record lost"
+        );
+        assert!(
+            cache.check().expect("check").is_empty(),
+            "views unsettled after both returned"
         );
     });
 }

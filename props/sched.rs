@@ -56,12 +56,21 @@ thread_local! {
         let scratch = Arc::new(SimFs::new());
         // A reuse that meets a live owner waits for it: 200 ms of the simulated clock (which
         // advances 1 ms per look), so that a starved owner ends the wait in bounded steps.
-        Sandbox::new(
+        let mut sandbox = Sandbox::new(
             scratch.clone(),
             Some(&scratch),
             1,
             &["run.wait_for_owner=200ms".to_string()],
-        )
+        );
+        // Run names auto-increment from one base: every new variant races the others for
+        // the next free version in OUT's run-name registry (SPEC §6).
+        for job in &mut sandbox.jobs {
+            job.config.final_training.mlflow.run_name = Some("final".into());
+            let a = &mut job.config.mlflow.naming.run_name.auto_increment;
+            a.enabled = Some(true);
+            a.processes.final_training = Some(true);
+        }
+        sandbox
     };
 }
 
@@ -332,6 +341,7 @@ fn run_into(case: &Case, schedule_out: &mut Vec<usize>) -> Result<(), String> {
             ));
         }
     }
+    run_names_are_reserved(&sb, &states)?;
     let cache = sb.cache();
     let (valid, _) = cache.newest_valid(usize::MAX).map_err(|e| e.to_string())?;
     for (v, state) in &states {
@@ -358,6 +368,48 @@ fn run_into(case: &Case, schedule_out: &mut Vec<usize>) -> Result<(), String> {
         return Err(format!(
             "cache views unsettled after every writer returned: {problems:?}"
         ));
+    }
+    Ok(())
+}
+
+/// Run-name reservation, both ways: every variant that recorded a run name has one no other
+/// variant has, and the registry's reservation of that name names that variant's dir.
+fn run_names_are_reserved(
+    sb: &Sandbox,
+    states: &std::collections::BTreeMap<u64, String>,
+) -> Result<(), String> {
+    let job = &sb.jobs[0];
+    let registry = trainctl::train::run_name_registry(job);
+    let mut names = std::collections::BTreeMap::new();
+    for v in states.keys() {
+        let dir = job
+            .layout
+            .variant_dir(&job.identity, *v)
+            .map_err(|e| e.to_string())?;
+        let recorded = trainctl::completion::read_metadata_value(&*sb.fs, &dir)
+            .and_then(|m| m["run_name"].as_str().map(str::to_string));
+        let Some(name) = recorded else { continue };
+        if let Some(other) = names.insert(name.clone(), *v) {
+            return Err(format!("run name {name:?} is v{other}'s and v{v}'s"));
+        }
+        let path = registry.join(format!(
+            "{}.json",
+            &trainctl::identity::sha256_hex(name.as_bytes())[..32]
+        ));
+        let holder = trainctl::fs::Fs::read(&*sb.fs, &path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+        let ours = dir
+            .strip_prefix(&job.layout.out)
+            .unwrap_or(&dir)
+            .to_string_lossy()
+            .to_string();
+        if holder.as_ref().and_then(|h| h["variant_dir"].as_str()) != Some(ours.as_str()) {
+            return Err(format!(
+                "v{v} runs as {name:?}, but its reservation names {:?}",
+                holder.map(|h| h["variant_dir"].clone())
+            ));
+        }
     }
     Ok(())
 }
