@@ -492,6 +492,7 @@ mod tests {
     }
 
     proptest::proptest! {
+        #![proptest_config(crate::testing::seeded_config(256, module_path!()))]
         /// The hold-out property (issue 5): no training record's text appears in validation;
         /// the split covers the input; it is independent of input order. Shrinks to a
         /// minimal record list.

@@ -25,6 +25,8 @@ pub mod plan;
 pub mod rng;
 pub mod select;
 pub mod storage;
+#[cfg(test)]
+mod testing;
 pub mod track;
 pub mod train;
 pub mod trainer;

@@ -698,9 +698,8 @@ mod resume_property {
 
     proptest! {
         #![proptest_config(ProptestConfig {
-            cases: std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(24),
             failure_persistence: None,
-            ..ProptestConfig::default()
+            ..crate::testing::seeded_config(24, module_path!())
         })]
         #[test]
         fn a_kill_at_any_step_then_resume_equals_the_uninterrupted_run(c in case()) {

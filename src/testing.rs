@@ -1,0 +1,38 @@
+//! Test support for the unit tests inside `src/` (compiled only under `cfg(test)`): the same
+//! replay promise as the suite's (docs/contract.md, "Replaying a failure"), so a failing
+//! property here also prints its seed and a one-line replay command.
+
+/// A proptest config whose RNG seed is known: `TRAINCTL_SEED` if set, else a fresh one; the
+/// seed and the replay command (`cargo test --release --lib -- <module>::<test>`) are printed
+/// first, and libtest shows them when the test fails. `PROPTEST_CASES` overrides `cases`.
+/// `module` is the caller's `module_path!()`.
+pub fn seeded_config(cases: u32, module: &str) -> proptest::test_runner::Config {
+    let seed = std::env::var("TRAINCTL_SEED")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or_else(|| {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
+            t ^ u64::from(std::process::id()).rotate_left(32)
+        });
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(cases);
+    // libtest names each test's thread after its path in the crate (`track::tests::name`).
+    let test = std::thread::current()
+        .name()
+        .filter(|n| *n != "main")
+        .map(str::to_string)
+        .unwrap_or_else(|| module.trim_start_matches("trainctl::").to_string());
+    eprintln!(
+        "seed {seed}; replay: TRAINCTL_SEED={seed} PROPTEST_CASES={cases} cargo test --release --lib -- {test} --exact"
+    );
+    proptest::test_runner::Config {
+        cases,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(seed),
+        ..proptest::test_runner::Config::default()
+    }
+}
