@@ -2,8 +2,11 @@
 //! campaign and measure, with stable keys, read by `cargo xtask bench`:
 //! `kind` (`mvr_simfs`, `mvr_osfs`, `crash_train`, `crash_cache`, `sched_starts`,
 //! `sched_resumers`, `sched_long_run`, `loom`, …), `measure`, `count`, `secs`, `distinct`
-//! (distinct model states or projections reached, `null` where a campaign does not track them), `commands`
-//! (per-command counts, `{}` where there are no commands) and `test` (the replay filter).
+//! (distinct model states or projections reached, `null` where a campaign does not track
+//! them), `commands` (per-command counts, `{}` where there are no commands) and `test` (the
+//! replay filter). With `TRAINCTL_STATS_FILE=<path>` each line's JSON is also appended to
+//! that file (one line per write, from any number of test processes): the nightly sums them
+//! into states per hour (`cargo xtask stats <path>`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
@@ -11,6 +14,7 @@ use std::sync::Mutex;
 /// Whether stats are wanted.
 pub fn enabled() -> bool {
     std::env::var_os("TRAINCTL_STATS").is_some()
+        || std::env::var_os("TRAINCTL_STATS_FILE").is_some()
 }
 
 /// Prints one stats line.
@@ -36,6 +40,21 @@ pub fn line(
         "commands": commands,
     });
     eprintln!("TRAINCTL-STATS {stats}");
+    if let Some(path) = std::env::var_os("TRAINCTL_STATS_FILE") {
+        use std::io::Write;
+        // One write of a whole line with O_APPEND: lines of concurrent processes never mix.
+        let appended = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(format!("{stats}\n").as_bytes()));
+        if let Err(e) = appended {
+            eprintln!(
+                "TRAINCTL_STATS_FILE {}: {e}",
+                std::path::Path::new(&path).display()
+            );
+        }
+    }
 }
 
 /// A sequential campaign (many proptest cases, each a command sequence): commands per kind,

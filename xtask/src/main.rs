@@ -1,23 +1,25 @@
 //! `cargo xtask`: trainctl's repository automation (the xtask convention; alias in
 //! .cargo/config.toml). `gate` is the release gate, `bench` refreshes docs/performance.md,
-//! `repro` replays one failure. It drives cargo, cargo-nextest and cargo-mutants and writes
-//! reports; it never changes sources (bench rewrites only its own section of
-//! docs/performance.md).
+//! `repro` replays one failure, `stats` sums what the campaigns explored per hour. It drives
+//! cargo, cargo-nextest and cargo-mutants and writes reports; it never changes sources (bench
+//! rewrites only its own section of docs/performance.md).
 
 mod bench;
 mod gate;
 mod mutants;
 mod repro;
+mod stats;
 mod util;
 
 use std::process::ExitCode;
 
 fn usage() -> String {
     let mut text = format!(
-        "usage:\n  {}\n\n  {}\n\n  {}",
+        "usage:\n  {}\n\n  {}\n\n  {}\n\n  {}",
         gate::USAGE.replace('\n', "\n  "),
         bench::USAGE.replace('\n', "\n  "),
-        repro::USAGE.replace('\n', "\n  ")
+        repro::USAGE.replace('\n', "\n  "),
+        stats::USAGE.replace('\n', "\n  ")
     );
     let traces = repro::recent_traces();
     if !traces.is_empty() {
@@ -35,6 +37,7 @@ fn main() -> ExitCode {
         Some("gate") => gate::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("repro") if args.len() > 1 => repro::run(&args[1..]),
+        Some("stats") => stats::run(&args[1..]),
         _ => {
             eprintln!("{}", usage());
             return ExitCode::from(2);
