@@ -1017,9 +1017,11 @@ fn owner_exists(owner: &str, table: &[(String, Vec<Row>)]) -> Result<(), String>
             Err(format!("{file} has no row `{item}`"))
         };
     }
-    if !(file.starts_with("props/") || file.starts_with("src/")) || !file.ends_with(".rs") {
+    let under = ["props/", "src/", "crates/core/src/", "crates/trainer/src/"];
+    if !under.iter().any(|d| file.starts_with(d)) || !file.ends_with(".rs") {
         return Err(format!(
-            "owner file {file} is not under props/, src/ or {SCENARIO_DIR}/"
+            "owner file {file} is not under {}, or {SCENARIO_DIR}/",
+            under.join(", ")
         ));
     }
     let text = std::fs::read_to_string(support::repo_root().join(file))

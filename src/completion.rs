@@ -282,26 +282,7 @@ pub fn check_checkpoint(fs: &dyn Fs, ckpt: &Path) -> Result<BTreeMap<u64, String
     Ok(labels)
 }
 
-/// `id2label` / `label2id` from a checkpoint config; `None` unless both exist, are the same
-/// size, and are inverse to each other with ids 0..n.
-pub fn label_map(config: &serde_json::Value) -> Option<BTreeMap<u64, String>> {
-    let id2label = config.get("id2label")?.as_object()?;
-    let label2id = config.get("label2id")?.as_object()?;
-    if id2label.is_empty() || id2label.len() != label2id.len() {
-        return None;
-    }
-    let mut out = BTreeMap::new();
-    for (id, label) in id2label {
-        let id: u64 = id.parse().ok()?;
-        let label = label.as_str()?;
-        if label2id.get(label)?.as_u64()? != id {
-            return None;
-        }
-        out.insert(id, label.to_string());
-    }
-    let dense = out.keys().copied().eq(0..out.len() as u64);
-    dense.then_some(out)
-}
+pub use trainctl_trainer::protocol::label_map;
 
 pub fn is_plain_relative(p: &str) -> bool {
     let path = Path::new(p);

@@ -4,7 +4,6 @@
 
 use serde::Serialize;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 /// Canonical JSON: keys sorted (by Unicode code point) at every level, no whitespace, strings
 /// escaped as serde_json does, integers in decimal, an integral float rendered as the integer
@@ -68,15 +67,7 @@ fn write_canonical(value: &Value, out: &mut String) {
     }
 }
 
-/// Lowercase hex SHA-256 of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    let mut hex = String::with_capacity(64);
-    for byte in digest {
-        hex.push_str(&format!("{byte:02x}"));
-    }
-    hex
-}
+pub use trainctl_core::digest::sha256_hex;
 
 /// The fingerprint of a JSON value: first 16 hex chars of SHA-256 over its canonical form.
 pub fn fingerprint(value: &Value) -> String {

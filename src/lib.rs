@@ -4,16 +4,17 @@
 //! Shape (see ARCHITECTURE.md): `config` loads and types the YAML set, `job` resolves it into an
 //! identity and paths, `observe` reads OUT through the `fs` port, and `plan` decides purely.
 
+// The foundation and the built-in trainer live in their own crates (ARCHITECTURE.md,
+// "Crates"); their modules keep their paths here.
+pub use trainctl_core::{data, error, fs, rng};
+pub use trainctl_trainer as builtin;
+
 pub mod backup;
-pub mod builtin;
 pub mod cache;
 pub mod cli;
 pub mod completion;
 pub mod config;
 pub mod convert;
-pub mod data;
-pub mod error;
-pub mod fs;
 pub mod identity;
 pub mod job;
 pub mod lease;
@@ -22,11 +23,8 @@ pub mod observe;
 pub mod paths;
 pub mod pipeline;
 pub mod plan;
-pub mod rng;
 pub mod select;
 pub mod storage;
-#[cfg(test)]
-mod testing;
 pub mod track;
 pub mod train;
 pub mod trainer;

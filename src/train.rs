@@ -164,30 +164,7 @@ fn write_metadata(fs: &dyn Fs, dir: &Path, meta: &Value) -> Result<()> {
     fs::write_atomic(fs, &path, &bytes).map_err(|e| Error::io_op("write", &path, &e))
 }
 
-/// The newest resumable step checkpoint (`checkpoints/step-<k>` with a readable
-/// trainer_state.json); temp dirs and torn ones are skipped.
-pub fn latest_step_checkpoint(fs: &dyn Fs, dir: &Path) -> Option<PathBuf> {
-    let root = dir.join("checkpoints");
-    let mut steps: Vec<(u64, PathBuf)> = fs
-        .list(&root)
-        .ok()?
-        .into_iter()
-        .filter(|e| e.is_dir)
-        .filter_map(|e| {
-            Some((
-                e.name.strip_prefix("step-")?.parse::<u64>().ok()?,
-                root.join(&e.name),
-            ))
-        })
-        .collect();
-    steps.sort();
-    steps.into_iter().rev().map(|(_, p)| p).find(|p| {
-        fs.read(&p.join("trainer_state.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-            .is_some()
-    })
-}
+pub use trainctl_trainer::protocol::latest_step_checkpoint;
 
 /// Bytes of the trainer log's tail quoted in a storage error.
 const LOG_TAIL_BYTES: usize = 2_000;

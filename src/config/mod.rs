@@ -7,7 +7,7 @@ pub mod yaml;
 
 use crate::error::{Error, ErrorKind, Place, Result};
 use schema::*;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -177,34 +177,7 @@ pub fn detect_env(cli: Option<&str>, var: &dyn Fn(&str) -> Option<String>) -> Re
     })
 }
 
-/// The effective hyperparameters after every layer (SPEC §1 precedence).
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Hyperparameters {
-    pub learning_rate: f64,
-    pub epochs: u64,
-    pub batch_size: u64,
-    pub dropout: f64,
-    pub weight_decay: f64,
-    pub gradient_accumulation_steps: u64,
-    pub warmup_steps: u64,
-    /// Absent = linear (and absent from spec_fp, so configs that never set it keep their
-    /// fingerprints).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lr_scheduler: Option<crate::config::schema::LrScheduler>,
-    pub max_grad_norm: f64,
-    pub validation_fraction: f64,
-    pub early_stopping: EarlyStopping,
-    pub eval_interval: u64,
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct EarlyStopping {
-    pub enabled: bool,
-    pub patience: u64,
-    pub min_delta: f64,
-}
+pub use trainctl_trainer::protocol::{EarlyStopping, Hyperparameters};
 
 /// Code defaults: the lowest layer.
 pub fn default_hyperparameters() -> Value {

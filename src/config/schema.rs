@@ -70,25 +70,7 @@ impl SourceType {
     }
 }
 
-/// The learning-rate schedule after warmup (SPEC §8). `linear` decays to 0 at the last
-/// step, so it depends on the total number of steps; `constant` does not, which makes a
-/// continued run (E1 then E2 epochs) equal to an uninterrupted E2 run.
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
-#[serde(rename_all = "snake_case")]
-pub enum LrScheduler {
-    #[default]
-    Linear,
-    Constant,
-}
-
-impl LrScheduler {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LrScheduler::Linear => "linear_warmup_linear_decay",
-            LrScheduler::Constant => "linear_warmup_constant",
-        }
-    }
-}
+pub use trainctl_trainer::protocol::LrScheduler;
 
 /// Numeric precision of training (an exec_fp input).
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]

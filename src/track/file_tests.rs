@@ -60,7 +60,7 @@ fn floats_are_written_as_python_repr() {
 }
 
 proptest! {
-    #![proptest_config(crate::testing::seeded_config(256, module_path!()))]
+    #![proptest_config(trainctl_core::testing::seeded_config(256, module_path!()))]
     #[test]
     fn quoted_yaml_strings_read_back_exactly(s in any::<String>()) {
         let doc = format!("name: {}\n", yaml_quote(&s));
@@ -673,7 +673,7 @@ fn projection(store: &dyn Tracker, run_id: &str) -> (Run, Histories) {
 }
 
 proptest! {
-    #![proptest_config(crate::testing::seeded_config(64, module_path!()))]
+    #![proptest_config(trainctl_core::testing::seeded_config(64, module_path!()))]
     /// Model-based: the file store answers every call as the recorder (which has the
     /// server's semantics) does, and ends with the same runs.
     #[test]

@@ -230,7 +230,7 @@ fn azureml_without_credentials_warns_and_falls_back_to_the_file_store() {
 }
 
 proptest! {
-    #![proptest_config(crate::testing::seeded_config(256, module_path!()))]
+    #![proptest_config(trainctl_core::testing::seeded_config(256, module_path!()))]
     /// Never a panic, whatever the URI.
     #[test]
     fn any_uri_gives_a_choice_or_a_typed_error(uri in any::<String>()) {

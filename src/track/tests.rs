@@ -93,7 +93,7 @@ fn latest_metric_is_the_greatest_step_then_timestamp_then_value() {
 }
 
 proptest! {
-    #![proptest_config(crate::testing::seeded_config(256, module_path!()))]
+    #![proptest_config(trainctl_core::testing::seeded_config(256, module_path!()))]
     #[test]
     fn split_batches_respect_the_limits_and_lose_nothing(
         n_params in 0usize..350,

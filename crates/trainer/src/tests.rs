@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/datasets/resume_tiny")
+        .join("../../fixtures/datasets/resume_tiny")
         .join(name)
 }
 
@@ -699,7 +699,7 @@ mod resume_property {
     proptest! {
         #![proptest_config(ProptestConfig {
             failure_persistence: None,
-            ..crate::testing::seeded_config(24, module_path!())
+            ..trainctl_core::testing::seeded_config(24, module_path!())
         })]
         #[test]
         fn a_kill_at_any_step_then_resume_equals_the_uninterrupted_run(c in case()) {
@@ -724,7 +724,7 @@ mod resume_property {
             std::fs::create_dir_all(&torn).unwrap();
             std::fs::write(torn.join("model.safetensors"), b"\x10\x00\x00").unwrap();
             // Resume as `train` does: from the newest valid step checkpoint, if any.
-            let from = crate::train::latest_step_checkpoint(&crate::fs::OsFs, &v);
+            let from = crate::protocol::latest_step_checkpoint(&trainctl_core::fs::OsFs, &v);
             prop_assert_eq!(
                 from.clone(),
                 (last_saved > 0).then(|| v.join("checkpoints").join(format!("step-{last_saved}")))

@@ -8,16 +8,16 @@
 //! Determinism is the contract: one thread, a fixed arithmetic order, no hash-map iteration
 //! in numeric paths, a seeded splitmix64 whose state is checkpointed. Resuming from any
 //! `checkpoints/step-<k>/` restores every bit of state, so the final bytes equal those of an
-//! uninterrupted run. It never decides completion and never touches the orchestrator's files.
+//! uninterrupted run. It never decides completion and never touches the orchestrator's files; as its own crate it cannot (it depends on
+//! `trainctl-core` only, never on the orchestrator).
 
 pub mod ckpt;
 pub mod metrics;
 pub mod model;
 pub mod optim;
+pub mod protocol;
 pub mod text;
 
-use crate::data::{self, Record};
-use crate::rng::SplitMix64;
 use ckpt::TensorSet;
 use metrics::{evaluate, Evaluation};
 use model::{backward_weights, emissions, loss_and_demissions, Example, Params, Touched};
@@ -28,6 +28,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use text::FeatureConfig;
+use trainctl_core::data::{self, Record};
+use trainctl_core::rng::SplitMix64;
 
 /// Identifies this trainer's algorithms (features, tokenizer, arithmetic). Bump it whenever a
 /// change alters what a given job produces; the orchestrator puts it into exec_fp.
@@ -47,7 +49,7 @@ const MAX_LABELS: usize = 1024;
 
 // The job's hyperparameters are the orchestrator's effective ones, with the same strict
 // schema: a knob this trainer cannot honour must never be ignored silently (SPEC §1).
-pub use crate::config::{EarlyStopping, Hyperparameters};
+pub use protocol::{EarlyStopping, Hyperparameters, LrScheduler};
 
 /// The job file (see fixtures/trainer/README.md for the protocol). Extra fields are ignored.
 #[derive(Clone, Debug, Deserialize)]
@@ -112,8 +114,11 @@ pub fn run_until(job_path: &Path, stop_after_step: Option<u64>) -> Result<Ending
     );
     let job = read_job(job_path)?;
     if job.storage_profile.as_deref() == Some("posix-noflags") {
-        crate::fs::OsFs::force(&job.variant_dir, crate::fs::ProfileName::PosixNoflags)
-            .map_err(|e| format!("{}: {e}", job.variant_dir.display()))?;
+        trainctl_core::fs::OsFs::force(
+            &job.variant_dir,
+            trainctl_core::fs::ProfileName::PosixNoflags,
+        )
+        .map_err(|e| format!("{}: {e}", job.variant_dir.display()))?;
     }
     let setup = Setup::prepare(job)?;
     let mut trainer = Trainer::init(setup)?;
@@ -601,7 +606,7 @@ fn read_json(path: &Path) -> Result<Value, String> {
 fn checkpoint_labels(dir: &Path) -> Result<Vec<String>, String> {
     let path = dir.join(CONFIG_FILE);
     let config = read_json(&path)?;
-    let map = crate::completion::label_map(&config)
+    let map = crate::protocol::label_map(&config)
         .ok_or_else(|| format!("{}: no consistent id2label/label2id", path.display()))?;
     Ok(map.into_values().collect())
 }
@@ -1037,9 +1042,10 @@ impl Trainer {
             }
         }
         // A log: appended, not synced (the orchestrator reads it back for tracking).
-        let fs = crate::fs::OsFs;
-        let _ = crate::fs::Fs::create_dir_all(&fs, &dir)
-            .and_then(|()| crate::fs::Fs::append(&fs, &dir.join("metrics.jsonl"), text.as_bytes()));
+        let fs = trainctl_core::fs::OsFs;
+        let _ = trainctl_core::fs::Fs::create_dir_all(&fs, &dir).and_then(|()| {
+            trainctl_core::fs::Fs::append(&fs, &dir.join("metrics.jsonl"), text.as_bytes())
+        });
     }
 
     /// The training loop, from the current state to the end (or `stop_after` for tests).

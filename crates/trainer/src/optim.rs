@@ -24,18 +24,18 @@ pub fn learning_rate(base: f64, step: u64, warmup: u64, total: u64) -> f64 {
 /// The learning rate of step `step` under `kind`: [`learning_rate`] for linear decay; for
 /// constant, the same warmup and then `base` for every later step (independent of `total`).
 pub fn scheduled_rate(
-    kind: crate::config::schema::LrScheduler,
+    kind: crate::protocol::LrScheduler,
     base: f64,
     step: u64,
     warmup: u64,
     total: u64,
 ) -> f64 {
     match kind {
-        crate::config::schema::LrScheduler::Linear => learning_rate(base, step, warmup, total),
-        crate::config::schema::LrScheduler::Constant if step < warmup => {
+        crate::protocol::LrScheduler::Linear => learning_rate(base, step, warmup, total),
+        crate::protocol::LrScheduler::Constant if step < warmup => {
             base * (step + 1) as f64 / warmup as f64
         }
-        crate::config::schema::LrScheduler::Constant => base,
+        crate::protocol::LrScheduler::Constant => base,
     }
 }
 
@@ -202,7 +202,7 @@ mod tests {
 
     #[test]
     fn constant_schedule_warms_up_then_ignores_the_total() {
-        use crate::config::schema::LrScheduler::{Constant, Linear};
+        use crate::protocol::LrScheduler::{Constant, Linear};
         for total in [5, 10, 1000] {
             let lr = |s| scheduled_rate(Constant, 1.0, s, 4, total);
             assert_eq!(

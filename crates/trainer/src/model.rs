@@ -397,7 +397,7 @@ pub fn decode(p: &Params, em: &[f32], n: usize, half: bool) -> Vec<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::builtin::text::TokenFeatures;
+    use crate::text::TokenFeatures;
 
     fn example(n: usize, feats_per: usize, l: u16) -> Example {
         let mut ids = Vec::new();

@@ -1,15 +1,15 @@
 //! Checkpoint files of the built-in trainer: safetensors encoding of parameters and Adam
 //! moments, and their atomic, durable publication. The trainer runs as its own process and
 //! writes only inside its variant dir; it publishes through the same Fs port and durable
-//! operations as the orchestrator (`crate::fs` over `OsFs`), so a checkpoint is written by
+//! operations as the orchestrator (`trainctl_core::fs` over `OsFs`), so a checkpoint is written by
 //! the protocol of the filesystem's storage profile. It never touches orchestrator state.
 
 use super::model::{Params, TENSOR_NAMES};
-use crate::fs::{self, OsFs};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use trainctl_core::fs::{self, OsFs};
 
 fn err(path: &Path, what: &str, e: impl std::fmt::Display) -> String {
     format!("{}: {what}: {e}", path.display())

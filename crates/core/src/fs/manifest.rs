@@ -4,7 +4,7 @@
 //! which changes no content).
 
 use super::{is_temp_name, Fs};
-use crate::identity::sha256_hex;
+use crate::digest::sha256_hex;
 use serde::{Deserialize, Serialize};
 use std::io;
 use std::path::{Path, PathBuf};

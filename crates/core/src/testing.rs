@@ -1,4 +1,4 @@
-//! Test support for the unit tests inside `src/` (compiled only under `cfg(test)`): the same
+//! Test support for the unit tests inside the workspace's crates (feature `testing`): the same
 //! replay promise as the suite's (docs/contract.md, "Replaying a failure"), so a failing
 //! property here also prints its seed and a one-line replay command.
 
@@ -26,9 +26,19 @@ pub fn seeded_config(cases: u32, module: &str) -> proptest::test_runner::Config 
         .name()
         .filter(|n| *n != "main")
         .map(str::to_string)
-        .unwrap_or_else(|| module.trim_start_matches("trainctl::").to_string());
+        .unwrap_or_else(|| {
+            module
+                .split_once("::")
+                .map_or(module, |(_, m)| m)
+                .to_string()
+        });
+    let krate = module
+        .split("::")
+        .next()
+        .unwrap_or(module)
+        .replace('_', "-");
     eprintln!(
-        "seed {seed}; replay: TRAINCTL_SEED={seed} PROPTEST_CASES={cases} cargo test --release --lib -- {test} --exact"
+        "seed {seed}; replay: TRAINCTL_SEED={seed} PROPTEST_CASES={cases} cargo test --release -p {krate} --lib -- {test} --exact"
     );
     proptest::test_runner::Config {
         cases,
