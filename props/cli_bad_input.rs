@@ -98,6 +98,58 @@ fn bad_inputs_fail_with_their_kind_exit_code_and_location() {
     );
 }
 
+/// Every command that writes OUT (or the Drive mirror, or the tracking store), given each bad
+/// input of the table: `train` and `pipeline` refuse every row with its exit code, and
+/// whatever any command refuses, it refuses before the first write (the project root, OUT
+/// included, is byte-identical afterwards).
+#[test]
+fn every_writing_command_refuses_bad_input_before_the_first_write() {
+    const COMMANDS: [&[&str]; 7] = [
+        &["train"],
+        &["pipeline"],
+        &["convert", "--latest"],
+        &["backup"],
+        &["cache", "repair", "final_training"],
+        &["track", "sync"],
+        &["select", "--trials", "fixtures/hpo/trials.json"],
+    ];
+    let mut failures = Vec::new();
+    for row in rows().iter().filter(|r| r.exit != 0) {
+        let project = support::Project::new();
+        if let Some(file) = &row.file {
+            project.write_config(file, row.text.as_deref().unwrap_or(""));
+        }
+        for command in COMMANDS {
+            let before = support::snapshot(project.root());
+            let mut args: Vec<&str> = row.args.iter().map(String::as_str).collect();
+            args.extend_from_slice(command);
+            let (code, doc) = project.run_json(&args);
+            let changed = support::changed(&before, &support::snapshot(project.root()));
+            if code != 0 && !changed.is_empty() {
+                failures.push(format!(
+                    "- {} / {command:?}: exit {code} but files changed: {changed:?}",
+                    row.name
+                ));
+            }
+            // train and pipeline read every setting: they refuse every row as `plan` does.
+            // The others refuse what they read; a setting they never use (the dataset path
+            // for `cache repair`) is not theirs to refuse.
+            let reads_everything = matches!(command[0], "train" | "pipeline");
+            if reads_everything && code != row.exit {
+                failures.push(format!(
+                    "- {} / {command:?}: exit {code}, want {}: {doc}",
+                    row.name, row.exit
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "bad input reached a writing command:\n{}",
+        failures.join("\n")
+    );
+}
+
 /// The acceptance check of the foundation issue: the shipped config plans `new` v1 with
 /// 16-hex fingerprints, an output_dir under OUT and a valid run name, and writes nothing.
 #[test]

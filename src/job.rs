@@ -521,6 +521,21 @@ fn cache_dir_display(layout: &Layout, config: &Config) -> String {
     .unwrap_or_else(|_| "the best_model_selection cache".into())
 }
 
+/// The source checks `pipeline` makes before its first write (bad input is refused before
+/// anything is written): every source except a `best_selected` one without
+/// `checkpoint.source`, which is the selection record the pipeline's own selection step
+/// writes. The final training resolves the source again, on the configuration with the
+/// selected hyperparameters.
+pub fn preflight_source(config: &Config, fs: &dyn Fs, host: &Host<'_>) -> Result<()> {
+    let from_this_run = config.source_type() == SourceType::BestSelected
+        && config.final_training.checkpoint.source.is_none();
+    if from_this_run {
+        return Ok(());
+    }
+    let layout = Layout::from_config(config)?;
+    resolve_source(config, fs, &layout, host, &mut Vec::new()).map(|_| ())
+}
+
 fn resolve_source(
     config: &Config,
     fs: &dyn Fs,

@@ -96,10 +96,11 @@ pub fn run(
         json!({"env": config.env.env.as_str(), "reason": config.env.reason}),
     ));
     let layout = Layout::from_config(&config)?;
-    // The configuration and the data invariants are checked now. The source (init
-    // checkpoint, parent) is resolved by the final training itself (step 7): a best_selected
-    // source needs the selection record this run writes in step 5.
+    // The configuration, the data invariants and the source (init checkpoint, parent) are
+    // checked now, before the first write; only a best_selected source without
+    // `checkpoint.source` waits for the selection record this run writes in step 5.
     job::dataset_files(&config, world.fs)?;
+    job::preflight_source(&config, world.fs, world.host)?;
     let storage = crate::storage::establish_or_defer(&config, &layout.out)?;
     let storage_line = storage.as_ref().map_or_else(
         || "unknown: its probe cannot write".to_string(),
