@@ -142,6 +142,35 @@ fn check_no_false_complete(sb: &Sandbox) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// The other direction of "every complete variant has its record": every valid
+/// final_training record names a variant that is complete, after a crash at any point too.
+/// A record is written only after the completion it describes is durable; a record that
+/// survives a power loss its completion did not would hand out a variant that is not there.
+fn check_records_name_complete_variants(sb: &Sandbox) -> Result<(), TestCaseError> {
+    let (valid, _) = sb
+        .cache()
+        .newest_valid(usize::MAX)
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    for (i, job) in sb.jobs.iter().enumerate() {
+        let states = sb.variant_states(i, Depth::Digests);
+        for found in &valid {
+            let Some(v) = (1..=64u64).find(|v| sb.subject(i, *v) == found.record.subject) else {
+                continue;
+            };
+            prop_assert_eq!(
+                states.get(&v).map(String::as_str),
+                Some("complete"),
+                "record {} names v{} of identity {} ({}), which is not complete",
+                &found.name,
+                v,
+                i,
+                job.identity.spec_fp
+            );
+        }
+    }
+    Ok(())
+}
+
 /// No lease file was removed or rewritten and generations were published in order.
 fn check_lease_law(sb: &Sandbox) -> Result<(), TestCaseError> {
     let violations = sb.lease_violations();
@@ -232,6 +261,7 @@ fn train_crash_state(t: &CrashTrace) -> Result<(), TestCaseError> {
     check_lease_law(&sb)?;
     check_no_false_complete(&sb)?;
     check_no_torn_cache_files(&sb)?;
+    check_records_name_complete_variants(&sb)?;
     // Complete variants from before are never lost or changed.
     for (i, before) in complete_before.iter().enumerate() {
         let now = sb.variant_states(i, Depth::Digests);
@@ -280,6 +310,7 @@ fn train_crash_state(t: &CrashTrace) -> Result<(), TestCaseError> {
     check_lease_law(&sb)?;
     check_no_false_complete(&sb)?;
     check_cache(&sb)?;
+    check_records_name_complete_variants(&sb)?;
     // Every complete variant of identity 0 has a valid record (backfill).
     let cache = sb.cache();
     let (valid, _) = cache
