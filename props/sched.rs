@@ -4,7 +4,8 @@
 //! SimFs, interleaved at every Fs operation, uniformly or PCT-style. The recorded history is
 //! checked for linearizability against the concurrent model in `models/` (WGL-style search
 //! with memoisation), and the end state against the invariants: distinct variants, every
-//! training complete, no lost cache record, settled views.
+//! training complete, no lost cache record, settled views, run names reserved both ways, one
+//! FINISHED tracked run per complete variant (all processes share one recording store).
 //!
 //! Replay: every failure prints its seed and a one-line command, and writes the trace (programs,
 //! start times, schedule) to `target/trainctl-failures/`; `TRAINCTL_REPLAY=<file>` replays it
@@ -22,6 +23,7 @@ use support::sched::{Policy, SchedFs, Scheduler};
 use trainctl::completion::Depth;
 use trainctl::config::schema::RunMode;
 use trainctl::fs::sim::SimFs;
+use trainctl::track::recording::RecordingTracker;
 use trainctl_models::concurrent::Variants;
 use trainctl_models::decision::{ErrorKind as MErr, Expected};
 
@@ -65,6 +67,9 @@ thread_local! {
         // Run names auto-increment from one base: every new variant races the others for
         // the next free version in OUT's run-name registry (SPEC §6).
         for job in &mut sandbox.jobs {
+            // Tracked: every start that trains opens (or reopens) its variant's run in one
+            // recording store shared by all processes.
+            job.config.mlflow.tracking.training.enabled = Some(true);
             job.config.final_training.mlflow.run_name = Some("final".into());
             let a = &mut job.config.mlflow.naming.run_name.auto_increment;
             a.enabled = Some(true);
@@ -190,7 +195,16 @@ fn run_into(case: &Case, schedule_out: &mut Vec<usize>) -> Result<(), String> {
         inner: audit.clone(),
         sched: sched.clone(),
     });
-    let sb = TEMPLATE.with(|t| t.sibling(fs, &sim));
+    let mut sb = TEMPLATE.with(|t| t.sibling(fs, &sim));
+    // The store reads artifacts from the simulated files directly (not through the
+    // scheduler: a tracker call is one step, and holds the store's lock); a killed process's
+    // calls fail, as a dead process's would.
+    let switch = sb.fs.clone();
+    sb.tracker = Some(Arc::new(
+        RecordingTracker::new()
+            .reading_from(sim.clone())
+            .alive_while(Arc::new(move || !switch.is_dead())),
+    ));
     if case.long_run.is_none() {
         // Setup (unscheduled): v1 left stale by an orchestrator that died mid-training.
         let (r, killed) = sb.train(0, RunMode::ForceNew, None, TrainerScript::KillOrchestrator);
@@ -342,6 +356,7 @@ fn run_into(case: &Case, schedule_out: &mut Vec<usize>) -> Result<(), String> {
         }
     }
     run_names_are_reserved(&sb, &states)?;
+    one_run_per_variant(&sb, &states)?;
     let cache = sb.cache();
     let (valid, _) = cache.newest_valid(usize::MAX).map_err(|e| e.to_string())?;
     for (v, state) in &states {
@@ -408,6 +423,64 @@ fn run_names_are_reserved(
             return Err(format!(
                 "v{v} runs as {name:?}, but its reservation names {:?}",
                 holder.map(|h| h["variant_dir"].clone())
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Tracking under concurrency (SPEC §6): each complete variant has exactly one run, FINISHED
+/// and named as the variant's metadata says; every run belongs to a variant that exists; an
+/// incomplete variant (the stale v1 of the setup) has at most one run.
+fn one_run_per_variant(
+    sb: &Sandbox,
+    states: &std::collections::BTreeMap<u64, String>,
+) -> Result<(), String> {
+    let tracker = sb.tracker.as_ref().expect("tracked");
+    let variant_tag = trainctl::naming::TagRegistry::defaults().name("legacy", "variant");
+    let mut runs: std::collections::BTreeMap<u64, Vec<trainctl::track::Run>> = Default::default();
+    for run in tracker.runs() {
+        let Some(v) = run
+            .tags
+            .get(&variant_tag)
+            .and_then(|v| v.parse::<u64>().ok())
+        else {
+            return Err(format!("run {:?} has no variant tag", run.info.run_name));
+        };
+        if !states.contains_key(&v) {
+            return Err(format!(
+                "run {:?} names v{v}, which does not exist",
+                run.info.run_name
+            ));
+        }
+        runs.entry(v).or_default().push(run);
+    }
+    let job = &sb.jobs[0];
+    for (v, state) in states {
+        let of_v = runs.get(v).map_or(&[][..], Vec::as_slice);
+        let names: Vec<&str> = of_v.iter().map(|r| r.info.run_name.as_str()).collect();
+        if of_v.len() > 1 {
+            return Err(format!("v{v} has {} runs: {names:?}", of_v.len()));
+        }
+        if state != "complete" {
+            continue;
+        }
+        let Some(run) = of_v.first() else {
+            return Err(format!("complete v{v} has no run"));
+        };
+        if run.info.status != trainctl::track::RunStatus::Finished {
+            return Err(format!("complete v{v}'s run is {:?}", run.info.status));
+        }
+        let dir = job
+            .layout
+            .variant_dir(&job.identity, *v)
+            .map_err(|e| e.to_string())?;
+        let recorded = trainctl::completion::read_metadata_value(&*sb.fs, &dir)
+            .and_then(|m| m["run_name"].as_str().map(str::to_string));
+        if recorded.as_deref() != Some(run.info.run_name.as_str()) {
+            return Err(format!(
+                "v{v}'s run is named {:?}, its metadata says {recorded:?}",
+                run.info.run_name
             ));
         }
     }
