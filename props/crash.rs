@@ -31,20 +31,25 @@ static EXPLORED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::ne
 thread_local! {
     /// One prepared sandbox per `max_entries`: every crash state runs in a `sibling` of it (a
     /// fresh SimFs), so config loading and dataset digests happen once per binary, not per state.
-    static TEMPLATES: std::cell::RefCell<std::collections::BTreeMap<usize, Sandbox>> =
+    static TEMPLATES: std::cell::RefCell<std::collections::BTreeMap<(usize, Option<usize>), Sandbox>> =
         const { std::cell::RefCell::new(std::collections::BTreeMap::new()) };
 }
 
-fn sandbox(sim: &Arc<SimFs>, max_entries: usize) -> Sandbox {
+fn sandbox(sim: &Arc<SimFs>, max_entries: usize, max_files: Option<usize>) -> Sandbox {
     TEMPLATES.with(|t| {
         let mut templates = t.borrow_mut();
-        let template = templates.entry(max_entries).or_insert_with(|| {
-            let extra = [format!(
-                "paths:cache_strategies.final_training.index.max_entries={max_entries}"
-            )];
-            let scratch = Arc::new(SimFs::new());
-            Sandbox::audited(scratch.clone(), Some(&scratch), 2, &extra)
-        });
+        let template = templates
+            .entry((max_entries, max_files))
+            .or_insert_with(|| {
+                let mut extra = vec![format!(
+                    "paths:cache_strategies.final_training.index.max_entries={max_entries}"
+                )];
+                extra.extend(max_files.map(|m| {
+                    format!("paths:cache_strategies.final_training.timestamped.max_files={m}")
+                }));
+                let scratch = Arc::new(SimFs::new());
+                Sandbox::audited(scratch.clone(), Some(&scratch), 2, &extra)
+            });
         template.sibling(sim.clone(), sim)
     })
 }
@@ -206,6 +211,9 @@ struct CrashTrace {
     #[serde(default)]
     writes: usize,
     max_entries: usize,
+    /// `timestamped.max_files` (cache property only; traces from before: none).
+    #[serde(default)]
+    max_files: Option<usize>,
     /// The power goes after this many mutating Fs operations of the crashing command.
     crash_point: u64,
     /// The durability choice: seed of `SimFs::crash` (which unsynced operations survive,
@@ -239,7 +247,7 @@ fn count_state() {
 fn train_crash_state(t: &CrashTrace) -> Result<(), TestCaseError> {
     let (k, max_entries) = (t.crash_point, t.max_entries);
     let sim = Arc::new(t.profile.sim());
-    let sb = sandbox(&sim, max_entries);
+    let sb = sandbox(&sim, max_entries, t.max_files);
     for (identity, mode) in &t.history {
         let (r, _) = sb.train(*identity, *mode, None, TrainerScript::Complete);
         prop_assert!(r.is_ok(), "history run failed: {r:?}");
@@ -344,7 +352,7 @@ fn cache_record(sb: &Sandbox, i: usize) -> trainctl::cache::Record {
 fn cache_crash_state(t: &CrashTrace) -> Result<(), TestCaseError> {
     let k = t.crash_point;
     let sim = Arc::new(t.profile.sim());
-    let sb = sandbox(&sim, t.max_entries);
+    let sb = sandbox(&sim, t.max_entries, t.max_files);
     sim.die_after(k);
     let mut returned = Vec::new();
     for i in 0..t.writes {
@@ -357,12 +365,16 @@ fn cache_crash_state(t: &CrashTrace) -> Result<(), TestCaseError> {
     count_state();
     check_no_torn_cache_files(&sb)?;
     let names = sb.cache().record_names().expect("names");
-    for name in &returned {
+    // Every record that returned Ok survives, except what retention pruned: under
+    // `max_files` m, the newest m of them (the newest valid one always) survive.
+    let kept = t.max_files.unwrap_or(usize::MAX).min(returned.len());
+    for name in &returned[returned.len() - kept..] {
         prop_assert!(
             names.contains(name),
-            "record {} returned Ok but was lost (crash at op {})",
+            "record {} returned Ok but was lost (crash at op {}, max_files {:?})",
             name,
-            k
+            k,
+            t.max_files
         );
     }
     sb.cache().repair().expect("repair");
@@ -381,7 +393,7 @@ fn crash_state(t: &CrashTrace) -> Result<(), TestCaseError> {
 /// Mutating operations of the uncrashed command of a case.
 fn ops_in_command(t: &CrashTrace) -> u64 {
     let sim = Arc::new(t.profile.sim());
-    let sb = sandbox(&sim, t.max_entries);
+    let sb = sandbox(&sim, t.max_entries, t.max_files);
     match t.property {
         Property::Train => {
             for (identity, mode) in &t.history {
@@ -552,6 +564,7 @@ fn train_survives_a_power_loss_at_every_operation() {
             history,
             writes: 0,
             max_entries,
+            max_files: None,
             crash_point: 0,
             crash_seed: 0,
             seed,
@@ -571,20 +584,28 @@ fn train_survives_a_power_loss_at_every_operation() {
 /// A power loss at every operation of a burst of cache writes, then `cache repair`.
 #[test]
 fn cache_survives_a_power_loss_at_every_operation() {
-    let strategy = (1usize..4, any::<u64>(), 1usize..4, profiles()).prop_map(
-        |(writes, seed, max_entries, profile)| CrashTrace {
-            property: Property::Cache,
-            history: Vec::new(),
-            writes,
-            max_entries,
-            crash_point: 0,
-            crash_seed: 0,
-            seed,
-            every_point: false,
-            profile,
-            violation: None,
-        },
-    );
+    let strategy = (
+        1usize..4,
+        any::<u64>(),
+        1usize..4,
+        profiles(),
+        prop::option::of(1usize..3),
+    )
+        .prop_map(
+            |(writes, seed, max_entries, profile, max_files)| CrashTrace {
+                property: Property::Cache,
+                history: Vec::new(),
+                writes,
+                max_entries,
+                max_files,
+                crash_point: 0,
+                crash_seed: 0,
+                seed,
+                every_point: false,
+                profile,
+                violation: None,
+            },
+        );
     property(
         "crash_cache",
         "cache_survives_a_power_loss_at_every_operation",
