@@ -1,11 +1,13 @@
 //! Concurrent starts under the seeded scheduler (SPEC §2.3, §11): 2–8 logical processes run
 //! `train` (force_new, reuse, or a race to resume one stale variant), cache writes and
-//! `cache repair` over one
-//! SimFs, interleaved at every Fs operation, uniformly or PCT-style. The recorded history is
-//! checked for linearizability against the concurrent model in `models/` (WGL-style search
-//! with memoisation), and the end state against the invariants: distinct variants, every
-//! training complete, no lost cache record, settled views, run names reserved both ways, one
-//! FINISHED tracked run per complete variant (all processes share one recording store).
+//! `cache repair` over one SimFs, interleaved at every Fs operation, uniformly or PCT-style.
+//! The recorded history is checked for linearizability against the concurrent model in
+//! `models/` (WGL-style search with memoisation), and the end state against the invariants:
+//! distinct variants, every training complete, no lost cache record, settled views, run names
+//! reserved both ways, one FINISHED tracked run per complete variant (all processes share one
+//! recording store; in a quarter of the cases it fails from or at its k-th call, and
+//! everything else must still hold). `a_long_run_watched_from_another_host_keeps_its_owner`
+//! adds simulated time: an owner trains for several lease timeouts while another host watches.
 //!
 //! Replay: every failure prints its seed and a one-line command, and writes the trace (programs,
 //! start times, schedule) to `target/trainctl-failures/`; `TRAINCTL_REPLAY=<file>` replays it
@@ -23,7 +25,7 @@ use support::sched::{Policy, SchedFs, Scheduler};
 use trainctl::completion::Depth;
 use trainctl::config::schema::RunMode;
 use trainctl::fs::sim::SimFs;
-use trainctl::track::recording::RecordingTracker;
+use trainctl::track::recording::{Fault, RecordingTracker};
 use trainctl_models::concurrent::Variants;
 use trainctl_models::decision::{ErrorKind as MErr, Expected};
 
@@ -45,6 +47,11 @@ struct Case {
     /// (no stale v1 is set up). `None`: the stale-v1 campaign, one host.
     #[serde(default)]
     long_run: Option<u32>,
+    /// The shared tracking store fails from its k-th call (`sticky`) or at that call only:
+    /// decisions, variants and caches must be exactly as with a healthy store; only the
+    /// one-run-per-variant check is off. `None`: a healthy store.
+    #[serde(default)]
+    tracker_fault: Option<(u64, bool)>,
 }
 
 /// The owner's and the watchers' hosts of a long-run case.
@@ -118,6 +125,9 @@ fn case_of(seed: u64) -> Case {
             depth: 1 + (splitmix(&mut rng) % 3) as u32,
         }
     };
+    // A quarter of the cases track into a failing store (a train makes ~10 calls).
+    let tracker_fault = (splitmix(&mut rng) % 4 == 0)
+        .then(|| (1 + splitmix(&mut rng) % 40, splitmix(&mut rng) % 2 == 0));
     Case {
         seed,
         policy,
@@ -126,6 +136,7 @@ fn case_of(seed: u64) -> Case {
         schedule: Vec::new(),
         profile: support::SimProfile::of_seed(seed),
         long_run: None,
+        tracker_fault,
     }
 }
 
@@ -200,8 +211,12 @@ fn run_into(case: &Case, schedule_out: &mut Vec<usize>) -> Result<(), String> {
     // scheduler: a tracker call is one step, and holds the store's lock); a killed process's
     // calls fail, as a dead process's would.
     let switch = sb.fs.clone();
+    let store = match case.tracker_fault {
+        Some((at_call, sticky)) => RecordingTracker::with_fault(Fault { at_call, sticky }),
+        None => RecordingTracker::new(),
+    };
     sb.tracker = Some(Arc::new(
-        RecordingTracker::new()
+        store
             .reading_from(sim.clone())
             .alive_while(Arc::new(move || !switch.is_dead())),
     ));
@@ -356,7 +371,9 @@ fn run_into(case: &Case, schedule_out: &mut Vec<usize>) -> Result<(), String> {
         }
     }
     run_names_are_reserved(&sb, &states)?;
-    one_run_per_variant(&sb, &states)?;
+    if case.tracker_fault.is_none() {
+        one_run_per_variant(&sb, &states)?;
+    }
     let cache = sb.cache();
     let (valid, _) = cache.newest_valid(usize::MAX).map_err(|e| e.to_string())?;
     for (v, state) in &states {
@@ -680,6 +697,7 @@ fn takeover_case_of(seed: u64) -> Case {
         schedule: Vec::new(),
         profile: support::SimProfile::of_seed(seed),
         long_run: None,
+        tracker_fault: None,
     }
 }
 
