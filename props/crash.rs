@@ -231,6 +231,30 @@ struct CrashTrace {
     violation: Option<String>,
 }
 
+impl CrashTrace {
+    /// A case before its crash point is chosen: no history, no writes, no `max_files`.
+    fn case(
+        property: Property,
+        seed: u64,
+        max_entries: usize,
+        profile: support::SimProfile,
+    ) -> CrashTrace {
+        CrashTrace {
+            property,
+            history: Vec::new(),
+            writes: 0,
+            max_entries,
+            max_files: None,
+            crash_point: 0,
+            crash_seed: 0,
+            seed,
+            every_point: false,
+            profile,
+            violation: None,
+        }
+    }
+}
+
 /// The durability choice for point `k` of a case with `seed`.
 fn crash_seed(property: Property, seed: u64, k: u64) -> u64 {
     match property {
@@ -560,17 +584,8 @@ fn train_survives_a_power_loss_at_every_operation() {
     );
     let strategy = (history, any::<u64>(), 1usize..4, profiles()).prop_map(
         |(history, seed, max_entries, profile)| CrashTrace {
-            property: Property::Train,
             history,
-            writes: 0,
-            max_entries,
-            max_files: None,
-            crash_point: 0,
-            crash_seed: 0,
-            seed,
-            every_point: false,
-            profile,
-            violation: None,
+            ..CrashTrace::case(Property::Train, seed, max_entries, profile)
         },
     );
     property(
@@ -593,17 +608,9 @@ fn cache_survives_a_power_loss_at_every_operation() {
     )
         .prop_map(
             |(writes, seed, max_entries, profile, max_files)| CrashTrace {
-                property: Property::Cache,
-                history: Vec::new(),
                 writes,
-                max_entries,
                 max_files,
-                crash_point: 0,
-                crash_seed: 0,
-                seed,
-                every_point: false,
-                profile,
-                violation: None,
+                ..CrashTrace::case(Property::Cache, seed, max_entries, profile)
             },
         );
     property(

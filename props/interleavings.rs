@@ -491,30 +491,39 @@ fn two_concurrent_cache_writers_lose_no_record_and_settle_the_views_without_rena
     concurrent_cache_writers(Caps::NOFLAGS);
 }
 
+/// The final_training cache settings of `job`.
+fn final_training_cache(job: &trainctl::job::Job) -> trainctl::cache::CacheSettings {
+    trainctl::cache::CacheSettings::from_paths(
+        &job.config.paths,
+        &job.layout,
+        trainctl::cache::CacheKind::FinalTraining,
+    )
+    .expect("settings")
+}
+
+/// The record cache writer `i` publishes.
+fn writer_record(i: u64) -> trainctl::cache::Record {
+    trainctl::cache::Record {
+        schema_version: 1,
+        kind: "final_training".into(),
+        created_at: format!("w{i}"),
+        subject: format!("w{i}"),
+        payload: serde_json::json!({"w": i}),
+        metadata: serde_json::Value::Null,
+    }
+}
+
 fn concurrent_cache_writers(caps: Caps) {
     let job = std::sync::Arc::new(job());
     model(move || {
-        let settings = trainctl::cache::CacheSettings::from_paths(
-            &job.config.paths,
-            &job.layout,
-            trainctl::cache::CacheKind::FinalTraining,
-        )
-        .expect("settings");
+        let settings = final_training_cache(&job);
         let fs = Arc::new(LoomFs::with_root_caps(&[&settings.dir], caps));
         let handles: Vec<_> = (0..2u64)
             .map(|i| {
                 let (fs, settings) = (fs.clone(), settings.clone());
                 loom::thread::spawn(move || {
-                    let record = trainctl::cache::Record {
-                        schema_version: 1,
-                        kind: "final_training".into(),
-                        created_at: format!("w{i}"),
-                        subject: format!("w{i}"),
-                        payload: serde_json::json!({"w": i}),
-                        metadata: serde_json::Value::Null,
-                    };
                     trainctl::cache::Cache::new(&*fs, settings)
-                        .write(&record, 1_000 + i)
+                        .write(&writer_record(i), 1_000 + i)
                         .expect("write")
                         .0
                 })
@@ -574,16 +583,9 @@ fn concurrent_run_name_reservations(caps: Caps) {
             .collect();
         assert_ne!(names[0], names[1], "two variants share a run name");
         for (name, dir) in names.iter().zip(&dirs) {
-            let path = registry.join(format!(
-                "{}.json",
-                &trainctl::identity::sha256_hex(name.as_bytes())[..32]
-            ));
-            let holder: serde_json::Value =
-                serde_json::from_slice(&fs.read(&path).expect("reservation")).expect("json");
-            let ours = dir.strip_prefix(&job.layout.out).expect("under OUT");
             assert_eq!(
-                holder["variant_dir"].as_str(),
-                ours.to_str(),
+                trainctl::train::run_name_holder(&*fs, &job, name),
+                Some(job.layout.out_relative(dir)),
                 "{name}'s reservation names another variant"
             );
         }
@@ -607,26 +609,13 @@ fn two_concurrent_run_name_reservations_get_distinct_names_without_rename_flags_
 fn a_cache_repair_beside_a_writer_loses_nothing_and_fails_nothing() {
     let job = std::sync::Arc::new(job());
     model(move || {
-        let settings = trainctl::cache::CacheSettings::from_paths(
-            &job.config.paths,
-            &job.layout,
-            trainctl::cache::CacheKind::FinalTraining,
-        )
-        .expect("settings");
+        let settings = final_training_cache(&job);
         let fs = Arc::new(LoomFs::with_root(&[&settings.dir]));
         let writer = {
             let (fs, settings) = (fs.clone(), settings.clone());
             loom::thread::spawn(move || {
-                let record = trainctl::cache::Record {
-                    schema_version: 1,
-                    kind: "final_training".into(),
-                    created_at: "w".into(),
-                    subject: "w".into(),
-                    payload: serde_json::json!({"w": 0}),
-                    metadata: serde_json::Value::Null,
-                };
                 trainctl::cache::Cache::new(&*fs, settings)
-                    .write(&record, 1_000)
+                    .write(&writer_record(0), 1_000)
                     .expect("the writer succeeds beside a repair")
                     .0
             })

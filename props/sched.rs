@@ -411,35 +411,22 @@ fn run_names_are_reserved(
     states: &std::collections::BTreeMap<u64, String>,
 ) -> Result<(), String> {
     let job = &sb.jobs[0];
-    let registry = trainctl::train::run_name_registry(job);
     let mut names = std::collections::BTreeMap::new();
     for v in states.keys() {
         let dir = job
             .layout
             .variant_dir(&job.identity, *v)
             .map_err(|e| e.to_string())?;
-        let recorded = trainctl::completion::read_metadata_value(&*sb.fs, &dir)
-            .and_then(|m| m["run_name"].as_str().map(str::to_string));
-        let Some(name) = recorded else { continue };
+        let Some(name) = trainctl::train::recorded_run_name(&*sb.fs, &dir) else {
+            continue;
+        };
         if let Some(other) = names.insert(name.clone(), *v) {
             return Err(format!("run name {name:?} is v{other}'s and v{v}'s"));
         }
-        let path = registry.join(format!(
-            "{}.json",
-            &trainctl::identity::sha256_hex(name.as_bytes())[..32]
-        ));
-        let holder = trainctl::fs::Fs::read(&*sb.fs, &path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
-        let ours = dir
-            .strip_prefix(&job.layout.out)
-            .unwrap_or(&dir)
-            .to_string_lossy()
-            .to_string();
-        if holder.as_ref().and_then(|h| h["variant_dir"].as_str()) != Some(ours.as_str()) {
+        let holder = trainctl::train::run_name_holder(&*sb.fs, job, &name);
+        if holder != Some(job.layout.out_relative(&dir)) {
             return Err(format!(
-                "v{v} runs as {name:?}, but its reservation names {:?}",
-                holder.map(|h| h["variant_dir"].clone())
+                "v{v} runs as {name:?}, but its reservation names {holder:?}"
             ));
         }
     }
@@ -492,8 +479,7 @@ fn one_run_per_variant(
             .layout
             .variant_dir(&job.identity, *v)
             .map_err(|e| e.to_string())?;
-        let recorded = trainctl::completion::read_metadata_value(&*sb.fs, &dir)
-            .and_then(|m| m["run_name"].as_str().map(str::to_string));
+        let recorded = trainctl::train::recorded_run_name(&*sb.fs, &dir);
         if recorded.as_deref() != Some(run.info.run_name.as_str()) {
             return Err(format!(
                 "v{v}'s run is named {:?}, its metadata says {recorded:?}",

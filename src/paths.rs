@@ -430,6 +430,16 @@ impl Layout {
         self.join_checked(&self.final_training_dir, &rendered)
     }
 
+    /// `dir` relative to OUT with `/` separators (`dir` itself when it is not under OUT): how
+    /// OUT's own records (run-name reservations, sync records) name a variant dir, so that
+    /// they stay valid when OUT is mounted elsewhere.
+    pub fn out_relative(&self, dir: &Path) -> String {
+        dir.strip_prefix(&self.out)
+            .unwrap_or(dir)
+            .to_string_lossy()
+            .replace('\\', "/")
+    }
+
     /// The name of variant `variant`'s directory inside its identity dir (the pattern's last
     /// segment, which holds only `{variant}` and literals).
     pub fn variant_name(&self, variant: u64) -> String {

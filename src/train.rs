@@ -781,7 +781,7 @@ fn end_superseded_runs(ctx: &Context<'_>, job: &Job, variant: u64) -> Vec<String
 }
 
 /// The run name a variant's metadata records (`None` before the first attempt wrote it).
-fn recorded_run_name(fs: &dyn Fs, dir: &Path) -> Option<String> {
+pub fn recorded_run_name(fs: &dyn Fs, dir: &Path) -> Option<String> {
     completion::read_metadata_value(fs, dir)?["run_name"]
         .as_str()
         .filter(|n| !n.is_empty())
@@ -795,6 +795,21 @@ pub fn run_name_registry(job: &Job) -> PathBuf {
         .join("tracking")
         .join("run_names")
         .join("final_training")
+}
+
+/// The reservation file of run name `name`: `<registry>/<sha256(name)[..32]>.json`.
+pub fn run_name_reservation(job: &Job, name: &str) -> PathBuf {
+    run_name_registry(job).join(format!("{}.json", &sha256_hex(name.as_bytes())[..32]))
+}
+
+/// The variant dir (OUT-relative, as `Layout::out_relative` writes it) that holds the
+/// reservation of `name`, when one is readable.
+pub fn run_name_holder(fs: &dyn Fs, job: &Job, name: &str) -> Option<String> {
+    let bytes = fs.read(&run_name_reservation(job, name)).ok()?;
+    let holder: Value = serde_json::from_slice(&bytes).ok()?;
+    (holder["run_name"] == json!(name))
+        .then(|| holder["variant_dir"].as_str().map(str::to_string))
+        .flatten()
 }
 
 /// Bound on the version suffixes tried for one name.
@@ -816,28 +831,17 @@ pub fn reserve_run_name(
     }
     let registry = run_name_registry(job);
     cache::ensure_dir(fs, &registry)?;
-    let ours = dir
-        .strip_prefix(&job.layout.out)
-        .unwrap_or(dir)
-        .to_string_lossy()
-        .replace('\\', "/");
+    let ours = job.layout.out_relative(dir);
     for n in 1..=MAX_RUN_NAME_VERSIONS {
         let version = (n > 1).then_some(n);
         let (name, warnings) = job.run_name_version(variant, version)?;
-        let path = registry.join(format!("{}.json", &sha256_hex(name.as_bytes())[..32]));
+        let path = run_name_reservation(job, &name);
         let doc = json!({"run_name": name, "variant_dir": ours, "variant": variant});
         let bytes = serde_json::to_vec_pretty(&doc).map_err(|e| Error::internal(e.to_string()))?;
         match fs::create_durable(fs, &path, &bytes) {
             Ok(()) => return Ok((name, warnings)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let holder = fs
-                    .read(&path)
-                    .ok()
-                    .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
-                let mine = holder.as_ref().is_some_and(|h| {
-                    h["variant_dir"].as_str() == Some(ours.as_str()) && h["run_name"] == json!(name)
-                });
-                if mine {
+                if run_name_holder(fs, job, &name).as_deref() == Some(ours.as_str()) {
                     return Ok((name, warnings));
                 }
             }

@@ -435,16 +435,7 @@ pub fn replay_command(module: &str, test: &str) -> String {
 /// `module_path!()`, `test` the test (or a filter matching the tests of one `proptest!` block).
 /// Every proptest configuration of the suite goes through here.
 pub fn seeded_config(cases: u32, module: &str, test: &str) -> proptest::test_runner::Config {
-    let seed = std::env::var("TRAINCTL_SEED")
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .unwrap_or_else(|| {
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0);
-            t ^ (std::process::id() as u64).rotate_left(32)
-        });
+    let seed = trainctl_core::testing::seed();
     // proptest's case stream depends on the case count, so a gate/nightly seed replays only
     // in its own tier: the line carries the tier when one is set.
     let tier = std::env::var("TRAINCTL_TEST_TIER")

@@ -64,7 +64,7 @@ pub struct Entry {
 
 /// Where the sync record of `dir` lives.
 pub fn record_path(layout: &Layout, dir: &Path) -> PathBuf {
-    let rel = rel_of(layout, dir);
+    let rel = layout.out_relative(dir);
     layout
         .out
         .join("tracking")
@@ -72,18 +72,11 @@ pub fn record_path(layout: &Layout, dir: &Path) -> PathBuf {
         .join(format!("{}.json", &sha256_hex(rel.as_bytes())[..32]))
 }
 
-fn rel_of(layout: &Layout, dir: &Path) -> String {
-    dir.strip_prefix(&layout.out)
-        .unwrap_or(dir)
-        .to_string_lossy()
-        .replace('\\', "/")
-}
-
 /// The sync record of `dir`, if one was written (and is readable).
 pub fn read_record(fs: &dyn Fs, layout: &Layout, dir: &Path) -> Option<Value> {
     let bytes = fs.read(&record_path(layout, dir)).ok()?;
     let v: Value = serde_json::from_slice(&bytes).ok()?;
-    (v["variant_dir"].as_str() == Some(rel_of(layout, dir).as_str())).then_some(v)
+    (v["variant_dir"].as_str() == Some(layout.out_relative(dir).as_str())).then_some(v)
 }
 
 /// Whether a complete variant needs an upload, from the state training recorded.
@@ -352,7 +345,7 @@ fn write_record(
     now_ms: i64,
 ) -> Result<(), SyncError> {
     let record = json!({
-        "variant_dir": rel_of(layout, dir),
+        "variant_dir": layout.out_relative(dir),
         "backend": tracker.describe(),
         "run_id": run_id,
         "action": action,

@@ -7,16 +7,7 @@
 /// first, and libtest shows them when the test fails. `PROPTEST_CASES` overrides `cases`.
 /// `module` is the caller's `module_path!()`.
 pub fn seeded_config(cases: u32, module: &str) -> proptest::test_runner::Config {
-    let seed = std::env::var("TRAINCTL_SEED")
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .unwrap_or_else(|| {
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0);
-            t ^ u64::from(std::process::id()).rotate_left(32)
-        });
+    let seed = seed();
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -45,4 +36,19 @@ pub fn seeded_config(cases: u32, module: &str) -> proptest::test_runner::Config 
         rng_seed: proptest::test_runner::RngSeed::Fixed(seed),
         ..proptest::test_runner::Config::default()
     }
+}
+
+/// The seed of a property run: `TRAINCTL_SEED` when set (a replay), else a fresh one from the
+/// clock and the process id. The suite's configs in `props/` take theirs from here too.
+pub fn seed() -> u64 {
+    std::env::var("TRAINCTL_SEED")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or_else(|| {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
+            t ^ u64::from(std::process::id()).rotate_left(32)
+        })
 }
