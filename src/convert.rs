@@ -370,7 +370,7 @@ pub fn convert(
     }
 
     // Lineage (SPEC §9): the tags a tracker gets, recorded in the manifest.
-    let registry = crate::naming::TagRegistry::from_doc(&config.docs["tags"])?;
+    let registry = config.tags.clone();
     let tag = |section: &str, key: &str| registry.name(section, key);
     let parent_run_name = raw_meta.get("run_name").cloned().unwrap_or(Value::Null);
     let tags = json!({

@@ -841,7 +841,7 @@ pub fn tracking_candidates(
     };
     let tracker = crate::track::open(&chosen.choice, std::sync::Arc::new(crate::fs::OsFs), retry)
         .map_err(|e| unavailable(&e))?;
-    let registry = crate::naming::TagRegistry::from_doc(&config.docs["tags"])?;
+    let registry = config.tags.clone();
     let Some((candidates, mut warnings)) =
         read_tracked(tracker.as_ref(), &experiment, &registry).map_err(|e| unavailable(&e))?
     else {
@@ -874,7 +874,7 @@ pub fn load_candidates(
     }
     let loaded = tracking_candidates(config, var, cwd)?;
     if loaded.candidates.is_empty() {
-        let registry = crate::naming::TagRegistry::from_doc(&config.docs["tags"])?;
+        let registry = config.tags.clone();
         return Err(Error::new(
             ErrorKind::NoEligibleCandidates,
             format!(

@@ -4,7 +4,7 @@
 //! seed and the same programs give the same interleaving, which the schedule trace records.
 
 use std::io;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use trainctl::fs::{Call, Fs, Hook};
 
 /// How the next process is chosen.
@@ -46,14 +46,26 @@ fn splitmix(state: &mut u64) -> u64 {
 }
 
 /// The scheduler shared by the processes of one run.
+///
+/// The processes are stackful coroutines on the calling thread (corosensei): a yield point
+/// suspends the running one back to [`Scheduler::run`], which picks the next and resumes
+/// it. One context switch costs nanoseconds, where handing the turn between OS threads
+/// through a condition variable cost microseconds (docs/performance.md, "scheduler").
 pub struct Scheduler {
     state: Mutex<State>,
-    cv: Condvar,
 }
 
+type Yielder = corosensei::Yielder<(), ()>;
+
 thread_local! {
+    /// The process running now (`None` outside `run`, and on threads it does not schedule).
     static ME: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+    /// The running coroutine's yielder (null outside a coroutine).
+    static YIELDER: std::cell::Cell<*const Yielder> = const { std::cell::Cell::new(std::ptr::null()) };
 }
+
+/// Each process's stack: larger than a thread's default, and only touched pages are mapped.
+const STACK_BYTES: usize = 8 << 20;
 
 impl Scheduler {
     pub fn new(
@@ -73,7 +85,7 @@ impl Scheduler {
             state: Mutex::new(State {
                 n,
                 granted: None,
-                waiting: vec![false; n],
+                waiting: vec![true; n],
                 finished: vec![false; n],
                 start_at,
                 steps: 0,
@@ -86,18 +98,15 @@ impl Scheduler {
                 responded: vec![None; n],
                 forced,
             }),
-            cv: Condvar::new(),
         })
     }
 
-    /// Picks the next process when everyone is waiting or finished.
-    fn pick(s: &mut State) {
-        if s.granted.is_some() || (0..s.n).any(|p| !s.waiting[p] && !s.finished[p]) {
-            return;
-        }
+    /// Picks the next process among those waiting (every process is waiting or finished
+    /// whenever control is back in `run`); `None` once all have finished.
+    fn pick(s: &mut State) -> Option<usize> {
         let ready: Vec<usize> = (0..s.n).filter(|p| s.waiting[*p]).collect();
         if ready.is_empty() {
-            return;
+            return None;
         }
         // Processes whose start time has come; if none, the earliest to start.
         let started: Vec<usize> = ready
@@ -138,59 +147,66 @@ impl Scheduler {
         if s.invoked[chosen].is_none() {
             s.invoked[chosen] = Some(s.steps);
         }
+        Some(chosen)
     }
 
     /// A yield point of the calling process; returns when it may perform its next operation.
+    /// Outside a scheduled process (setup code, another thread) it returns at once.
     pub fn gate(&self) {
         let Some(me) = ME.with(|m| m.get()) else {
             return;
         };
-        let mut s = self.state.lock().expect("scheduler");
-        if s.granted == Some(me) {
+        let yielder = YIELDER.with(|y| y.get());
+        assert!(
+            !yielder.is_null(),
+            "a scheduled process runs in a coroutine"
+        );
+        {
+            let mut s = self.state.lock().expect("scheduler");
             s.granted = None;
+            s.waiting[me] = true;
         }
-        s.waiting[me] = true;
-        Scheduler::pick(&mut s);
-        self.cv.notify_all();
-        while s.granted != Some(me) {
-            s = self.cv.wait(s).expect("scheduler");
-        }
+        // SAFETY: `YIELDER` holds the yielder of the coroutine running now (set when its body
+        // starts and restored below after every resume), and that body is still on the
+        // stack, since this call comes from inside it: the reference is live.
+        unsafe { &*yielder }.suspend(());
+        YIELDER.with(|y| y.set(yielder));
     }
 
     /// Runs `programs` as scheduled processes; returns their results in order.
-    pub fn run<T: Send>(
-        self: &Arc<Self>,
-        programs: Vec<Box<dyn FnOnce() -> T + Send + '_>>,
-    ) -> Vec<T> {
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = programs
-                .into_iter()
-                .enumerate()
-                .map(|(i, program)| {
-                    let sched = self.clone();
-                    scope.spawn(move || {
-                        ME.with(|m| m.set(Some(i)));
-                        sched.gate();
-                        let out = program();
-                        let mut s = sched.state.lock().expect("scheduler");
-                        s.finished[i] = true;
-                        s.responded[i] = Some(s.steps);
-                        if s.granted == Some(i) {
-                            s.granted = None;
-                        }
-                        Scheduler::pick(&mut s);
-                        sched.cv.notify_all();
-                        drop(s);
-                        ME.with(|m| m.set(None));
-                        out
-                    })
+    pub fn run<T>(self: &Arc<Self>, programs: Vec<Box<dyn FnOnce() -> T + Send + '_>>) -> Vec<T> {
+        let n = programs.len();
+        let mut results: Vec<Option<T>> = (0..n).map(|_| None).collect();
+        let coroutines: Vec<_> = programs
+            .into_iter()
+            .map(|program| {
+                let stack = corosensei::stack::DefaultStack::new(STACK_BYTES).expect("stack");
+                corosensei::ScopedCoroutine::with_stack(stack, move |y: &Yielder, ()| {
+                    YIELDER.with(|c| c.set(y as *const Yielder));
+                    program()
                 })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("process"))
-                .collect()
-        })
+            })
+            .collect();
+        nest(coroutines, Vec::new(), &mut |refs| loop {
+            let next = Scheduler::pick(&mut self.state.lock().expect("scheduler"));
+            let Some(i) = next else { break };
+            ME.with(|m| m.set(Some(i)));
+            let out = refs[i].resume(());
+            ME.with(|m| m.set(None));
+            YIELDER.with(|y| y.set(std::ptr::null()));
+            if let corosensei::CoroutineResult::Return(value) = out {
+                results[i] = Some(value);
+                let mut s = self.state.lock().expect("scheduler");
+                s.finished[i] = true;
+                s.waiting[i] = false;
+                s.granted = None;
+                s.responded[i] = Some(s.steps);
+            }
+        });
+        results
+            .into_iter()
+            .map(|r| r.expect("every process ran to its end"))
+            .collect()
     }
 
     /// The schedule taken (process per step) and each process's (invoked, responded) steps.
@@ -206,6 +222,29 @@ impl Scheduler {
             .collect();
         (s.trace.clone(), times)
     }
+}
+
+type Coroutine<'a, T> = corosensei::ScopedCoroutine<'a, (), (), T>;
+type CoroutineRef<'r, T> =
+    corosensei::ScopedCoroutineRef<'r, (), (), T, corosensei::stack::DefaultStack>;
+
+/// Opens one scope per coroutine (each must be used inside its scope), then runs `body` over
+/// all of them.
+fn nest<'r, T>(
+    mut rest: Vec<Coroutine<'_, T>>,
+    mut refs: Vec<CoroutineRef<'r, T>>,
+    body: &mut dyn FnMut(&mut Vec<CoroutineRef<'_, T>>),
+) {
+    if rest.is_empty() {
+        body(&mut refs);
+        return;
+    }
+    let first = rest.remove(0);
+    first.scope(move |r| {
+        let mut refs: Vec<CoroutineRef<'_, T>> = refs;
+        refs.push(r);
+        nest(rest, refs, body);
+    });
 }
 
 /// An Fs whose every operation is a yield point of the scheduler.

@@ -305,6 +305,8 @@ pub struct Config {
     pub provenance: Vec<Provenanced>,
     pub cadence: Cadence,
     pub warnings: Vec<String>,
+    /// The tag registry of `tags.yaml`, read (and checked) once at load.
+    pub tags: std::sync::Arc<crate::naming::TagRegistry>,
 }
 
 struct Reader<'a> {
@@ -505,7 +507,7 @@ pub fn load(
     let model: ModelFile = docs["model"].typed()?;
     let hpo: HpoFile = docs["hpo"].typed()?;
     // The tag registry validates itself against the known tag keys.
-    crate::naming::TagRegistry::from_doc(&docs["tags"])?;
+    let tags = std::sync::Arc::new(crate::naming::TagRegistry::from_doc(&docs["tags"])?);
 
     let docs_view = docs.clone();
     let ft_doc = &docs_view["final_training"];
@@ -638,6 +640,7 @@ pub fn load(
         provenance,
         cadence,
         warnings,
+        tags,
     })
 }
 

@@ -231,10 +231,9 @@ impl RunFacts {
     }
 }
 
-/// The tag registry of `tags.yaml` (its defaults when the file is unusable).
-fn tag_registry(config: &Config) -> crate::naming::TagRegistry {
-    crate::naming::TagRegistry::from_doc(&config.docs["tags"])
-        .unwrap_or_else(|_| crate::naming::TagRegistry::defaults())
+/// The tag registry of `tags.yaml` (read and checked when the configuration loaded).
+fn tag_registry(config: &Config) -> &crate::naming::TagRegistry {
+    &config.tags
 }
 
 /// The tags a variant's run is found by (a RESUME whose metadata lost the run id, and

@@ -182,7 +182,7 @@ fn invalid(msg: &str) -> io::Error {
 }
 
 /// The names of an absolute path, `/` being the empty list.
-fn components(path: &Path) -> io::Result<Vec<String>> {
+fn components(path: &Path) -> io::Result<Vec<&str>> {
     if !path.is_absolute() {
         return Err(invalid("paths must be absolute"));
     }
@@ -190,11 +190,9 @@ fn components(path: &Path) -> io::Result<Vec<String>> {
     for c in path.components() {
         match c {
             Component::RootDir | Component::CurDir => {}
-            Component::Normal(n) => out.push(
-                n.to_str()
-                    .ok_or_else(|| invalid("paths must be UTF-8"))?
-                    .to_string(),
-            ),
+            Component::Normal(n) => {
+                out.push(n.to_str().ok_or_else(|| invalid("paths must be UTF-8"))?)
+            }
             Component::ParentDir | Component::Prefix(_) => {
                 return Err(invalid("`..` and prefixes are not supported"))
             }
@@ -219,7 +217,7 @@ impl Tree {
     }
 
     /// The directory named by `comps` (ENOENT if missing, ENOTDIR through a file).
-    fn walk_dir(&self, comps: &[String]) -> io::Result<Id> {
+    fn walk_dir(&self, comps: &[&str]) -> io::Result<Id> {
         let mut cur = ROOT;
         for name in comps {
             match self.entry(cur, name) {
@@ -236,7 +234,7 @@ impl Tree {
         Ok(cur)
     }
 
-    fn lookup(&self, comps: &[String]) -> io::Result<Node> {
+    fn lookup(&self, comps: &[&str]) -> io::Result<Node> {
         match comps.split_last() {
             None => Ok(Node::Dir(ROOT)),
             Some((name, parent)) => {
@@ -565,7 +563,7 @@ impl State {
         };
         let dir = self.vol.walk_dir(parent)?;
         let node = self.vol.entry(dir, name).map(|l| l.node);
-        Ok(Some((dir, name.clone(), node)))
+        Ok(Some((dir, name.to_string(), node)))
     }
 
     // Reads.
