@@ -27,8 +27,8 @@ use trainctl::plan::VariantOracle;
 use trainctl::track::recording::{Fault, RecordingTracker};
 use trainctl_models::decision::{ErrorKind as MErr, Expected, Mode};
 use trainctl_models::machine::{
-    CacheDamage, Command, Exit, Invalid, Model, Outcome, Projection, Response, Retention, RunState,
-    Runs, TrackedRun, Tracking, VariantDamage, IDENTITIES,
+    CacheDamage, Command, ConvertFrom, Converted, Exit, Invalid, Model, Outcome, Projection,
+    Response, Retention, RunState, Runs, TrackedRun, Tracking, VariantDamage, IDENTITIES,
 };
 
 const MAX_ENTRIES: usize = 3;
@@ -36,6 +36,9 @@ const MAX_ENTRIES: usize = 3;
 /// What a latest or index entry projects to when the record it names is missing, corrupt,
 /// or of no identity of the campaign.
 const NAMES_NO_RECORD: (usize, u64) = (usize::MAX, 0);
+
+/// What the conversion projection gets when a file lies outside every verified conversion dir.
+const CONVERSION_DEBRIS: (usize, u64) = (usize::MAX, 1);
 
 /// The retention of traces recorded before retention was drawn.
 const DEFAULT_RETENTION: Retention = Retention {
@@ -168,6 +171,12 @@ fn command_strategy() -> impl Strategy<Value = Command> {
         1 => invalid,
         1 => Just(Command::RepairCache),
         1 => Just(Command::Status),
+        2 => prop_oneof![
+            Just(ConvertFrom::Latest),
+            (0..IDENTITIES, 0usize..8)
+                .prop_map(|(identity, pick)| ConvertFrom::Variant { identity, pick }),
+        ]
+        .prop_map(Command::Convert),
     ]
 }
 
@@ -780,6 +789,88 @@ impl Real {
             records,
             views: Some((latest, index)),
             runs: Some(self.runs_memo(memo)),
+            conversions: self.conversions(),
+        }
+    }
+
+    /// The parent of a conversion manifest, as (identity, variant); `NAMES_NO_RECORD` when
+    /// no identity claims it.
+    fn parent_of(&self, manifest: &serde_json::Value) -> (usize, u64) {
+        let parent = &manifest["parent"];
+        let identity = self.sandbox.jobs.iter().position(|j| {
+            parent["spec_fp"].as_str() == Some(j.identity.spec_fp.as_str())
+                && parent["exec_fp"].as_str() == Some(j.identity.exec_fp.as_str())
+        });
+        match (identity, parent["variant"].as_u64()) {
+            (Some(i), Some(v)) => (i, v),
+            _ => NAMES_NO_RECORD,
+        }
+    }
+
+    /// Conversion dirs whose manifest verifies, by parent. A file under the conversion root
+    /// outside every such dir (staging debris, an unverifiable dir) adds `CONVERSION_DEBRIS`.
+    fn conversions(&self) -> std::collections::BTreeSet<(usize, u64)> {
+        let fs = &*self.sandbox.fs;
+        let root = &self.job(0).layout.conversion_dir;
+        let all = snapshot(fs, root);
+        let valid: BTreeMap<PathBuf, (usize, u64)> = all
+            .keys()
+            .filter(|p| p.file_name() == Some(std::ffi::OsStr::new("manifest.json")))
+            .filter_map(|p| {
+                let dir = p.parent()?;
+                let manifest = trainctl::convert::check_output(fs, dir).ok()?;
+                Some((dir.to_path_buf(), self.parent_of(&manifest)))
+            })
+            .collect();
+        let mut out: std::collections::BTreeSet<(usize, u64)> = valid.values().copied().collect();
+        let stray = all
+            .iter()
+            .filter(|(_, bytes)| bytes.is_some())
+            .any(|(p, _)| !valid.keys().any(|d| p.starts_with(d)));
+        if stray {
+            out.insert(CONVERSION_DEBRIS);
+        }
+        out
+    }
+
+    /// `convert`, as the binary runs it; a refusal must leave OUT byte-identical.
+    fn convert(&self, from: ConvertFrom) -> Converted {
+        let target = match from {
+            ConvertFrom::Latest => trainctl::convert::From::Latest,
+            ConvertFrom::Variant { identity, pick } => {
+                let numbers: Vec<u64> = self
+                    .sandbox
+                    .variant_states(identity, Depth::Sizes)
+                    .into_keys()
+                    .collect();
+                let job = self.job(identity);
+                let number = numbers[pick % numbers.len()];
+                trainctl::convert::From::Dir(
+                    job.layout.variant_dir(&job.identity, number).expect("dir"),
+                )
+            }
+        };
+        let out = self.job(0).layout.out.clone();
+        let before = snapshot(&*self.sandbox.fs, &out);
+        match self.sandbox.convert(&target) {
+            Ok(report) => {
+                let parent = self.parent_of(&report.manifest);
+                match report.decision {
+                    "new" => Converted::New(parent),
+                    "reuse" => Converted::Reuse(parent),
+                    other => fail(self, &format!("convert decided {other}")),
+                }
+            }
+            Err(e) => {
+                if snapshot(&*self.sandbox.fs, &out) != before {
+                    fail(self, &format!("convert failed ({e}) and changed OUT"));
+                }
+                match e.kind {
+                    trainctl::error::ErrorKind::ParentNotFound => Converted::ParentNotFound,
+                    trainctl::error::ErrorKind::ParentIncomplete => Converted::ParentIncomplete,
+                    _ => fail(self, &format!("convert failed unexpectedly: {e}")),
+                }
+            }
         }
     }
 
@@ -820,6 +911,12 @@ fn check_projection(real: &Real, model: &Projection) {
                 got.views
             ));
         }
+    }
+    if got.conversions != model.conversions {
+        problems.push(format!(
+            "verified conversions differ ({CONVERSION_DEBRIS:?}: a file outside them):\n  real  {:?}\n  model {:?}",
+            got.conversions, model.conversions
+        ));
     }
     if let Some(runs) = &model.runs {
         if got.runs.as_ref() != Some(runs) {
@@ -906,8 +1003,26 @@ fn step(mut real: Real, expected: Option<&Response>, command: Command) -> Real {
                 );
             }
         }
-        (Command::Train { .. } | Command::TrainInvalid { .. }, other) => {
-            panic!("model gave {other:?} for a train")
+        (Command::Convert(from), Some(Response::Converted(expected))) => {
+            let got = real.convert(*from);
+            if support::stats::enabled() {
+                let outcome = match got {
+                    Converted::New(_) => "Convert.new",
+                    Converted::Reuse(_) => "Convert.reuse",
+                    Converted::ParentNotFound => "Convert.parent_not_found",
+                    Converted::ParentIncomplete => "Convert.parent_incomplete",
+                };
+                support::stats::command(real.kind(), outcome);
+            }
+            if &got != expected {
+                fail(
+                    &real,
+                    &format!("{command:?}: real {got:?}, model {expected:?}"),
+                );
+            }
+        }
+        (Command::Train { .. } | Command::TrainInvalid { .. } | Command::Convert(_), other) => {
+            panic!("model gave {other:?} for {command:?}")
         }
     }
     real

@@ -302,7 +302,8 @@ fn run_converter(
     }
 }
 
-/// `trainctl convert`: converts a complete final training (SPEC §9).
+/// `trainctl convert`: converts a complete final training (docs/contract.md, "Source,
+/// checkpoint and conversion"), with the built-in converter or `conversion.command`.
 pub fn convert(
     config: &Config,
     fs: &dyn Fs,
@@ -310,6 +311,30 @@ pub fn convert(
     cwd: &Path,
     from: &From,
     now: &dyn Fn() -> String,
+) -> Result<Report> {
+    let external: Option<crate::trainer::CommandTrainer> =
+        config
+            .conversion
+            .command
+            .clone()
+            .map(|argv| crate::trainer::CommandTrainer {
+                argv,
+                env: Vec::new(),
+            });
+    let external = external.as_ref().map(|t| t as &dyn Trainer);
+    convert_with(config, fs, host, cwd, from, now, external)
+}
+
+/// `convert` with the external converter given (`None`: the built-in one). The suite runs
+/// an in-process converter over a simulated filesystem through it.
+pub fn convert_with(
+    config: &Config,
+    fs: &dyn Fs,
+    host: &Host<'_>,
+    cwd: &Path,
+    from: &From,
+    now: &dyn Fn() -> String,
+    external: Option<&dyn Trainer>,
 ) -> Result<Report> {
     let layout = Layout::from_config(config)?;
     let parent_dir = match from {
@@ -332,15 +357,6 @@ pub fn convert(
         }
     };
     let (identity, meta, raw_meta) = checked_parent(fs, &layout, &parent_dir)?;
-    let external: Option<crate::trainer::CommandTrainer> =
-        config
-            .conversion
-            .command
-            .clone()
-            .map(|argv| crate::trainer::CommandTrainer {
-                argv,
-                env: Vec::new(),
-            });
     if external.is_none() {
         check_builtin_inputs(fs, &parent_dir)?;
     }
@@ -418,14 +434,7 @@ pub fn convert(
         "parent": parent_json,
     });
     let result = (|| -> Result<Value> {
-        let converter = run_converter(
-            fs,
-            config,
-            &parent_dir,
-            &staged,
-            &job,
-            external.as_ref().map(|t| t as &dyn crate::trainer::Trainer),
-        )?;
+        let converter = run_converter(fs, config, &parent_dir, &staged, &job, external)?;
         let files = fs::manifest::build(fs, &staged, fs::manifest::Sync::Files)
             .map_err(|(at, e)| io(&at, e))?;
         let manifest = json!({

@@ -86,12 +86,40 @@ pub enum Command {
         mode: Mode,
         invalid: Invalid,
     },
+    /// `trainctl convert` with the built-in-free converter of the harness.
+    Convert(ConvertFrom),
+}
+
+/// Which parent `convert` is given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ConvertFrom {
+    /// `--latest`: the complete final training (any identity: they share model and
+    /// environment) whose `completed_at` is the newest.
+    Latest,
+    /// `--from <variant dir>`: `pick` indexes the identity's existing variants ascending,
+    /// modulo their count (no variant: the command is not drawn).
+    Variant { identity: usize, pick: usize },
+}
+
+/// How `convert` ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Converted {
+    /// Converted now: the conversion dir of this parent did not exist.
+    New(RecordKey),
+    /// A conversion of this parent with the same conversion config existed and verifies.
+    Reuse(RecordKey),
+    /// `--latest` with no complete final training: `parent_not_found`, nothing written.
+    ParentNotFound,
+    /// The parent is not complete: `parent_incomplete`, nothing written.
+    ParentIncomplete,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Response {
     /// The command finished; for Train: the decision (or the table's error) and how it ended.
     Decided { expected: Expected, exit: Exit },
+    /// `convert`.
+    Converted(Converted),
     /// Non-train commands.
     Done,
 }
@@ -169,6 +197,9 @@ pub struct Projection {
     pub views: Option<Views>,
     /// The tracked runs, when the model predicts them (`None` under `Tracking::Faulty`).
     pub runs: Option<Runs>,
+    /// Parents with a published conversion dir whose manifest verifies; any other entry
+    /// under the conversion root (staging debris, a dir that does not verify) is a difference.
+    pub conversions: std::collections::BTreeSet<RecordKey>,
 }
 
 /// What the last run wrote into `metadata.json` (SPEC §2.1 rule 1).
@@ -203,16 +234,20 @@ struct Variant {
     metadata: FileState,
     checkpoint: Checkpoint,
     metrics_deleted: bool,
+    /// Order of the completion that wrote `completed_at` (0: never completed); a RESUME that
+    /// completes writes a newer one.
+    completed_seq: u64,
 }
 
 impl Variant {
     /// A run that completes rewrites every output: no damage survives.
-    fn completed() -> Variant {
+    fn completed(seq: u64) -> Variant {
         Variant {
             base: Base::Completed,
             metadata: FileState::Intact,
             checkpoint: Checkpoint::Intact,
             metrics_deleted: false,
+            completed_seq: seq,
         }
     }
 
@@ -295,6 +330,10 @@ pub struct Model {
     names_reserved: u64,
     /// The name each variant was allocated.
     names: BTreeMap<(usize, u64), String>,
+    /// Completions so far (each complete variant's `completed_seq` is one of them).
+    completions: u64,
+    /// Parents converted so far (a conversion dir is never removed or rewritten).
+    conversions: std::collections::BTreeSet<RecordKey>,
 }
 
 impl Model {
@@ -326,6 +365,8 @@ impl Model {
             runs: Runs::new(),
             names_reserved: 0,
             names: BTreeMap::new(),
+            completions: 0,
+            conversions: Default::default(),
         }
     }
 
@@ -351,7 +392,13 @@ impl Model {
                     && self.tracking == Tracking::Disabled;
                 *identity < IDENTITIES && !untracked_only
             }
-            Command::DamageCache(_) | Command::RepairCache | Command::Status => true,
+            Command::Convert(ConvertFrom::Variant { identity, .. }) => {
+                *identity < IDENTITIES && !self.variants[*identity].is_empty()
+            }
+            Command::Convert(ConvertFrom::Latest)
+            | Command::DamageCache(_)
+            | Command::RepairCache
+            | Command::Status => true,
         }
     }
 
@@ -388,6 +435,38 @@ impl Model {
                 expected: Expected::Error(ErrorKind::ConfigInvalid),
                 exit: Exit::Error,
             },
+            Command::Convert(from) => Response::Converted(self.convert(*from)),
+        }
+    }
+
+    /// The contract's `convert`: the parent must be complete (`--latest`: the complete one
+    /// with the newest `completed_at`); its conversion dir is created once and reused after
+    /// (keyed by parent and conversion config, never by the parent's current bytes).
+    fn convert(&mut self, from: ConvertFrom) -> Converted {
+        let parent = match from {
+            ConvertFrom::Latest => {
+                let newest = (0..IDENTITIES)
+                    .flat_map(|i| self.variants[i].iter().map(move |(n, v)| (i, *n, v)))
+                    .filter(|(_, _, v)| v.is_complete())
+                    .max_by_key(|(_, _, v)| v.completed_seq);
+                match newest {
+                    Some((i, n, _)) => (i, n),
+                    None => return Converted::ParentNotFound,
+                }
+            }
+            ConvertFrom::Variant { identity, pick } => {
+                let numbers: Vec<u64> = self.variants[identity].keys().copied().collect();
+                let number = numbers[pick % numbers.len()];
+                if !self.variants[identity][&number].is_complete() {
+                    return Converted::ParentIncomplete;
+                }
+                (identity, number)
+            }
+        };
+        if self.conversions.insert(parent) {
+            Converted::New(parent)
+        } else {
+            Converted::Reuse(parent)
         }
     }
 
@@ -423,6 +502,7 @@ impl Model {
             records,
             views,
             runs,
+            conversions: self.conversions.clone(),
         }
     }
 
@@ -512,7 +592,8 @@ impl Model {
 
         let exit = match outcome {
             Outcome::Complete => {
-                self.variants[identity].insert(number, Variant::completed());
+                self.completions += 1;
+                self.variants[identity].insert(number, Variant::completed(self.completions));
                 self.add_record(identity, number);
                 self.backfill(identity);
                 self.end_superseded_runs(identity, number);
@@ -562,7 +643,7 @@ impl Model {
         assert_ne!(base, Base::Completed);
         let variant = self.variants[identity]
             .entry(number)
-            .or_insert_with(Variant::completed);
+            .or_insert_with(|| Variant::completed(0));
         variant.base = base;
         variant.metadata = FileState::Intact;
         assert!(!variant.is_complete());

@@ -311,6 +311,35 @@ impl Trainer for FsTrainer<'_> {
     }
 }
 
+/// The converter the simulated worlds run (`conversion.command`'s protocol, in-process):
+/// reads the job file through the Fs and writes `model.bin`, the parent's final weights, into
+/// the job's `output_dir`; trainctl then writes the manifest and publishes.
+pub struct FsConverter<'a> {
+    pub fs: &'a KillSwitch,
+}
+
+impl Trainer for FsConverter<'_> {
+    fn run(&self, run: &Run<'_>) -> Outcome {
+        let fs: &dyn Fs = self.fs;
+        let written = (|| -> io::Result<()> {
+            let job: serde_json::Value = serde_json::from_slice(&fs.read(run.job_path)?)?;
+            let path = |k: &str| PathBuf::from(job[k].as_str().unwrap_or_default());
+            let weights = fs.read(&path("checkpoint_dir").join("model.safetensors"))?;
+            put(fs, &path("output_dir").join("model.bin"), &weights)
+        })();
+        match written {
+            Ok(()) => Outcome::Exited0,
+            Err(e) => Outcome::Failed(Failure {
+                kind: "exit_code",
+                message: e.to_string(),
+                exit_code: Some(1),
+                signal: None,
+                output_tail: format!("error: {e}"),
+            }),
+        }
+    }
+}
+
 /// The fake process table: a pid is alive from `start` until `exit`.
 pub struct Processes {
     next_pid: AtomicU64,
@@ -602,6 +631,36 @@ impl Sandbox {
         self.fs.set_full(false);
         self.processes.exit(pid);
         (result, killed)
+    }
+
+    /// `trainctl convert` as a fresh process, with the in-process converter (identity 0's
+    /// configuration: the identities share model, environment and conversion config).
+    pub fn convert(
+        &self,
+        from: &trainctl::convert::From,
+    ) -> trainctl::error::Result<trainctl::convert::Report> {
+        let job = &self.jobs[0];
+        let pid = self.processes.start();
+        let start_time = |pid: u32| self.processes.start_time(pid);
+        let host = trainctl::job::Host {
+            process_start_time: &start_time,
+            now_ms: self.clock.now_us() / 1000,
+            ..super::host()
+        };
+        let now = || format!("{}", self.clock.now_us());
+        let converter = FsConverter { fs: &self.fs };
+        let result = trainctl::convert::convert_with(
+            &job.config,
+            &*self.fs,
+            &host,
+            &job.config.root,
+            from,
+            &now,
+            Some(&converter),
+        );
+        self.fs.revive();
+        self.processes.exit(pid);
+        result
     }
 
     /// The final_training cache (identity 0's settings; all identities share it).
