@@ -17,7 +17,7 @@ use proptest_state_machine::{prop_state_machine, ReferenceStateMachine, StateMac
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use support::harness::{Sandbox, TrainerScript};
+use support::harness::{fs_snapshot, Sandbox, TrainerScript};
 use trainctl::cache::Cache;
 use trainctl::completion::Depth;
 use trainctl::config::schema::RunMode;
@@ -578,7 +578,7 @@ impl Real {
             }
         }
         let out = &job.layout.out;
-        let files_before = snapshot(&*self.sandbox.fs, out);
+        let files_before = fs_snapshot(&*self.sandbox.fs, out);
         let runs_before = self.sandbox.tracker.as_ref().map(|t| t.runs());
         let host = support::host();
         let refused = match trainctl::job::prepare(config, &*self.sandbox.fs, &host) {
@@ -600,7 +600,7 @@ impl Real {
         };
         let short =
             |e: &trainctl::error::Error| e.to_string().chars().take(300).collect::<String>();
-        let after = snapshot(&*self.sandbox.fs, out);
+        let after = fs_snapshot(&*self.sandbox.fs, out);
         if after != files_before {
             let changed: Vec<&PathBuf> = after
                 .keys()
@@ -810,24 +810,10 @@ impl Real {
     /// Conversion dirs whose manifest verifies, by parent. A file under the conversion root
     /// outside every such dir (staging debris, an unverifiable dir) adds `CONVERSION_DEBRIS`.
     fn conversions(&self) -> std::collections::BTreeSet<(usize, u64)> {
-        let fs = &*self.sandbox.fs;
-        let root = &self.job(0).layout.conversion_dir;
-        let all = snapshot(fs, root);
-        let valid: BTreeMap<PathBuf, (usize, u64)> = all
-            .keys()
-            .filter(|p| p.file_name() == Some(std::ffi::OsStr::new("manifest.json")))
-            .filter_map(|p| {
-                let dir = p.parent()?;
-                let manifest = trainctl::convert::check_output(fs, dir).ok()?;
-                Some((dir.to_path_buf(), self.parent_of(&manifest)))
-            })
-            .collect();
-        let mut out: std::collections::BTreeSet<(usize, u64)> = valid.values().copied().collect();
-        let stray = all
-            .iter()
-            .filter(|(_, bytes)| bytes.is_some())
-            .any(|(p, _)| !valid.keys().any(|d| p.starts_with(d)));
-        if stray {
+        let (valid, stray) = self.sandbox.verified_conversions();
+        let mut out: std::collections::BTreeSet<(usize, u64)> =
+            valid.values().map(|m| self.parent_of(m)).collect();
+        if !stray.is_empty() {
             out.insert(CONVERSION_DEBRIS);
         }
         out
@@ -851,7 +837,7 @@ impl Real {
             }
         };
         let out = self.job(0).layout.out.clone();
-        let before = snapshot(&*self.sandbox.fs, &out);
+        let before = fs_snapshot(&*self.sandbox.fs, &out);
         match self.sandbox.convert(&target) {
             Ok(report) => {
                 let parent = self.parent_of(&report.manifest);
@@ -862,7 +848,7 @@ impl Real {
                 }
             }
             Err(e) => {
-                if snapshot(&*self.sandbox.fs, &out) != before {
+                if fs_snapshot(&*self.sandbox.fs, &out) != before {
                     fail(self, &format!("convert failed ({e}) and changed OUT"));
                 }
                 match e.kind {
@@ -1221,23 +1207,4 @@ prop_state_machine! {
     /// gcsfuse: files published by O_EXCL create at their final name).
     #[test]
     fn model_agrees_with_orchestrator_on_simfs_without_rename_flags_or_links(sequential 1..40 => OnSimFsNoflagsNolinks);
-}
-
-/// Every entry below `dir` (temporaries and empty directories included) with the bytes of
-/// each file: OUT "byte-identical" checks.
-fn snapshot(fs: &dyn Fs, dir: &Path) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs.list(&d).unwrap_or_default() {
-            let path = d.join(&e.name);
-            if e.is_dir {
-                out.insert(path.clone(), None);
-                stack.push(path);
-            } else {
-                out.insert(path.clone(), Some(fs.read(&path).unwrap_or_default()));
-            }
-        }
-    }
-    out
 }

@@ -108,11 +108,12 @@ fn case_of(seed: u64) -> Case {
             if resume_race {
                 return Program::ResumeStale;
             }
-            match splitmix(&mut rng) % 7 {
+            match splitmix(&mut rng) % 8 {
                 0..=2 => Program::ForceNew,
                 3 => Program::Reuse,
                 4 => Program::ResumeStale,
                 5 => Program::CacheWrite,
+                6 => Program::Convert,
                 _ => Program::Repair,
             }
         })
@@ -228,6 +229,9 @@ fn run_into(case: &Case, schedule_out: &mut Vec<usize>) -> Result<(), String> {
         }
     }
     let lease_timeout_ms = sb.jobs[0].config.lease_timeout_s() * 1000;
+    // Each convert's process and outcome: the parent variant it converted (or reused).
+    let converts: ConvertOutcomes = Default::default();
+    let converts = &converts;
     let programs: Vec<Process<'_>> = case
         .programs
         .iter()
@@ -253,6 +257,14 @@ fn run_into(case: &Case, schedule_out: &mut Vec<usize>) -> Result<(), String> {
                     }
                     Program::Repair => {
                         sb.cache().repair().map_err(|e| e.to_string())?;
+                        Ok(None)
+                    }
+                    Program::Convert => {
+                        let outcome = sb
+                            .convert(&trainctl::convert::From::Latest)
+                            .map(|r| r.manifest["parent"]["variant"].as_u64())
+                            .map_err(|e| (e.kind, e.to_string()));
+                        converts.lock().expect("converts").push((i, outcome));
                         Ok(None)
                     }
                     _ => {
@@ -370,6 +382,7 @@ fn run_into(case: &Case, schedule_out: &mut Vec<usize>) -> Result<(), String> {
             ));
         }
     }
+    conversions_hold(&sb, &states, &observed, &converts.lock().expect("converts"))?;
     run_names_are_reserved(&sb, &states)?;
     if case.tracker_fault.is_none() {
         one_run_per_variant(&sb, &states)?;
@@ -399,6 +412,65 @@ fn run_into(case: &Case, schedule_out: &mut Vec<usize>) -> Result<(), String> {
     if !problems.is_empty() {
         return Err(format!(
             "cache views unsettled after every writer returned: {problems:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// What each `convert` process returned: the parent's variant, or the error's kind and text.
+type ConvertOutcomes = std::sync::Mutex<
+    Vec<(
+        usize,
+        Result<Option<u64>, (trainctl::error::ErrorKind, String)>,
+    )>,
+>;
+
+/// The guarantee of `convert --latest` beside starts (weaker than linearizable: which of
+/// several complete variants is "latest" depends on completions the model does not order):
+/// what it converted is complete; `parent_not_found` only when no start had returned with a
+/// complete variant before the convert began; any other error is a violation; at the end
+/// every file under the conversion root lies in a conversion dir whose manifest verifies.
+fn conversions_hold(
+    sb: &Sandbox,
+    states: &std::collections::BTreeMap<u64, String>,
+    observed: &[Observed],
+    converts: &[(
+        usize,
+        Result<Option<u64>, (trainctl::error::ErrorKind, String)>,
+    )],
+) -> Result<(), String> {
+    let first_complete = observed
+        .iter()
+        .filter(|o| {
+            matches!(
+                o.decision,
+                Some(Expected::New { .. } | Expected::Resume { .. } | Expected::Reuse { .. })
+            )
+        })
+        .map(|o| o.responded)
+        .min();
+    for (i, outcome) in converts {
+        match outcome {
+            Ok(Some(v)) if states.get(v).map(String::as_str) == Some("complete") => {}
+            Ok(parent) => {
+                return Err(format!(
+                    "process {i} converted v{parent:?}, which is not complete: {states:?}"
+                ))
+            }
+            Err((trainctl::error::ErrorKind::ParentNotFound, _))
+                if first_complete.is_none_or(|t| t >= observed[*i].invoked) => {}
+            Err((_, e)) => {
+                return Err(format!(
+                    "process {i} (convert, invoked at step {}) failed: {e}; outcomes {observed:?}",
+                    observed[*i].invoked
+                ))
+            }
+        }
+    }
+    let (_, stray) = sb.verified_conversions();
+    if !stray.is_empty() {
+        return Err(format!(
+            "files under the conversion root outside every verified conversion: {stray:?}"
         ));
     }
     Ok(())

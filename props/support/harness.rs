@@ -3,6 +3,7 @@
 //! kill switch that makes the orchestrator "die" at a chosen moment, an in-process trainer that
 //! writes its outputs through the same Fs, a fake clock and a fake process table.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -340,6 +341,25 @@ impl Trainer for FsConverter<'_> {
     }
 }
 
+/// Every entry below `dir` (temporaries and empty directories included) with the bytes of
+/// each file: OUT "byte-identical" checks.
+pub fn fs_snapshot(fs: &dyn Fs, dir: &Path) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs.list(&d).unwrap_or_default() {
+            let path = d.join(&e.name);
+            if e.is_dir {
+                out.insert(path.clone(), None);
+                stack.push(path);
+            } else {
+                out.insert(path.clone(), Some(fs.read(&path).unwrap_or_default()));
+            }
+        }
+    }
+    out
+}
+
 /// The fake process table: a pid is alive from `start` until `exit`.
 pub struct Processes {
     next_pid: AtomicU64,
@@ -661,6 +681,28 @@ impl Sandbox {
         self.fs.revive();
         self.processes.exit(pid);
         result
+    }
+
+    /// The conversion dirs under OUT whose manifest verifies (dir → manifest), and every file
+    /// under the conversion root outside them (staging debris, a dir that does not verify).
+    pub fn verified_conversions(&self) -> (BTreeMap<PathBuf, serde_json::Value>, Vec<PathBuf>) {
+        let fs: &dyn Fs = &*self.fs;
+        let all = fs_snapshot(fs, &self.jobs[0].layout.conversion_dir);
+        let valid: BTreeMap<PathBuf, serde_json::Value> = all
+            .keys()
+            .filter(|p| p.file_name() == Some(std::ffi::OsStr::new("manifest.json")))
+            .filter_map(|p| {
+                let dir = p.parent()?;
+                let manifest = trainctl::convert::check_output(fs, dir).ok()?;
+                Some((dir.to_path_buf(), manifest))
+            })
+            .collect();
+        let stray = all
+            .iter()
+            .filter(|(p, bytes)| bytes.is_some() && !valid.keys().any(|d| p.starts_with(d)))
+            .map(|(p, _)| p.clone())
+            .collect();
+        (valid, stray)
     }
 
     /// The final_training cache (identity 0's settings; all identities share it).

@@ -19,6 +19,11 @@ pub enum Program {
     /// `cache repair final_training` (rebuilds the views, removes interrupted-write debris)
     /// beside the others: no decision; it must neither lose a record nor fail a writer.
     Repair,
+    /// `convert --latest` beside the others: no decision in the concurrent model. Its weaker
+    /// guarantee is checked apart (docs/contract.md, "Concurrent commands"): what it converts
+    /// is complete, `parent_not_found` only if no start had finished a variant when it began,
+    /// and no staging file outlives it.
+    Convert,
 }
 
 /// One process's observed outcome.
@@ -36,7 +41,7 @@ pub fn mode_of(p: Program) -> (Mode, Option<u64>) {
         Program::ForceNew => (Mode::ForceNew, None),
         Program::Reuse => (Mode::ReuseIfExists, None),
         Program::ResumeStale => (Mode::ResumeIfIncomplete, Some(1)),
-        Program::CacheWrite | Program::Repair => (Mode::ReuseIfExists, None),
+        Program::CacheWrite | Program::Repair | Program::Convert => (Mode::ReuseIfExists, None),
     }
 }
 
