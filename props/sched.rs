@@ -118,7 +118,14 @@ fn case_of(seed: u64) -> Case {
             }
         })
         .collect();
-    let start_at = (0..n).map(|_| splitmix(&mut rng) % 60).collect();
+    // A convert starts later (up to ~2 trainings in): most then find a complete variant.
+    let start_at = programs
+        .iter()
+        .map(|p| match p {
+            Program::Convert => (splitmix(&mut rng) % 60) * 6,
+            _ => splitmix(&mut rng) % 60,
+        })
+        .collect();
     let policy = if splitmix(&mut rng) % 2 == 0 {
         Policy::Uniform
     } else {
