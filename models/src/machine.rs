@@ -86,7 +86,7 @@ pub enum Command {
         mode: Mode,
         invalid: Invalid,
     },
-    /// `trainctl convert` with the built-in-free converter of the harness.
+    /// `trainctl convert` (the converter itself is not modelled: it always succeeds).
     Convert(ConvertFrom),
 }
 
@@ -1223,5 +1223,40 @@ mod tests {
         );
         let faulty = run_on(Model::with_tracking(5, Tracking::Faulty), &[fresh(0)]);
         assert_eq!(faulty.projection().runs, None, "not predicted under faults");
+    }
+
+    /// `--latest` follows the newest completion across identities, a RESUME that completes
+    /// included; `--from` an incomplete variant is refused; a second convert reuses.
+    #[test]
+    fn convert_picks_the_newest_completion_and_reuses() {
+        let mut m = Model::new(3);
+        let latest = Command::Convert(ConvertFrom::Latest);
+        assert_eq!(
+            m.step(&latest),
+            Response::Converted(Converted::ParentNotFound)
+        );
+        m.step(&fresh(0));
+        m.step(&fresh(1));
+        assert_eq!(m.step(&latest), Response::Converted(Converted::New((1, 1))));
+        assert_eq!(
+            m.step(&latest),
+            Response::Converted(Converted::Reuse((1, 1)))
+        );
+        // v1 of identity 0 loses its weights, then a resume completes it again: newest.
+        m.step(&damage(0, 0, DeleteWeights));
+        let from_v1 = Command::Convert(ConvertFrom::Variant {
+            identity: 0,
+            pick: 0,
+        });
+        assert_eq!(
+            m.step(&from_v1),
+            Response::Converted(Converted::ParentIncomplete)
+        );
+        m.step(&train(0, ResumeIfIncomplete, None, Complete));
+        assert_eq!(m.step(&latest), Response::Converted(Converted::New((0, 1))));
+        assert_eq!(
+            m.projection().conversions,
+            [(0, 1), (1, 1)].into_iter().collect()
+        );
     }
 }

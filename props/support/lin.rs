@@ -20,7 +20,7 @@ pub enum Program {
     /// beside the others: no decision; it must neither lose a record nor fail a writer.
     Repair,
     /// `convert --latest` beside the others: no decision in the concurrent model. Its weaker
-    /// guarantee is checked apart (docs/contract.md, "Concurrent commands"): what it converts
+    /// guarantee is checked apart (docs/contract.md, "Convert beside trainings"): what it converts
     /// is complete, `parent_not_found` only if no start had finished a variant when it began,
     /// and no staging file outlives it.
     Convert,
