@@ -376,6 +376,14 @@ impl Default for Processes {
 }
 
 impl Processes {
+    /// A copy of `other`'s table: the same live pids, the same next pid (a forked world).
+    pub fn continuing(other: &Processes) -> Processes {
+        Processes {
+            next_pid: AtomicU64::new(other.next_pid.load(Ordering::SeqCst)),
+            live: std::sync::Mutex::new(other.live.lock().expect("process table").clone()),
+        }
+    }
+
     /// Starts a "process": a fresh pid that is alive until `exit`.
     pub fn start(&self) -> u32 {
         let pid = self.next_pid.fetch_add(1, Ordering::SeqCst) as u32 + 1;
@@ -404,6 +412,11 @@ impl Default for Clock {
 }
 
 impl Clock {
+    /// A clock that reads on from `other`'s current time (a forked world).
+    pub fn continuing(other: &Clock) -> Clock {
+        Clock(AtomicU64::new(other.0.load(Ordering::SeqCst)))
+    }
+
     pub fn now_us(&self) -> u64 {
         self.0.fetch_add(1_000, Ordering::SeqCst) + 1_000
     }
@@ -504,6 +517,21 @@ impl Sandbox {
     /// simulated `inner` only, so siblings never see each other's files.
     pub fn sibling(&self, inner: Arc<dyn Fs>, seed: &trainctl::fs::sim::SimFs) -> Sandbox {
         seed_sim(seed, &self.root().join("fixtures/datasets"));
+        self.sibling_unseeded(inner)
+    }
+
+    /// This sandbox's world continued over `inner` (a fork of its simulated filesystem): the
+    /// same jobs, clock reading and process table, a fresh lease audit and occupancy. What
+    /// runs next sees exactly the state this one has now.
+    pub fn fork_onto(&self, inner: Arc<dyn Fs>) -> Sandbox {
+        let mut forked = self.sibling_unseeded(inner);
+        forked.clock = Clock::continuing(&self.clock);
+        forked.processes = Processes::continuing(&self.processes);
+        forked
+    }
+
+    /// `sibling` over a filesystem that already holds the project's dataset.
+    fn sibling_unseeded(&self, inner: Arc<dyn Fs>) -> Sandbox {
         let audit = self
             .audit
             .as_ref()

@@ -453,7 +453,7 @@ fn choose_kept(rng: &mut CrashRng, n: usize) -> Vec<bool> {
     }
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct State {
     vol: Tree,
     dur: Tree,
@@ -1053,6 +1053,15 @@ impl SimFs {
     /// Mutating calls made so far while alive (failed ones included).
     pub fn op_count(&self) -> u64 {
         self.state().ops
+    }
+
+    /// An independent copy of this filesystem in its current state (volatile and durable
+    /// trees, the unsynced log, op count, profile): crash exploration runs a command's
+    /// prefix once and forks it for every crash point.
+    pub fn fork(&self) -> SimFs {
+        SimFs {
+            inner: Mutex::new(self.state().clone()),
+        }
     }
 
     /// The next `k` mutating calls run, then every call fails until `crash`.
