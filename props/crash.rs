@@ -267,18 +267,39 @@ fn count_state() {
     EXPLORED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// A crash at one point of `train` (after `history`), then recovery.
-fn train_crash_state(t: &CrashTrace) -> Result<(), TestCaseError> {
-    let (k, max_entries) = (t.crash_point, t.max_entries);
+/// The world right before the crashing `train` of a Train case: its history, run once per
+/// case and forked (copy of the SimFs, clock and process table) for every crash point.
+struct Prefix {
+    sim: Arc<SimFs>,
+    sb: Sandbox,
+    /// Each identity's variant states (sha256-checked) before the crashing command.
+    complete_before: Vec<std::collections::BTreeMap<u64, String>>,
+}
+
+fn train_prefix(t: &CrashTrace) -> Result<Prefix, TestCaseError> {
     let sim = Arc::new(t.profile.sim());
-    let sb = sandbox(&sim, max_entries, t.max_files);
+    let sb = sandbox(&sim, t.max_entries, t.max_files);
     for (identity, mode) in &t.history {
         let (r, _) = sb.train(*identity, *mode, None, TrainerScript::Complete);
         prop_assert!(r.is_ok(), "history run failed: {r:?}");
     }
-    let complete_before: Vec<_> = (0..2)
+    check_lease_law(&sb)?;
+    let complete_before = (0..2)
         .map(|i| sb.variant_states(i, Depth::Digests))
         .collect();
+    Ok(Prefix {
+        sim,
+        sb,
+        complete_before,
+    })
+}
+
+/// A crash at one point of `train` (after the history of `prefix`), then recovery.
+fn train_crash_state(t: &CrashTrace, prefix: &Prefix) -> Result<(), TestCaseError> {
+    let k = t.crash_point;
+    let sim = Arc::new(prefix.sim.fork());
+    let sb = prefix.sb.fork_onto(sim.clone());
+    let complete_before = &prefix.complete_before;
     sim.die_after(k);
     let (result, _) = sb.train(0, RunMode::ForceNew, None, TrainerScript::Complete);
     let returned_ok = result.is_ok();
@@ -406,30 +427,30 @@ fn cache_crash_state(t: &CrashTrace) -> Result<(), TestCaseError> {
     check_lease_law(&sb)
 }
 
-/// Runs one crash state of either property.
+/// Runs one crash state of either property (a Train case's history first).
 fn crash_state(t: &CrashTrace) -> Result<(), TestCaseError> {
     match t.property {
-        Property::Train => train_crash_state(t),
+        Property::Train => train_crash_state(t, &train_prefix(t)?),
         Property::Cache => cache_crash_state(t),
     }
 }
 
-/// Mutating operations of the uncrashed command of a case.
-fn ops_in_command(t: &CrashTrace) -> u64 {
-    let sim = Arc::new(t.profile.sim());
-    let sb = sandbox(&sim, t.max_entries, t.max_files);
-    match t.property {
-        Property::Train => {
-            for (identity, mode) in &t.history {
-                let (r, _) = sb.train(*identity, *mode, None, TrainerScript::Complete);
-                assert!(r.is_ok(), "history run failed: {r:?}");
-            }
+/// Mutating operations of the uncrashed command of a case (a Train case: on a fork of its
+/// prefix).
+fn ops_in_command(t: &CrashTrace, prefix: Option<&Prefix>) -> u64 {
+    match (t.property, prefix) {
+        (Property::Train, Some(prefix)) => {
+            let sim = Arc::new(prefix.sim.fork());
+            let sb = prefix.sb.fork_onto(sim.clone());
             let before = sim.op_count();
             let (result, killed) = sb.train(0, RunMode::ForceNew, None, TrainerScript::Complete);
             assert!(result.is_ok() && !killed, "{result:?}");
             sim.op_count() - before
         }
-        Property::Cache => {
+        (Property::Train, None) => unreachable!("a Train case counts on its prefix"),
+        (Property::Cache, _) => {
+            let sim = Arc::new(t.profile.sim());
+            let sb = sandbox(&sim, t.max_entries, t.max_files);
             let before = sim.op_count();
             for i in 0..t.writes {
                 sb.cache()
@@ -444,7 +465,19 @@ fn ops_in_command(t: &CrashTrace) -> u64 {
 /// Every crash point of a case (one past the last operation: the command completes, then the
 /// power goes); the first failing state, with its violation.
 fn sweep(case: &CrashTrace) -> Result<(), CrashTrace> {
-    let total = ops_in_command(case);
+    let prefix = match case.property {
+        Property::Train => match train_prefix(case) {
+            Ok(prefix) => Some(prefix),
+            Err(e) => {
+                return Err(CrashTrace {
+                    violation: Some(e.to_string()),
+                    ..case.clone()
+                })
+            }
+        },
+        Property::Cache => None,
+    };
+    let total = ops_in_command(case, prefix.as_ref());
     for k in crash_points(total + 1, 1) {
         let t = CrashTrace {
             crash_point: k,
@@ -453,7 +486,11 @@ fn sweep(case: &CrashTrace) -> Result<(), CrashTrace> {
             violation: None,
             ..case.clone()
         };
-        if let Err(e) = crash_state(&t) {
+        let state = match &prefix {
+            Some(prefix) => train_crash_state(&t, prefix),
+            None => crash_state(&t),
+        };
+        if let Err(e) = state {
             return Err(CrashTrace {
                 violation: Some(e.to_string()),
                 ..t
