@@ -118,13 +118,31 @@ fn check_no_torn_cache_files(sb: &Sandbox) -> Result<(), TestCaseError> {
 
 /// No false complete: whatever the predicate calls complete also passes the digest check,
 /// for every variant of every identity.
-fn check_no_false_complete(sb: &Sandbox) -> Result<(), TestCaseError> {
+/// Every identity's variant states at both depths, read once per look and shared by the
+/// checks of that look.
+struct States {
+    sizes: Vec<std::collections::BTreeMap<u64, String>>,
+    digests: Vec<std::collections::BTreeMap<u64, String>>,
+}
+
+fn states(sb: &Sandbox) -> States {
+    let at = |depth| {
+        (0..sb.jobs.len())
+            .map(|i| sb.variant_states(i, depth))
+            .collect()
+    };
+    States {
+        sizes: at(Depth::Sizes),
+        digests: at(Depth::Digests),
+    }
+}
+
+fn check_no_false_complete(sb: &Sandbox, states: &States) -> Result<(), TestCaseError> {
     for i in 0..sb.jobs.len() {
-        let sizes = sb.variant_states(i, Depth::Sizes);
-        let digests = sb.variant_states(i, Depth::Digests);
+        let (sizes, digests) = (&states.sizes[i], &states.digests[i]);
         prop_assert_eq!(
-            &sizes,
-            &digests,
+            sizes,
+            digests,
             "a variant is complete by size but its bytes differ"
         );
         // `completed` is written last: whenever metadata says so, the variant IS complete
@@ -151,27 +169,31 @@ fn check_no_false_complete(sb: &Sandbox) -> Result<(), TestCaseError> {
 /// final_training record names a variant that is complete, after a crash at any point too.
 /// A record is written only after the completion it describes is durable; a record that
 /// survives a power loss its completion did not would hand out a variant that is not there.
-fn check_records_name_complete_variants(sb: &Sandbox) -> Result<(), TestCaseError> {
+fn check_records_name_complete_variants(
+    sb: &Sandbox,
+    states: &States,
+) -> Result<(), TestCaseError> {
     let (valid, _) = sb
         .cache()
         .newest_valid(usize::MAX)
         .map_err(|e| TestCaseError::fail(e.to_string()))?;
-    for (i, job) in sb.jobs.iter().enumerate() {
-        let states = sb.variant_states(i, Depth::Digests);
-        for found in &valid {
-            let Some(v) = (1..=64u64).find(|v| sb.subject(i, *v) == found.record.subject) else {
-                continue;
-            };
-            prop_assert_eq!(
-                states.get(&v).map(String::as_str),
-                Some("complete"),
-                "record {} names v{} of identity {} ({}), which is not complete",
-                &found.name,
-                v,
-                i,
-                job.identity.spec_fp
-            );
-        }
+    let by_subject: std::collections::BTreeMap<String, (usize, u64)> = (0..sb.jobs.len())
+        .flat_map(|i| (1..=64u64).map(move |v| (i, v)))
+        .map(|(i, v)| (sb.subject(i, v), (i, v)))
+        .collect();
+    for found in &valid {
+        let Some(&(i, v)) = by_subject.get(&found.record.subject) else {
+            continue;
+        };
+        prop_assert_eq!(
+            states.digests[i].get(&v).map(String::as_str),
+            Some("complete"),
+            "record {} names v{} of identity {} ({}), which is not complete",
+            &found.name,
+            v,
+            i,
+            sb.jobs[i].identity.spec_fp
+        );
     }
     Ok(())
 }
@@ -312,12 +334,13 @@ fn train_crash_state(t: &CrashTrace, prefix: &Prefix) -> Result<(), TestCaseErro
         );
     }
     check_lease_law(&sb)?;
-    check_no_false_complete(&sb)?;
+    let after_crash = states(&sb);
+    check_no_false_complete(&sb, &after_crash)?;
     check_no_torn_cache_files(&sb)?;
-    check_records_name_complete_variants(&sb)?;
+    check_records_name_complete_variants(&sb, &after_crash)?;
     // Complete variants from before are never lost or changed.
     for (i, before) in complete_before.iter().enumerate() {
-        let now = sb.variant_states(i, Depth::Digests);
+        let now = &after_crash.digests[i];
         for (v, state) in before.iter().filter(|(_, s)| *s == "complete") {
             prop_assert_eq!(
                 now.get(v).map(String::as_str),
@@ -331,8 +354,7 @@ fn train_crash_state(t: &CrashTrace, prefix: &Prefix) -> Result<(), TestCaseErro
     }
     // What returned Ok survives: the new variant is complete.
     if returned_ok {
-        let completes = sb
-            .variant_states(0, Depth::Digests)
+        let completes = after_crash.digests[0]
             .values()
             .filter(|s| *s == "complete")
             .count();
@@ -361,17 +383,18 @@ fn train_crash_state(t: &CrashTrace, prefix: &Prefix) -> Result<(), TestCaseErro
         recovered
     );
     check_lease_law(&sb)?;
-    check_no_false_complete(&sb)?;
+    let after_recovery = states(&sb);
+    check_no_false_complete(&sb, &after_recovery)?;
     check_cache(&sb)?;
-    check_records_name_complete_variants(&sb)?;
+    check_records_name_complete_variants(&sb, &after_recovery)?;
     // Every complete variant of identity 0 has a valid record (backfill).
     let cache = sb.cache();
     let (valid, _) = cache
         .newest_valid(usize::MAX)
         .map_err(|e| TestCaseError::fail(e.to_string()))?;
-    for (v, state) in sb.variant_states(0, Depth::Sizes) {
+    for (v, state) in &after_recovery.sizes[0] {
         if state == "complete" {
-            let subject = sb.subject(0, v);
+            let subject = sb.subject(0, *v);
             prop_assert!(
                 valid.iter().any(|f| f.record.subject == subject),
                 "v{} has no valid record",
