@@ -399,7 +399,7 @@ impl Real {
         let mut sandbox = sandbox;
         // The tracking world is configuration (mlflow.yaml / final_training.yaml), which no
         // identity input covers: set on the prepared jobs.
-        for job in &mut sandbox.jobs {
+        for job in Arc::make_mut(&mut sandbox.jobs) {
             let c = &mut job.config;
             let cache = &mut c.paths.cache_strategies.final_training;
             cache.index.max_entries = Some(retention.max_entries as u64);

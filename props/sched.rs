@@ -73,7 +73,7 @@ thread_local! {
         );
         // Run names auto-increment from one base: every new variant races the others for
         // the next free version in OUT's run-name registry (SPEC §6).
-        for job in &mut sandbox.jobs {
+        for job in Arc::make_mut(&mut sandbox.jobs) {
             // Tracked: every start that trains opens (or reopens) its variant's run in one
             // recording store shared by all processes.
             job.config.mlflow.tracking.training.enabled = Some(true);

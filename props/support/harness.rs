@@ -445,7 +445,8 @@ pub struct Sandbox {
     pub fs: Arc<KillSwitch>,
     pub processes: Processes,
     pub clock: Clock,
-    pub jobs: Vec<trainctl::job::Job>,
+    /// Shared by siblings and forks (a change goes through `Arc::make_mut`).
+    pub jobs: Arc<Vec<trainctl::job::Job>>,
     /// Trainers running per variant dir (single-owner check).
     pub occupancy: Occupancy,
     /// The lease-law audit under the kill switch, when built with `audited`.
@@ -489,14 +490,16 @@ impl Sandbox {
             fs: Arc::new(KillSwitch::new(inner)),
             processes: Processes::default(),
             clock: Clock::default(),
-            jobs: Vec::new(),
+            jobs: Arc::new(Vec::new()),
             occupancy: Occupancy::default(),
             audit,
             tracker: None,
         };
-        sandbox.jobs = (0..identities)
-            .map(|i| sandbox.load_job(i, extra))
-            .collect();
+        sandbox.jobs = Arc::new(
+            (0..identities)
+                .map(|i| sandbox.load_job(i, extra))
+                .collect(),
+        );
         sandbox
     }
 
