@@ -255,6 +255,8 @@ struct Memo {
     records: BTreeMap<PathBuf, Option<(usize, u64)>>,
     /// The tracked runs, as of the store's call count.
     runs: Option<(usize, Runs)>,
+    /// The verified conversions, with the conversion root they were read under.
+    conversions: Option<(PathBuf, std::collections::BTreeSet<(usize, u64)>)>,
     projections: u64,
 }
 
@@ -280,6 +282,13 @@ impl Memo {
         };
         self.variants.retain(|k, _| !related(k));
         self.records.retain(|k, _| !related(k));
+        if self
+            .conversions
+            .as_ref()
+            .is_some_and(|(root, _)| related(root))
+        {
+            self.conversions = None;
+        }
     }
 }
 
@@ -789,7 +798,16 @@ impl Real {
             records,
             views: Some((latest, index)),
             runs: Some(self.runs_memo(memo)),
-            conversions: self.conversions(),
+            conversions: memo
+                .conversions
+                .get_or_insert_with(|| {
+                    (
+                        self.job(0).layout.conversion_dir.clone(),
+                        self.conversions(),
+                    )
+                })
+                .1
+                .clone(),
         }
     }
 
@@ -836,8 +854,9 @@ impl Real {
                 )
             }
         };
-        let out = self.job(0).layout.out.clone();
-        let before = fs_snapshot(&*self.sandbox.fs, &out);
+        // A refusal attempts no mutating call at all (stricter than "OUT byte-identical",
+        // and it needs no snapshot of OUT).
+        let mutations = self.sandbox.fs.mutations();
         match self.sandbox.convert(&target) {
             Ok(report) => {
                 let parent = self.parent_of(&report.manifest);
@@ -848,8 +867,8 @@ impl Real {
                 }
             }
             Err(e) => {
-                if fs_snapshot(&*self.sandbox.fs, &out) != before {
-                    fail(self, &format!("convert failed ({e}) and changed OUT"));
+                if self.sandbox.fs.mutations() != mutations {
+                    fail(self, &format!("convert failed ({e}) after writing to OUT"));
                 }
                 match e.kind {
                     trainctl::error::ErrorKind::ParentNotFound => Converted::ParentNotFound,
