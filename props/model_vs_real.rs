@@ -27,7 +27,7 @@ use trainctl::plan::VariantOracle;
 use trainctl::track::recording::{Fault, RecordingTracker};
 use trainctl_models::decision::{ErrorKind as MErr, Expected, Mode};
 use trainctl_models::machine::{
-    CacheDamage, Command, ConvertFrom, Converted, Exit, Invalid, Model, Outcome, Projection,
+    CacheDamage, Command, ConvertFrom, Converted, Exit, Invalid, Mirror, Model, Outcome, Projection,
     Response, Retention, RunState, Runs, TrackedRun, Tracking, VariantDamage, IDENTITIES,
 };
 
@@ -39,6 +39,10 @@ const NAMES_NO_RECORD: (usize, u64) = (usize::MAX, 0);
 
 /// What the conversion projection gets when a file lies outside every verified conversion dir.
 const CONVERSION_DEBRIS: (usize, u64) = (usize::MAX, 1);
+
+/// What the mirror projection gets for a copy that is not complete or does not verify, and
+/// for a backup's leftover (a temporary name anywhere under the Drive root).
+const MIRROR_BROKEN: (usize, u64) = (usize::MAX, 2);
 
 /// The retention of traces recorded before retention was drawn.
 const DEFAULT_RETENTION: Retention = Retention {
@@ -177,6 +181,7 @@ fn command_strategy() -> impl Strategy<Value = Command> {
                 .prop_map(|(identity, pick)| ConvertFrom::Variant { identity, pick }),
         ]
         .prop_map(Command::Convert),
+        1 => Just(Command::Backup),
     ]
 }
 
@@ -257,6 +262,8 @@ struct Memo {
     runs: Option<(usize, Runs)>,
     /// The verified conversions, with the conversion root they were read under.
     conversions: Option<(PathBuf, std::collections::BTreeSet<(usize, u64)>)>,
+    /// The Drive mirror, with the Drive root it was read under.
+    mirror: Option<(PathBuf, Mirror)>,
     projections: u64,
 }
 
@@ -288,6 +295,9 @@ impl Memo {
             .is_some_and(|(root, _)| related(root))
         {
             self.conversions = None;
+        }
+        if self.mirror.as_ref().is_some_and(|(root, _)| related(root)) {
+            self.mirror = None;
         }
     }
 }
@@ -808,7 +818,82 @@ impl Real {
                 })
                 .1
                 .clone(),
+            mirror: memo
+                .mirror
+                .get_or_insert_with(|| (self.drive().0, self.mirror()))
+                .1
+                .clone(),
         }
+    }
+
+    /// The Drive mirror's root (beside OUT, in the project) and OUT's parent, whose relative
+    /// paths the mirror keeps.
+    fn drive(&self) -> (PathBuf, PathBuf) {
+        let out = &self.job(0).layout.out;
+        let out_parent = out.parent().expect("OUT has a parent").to_path_buf();
+        (
+            self.sandbox.root().join("drive-mirror/MyDrive/trainctl"),
+            out_parent,
+        )
+    }
+
+    /// `trainctl backup` on colab, as the binary runs it (every unit, in order), to the
+    /// mirror of `drive`; it must not fail.
+    fn backup(&self) {
+        let job = self.job(0);
+        let host = support::host();
+        let facts = host.facts(600_000);
+        let fs = &*self.sandbox.fs;
+        let units = trainctl::backup::units_on(fs, &job.config, &job.layout, &facts);
+        let (drive_root, out_parent) = self.drive();
+        let no_fault = trainctl::backup::no_fault;
+        if let Err(e) = trainctl::backup::mirror_on(fs, &drive_root, &out_parent, &units, &no_fault)
+        {
+            fail(self, &format!("backup failed: {e}"));
+        }
+    }
+
+    /// What the mirror holds, read as a restore reads it (OUT's layout rebased into it).
+    fn mirror(&self) -> Mirror {
+        let fs = &*self.sandbox.fs;
+        let (drive_root, out_parent) = self.drive();
+        let mut mirror = Mirror::default();
+        let Some(layout) =
+            trainctl::backup::mirror_layout(&self.job(0).layout, &drive_root, &out_parent)
+        else {
+            return mirror;
+        };
+        let host = support::host();
+        let facts = host.facts(600_000);
+        for found in trainctl::observe::scan_all(fs, &layout, &facts, Depth::Digests, None) {
+            let key = match &found.completion {
+                trainctl::completion::Completion::Complete(meta) => self
+                    .sandbox
+                    .jobs
+                    .iter()
+                    .position(|j| {
+                        j.identity.spec_fp == meta.spec_fp && j.identity.exec_fp == meta.exec_fp
+                    })
+                    .map_or(MIRROR_BROKEN, |i| (i, found.variant)),
+                trainctl::completion::Completion::Incomplete(_) => MIRROR_BROKEN,
+            };
+            mirror.variants.insert(key);
+        }
+        let (valid, stray) = self.sandbox.verified_conversions_in(&layout.conversion_dir);
+        mirror
+            .conversions
+            .extend(valid.values().map(|m| self.parent_of(m)));
+        if !stray.is_empty() {
+            mirror.conversions.insert(MIRROR_BROKEN);
+        }
+        let leftover = fs_snapshot(fs, &drive_root).keys().any(|p| {
+            p.components()
+                .any(|c| trainctl::fs::is_temp_name(&c.as_os_str().to_string_lossy()))
+        });
+        if leftover {
+            mirror.variants.insert(MIRROR_BROKEN);
+        }
+        mirror
     }
 
     /// The parent of a conversion manifest, as (identity, variant); `NAMES_NO_RECORD` when
@@ -917,6 +1002,12 @@ fn check_projection(real: &Real, model: &Projection) {
             ));
         }
     }
+    if got.mirror != model.mirror {
+        problems.push(format!(
+            "the Drive mirror differs ({MIRROR_BROKEN:?}: an incomplete copy or a leftover):\n  real  {:?}\n  model {:?}",
+            got.mirror, model.mirror
+        ));
+    }
     if got.conversions != model.conversions {
         problems.push(format!(
             "verified conversions differ ({CONVERSION_DEBRIS:?}: a file outside them):\n  real  {:?}\n  model {:?}",
@@ -1008,6 +1099,7 @@ fn step(mut real: Real, expected: Option<&Response>, command: Command) -> Real {
                 );
             }
         }
+        (Command::Backup, _) => real.backup(),
         (Command::Convert(from), Some(Response::Converted(expected))) => {
             let got = real.convert(*from);
             if support::stats::enabled() {

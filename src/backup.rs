@@ -222,19 +222,28 @@ pub fn units(
     layout: &Layout,
     facts: &crate::lease::LivenessFacts<'_>,
 ) -> Vec<PathBuf> {
-    let fs = crate::fs::OsFs;
+    units_on(&FS, config, layout, facts)
+}
+
+/// `units`, read through `fs`.
+pub fn units_on(
+    fs: &dyn Fs,
+    config: &Config,
+    layout: &Layout,
+    facts: &crate::lease::LivenessFacts<'_>,
+) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> =
-        crate::observe::scan_all(&fs, layout, facts, crate::completion::Depth::Sizes, None)
+        crate::observe::scan_all(fs, layout, facts, crate::completion::Depth::Sizes, None)
             .into_iter()
             .filter(|v| matches!(v.completion, Completion::Complete(_)))
             .map(|v| v.dir)
             .collect();
     let mut conversions = Vec::new();
-    collect_manifest_dirs(&layout.conversion_dir, 0, &mut conversions);
+    collect_manifest_dirs(fs, &layout.conversion_dir, 0, &mut conversions);
     out.extend(conversions);
     for kind in crate::cache::CacheKind::ALL {
         if let Ok(s) = crate::cache::CacheSettings::from_paths(&config.paths, layout, kind) {
-            if s.dir.is_dir() {
+            if fs.is_dir(&s.dir) {
                 out.push(s.dir);
             }
         }
@@ -242,15 +251,15 @@ pub fn units(
     out
 }
 
-fn collect_manifest_dirs(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
+fn collect_manifest_dirs(fs: &dyn Fs, dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
     if depth > crate::fs::MAX_TREE_DEPTH {
         return;
     }
-    if FS.is_file(&dir.join(crate::convert::MANIFEST_FILE)) {
+    if fs.is_file(&dir.join(crate::convert::MANIFEST_FILE)) {
         out.push(dir.to_path_buf());
         return;
     }
-    let Ok(entries) = FS.list(dir) else {
+    let Ok(entries) = fs.list(dir) else {
         return;
     };
     let mut subdirs: Vec<PathBuf> = entries
@@ -260,7 +269,7 @@ fn collect_manifest_dirs(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
         .collect();
     subdirs.sort();
     for d in subdirs {
-        collect_manifest_dirs(&d, depth + 1, out);
+        collect_manifest_dirs(fs, &d, depth + 1, out);
     }
 }
 
@@ -305,15 +314,37 @@ pub fn run(
         Plan::Mirror {
             drive_root,
             out_parent,
-        } => {
-            let mut report = Report::default();
-            for source in sources {
-                let target = target_of(&drive_root, &out_parent, source)?;
-                report.units.push(backup_dir(source, &target, fault)?);
-            }
-            Ok(report)
-        }
+        } => mirror_on(&FS, &drive_root, &out_parent, sources, fault),
     }
+}
+
+/// The mirror plan's work through `fs`: each source (under `out_parent`) backed up to its
+/// place under `drive_root`, in order; the first failure ends the run.
+pub fn mirror_on(
+    fs: &dyn Fs,
+    drive_root: &Path,
+    out_parent: &Path,
+    sources: &[PathBuf],
+    fault: Fault<'_>,
+) -> Result<Report> {
+    let mut report = Report::default();
+    for source in sources {
+        let target = target_of(drive_root, out_parent, source)?;
+        report.units.push(backup_dir_on(fs, source, &target, fault)?);
+    }
+    Ok(report)
+}
+
+/// OUT's layout rebased into the mirror (`drive_root` + the path relative to `out_parent`),
+/// to read a backup as if it were OUT; `None` when OUT is not under `out_parent`.
+pub fn mirror_layout(layout: &Layout, drive_root: &Path, out_parent: &Path) -> Option<Layout> {
+    let rebase = |p: &Path| -> Option<PathBuf> { Some(drive_root.join(p.strip_prefix(out_parent).ok()?)) };
+    let mut mirror = layout.clone();
+    mirror.out = rebase(&layout.out)?;
+    mirror.final_training_dir = rebase(&layout.final_training_dir)?;
+    mirror.conversion_dir = rebase(&layout.conversion_dir)?;
+    mirror.cache_dir = rebase(&layout.cache_dir)?;
+    Some(mirror)
 }
 
 /// Pipeline step 4 (colab): complete final-training variants present in the Drive mirror but
@@ -331,24 +362,13 @@ pub fn restore(
     else {
         return Ok(Vec::new());
     };
-    let rebase =
-        |p: &Path| -> Option<PathBuf> { Some(drive_root.join(p.strip_prefix(&out_parent).ok()?)) };
-    let (Some(out), Some(ft), Some(conv), Some(cache)) = (
-        rebase(&layout.out),
-        rebase(&layout.final_training_dir),
-        rebase(&layout.conversion_dir),
-        rebase(&layout.cache_dir),
-    ) else {
+    let Some(mirror) = mirror_layout(layout, &drive_root, &out_parent) else {
         return Ok(Vec::new());
     };
-    if !ft.is_dir() {
+    if !mirror.final_training_dir.is_dir() {
         return Ok(Vec::new());
     }
-    let mut mirror = layout.clone();
-    mirror.out = out.clone();
-    mirror.final_training_dir = ft;
-    mirror.conversion_dir = conv;
-    mirror.cache_dir = cache;
+    let out = mirror.out.clone();
     let mut restored = Vec::new();
     let found = crate::observe::scan_all(
         &crate::fs::OsFs,

@@ -88,6 +88,9 @@ pub enum Command {
     },
     /// `trainctl convert` (the converter itself is not modelled: it always succeeds).
     Convert(ConvertFrom),
+    /// `trainctl backup` to a Drive mirror: every complete variant, every conversion and
+    /// every cache dir is copied (verified, swapped in); it never fails here.
+    Backup,
 }
 
 /// Which parent `convert` is given.
@@ -199,6 +202,18 @@ pub struct Projection {
     pub runs: Option<Runs>,
     /// Parents with a published conversion dir whose manifest verifies; any other entry
     /// under the conversion root (staging debris, a dir that does not verify) is a difference.
+    pub conversions: std::collections::BTreeSet<RecordKey>,
+    /// The Drive mirror: variants whose copy there is complete (sha256-checked against its
+    /// own manifest, as a restore reads it), and conversions whose copy verifies. A copy that
+    /// is not complete, or a backup's leftover, is a difference: a backup never publishes a
+    /// partial copy, and a later damage to the source never reaches the mirror.
+    pub mirror: Mirror,
+}
+
+/// What the Drive mirror holds (see `Projection::mirror`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Mirror {
+    pub variants: std::collections::BTreeSet<RecordKey>,
     pub conversions: std::collections::BTreeSet<RecordKey>,
 }
 
@@ -334,6 +349,8 @@ pub struct Model {
     completions: u64,
     /// Parents converted so far (a conversion dir is never removed or rewritten).
     conversions: std::collections::BTreeSet<RecordKey>,
+    /// What backups copied so far (a mirror copy is replaced only by a newer complete one).
+    mirror: Mirror,
 }
 
 impl Model {
@@ -367,6 +384,7 @@ impl Model {
             names: BTreeMap::new(),
             completions: 0,
             conversions: Default::default(),
+            mirror: Mirror::default(),
         }
     }
 
@@ -396,6 +414,7 @@ impl Model {
                 *identity < IDENTITIES && !self.variants[*identity].is_empty()
             }
             Command::Convert(ConvertFrom::Latest)
+            | Command::Backup
             | Command::DamageCache(_)
             | Command::RepairCache
             | Command::Status => true,
@@ -436,6 +455,16 @@ impl Model {
                 exit: Exit::Error,
             },
             Command::Convert(from) => Response::Converted(self.convert(*from)),
+            Command::Backup => {
+                for (identity, variants) in self.variants.iter().enumerate() {
+                    let complete = variants.iter().filter(|(_, v)| v.is_complete());
+                    self.mirror
+                        .variants
+                        .extend(complete.map(|(number, _)| (identity, *number)));
+                }
+                self.mirror.conversions.extend(self.conversions.iter().copied());
+                Response::Done
+            }
         }
     }
 
@@ -503,6 +532,7 @@ impl Model {
             views,
             runs,
             conversions: self.conversions.clone(),
+            mirror: self.mirror.clone(),
         }
     }
 

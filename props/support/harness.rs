@@ -717,8 +717,16 @@ impl Sandbox {
     /// The conversion dirs under OUT whose manifest verifies (dir → manifest), and every file
     /// under the conversion root outside them (staging debris, a dir that does not verify).
     pub fn verified_conversions(&self) -> (BTreeMap<PathBuf, serde_json::Value>, Vec<PathBuf>) {
+        self.verified_conversions_in(&self.jobs[0].layout.conversion_dir)
+    }
+
+    /// `verified_conversions` under another conversion root (a backup's mirror of it).
+    pub fn verified_conversions_in(
+        &self,
+        root: &Path,
+    ) -> (BTreeMap<PathBuf, serde_json::Value>, Vec<PathBuf>) {
         let fs: &dyn Fs = &*self.fs;
-        let all = fs_snapshot(fs, &self.jobs[0].layout.conversion_dir);
+        let all = fs_snapshot(fs, root);
         let valid: BTreeMap<PathBuf, serde_json::Value> = all
             .keys()
             .filter(|p| p.file_name() == Some(std::ffi::OsStr::new("manifest.json")))
