@@ -27,8 +27,9 @@ use trainctl::plan::VariantOracle;
 use trainctl::track::recording::{Fault, RecordingTracker};
 use trainctl_models::decision::{ErrorKind as MErr, Expected, Mode};
 use trainctl_models::machine::{
-    CacheDamage, Command, ConvertFrom, Converted, Exit, Invalid, Mirror, Model, Outcome, Projection,
-    Response, Retention, RunState, Runs, TrackedRun, Tracking, VariantDamage, IDENTITIES,
+    CacheDamage, Command, ConvertFrom, Converted, Exit, Invalid, Mirror, Model, Outcome,
+    Projection, Response, Retention, RunState, Runs, TrackedRun, Tracking, VariantDamage,
+    IDENTITIES,
 };
 
 const MAX_ENTRIES: usize = 3;
@@ -820,35 +821,15 @@ impl Real {
                 .clone(),
             mirror: memo
                 .mirror
-                .get_or_insert_with(|| (self.drive().0, self.mirror()))
+                .get_or_insert_with(|| (self.sandbox.drive().0, self.mirror()))
                 .1
                 .clone(),
         }
     }
 
-    /// The Drive mirror's root (beside OUT, in the project) and OUT's parent, whose relative
-    /// paths the mirror keeps.
-    fn drive(&self) -> (PathBuf, PathBuf) {
-        let out = &self.job(0).layout.out;
-        let out_parent = out.parent().expect("OUT has a parent").to_path_buf();
-        (
-            self.sandbox.root().join("drive-mirror/MyDrive/trainctl"),
-            out_parent,
-        )
-    }
-
-    /// `trainctl backup` on colab, as the binary runs it (every unit, in order), to the
-    /// mirror of `drive`; it must not fail.
+    /// `trainctl backup` on colab to the sandbox's Drive mirror; it must not fail here.
     fn backup(&self) {
-        let job = self.job(0);
-        let host = support::host();
-        let facts = host.facts(600_000);
-        let fs = &*self.sandbox.fs;
-        let units = trainctl::backup::units_on(fs, &job.config, &job.layout, &facts);
-        let (drive_root, out_parent) = self.drive();
-        let no_fault = trainctl::backup::no_fault;
-        if let Err(e) = trainctl::backup::mirror_on(fs, &drive_root, &out_parent, &units, &no_fault)
-        {
+        if let Err(e) = self.sandbox.backup() {
             fail(self, &format!("backup failed: {e}"));
         }
     }
@@ -856,11 +837,8 @@ impl Real {
     /// What the mirror holds, read as a restore reads it (OUT's layout rebased into it).
     fn mirror(&self) -> Mirror {
         let fs = &*self.sandbox.fs;
-        let (drive_root, out_parent) = self.drive();
         let mut mirror = Mirror::default();
-        let Some(layout) =
-            trainctl::backup::mirror_layout(&self.job(0).layout, &drive_root, &out_parent)
-        else {
+        let Some(layout) = self.sandbox.mirror_layout() else {
             return mirror;
         };
         let host = support::host();
@@ -886,11 +864,7 @@ impl Real {
         if !stray.is_empty() {
             mirror.conversions.insert(MIRROR_BROKEN);
         }
-        let leftover = fs_snapshot(fs, &drive_root).keys().any(|p| {
-            p.components()
-                .any(|c| trainctl::fs::is_temp_name(&c.as_os_str().to_string_lossy()))
-        });
-        if leftover {
+        if !self.sandbox.mirror_leftovers().is_empty() {
             mirror.variants.insert(MIRROR_BROKEN);
         }
         mirror

@@ -108,12 +108,13 @@ fn case_of(seed: u64) -> Case {
             if resume_race {
                 return Program::ResumeStale;
             }
-            match splitmix(&mut rng) % 8 {
+            match splitmix(&mut rng) % 9 {
                 0..=2 => Program::ForceNew,
                 3 => Program::Reuse,
                 4 => Program::ResumeStale,
                 5 => Program::CacheWrite,
                 6 => Program::Convert,
+                7 => Program::Backup,
                 _ => Program::Repair,
             }
         })
@@ -122,7 +123,7 @@ fn case_of(seed: u64) -> Case {
     let start_at = programs
         .iter()
         .map(|p| match p {
-            Program::Convert => (splitmix(&mut rng) % 60) * 6,
+            Program::Convert | Program::Backup => (splitmix(&mut rng) % 60) * 6,
             _ => splitmix(&mut rng) % 60,
         })
         .collect();
@@ -239,6 +240,9 @@ fn run_into(case: &Case, schedule_out: &mut Vec<usize>) -> Result<(), String> {
     // Each convert's process and outcome: the parent variant it converted (or reused).
     let converts: ConvertOutcomes = Default::default();
     let converts = &converts;
+    // Each backup's process and outcome.
+    let backups: BackupOutcomes = Default::default();
+    let backups = &backups;
     let programs: Vec<Process<'_>> = case
         .programs
         .iter()
@@ -264,6 +268,11 @@ fn run_into(case: &Case, schedule_out: &mut Vec<usize>) -> Result<(), String> {
                     }
                     Program::Repair => {
                         sb.cache().repair().map_err(|e| e.to_string())?;
+                        Ok(None)
+                    }
+                    Program::Backup => {
+                        let outcome = sb.backup().map(|_| ()).map_err(|e| (e.kind, e.to_string()));
+                        backups.lock().expect("backups").push((i, outcome));
                         Ok(None)
                     }
                     Program::Convert => {
@@ -390,6 +399,7 @@ fn run_into(case: &Case, schedule_out: &mut Vec<usize>) -> Result<(), String> {
         }
     }
     conversions_hold(&sb, &states, &observed, &converts.lock().expect("converts"))?;
+    backups_hold(&sb, &backups.lock().expect("backups"))?;
     run_names_are_reserved(&sb, &states)?;
     if case.tracker_fault.is_none() {
         one_run_per_variant(&sb, &states)?;
@@ -478,6 +488,57 @@ fn conversions_hold(
     if !stray.is_empty() {
         return Err(format!(
             "files under the conversion root outside every verified conversion: {stray:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// What each `backup` process returned.
+type BackupOutcomes =
+    std::sync::Mutex<Vec<(usize, Result<(), (trainctl::error::ErrorKind, String)>)>>;
+
+/// The guarantee of `backup` beside starts, cache writers and repair (docs/contract.md,
+/// "Drive backup"): it succeeds, or fails with `backup_failed` when a source changed under
+/// it; every copy in the mirror is complete (sha256-checked, read as a restore reads it);
+/// and a backup once every process returned succeeds and leaves no leftover.
+fn backups_hold(
+    sb: &Sandbox,
+    backups: &[(usize, Result<(), (trainctl::error::ErrorKind, String)>)],
+) -> Result<(), String> {
+    if backups.is_empty() {
+        return Ok(());
+    }
+    for (i, outcome) in backups {
+        if let Err((kind, e)) = outcome {
+            if *kind != trainctl::error::ErrorKind::BackupFailed {
+                return Err(format!("process {i} (backup) failed: {e}"));
+            }
+        }
+    }
+    let incomplete_copies = |when: &str| -> Result<(), String> {
+        let Some(layout) = sb.mirror_layout() else {
+            return Ok(());
+        };
+        let facts_host = support::host();
+        let facts = facts_host.facts(600_000);
+        for found in trainctl::observe::scan_all(&*sb.fs, &layout, &facts, Depth::Digests, None) {
+            if let trainctl::completion::Completion::Incomplete(reason) = &found.completion {
+                return Err(format!(
+                    "{when}: the mirror's copy {} is not complete ({reason})",
+                    found.dir.display()
+                ));
+            }
+        }
+        Ok(())
+    };
+    incomplete_copies("after the schedule")?;
+    sb.backup()
+        .map_err(|e| format!("a backup once every process returned failed: {e}"))?;
+    incomplete_copies("after a quiet backup")?;
+    let leftovers = sb.mirror_leftovers();
+    if !leftovers.is_empty() {
+        return Err(format!(
+            "a quiet backup left files behind in the mirror: {leftovers:?}; the backups beside the others returned {backups:?}"
         ));
     }
     Ok(())

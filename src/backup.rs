@@ -84,9 +84,11 @@ pub fn plan(config: &Config, layout: &Layout) -> Plan {
     }
 }
 
+/// A backup's I/O failure: a storage error of its kind (full, read-only, permission, I/O:
+/// exit 6), else `backup_failed`.
 fn io(path: &Path, e: std::io::Error) -> Error {
     Error::new(
-        ErrorKind::BackupFailed,
+        ErrorKind::of_io(&e).unwrap_or(ErrorKind::BackupFailed),
         format!("backup: {}: {e}", path.display()),
     )
 }
@@ -109,11 +111,21 @@ pub fn backup_dir(source: &Path, target: &Path, fault: Fault<'_>) -> Result<Unit
     backup_dir_on(&FS, source, target, fault)
 }
 
+/// Attempts of one unit before a backup gives up (`backup_failed`): an attempt starts over
+/// when its staging was removed, its swap met another's, or the source changed under it.
+const UNIT_ATTEMPTS: usize = 16;
+
 /// Backs up one directory `source` to `target` through `fs`: first finish or roll back a
-/// swap a previous backup left half done (`fs::recover_swap`), then copy to a temporary
-/// sibling, verify the copy against the source's manifest, and swap it in by the storage
-/// profile's protocol (exchange, or rename-aside + rename-in). At every point a complete copy
-/// exists at the target or at its aside name, and the next backup puts it back.
+/// swap a previous backup left half done (`fs::recover_swap`) and remove earlier backups'
+/// staging debris, then copy to a fresh staging sibling, verify the copy against the
+/// source's manifest, and swap it in by the storage profile's protocol (exchange, or
+/// rename-aside + rename-in). At every point a complete copy exists at the target or at its
+/// aside name, and the next backup puts it back.
+///
+/// Backups of one unit may run at once (two trainings finishing on Colab both back up the
+/// final_training cache): each cannot tell another's live staging from debris, so an attempt
+/// whose staging vanished, whose swap collided, or whose source changed while it copied
+/// starts over, at most `UNIT_ATTEMPTS` times (docs/contract.md, "Drive backup").
 pub fn backup_dir_on(fs: &dyn Fs, source: &Path, target: &Path, fault: Fault<'_>) -> Result<Unit> {
     let parent = target
         .parent()
@@ -123,77 +135,156 @@ pub fn backup_dir_on(fs: &dyn Fs, source: &Path, target: &Path, fault: Fault<'_>
         .ok_or_else(|| Error::internal("backup target without a name"))?
         .to_string_lossy()
         .into_owned();
-    let staged = parent.join(format!(".{name}.tmp-backup"));
+    let mut last = None;
+    for _ in 0..UNIT_ATTEMPTS {
+        match attempt(fs, source, target, parent, &name, fault)? {
+            Attempt::Done(unit) => return Ok(unit),
+            Attempt::Again(why) => last = Some(why),
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::internal("backup: no attempt ran")))
+}
+
+/// How one attempt at a unit ended, when it did not fail for good.
+enum Attempt {
+    Done(Unit),
+    /// Met another backup of the unit, or a source that changed: try again (the error, if
+    /// it was the last attempt).
+    Again(Error),
+}
+
+/// Whether an attempt that failed with `e` may start over: another backup of the unit
+/// removed our staging or holds the name we publish to, or a source file changed or vanished.
+/// Storage errors (full, read-only, permission, I/O) end the backup.
+fn transient(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    ErrorKind::of_io(e).is_none()
+        && matches!(
+            e.kind(),
+            K::NotFound | K::AlreadyExists | K::DirectoryNotEmpty
+        )
+}
+
+fn attempt(
+    fs: &dyn Fs,
+    source: &Path,
+    target: &Path,
+    parent: &Path,
+    name: &str,
+    fault: Fault<'_>,
+) -> Result<Attempt> {
+    let again = |at: &Path, e: std::io::Error| -> Result<Attempt> {
+        if transient(&e) {
+            Ok(Attempt::Again(io(at, e)))
+        } else {
+            Err(io(at, e))
+        }
+    };
     if fs.is_dir(parent) {
-        crate::fs::recover_swap(fs, target).map_err(|e| io(target, e))?;
+        if let Err(e) = crate::fs::recover_swap(fs, target) {
+            return again(target, e);
+        }
     }
     // What the source holds, as read now (the copy is verified against this).
-    let want = manifest_of(fs, source)?.unwrap_or_default();
+    let want = match manifest::build(fs, source, manifest::Sync::No) {
+        Ok(files) => files,
+        Err((at, e)) if !fs.is_dir(source) => return Err(io(&at, e)),
+        Err((at, e)) => return again(&at, e),
+    };
     let bytes_total = want.iter().map(|f| f.size).sum();
-    if manifest_of(fs, target)?.as_ref() == Some(&want) {
-        return Ok(Unit {
+    // Staging debris of earlier (or concurrent) backups of this unit: a live one starts over.
+    let debris_prefix = format!(".{name}.tmp-backup");
+    if let Ok(entries) = fs.list(parent) {
+        for e in entries
+            .iter()
+            .filter(|e| e.name.starts_with(&debris_prefix))
+        {
+            let path = parent.join(&e.name);
+            if let Err(err) = fs.remove_dir_all(&path) {
+                if err.kind() != std::io::ErrorKind::NotFound {
+                    return again(&path, err);
+                }
+            }
+        }
+    }
+    if manifest_of(fs, target).ok().flatten().as_ref() == Some(&want) {
+        return Ok(Attempt::Done(Unit {
             source: source.to_path_buf(),
             target: target.to_path_buf(),
             outcome: "up_to_date",
             files: want.len(),
             bytes: bytes_total,
-        });
+        }));
     }
     crate::fs::ensure_dir(fs, parent).map_err(|e| io(parent, e))?;
-    if fs.exists(&staged) {
-        // Debris of an interrupted backup of this unit.
-        fs.remove_dir_all(&staged).map_err(|e| io(&staged, e))?;
+    let staged = parent.join(format!("{debris_prefix}-{}", fs.unique()));
+    if let Err(e) = fs.create_dir(&staged) {
+        return again(&staged, e);
     }
-    fs.create_dir(&staged).map_err(|e| io(&staged, e))?;
-    let mut dirs = Vec::new();
-    for file in &want {
-        fault(&file.path).map_err(|e| io(&source.join(&file.path), e))?;
-        let from = source.join(&file.path);
-        let bytes = fs.read(&from).map_err(|e| io(&from, e))?;
-        let to = staged.join(&file.path);
-        if let Some(dir) = to.parent() {
-            fs.create_dir_all(dir).map_err(|e| io(dir, e))?;
-            dirs.push(dir.to_path_buf());
+    let copied = (|| -> std::result::Result<(), (PathBuf, std::io::Error)> {
+        let mut dirs = Vec::new();
+        for file in &want {
+            let from = source.join(&file.path);
+            fault(&file.path).map_err(|e| (from.clone(), e))?;
+            let bytes = fs.read(&from).map_err(|e| (from.clone(), e))?;
+            let to = staged.join(&file.path);
+            if let Some(dir) = to.parent() {
+                if !fs.is_dir(&staged) {
+                    // Another backup removed our staging: do not build a new one piecemeal.
+                    let gone = std::io::Error::from(std::io::ErrorKind::NotFound);
+                    return Err((staged.clone(), gone));
+                }
+                fs.create_dir_all(dir).map_err(|e| (dir.to_path_buf(), e))?;
+                dirs.push(dir.to_path_buf());
+            }
+            fs.create_new(&to, &bytes).map_err(|e| (to.clone(), e))?;
+            fs.fsync_file(&to).map_err(|e| (to.clone(), e))?;
         }
-        fs.create_new(&to, &bytes).map_err(|e| io(&to, e))?;
-        fs.fsync_file(&to).map_err(|e| io(&to, e))?;
+        // Directories bottom-up, then verify what actually landed.
+        dirs.sort();
+        dirs.dedup();
+        for d in dirs.iter().rev() {
+            fs.fsync_dir(d).map_err(|e| (d.clone(), e))?;
+        }
+        fs.fsync_dir(&staged).map_err(|e| (staged.clone(), e))
+    })();
+    if let Err((at, e)) = copied {
+        let _ = fs.remove_dir_all(&staged);
+        return again(&at, e);
     }
-    // Directories bottom-up, then verify what actually landed.
-    dirs.sort();
-    dirs.dedup();
-    for d in dirs.iter().rev() {
-        fs.fsync_dir(d).map_err(|e| io(d, e))?;
-    }
-    fs.fsync_dir(&staged).map_err(|e| io(&staged, e))?;
-    let got = manifest_of(fs, &staged)?.unwrap_or_default();
+    let got = manifest_of(fs, &staged).ok().flatten().unwrap_or_default();
     if got != want {
+        let _ = fs.remove_dir_all(&staged);
         let bad: Vec<String> = want
             .iter()
             .filter(|f| !got.contains(f))
             .map(|f| f.path.clone())
             .collect();
-        return Err(Error::new(
+        return Ok(Attempt::Again(Error::new(
             ErrorKind::BackupFailed,
             format!(
                 "backup of {} did not verify ({}); the previous backup is untouched",
                 source.display(),
                 bad.join(", ")
             ),
-        ));
+        )));
     }
     let swapped = if fs.exists(target) {
         crate::fs::swap_dir(fs, &staged, target)
     } else {
         crate::fs::publish_dir(fs, &staged, target)
     };
-    swapped.map_err(|e| io(target, e))?;
-    Ok(Unit {
+    if let Err(e) = swapped {
+        let _ = fs.remove_dir_all(&staged);
+        return again(target, e);
+    }
+    Ok(Attempt::Done(Unit {
         source: source.to_path_buf(),
         target: target.to_path_buf(),
         outcome: "copied",
         files: want.len(),
         bytes: bytes_total,
-    })
+    }))
 }
 
 /// The backup target of `source` (under OUT) in a mirror plan.
@@ -330,7 +421,9 @@ pub fn mirror_on(
     let mut report = Report::default();
     for source in sources {
         let target = target_of(drive_root, out_parent, source)?;
-        report.units.push(backup_dir_on(fs, source, &target, fault)?);
+        report
+            .units
+            .push(backup_dir_on(fs, source, &target, fault)?);
     }
     Ok(report)
 }
@@ -338,7 +431,8 @@ pub fn mirror_on(
 /// OUT's layout rebased into the mirror (`drive_root` + the path relative to `out_parent`),
 /// to read a backup as if it were OUT; `None` when OUT is not under `out_parent`.
 pub fn mirror_layout(layout: &Layout, drive_root: &Path, out_parent: &Path) -> Option<Layout> {
-    let rebase = |p: &Path| -> Option<PathBuf> { Some(drive_root.join(p.strip_prefix(out_parent).ok()?)) };
+    let rebase =
+        |p: &Path| -> Option<PathBuf> { Some(drive_root.join(p.strip_prefix(out_parent).ok()?)) };
     let mut mirror = layout.clone();
     mirror.out = rebase(&layout.out)?;
     mirror.final_training_dir = rebase(&layout.final_training_dir)?;

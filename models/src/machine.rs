@@ -462,7 +462,9 @@ impl Model {
                         .variants
                         .extend(complete.map(|(number, _)| (identity, *number)));
                 }
-                self.mirror.conversions.extend(self.conversions.iter().copied());
+                self.mirror
+                    .conversions
+                    .extend(self.conversions.iter().copied());
                 Response::Done
             }
         }

@@ -744,6 +744,48 @@ impl Sandbox {
         (valid, stray)
     }
 
+    /// The Drive mirror's root (beside OUT, in the project) and OUT's parent, whose relative
+    /// paths the mirror keeps.
+    pub fn drive(&self) -> (PathBuf, PathBuf) {
+        let out = &self.jobs[0].layout.out;
+        let out_parent = out.parent().expect("OUT has a parent").to_path_buf();
+        (
+            self.root().join("drive-mirror/MyDrive/trainctl"),
+            out_parent,
+        )
+    }
+
+    /// `trainctl backup` on colab, as the binary runs it (every unit, in order), to the
+    /// mirror of `drive`.
+    pub fn backup(&self) -> trainctl::error::Result<trainctl::backup::Report> {
+        let job = &self.jobs[0];
+        let host = super::host();
+        let facts = host.facts(600_000);
+        let fs: &dyn Fs = &*self.fs;
+        let units = trainctl::backup::units_on(fs, &job.config, &job.layout, &facts);
+        let (drive_root, out_parent) = self.drive();
+        let no_fault = trainctl::backup::no_fault;
+        trainctl::backup::mirror_on(fs, &drive_root, &out_parent, &units, &no_fault)
+    }
+
+    /// OUT's layout rebased into the Drive mirror (None before any backup layout exists).
+    pub fn mirror_layout(&self) -> Option<trainctl::paths::Layout> {
+        let (drive_root, out_parent) = self.drive();
+        trainctl::backup::mirror_layout(&self.jobs[0].layout, &drive_root, &out_parent)
+    }
+
+    /// Files under the Drive root that a backup left behind (a temporary name anywhere in
+    /// their path).
+    pub fn mirror_leftovers(&self) -> Vec<PathBuf> {
+        fs_snapshot(&*self.fs, &self.drive().0)
+            .into_keys()
+            .filter(|p| {
+                p.components()
+                    .any(|c| trainctl::fs::is_temp_name(&c.as_os_str().to_string_lossy()))
+            })
+            .collect()
+    }
+
     /// The final_training cache (identity 0's settings; all identities share it).
     pub fn cache(&self) -> trainctl::cache::Cache<'_> {
         let job = &self.jobs[0];

@@ -24,6 +24,11 @@ pub enum Program {
     /// is complete, `parent_not_found` only if no start had finished a variant when it began,
     /// and no staging file outlives it.
     Convert,
+    /// `trainctl backup` to a Drive mirror beside the others: no decision. Checked apart
+    /// (docs/contract.md, "Drive backup"): it succeeds or fails with `backup_failed` (a source
+    /// that changed while it was copied), never publishes a copy that is not complete, and a
+    /// backup once every process returned succeeds and leaves no leftover.
+    Backup,
 }
 
 /// One process's observed outcome.
@@ -41,7 +46,9 @@ pub fn mode_of(p: Program) -> (Mode, Option<u64>) {
         Program::ForceNew => (Mode::ForceNew, None),
         Program::Reuse => (Mode::ReuseIfExists, None),
         Program::ResumeStale => (Mode::ResumeIfIncomplete, Some(1)),
-        Program::CacheWrite | Program::Repair | Program::Convert => (Mode::ReuseIfExists, None),
+        Program::CacheWrite | Program::Repair | Program::Convert | Program::Backup => {
+            (Mode::ReuseIfExists, None)
+        }
     }
 }
 
