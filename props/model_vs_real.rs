@@ -183,6 +183,7 @@ fn command_strategy() -> impl Strategy<Value = Command> {
         ]
         .prop_map(Command::Convert),
         1 => Just(Command::Backup),
+        1 => Just(Command::TrackSync),
     ]
 }
 
@@ -834,6 +835,77 @@ impl Real {
         }
     }
 
+    /// `trainctl track sync` with the store back (a faulty one healed first); a sync entry
+    /// that failed is a difference. In the faulty world, where the model does not predict
+    /// runs, every complete variant must then have exactly one FINISHED run, named as its
+    /// metadata says: what the store would hold had it never failed.
+    fn track_sync(&self) {
+        let tracker = self.sandbox.tracker.as_ref().expect("tracker");
+        tracker.heal();
+        let job = self.job(0);
+        let as_tracker: &dyn trainctl::track::Tracker = &**tracker;
+        if trainctl::track::lifecycle::training_stage(&job.config, as_tracker).is_none() {
+            return; // `track sync` refuses: tracking is disabled, nothing to sync
+        }
+        let host = support::host();
+        let facts = host.facts(600_000);
+        let opts = trainctl::track::sync::Options {
+            include_untracked: false,
+            dry_run: false,
+            now_ms: (self.sandbox.clock.now_us() / 1000) as i64,
+            facts: &facts,
+        };
+        let entries = trainctl::track::sync::sync(
+            &job.config,
+            &job.layout,
+            &*self.sandbox.fs,
+            as_tracker,
+            &opts,
+        );
+        if support::stats::enabled() {
+            for e in &entries {
+                let action = serde_json::to_value(e.action).unwrap_or_default();
+                let label = format!("TrackSync.{}", action.as_str().unwrap_or("?"));
+                support::stats::command(self.kind(), &label);
+            }
+        }
+        let failed: Vec<_> = entries
+            .iter()
+            .filter(|e| e.action == trainctl::track::sync::Action::Failed)
+            .collect();
+        if !failed.is_empty() {
+            fail(self, &format!("track sync failed with the store back: {failed:?}"));
+        }
+        if self.tracking != Tracking::Faulty {
+            return;
+        }
+        let runs = self.runs();
+        for identity in 0..IDENTITIES {
+            let job = self.job(identity);
+            for (v, state) in self.sandbox.variant_states(identity, Depth::Sizes) {
+                if state != "complete" {
+                    continue;
+                }
+                let dir = job.layout.variant_dir(&job.identity, v).expect("dir");
+                let meta = trainctl::completion::read_metadata_value(&*self.sandbox.fs, &dir)
+                    .unwrap_or_default();
+                let name = meta["run_name"].as_str().unwrap_or_default();
+                match runs.get(&(identity, v)) {
+                    Some(run)
+                        if run.runs == 1
+                            && run.status == RunState::Finished
+                            && run.name == name => {}
+                    other => fail(
+                        self,
+                        &format!(
+                            "after track sync, complete v{v} of identity {identity} (run name {name:?}) has {other:?} in the store, not one FINISHED run"
+                        ),
+                    ),
+                }
+            }
+        }
+    }
+
     /// What the mirror holds, read as a restore reads it (OUT's layout rebased into it).
     fn mirror(&self) -> Mirror {
         let fs = &*self.sandbox.fs;
@@ -1074,6 +1146,7 @@ fn step(mut real: Real, expected: Option<&Response>, command: Command) -> Real {
             }
         }
         (Command::Backup, _) => real.backup(),
+        (Command::TrackSync, _) => real.track_sync(),
         (Command::Convert(from), Some(Response::Converted(expected))) => {
             let got = real.convert(*from);
             if support::stats::enabled() {

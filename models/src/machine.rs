@@ -91,6 +91,11 @@ pub enum Command {
     /// `trainctl backup` to a Drive mirror: every complete variant, every conversion and
     /// every cache dir is copied (verified, swapped in); it never fails here.
     Backup,
+    /// `trainctl track sync` once the tracking store is back (a faulty store is healed
+    /// first): tracked runs are left as they are (every complete variant's training already
+    /// finished its run); under `Tracking::Faulty` the harness checks instead that every
+    /// complete variant then has exactly one FINISHED run, named as its metadata says.
+    TrackSync,
 }
 
 /// Which parent `convert` is given.
@@ -415,6 +420,7 @@ impl Model {
             }
             Command::Convert(ConvertFrom::Latest)
             | Command::Backup
+            | Command::TrackSync
             | Command::DamageCache(_)
             | Command::RepairCache
             | Command::Status => true,
@@ -467,6 +473,7 @@ impl Model {
                     .extend(self.conversions.iter().copied());
                 Response::Done
             }
+            Command::TrackSync => Response::Done,
         }
     }
 

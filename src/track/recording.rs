@@ -119,6 +119,11 @@ impl RecordingTracker {
         tracker
     }
 
+    /// The store is back: no call fails from now on (the fault plan is dropped).
+    pub fn heal(&self) {
+        self.lock().fault = None;
+    }
+
     /// Reads artifact files through `fs` instead of the real filesystem.
     pub fn reading_from(mut self, fs: std::sync::Arc<dyn crate::fs::Fs>) -> RecordingTracker {
         self.files = Some(fs);
