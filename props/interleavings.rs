@@ -2,7 +2,7 @@
 //! Mutex in test code, so every Fs operation is a scheduling point that loom permutes (with a
 //! preemption bound of 2). One scenario per test, named after what it proves: 2–3 concurrent
 //! NEW allocations, 2–3 resumers of one stale variant, concurrent cache writers, two run-name
-//! reservations, a cache repair beside a record writer.
+//! reservations, a cache repair beside a record writer, two backups of one unit.
 
 use crate::support;
 
@@ -640,6 +640,70 @@ fn a_cache_repair_beside_a_writer_loses_nothing_and_fails_nothing() {
             "views unsettled after both returned"
         );
     });
+}
+
+/// Two backups of one unit at once (two trainings finishing on Colab both back up the
+/// final_training cache; docs/contract.md, "Drive backup"), with or without an older copy at
+/// the target: in every interleaving both succeed, the target then holds the source's files
+/// exactly, and no staging or aside directory is left beside it.
+fn concurrent_backups_of_one_unit(caps: Caps, old_copy: bool) {
+    model(move || {
+        let (source, mirror) = (Path::new("/out/cache"), Path::new("/drive/mirror"));
+        let target = mirror.join("cache");
+        let fs = Arc::new(LoomFs::with_root_caps(&[source, mirror], caps));
+        fs.create_new(&source.join("a.json"), b"record a")
+            .expect("seed");
+        fs.create_new(&source.join("latest.json"), b"a")
+            .expect("seed");
+        if old_copy {
+            fs.create_dir(&target).expect("seed");
+            fs.create_new(&target.join("a.json"), b"older")
+                .expect("seed");
+        }
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                let (fs, target) = (fs.clone(), target.clone());
+                loom::thread::spawn(move || {
+                    let no_fault = trainctl::backup::no_fault;
+                    trainctl::backup::backup_dir_on(&*fs, source, &target, &no_fault)
+                        .map(|unit| unit.outcome)
+                        .map_err(|e| e.to_string())
+                })
+            })
+            .collect();
+        for h in handles {
+            let outcome = h.join().expect("thread");
+            assert!(
+                outcome.is_ok(),
+                "a backup beside another failed: {outcome:?}"
+            );
+        }
+        for (name, bytes) in [("a.json", &b"record a"[..]), ("latest.json", b"a")] {
+            assert_eq!(
+                fs.read(&target.join(name)).ok().as_deref(),
+                Some(bytes),
+                "the mirror's {name} is not the source's"
+            );
+        }
+        let left: Vec<String> = fs
+            .list(mirror)
+            .expect("list")
+            .into_iter()
+            .map(|e| e.name)
+            .filter(|n| n != "cache")
+            .collect();
+        assert!(left.is_empty(), "left beside the copy: {left:?}");
+    });
+}
+
+#[test]
+fn two_backups_of_one_unit_both_succeed_and_leave_one_copy() {
+    concurrent_backups_of_one_unit(Caps::POSIX, false);
+}
+
+#[test]
+fn two_backups_of_one_unit_replace_an_older_copy_without_rename_flags() {
+    concurrent_backups_of_one_unit(Caps::NOFLAGS, true);
 }
 
 /// Negative control: the allocation bug the contract forbids ("scan for the max, create

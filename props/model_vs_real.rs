@@ -874,7 +874,10 @@ impl Real {
             .filter(|e| e.action == trainctl::track::sync::Action::Failed)
             .collect();
         if !failed.is_empty() {
-            fail(self, &format!("track sync failed with the store back: {failed:?}"));
+            fail(
+                self,
+                &format!("track sync failed with the store back: {failed:?}"),
+            );
         }
         if self.tracking != Tracking::Faulty {
             return;
