@@ -434,13 +434,14 @@ fn run_into(case: &Case, schedule_out: &mut Vec<usize>) -> Result<(), String> {
     Ok(())
 }
 
-/// What each `convert` process returned: the parent's variant, or the error's kind and text.
-type ConvertOutcomes = std::sync::Mutex<
-    Vec<(
-        usize,
-        Result<Option<u64>, (trainctl::error::ErrorKind, String)>,
-    )>,
->;
+/// A process's failure: the error's kind and text.
+type Failed = (trainctl::error::ErrorKind, String);
+
+/// What one `convert` process returned: the parent's variant, or its failure.
+type ConvertOutcome = (usize, Result<Option<u64>, Failed>);
+
+/// What each `convert` process returned.
+type ConvertOutcomes = std::sync::Mutex<Vec<ConvertOutcome>>;
 
 /// The guarantee of `convert --latest` beside starts (weaker than linearizable: which of
 /// several complete variants is "latest" depends on completions the model does not order):
@@ -451,10 +452,7 @@ fn conversions_hold(
     sb: &Sandbox,
     states: &std::collections::BTreeMap<u64, String>,
     observed: &[Observed],
-    converts: &[(
-        usize,
-        Result<Option<u64>, (trainctl::error::ErrorKind, String)>,
-    )],
+    converts: &[ConvertOutcome],
 ) -> Result<(), String> {
     let first_complete = observed
         .iter()
@@ -493,18 +491,17 @@ fn conversions_hold(
     Ok(())
 }
 
+/// What one `backup` process returned.
+type BackupOutcome = (usize, Result<(), Failed>);
+
 /// What each `backup` process returned.
-type BackupOutcomes =
-    std::sync::Mutex<Vec<(usize, Result<(), (trainctl::error::ErrorKind, String)>)>>;
+type BackupOutcomes = std::sync::Mutex<Vec<BackupOutcome>>;
 
 /// The guarantee of `backup` beside starts, cache writers and repair (docs/contract.md,
 /// "Drive backup"): it succeeds, or fails with `backup_failed` when a source changed under
 /// it; every copy in the mirror is complete (sha256-checked, read as a restore reads it);
 /// and a backup once every process returned succeeds and leaves no leftover.
-fn backups_hold(
-    sb: &Sandbox,
-    backups: &[(usize, Result<(), (trainctl::error::ErrorKind, String)>)],
-) -> Result<(), String> {
+fn backups_hold(sb: &Sandbox, backups: &[BackupOutcome]) -> Result<(), String> {
     if backups.is_empty() {
         return Ok(());
     }

@@ -625,7 +625,7 @@ impl State {
         let mut cur = ROOT;
         let mut i = 0;
         while i < comps.len() {
-            match self.vol.entry(cur, &comps[i]).map(|l| l.node) {
+            match self.vol.entry(cur, comps[i]).map(|l| l.node) {
                 Some(Node::Dir(d)) => cur = d,
                 Some(Node::File(_)) if i + 1 == comps.len() => return Err(os(libc::EEXIST)),
                 Some(Node::File(_)) => return Err(os(libc::ENOTDIR)),
