@@ -25,6 +25,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod select;
 pub mod storage;
+pub mod store;
 pub mod track;
 pub mod train;
 pub mod trainer;
