@@ -973,7 +973,7 @@ pub fn config_show(
         config.config_dir.display()
     );
     let mut effective = serde_json::Map::new();
-    for p in &config.provenance {
+    for p in config.provenance.iter() {
         human.push_str(&format!("{} = {}    # {}\n", p.key, p.value, p.origin));
         effective.insert(
             p.key.clone(),

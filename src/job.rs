@@ -122,8 +122,9 @@ pub struct Job {
     pub config: Config,
     pub layout: Layout,
     pub identity: Identity,
-    pub spec: SpecInputs,
-    pub exec: ExecInputs,
+    /// The identity inputs, shared by the clones of a job (one per run mode and attempt).
+    pub spec: std::sync::Arc<SpecInputs>,
+    pub exec: std::sync::Arc<ExecInputs>,
     pub dataset: DatasetFiles,
     pub source: ResolvedSource,
     /// For continue_from_previous: the parent as observed (the decision checks it).
@@ -761,8 +762,8 @@ pub fn prepare(config: Config, fs: &dyn Fs, host: &Host<'_>) -> Result<Job> {
         config,
         layout,
         identity,
-        spec,
-        exec,
+        spec: std::sync::Arc::new(spec),
+        exec: std::sync::Arc::new(exec),
         dataset,
         source,
         parent_state,

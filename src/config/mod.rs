@@ -301,8 +301,8 @@ pub struct Config {
     pub hpo: HpoFile,
     pub hyperparameters: Hyperparameters,
     pub seed: u64,
-    /// Provenance of every effective value shown by `config show`.
-    pub provenance: Vec<Provenanced>,
+    /// Provenance of every effective value shown by `config show` (shared by job clones).
+    pub provenance: std::sync::Arc<Vec<Provenanced>>,
     pub cadence: Cadence,
     pub warnings: Vec<String>,
     /// The tag registry of `tags.yaml`, read (and checked) once at load.
@@ -637,7 +637,7 @@ pub fn load(
         hpo,
         hyperparameters,
         seed,
-        provenance,
+        provenance: std::sync::Arc::new(provenance),
         cadence,
         warnings,
         tags,

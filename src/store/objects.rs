@@ -38,7 +38,10 @@ pub enum ObjError {
     Exists,
     /// The store did not answer (timeout, connection reset, 5xx after retries). `maybe_applied`:
     /// a write may have taken effect anyway; a read or a listing never changes anything.
-    Unavailable { maybe_applied: bool, detail: String },
+    Unavailable {
+        maybe_applied: bool,
+        detail: String,
+    },
     /// Refused for good (credentials, permission, a bucket that does not exist, a bad key).
     Refused(String),
 }
@@ -122,7 +125,13 @@ pub fn create_resolving(store: &dyn Objects, key: &str, bytes: &[u8]) -> ObjResu
             Err(ObjError::Exists) if !uncertain => return Ok(Created::Lost),
             Err(ObjError::Exists) => check = true,
             Err(e @ ObjError::Unavailable { .. }) => {
-                if matches!(e, ObjError::Unavailable { maybe_applied: true, .. }) {
+                if matches!(
+                    e,
+                    ObjError::Unavailable {
+                        maybe_applied: true,
+                        ..
+                    }
+                ) {
                     uncertain = true;
                     check = true;
                 }

@@ -203,7 +203,15 @@ mod tests {
         let s = SimObjects::new();
         s.fail_request(1, Fault::TimeoutApplied);
         s.fail_request(2, Fault::TimeoutLost);
-        let timeout = |r: ObjResult<()>| matches!(r, Err(ObjError::Unavailable { maybe_applied: true, .. }));
+        let timeout = |r: ObjResult<()>| {
+            matches!(
+                r,
+                Err(ObjError::Unavailable {
+                    maybe_applied: true,
+                    ..
+                })
+            )
+        };
         assert!(timeout(s.put("k1", b"v", PutMode::Create)));
         assert!(timeout(s.put("k2", b"v", PutMode::Create)));
         assert_eq!(s.get("k1").unwrap(), b"v");
@@ -263,6 +271,10 @@ mod tests {
         let s = SimObjects::new();
         s.fail_request(1, Fault::TimeoutApplied);
         assert_eq!(create_resolving(&s, "k", b"ours"), Ok(Created::Ours));
-        assert_eq!(s.counts().get("put_create"), Some(&1), "read back, not re-put");
+        assert_eq!(
+            s.counts().get("put_create"),
+            Some(&1),
+            "read back, not re-put"
+        );
     }
 }
