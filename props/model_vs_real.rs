@@ -17,7 +17,7 @@ use proptest_state_machine::{prop_state_machine, ReferenceStateMachine, StateMac
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use support::harness::{fs_snapshot, Sandbox, TrainerScript};
+use support::harness::{Sandbox, TrainerScript};
 use trainctl::cache::Cache;
 use trainctl::completion::Depth;
 use trainctl::config::schema::RunMode;
@@ -598,8 +598,9 @@ impl Real {
                 }
             }
         }
-        let out = &job.layout.out;
-        let files_before = fs_snapshot(&*self.sandbox.fs, out);
+        // Refused before the first write: not one mutating call reaches OUT (stricter than
+        // "byte-identical", and it needs no snapshot of OUT).
+        let mutations = self.sandbox.fs.mutations();
         let runs_before = self.sandbox.tracker.as_ref().map(|t| t.runs());
         let host = support::host();
         let refused = match trainctl::job::prepare(config, &*self.sandbox.fs, &host) {
@@ -621,16 +622,15 @@ impl Real {
         };
         let short =
             |e: &trainctl::error::Error| e.to_string().chars().take(300).collect::<String>();
-        let after = fs_snapshot(&*self.sandbox.fs, out);
-        if after != files_before {
-            let changed: Vec<&PathBuf> = after
-                .keys()
-                .chain(files_before.keys())
-                .filter(|p| after.get(*p) != files_before.get(*p))
-                .collect();
+        if self.sandbox.fs.mutations() != mutations {
+            let touched = self.sandbox.fs.take_touched();
+            self.memo.borrow_mut().forget(touched.clone());
             fail(
                 self,
-                &format!("{invalid:?} changed OUT: {changed:?} ({})", short(&refused)),
+                &format!(
+                    "{invalid:?} wrote to OUT before refusing: {touched:?} ({})",
+                    short(&refused)
+                ),
             );
         }
         if self.sandbox.tracker.as_ref().map(|t| t.runs()) != runs_before {
