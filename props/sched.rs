@@ -108,13 +108,14 @@ fn case_of(seed: u64) -> Case {
             if resume_race {
                 return Program::ResumeStale;
             }
-            match splitmix(&mut rng) % 9 {
+            match splitmix(&mut rng) % 10 {
                 0..=2 => Program::ForceNew,
                 3 => Program::Reuse,
                 4 => Program::ResumeStale,
                 5 => Program::CacheWrite,
                 6 => Program::Convert,
                 7 => Program::Backup,
+                8 => Program::TrackSync,
                 _ => Program::Repair,
             }
         })
@@ -123,7 +124,9 @@ fn case_of(seed: u64) -> Case {
     let start_at = programs
         .iter()
         .map(|p| match p {
-            Program::Convert | Program::Backup => (splitmix(&mut rng) % 60) * 6,
+            Program::Convert | Program::Backup | Program::TrackSync => {
+                (splitmix(&mut rng) % 60) * 6
+            }
             _ => splitmix(&mut rng) % 60,
         })
         .collect();
@@ -268,6 +271,38 @@ fn run_into(case: &Case, schedule_out: &mut Vec<usize>) -> Result<(), String> {
                     }
                     Program::Repair => {
                         sb.cache().repair().map_err(|e| e.to_string())?;
+                        Ok(None)
+                    }
+                    Program::TrackSync => {
+                        let job = &sb.jobs[0];
+                        let tracker = sb.tracker.as_ref().expect("tracker");
+                        let host = support::host();
+                        let facts = host.facts(lease_timeout_ms);
+                        let opts = trainctl::track::sync::Options {
+                            include_untracked: false,
+                            dry_run: false,
+                            now_ms: (sb.clock.now_us() / 1000) as i64,
+                            facts: &facts,
+                        };
+                        let entries = trainctl::track::sync::sync(
+                            &job.config,
+                            &job.layout,
+                            &*sb.fs,
+                            &**tracker,
+                            &opts,
+                        );
+                        let failed: Vec<String> = entries
+                            .iter()
+                            .filter(|e| e.action == trainctl::track::sync::Action::Failed)
+                            .map(|e| {
+                                format!("v{}: {}", e.variant, e.error.clone().unwrap_or_default())
+                            })
+                            .collect();
+                        if !failed.is_empty() && case.tracker_fault.is_none() {
+                            return Err(format!(
+                                "track sync failed with a healthy store: {failed:?}"
+                            ));
+                        }
                         Ok(None)
                     }
                     Program::Backup => {

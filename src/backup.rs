@@ -228,14 +228,22 @@ fn attempt(
             fault(&file.path).map_err(|e| (from.clone(), e))?;
             let bytes = fs.read(&from).map_err(|e| (from.clone(), e))?;
             let to = staged.join(&file.path);
-            if let Some(dir) = to.parent() {
-                if !fs.is_dir(&staged) {
-                    // Another backup removed our staging: do not build a new one piecemeal.
-                    let gone = std::io::Error::from(std::io::ErrorKind::NotFound);
-                    return Err((staged.clone(), gone));
+            // Subdirectories one level at a time under the staging, never the staging itself:
+            // when another backup removed it, this attempt fails (NotFound) and starts over
+            // instead of rebuilding it piecemeal.
+            let mut dir = staged.clone();
+            for part in Path::new(&file.path)
+                .parent()
+                .into_iter()
+                .flat_map(Path::components)
+            {
+                dir.push(part);
+                match fs.create_dir(&dir) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err((dir.clone(), e)),
                 }
-                fs.create_dir_all(dir).map_err(|e| (dir.to_path_buf(), e))?;
-                dirs.push(dir.to_path_buf());
+                dirs.push(dir.clone());
             }
             fs.create_new(&to, &bytes).map_err(|e| (to.clone(), e))?;
             fs.fsync_file(&to).map_err(|e| (to.clone(), e))?;

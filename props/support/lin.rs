@@ -29,6 +29,10 @@ pub enum Program {
     /// that changed while it was copied), never publishes a copy that is not complete, and a
     /// backup once every process returned succeeds and leaves no leftover.
     Backup,
+    /// `trainctl track sync` beside the others (the shared tracking store): no decision.
+    /// Checked apart: with a healthy store no variant's sync fails, and every complete variant
+    /// still has exactly one FINISHED run (`one_run_per_variant`).
+    TrackSync,
 }
 
 /// One process's observed outcome.
@@ -46,9 +50,11 @@ pub fn mode_of(p: Program) -> (Mode, Option<u64>) {
         Program::ForceNew => (Mode::ForceNew, None),
         Program::Reuse => (Mode::ReuseIfExists, None),
         Program::ResumeStale => (Mode::ResumeIfIncomplete, Some(1)),
-        Program::CacheWrite | Program::Repair | Program::Convert | Program::Backup => {
-            (Mode::ReuseIfExists, None)
-        }
+        Program::CacheWrite
+        | Program::Repair
+        | Program::Convert
+        | Program::Backup
+        | Program::TrackSync => (Mode::ReuseIfExists, None),
     }
 }
 
