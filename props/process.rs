@@ -149,14 +149,18 @@ fn kill_9_mid_training_then_resume_completes_with_identical_weights() {
     // exited, its lease is rightly live and `status` says `running` (a loaded machine showed
     // it). Once it is gone, the variant is incomplete with a reason.
     let mut status = Value::Null;
-    wait_for("status to show v1 incomplete", Duration::from_secs(20), || {
-        let (code, doc) = project.run_json(&["status"]);
-        assert_eq!(code, 0, "{doc}");
-        let state = doc["variants"][0]["state"].clone();
-        assert!(state == "incomplete" || state == "running", "{doc}");
-        status = doc;
-        state == "incomplete"
-    });
+    wait_for(
+        "status to show v1 incomplete",
+        Duration::from_secs(20),
+        || {
+            let (code, doc) = project.run_json(&["status"]);
+            assert_eq!(code, 0, "{doc}");
+            let state = doc["variants"][0]["state"].clone();
+            assert!(state == "incomplete" || state == "running", "{doc}");
+            status = doc;
+            state == "incomplete"
+        },
+    );
     let row = &status["variants"][0];
     assert!(row["reason"].as_str().is_some(), "{status}");
 
