@@ -840,28 +840,10 @@ impl Real {
     /// runs, every complete variant must then have exactly one FINISHED run, named as its
     /// metadata says: what the store would hold had it never failed.
     fn track_sync(&self) {
-        let tracker = self.sandbox.tracker.as_ref().expect("tracker");
-        tracker.heal();
-        let job = self.job(0);
-        let as_tracker: &dyn trainctl::track::Tracker = &**tracker;
-        if trainctl::track::lifecycle::training_stage(&job.config, as_tracker).is_none() {
+        self.sandbox.tracker.as_ref().expect("tracker").heal();
+        let Some(entries) = self.sandbox.track_sync() else {
             return; // `track sync` refuses: tracking is disabled, nothing to sync
-        }
-        let host = support::host();
-        let facts = host.facts(600_000);
-        let opts = trainctl::track::sync::Options {
-            include_untracked: false,
-            dry_run: false,
-            now_ms: (self.sandbox.clock.now_us() / 1000) as i64,
-            facts: &facts,
         };
-        let entries = trainctl::track::sync::sync(
-            &job.config,
-            &job.layout,
-            &*self.sandbox.fs,
-            as_tracker,
-            &opts,
-        );
         if support::stats::enabled() {
             for e in &entries {
                 let action = serde_json::to_value(e.action).unwrap_or_default();
@@ -890,9 +872,8 @@ impl Real {
                     continue;
                 }
                 let dir = job.layout.variant_dir(&job.identity, v).expect("dir");
-                let meta = trainctl::completion::read_metadata_value(&*self.sandbox.fs, &dir)
-                    .unwrap_or_default();
-                let name = meta["run_name"].as_str().unwrap_or_default();
+                let recorded = trainctl::train::recorded_run_name(&*self.sandbox.fs, &dir);
+                let name = recorded.as_deref().unwrap_or_default();
                 match runs.get(&(identity, v)) {
                     Some(run)
                         if run.runs == 1
@@ -911,14 +892,11 @@ impl Real {
 
     /// What the mirror holds, read as a restore reads it (OUT's layout rebased into it).
     fn mirror(&self) -> Mirror {
-        let fs = &*self.sandbox.fs;
         let mut mirror = Mirror::default();
         let Some(layout) = self.sandbox.mirror_layout() else {
             return mirror;
         };
-        let host = support::host();
-        let facts = host.facts(600_000);
-        for found in trainctl::observe::scan_all(fs, &layout, &facts, Depth::Digests, None) {
+        for found in self.sandbox.mirror_variants() {
             let key = match &found.completion {
                 trainctl::completion::Completion::Complete(meta) => self
                     .sandbox

@@ -274,23 +274,7 @@ fn run_into(case: &Case, schedule_out: &mut Vec<usize>) -> Result<(), String> {
                         Ok(None)
                     }
                     Program::TrackSync => {
-                        let job = &sb.jobs[0];
-                        let tracker = sb.tracker.as_ref().expect("tracker");
-                        let host = support::host();
-                        let facts = host.facts(lease_timeout_ms);
-                        let opts = trainctl::track::sync::Options {
-                            include_untracked: false,
-                            dry_run: false,
-                            now_ms: (sb.clock.now_us() / 1000) as i64,
-                            facts: &facts,
-                        };
-                        let entries = trainctl::track::sync::sync(
-                            &job.config,
-                            &job.layout,
-                            &*sb.fs,
-                            &**tracker,
-                            &opts,
-                        );
+                        let entries = sb.track_sync().expect("the sched world is tracked");
                         let failed: Vec<String> = entries
                             .iter()
                             .filter(|e| e.action == trainctl::track::sync::Action::Failed)
@@ -436,9 +420,20 @@ fn run_into(case: &Case, schedule_out: &mut Vec<usize>) -> Result<(), String> {
     conversions_hold(&sb, &states, &observed, &converts.lock().expect("converts"))?;
     backups_hold(&sb, &backups.lock().expect("backups"))?;
     run_names_are_reserved(&sb, &states)?;
-    if case.tracker_fault.is_none() {
-        one_run_per_variant(&sb, &states)?;
+    if case.tracker_fault.is_some() {
+        // The store comes back: one sync must then bring it to what it would hold had it never
+        // failed (docs/contract.md, "What a sync guarantees").
+        sb.tracker.as_ref().expect("tracked").heal();
+        let entries = sb.track_sync().expect("the sched world is tracked");
+        let failed: Vec<_> = entries
+            .iter()
+            .filter(|e| e.action == trainctl::track::sync::Action::Failed)
+            .collect();
+        if !failed.is_empty() {
+            return Err(format!("a sync with the store back failed: {failed:?}"));
+        }
     }
+    one_run_per_variant(&sb, &states)?;
     let cache = sb.cache();
     let (valid, _) = cache.newest_valid(usize::MAX).map_err(|e| e.to_string())?;
     for (v, state) in &states {
@@ -548,12 +543,7 @@ fn backups_hold(sb: &Sandbox, backups: &[BackupOutcome]) -> Result<(), String> {
         }
     }
     let incomplete_copies = |when: &str| -> Result<(), String> {
-        let Some(layout) = sb.mirror_layout() else {
-            return Ok(());
-        };
-        let facts_host = support::host();
-        let facts = facts_host.facts(600_000);
-        for found in trainctl::observe::scan_all(&*sb.fs, &layout, &facts, Depth::Digests, None) {
+        for found in sb.mirror_variants() {
             if let trainctl::completion::Completion::Incomplete(reason) = &found.completion {
                 return Err(format!(
                     "{when}: the mirror's copy {} is not complete ({reason})",

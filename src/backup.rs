@@ -111,10 +111,6 @@ pub fn backup_dir(source: &Path, target: &Path, fault: Fault<'_>) -> Result<Unit
     backup_dir_on(&FS, source, target, fault)
 }
 
-/// Attempts of one unit before a backup gives up (`backup_failed`): an attempt starts over
-/// when its staging was removed, its swap met another's, or the source changed under it.
-const UNIT_ATTEMPTS: usize = 16;
-
 /// Backs up one directory `source` to `target` through `fs`: first finish or roll back a
 /// swap a previous backup left half done (`fs::recover_swap`) and remove earlier backups'
 /// staging debris, then copy to a fresh staging sibling, verify the copy against the
@@ -125,7 +121,8 @@ const UNIT_ATTEMPTS: usize = 16;
 /// Backups of one unit may run at once (two trainings finishing on Colab both back up the
 /// final_training cache): each cannot tell another's live staging from debris, so an attempt
 /// whose staging vanished, whose swap collided, or whose source changed while it copied
-/// starts over, at most `UNIT_ATTEMPTS` times (docs/contract.md, "Drive backup").
+/// starts over, as a file publication whose temporary vanished does (at most
+/// `fs::durable::VANISHED_RETRIES` attempts in all; docs/contract.md, "Drive backup").
 pub fn backup_dir_on(fs: &dyn Fs, source: &Path, target: &Path, fault: Fault<'_>) -> Result<Unit> {
     let parent = target
         .parent()
@@ -136,7 +133,7 @@ pub fn backup_dir_on(fs: &dyn Fs, source: &Path, target: &Path, fault: Fault<'_>
         .to_string_lossy()
         .into_owned();
     let mut last = None;
-    for _ in 0..UNIT_ATTEMPTS {
+    for _ in 0..crate::fs::durable::VANISHED_RETRIES {
         match attempt(fs, source, target, parent, &name, fault)? {
             Attempt::Done(unit) => return Ok(unit),
             Attempt::Again(why) => last = Some(why),

@@ -298,17 +298,7 @@ impl Trainer for FsTrainer<'_> {
         self.occupancy.enter(&variant_dir);
         let written = self.outputs(&job, &|| (run.heartbeat)(None));
         self.occupancy.leave(&variant_dir);
-        match written {
-            Ok(()) => Outcome::Exited0,
-            Err(e) => Outcome::Failed(Failure {
-                kind: "exit_code",
-                message: e.to_string(),
-                exit_code: Some(1),
-                signal: None,
-                // What a real trainer prints on stderr when it dies of an error.
-                output_tail: format!("error: {e}"),
-            }),
-        }
+        exit_of(written)
     }
 }
 
@@ -328,16 +318,22 @@ impl Trainer for FsConverter<'_> {
             let weights = fs.read(&path("checkpoint_dir").join("model.safetensors"))?;
             put(fs, &path("output_dir").join("model.bin"), &weights)
         })();
-        match written {
-            Ok(()) => Outcome::Exited0,
-            Err(e) => Outcome::Failed(Failure {
-                kind: "exit_code",
-                message: e.to_string(),
-                exit_code: Some(1),
-                signal: None,
-                output_tail: format!("error: {e}"),
-            }),
-        }
+        exit_of(written)
+    }
+}
+
+/// How an in-process trainer or converter process ends: exit 0, or exit 1 with the error on
+/// its stderr, as a real one that dies of an error.
+fn exit_of(written: io::Result<()>) -> Outcome {
+    match written {
+        Ok(()) => Outcome::Exited0,
+        Err(e) => Outcome::Failed(Failure {
+            kind: "exit_code",
+            message: e.to_string(),
+            exit_code: Some(1),
+            signal: None,
+            output_tail: format!("error: {e}"),
+        }),
     }
 }
 
@@ -772,6 +768,47 @@ impl Sandbox {
     pub fn mirror_layout(&self) -> Option<trainctl::paths::Layout> {
         let (drive_root, out_parent) = self.drive();
         trainctl::backup::mirror_layout(&self.jobs[0].layout, &drive_root, &out_parent)
+    }
+
+    /// The Drive mirror's variant copies, read as a restore reads them (sha256-checked
+    /// completion through OUT's layout rebased into the mirror); none before any backup.
+    pub fn mirror_variants(&self) -> Vec<trainctl::observe::FoundVariant> {
+        let Some(layout) = self.mirror_layout() else {
+            return Vec::new();
+        };
+        let host = super::host();
+        let facts = host.facts(600_000);
+        trainctl::observe::scan_all(
+            &*self.fs,
+            &layout,
+            &facts,
+            trainctl::completion::Depth::Digests,
+            None,
+        )
+    }
+
+    /// `trainctl track sync` against the sandbox's tracking store, as the binary runs it
+    /// (identity 0's configuration: the identities share OUT and the store); `None` when
+    /// training tracking is disabled (the command refuses: nothing to sync).
+    pub fn track_sync(&self) -> Option<Vec<trainctl::track::sync::Entry>> {
+        let job = &self.jobs[0];
+        let tracker: &dyn trainctl::track::Tracker = &**self.tracker.as_ref()?;
+        trainctl::track::lifecycle::training_stage(&job.config, tracker)?;
+        let host = super::host();
+        let facts = host.facts(job.config.lease_timeout_s() * 1000);
+        let opts = trainctl::track::sync::Options {
+            include_untracked: false,
+            dry_run: false,
+            now_ms: (self.clock.now_us() / 1000) as i64,
+            facts: &facts,
+        };
+        Some(trainctl::track::sync::sync(
+            &job.config,
+            &job.layout,
+            &*self.fs,
+            tracker,
+            &opts,
+        ))
     }
 
     /// Files under the Drive root that a backup left behind (a temporary name anywhere in

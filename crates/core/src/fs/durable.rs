@@ -46,10 +46,11 @@ pub fn write_atomic_staged(
     }
 }
 
-/// How many times a publication starts over because its temporary vanished before it was
-/// published: `cache repair` beside a writer removes temporaries as interrupted-write
-/// debris, and cannot tell a live writer's from a dead one's (docs/contract.md, "Caches").
-const VANISHED_RETRIES: u32 = 16;
+/// How many times a publication starts over because its temporary (a file, or a backup's
+/// staging directory) vanished before it was published: `cache repair` beside a writer, or
+/// another backup of the same unit, removes temporaries as interrupted-write debris and
+/// cannot tell a live writer's from a dead one's (docs/contract.md, "Caches", "Drive backup").
+pub const VANISHED_RETRIES: u32 = 16;
 
 /// Whether a publication step failed because its temporary `tmp` is gone (nothing was
 /// published, so it may start over with a fresh temporary).
