@@ -659,7 +659,8 @@ impl Real {
         self.sandbox.cache()
     }
 
-    fn damage_variant(&self, identity: usize, pick: usize, damage: VariantDamage) {
+    /// The identity's existing variant numbers, ascending (what a command's `pick` indexes).
+    fn variant_numbers(&self, identity: usize) -> Vec<u64> {
         let job = self.job(identity);
         let host = support::host();
         let facts = host.facts(600_000);
@@ -670,7 +671,12 @@ impl Real {
             &facts,
         )
         .expect("scan");
-        let numbers: Vec<u64> = variants.numbers().iter().copied().collect();
+        variants.numbers().iter().copied().collect()
+    }
+
+    fn damage_variant(&self, identity: usize, pick: usize, damage: VariantDamage) {
+        let job = self.job(identity);
+        let numbers = self.variant_numbers(identity);
         if numbers.is_empty() {
             return;
         }
@@ -954,11 +960,7 @@ impl Real {
         let target = match from {
             ConvertFrom::Latest => trainctl::convert::From::Latest,
             ConvertFrom::Variant { identity, pick } => {
-                let numbers: Vec<u64> = self
-                    .sandbox
-                    .variant_states(identity, Depth::Sizes)
-                    .into_keys()
-                    .collect();
+                let numbers = self.variant_numbers(identity);
                 let job = self.job(identity);
                 let number = numbers[pick % numbers.len()];
                 trainctl::convert::From::Dir(
