@@ -1011,45 +1011,40 @@ impl Real {
 fn check_projection(real: &Real, model: &Projection) {
     let got = real.projection();
     let mut problems = Vec::new();
+    let mut compare = |what: &str, real: &dyn std::fmt::Debug, model: &dyn std::fmt::Debug| {
+        problems.push(format!("{what}:\n  real  {real:?}\n  model {model:?}"));
+    };
     if got.variants != model.variants {
-        problems.push(format!(
-            "variant states differ:\n  real  {:?}\n  model {:?}",
-            got.variants, model.variants
-        ));
+        compare("variant states differ", &got.variants, &model.variants);
     }
     if got.records != model.records {
-        problems.push(format!(
-            "valid cache records differ (newest first):\n  real  {:?}\n  model {:?}",
-            got.records, model.records
-        ));
+        let what = "valid cache records differ (newest first)";
+        compare(what, &got.records, &model.records);
     }
-    if let Some(views) = &model.views {
-        if got.views.as_ref() != Some(views) {
-            problems.push(format!(
-                "latest/index differ from the records:\n  real  {:?}\n  model {views:?}",
-                got.views
-            ));
-        }
+    if let Some(views) = model
+        .views
+        .as_ref()
+        .filter(|v| got.views.as_ref() != Some(*v))
+    {
+        compare("latest/index differ from the records", &got.views, views);
     }
     if got.mirror != model.mirror {
-        problems.push(format!(
-            "the Drive mirror differs ({MIRROR_BROKEN:?}: an incomplete copy or a leftover):\n  real  {:?}\n  model {:?}",
-            got.mirror, model.mirror
-        ));
+        let what = format!(
+            "the Drive mirror differs ({MIRROR_BROKEN:?}: an incomplete copy or a leftover)"
+        );
+        compare(&what, &got.mirror, &model.mirror);
     }
     if got.conversions != model.conversions {
-        problems.push(format!(
-            "verified conversions differ ({CONVERSION_DEBRIS:?}: a file outside them):\n  real  {:?}\n  model {:?}",
-            got.conversions, model.conversions
-        ));
+        let what =
+            format!("verified conversions differ ({CONVERSION_DEBRIS:?}: a file outside them)");
+        compare(&what, &got.conversions, &model.conversions);
     }
-    if let Some(runs) = &model.runs {
-        if got.runs.as_ref() != Some(runs) {
-            problems.push(format!(
-                "tracked runs differ:\n  real  {:?}\n  model {runs:?}",
-                got.runs
-            ));
-        }
+    if let Some(runs) = model
+        .runs
+        .as_ref()
+        .filter(|r| got.runs.as_ref() != Some(*r))
+    {
+        compare("tracked runs differ", &got.runs, runs);
     }
     let violations = real.sandbox.lease_violations();
     if !violations.is_empty() {
