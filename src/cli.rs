@@ -4,7 +4,7 @@
 use crate::completion::Completion;
 use crate::config::{self, LoadOptions};
 use crate::error::{Error, ErrorKind, Result};
-use crate::fs::{Fs, OsFs};
+use crate::fs::Fs;
 use crate::job::{self, Host};
 use crate::lease::LeaseView;
 use crate::observe;
@@ -228,7 +228,8 @@ pub fn run(cli: &Cli) -> Result<Output> {
         process_start_time: &crate::lease::process_start_time,
         git: &job::git_state,
     };
-    let fs = OsFs;
+    // OUT may be a bucket (`s3://…`): its paths go to the object store, the rest to OsFs.
+    let fs = crate::store::cloud::CloudFs::new();
     let opts = load_options(&cli.global);
     match &cli.command {
         Command::Plan => plan_command(&opts, &cwd, &fs, &host),

@@ -311,8 +311,17 @@ pub fn still_ours(fs: &dyn Fs, dir: &Path, held: &LeaseRecord) -> bool {
     current_generation(fs, dir).is_ok_and(|g| g == held.generation)
 }
 
-/// This host's name (for lease ownership).
+/// This host's name (for lease ownership): `TRAINCTL_HOST_ID` when set (machines that share
+/// one OUT must have distinct host ids, and containers often share a host name such as
+/// `localhost`), else the kernel's host name.
 pub fn this_host() -> String {
+    if let Some(id) = std::env::var("TRAINCTL_HOST_ID")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+    {
+        return id;
+    }
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .ok()

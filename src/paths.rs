@@ -274,16 +274,84 @@ fn configured_out(paths: &PathsFile, env: StorageEnv) -> (String, String) {
 }
 
 /// OUT per SPEC §0: `base.outputs` (relative to ROOT), replaced by the env override; a
-/// `file://` URL is its local path.
+/// `file://` URL is its local path; a bucket URL (`s3://`, `gs://`, `az://`) stays the URL,
+/// without a trailing `/` (paths below it are object keys: `store::bucket`).
 pub fn resolve_out(root: &Path, paths: &PathsFile, env: StorageEnv) -> PathBuf {
     let (base, _) = configured_out(paths, env);
+    if let Some(Ok(bucket)) = BucketUrl::parse(&base) {
+        return PathBuf::from(bucket.url());
+    }
     let base = base.strip_prefix("file://").unwrap_or(&base);
     lexical_normalize(&crate::config::absolutize(Path::new(base), root))
 }
 
-/// An OUT given as a URL other than `file://` (`s3://…`, `gs://…`, `az://…`) is a config
-/// error naming the key: object stores are not a supported OUT yet, and such a value must
-/// never become a local directory named `s3:` (docs/contract.md, "Storage profiles").
+/// The object stores OUT may live in, by URL scheme.
+pub const BUCKET_SCHEMES: [&str; 3] = ["s3", "gs", "az"];
+
+/// OUT in a bucket: `<scheme>://<bucket>/<prefix>` (docs/contract.md, "OUT in an object
+/// store").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BucketUrl {
+    pub scheme: String,
+    pub bucket: String,
+    /// Key prefix, without leading or trailing `/` (empty: the bucket's root).
+    pub prefix: String,
+}
+
+impl BucketUrl {
+    /// `None` when `text` is not a URL of a bucket scheme; `Some(Err(why))` when it is one
+    /// but malformed (no bucket, a query or credentials in it, `.`/`..` or empty segments).
+    pub fn parse(text: &str) -> Option<std::result::Result<BucketUrl, String>> {
+        let (scheme, rest) = text.split_once("://")?;
+        if !BUCKET_SCHEMES.contains(&scheme) {
+            return None;
+        }
+        Some((|| {
+            if rest.contains(['?', '#', '@', '\\']) || rest.chars().any(char::is_control) {
+                return Err(
+                    "a bucket URL holds no credentials, query or fragment (credentials come from the environment)"
+                        .to_string(),
+                );
+            }
+            let rest = rest.trim_end_matches('/');
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err("the URL names no bucket".to_string());
+            }
+            if prefix
+                .split('/')
+                .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+                && !prefix.is_empty()
+            {
+                return Err("the key prefix has an empty, `.` or `..` segment".to_string());
+            }
+            Ok(BucketUrl {
+                scheme: scheme.to_string(),
+                bucket: bucket.to_string(),
+                prefix: prefix.to_string(),
+            })
+        })())
+    }
+
+    /// The canonical URL (no trailing `/`).
+    pub fn url(&self) -> String {
+        if self.prefix.is_empty() {
+            format!("{}://{}", self.scheme, self.bucket)
+        } else {
+            format!("{}://{}/{}", self.scheme, self.bucket, self.prefix)
+        }
+    }
+}
+
+/// The bucket OUT lives in, if it is a bucket URL.
+pub fn out_bucket(config: &Config) -> Option<BucketUrl> {
+    let (base, _) = configured_out(&config.paths, config.env.env);
+    BucketUrl::parse(&base).and_then(|r| r.ok())
+}
+
+/// An OUT given as a URL is a bucket (`s3://`, `gs://`, `az://`), a local path (`file://`),
+/// or a config error naming the key: an unknown scheme, or a malformed bucket URL, must never
+/// become a local directory named `s3:` (docs/contract.md, "Storage profiles").
 fn check_out_is_a_path(config: &Config) -> Result<()> {
     let (paths, env) = (&config.paths, config.env.env);
     let (base, key) = configured_out(paths, env);
@@ -293,20 +361,36 @@ fn check_out_is_a_path(config: &Config) -> Result<()> {
             && s.chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
     });
+    let refuse = |message: String| {
+        Err(match config.docs.get("paths") {
+            Some(doc) => doc.locate(&key, &message),
+            None => Error::new(ErrorKind::ConfigInvalid, message)
+                .at(Place::file("paths.yaml").with_key(key.clone())),
+        })
+    };
     match scheme {
         None | Some("file") => Ok(()),
-        Some(scheme) => {
-            let message = format!(
-                "OUT `{base}` is a `{scheme}://` URL: object stores are not a supported OUT yet; \
-                 give a filesystem path (a local disk, NFS, or a FUSE mount of the bucket, with \
-                 the one-machine guarantees of README \"Where OUT can live\")"
-            );
-            Err(match config.docs.get("paths") {
-                Some(doc) => doc.locate(&key, &message),
-                None => Error::new(ErrorKind::ConfigInvalid, message)
-                    .at(Place::file("paths.yaml").with_key(key)),
-            })
+        Some(_) => match BucketUrl::parse(&base) {
+            Some(Ok(_)) => Ok(()),
+            Some(Err(why)) => refuse(format!("OUT `{}`: {why}", redact(&base))),
+            None => refuse(format!(
+                "OUT `{}` is a URL of a scheme trainctl does not know: OUT is a filesystem \
+                 path, a `file://` URL, or a bucket (`s3://`, `gs://`, `az://`; README \
+                 \"Where OUT can live\")",
+                redact(&base)
+            )),
+        },
+    }
+}
+
+/// `text` without anything between `://` and an `@` (credentials never reach a message).
+pub fn redact(text: &str) -> String {
+    match (text.split_once("://"), text.rfind('@')) {
+        (Some((scheme, rest)), Some(_)) if rest.contains('@') => {
+            let after = &rest[rest.rfind('@').map_or(0, |i| i + 1)..];
+            format!("{scheme}://…@{after}")
         }
+        _ => text.to_string(),
     }
 }
 

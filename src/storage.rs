@@ -34,6 +34,9 @@ pub struct Established {
 /// cannot write (read-only, full, no permission) is the storage error it is, naming OUT.
 pub fn establish(config: &Config, out: &Path) -> Result<Established> {
     let setting = setting(config);
+    if let Some(bucket) = crate::paths::out_bucket(config) {
+        return in_bucket(config, &bucket, setting);
+    }
     let started = Instant::now();
     let (probe, dir, ran) = OsFs::probe(out).map_err(|e| {
         let kind = ErrorKind::of_io(&e).unwrap_or(ErrorKind::Internal);
@@ -67,6 +70,46 @@ pub fn establish(config: &Config, out: &Path) -> Result<Established> {
     }
     let report = Report::new(dir.clone(), probe, setting, profile::mount_of(&dir));
     Ok(Established { report, probe_us })
+}
+
+/// OUT in a bucket: the `object` profile, never probed (the store's semantics are documented,
+/// not discovered); a forced filesystem profile is a config error naming the key.
+fn in_bucket(
+    config: &Config,
+    bucket: &crate::paths::BucketUrl,
+    setting: Setting,
+) -> Result<Established> {
+    if let Setting::Force(forced) = setting {
+        let message = format!(
+            "storage.profile {} is a filesystem profile, but OUT is the bucket {}: remove the key (a bucket always uses the object profile)",
+            forced.as_str(),
+            bucket.url()
+        );
+        return Err(match config.docs.get("paths") {
+            Some(doc) => doc.locate("storage.profile", &message),
+            None => Error::new(ErrorKind::ConfigInvalid, message),
+        });
+    }
+    let probe = profile::Probe {
+        caps: crate::fs::Caps::OBJECTS,
+        excl_create: true,
+        dir_fsync: false,
+    };
+    let mount = profile::Mount {
+        mount_point: std::path::PathBuf::from(bucket.url()),
+        fstype: format!("object-store.{}", bucket.scheme),
+        source: bucket.url(),
+    };
+    let report = Report::new(
+        std::path::PathBuf::from(bucket.url()),
+        probe,
+        Setting::Auto,
+        Some(mount),
+    );
+    Ok(Established {
+        report,
+        probe_us: 0,
+    })
 }
 
 /// `establish` for commands that may still succeed without writing (a `train` that reuses, a

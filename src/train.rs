@@ -891,6 +891,40 @@ fn attempt(
         _ if job.source.load => job.source.init_checkpoint.clone(),
         _ => None,
     };
+    // OUT in a bucket: the trainer works in a local staging dir (docs/contract.md, "OUT in
+    // an object store"); what it continues from is downloaded first.
+    let remote = crate::store::stage::is_remote(fs, dir);
+    let work = if remote {
+        crate::store::stage::fresh(fs, &job.config.root, &job.layout.out_relative(dir))
+            .map_err(|e| Error::io_op("stage the trainer's local dir", dir, &e))?
+    } else {
+        dir.to_path_buf()
+    };
+    let mut uploaded = std::collections::BTreeSet::new();
+    let local_copy = |from: &Option<PathBuf>, name: &str| -> Result<Option<PathBuf>> {
+        match from {
+            Some(p) if crate::store::stage::is_remote(fs, p) => {
+                let to = work.join(name);
+                crate::store::stage::copy_tree(fs, p, &to, crate::store::stage::STEP_STATE_FILE)
+                    .map_err(|e| Error::io_op("download", p, &e))?;
+                Ok(Some(to))
+            }
+            other => Ok(other.clone()),
+        }
+    };
+    let trainer_resume_from = match &resume_from {
+        Some(step) if remote => {
+            let name = step
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let local = local_copy(&resume_from, &format!("checkpoints/{name}"))?;
+            uploaded.insert(name);
+            local
+        }
+        _ => local_copy(&resume_from, "parent-checkpoint")?,
+    };
+    let trainer_init_checkpoint = local_copy(&init_checkpoint, "init-checkpoint")?;
     let mut meta = json!({
         "schema_version": 1,
         "status": RunStatus::Running,
@@ -924,7 +958,7 @@ fn attempt(
     });
     write_metadata(fs, dir, &meta)?;
 
-    let job_path = dir.join("job.json");
+    let job_path = work.join("job.json");
     let dataset: serde_json::Map<String, Value> = job
         .dataset
         .files
@@ -932,12 +966,12 @@ fn attempt(
         .map(|(role, p)| (role.clone(), json!(p)))
         .collect();
     let job_doc = json!({
-        "variant_dir": dir,
-        "checkpoint_dir": dir.join(CHECKPOINT_DIR),
-        "checkpoints_dir": dir.join("checkpoints"),
-        "metrics_path": dir.join(METRICS_FILE),
-        "resume_from": resume_from,
-        "init_checkpoint": init_checkpoint,
+        "variant_dir": work,
+        "checkpoint_dir": work.join(CHECKPOINT_DIR),
+        "checkpoints_dir": work.join("checkpoints"),
+        "metrics_path": work.join(METRICS_FILE),
+        "resume_from": trainer_resume_from,
+        "init_checkpoint": trainer_init_checkpoint,
         "labels": labels(job),
         "hyperparameters": job.config.hyperparameters,
         "seed": job.config.seed,
@@ -949,7 +983,7 @@ fn attempt(
         "model": job.config.docs["model"].tree,
         "precision": job.config.precision().as_str(),
         "run_name": run_name,
-        "storage_profile": fs.caps(dir).profile().as_str(),
+        "storage_profile": fs.caps(&work).profile().as_str(),
     });
     // The job file is rewritten by every attempt: atomic for readers, not durable.
     fs::write_replace(
@@ -959,6 +993,7 @@ fn attempt(
     )
     .map_err(|e| io(&job_path, e))?;
 
+    let uploaded = std::sync::Mutex::new(uploaded);
     let heartbeat = |process: Option<TrainerProcess>| -> bool {
         let beat = Heartbeat {
             heartbeat_ms: (ctx.now_us)() / 1000,
@@ -966,12 +1001,18 @@ fn attempt(
             trainer_start_time: process.map(|p| p.start_time),
         };
         let _ = lease::beat(fs, dir, held, &beat);
+        if remote {
+            // Each finished step checkpoint goes up while the run trains, so that a resume on
+            // another machine finds it; a failed upload is retried at the next beat.
+            let mut done = uploaded.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = crate::store::stage::upload_steps(fs, &work, dir, &mut done);
+        }
         lease::still_ours(fs, dir, held)
     };
     let run = Run {
         cwd: &job.config.root,
         job_path: &job_path,
-        log_path: &dir.join("logs").join("trainer.log"),
+        log_path: &work.join("logs").join("trainer.log"),
         timeout: job
             .config
             .final_training
@@ -1070,6 +1111,19 @@ fn attempt(
         }
     };
     let outcome = ctx.trainer.run(&run);
+    if remote {
+        let mut done = uploaded.lock().unwrap_or_else(|e| e.into_inner());
+        crate::store::stage::upload_outputs(
+            fs,
+            &work,
+            dir,
+            &mut done,
+            &["logs", METRICS_FILE, CHECKPOINT_DIR],
+        )
+        .map_err(|e| Error::io_op("upload the trainer's outputs to", dir, &e))?;
+        drop(done);
+        let _ = fs.remove_dir_all(&work);
+    }
     let failed = |meta: &mut Value,
                   kind: &str,
                   message: String,

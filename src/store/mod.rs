@@ -4,5 +4,8 @@
 //! will run the orchestrator on (`sim`). The typed store layer over it and the Fs port, and
 //! the `object_store` backend, are not built yet.
 
+pub mod bucket;
+pub mod cloud;
 pub mod objects;
 pub mod sim;
+pub mod stage;

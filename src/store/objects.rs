@@ -82,6 +82,32 @@ pub trait Objects: Send + Sync {
     fn delete(&self, key: &str) -> ObjResult<()>;
     /// Every object whose key starts with `prefix`, in key order (all pages).
     fn list(&self, prefix: &str) -> ObjResult<Vec<ObjectMeta>>;
+    /// One level below `prefix` (which ends with `/`, or is empty): the objects directly
+    /// there, and the names of the "directories" (common prefixes, without the `/`), both in
+    /// key order, all pages. A delimiter listing on a real store; derived from `list` here.
+    fn list_dir(&self, prefix: &str) -> ObjResult<Listing> {
+        let mut listing = Listing::default();
+        for object in self.list(prefix)? {
+            let rest = &object.key[prefix.len()..];
+            match rest.split_once('/') {
+                Some((dir, _)) => {
+                    if listing.dirs.last().map(String::as_str) != Some(dir) {
+                        listing.dirs.push(dir.to_string());
+                    }
+                }
+                None => listing.objects.push(object),
+            }
+        }
+        Ok(listing)
+    }
+}
+
+/// What [`Objects::list_dir`] finds one level below a prefix.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Listing {
+    pub objects: Vec<ObjectMeta>,
+    /// Names one level down that have objects below them.
+    pub dirs: Vec<String>,
 }
 
 /// How a create-if-absent ended once its outcome is known.

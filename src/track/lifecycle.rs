@@ -711,7 +711,7 @@ pub fn track_conversion(
     // The training run this conversion descends from, when training was tracked.
     let parent_run = manifest["parent"]["dir"]
         .as_str()
-        .and_then(|d| crate::completion::read_metadata_value(&crate::fs::OsFs, Path::new(d)))
+        .and_then(|d| crate::completion::read_metadata_value(&crate::store::cloud::CloudFs::new(), Path::new(d)))
         .and_then(|m| m["tracking"]["run_id"].as_str().map(str::to_string));
     if let Some(id) = parent_run {
         tags.insert(

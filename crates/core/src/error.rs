@@ -157,6 +157,14 @@ impl ErrorKind {
                 K::QuotaExceeded => Some(ErrorKind::QuotaExceeded),
                 K::ReadOnlyFilesystem => Some(ErrorKind::ReadOnly),
                 K::PermissionDenied => Some(ErrorKind::PermissionDenied),
+                // An object store that did not answer (OUT in a bucket).
+                K::TimedOut
+                | K::ConnectionRefused
+                | K::ConnectionReset
+                | K::ConnectionAborted
+                | K::NotConnected
+                | K::HostUnreachable
+                | K::NetworkUnreachable => Some(ErrorKind::StorageIo),
                 _ => None,
             },
         }

@@ -8,6 +8,12 @@
 //! | publish a staged directory (`publish_dir`) | rename-noreplace | plain rename: the target must not exist, a non-empty one refuses (the protocol never leaves an empty variant dir) |
 //! | replace a directory (`swap_dir`) | rename-exchange | rename-aside + rename-in; `recover_swap` finishes or rolls back an interrupted one |
 //! | replace a file (`write_atomic`) | temp, fsync, rename | the same |
+//!
+//! The `object` profile (OUT in a bucket, `Caps::whole_objects`) replaces a file with one put
+//! (whole-object atomic, no temporary), creates exclusively with one create-if-absent put
+//! (the no-links branch), publishes a directory by the store's copy with a create-if-absent
+//! claim (`BucketFs::rename`), and swaps a directory by deleting the old one first (only
+//! re-creatable data is ever swapped: a re-saved step checkpoint).
 
 use super::{file_name_of, parent_of, temp_sibling, Fs};
 use std::io;
@@ -30,6 +36,9 @@ pub fn write_atomic_staged(
     path: &Path,
     bytes: &[u8],
 ) -> io::Result<()> {
+    if fs.caps(parent_of(path)?).whole_objects {
+        return fs.write(path, bytes);
+    }
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -64,6 +73,9 @@ fn vanished(fs: &dyn Fs, tmp: &Path, e: &io::Error) -> bool {
 /// durable: for data whose loss in a crash is harmless (heartbeats, the job file, which is
 /// rewritten by every attempt).
 pub fn write_replace(fs: &dyn Fs, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    if fs.caps(parent_of(path)?).whole_objects {
+        return fs.write(path, bytes);
+    }
     let tmp = temp_sibling(fs, path)?;
     fs.create_new(&tmp, bytes)?;
     let published = fs.rename(&tmp, path);
@@ -167,6 +179,14 @@ pub fn aside_of(target: &Path) -> io::Result<PathBuf> {
 pub fn swap_dir(fs: &dyn Fs, staged: &Path, target: &Path) -> io::Result<()> {
     let parent = parent_of(target)?;
     fs.fsync_dir(staged)?;
+    if fs.caps(parent).whole_objects {
+        match fs.remove_dir_all(target) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        return publish_dir(fs, staged, target);
+    }
     if fs.caps(parent).rename_exchange {
         fs.rename_exchange(staged, target)?;
         fs.fsync_dir(parent)?;

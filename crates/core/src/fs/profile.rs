@@ -20,6 +20,11 @@ pub enum ProfileName {
     /// O_EXCL create where there are no hard links), directories by a plain rename onto a name
     /// that must not exist, and a directory swap is rename-aside + rename-in.
     PosixNoflags,
+    /// OUT in an object store (S3, GCS, Azure Blob; docs/contract.md, "OUT in an object
+    /// store"): whole-object puts, create-if-absent for every exclusive create, no rename
+    /// (a "rename" is copy + delete) and no directories. Never probed or forced: it comes
+    /// with a `s3://`, `gs://` or `az://` OUT.
+    Object,
 }
 
 impl ProfileName {
@@ -27,6 +32,7 @@ impl ProfileName {
         match self {
             ProfileName::Posix => "posix",
             ProfileName::PosixNoflags => "posix-noflags",
+            ProfileName::Object => "object",
         }
     }
 }
@@ -61,6 +67,12 @@ pub struct Caps {
     pub rename_exchange: bool,
     /// `link(2)`.
     pub hard_link: bool,
+    /// An object store: a put replaces a whole object atomically (so a file is replaced by
+    /// writing it in place, without a temporary), a file or directory "rename" is a copy and
+    /// a delete (never atomic), and there are no directories (a name is a directory while a
+    /// key below it exists).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub whole_objects: bool,
 }
 
 impl Caps {
@@ -69,23 +81,35 @@ impl Caps {
         rename_noreplace: true,
         rename_exchange: true,
         hard_link: true,
+        whole_objects: false,
     };
     /// NFS, bindfs and other FUSE daemons that pass links through.
     pub const NOFLAGS: Caps = Caps {
         rename_noreplace: false,
         rename_exchange: false,
         hard_link: true,
+        whole_objects: false,
     };
     /// Drive, gcsfuse, blobfuse2, s3fs, rclone: neither rename flags nor hard links.
     pub const NOFLAGS_NOLINKS: Caps = Caps {
         rename_noreplace: false,
         rename_exchange: false,
         hard_link: false,
+        whole_objects: false,
+    };
+    /// An object store (S3, GCS, Azure Blob, or the simulated one).
+    pub const OBJECTS: Caps = Caps {
+        rename_noreplace: false,
+        rename_exchange: false,
+        hard_link: false,
+        whole_objects: true,
     };
 
     /// The profile these capabilities give.
     pub fn profile(self) -> ProfileName {
-        if self.rename_noreplace && self.rename_exchange {
+        if self.whole_objects {
+            ProfileName::Object
+        } else if self.rename_noreplace && self.rename_exchange {
             ProfileName::Posix
         } else {
             ProfileName::PosixNoflags
@@ -96,7 +120,7 @@ impl Caps {
     /// filesystem that has flags switches them off; links stay as probed).
     pub fn restricted_to(self, profile: ProfileName) -> Caps {
         match profile {
-            ProfileName::Posix => self,
+            ProfileName::Posix | ProfileName::Object => self,
             ProfileName::PosixNoflags => Caps {
                 rename_noreplace: false,
                 rename_exchange: false,
@@ -107,7 +131,9 @@ impl Caps {
 
     /// How a file is created exclusively on this filesystem.
     pub fn file_publish(self) -> &'static str {
-        if self.rename_noreplace {
+        if self.whole_objects {
+            "create-if-absent put of the whole object"
+        } else if self.rename_noreplace {
             "temp file + rename-noreplace"
         } else if self.hard_link {
             "temp file + link + unlink"
@@ -118,7 +144,9 @@ impl Caps {
 
     /// How a staged directory is published.
     pub fn dir_publish(self) -> &'static str {
-        if self.rename_noreplace {
+        if self.whole_objects {
+            "copy: the first file (by name) by create-if-absent claims the name, the rest by put, the staged objects deleted"
+        } else if self.rename_noreplace {
             "rename-noreplace"
         } else {
             "plain rename onto a name that must not exist (a non-empty target refuses)"
@@ -127,7 +155,9 @@ impl Caps {
 
     /// How a published directory is replaced (the Drive mirror, a re-saved step checkpoint).
     pub fn dir_swap(self) -> &'static str {
-        if self.rename_exchange {
+        if self.whole_objects {
+            "delete the old objects, then publish (an interrupted swap leaves no copy: only re-creatable data is swapped)"
+        } else if self.rename_exchange {
             "rename-exchange"
         } else {
             "rename-aside + rename-in (an interrupted swap is finished or rolled back next time)"
@@ -213,6 +243,7 @@ fn probe_in(fs: &dyn Fs, root: &Path) -> io::Result<Probe> {
             rename_noreplace,
             rename_exchange,
             hard_link,
+            whole_objects: false,
         },
         excl_create,
         dir_fsync,
@@ -317,6 +348,11 @@ impl Scope {
 /// and cache guarantees on a filesystem type, and why.
 pub fn scope_of(fstype: &str) -> (Scope, &'static str) {
     match fstype {
+        t if t.starts_with("object-store.") => (
+            Scope::AcrossMachines,
+            "an object store with create-if-absent and strong read-after-write: every \
+             machine's claims, leases and records are decided by the store",
+        ),
         "nfs" | "nfs4" => (
             Scope::AcrossMachines,
             "NFS: link, rename and O_EXCL create are atomic on the server, and close-to-open \
@@ -371,6 +407,9 @@ pub struct Report {
 impl Report {
     pub fn new(probed_in: PathBuf, probe: Probe, setting: Setting, mount: Option<Mount>) -> Report {
         let (profile, chosen_by) = match setting {
+            Setting::Auto if probe.caps.whole_objects => {
+                (ProfileName::Object, "OUT's URL".to_string())
+            }
             Setting::Auto => (probe.caps.profile(), "probe".to_string()),
             Setting::Force(p) => (p, "paths.yaml storage.profile".to_string()),
         };
