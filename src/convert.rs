@@ -61,6 +61,10 @@ pub struct Report {
 /// A command-line path: absolute, relative to `cwd` otherwise, lexically normalised (the
 /// one normaliser, `paths::lexical_normalize`).
 pub fn normalize(cwd: &Path, path: &Path) -> PathBuf {
+    if crate::paths::is_bucket_path(path) {
+        // `s3://b/k` keeps its `//` (lexical normalisation would make it `s3:/b/k`).
+        return PathBuf::from(path.to_string_lossy().trim_end_matches('/'));
+    }
     crate::paths::lexical_normalize(&crate::config::absolutize(path, cwd))
 }
 
@@ -422,19 +426,52 @@ pub fn convert_with(
     crate::cache::ensure_dir(fs, holder)?;
     let staged = holder.join(format!(".conv-{}.tmp-{}", &conv[..8], fs.unique()));
     fs.create_dir(&staged).map_err(|e| io(&staged, e))?;
+    // OUT in a bucket: the converter (a process, or the built-in one's smoke test) works on
+    // the local disk; its bundle is uploaded into the staged prefix before the manifest.
+    let scratch = if crate::store::stage::is_remote(fs, &staged) {
+        Some(
+            crate::store::stage::fresh(fs, &config.root, &format!("convert-{}", fs.unique()))
+                .map_err(|e| io(&staged, e))?,
+        )
+    } else {
+        None
+    };
+    let (conv_out, conv_ckpt, conv_metrics) = match &scratch {
+        Some(local) => {
+            let ckpt = local.join("parent-checkpoint");
+            crate::store::stage::copy_tree(fs, &parent_dir.join(CHECKPOINT_DIR), &ckpt, "")
+                .map_err(|e| io(&parent_dir.join(CHECKPOINT_DIR), e))?;
+            let metrics = local.join(METRICS_FILE);
+            let from = parent_dir.join(METRICS_FILE);
+            let bytes = fs.read(&from).map_err(|e| io(&from, e))?;
+            fs.write(&metrics, &bytes).map_err(|e| io(&metrics, e))?;
+            let out_dir = local.join("bundle");
+            fs.create_dir_all(&out_dir).map_err(|e| io(&out_dir, e))?;
+            (out_dir, ckpt, metrics)
+        }
+        None => (
+            staged.clone(),
+            parent_dir.join(CHECKPOINT_DIR),
+            parent_dir.join(METRICS_FILE),
+        ),
+    };
     let job = json!({
         "kind": "conversion",
         "parent_dir": parent_dir,
-        "checkpoint_dir": parent_dir.join(CHECKPOINT_DIR),
-        "metrics_path": parent_dir.join(METRICS_FILE),
-        "output_dir": staged,
+        "checkpoint_dir": conv_ckpt,
+        "metrics_path": conv_metrics,
+        "output_dir": conv_out,
         "final_output_dir": out,
         "conv_fp": conv,
         "conversion": conversion,
         "parent": parent_json,
     });
     let result = (|| -> Result<Value> {
-        let converter = run_converter(fs, config, &parent_dir, &staged, &job, external)?;
+        let converter = run_converter(fs, config, &parent_dir, &conv_out, &job, external)?;
+        if scratch.is_some() {
+            crate::store::stage::copy_tree(fs, &conv_out, &staged, "")
+                .map_err(|e| io(&staged, e))?;
+        }
         let files = fs::manifest::build(fs, &staged, fs::manifest::Sync::Files)
             .map_err(|(at, e)| io(&at, e))?;
         let manifest = json!({
@@ -456,6 +493,10 @@ pub fn convert_with(
         fs::create_durable(fs, &path, &bytes).map_err(|e| io(&path, e))?;
         Ok(manifest)
     })();
+    if let Some(local) = &scratch {
+        let _ = fs.remove_dir_all(local);
+        crate::store::stage::remove_if_empty(fs, local.parent());
+    }
     let manifest = match result {
         Ok(m) => m,
         Err(e) => {

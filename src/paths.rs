@@ -285,6 +285,16 @@ pub fn resolve_out(root: &Path, paths: &PathsFile, env: StorageEnv) -> PathBuf {
     lexical_normalize(&crate::config::absolutize(Path::new(base), root))
 }
 
+/// Whether `path` names an object in a bucket (`s3://bucket/key` taken as a path: its first
+/// component is `s3:`, `gs:` or `az:`).
+pub fn is_bucket_path(path: &Path) -> bool {
+    matches!(
+        path.components().next(),
+        Some(Component::Normal(first))
+            if first.to_str().and_then(|f| f.strip_suffix(':')).is_some_and(|s| BUCKET_SCHEMES.contains(&s))
+    )
+}
+
 /// The object stores OUT may live in, by URL scheme.
 pub const BUCKET_SCHEMES: [&str; 3] = ["s3", "gs", "az"];
 

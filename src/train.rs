@@ -1123,6 +1123,7 @@ fn attempt(
         .map_err(|e| Error::io_op("upload the trainer's outputs to", dir, &e))?;
         drop(done);
         let _ = fs.remove_dir_all(&work);
+        crate::store::stage::remove_if_empty(fs, work.parent());
     }
     let failed = |meta: &mut Value,
                   kind: &str,

@@ -114,7 +114,8 @@ pub fn find_root(explicit: Option<&Path>, cwd: &Path) -> PathBuf {
 }
 
 pub fn absolutize(path: &Path, base: &Path) -> PathBuf {
-    if path.is_absolute() {
+    // A bucket URL (`s3://b/k` as a path) is already absolute in its own store.
+    if path.is_absolute() || crate::paths::is_bucket_path(path) {
         path.to_path_buf()
     } else {
         base.join(path)

@@ -66,6 +66,14 @@ fn not_found(path: &Path) -> io::Error {
     )
 }
 
+/// A name that is taken (what a plain rename onto a non-empty directory or a file reports).
+fn taken(path: &Path, what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        format!("{}: {what}", path.display()),
+    )
+}
+
 fn os_err(errno: i32, path: &Path, what: &str) -> io::Error {
     let e = io::Error::from_raw_os_error(errno);
     io::Error::new(e.kind(), format!("{}: {what} ({e})", path.display()))
@@ -202,7 +210,7 @@ impl BucketFs {
                     self.forget_virtual_above(to);
                     Ok(())
                 }
-                Ok(Created::Lost) => Err(os_err(libc::ENOTEMPTY, path, "taken")),
+                Ok(Created::Lost) => Err(taken(path, "the name is taken")),
                 Err(e) => Err(io_err(e, path)),
             },
         }
@@ -212,10 +220,10 @@ impl BucketFs {
     /// then delete the originals. Refuses a target that has any object.
     fn rename_dir(&self, from: &str, to: &str, src: &Path, dst: &Path) -> io::Result<()> {
         if self.file_exists(to, dst)? {
-            return Err(os_err(libc::ENOTDIR, dst, "a file is there"));
+            return Err(taken(dst, "a file is there"));
         }
         if self.has_below(to, dst)? {
-            return Err(os_err(libc::ENOTEMPTY, dst, "the name is taken"));
+            return Err(taken(dst, "the name is taken"));
         }
         let keys = self.objects_below(from, src)?;
         if keys.is_empty() {

@@ -48,6 +48,15 @@ fn classify(e: object_store::Error, write: bool) -> ObjError {
         | E::NotImplemented { .. }
         | E::InvalidPath { .. }
         | E::UnknownConfigurationKey { .. } => ObjError::Refused(e.to_string()),
+        // A bucket that does not exist, or credentials the store refuses, are not
+        // transient (the crate reports them as a generic error with the store's code).
+        other
+            if ["NoSuchBucket", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "ContainerNotFound"]
+                .iter()
+                .any(|code| other.to_string().contains(code)) =>
+        {
+            ObjError::Refused(other.to_string())
+        }
         other => ObjError::Unavailable {
             maybe_applied: write,
             detail: other.to_string(),

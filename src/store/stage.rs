@@ -118,3 +118,12 @@ pub fn upload_outputs(
     }
     Ok(())
 }
+
+/// Removes the staging root when its last staging dir is gone (a racing command's stays).
+pub fn remove_if_empty(fs: &dyn Fs, dir: Option<&Path>) {
+    if let Some(dir) = dir {
+        if fs.list(dir).is_ok_and(|e| e.is_empty()) {
+            let _ = fs.remove_dir_all(dir);
+        }
+    }
+}

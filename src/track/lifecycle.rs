@@ -671,7 +671,7 @@ pub fn open_for_train(
             format!("tracking.required is true and the tracking store is not usable: {e}"),
         )
     };
-    let opened = match open_training(config, Arc::new(crate::fs::OsFs), var, cwd) {
+    let opened = match open_training(config, Arc::new(crate::store::cloud::CloudFs::new()), var, cwd) {
         Ok(o) => o,
         Err(e) if required => return Err(unavailable(&e)),
         Err(e) => return Ok((None, vec![format!("tracking is off for this run: {e}")])),
@@ -762,7 +762,7 @@ pub fn after_conversion(
     let opened = open_stage(
         config,
         Stage::Conversion,
-        Arc::new(crate::fs::OsFs),
+        Arc::new(crate::store::cloud::CloudFs::new()),
         var,
         cwd,
     );

@@ -439,6 +439,8 @@ impl Report {
             fstype,
             if self.chosen_by == "probe" {
                 "probed".to_string()
+            } else if self.profile == ProfileName::Object {
+                format!("set by {}", self.chosen_by)
             } else {
                 format!("forced by {}", self.chosen_by)
             },
