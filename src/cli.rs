@@ -732,8 +732,21 @@ pub fn predict_command(
             )
         })?;
     }
-    let spans = crate::builtin::predict(&dir, text)
-        .map_err(|m| Error::new(ErrorKind::CheckpointInvalid, m))?;
+    let spans = if crate::store::stage::is_remote(fs, &dir) {
+        // A bundle in a bucket is loaded from a local copy (removed after).
+        let local = std::env::temp_dir().join(format!("trainctl-predict-{}", fs.unique()));
+        let copied = crate::store::stage::copy_tree(fs, &dir, &local, "")
+            .map_err(|e| Error::io_op("download the bundle", &dir, &e));
+        let spans = copied.and_then(|_| {
+            crate::builtin::predict(&local, text)
+                .map_err(|m| Error::new(ErrorKind::CheckpointInvalid, m))
+        });
+        let _ = fs.remove_dir_all(&local);
+        spans?
+    } else {
+        crate::builtin::predict(&dir, text)
+            .map_err(|m| Error::new(ErrorKind::CheckpointInvalid, m))?
+    };
     let entities: Vec<Value> = spans
         .iter()
         .map(|(start, end, label)| {

@@ -496,6 +496,7 @@ pub fn regression_traces(prefix: &str) -> Vec<PathBuf> {
     paths
 }
 pub mod mlflow;
+pub mod moto;
 
 pub mod scripted;
 

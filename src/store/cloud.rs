@@ -68,11 +68,26 @@ impl CloudObjects {
     /// The client for `url`'s bucket, configured from the environment. Builds no connection
     /// yet: the first request does.
     pub fn connect(url: &BucketUrl) -> Result<CloudObjects, String> {
+        CloudObjects::connect_with(url, &[])
+    }
+
+    /// `connect` with S3 settings given here over the environment's (`aws_endpoint`,
+    /// `aws_access_key_id`, `aws_allow_http`, …: the crate's config keys): for tests and
+    /// tools that must not change their own process environment.
+    pub fn connect_with(url: &BucketUrl, s3: &[(&str, &str)]) -> Result<CloudObjects, String> {
         let built: object_store::Result<Arc<dyn ObjectStore>> = match url.scheme.as_str() {
-            "s3" => object_store::aws::AmazonS3Builder::from_env()
-                .with_bucket_name(&url.bucket)
-                .build()
-                .map(|s| Arc::new(s) as Arc<dyn ObjectStore>),
+            "s3" => {
+                let mut builder =
+                    object_store::aws::AmazonS3Builder::from_env().with_bucket_name(&url.bucket);
+                for (k, v) in s3 {
+                    let key: object_store::aws::AmazonS3ConfigKey =
+                        k.parse().map_err(|e| format!("S3 setting {k}: {e}"))?;
+                    builder = builder.with_config(key, *v);
+                }
+                builder
+                    .build()
+                    .map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
+            }
             "gs" => object_store::gcp::GoogleCloudStorageBuilder::from_env()
                 .with_bucket_name(&url.bucket)
                 .build()
