@@ -449,17 +449,28 @@ fn an_abandoned_attempts_run_ends_killed_once_another_variant_completes() {
     );
 }
 
-/// An OUT given as an object-store URL is a config error naming the key, never a local
-/// directory named `s3:` (issue 17's first symptom); `file://` is its local path.
+/// An OUT given as a URL trainctl cannot use (an unknown scheme, a malformed bucket URL, one
+/// carrying credentials) is a config error naming the key, never a local directory named
+/// `s3:` (issue 17's first symptom), and a secret in it is never echoed; `file://` is its local
+/// path. A well-formed bucket URL whose store does not answer is a storage error (exit 6),
+/// never `internal`.
 #[test]
-fn an_object_store_url_as_out_is_a_config_error_not_a_local_directory() {
+fn an_unusable_out_url_is_a_config_error_not_a_local_directory() {
     let project = support::Project::new();
-    for url in ["s3://bucket/out", "gs://bucket/out", "az://container/out"] {
+    for url in [
+        "hdfs://namenode/out",
+        "s3a://bucket/out",
+        "s3://",
+        "s3://bucket/a//b",
+        "s3://AKIAKEY:topsecret@bucket/out",
+        "gs://bucket/out?versionId=3",
+    ] {
         let out = format!("paths:base.outputs={url}");
         let (code, doc) = run(&project, &["--json", "-o", &out, "train"]);
-        assert_eq!(code, 2, "{doc}");
+        assert_eq!(code, 2, "{url}: {doc}");
         assert_eq!(doc["error"]["kind"], "config_invalid", "{doc}");
         assert_eq!(doc["error"]["key"], "base.outputs", "{doc}");
+        assert!(!doc.to_string().contains("topsecret"), "a secret was echoed: {doc}");
     }
     let (code, colab) = run(
         &project,
@@ -468,7 +479,7 @@ fn an_object_store_url_as_out_is_a_config_error_not_a_local_directory() {
             "--env",
             "colab",
             "-o",
-            "paths:env_overrides.colab.base.outputs=gs://bucket/out",
+            "paths:env_overrides.colab.base.outputs=ftp://host/out",
             "plan",
         ],
     );
@@ -485,6 +496,21 @@ fn an_object_store_url_as_out_is_a_config_error_not_a_local_directory() {
     let (code, plan) = run(&project, &["--json", "-o", &out, "plan"]);
     assert_eq!(code, 0, "{plan}");
     assert!(variant_dir(&plan).starts_with(&file_out), "{plan}");
+
+    // A bucket nobody serves: port 9 on loopback refuses connections.
+    let (code, _, stderr) = project.run_env(
+        &["-o", "paths:base.outputs=s3://bucket/out", "plan"],
+        &[
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
+            ("AWS_ACCESS_KEY_ID", "k"),
+            ("AWS_SECRET_ACCESS_KEY", "s"),
+            ("AWS_ALLOW_HTTP", "true"),
+            ("AWS_REGION", "us-east-1"),
+        ],
+    );
+    assert_eq!(code, 6, "{stderr}");
+    assert!(stderr.contains("s3://bucket/out"), "{stderr}");
+    assert!(!project.root().join("s3:").exists());
 }
 
 /// A split that is a FIFO or a device is a located error before anything is read (before:

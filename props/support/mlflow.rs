@@ -97,6 +97,8 @@ fn ensure_repo_venv(repo: &Path, test: &str) -> PathBuf {
             "-q",
             "--disable-pip-version-check",
             &format!("mlflow=={MLFLOW_VERSION}"),
+            // moto's S3 server for the bucket tests (props/support/moto.rs).
+            &format!("moto[server]=={}", super::moto::MOTO_VERSION),
         ]))?;
         if has(&python) {
             Ok(python)

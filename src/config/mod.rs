@@ -54,8 +54,8 @@ pub struct Override {
 impl Override {
     pub fn parse(arg: &str) -> Result<Override> {
         let usage = |msg: &str| {
-            Error::new(ErrorKind::Usage, format!("-o {arg}: {msg}"))
-                .at(Place::file(format!("-o {arg}")))
+            Error::new(ErrorKind::Usage, format!("-o {}: {msg}", crate::paths::redact(arg)))
+                .at(Place::file(format!("-o {}", crate::paths::redact(arg))))
         };
         let (lhs, value) = arg
             .split_once('=')

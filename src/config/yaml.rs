@@ -33,7 +33,7 @@ impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Origin::File { file, line, .. } => write!(f, "{file}:{line}"),
-            Origin::Override { arg } => write!(f, "-o {arg}"),
+            Origin::Override { arg } => write!(f, "-o {}", crate::paths::redact(arg)),
             Origin::Derived { what } => f.write_str(what),
             Origin::Default => f.write_str("default"),
         }
@@ -50,7 +50,7 @@ impl Origin {
                 key: Some(key.to_string()),
             },
             Origin::Override { arg } => Place {
-                file: Some(format!("-o {arg}")),
+                file: Some(format!("-o {}", crate::paths::redact(arg))),
                 key: Some(key.to_string()),
                 ..Place::default()
             },
@@ -292,7 +292,7 @@ impl Doc {
     /// Applies `-o key=value` to this document: the value is parsed as a YAML scalar or flow
     /// collection; `null` removes the key (the lower-precedence value applies again).
     pub fn apply_override(&mut self, key: &str, value_text: &str, arg: &str) -> Result<(), Error> {
-        let place = || Place::file(format!("-o {arg}")).with_key(key);
+        let place = || Place::file(format!("-o {}", crate::paths::redact(arg))).with_key(key);
         let segments: Vec<&str> = key.split('.').collect();
         if segments.iter().any(|s| s.is_empty()) {
             return Err(Error::new(ErrorKind::Usage, "empty key segment in -o").at(place()));

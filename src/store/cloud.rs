@@ -26,9 +26,24 @@ use std::sync::{Arc, Mutex};
 /// small).
 pub const MULTIPART_ABOVE: usize = 64 << 20;
 
+/// The client's retries of a request that failed in transit: a few, within 30 s (a
+/// heartbeat or an upload that fails after them is retried by trainctl's own loop, or
+/// reported as the storage error it is).
+fn retry_config() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        max_retries: 4,
+        retry_timeout: std::time::Duration::from_secs(30),
+        ..object_store::RetryConfig::default()
+    }
+}
+
 /// One bucket through `object_store`, blocking on a runtime of its own.
 pub struct CloudObjects {
     store: Arc<dyn ObjectStore>,
+    /// The same bucket with the client's own retries off, for create-if-absent: a retried
+    /// create that answers 412 may be our own first attempt, which only the port's
+    /// read-back (`objects::create_resolving`) can tell; the client would report it as taken.
+    create_store: Arc<dyn ObjectStore>,
     rt: tokio::runtime::Runtime,
     url: String,
 }
@@ -75,41 +90,60 @@ impl CloudObjects {
     /// `aws_access_key_id`, `aws_allow_http`, …: the crate's config keys): for tests and
     /// tools that must not change their own process environment.
     pub fn connect_with(url: &BucketUrl, s3: &[(&str, &str)]) -> Result<CloudObjects, String> {
-        let built: object_store::Result<Arc<dyn ObjectStore>> = match url.scheme.as_str() {
-            "s3" => {
-                let mut builder =
-                    object_store::aws::AmazonS3Builder::from_env().with_bucket_name(&url.bucket);
-                for (k, v) in s3 {
-                    let key: object_store::aws::AmazonS3ConfigKey =
-                        k.parse().map_err(|e| format!("S3 setting {k}: {e}"))?;
-                    builder = builder.with_config(key, *v);
+        let build = |retry: object_store::RetryConfig| -> object_store::Result<Arc<dyn ObjectStore>> {
+            Ok(match url.scheme.as_str() {
+                "s3" => {
+                    let mut builder = object_store::aws::AmazonS3Builder::from_env()
+                        .with_bucket_name(&url.bucket)
+                        .with_retry(retry);
+                    for (k, v) in s3 {
+                        let key: object_store::aws::AmazonS3ConfigKey =
+                            k.parse().map_err(|e| object_store::Error::Generic {
+                                store: "S3",
+                                source: format!("S3 setting {k}: {e}").into(),
+                            })?;
+                        builder = builder.with_config(key, *v);
+                    }
+                    Arc::new(builder.build()?)
                 }
-                builder
-                    .build()
-                    .map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
-            }
-            "gs" => object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                .with_bucket_name(&url.bucket)
-                .build()
-                .map(|s| Arc::new(s) as Arc<dyn ObjectStore>),
-            "az" => object_store::azure::MicrosoftAzureBuilder::from_env()
-                .with_container_name(&url.bucket)
-                .build()
-                .map(|s| Arc::new(s) as Arc<dyn ObjectStore>),
-            other => return Err(format!("no object store for scheme {other}://")),
+                "gs" => Arc::new(
+                    object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                        .with_bucket_name(&url.bucket)
+                        .with_retry(retry)
+                        .build()?,
+                ),
+                "az" => Arc::new(
+                    object_store::azure::MicrosoftAzureBuilder::from_env()
+                        .with_container_name(&url.bucket)
+                        .with_retry(retry)
+                        .build()?,
+                ),
+                other => {
+                    return Err(object_store::Error::NotSupported {
+                        source: format!("no object store for scheme {other}://").into(),
+                    })
+                }
+            })
         };
-        let store = built.map_err(|e| {
+        let configured = |e: object_store::Error| {
             format!(
                 "{}://{}: cannot configure the client from the environment: {e}",
                 url.scheme, url.bucket
             )
-        })?;
+        };
+        let store = build(retry_config()).map_err(configured)?;
+        let create_store = build(object_store::RetryConfig {
+            max_retries: 0,
+            ..retry_config()
+        })
+        .map_err(configured)?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the object-store runtime: {e}"))?;
         Ok(CloudObjects {
             store,
+            create_store,
             rt,
             url: format!("{}://{}", url.scheme, url.bucket),
         })
@@ -178,7 +212,11 @@ impl Objects for CloudObjects {
                 },
                 ..PutOptions::default()
             };
-            self.store
+            let client = match mode {
+                PutMode::Create => &self.create_store,
+                PutMode::Overwrite => &self.store,
+            };
+            client
                 .put_opts(&k, PutPayload::from(bytes.to_vec()), opts)
                 .await
                 .map(|_| ())
