@@ -233,6 +233,9 @@ enum Backend {
     SimNoflags,
     /// SimFs with neither rename flags nor hard links (Drive, gcsfuse).
     SimNoflagsNolinks,
+    /// OUT in a simulated object store (`BucketFs` over `SimObjects`; the project and the
+    /// trainer's staging dir on SimFs): the `object` profile.
+    Bucket,
 }
 
 /// The real side: the orchestrator in a sandbox, and the commands applied so far (written as
@@ -306,7 +309,7 @@ impl Memo {
 
 /// The campaigns of this suite: stats kind, test, quick-tier cases (`TRAINCTL_STATS=1`
 /// prints one line per campaign when its last case ends: `support::stats`).
-const CAMPAIGNS: [(&str, &str, u32); 6] = [
+const CAMPAIGNS: [(&str, &str, u32); 7] = [
     ("mvr_simfs", "model_agrees_with_orchestrator_on_simfs", 256),
     ("mvr_osfs", "model_agrees_with_orchestrator_on_osfs", 24),
     (
@@ -329,6 +332,11 @@ const CAMPAIGNS: [(&str, &str, u32); 6] = [
         "model_agrees_with_orchestrator_on_simfs_without_rename_flags_or_links",
         64,
     ),
+    (
+        "mvr_bucket",
+        "model_agrees_with_orchestrator_with_out_in_a_bucket",
+        96,
+    ),
 ];
 
 /// The campaign a sandbox belongs to (an index into `CAMPAIGNS`).
@@ -337,6 +345,7 @@ fn campaign_of(backend: Backend, tracking: &Tracking) -> usize {
         (Backend::Os, _) => 1,
         (Backend::SimNoflags, _) => 4,
         (Backend::SimNoflagsNolinks, _) => 5,
+        (Backend::Bucket, _) => 6,
         (Backend::Sim, Tracking::Disabled) => 2,
         (Backend::Sim, Tracking::Faulty) => 3,
         (Backend::Sim, Tracking::AutoIncrement { .. }) => 0,
@@ -360,7 +369,7 @@ fn sim_profile(backend: Backend) -> support::SimProfile {
     match backend {
         Backend::SimNoflags => support::SimProfile::PosixNoflags,
         Backend::SimNoflagsNolinks => support::SimProfile::PosixNoflagsNolinks,
-        Backend::Sim | Backend::Os => support::SimProfile::Posix,
+        Backend::Sim | Backend::Os | Backend::Bucket => support::SimProfile::Posix,
     }
 }
 
@@ -416,6 +425,17 @@ impl Real {
                     template.sibling(sim.clone(), &sim)
                 })
             }
+            Backend::Bucket => SIM_TEMPLATE.with(|template| {
+                let sim = Arc::new(sim_profile(backend).sim());
+                let bucket = Arc::new(trainctl::store::bucket::BucketFs::new(
+                    sim.clone(),
+                    template.jobs[0].layout.out.clone(),
+                    "out",
+                    Arc::new(trainctl::store::sim::SimObjects::new()),
+                    "sim-".into(),
+                ));
+                template.sibling(bucket, &sim)
+            }),
         };
         let mut sandbox = sandbox;
         // The tracking world is configuration (mlflow.yaml / final_training.yaml), which no
@@ -1293,6 +1313,7 @@ machine_test!(UntrackedOnSimFs, Backend::Sim, UNTRACKED);
 machine_test!(FaultyTrackingOnSimFs, Backend::Sim, FAULTY);
 machine_test!(OnSimFsNoflags, Backend::SimNoflags, TRACKED);
 machine_test!(OnSimFsNoflagsNolinks, Backend::SimNoflagsNolinks, TRACKED);
+machine_test!(WithOutInABucket, Backend::Bucket, TRACKED);
 
 prop_state_machine! {
     #![proptest_config(campaign_config(0))]
@@ -1343,4 +1364,14 @@ prop_state_machine! {
     /// gcsfuse: files published by O_EXCL create at their final name).
     #[test]
     fn model_agrees_with_orchestrator_on_simfs_without_rename_flags_or_links(sequential 1..40 => OnSimFsNoflagsNolinks);
+}
+
+prop_state_machine! {
+    #![proptest_config(campaign_config(6))]
+
+    /// The same model with OUT in an object store (the `object` profile: create-if-absent
+    /// claims, whole-object puts, no rename; the trainer stages locally and its outputs are
+    /// uploaded): every backend agrees with one model.
+    #[test]
+    fn model_agrees_with_orchestrator_with_out_in_a_bucket(sequential 1..40 => WithOutInABucket);
 }
