@@ -213,7 +213,9 @@ fn run_into(case: &Case, schedule_out: &mut Vec<usize>) -> Result<(), String> {
         case.schedule.clone(),
     );
     // The lease-law audit sits under the scheduler: its look-ups share the checked call's step.
-    let audit = Arc::new(LeaseAudit::new(sim.clone()));
+    let out = TEMPLATE.with(|t| t.jobs[0].layout.out.clone());
+    let world = case.profile.world(sim.clone(), &out);
+    let audit = Arc::new(LeaseAudit::new(world.clone()));
     let fs = Arc::new(SchedFs {
         inner: audit.clone(),
         sched: sched.clone(),
@@ -229,7 +231,7 @@ fn run_into(case: &Case, schedule_out: &mut Vec<usize>) -> Result<(), String> {
     };
     sb.tracker = Some(Arc::new(
         store
-            .reading_from(sim.clone())
+            .reading_from(world.clone())
             .alive_while(Arc::new(move || !switch.is_dead())),
     ));
     if case.long_run.is_none() {

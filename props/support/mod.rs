@@ -512,9 +512,40 @@ pub enum SimProfile {
     Posix,
     PosixNoflags,
     PosixNoflagsNolinks,
+    /// OUT in a simulated object store (`BucketFs` over `SimObjects`); everything else (the
+    /// project, the trainer's staging dir) on a posix SimFs.
+    Object,
 }
 
 impl SimProfile {
+    /// Every world a seed-driven campaign may draw: the three filesystem profiles and OUT in
+    /// a bucket.
+    pub const WORLDS: [SimProfile; 4] = [
+        SimProfile::Posix,
+        SimProfile::PosixNoflags,
+        SimProfile::PosixNoflagsNolinks,
+        SimProfile::Object,
+    ];
+
+    /// The Fs a case runs on: `sim` itself, or, for `Object`, a bucket holding `out` with
+    /// `sim` for every other path.
+    pub fn world(
+        self,
+        sim: std::sync::Arc<trainctl::fs::sim::SimFs>,
+        out: &Path,
+    ) -> std::sync::Arc<dyn trainctl::fs::Fs> {
+        match self {
+            SimProfile::Object => std::sync::Arc::new(trainctl::store::bucket::BucketFs::new(
+                sim,
+                out.to_path_buf(),
+                "out",
+                std::sync::Arc::new(trainctl::store::sim::SimObjects::new()),
+                "sim-".into(),
+            )),
+            _ => sim,
+        }
+    }
+
     pub const ALL: [SimProfile; 3] = [
         SimProfile::Posix,
         SimProfile::PosixNoflags,
@@ -526,6 +557,8 @@ impl SimProfile {
             SimProfile::Posix => trainctl::fs::Caps::POSIX,
             SimProfile::PosixNoflags => trainctl::fs::Caps::NOFLAGS,
             SimProfile::PosixNoflagsNolinks => trainctl::fs::Caps::NOFLAGS_NOLINKS,
+            // The local side of a bucket world.
+            SimProfile::Object => trainctl::fs::Caps::POSIX,
         }
     }
 
@@ -538,7 +571,7 @@ impl SimProfile {
     /// the rest of the case does not change with it).
     pub fn of_seed(seed: u64) -> SimProfile {
         let h = trainctl::rng::SplitMix64::new(seed ^ 0x5107_f11e).next_u64();
-        SimProfile::ALL[(h % 3) as usize]
+        SimProfile::WORLDS[(h % 4) as usize]
     }
 }
 
