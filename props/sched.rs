@@ -214,7 +214,7 @@ fn run_into(case: &Case, schedule_out: &mut Vec<usize>) -> Result<(), String> {
     );
     // The lease-law audit sits under the scheduler: its look-ups share the checked call's step.
     let out = TEMPLATE.with(|t| t.jobs[0].layout.out.clone());
-    let world = case.profile.world(sim.clone(), &out);
+    let world = case.profile.world(sim.clone(), &out, case.seed);
     let audit = Arc::new(LeaseAudit::new(world.clone()));
     let fs = Arc::new(SchedFs {
         inner: audit.clone(),

@@ -529,17 +529,20 @@ impl SimProfile {
 
     /// The Fs a case runs on: `sim` itself, or, for `Object`, a bucket holding `out` with
     /// `sim` for every other path.
+    /// The store's create-if-absent puts time out now and then (from `seed`: applied or
+    /// not), which the protocol must absorb.
     pub fn world(
         self,
         sim: std::sync::Arc<trainctl::fs::sim::SimFs>,
         out: &Path,
+        seed: u64,
     ) -> std::sync::Arc<dyn trainctl::fs::Fs> {
         match self {
             SimProfile::Object => std::sync::Arc::new(trainctl::store::bucket::BucketFs::new(
                 sim,
                 out.to_path_buf(),
                 "out",
-                std::sync::Arc::new(trainctl::store::sim::SimObjects::new()),
+                std::sync::Arc::new(trainctl::store::sim::SimObjects::with_create_timeouts(seed)),
                 "sim-".into(),
             )),
             _ => sim,

@@ -29,6 +29,9 @@ struct State {
     counts: BTreeMap<&'static str, u64>,
     /// Another writer's create-if-absent, landing just before the request of that number.
     rivals: BTreeMap<u64, (String, Vec<u8>)>,
+    /// When set, about one create-if-absent in four times out (applied or lost, decided by a
+    /// hash of this seed and the request number): what the protocol must absorb.
+    create_timeouts: Option<u64>,
 }
 
 /// The simulated store. Cheap to create; all state behind one mutex.
@@ -51,6 +54,16 @@ impl SimObjects {
         let mut s = self.state();
         let at = s.requests + k;
         s.faults.insert(at, fault);
+    }
+
+    /// A store whose create-if-absent puts time out now and then, deterministically from
+    /// `seed`: one in eight is applied and unanswered, one in eight lost and unanswered. Every
+    /// other request answers. The orchestrator must behave exactly as on a healthy store
+    /// (docs/contract.md, "A create-if-absent that timed out").
+    pub fn with_create_timeouts(seed: u64) -> SimObjects {
+        let sim = SimObjects::new();
+        sim.state().create_timeouts = Some(seed);
+        sim
     }
 
     /// Another writer creates `key` (if absent) just before the `k`-th request from now.
@@ -122,8 +135,15 @@ impl Objects for SimObjects {
             PutMode::Create => "put_create",
             PutMode::Overwrite => "put_overwrite",
         };
-        let fault = SimObjects::request(&mut s, kind);
+        let mut fault = SimObjects::request(&mut s, kind);
         let at = s.requests;
+        if let (None, Some(seed), PutMode::Create) = (fault, s.create_timeouts, mode) {
+            fault = match crate::rng::SplitMix64::new(seed ^ at.wrapping_mul(0x9e37_79b9)).next_u64() % 8 {
+                0 => Some(Fault::TimeoutApplied),
+                1 => Some(Fault::TimeoutLost),
+                _ => None,
+            };
+        }
         if fault == Some(Fault::Fail) {
             return Err(unavailable(false, at));
         }
