@@ -18,9 +18,12 @@ pub enum Fault {
     /// Times out before the store applied it (`Unavailable`, `maybe_applied: true`: the caller
     /// cannot tell this from `TimeoutApplied`).
     TimeoutLost,
+    /// The process making the request is dead (`die_after`): nothing happens, and no answer
+    /// reaches anyone.
+    Dead,
 }
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct State {
     objects: BTreeMap<String, Vec<u8>>,
     requests: u64,
@@ -32,6 +35,12 @@ struct State {
     /// When set, about one create-if-absent in four times out (applied or lost, decided by a
     /// hash of this seed and the request number): what the protocol must absorb.
     create_timeouts: Option<u64>,
+    /// Writes (puts and deletes) answered so far.
+    writes: u64,
+    /// The process dies once this many writes have been answered: every later request fails
+    /// until `revive` (crash exploration: the process dies between requests).
+    die_at: Option<u64>,
+    dead: bool,
 }
 
 /// The simulated store. Cheap to create; all state behind one mutex.
@@ -66,6 +75,38 @@ impl SimObjects {
         sim
     }
 
+    /// An independent copy of the store in its current state (crash exploration forks one
+    /// prefix per crash point).
+    pub fn fork(&self) -> SimObjects {
+        SimObjects {
+            state: Mutex::new(self.state().clone()),
+        }
+    }
+
+    /// The next `k` writes are answered, then the process that makes them is dead: every
+    /// request fails (nothing more is applied) until `revive`. What the store applied stays:
+    /// an answered put is durable.
+    pub fn die_after(&self, k: u64) {
+        let mut s = self.state();
+        if k == 0 {
+            s.dead = true;
+        } else {
+            s.die_at = Some(s.writes + k);
+        }
+    }
+
+    /// A new process after a crash: requests are answered again.
+    pub fn revive(&self) {
+        let mut s = self.state();
+        s.dead = false;
+        s.die_at = None;
+    }
+
+    /// Writes answered so far.
+    pub fn write_count(&self) -> u64 {
+        self.state().writes
+    }
+
     /// Another writer creates `key` (if absent) just before the `k`-th request from now.
     pub fn rival_create_at(&self, k: u64, key: &str, bytes: &[u8]) {
         let mut s = self.state();
@@ -86,6 +127,16 @@ impl SimObjects {
     /// Counts the request and returns its fault, if one is planted at it.
     fn request(s: &mut State, kind: &'static str) -> Option<Fault> {
         s.requests += 1;
+        if s.dead {
+            return Some(Fault::Dead);
+        }
+        if kind.starts_with("put") || kind == "delete" {
+            s.writes += 1;
+            if s.die_at.is_some_and(|at| s.writes > at) {
+                s.dead = true;
+                return Some(Fault::Dead);
+            }
+        }
         if let Some((key, bytes)) = s.rivals.remove(&s.requests) {
             s.objects.entry(key).or_insert(bytes);
         }
@@ -144,7 +195,7 @@ impl Objects for SimObjects {
                 _ => None,
             };
         }
-        if fault == Some(Fault::Fail) {
+        if matches!(fault, Some(Fault::Fail) | Some(Fault::Dead)) {
             return Err(unavailable(false, at));
         }
         if fault == Some(Fault::TimeoutLost) {
@@ -169,7 +220,7 @@ impl Objects for SimObjects {
         let fault = SimObjects::request(&mut s, "delete");
         let at = s.requests;
         match fault {
-            Some(Fault::Fail) => return Err(unavailable(false, at)),
+            Some(Fault::Fail) | Some(Fault::Dead) => return Err(unavailable(false, at)),
             Some(Fault::TimeoutLost) => return Err(unavailable(true, at)),
             _ => {}
         }
