@@ -210,6 +210,11 @@ impl FsTrainer<'_> {
             .unwrap_or_default();
         let seed = job["seed"].as_u64().unwrap_or(0);
         let steps = job["total_steps"].as_u64().unwrap_or(1);
+        // A resume reads the step checkpoint it continues from (with OUT in a bucket: the
+        // copy trainctl downloaded into the staging dir).
+        if let Some(from) = job["resume_from"].as_str() {
+            fs.read(&Path::new(from).join("trainer_state.json"))?;
+        }
         if self.script == TrainerScript::DiskFull {
             self.fs.set_full(true);
         }
