@@ -75,6 +75,18 @@ fn pipeline_train_status_convert_and_cache_check_against_a_bucket() {
     );
     let (code, train) = run(&project, &moto, &out, &["train"], &[]);
     assert_eq!(code, 0, "{train}");
+    // Tracking (the file store under the project) got the run's artifacts from the bucket.
+    assert!(
+        !train.to_string().contains("were not uploaded"),
+        "tracking could not read the artifacts from the bucket: {train}"
+    );
+    let artifacts = support::snapshot(&project.root().join("mlruns"));
+    assert!(
+        artifacts
+            .iter()
+            .any(|(p, _)| p.ends_with("artifacts/metrics.json")),
+        "no tracked artifact"
+    );
     let variant_dir = train["output_dir"].as_str().expect("output_dir").to_string();
     assert!(variant_dir.starts_with("s3://pipe/out/"), "{train}");
     let (code, status) = run(&project, &moto, &out, &["status", "--deep"], &[]);
@@ -99,6 +111,23 @@ fn pipeline_train_status_convert_and_cache_check_against_a_bucket() {
     assert_eq!(again["decision"], "reuse", "{again}");
     let (code, check) = run(&project, &moto, &out, &["cache", "check"], &[]);
     assert_eq!(code, 0, "{check}");
+    // On colab, the Drive mirror is irrelevant with OUT in a bucket, and says so.
+    let colab_out = format!("paths:env_overrides.colab.base.outputs={out}");
+    let drive = format!("paths:drive.mount_point={}", project.root().join("drive").display());
+    let (code, backup) = run(
+        &project,
+        &moto,
+        &out,
+        &["--env", "colab", "-o", &colab_out, "-o", &drive, "backup"],
+        &[],
+    );
+    assert_eq!(code, 0, "{backup}");
+    assert!(
+        backup["backup"]["skipped"]
+            .as_str()
+            .is_some_and(|s| s.contains("is a bucket")),
+        "{backup}"
+    );
     let objects = keys(&moto, "out/");
     assert!(objects.iter().any(|k| k.ends_with("/checkpoint/model.safetensors")));
     assert!(objects.iter().any(|k| k.starts_with("out/cache/")));

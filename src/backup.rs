@@ -51,6 +51,8 @@ pub enum Plan {
     NotColab(StorageEnv),
     /// OUT is already under the Drive mount.
     AlreadyOnDrive(PathBuf),
+    /// OUT is a bucket: the bucket is the durable copy, a Drive mirror adds nothing.
+    InABucket(PathBuf),
     Mirror {
         /// `<mount>/MyDrive/<backup_base_dir>`.
         drive_root: PathBuf,
@@ -61,6 +63,9 @@ pub enum Plan {
 
 /// The backup plan of `config`.
 pub fn plan(config: &Config, layout: &Layout) -> Plan {
+    if crate::paths::is_bucket_path(&layout.out) {
+        return Plan::InABucket(layout.out.clone());
+    }
     if config.env.env != StorageEnv::Colab {
         return Plan::NotColab(config.env.env);
     }
@@ -396,6 +401,13 @@ pub fn run(
             skipped: Some(format!(
                 "storage env {} never backs up (colab only)",
                 env.as_str()
+            )),
+            units: Vec::new(),
+        }),
+        Plan::InABucket(out) => Ok(Report {
+            skipped: Some(format!(
+                "OUT {} is a bucket, the durable copy every machine reads: no Drive mirror",
+                out.display()
             )),
             units: Vec::new(),
         }),

@@ -171,6 +171,9 @@ pub fn run(
                 crate::backup::Plan::AlreadyOnDrive(m) => {
                     format!("OUT is on the Drive mount {}", m.display())
                 }
+                crate::backup::Plan::InABucket(out) => {
+                    format!("OUT {} is a bucket: no Drive mirror", out.display())
+                }
                 crate::backup::Plan::Mirror { .. } => unreachable!("handled above"),
             };
             say(4, "drive", &format!("skipped ({why})"));
