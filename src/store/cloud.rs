@@ -46,6 +46,9 @@ pub struct CloudObjects {
     create_store: Arc<dyn ObjectStore>,
     rt: tokio::runtime::Runtime,
     url: String,
+    /// Requests by kind: how many, and the time they took (`TRAINCTL_STORE_STATS=1` prints
+    /// them to stderr when the client goes; docs/performance.md).
+    stats: Mutex<BTreeMap<&'static str, (u64, std::time::Duration)>>,
 }
 
 fn key(k: &str) -> ObjResult<Key> {
@@ -146,7 +149,29 @@ impl CloudObjects {
             create_store,
             rt,
             url: format!("{}://{}", url.scheme, url.bucket),
+            stats: Mutex::new(BTreeMap::new()),
         })
+    }
+
+    /// Runs one request on the runtime, counted under `kind`.
+    fn timed<T>(&self, kind: &'static str, f: impl std::future::Future<Output = T>) -> T {
+        let started = std::time::Instant::now();
+        let out = self.rt.block_on(f);
+        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = stats.entry(kind).or_default();
+        entry.0 += 1;
+        entry.1 += started.elapsed();
+        out
+    }
+
+    /// Requests so far by kind: (count, total seconds).
+    pub fn stats(&self) -> BTreeMap<&'static str, (u64, f64)> {
+        self.stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, (n, d))| (*k, (*n, d.as_secs_f64())))
+            .collect()
     }
 
     fn meta(m: object_store::ObjectMeta) -> ObjectMeta {
@@ -167,6 +192,22 @@ impl CloudObjects {
     }
 }
 
+impl Drop for CloudObjects {
+    fn drop(&mut self) {
+        if std::env::var_os("TRAINCTL_STORE_STATS").is_some_and(|v| v == "1") {
+            let by_kind: serde_json::Map<String, serde_json::Value> = self
+                .stats()
+                .into_iter()
+                .map(|(k, (n, secs))| (k.to_string(), serde_json::json!({"n": n, "secs": secs})))
+                .collect();
+            eprintln!(
+                "TRAINCTL-STORE {}",
+                serde_json::json!({"store": self.url, "requests": by_kind})
+            );
+        }
+    }
+}
+
 impl std::fmt::Debug for CloudObjects {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "CloudObjects({})", self.url)
@@ -176,7 +217,7 @@ impl std::fmt::Debug for CloudObjects {
 impl Objects for CloudObjects {
     fn get(&self, k: &str) -> ObjResult<Vec<u8>> {
         let k = key(k)?;
-        self.rt.block_on(async {
+        self.timed("get", async {
             let got = self.store.get(&k).await.map_err(|e| classify(e, false))?;
             let bytes = got.bytes().await.map_err(|e| classify(e, false))?;
             Ok(bytes.to_vec())
@@ -185,15 +226,18 @@ impl Objects for CloudObjects {
 
     fn head(&self, k: &str) -> ObjResult<ObjectMeta> {
         let k = key(k)?;
-        self.rt
-            .block_on(self.store.head(&k))
+        self.timed("head", self.store.head(&k))
             .map(Self::meta)
             .map_err(|e| classify(e, false))
     }
 
     fn put(&self, k: &str, bytes: &[u8], mode: PutMode) -> ObjResult<()> {
         let k = key(k)?;
-        self.rt.block_on(async {
+        let kind = match mode {
+            PutMode::Create => "put_create",
+            PutMode::Overwrite => "put_overwrite",
+        };
+        self.timed(kind, async {
             if mode == PutMode::Overwrite && bytes.len() > MULTIPART_ABOVE {
                 let upload = self
                     .store
@@ -226,7 +270,7 @@ impl Objects for CloudObjects {
 
     fn delete(&self, k: &str) -> ObjResult<()> {
         let k = key(k)?;
-        match self.rt.block_on(self.store.delete(&k)) {
+        match self.timed("delete", self.store.delete(&k)) {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(classify(e, true)),
         }
@@ -234,7 +278,7 @@ impl Objects for CloudObjects {
 
     fn list(&self, prefix: &str) -> ObjResult<Vec<ObjectMeta>> {
         let p = Self::segment_prefix(prefix)?;
-        let mut all: Vec<ObjectMeta> = self.rt.block_on(async {
+        let mut all: Vec<ObjectMeta> = self.timed("list", async {
             let mut stream = self.store.list(p.as_ref());
             let mut out = Vec::new();
             while let Some(item) = stream.next().await {
@@ -251,8 +295,7 @@ impl Objects for CloudObjects {
     fn list_dir(&self, prefix: &str) -> ObjResult<super::objects::Listing> {
         let p = Self::segment_prefix(prefix)?;
         let found = self
-            .rt
-            .block_on(self.store.list_with_delimiter(p.as_ref()))
+            .timed("list_dir", self.store.list_with_delimiter(p.as_ref()))
             .map_err(|e| classify(e, false))?;
         let mut objects: Vec<ObjectMeta> = found.objects.into_iter().map(Self::meta).collect();
         objects.sort_by(|a, b| a.key.cmp(&b.key));
