@@ -14,7 +14,11 @@ fn run(
     args: &[&str],
     env: &[(&str, &str)],
 ) -> (i32, Value) {
-    let mut all = vec!["--json".to_string(), "-o".into(), format!("paths:base.outputs={out}")];
+    let mut all = vec![
+        "--json".to_string(),
+        "-o".into(),
+        format!("paths:base.outputs={out}"),
+    ];
     all.extend(args.iter().map(|a| a.to_string()));
     let all: Vec<&str> = all.iter().map(String::as_str).collect();
     let vars = moto.env();
@@ -41,14 +45,18 @@ fn the_server_honours_create_if_absent() {
         return;
     };
     let store = moto.objects();
-    store.put("a/x", b"1", PutMode::Create).expect("first create");
+    store
+        .put("a/x", b"1", PutMode::Create)
+        .expect("first create");
     assert_eq!(
         store.put("a/x", b"2", PutMode::Create),
         Err(ObjError::Exists),
         "a second create-if-absent must be refused (If-None-Match: *)"
     );
     assert_eq!(store.get("a/x").expect("get"), b"1");
-    store.put("a/x", b"3", PutMode::Overwrite).expect("overwrite");
+    store
+        .put("a/x", b"3", PutMode::Overwrite)
+        .expect("overwrite");
     assert_eq!(store.get("a/x").expect("get"), b"3");
     let listing = store.list_dir("a/").expect("list_dir");
     assert_eq!(listing.objects.len(), 1);
@@ -87,7 +95,10 @@ fn pipeline_train_status_convert_and_cache_check_against_a_bucket() {
             .any(|(p, _)| p.ends_with("artifacts/metrics.json")),
         "no tracked artifact"
     );
-    let variant_dir = train["output_dir"].as_str().expect("output_dir").to_string();
+    let variant_dir = train["output_dir"]
+        .as_str()
+        .expect("output_dir")
+        .to_string();
     assert!(variant_dir.starts_with("s3://pipe/out/"), "{train}");
     let (code, status) = run(&project, &moto, &out, &["status", "--deep"], &[]);
     assert_eq!(code, 0, "{status}");
@@ -105,7 +116,10 @@ fn pipeline_train_status_convert_and_cache_check_against_a_bucket() {
     let (code, convert) = run(&project, &moto, &out, &["convert", "--latest"], &[]);
     assert_eq!(code, 0, "{convert}");
     assert_eq!(convert["decision"], "new", "{convert}");
-    assert_eq!(convert["parent"]["dir"].as_str(), Some(variant_dir.as_str()));
+    assert_eq!(
+        convert["parent"]["dir"].as_str(),
+        Some(variant_dir.as_str())
+    );
     let (code, again) = run(&project, &moto, &out, &["convert", "--latest"], &[]);
     assert_eq!(code, 0, "{again}");
     assert_eq!(again["decision"], "reuse", "{again}");
@@ -113,7 +127,10 @@ fn pipeline_train_status_convert_and_cache_check_against_a_bucket() {
     assert_eq!(code, 0, "{check}");
     // On colab, the Drive mirror is irrelevant with OUT in a bucket, and says so.
     let colab_out = format!("paths:env_overrides.colab.base.outputs={out}");
-    let drive = format!("paths:drive.mount_point={}", project.root().join("drive").display());
+    let drive = format!(
+        "paths:drive.mount_point={}",
+        project.root().join("drive").display()
+    );
     let (code, backup) = run(
         &project,
         &moto,
@@ -129,9 +146,14 @@ fn pipeline_train_status_convert_and_cache_check_against_a_bucket() {
         "{backup}"
     );
     let objects = keys(&moto, "out/");
-    assert!(objects.iter().any(|k| k.ends_with("/checkpoint/model.safetensors")));
+    assert!(objects
+        .iter()
+        .any(|k| k.ends_with("/checkpoint/model.safetensors")));
     assert!(objects.iter().any(|k| k.starts_with("out/cache/")));
-    assert!(!project.root().join("s3:").exists(), "a local directory named s3: appeared");
+    assert!(
+        !project.root().join("s3:").exists(),
+        "a local directory named s3: appeared"
+    );
     assert!(
         !project.root().join(".trainctl-staging").exists(),
         "the local staging dir was left behind"
@@ -162,7 +184,10 @@ fn eight_force_new_starts_from_eight_hosts_get_eight_variants() {
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("join")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("join"))
+            .collect()
     });
     let mut variants: Vec<u64> = results
         .iter()
@@ -210,7 +235,10 @@ fn kill_9_then_another_host_resumes_from_the_uploaded_step_checkpoint() {
             lease[3],
             "train",
         ],
-        &[("FAKE_TRAINER_SLEEP_MS", "40"), ("TRAINCTL_HOST_ID", "host-a")],
+        &[
+            ("FAKE_TRAINER_SLEEP_MS", "40"),
+            ("TRAINCTL_HOST_ID", "host-a"),
+        ],
     );
     for (k, v) in &vars {
         cmd.env(k, v);
@@ -238,7 +266,10 @@ fn kill_9_then_another_host_resumes_from_the_uploaded_step_checkpoint() {
     args.extend(["-o", "run.mode=resume_if_incomplete", "train"]);
     let b = [("TRAINCTL_HOST_ID", "host-b")];
     let (code, early) = run(&project, &moto, &out, &args, &b);
-    assert_eq!(code, 4, "host B took a lease whose heartbeat is fresh: {early}");
+    assert_eq!(
+        code, 4,
+        "host B took a lease whose heartbeat is fresh: {early}"
+    );
     let start = Instant::now();
     let resumed = loop {
         std::thread::sleep(Duration::from_millis(500));
@@ -247,15 +278,24 @@ fn kill_9_then_another_host_resumes_from_the_uploaded_step_checkpoint() {
             break doc;
         }
         assert_eq!(code, 4, "{doc}");
-        assert!(start.elapsed() < Duration::from_secs(60), "never stale: {doc}");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "never stale: {doc}"
+        );
     };
     assert_eq!(resumed["decision"], "resume", "{resumed}");
     assert_eq!(resumed["variant"], 1, "{resumed}");
     let dir = resumed["output_dir"].as_str().expect("dir").to_string();
     let store = moto.objects();
-    let key_of = |path: &str| path.strip_prefix("s3://kill/").expect("in the bucket").to_string();
+    let key_of = |path: &str| {
+        path.strip_prefix("s3://kill/")
+            .expect("in the bucket")
+            .to_string()
+    };
     let meta: Value = serde_json::from_slice(
-        &store.get(&format!("{}/metadata.json", key_of(&dir))).expect("metadata"),
+        &store
+            .get(&format!("{}/metadata.json", key_of(&dir)))
+            .expect("metadata"),
     )
     .expect("json");
     assert!(
@@ -264,7 +304,13 @@ fn kill_9_then_another_host_resumes_from_the_uploaded_step_checkpoint() {
             .is_some_and(|s| s.contains("/checkpoints/step-")),
         "the resume did not start from the uploaded step checkpoint: {meta}"
     );
-    let (code, fresh) = run(&project, &moto, &out, &["-o", "run.mode=force_new", "train"], &[]);
+    let (code, fresh) = run(
+        &project,
+        &moto,
+        &out,
+        &["-o", "run.mode=force_new", "train"],
+        &[],
+    );
     assert_eq!(code, 0, "{fresh}");
     let weights = |d: &str| {
         store

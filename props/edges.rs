@@ -470,7 +470,10 @@ fn an_unusable_out_url_is_a_config_error_not_a_local_directory() {
         assert_eq!(code, 2, "{url}: {doc}");
         assert_eq!(doc["error"]["kind"], "config_invalid", "{doc}");
         assert_eq!(doc["error"]["key"], "base.outputs", "{doc}");
-        assert!(!doc.to_string().contains("topsecret"), "a secret was echoed: {doc}");
+        assert!(
+            !doc.to_string().contains("topsecret"),
+            "a secret was echoed: {doc}"
+        );
     }
     let (code, colab) = run(
         &project,

@@ -99,7 +99,11 @@ fn the_cross_host_boundary_is_one_millisecond_wide() {
     let future = beat(1_000 + lease::MAX_CLOCK_SKEW_MS, None);
     assert!(lease::liveness(&rec, Some(&future), &facts(1_000, 600_000)));
     let beyond = beat(1_001 + lease::MAX_CLOCK_SKEW_MS, None);
-    assert!(!lease::liveness(&rec, Some(&beyond), &facts(1_000, 600_000)));
+    assert!(!lease::liveness(
+        &rec,
+        Some(&beyond),
+        &facts(1_000, 600_000)
+    ));
 }
 
 #[test]

@@ -432,7 +432,7 @@ impl Real {
                 let world = support::SimProfile::Object.world(
                     sim.clone(),
                     &template.jobs[0].layout.out,
-                    0x0b1e_c7,
+                    0x000b_1ec7,
                 );
                 template.sibling(world, &sim)
             }),

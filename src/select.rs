@@ -839,8 +839,12 @@ pub fn tracking_candidates(
         timeout_ms: 10_000,
         connect_timeout_ms: 3_000,
     };
-    let tracker = crate::track::open(&chosen.choice, std::sync::Arc::new(crate::store::cloud::CloudFs::new()), retry)
-        .map_err(|e| unavailable(&e))?;
+    let tracker = crate::track::open(
+        &chosen.choice,
+        std::sync::Arc::new(crate::store::cloud::CloudFs::new()),
+        retry,
+    )
+    .map_err(|e| unavailable(&e))?;
     let registry = config.tags.clone();
     let Some((candidates, mut warnings)) =
         read_tracked(tracker.as_ref(), &experiment, &registry).map_err(|e| unavailable(&e))?

@@ -51,7 +51,14 @@ impl Moto {
             .expect("free port")
             .port();
         let child = Command::new(&python)
-            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -63,7 +70,10 @@ impl Moto {
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "{test}: moto did not listen on {port}");
+            assert!(
+                Instant::now() < deadline,
+                "{test}: moto did not listen on {port}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         let made = Command::new(&python)

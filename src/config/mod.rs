@@ -54,8 +54,11 @@ pub struct Override {
 impl Override {
     pub fn parse(arg: &str) -> Result<Override> {
         let usage = |msg: &str| {
-            Error::new(ErrorKind::Usage, format!("-o {}: {msg}", crate::paths::redact(arg)))
-                .at(Place::file(format!("-o {}", crate::paths::redact(arg))))
+            Error::new(
+                ErrorKind::Usage,
+                format!("-o {}: {msg}", crate::paths::redact(arg)),
+            )
+            .at(Place::file(format!("-o {}", crate::paths::redact(arg))))
         };
         let (lhs, value) = arg
             .split_once('=')

@@ -254,7 +254,11 @@ impl BucketFs {
 }
 
 fn cross(path: &Path) -> io::Error {
-    os_err(libc::EXDEV, path, "between the bucket and the local filesystem")
+    os_err(
+        libc::EXDEV,
+        path,
+        "between the bucket and the local filesystem",
+    )
 }
 
 impl Fs for BucketFs {
@@ -299,7 +303,9 @@ impl Fs for BucketFs {
                 let Some(rest) = v.strip_prefix(&prefix) else {
                     break;
                 };
-                if !rest.is_empty() && !rest.contains('/') && !entries.iter().any(|e| e.name == rest)
+                if !rest.is_empty()
+                    && !rest.contains('/')
+                    && !entries.iter().any(|e| e.name == rest)
                 {
                     entries.push(Entry {
                         name: rest.to_string(),
@@ -454,14 +460,22 @@ impl Fs for BucketFs {
     fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()> {
         match (self.side(from), self.side(to)) {
             (Side::Local, Side::Local) => self.local.rename_noreplace(from, to),
-            _ => Err(os_err(libc::EINVAL, to, "an object store has no rename flags")),
+            _ => Err(os_err(
+                libc::EINVAL,
+                to,
+                "an object store has no rename flags",
+            )),
         }
     }
 
     fn rename_exchange(&self, a: &Path, b: &Path) -> io::Result<()> {
         match (self.side(a), self.side(b)) {
             (Side::Local, Side::Local) => self.local.rename_exchange(a, b),
-            _ => Err(os_err(libc::EINVAL, b, "an object store has no rename flags")),
+            _ => Err(os_err(
+                libc::EINVAL,
+                b,
+                "an object store has no rename flags",
+            )),
         }
     }
 
@@ -583,7 +597,10 @@ mod tests {
         assert_eq!(fs.metadata(&p("a/b/f.json")).unwrap().len, 1);
         fs.remove_dir_all(&p("a")).unwrap();
         assert!(!fs.exists(&p("a")));
-        assert_eq!(fs.list(&p("a")).unwrap_err().kind(), io::ErrorKind::NotFound);
+        assert_eq!(
+            fs.list(&p("a")).unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
     }
 
     #[test]
@@ -599,7 +616,10 @@ mod tests {
         assert_eq!(lost.kind(), io::ErrorKind::AlreadyExists);
         assert_eq!(fs.read(&p("v1/lease-1.json")).unwrap(), b"s1");
         assert!(!fs.exists(&p("s1")));
-        assert!(fs.exists(&p("s2")), "the loser's staged copy stays for it to remove");
+        assert!(
+            fs.exists(&p("s2")),
+            "the loser's staged copy stays for it to remove"
+        );
     }
 
     #[test]

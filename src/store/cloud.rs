@@ -69,9 +69,15 @@ fn classify(e: object_store::Error, write: bool) -> ObjError {
         // A bucket that does not exist, or credentials the store refuses, are not
         // transient (the crate reports them as a generic error with the store's code).
         other
-            if ["NoSuchBucket", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "ContainerNotFound"]
-                .iter()
-                .any(|code| other.to_string().contains(code)) =>
+            if [
+                "NoSuchBucket",
+                "InvalidAccessKeyId",
+                "SignatureDoesNotMatch",
+                "AccessDenied",
+                "ContainerNotFound",
+            ]
+            .iter()
+            .any(|code| other.to_string().contains(code)) =>
         {
             ObjError::Refused(other.to_string())
         }
@@ -93,41 +99,42 @@ impl CloudObjects {
     /// `aws_access_key_id`, `aws_allow_http`, …: the crate's config keys): for tests and
     /// tools that must not change their own process environment.
     pub fn connect_with(url: &BucketUrl, s3: &[(&str, &str)]) -> Result<CloudObjects, String> {
-        let build = |retry: object_store::RetryConfig| -> object_store::Result<Arc<dyn ObjectStore>> {
-            Ok(match url.scheme.as_str() {
-                "s3" => {
-                    let mut builder = object_store::aws::AmazonS3Builder::from_env()
-                        .with_bucket_name(&url.bucket)
-                        .with_retry(retry);
-                    for (k, v) in s3 {
-                        let key: object_store::aws::AmazonS3ConfigKey =
-                            k.parse().map_err(|e| object_store::Error::Generic {
-                                store: "S3",
-                                source: format!("S3 setting {k}: {e}").into(),
-                            })?;
-                        builder = builder.with_config(key, *v);
+        let build =
+            |retry: object_store::RetryConfig| -> object_store::Result<Arc<dyn ObjectStore>> {
+                Ok(match url.scheme.as_str() {
+                    "s3" => {
+                        let mut builder = object_store::aws::AmazonS3Builder::from_env()
+                            .with_bucket_name(&url.bucket)
+                            .with_retry(retry);
+                        for (k, v) in s3 {
+                            let key: object_store::aws::AmazonS3ConfigKey =
+                                k.parse().map_err(|e| object_store::Error::Generic {
+                                    store: "S3",
+                                    source: format!("S3 setting {k}: {e}").into(),
+                                })?;
+                            builder = builder.with_config(key, *v);
+                        }
+                        Arc::new(builder.build()?)
                     }
-                    Arc::new(builder.build()?)
-                }
-                "gs" => Arc::new(
-                    object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                        .with_bucket_name(&url.bucket)
-                        .with_retry(retry)
-                        .build()?,
-                ),
-                "az" => Arc::new(
-                    object_store::azure::MicrosoftAzureBuilder::from_env()
-                        .with_container_name(&url.bucket)
-                        .with_retry(retry)
-                        .build()?,
-                ),
-                other => {
-                    return Err(object_store::Error::NotSupported {
-                        source: format!("no object store for scheme {other}://").into(),
-                    })
-                }
-            })
-        };
+                    "gs" => Arc::new(
+                        object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                            .with_bucket_name(&url.bucket)
+                            .with_retry(retry)
+                            .build()?,
+                    ),
+                    "az" => Arc::new(
+                        object_store::azure::MicrosoftAzureBuilder::from_env()
+                            .with_container_name(&url.bucket)
+                            .with_retry(retry)
+                            .build()?,
+                    ),
+                    other => {
+                        return Err(object_store::Error::NotSupported {
+                            source: format!("no object store for scheme {other}://").into(),
+                        })
+                    }
+                })
+            };
         let configured = |e: object_store::Error| {
             format!(
                 "{}://{}: cannot configure the client from the environment: {e}",
@@ -403,7 +410,11 @@ impl CloudFs {
             let e = io::Error::from_raw_os_error(libc::EXDEV);
             return Err(io::Error::new(
                 e.kind(),
-                format!("{} and {}: not in one store ({e})", a.display(), b.display()),
+                format!(
+                    "{} and {}: not in one store ({e})",
+                    a.display(),
+                    b.display()
+                ),
             ));
         }
         self.on(a)

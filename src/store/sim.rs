@@ -189,7 +189,10 @@ impl Objects for SimObjects {
         let mut fault = SimObjects::request(&mut s, kind);
         let at = s.requests;
         if let (None, Some(seed), PutMode::Create) = (fault, s.create_timeouts, mode) {
-            fault = match crate::rng::SplitMix64::new(seed ^ at.wrapping_mul(0x9e37_79b9)).next_u64() % 8 {
+            fault = match crate::rng::SplitMix64::new(seed ^ at.wrapping_mul(0x9e37_79b9))
+                .next_u64()
+                % 8
+            {
                 0 => Some(Fault::TimeoutApplied),
                 1 => Some(Fault::TimeoutLost),
                 _ => None,

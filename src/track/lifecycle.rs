@@ -671,7 +671,12 @@ pub fn open_for_train(
             format!("tracking.required is true and the tracking store is not usable: {e}"),
         )
     };
-    let opened = match open_training(config, Arc::new(crate::store::cloud::CloudFs::new()), var, cwd) {
+    let opened = match open_training(
+        config,
+        Arc::new(crate::store::cloud::CloudFs::new()),
+        var,
+        cwd,
+    ) {
         Ok(o) => o,
         Err(e) if required => return Err(unavailable(&e)),
         Err(e) => return Ok((None, vec![format!("tracking is off for this run: {e}")])),
@@ -711,7 +716,12 @@ pub fn track_conversion(
     // The training run this conversion descends from, when training was tracked.
     let parent_run = manifest["parent"]["dir"]
         .as_str()
-        .and_then(|d| crate::completion::read_metadata_value(&crate::store::cloud::CloudFs::new(), Path::new(d)))
+        .and_then(|d| {
+            crate::completion::read_metadata_value(
+                &crate::store::cloud::CloudFs::new(),
+                Path::new(d),
+            )
+        })
         .and_then(|m| m["tracking"]["run_id"].as_str().map(str::to_string));
     if let Some(id) = parent_run {
         tags.insert(
