@@ -92,18 +92,11 @@ fn the_cross_host_boundary_is_one_millisecond_wide() {
     assert!(at(600_999), "599,999 ms old is younger than the timeout");
     assert!(!at(601_000), "exactly lease_timeout old is stale");
     assert!(!at(10_000_000), "far older is stale");
-    // A clock behind the heartbeat (skew between hosts) does not make the lease stale...
+    // A clock behind the heartbeat (skew between hosts, or a reader's clock read when its
+    // command started) does not make the lease stale, however far.
     assert!(at(0));
-    // ...within the skew bound; a heartbeat further ahead than that is a clock gone wrong,
-    // which must not hold the lease forever.
-    let future = beat(1_000 + lease::MAX_CLOCK_SKEW_MS, None);
-    assert!(lease::liveness(&rec, Some(&future), &facts(1_000, 600_000)));
-    let beyond = beat(1_001 + lease::MAX_CLOCK_SKEW_MS, None);
-    assert!(!lease::liveness(
-        &rec,
-        Some(&beyond),
-        &facts(1_000, 600_000)
-    ));
+    let far = beat(1_000 + 3_600_000, None);
+    assert!(lease::liveness(&rec, Some(&far), &facts(1_000, 600_000)));
 }
 
 #[test]
