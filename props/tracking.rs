@@ -1479,3 +1479,47 @@ fn conversions_are_tracked_runs_with_their_lineage() {
     assert!(converted["tracking"].is_null(), "{converted}");
     assert!(!off.root().join("mlruns").exists(), "no runs at all");
 }
+
+/// OUT in a bucket (moto's S3 server) with a real `mlflow server` for tracking (issue 17):
+/// the run ends FINISHED with its metrics and the artifacts trainctl read from the bucket.
+#[test]
+fn a_training_with_out_in_a_bucket_tracks_to_a_real_mlflow_server() {
+    let test = "a_training_with_out_in_a_bucket_tracks_to_a_real_mlflow_server";
+    let Some(python) = mlflow_python(test) else {
+        return;
+    };
+    let Some(moto) = support::moto::Moto::start(test, "tracked") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&python, dir.path());
+    let project = support::Project::new();
+    let out = format!("paths:base.outputs={}", moto.url("out"));
+    let vars = moto.env();
+    let mut env: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.push(("MLFLOW_TRACKING_URI", server.url.as_str()));
+    let (code, trained) = train_json(&project, &["training.epochs=1", &out], &env);
+    assert_eq!(code, 0, "{trained}");
+    assert!(
+        trained["output_dir"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("s3://tracked/out/")),
+        "{trained}"
+    );
+    assert!(
+        !trained.to_string().contains("not uploaded"),
+        "artifacts missing: {trained}"
+    );
+    let by_mlflow = read_with_mlflow(&python, &server.url, "resume_ner_baseline");
+    let runs = by_mlflow["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "{by_mlflow}");
+    assert_eq!(runs[0]["status"], "FINISHED", "{by_mlflow}");
+    assert_eq!(runs[0]["run_name"], trained["run_name"], "{by_mlflow}");
+    let artifacts: Vec<&str> = runs[0]["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["path"].as_str().unwrap())
+        .collect();
+    assert!(artifacts.contains(&"metrics.json"), "{artifacts:?}");
+}

@@ -804,7 +804,7 @@ pub fn track_sync_command(
     let unavailable = |message: String| Error::new(ErrorKind::TrackingUnavailable, message);
     let opened = crate::track::lifecycle::open_training(
         &config,
-        std::sync::Arc::new(crate::fs::OsFs),
+        std::sync::Arc::new(crate::store::cloud::CloudFs::new()),
         host.var,
         cwd,
     )
