@@ -125,6 +125,9 @@ fn pipeline_train_status_convert_and_cache_check_against_a_bucket() {
     assert_eq!(again["decision"], "reuse", "{again}");
     let (code, check) = run(&project, &moto, &out, &["cache", "check"], &[]);
     assert_eq!(code, 0, "{check}");
+    // Every complete variant is tracked already: a sync finds nothing to do, from the bucket.
+    let (code, sync) = run(&project, &moto, &out, &["track", "sync"], &[]);
+    assert_eq!(code, 0, "{sync}");
     // On colab, the Drive mirror is irrelevant with OUT in a bucket, and says so.
     let colab_out = format!("paths:env_overrides.colab.base.outputs={out}");
     let drive = format!(
