@@ -16,6 +16,7 @@ use crate::job::{Host, Job};
 use crate::lease::{self, Heartbeat, LeaseRecord, Owner, Take};
 use crate::observe::FsVariants;
 use crate::plan::{Decision, VariantOracle};
+use crate::store::meta::{AttemptFailure, AttemptOwner, DatasetRef, VariantMeta};
 use crate::trainer::{Outcome, Run, Trainer, TrainerProcess};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -157,11 +158,10 @@ pub fn allocate_with(
     )))
 }
 
-/// Writes metadata.json atomically and durably.
-fn write_metadata(fs: &dyn Fs, dir: &Path, meta: &Value) -> Result<()> {
-    let bytes = serde_json::to_vec_pretty(meta).map_err(|e| Error::internal(e.to_string()))?;
-    let path = dir.join(METADATA_FILE);
-    fs::write_atomic(fs, &path, &bytes).map_err(|e| Error::io_op("write", &path, &e))
+/// Writes metadata.json atomically and durably (the one writer: `store::meta`).
+fn write_metadata(fs: &dyn Fs, dir: &Path, meta: &VariantMeta) -> Result<()> {
+    meta.write(fs, dir)
+        .map_err(|e| Error::io_op("write", &dir.join(METADATA_FILE), &e))
 }
 
 pub use trainctl_trainer::protocol::latest_step_checkpoint;
@@ -782,10 +782,9 @@ fn end_superseded_runs(ctx: &Context<'_>, job: &Job, variant: u64) -> Vec<String
 
 /// The run name a variant's metadata records (`None` before the first attempt wrote it).
 pub fn recorded_run_name(fs: &dyn Fs, dir: &Path) -> Option<String> {
-    completion::read_metadata_value(fs, dir)?["run_name"]
-        .as_str()
+    VariantMeta::read(fs, dir)?
+        .run_name
         .filter(|n| !n.is_empty())
-        .map(str::to_string)
 }
 
 /// Where final-training run-name reservations live (SPEC §6: race-free within one OUT).
@@ -867,15 +866,11 @@ fn attempt(
 ) -> Result<(Option<String>, Value, Vec<String>)> {
     let fs = ctx.fs;
     let now = || cache::rfc3339((ctx.now_us)());
-    let previous = completion::read_metadata_value(fs, dir);
-    let attempts = previous
-        .as_ref()
-        .and_then(|m| m["attempts"].as_u64())
-        .unwrap_or(0)
-        + 1;
+    let previous = VariantMeta::read(fs, dir);
+    let attempts = previous.as_ref().map_or(0, |m| m.attempts) + 1;
     let created_at = previous
         .as_ref()
-        .and_then(|m| m["created_at"].as_str().map(str::to_string))
+        .and_then(|m| m.created_at.clone())
         .unwrap_or_else(now);
     let resume_from = match decision {
         Decision::Resume { .. } => latest_step_checkpoint(fs, dir),
@@ -925,37 +920,53 @@ fn attempt(
         _ => local_copy(&resume_from, "parent-checkpoint")?,
     };
     let trainer_init_checkpoint = local_copy(&init_checkpoint, "init-checkpoint")?;
-    let mut meta = json!({
-        "schema_version": 1,
-        "status": RunStatus::Running,
-        "storage_env": job.identity.storage_env.as_str(),
-        "model": job.identity.model,
-        "spec_fp": job.spec_fp(),
-        "exec_fp": job.exec_fp(),
-        "variant": variant,
-        "objective_metric": job.config.objective_metric(),
-        "experiment": job.config.experiment_name,
-        "run_name": run_name,
-        "mode": job.config.mode().as_str(),
-        "decision": decision.name(),
-        "source": {
+    let mut meta = VariantMeta {
+        schema_version: 1,
+        status: RunStatus::Running,
+        storage_env: job.identity.storage_env.as_str().to_string(),
+        model: job.identity.model.clone(),
+        spec_fp: job.spec_fp().to_string(),
+        exec_fp: job.exec_fp().to_string(),
+        variant,
+        objective_metric: Some(job.config.objective_metric()),
+        experiment: Some(job.config.experiment_name.clone()),
+        run_name: Some(run_name.to_string()),
+        mode: Some(job.config.mode().as_str().to_string()),
+        decision: Some(decision.name().to_string()),
+        source: json!({
             "type": job.source.kind.as_str(),
             "load": job.source.load,
             "identity": job.source.identity,
             "init_checkpoint": init_checkpoint,
             "parent": job.source.parent,
             "selection": job.source.selection,
-        },
-        "resumed_from": resume_from,
-        "owner": {"host": held.host, "pid": held.pid, "lease_generation": held.generation},
-        "hyperparameters": job.config.hyperparameters,
-        "seed": job.config.seed,
-        "dataset": {"dir": job.dataset.dir, "digest": job.dataset.digest},
-        "attempts": attempts,
-        "created_at": created_at,
-        "updated_at": now(),
-        "manifest": [],
-    });
+        }),
+        resumed_from: resume_from.clone(),
+        owner: Some(AttemptOwner {
+            host: held.host.clone(),
+            pid: held.pid,
+            lease_generation: held.generation,
+        }),
+        hyperparameters: serde_json::to_value(&job.config.hyperparameters)
+            .map_err(|e| Error::internal(e.to_string()))?,
+        seed: Some(job.config.seed),
+        dataset: Some(DatasetRef {
+            dir: job.dataset.dir.clone(),
+            digest: job.dataset.digest.clone(),
+        }),
+        attempts,
+        created_at: Some(created_at),
+        updated_at: Some(now()),
+        manifest: Vec::new(),
+        tracking: None,
+        failure: None,
+        failure_exit_code: None,
+        failure_signal: None,
+        completed_at: None,
+        trained_epochs: None,
+        metrics: None,
+        extra: serde_json::Map::new(),
+    };
     write_metadata(fs, dir, &meta)?;
 
     let job_path = work.join("job.json");
@@ -1037,7 +1048,7 @@ fn attempt(
         Some(t) => {
             let previous_run = previous
                 .as_ref()
-                .and_then(|m| m["tracking"]["run_id"].as_str().map(str::to_string));
+                .and_then(|m| m.tracking_run_id().map(str::to_string));
             let started = crate::track::lifecycle::start(
                 t.tracker,
                 job,
@@ -1050,13 +1061,13 @@ fn attempt(
             );
             let started = match started {
                 Ok(s) => {
-                    meta["tracking"] = json!({
+                    meta.tracking = Some(json!({
                         "backend": t.backend,
                         "state": "running",
                         "run_id": s.run_id,
                         "experiment_id": s.experiment_id,
                         "reopened": s.reopened,
-                    });
+                    }));
                     Some(s)
                 }
                 Err(e) => {
@@ -1064,7 +1075,7 @@ fn attempt(
                         "tracking ({}) failed, training continues: {e}",
                         t.backend
                     ));
-                    meta["tracking"] = crate::track::lifecycle::error_state(t.backend, &e);
+                    meta.tracking = Some(crate::track::lifecycle::error_state(t.backend, &e));
                     None
                 }
             };
@@ -1072,7 +1083,7 @@ fn attempt(
             started
         }
     };
-    let mut end_tracking = |meta: &mut Value, succeeded: bool| {
+    let mut end_tracking = |meta: &mut VariantMeta, succeeded: bool| {
         if let (Some(t), Some(s)) = (&ctx.tracking, &started) {
             let ended = crate::track::lifecycle::finish(
                 t.tracker,
@@ -1085,15 +1096,15 @@ fn attempt(
             );
             match ended {
                 Ok(missing) => {
-                    meta["tracking"]["state"] =
-                        json!(if succeeded { "finished" } else { "failed" });
+                    let tracking = meta.tracking.get_or_insert_with(|| json!({}));
+                    tracking["state"] = json!(if succeeded { "finished" } else { "failed" });
                     if !missing.is_empty() {
                         tracking_warnings.push(format!(
                             "tracking ({}): the run ended, but these artifacts were not uploaded: {}; `trainctl track sync` retries them",
                             t.backend,
                             crate::track::lifecycle::artifacts_text(&missing)
                         ));
-                        meta["tracking"]["artifacts_missing"] =
+                        tracking["artifacts_missing"] =
                             json!(crate::track::lifecycle::artifact_names(&missing));
                     }
                 }
@@ -1105,7 +1116,7 @@ fn attempt(
                     let mut state = crate::track::lifecycle::error_state(t.backend, &e);
                     state["run_id"] = json!(s.run_id);
                     state["experiment_id"] = json!(s.experiment_id);
-                    meta["tracking"] = state;
+                    meta.tracking = Some(state);
                 }
             }
         }
@@ -1125,19 +1136,22 @@ fn attempt(
         let _ = fs.remove_dir_all(&work);
         crate::store::stage::remove_if_empty(fs, work.parent());
     }
-    let failed = |meta: &mut Value,
+    let failed = |meta: &mut VariantMeta,
                   kind: &str,
                   message: String,
                   output_tail: &str|
      -> Result<(Option<String>, Value, Vec<String>)> {
         let log = dir.join("logs").join("trainer.log");
         let cause = storage_cause(fs, output_tail, &log, dir);
-        meta["status"] = json!(RunStatus::Failed);
-        meta["failure"] = json!({"kind": kind, "message": message});
-        if let Some((storage, _)) = &cause {
-            meta["failure"]["storage"] = json!(storage.as_str());
-        }
-        meta["updated_at"] = json!(now());
+        meta.status = RunStatus::Failed;
+        meta.failure = Some(AttemptFailure {
+            kind: kind.to_string(),
+            message: message.clone(),
+            storage: cause
+                .as_ref()
+                .map(|(storage, _)| storage.as_str().to_string()),
+        });
+        meta.updated_at = Some(now());
         // Recorded wherever the disk still allows a write; on a full or read-only disk the
         // variant stays as it was (running, with its lease), which is just as resumable.
         let recorded = write_metadata(fs, dir, meta).err();
@@ -1166,8 +1180,8 @@ fn attempt(
         })
     };
     if let Outcome::Failed(f) = outcome {
-        meta["failure_exit_code"] = json!(f.exit_code);
-        meta["failure_signal"] = json!(f.signal);
+        meta.failure_exit_code = f.exit_code;
+        meta.failure_signal = f.signal;
         end_tracking(&mut meta, false);
         return failed(&mut meta, f.kind, f.message, &f.output_tail);
     }
@@ -1181,13 +1195,12 @@ fn attempt(
     };
     end_tracking(&mut meta, true);
     let completed_at = now();
-    meta["status"] = json!(RunStatus::Completed);
-    meta["manifest"] =
-        serde_json::to_value(&manifest).map_err(|e| Error::internal(e.to_string()))?;
-    meta["completed_at"] = json!(completed_at);
-    meta["updated_at"] = json!(completed_at);
-    meta["trained_epochs"] = json!(job.config.hyperparameters.epochs);
-    meta["metrics"] = metrics.clone();
+    meta.status = RunStatus::Completed;
+    meta.manifest = manifest;
+    meta.completed_at = Some(completed_at.clone());
+    meta.updated_at = Some(completed_at);
+    meta.trained_epochs = Some(job.config.hyperparameters.epochs);
+    meta.metrics = Some(metrics.clone());
     // `completed` is written last, atomically and durably, after the manifest files are synced.
     write_metadata(fs, dir, &meta)?;
     let verdict = completion::check(

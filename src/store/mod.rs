@@ -6,6 +6,7 @@
 
 pub mod bucket;
 pub mod cloud;
+pub mod meta;
 pub mod objects;
 pub mod sim;
 pub mod stage;
