@@ -149,6 +149,10 @@ fn pipeline_train_status_convert_and_cache_check_against_a_bucket() {
         "{backup}"
     );
     let objects = keys(&moto, "out/");
+    assert!(
+        objects.iter().any(|k| k.ends_with("/job.json")),
+        "the job file was not uploaded beside the outputs"
+    );
     assert!(objects
         .iter()
         .any(|k| k.ends_with("/checkpoint/model.safetensors")));

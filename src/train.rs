@@ -1129,7 +1129,9 @@ fn attempt(
             &work,
             dir,
             &mut done,
-            &["logs", METRICS_FILE, CHECKPOINT_DIR],
+            // job.json too: tracking uploads it as `config/job.json` and `track sync` reads
+            // the precision from it (its paths name the staging dir the trainer saw).
+            &["job.json", "logs", METRICS_FILE, CHECKPOINT_DIR],
         )
         .map_err(|e| Error::io_op("upload the trainer's outputs to", dir, &e))?;
         drop(done);
