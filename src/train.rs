@@ -1122,9 +1122,12 @@ fn attempt(
         }
     };
     let outcome = ctx.trainer.run(&run);
-    if remote {
+    // OUT in a bucket: what the trainer wrote goes up whether it succeeded or not (a failed
+    // run's step checkpoints are what a resume continues from). An upload that fails is the
+    // attempt's failure, recorded like any other (below), never a skipped record.
+    let upload_failure = if remote {
         let mut done = uploaded.lock().unwrap_or_else(|e| e.into_inner());
-        crate::store::stage::upload_outputs(
+        let uploaded = crate::store::stage::upload_outputs(
             fs,
             &work,
             dir,
@@ -1132,12 +1135,23 @@ fn attempt(
             // job.json too: tracking uploads it as `config/job.json` and `track sync` reads
             // the precision from it (its paths name the staging dir the trainer saw).
             &["job.json", "logs", METRICS_FILE, CHECKPOINT_DIR],
-        )
-        .map_err(|e| Error::io_op("upload the trainer's outputs to", dir, &e))?;
+        );
         drop(done);
-        let _ = fs.remove_dir_all(&work);
-        crate::store::stage::remove_if_empty(fs, work.parent());
-    }
+        match uploaded {
+            Ok(()) => {
+                let _ = fs.remove_dir_all(&work);
+                crate::store::stage::remove_if_empty(fs, work.parent());
+                None
+            }
+            Err(e) => Some(format!(
+                "uploading the trainer's outputs from {} to {} failed: {e}",
+                work.display(),
+                dir.display()
+            )),
+        }
+    } else {
+        None
+    };
     let failed = |meta: &mut VariantMeta,
                   kind: &str,
                   message: String,
@@ -1185,7 +1199,16 @@ fn attempt(
         meta.failure_exit_code = f.exit_code;
         meta.failure_signal = f.signal;
         end_tracking(&mut meta, false);
-        return failed(&mut meta, f.kind, f.message, &f.output_tail);
+        let message = match &upload_failure {
+            Some(up) => format!("{}; {up}", f.message),
+            None => f.message,
+        };
+        return failed(&mut meta, f.kind, message, &f.output_tail);
+    }
+    if let Some(up) = upload_failure {
+        end_tracking(&mut meta, false);
+        // The error's own words say whether it is a storage error (full, refused, …).
+        return failed(&mut meta, "upload", up.clone(), &up);
     }
     // Exit 0 proves nothing: check the contract ourselves.
     let (manifest, metrics) = match verify_and_manifest(fs, job, dir) {

@@ -179,6 +179,8 @@ impl ErrorKind {
             ("Read-only file system", ErrorKind::ReadOnly),
             ("Permission denied", ErrorKind::PermissionDenied),
             ("Input/output error", ErrorKind::StorageIo),
+            // An object store's own words (`store::objects::ObjError`).
+            ("the store did not answer", ErrorKind::StorageIo),
         ];
         table
             .iter()
