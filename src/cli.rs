@@ -923,8 +923,8 @@ pub fn status_command(
         // What tracking recorded at training time (SPEC §6): `error` (or a `running` left by
         // a crash) on a complete variant means its run is missing from, or unfinished in,
         // the tracking store, until `track sync` uploads it and leaves a sync record.
-        let recorded = crate::completion::read_metadata_value(fs, &v.dir)
-            .and_then(|m| m["tracking"]["state"].as_str().map(str::to_string));
+        let recorded = crate::store::meta::VariantMeta::read(fs, &v.dir)
+            .and_then(|m| m.tracking_state().map(str::to_string));
         let synced = crate::track::sync::read_record(fs, &layout, &v.dir);
         let tracking = match (&recorded, &synced) {
             (Some(s), Some(_)) if s != "finished" => Some("synced".to_string()),

@@ -25,6 +25,7 @@ use crate::identity::{conv_fp, sha256_hex};
 use crate::job::Host;
 use crate::naming::{build_parent_training_id, parse_parent_training_id, RunNameParts};
 use crate::paths::{Identity, Layout};
+use crate::store::meta::VariantMeta;
 use crate::trainer::{Outcome, Run, Trainer};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -106,7 +107,7 @@ fn checked_parent(
     fs: &dyn Fs,
     layout: &Layout,
     dir: &Path,
-) -> Result<(Identity, completion::Metadata, Value)> {
+) -> Result<(Identity, completion::Metadata, Option<VariantMeta>)> {
     if !fs.is_dir(dir) {
         return Err(Error::new(
             ErrorKind::ParentNotFound,
@@ -149,8 +150,7 @@ fn checked_parent(
         spec_fp: meta.spec_fp.clone(),
         exec_fp: meta.exec_fp.clone(),
     };
-    let raw = completion::read_metadata_value(fs, dir).unwrap_or(Value::Null);
-    Ok((identity, meta, raw))
+    Ok((identity, meta, VariantMeta::read(fs, dir)))
 }
 
 fn artifacts_missing(message: String) -> Error {
@@ -392,7 +392,7 @@ pub fn convert_with(
     // Lineage (SPEC §9): the tags a tracker gets, recorded in the manifest.
     let registry = config.tags.clone();
     let tag = |section: &str, key: &str| registry.name(section, key);
-    let parent_run_name = raw_meta.get("run_name").cloned().unwrap_or(Value::Null);
+    let parent_run_name = raw_meta.as_ref().and_then(|m| m.run_name.clone());
     let tags = json!({
         tag("process", "stage"): "conversion",
         tag("process", "model"): identity.model,
@@ -416,7 +416,7 @@ pub fn convert_with(
         "run_name": parent_run_name,
         "training_id": parent_id,
         "completed_at": meta.completed_at,
-        "source": raw_meta.get("source").cloned().unwrap_or(Value::Null),
+        "source": raw_meta.as_ref().map_or(Value::Null, |m| m.source.clone()),
     });
 
     let io = |p: &Path, e: std::io::Error| Error::io(p, &e);

@@ -3,8 +3,9 @@
 //! only, on every backend (a filesystem or a bucket, through the Fs port). Fields other
 //! modules own the shape of (the training source, hyperparameters, metrics, the tracking
 //! state) are kept as JSON documents; fields this type does not know, written by a newer
-//! trainctl, are kept on rewrite (`extra`). Readers of single fields elsewhere (`status`,
-//! `track sync`, `convert`) still read the JSON value: moving them is the rest of that work.
+//! trainctl, are kept on rewrite (`extra`). `status`, `convert` and the tracking lifecycle
+//! read through it too; `track sync` still reads the JSON value (its run facts are built
+//! from it): moving it is the rest of that work.
 
 use crate::completion::{ManifestEntry, RunStatus, METADATA_FILE};
 use crate::fs::{self, Fs};
@@ -116,6 +117,11 @@ impl VariantMeta {
     /// The tracking run this variant was tracked as, if any.
     pub fn tracking_run_id(&self) -> Option<&str> {
         self.tracking.as_ref()?.get("run_id")?.as_str()
+    }
+
+    /// What tracking recorded at training time (`running`, `finished`, `failed`, `error`).
+    pub fn tracking_state(&self) -> Option<&str> {
+        self.tracking.as_ref()?.get("state")?.as_str()
     }
 }
 

@@ -717,12 +717,12 @@ pub fn track_conversion(
     let parent_run = manifest["parent"]["dir"]
         .as_str()
         .and_then(|d| {
-            crate::completion::read_metadata_value(
+            crate::store::meta::VariantMeta::read(
                 &crate::store::cloud::CloudFs::new(),
                 Path::new(d),
             )
         })
-        .and_then(|m| m["tracking"]["run_id"].as_str().map(str::to_string));
+        .and_then(|m| m.tracking_run_id().map(str::to_string));
     if let Some(id) = parent_run {
         tags.insert(
             tag_registry(config).name("lineage", "parent_training_run_id"),
