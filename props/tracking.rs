@@ -532,6 +532,16 @@ impl Drop for Server {
     }
 }
 
+/// The artifact paths of one run as `read_store.py` lists them.
+fn artifact_paths(run: &Value) -> Vec<&str> {
+    run["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["path"].as_str().unwrap())
+        .collect()
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -637,12 +647,7 @@ fn rest_backend_against_a_real_mlflow_server() {
     assert!(runs[0]["history"]["eval/macro-f1"]
         .as_array()
         .is_some_and(|h| !h.is_empty()));
-    let artifacts: Vec<&str> = runs[0]["artifacts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["path"].as_str().unwrap())
-        .collect();
+    let artifacts = artifact_paths(&runs[0]);
     assert!(artifacts.contains(&"metrics.json"), "{artifacts:?}");
 
     // A stopped server: Unreachable after exactly the bounded attempts, quickly.
@@ -1515,11 +1520,6 @@ fn a_training_with_out_in_a_bucket_tracks_to_a_real_mlflow_server() {
     assert_eq!(runs.len(), 1, "{by_mlflow}");
     assert_eq!(runs[0]["status"], "FINISHED", "{by_mlflow}");
     assert_eq!(runs[0]["run_name"], trained["run_name"], "{by_mlflow}");
-    let artifacts: Vec<&str> = runs[0]["artifacts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["path"].as_str().unwrap())
-        .collect();
+    let artifacts = artifact_paths(&runs[0]);
     assert!(artifacts.contains(&"metrics.json"), "{artifacts:?}");
 }

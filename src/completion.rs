@@ -34,24 +34,8 @@ pub enum RunStatus {
 /// manifest builder (`fs::manifest`) makes it.
 pub type ManifestEntry = crate::fs::FileDigest;
 
-/// The fields of metadata.json the predicate reads; other fields are kept by writers.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-pub struct Metadata {
-    pub status: RunStatus,
-    pub storage_env: String,
-    pub model: String,
-    pub spec_fp: String,
-    pub exec_fp: String,
-    pub variant: u64,
-    #[serde(default)]
-    pub objective_metric: Option<String>,
-    #[serde(default)]
-    pub manifest: Vec<ManifestEntry>,
-    #[serde(default)]
-    pub trained_epochs: Option<u64>,
-    #[serde(default)]
-    pub completed_at: Option<String>,
-}
+/// metadata.json, as the predicate reads it: the one typed record (`store::meta`).
+pub type Metadata = crate::store::meta::VariantMeta;
 
 /// Why a variant is not complete.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

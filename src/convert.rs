@@ -62,10 +62,6 @@ pub struct Report {
 /// A command-line path: absolute, relative to `cwd` otherwise, lexically normalised (the
 /// one normaliser, `paths::lexical_normalize`).
 pub fn normalize(cwd: &Path, path: &Path) -> PathBuf {
-    if crate::paths::is_bucket_path(path) {
-        // `s3://b/k` keeps its `//` (lexical normalisation would make it `s3:/b/k`).
-        return PathBuf::from(path.to_string_lossy().trim_end_matches('/'));
-    }
     crate::paths::lexical_normalize(&crate::config::absolutize(path, cwd))
 }
 

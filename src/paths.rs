@@ -285,14 +285,34 @@ pub fn resolve_out(root: &Path, paths: &PathsFile, env: StorageEnv) -> PathBuf {
     lexical_normalize(&crate::config::absolutize(Path::new(base), root))
 }
 
-/// Whether `path` names an object in a bucket (`s3://bucket/key` taken as a path: its first
-/// component is `s3:`, `gs:` or `az:`).
+/// The scheme of a path that names a bucket or an object in one (`s3://bucket/key` taken as a
+/// path: its first component is `s3:`, `gs:` or `az:`).
+fn bucket_scheme(path: &Path) -> Option<&str> {
+    match path.components().next() {
+        Some(Component::Normal(first)) => first
+            .to_str()?
+            .strip_suffix(':')
+            .filter(|s| BUCKET_SCHEMES.contains(s)),
+        _ => None,
+    }
+}
+
+/// Whether `path` names an object in a bucket (or the bucket).
 pub fn is_bucket_path(path: &Path) -> bool {
-    matches!(
-        path.components().next(),
-        Some(Component::Normal(first))
-            if first.to_str().and_then(|f| f.strip_suffix(':')).is_some_and(|s| BUCKET_SCHEMES.contains(&s))
-    )
+    bucket_scheme(path).is_some()
+}
+
+/// The bucket a bucket path lies in (`s3://bucket/…` → `s3`, `bucket`, no prefix).
+pub fn bucket_of_path(path: &Path) -> Option<BucketUrl> {
+    let scheme = bucket_scheme(path)?;
+    match path.components().nth(1) {
+        Some(Component::Normal(bucket)) => Some(BucketUrl {
+            scheme: scheme.to_string(),
+            bucket: bucket.to_str()?.to_string(),
+            prefix: String::new(),
+        }),
+        _ => None,
+    }
 }
 
 /// The object stores OUT may live in, by URL scheme.
@@ -406,6 +426,11 @@ pub fn redact(text: &str) -> String {
 
 /// Removes `.` and resolves `..` lexically (no symlinks consulted).
 pub fn lexical_normalize(path: &Path) -> PathBuf {
+    if is_bucket_path(path) {
+        // A key is not a local path: `s3://b/k` keeps its `//` (component-wise rebuilding
+        // would make it `s3:/b/k`); only a trailing `/` goes.
+        return PathBuf::from(path.to_string_lossy().trim_end_matches('/'));
+    }
     let mut out = PathBuf::new();
     for component in path.components() {
         match component {

@@ -61,15 +61,20 @@ pub fn establish(config: &Config, out: &Path) -> Result<Established> {
                 forced.as_str(),
                 out.display()
             );
-            return Err(match config.docs.get("paths") {
-                Some(doc) => doc.locate("storage.profile", &message),
-                None => Error::new(ErrorKind::ConfigInvalid, message),
-            });
+            return Err(setting_error(config, &message));
         }
         OsFs::force(&dir, forced).map_err(|e| Error::io_op("stat", &dir, &e))?;
     }
     let report = Report::new(dir.clone(), probe, setting, profile::mount_of(&dir));
     Ok(Established { report, probe_us })
+}
+
+/// A `config_invalid` located at `paths.yaml` `storage.profile`.
+fn setting_error(config: &Config, message: &str) -> Error {
+    match config.docs.get("paths") {
+        Some(doc) => doc.locate("storage.profile", message),
+        None => Error::new(ErrorKind::ConfigInvalid, message.to_string()),
+    }
 }
 
 /// OUT in a bucket: the `object` profile, never probed (the store's semantics are documented,
@@ -85,10 +90,7 @@ fn in_bucket(
             forced.as_str(),
             bucket.url()
         );
-        return Err(match config.docs.get("paths") {
-            Some(doc) => doc.locate("storage.profile", &message),
-            None => Error::new(ErrorKind::ConfigInvalid, message),
-        });
+        return Err(setting_error(config, &message));
     }
     let probe = profile::Probe {
         caps: crate::fs::Caps::OBJECTS,

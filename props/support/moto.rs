@@ -94,26 +94,36 @@ impl Moto {
         Some(moto)
     }
 
+    /// The server and credentials: the environment variable trainctl reads each from, the
+    /// object_store config key the test's own client takes it as, and the value.
+    fn settings_table(&self) -> [(&'static str, &'static str, String); 5] {
+        [
+            ("AWS_ENDPOINT_URL", "aws_endpoint", self.endpoint.clone()),
+            ("AWS_ACCESS_KEY_ID", "aws_access_key_id", "test".into()),
+            (
+                "AWS_SECRET_ACCESS_KEY",
+                "aws_secret_access_key",
+                "test".into(),
+            ),
+            ("AWS_ALLOW_HTTP", "aws_allow_http", "true".into()),
+            ("AWS_REGION", "aws_region", "us-east-1".into()),
+        ]
+    }
+
     /// The environment trainctl reads the server and credentials from.
     pub fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("AWS_ENDPOINT_URL", self.endpoint.clone()),
-            ("AWS_ACCESS_KEY_ID", "test".into()),
-            ("AWS_SECRET_ACCESS_KEY", "test".into()),
-            ("AWS_ALLOW_HTTP", "true".into()),
-            ("AWS_REGION", "us-east-1".into()),
-        ]
+        self.settings_table()
+            .into_iter()
+            .map(|(var, _, v)| (var, v))
+            .collect()
     }
 
     /// The same settings as the object_store crate's config keys (for the test's own client).
     pub fn settings(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("aws_endpoint", self.endpoint.clone()),
-            ("aws_access_key_id", "test".into()),
-            ("aws_secret_access_key", "test".into()),
-            ("aws_allow_http", "true".into()),
-            ("aws_region", "us-east-1".into()),
-        ]
+        self.settings_table()
+            .into_iter()
+            .map(|(_, key, v)| (key, v))
+            .collect()
     }
 
     /// A client of the bucket through trainctl's own Objects port.

@@ -18,7 +18,7 @@ use object_store::path::Path as Key;
 use object_store::{ObjectStore, ObjectStoreExt, PutOptions, PutPayload};
 use std::collections::BTreeMap;
 use std::io;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// Objects above this size are uploaded in parts (a single put is limited, and a failed part
@@ -353,29 +353,9 @@ impl CloudFs {
         }
     }
 
-    /// The bucket a path names (`s3://bucket/…` as a path: `s3:`, `bucket`, …).
-    fn bucket_url(path: &Path) -> Option<BucketUrl> {
-        let mut parts = path.components();
-        let Some(Component::Normal(first)) = parts.next() else {
-            return None;
-        };
-        let scheme = first.to_str()?.strip_suffix(':')?;
-        if !crate::paths::BUCKET_SCHEMES.contains(&scheme) {
-            return None;
-        }
-        let Some(Component::Normal(bucket)) = parts.next() else {
-            return None;
-        };
-        Some(BucketUrl {
-            scheme: scheme.to_string(),
-            bucket: bucket.to_str()?.to_string(),
-            prefix: String::new(),
-        })
-    }
-
     /// The bucket's Fs for `path`, or `None` for a local path.
     fn route(&self, path: &Path) -> io::Result<Option<Arc<BucketFs>>> {
-        let Some(url) = Self::bucket_url(path) else {
+        let Some(url) = crate::paths::bucket_of_path(path) else {
             return Ok(None);
         };
         let root = url.url();
@@ -405,7 +385,10 @@ impl CloudFs {
 
     /// Both paths on one side (a rename, a link).
     fn on_both(&self, a: &Path, b: &Path) -> io::Result<Arc<dyn Fs>> {
-        let (fa, fb) = (Self::bucket_url(a), Self::bucket_url(b));
+        let (fa, fb) = (
+            crate::paths::bucket_of_path(a),
+            crate::paths::bucket_of_path(b),
+        );
         if fa.map(|u| u.url()) != fb.map(|u| u.url()) {
             let e = io::Error::from_raw_os_error(libc::EXDEV);
             return Err(io::Error::new(
@@ -474,13 +457,13 @@ impl Fs for CloudFs {
         format!("{}{}", self.nonce, self.local.unique())
     }
     fn caps(&self, path: &Path) -> Caps {
-        match Self::bucket_url(path) {
+        match crate::paths::bucket_of_path(path) {
             Some(_) => Caps::OBJECTS,
             None => self.local.caps(path),
         }
     }
     fn available_bytes(&self, path: &Path) -> Option<u64> {
-        match Self::bucket_url(path) {
+        match crate::paths::bucket_of_path(path) {
             Some(_) => None,
             None => self.local.available_bytes(path),
         }

@@ -1,6 +1,7 @@
 //! A variant's `metadata.json` as one typed record (docs/contract.md, "Decision and
-//! completion"; issue 17's typed store layer, first part): `train` writes it through this type
-//! only, on every backend (a filesystem or a bucket, through the Fs port). Fields other
+//! completion"; issue 17's typed store layer, first part): the completion predicate reads it
+//! as this type (`completion::Metadata`) and `train` writes it through this type only, on
+//! every backend (a filesystem or a bucket, through the Fs port). Fields other
 //! modules own the shape of (the training source, hyperparameters, metrics, the tracking
 //! state) are kept as JSON documents; fields this type does not know, written by a newer
 //! trainctl, are kept on rewrite (`extra`). `status`, `convert` and the tracking lifecycle
@@ -41,6 +42,7 @@ pub struct AttemptFailure {
 /// `metadata.json`. `completed` (`status`) is written last (SPEC §2.1).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VariantMeta {
+    #[serde(default)]
     pub schema_version: u32,
     pub status: RunStatus,
     pub storage_env: String,

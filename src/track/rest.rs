@@ -696,13 +696,9 @@ impl Tracker for RestTracker {
     fn log_artifact(&self, run_id: &str, local_file: &Path, artifact_path: &str) -> Result<()> {
         validate_artifact_path(artifact_path)?;
         let uri = self.get_run(run_id)?.info.artifact_uri;
-        // With OUT in a bucket the artifact is an object (read through the bucket's client).
-        let bytes = if crate::paths::is_bucket_path(local_file) {
-            crate::fs::Fs::read(&crate::store::cloud::CloudFs::new(), local_file)
-        } else {
-            std::fs::read(local_file)
-        }
-        .map_err(|e| TrackError::store(local_file, e))?;
+        // Through the command's Fs router: with OUT in a bucket the artifact is an object.
+        let bytes = crate::fs::Fs::read(&crate::store::cloud::CloudFs::new(), local_file)
+            .map_err(|e| TrackError::store(local_file, e))?;
         // A server without the artifact proxy (`--default-artifact-root DIR`) gives runs a
         // plain directory root: like MLflow's own client, write the artifact there.
         if let Some(root) = local_artifact_dir(&uri) {
