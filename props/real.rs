@@ -17,3 +17,4 @@ mod process;
 mod scenarios;
 mod source;
 mod storage;
+mod ux;

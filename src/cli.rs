@@ -67,6 +67,14 @@ pub struct Global {
     /// Print one JSON document on stdout.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Print nothing on stderr while working: no progress, no waiting notices (warnings
+    /// and errors are still reported).
+    #[arg(short = 'q', long, global = true)]
+    pub quiet: bool,
+    /// How `train` and `pipeline` show the trainer's progress on stderr: a bar on a
+    /// terminal and a line every 10 s elsewhere (auto), or one of them always, or none.
+    #[arg(long, global = true, value_enum, default_value = "auto", value_name = "STYLE")]
+    pub progress: crate::progress::Style,
 }
 
 #[derive(Subcommand, Debug)]
@@ -235,7 +243,15 @@ pub fn run(cli: &Cli) -> Result<Output> {
         Command::Plan => plan_command(&opts, &cwd, &fs, &host),
         Command::Train => {
             crate::trainer::install_signal_forwarding();
-            train_command(&opts, &cwd, &fs, &host, &now_us)
+            let display = crate::progress::Display::new(
+                cli.global.progress,
+                cli.global.quiet,
+                cli.global.json,
+                "train",
+            );
+            let out = train_command(&opts, &cwd, &fs, &host, &now_us, &display, cli.global.quiet);
+            display.finish();
+            out
         }
         Command::Cache { action } => cache_command(&opts, &cwd, &fs, &host, action),
         Command::BuiltinTrain => {
@@ -269,8 +285,21 @@ pub fn run(cli: &Cli) -> Result<Output> {
         } => track_sync_command(&opts, &cwd, &fs, &host, *include_untracked, *dry_run),
         Command::Pipeline { trials } => {
             crate::trainer::install_signal_forwarding();
-            let progress = |line: &str| eprintln!("{line}");
+            let quiet = cli.global.quiet;
+            let progress = |line: &str| {
+                if !quiet {
+                    eprintln!("{line}")
+                }
+            };
+            let display = crate::progress::Display::new(
+                cli.global.progress,
+                quiet,
+                cli.global.json,
+                "pipeline train",
+            );
             let world = crate::pipeline::World {
+                training: &display,
+                quiet,
                 fs: &fs,
                 host: &host,
                 cwd: &cwd,
@@ -406,15 +435,23 @@ pub fn train_command(
     fs: &dyn Fs,
     host: &Host<'_>,
     now_us: &dyn Fn() -> u64,
+    display: &crate::progress::Display,
+    quiet: bool,
 ) -> Result<Output> {
     let config = config::load(opts, cwd, host.var)?;
     let job = job::prepare(config, fs, host)?;
     let trainer = trainer_for(&job)?;
+    let progress = |p: &crate::progress::Progress| display.show(p);
     let storage = crate::storage::establish_or_defer(&job.config, &job.layout.out)?;
     let (opened, tracking_warnings) =
         crate::track::lifecycle::open_for_train(&job.config, host.var, cwd)?;
     let ctx = crate::train::Context {
-        waiting: crate::train::waiting_on_stderr(),
+        waiting: if quiet {
+            crate::train::waiting_silently()
+        } else {
+            crate::train::waiting_on_stderr()
+        },
+        progress: &progress,
         fs,
         host,
         owner: crate::lease::Owner::current(),

@@ -262,6 +262,8 @@ fn run_converter(
                 timeout: None,
                 heartbeat_every: Duration::from_secs(5),
                 heartbeat: &heartbeat,
+                progress_path: None,
+                progress: &|_| {},
             };
             match trainer.run(&run) {
                 Outcome::Exited0 => {}

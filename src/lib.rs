@@ -23,6 +23,7 @@ pub mod observe;
 pub mod paths;
 pub mod pipeline;
 pub mod plan;
+pub mod progress;
 pub mod select;
 pub mod storage;
 pub mod store;

@@ -46,6 +46,10 @@ pub struct World<'a> {
     pub trainer_for: &'a dyn Fn(&job::Job) -> Result<crate::trainer::CommandTrainer>,
     /// A progress line for humans (stderr).
     pub progress: &'a dyn Fn(&str),
+    /// The final training's live progress (docs/contract.md, "Live progress").
+    pub training: &'a crate::progress::Display,
+    /// Whether waiting notices are printed (not under `--quiet`).
+    pub quiet: bool,
 }
 
 /// The selected candidate's params as a best-configuration layer: known keys only (the rest
@@ -330,8 +334,14 @@ pub fn run(
         let (opened, tracking_warnings) =
             crate::track::lifecycle::open_for_train(&job.config, world.host.var, world.cwd)?;
         warnings.extend(tracking_warnings);
+        let training = |p: &crate::progress::Progress| world.training.show(p);
         let ctx = crate::train::Context {
-            waiting: crate::train::waiting_on_stderr(),
+            waiting: if world.quiet {
+                crate::train::waiting_silently()
+            } else {
+                crate::train::waiting_on_stderr()
+            },
+            progress: &training,
             fs: world.fs,
             host: world.host,
             owner: crate::lease::Owner::current(),
@@ -342,7 +352,9 @@ pub fn run(
                 backend: &o.describe,
             }),
         };
-        let report = crate::train::train(&job, &ctx)
+        let report = crate::train::train(&job, &ctx);
+        world.training.finish();
+        let report = report
             .map_err(|e| crate::cli::on_out(e, &layout.out, storage.as_ref().map(|s| &s.report)))?;
         warnings.extend(report.warnings.iter().cloned());
         variant_dir = report.output_dir.clone();

@@ -37,6 +37,9 @@ pub struct Context<'a> {
     pub tracking: Option<Tracking<'a>>,
     /// How a start that waits for another owner says so and lets time pass.
     pub waiting: Waiting<'a>,
+    /// Where the trainer's progress reports go (docs/contract.md, "Live progress"): this
+    /// start's own trainer, or the owner a `reuse_if_exists` start waits for.
+    pub progress: &'a dyn Fn(&crate::progress::Progress),
 }
 
 /// A tracker and how to name it in metadata.
@@ -439,6 +442,14 @@ fn notice_on_stderr(line: &str) {
     eprintln!("{line}");
 }
 
+/// The real process under `--quiet`: no notices, a sleep between looks.
+pub fn waiting_silently() -> Waiting<'static> {
+    Waiting {
+        notice: &|_| {},
+        pause: &sleep_a_poll,
+    }
+}
+
 /// The real process: notices on stderr, a sleep between looks.
 pub fn waiting_on_stderr() -> Waiting<'static> {
     Waiting {
@@ -574,6 +585,12 @@ pub fn train(job: &Job, ctx: &Context<'_>) -> Result<Report> {
                     ));
                 }
                 waited_for = Some(variant);
+                // The owner's bar, while its result is awaited (a local OUT only: a bucket
+                // owner's progress stays on its machine).
+                if let Some(p) = crate::progress::latest_in_file(&dir.join(crate::progress::FILE))
+                {
+                    (ctx.progress)(&p);
+                }
                 say(
                     &mut last_notice_ms,
                     format!(
@@ -970,6 +987,7 @@ fn attempt(
     write_metadata(fs, dir, &meta)?;
 
     let job_path = work.join("job.json");
+    let progress_path = work.join(crate::progress::FILE);
     let dataset: serde_json::Map<String, Value> = job
         .dataset
         .files
@@ -995,6 +1013,7 @@ fn attempt(
         "precision": job.config.precision().as_str(),
         "run_name": run_name,
         "storage_profile": fs.caps(&work).profile().as_str(),
+        "progress_path": progress_path,
     });
     // The job file is rewritten by every attempt: atomic for readers, not durable.
     fs::write_replace(
@@ -1039,6 +1058,8 @@ fn attempt(
                 .max(1),
         ),
         heartbeat: &heartbeat,
+        progress_path: Some(&progress_path),
+        progress: ctx.progress,
     };
     // Tracking (SPEC §6): start (or reopen) the variant's run; a failure is a warning and a
     // `tracking` state in metadata, never a failed training.

@@ -48,6 +48,10 @@ pub struct Run<'a> {
     /// Called at start (with the trainer process) and every `heartbeat_every`; returning
     /// false (the lease is no longer ours) stops the trainer.
     pub heartbeat: &'a dyn Fn(Option<TrainerProcess>) -> bool,
+    /// The progress channel the trainer appends to (docs/contract.md, "Live progress"): named
+    /// in the job file and in `TRAINCTL_PROGRESS`; each new report goes to `progress`.
+    pub progress_path: Option<&'a Path>,
+    pub progress: &'a dyn Fn(&crate::progress::Progress),
 }
 
 pub trait Trainer {
@@ -86,6 +90,8 @@ pub struct CommandTrainer {
 }
 
 const POLL: Duration = Duration::from_millis(20);
+/// How often the progress channel is read while the trainer runs.
+const PROGRESS_POLL: Duration = Duration::from_millis(100);
 const KILL_GRACE: Duration = Duration::from_secs(10);
 
 fn failure(kind: &'static str, message: String) -> Outcome {
@@ -197,6 +203,10 @@ impl CommandTrainer {
             .args(args)
             .current_dir(run.cwd)
             .env("TRAINCTL_JOB", run.job_path)
+            .envs(
+                run.progress_path
+                    .map(|p| (crate::progress::ENV, p.as_os_str())),
+            )
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(std::process::Stdio::null())
             .stdout(log)
@@ -213,6 +223,8 @@ impl CommandTrainer {
                 Ok(())
             });
         }
+        // Reports of an earlier attempt in the same file are not this attempt's progress.
+        let mut progress = run.progress_path.map(crate::progress::Tail::at_end);
         let mut child = match command.spawn() {
             Ok(c) => c,
             Err(e) => return failure("spawn", format!("cannot start {program}: {e}")),
@@ -225,12 +237,16 @@ impl CommandTrainer {
             .map(|start_time| TrainerProcess { pid, start_time });
         let started = Instant::now();
         let mut last_beat = Instant::now();
+        let mut last_look = Instant::now();
         let mut lease_ok = (run.heartbeat)(process);
         let mut stop: Option<(&'static str, String, Instant)> = None;
         let mut forwarded: Option<i32> = None;
         loop {
             match child.try_wait() {
                 Ok(Some(status)) => {
+                    if let Some(p) = progress.as_mut().and_then(|t| t.poll()) {
+                        (run.progress)(&p);
+                    }
                     if let Some((kind, message, _)) = stop {
                         return Outcome::Failed(Failure {
                             kind,
@@ -293,6 +309,12 @@ impl CommandTrainer {
                         format!("trainer.timeout of {}s reached", limit.as_secs()),
                         Instant::now(),
                     ));
+                }
+            }
+            if let (Some(tail), true) = (&mut progress, last_look.elapsed() >= PROGRESS_POLL) {
+                last_look = Instant::now();
+                if let Some(p) = tail.poll() {
+                    (run.progress)(&p);
                 }
             }
             if last_beat.elapsed() >= run.heartbeat_every {

@@ -654,6 +654,7 @@ impl Sandbox {
         let ctx = trainctl::train::Context {
             // The clock advances on every look: a wait ends by its bound in simulated time.
             waiting: trainctl::train::no_waiting(),
+            progress: &|_| {},
             fs: &*self.fs,
             host: &host,
             owner: trainctl::lease::Owner {

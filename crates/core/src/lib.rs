@@ -9,6 +9,7 @@ pub mod data;
 pub mod digest;
 pub mod error;
 pub mod fs;
+pub mod progress;
 pub mod rng;
 /// Seeded proptest configs for the unit tests of this workspace's crates (feature
 /// `testing`, enabled by their dev-dependencies only).

@@ -81,6 +81,10 @@ pub struct JobFile {
     /// given, checkpoints are published by the same protocol (docs/contract.md).
     #[serde(default)]
     pub storage_profile: Option<String>,
+    /// Where to append progress reports (docs/contract.md, "Live progress"); also in the
+    /// `TRAINCTL_PROGRESS` environment variable. None: no reports.
+    #[serde(default)]
+    pub progress_path: Option<PathBuf>,
 }
 
 fn default_objective() -> String {
@@ -1077,7 +1081,8 @@ impl Trainer {
                 ""
             }
         );
-        let bar = progress_bar(total, self.st.step);
+        let mut reports = Reporter::open(self.setup.job.progress_path.as_deref());
+        reports.report(self, true);
         let started = Instant::now();
         let cpu0 = cpu_seconds();
         let steps0 = self.st.step;
@@ -1096,7 +1101,6 @@ impl Trainer {
             self.st.window_steps += 1;
             self.st.epoch_loss += loss;
             self.st.epoch_steps += 1;
-            bar.set_position(self.st.step);
             if self.st.step % self.setup.job.log_interval == 0 || self.st.step == total {
                 println!(
                     "step {}/{} loss {:.6} lr {:.6e}{}",
@@ -1121,8 +1125,10 @@ impl Trainer {
                 self.st.window_steps = 0;
             }
             let epoch_end = self.st.epoch_step >= spe;
-            if self.st.step % self.setup.hp.eval_interval == 0 || epoch_end {
-                self.evaluate_and_track();
+            let evaluated = self.st.step % self.setup.hp.eval_interval == 0 || epoch_end;
+            if evaluated {
+                let e = self.evaluate_and_track();
+                reports.metric = e.metric(&self.setup.job.objective_metric);
             }
             if epoch_end {
                 self.st.epoch += 1;
@@ -1132,6 +1138,7 @@ impl Trainer {
                 self.st.epoch_loss = 0.0;
                 self.st.epoch_steps = 0;
             }
+            reports.report(self, evaluated || self.st.step == total);
             if self.st.step % self.setup.job.save_interval == 0 {
                 let dir = self
                     .setup
@@ -1140,12 +1147,11 @@ impl Trainer {
                     .join(format!("step-{}", self.st.step));
                 self.save(&dir, false)?;
                 if stop_after == Some(self.st.step) {
-                    bar.finish_and_clear();
                     return Ok(Ending::StoppedAt(self.st.step));
                 }
             }
         }
-        bar.finish_and_clear();
+        reports.report(self, true);
         let secs = started.elapsed().as_secs_f64();
         println!(
             "trained {} steps ({} tokens) in {:.3}s wall, {:.3}s cpu: {:.0} tokens/s{}",
@@ -1358,22 +1364,63 @@ fn dropout_values(rng: &mut SplitMix64, p: f32, ex: &Example) -> Option<Vec<f32>
     Some(vals)
 }
 
-fn progress_bar(total: u64, at: u64) -> indicatif::ProgressBar {
-    use std::io::IsTerminal;
-    if !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
+/// Writes progress reports to the channel the job names, at most every
+/// `REPORT_EVERY` unless forced (an evaluation, the last step). Best effort: a channel that
+/// cannot be written is dropped, never a failed training.
+struct Reporter {
+    out: Option<std::fs::File>,
+    last: Option<Instant>,
+    /// The latest evaluation of the objective metric.
+    metric: Option<f64>,
+    /// The step of the last report written (a forced report of the same step is not news).
+    last_step: Option<u64>,
+}
+
+const REPORT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+impl Reporter {
+    fn open(path: Option<&Path>) -> Reporter {
+        let env = std::env::var_os(trainctl_core::progress::ENV).map(std::path::PathBuf::from);
+        let out = path.map(Path::to_path_buf).or(env).and_then(|p| {
+            std::fs::OpenOptions::new().create(true).append(true).open(p).ok()
+        });
+        Reporter {
+            out,
+            last: None,
+            metric: None,
+            last_step: None,
+        }
     }
-    let bar = indicatif::ProgressBar::with_draw_target(
-        Some(total),
-        indicatif::ProgressDrawTarget::stderr(),
-    );
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{spinner} training [{bar:30}] {pos}/{len} steps {elapsed_precise} eta {eta}",
-    ) {
-        bar.set_style(style.progress_chars("=> "));
+
+    fn report(&mut self, t: &Trainer, force: bool) {
+        use std::io::Write;
+        let Some(out) = &mut self.out else { return };
+        if self.last_step == Some(t.st.step)
+            || (!force && self.last.is_some_and(|l| l.elapsed() < REPORT_EVERY))
+        {
+            return;
+        }
+        self.last = Some(Instant::now());
+        self.last_step = Some(t.st.step);
+        let line = trainctl_core::progress::Progress {
+            step: t.st.step,
+            total: Some(t.setup.total_steps),
+            epoch: Some(t.st.epoch),
+            epochs: Some(t.setup.hp.epochs),
+            // The mean loss of the epoch in progress (of the last one, right after it ended).
+            loss: if t.st.epoch_steps > 0 {
+                Some(t.st.epoch_loss / t.st.epoch_steps as f64)
+            } else {
+                t.st.last_epoch_loss
+            },
+            metric: self.metric,
+            metric_name: Some(t.setup.job.objective_metric.clone()),
+        }
+        .to_line();
+        if out.write_all(line.as_bytes()).is_err() {
+            self.out = None;
+        }
     }
-    bar.set_position(at);
-    bar
 }
 
 /// CPU time of this process (user + system), seconds; for the log line only.
