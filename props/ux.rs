@@ -21,7 +21,10 @@ fn progress_is_a_line_without_a_terminal_and_nothing_when_quiet() {
     let project = support::Project::new();
     let (code, stdout, stderr) = project.run(&["train"]);
     assert_eq!(code, 0, "{stdout}{stderr}");
-    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("train: step")).collect();
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("train: step"))
+        .collect();
     assert!(!lines.is_empty(), "no progress line: {stderr}");
     let last = lines.last().expect("a line");
     assert!(
@@ -74,7 +77,8 @@ fn on_a_terminal_train_draws_a_moving_bar() {
         .status()
         .expect("script(1) from util-linux");
     assert!(status.success());
-    let text = String::from_utf8_lossy(&std::fs::read(&typescript).expect("typescript")).into_owned();
+    let text =
+        String::from_utf8_lossy(&std::fs::read(&typescript).expect("typescript")).into_owned();
     let frames: Vec<&str> = text
         .split('\r')
         .filter(|f| f.contains("train [") && f.contains("/s eta"))
@@ -88,7 +92,10 @@ fn on_a_terminal_train_draws_a_moving_bar() {
         "the bar did not move: {positions:?} in {} frames",
         frames.len()
     );
-    assert!(text.contains("new v1:"), "the result follows the bar: {text}");
+    assert!(
+        text.contains("new v1:"),
+        "the result follows the bar: {text}"
+    );
 }
 
 /// A `reuse_if_exists` start waiting for a live owner of its identity shows the owner's
@@ -100,8 +107,8 @@ fn a_waiting_start_shows_the_owners_progress() {
     let dir: PathBuf =
         support::write_incomplete_variant(&job.layout, &job.identity, 1, Some("running"));
     let owner = trainctl::lease::Owner::current();
-    let taken = trainctl::lease::take(&trainctl::fs::OsFs, &dir, 0, &owner, now_ms(), "new")
-        .expect("take");
+    let taken =
+        trainctl::lease::take(&trainctl::fs::OsFs, &dir, 0, &owner, now_ms(), "new").expect("take");
     assert!(matches!(taken, trainctl::lease::Take::Won(_)));
     std::fs::create_dir_all(dir.join("logs")).expect("logs");
     let report = trainctl::progress::Progress {
@@ -124,4 +131,175 @@ fn a_waiting_start_shows_the_owners_progress() {
         stderr.contains("train: step 7/10 (70%), loss 0.2500"),
         "the owner's progress: {stderr}"
     );
+}
+
+fn step_names(variant: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(variant.join("checkpoints"))
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.starts_with("step-"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort_by_key(|n| n.trim_start_matches("step-").parse::<u64>().unwrap_or(0));
+    names
+}
+
+/// A soaked OUT (a variant trained with every step kept, one with the default retention, one
+/// abandoned by kill -9, one held live by this process, write debris, and a symlink to a
+/// directory outside OUT): retention applies at completion; `gc` lists without touching
+/// anything; `gc --apply` frees the step checkpoints beyond retention, the abandoned variant
+/// and the debris, and keeps the live one and everything outside OUT; every complete variant
+/// stays intact for `status --deep` and is still reused.
+#[test]
+fn gc_frees_steps_abandoned_variants_and_debris_and_keeps_every_complete_variant_intact() {
+    let project = support::Project::new();
+    project.use_fixture_trainer();
+    let train = |extra: &[&str], env: &[(&str, &str)]| {
+        let mut args = vec![
+            "--json",
+            "-q",
+            "-o",
+            "run.mode=force_new",
+            "-o",
+            "logging.save_interval=1",
+        ];
+        args.extend_from_slice(extra);
+        args.push("train");
+        let (code, stdout, stderr) = project.run_env(&args, env);
+        assert_eq!(code, 0, "{stdout}{stderr}");
+        let doc: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+        PathBuf::from(doc["output_dir"].as_str().expect("output_dir"))
+    };
+    let v1 = train(&["-o", "checkpoint.keep_last=all"], &[]);
+    let all_steps = step_names(&v1);
+    assert!(all_steps.len() >= 3, "{all_steps:?}");
+    let v2 = train(&[], &[]);
+    assert_eq!(
+        step_names(&v2).len(),
+        1,
+        "the default keeps the newest step only"
+    );
+
+    // v3: killed (kill -9 of the orchestrator) after its first step checkpoint.
+    let identity = v1.parent().expect("identity dir").to_path_buf();
+    let mut killed = project
+        .command(
+            &[
+                "-q",
+                "-o",
+                "run.mode=force_new",
+                "-o",
+                "logging.save_interval=1",
+                "train",
+            ],
+            &[("FAKE_TRAINER_SLEEP_MS", "300")],
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let v3 = identity.join("v3");
+    let began = std::time::Instant::now();
+    while step_names(&v3).is_empty() {
+        assert!(
+            began.elapsed() < std::time::Duration::from_secs(30),
+            "v3 never saved a step"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    killed.kill().expect("kill -9");
+    let _ = killed.wait();
+
+    // v4: held by this (live) process.
+    let v4 = identity.join("v4");
+    std::fs::create_dir_all(&v4).expect("v4");
+    support::write_live_lease(&v4);
+
+    // Debris of a dead writer, and a symlink to a directory outside OUT.
+    let debris = v1.join(".metadata.json.tmp-999999999-0000000001-1");
+    std::fs::write(&debris, b"half").expect("debris");
+    let outside = tempfile::tempdir().expect("outside");
+    let outside_step = outside.path().join("checkpoints/step-1");
+    std::fs::create_dir_all(&outside_step).expect("outside step");
+    std::fs::write(
+        outside.path().join(".x.tmp-999999999-0000000001-1"),
+        b"keep",
+    )
+    .expect("x");
+    std::os::unix::fs::symlink(outside.path(), identity.join("v9")).expect("symlink");
+    let out_root = project.root().join("outputs");
+    let before = support::snapshot(&out_root);
+    let outside_before = support::snapshot(outside.path());
+
+    let (code, stdout, stderr) = project.run(&["--json", "gc"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let dry: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(
+        support::snapshot(&out_root),
+        before,
+        "a dry run removes nothing"
+    );
+    assert!(
+        dry["gc"]["items"].as_array().is_some_and(|i| !i.is_empty()),
+        "{dry}"
+    );
+
+    let (code, stdout, stderr) = project.run(&["--json", "gc", "--apply", "--older-than", "0s"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let applied: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    let items = applied["gc"]["items"].as_array().expect("items").clone();
+    let removed = |kind: &str| -> Vec<PathBuf> {
+        items
+            .iter()
+            .filter(|i| i["kind"] == kind && i["removed"] == true)
+            .map(|i| PathBuf::from(i["path"].as_str().expect("path")))
+            .collect()
+    };
+    assert_eq!(
+        removed("step_checkpoint").len(),
+        all_steps.len() - 1,
+        "{applied}"
+    );
+    assert_eq!(
+        step_names(&v1),
+        vec![all_steps.last().expect("a step").clone()]
+    );
+    assert_eq!(removed("abandoned_variant"), vec![v3.clone()], "{applied}");
+    assert!(!v3.exists());
+    assert_eq!(removed("debris"), vec![debris.clone()], "{applied}");
+    assert!(v4.exists(), "a live lease is never touched");
+    assert_eq!(
+        support::snapshot(outside.path()),
+        outside_before,
+        "nothing outside OUT"
+    );
+    let freed: u64 = items.iter().map(|i| i["bytes"].as_u64().unwrap_or(0)).sum();
+    assert_eq!(applied["gc"]["bytes"].as_u64(), Some(freed));
+    assert!(freed > 0);
+
+    let (code, status) = project.run_json(&["status", "--deep"]);
+    assert_eq!(code, 0, "{status}");
+    let states: Vec<(u64, String)> = status["variants"]
+        .as_array()
+        .expect("variants")
+        .iter()
+        .map(|v| {
+            (
+                v["variant"].as_u64().unwrap_or(0),
+                v["state"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert!(states.contains(&(1, "complete".into())), "{states:?}");
+    assert!(states.contains(&(2, "complete".into())), "{states:?}");
+    assert!(!states.iter().any(|(v, _)| *v == 3), "{states:?}");
+    let (code, reuse) = project.run_json(&["-o", "run.mode=reuse_if_exists", "train"]);
+    assert_eq!(code, 0, "{reuse}");
+    assert_eq!(reuse["decision"], "reuse", "{reuse}");
+
+    // Nothing left to do.
+    let (code, again) = project.run_json(&["gc", "--apply", "--older-than", "0s"]);
+    assert_eq!(code, 0, "{again}");
+    assert_eq!(again["gc"]["bytes"], 0, "{again}");
 }

@@ -73,7 +73,13 @@ pub struct Global {
     pub quiet: bool,
     /// How `train` and `pipeline` show the trainer's progress on stderr: a bar on a
     /// terminal and a line every 10 s elsewhere (auto), or one of them always, or none.
-    #[arg(long, global = true, value_enum, default_value = "auto", value_name = "STYLE")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "auto",
+        value_name = "STYLE"
+    )]
     pub progress: crate::progress::Style,
 }
 
@@ -132,6 +138,22 @@ pub enum Command {
     /// Drive backup (colab only): mirror complete variants, conversion outputs and
     /// caches to the Drive mount; verified copy, then an atomic swap.
     Backup,
+    /// List what OUT no longer needs; with --apply, remove it: step checkpoints beyond
+    /// checkpoint.keep_last, abandoned incomplete variants, interrupted-write debris.
+    /// Never a complete variant's final artifacts, a live lease, or a cache record.
+    #[command(after_help = "Examples:
+  trainctl gc                          what would be removed, and how many bytes
+  trainctl gc --apply                  remove it
+  trainctl gc --apply --older-than 2h  also variants whose owner was silent for 2 hours")]
+    Gc {
+        /// Remove (without it, gc only lists: a dry run).
+        #[arg(long)]
+        apply: bool,
+        /// An incomplete variant nobody holds is abandoned once its owner was silent this
+        /// long: seconds, or `90s`, `30m`, `2h` (default 24h).
+        #[arg(long, value_name = "DURATION")]
+        older_than: Option<String>,
+    },
     /// Tag the entities in TEXT with an inference bundle (or a built-in checkpoint dir).
     Predict {
         /// A conversion output dir (or a `checkpoint/` dir of the built-in trainer).
@@ -276,6 +298,9 @@ pub fn run(cli: &Cli) -> Result<Output> {
         }
         Command::Select { trials } => select_command(&opts, &cwd, &fs, &host, trials.as_deref()),
         Command::Backup => backup_command(&opts, &cwd, &host),
+        Command::Gc { apply, older_than } => {
+            gc_command(&opts, &cwd, &fs, &host, *apply, older_than.as_deref())
+        }
         Command::Track {
             action:
                 TrackAction::Sync {
@@ -664,6 +689,58 @@ pub fn convert_command(
 }
 
 /// `trainctl backup`.
+/// `trainctl gc` (docs/contract.md, "Retention and gc").
+pub fn gc_command(
+    opts: &LoadOptions,
+    cwd: &std::path::Path,
+    fs: &dyn Fs,
+    host: &Host<'_>,
+    apply: bool,
+    older_than: Option<&str>,
+) -> Result<Output> {
+    let older_than_ms = match older_than {
+        None => crate::gc::DEFAULT_OLDER_THAN_MS,
+        Some(s) => config::parse_duration_ms(&Value::String(s.to_string()))
+            .map_err(|m| Error::new(ErrorKind::Usage, format!("--older-than: {m}")))?,
+    };
+    let config = config::load(opts, cwd, host.var)?;
+    let layout = crate::paths::Layout::from_config(&config)?;
+    // A removed variant's run ends as KILLED; without a tracking store gc still works.
+    let (opened, mut warnings) = if apply {
+        crate::track::lifecycle::open_for_train(&config, host.var, cwd)?
+    } else {
+        (None, Vec::new())
+    };
+    let world = crate::gc::World {
+        fs,
+        host,
+        owner: crate::lease::Owner::current(),
+        tracker: opened.as_ref().map(|o| o.tracker.as_ref()),
+    };
+    let mut report = crate::gc::run(
+        &config,
+        &layout,
+        &world,
+        crate::gc::Options {
+            apply,
+            older_than_ms,
+        },
+    )?;
+    warnings.append(&mut report.warnings);
+    report.warnings = warnings;
+    let failed = report.items.iter().any(|i| i.error.is_some());
+    let mut human = report.to_string();
+    for w in &report.warnings {
+        human.push_str(&format!("warning: {w}\n"));
+    }
+    Ok(Output {
+        // A removal that failed on storage is not a clean run: exit 6, the report still out.
+        code: if failed && apply { 6 } else { 0 },
+        json: json!({ "gc": report }),
+        human,
+    })
+}
+
 pub fn backup_command(
     opts: &LoadOptions,
     cwd: &std::path::Path,

@@ -76,7 +76,10 @@ impl Display {
             Style::Off | Style::Auto => {}
             Style::Bar => self.draw_bar(p),
             Style::Lines => {
-                let due = self.last_line.get().is_none_or(|t| t.elapsed() >= LINE_EVERY);
+                let due = self
+                    .last_line
+                    .get()
+                    .is_none_or(|t| t.elapsed() >= LINE_EVERY);
                 if due {
                     self.last_line.set(Some(Instant::now()));
                     eprintln!("{}", self.line(p));
@@ -174,11 +177,7 @@ fn details(p: &Progress) -> String {
     if let Some(m) = p.metric.filter(|m| m.is_finite()) {
         let name = p.metric_name.as_deref().unwrap_or("metric");
         // A trainer-given name is shown, never interpreted: keep it printable and short.
-        let name: String = name
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(40)
-            .collect();
+        let name: String = name.chars().filter(|c| !c.is_control()).take(40).collect();
         parts.push(format!("{name} {m:.4}"));
     }
     parts.join(", ")
@@ -213,10 +212,19 @@ mod tests {
 
     #[test]
     fn quiet_wins_and_auto_without_a_terminal_under_json_is_off() {
-        assert_eq!(Display::new(Style::Bar, true, false, "x").style(), Style::Off);
+        assert_eq!(
+            Display::new(Style::Bar, true, false, "x").style(),
+            Style::Off
+        );
         if !std::io::stderr().is_terminal() {
-            assert_eq!(Display::new(Style::Auto, false, true, "x").style(), Style::Off);
-            assert_eq!(Display::new(Style::Auto, false, false, "x").style(), Style::Lines);
+            assert_eq!(
+                Display::new(Style::Auto, false, true, "x").style(),
+                Style::Off
+            );
+            assert_eq!(
+                Display::new(Style::Auto, false, false, "x").style(),
+                Style::Lines
+            );
         }
     }
 }

@@ -587,8 +587,7 @@ pub fn train(job: &Job, ctx: &Context<'_>) -> Result<Report> {
                 waited_for = Some(variant);
                 // The owner's bar, while its result is awaited (a local OUT only: a bucket
                 // owner's progress stays on its machine).
-                if let Some(p) = crate::progress::latest_in_file(&dir.join(crate::progress::FILE))
-                {
+                if let Some(p) = crate::progress::latest_in_file(&dir.join(crate::progress::FILE)) {
                     (ctx.progress)(&p);
                 }
                 say(
@@ -1266,5 +1265,14 @@ fn attempt(
     let record = final_record(job, variant, dir, &final_meta, &metrics, (ctx.now_us)());
     let (name, mut warnings) = cache.write(&record, (ctx.now_us)())?;
     warnings.extend(tracking_warnings);
+    // Retention (docs/contract.md, "Retention and gc"): the variant is complete and recorded,
+    // so its step checkpoints only serve a resume it no longer needs. Still under the lease.
+    if let Some(keep) = job.config.keep_last() {
+        if let Err(e) = crate::retention::prune(fs, dir, keep) {
+            warnings.push(format!(
+                "variant {variant}: pruning step checkpoints to checkpoint.keep_last {keep} failed ({e}); `trainctl gc --apply` retries"
+            ));
+        }
+    }
     Ok((Some(name), metrics, warnings))
 }

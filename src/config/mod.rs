@@ -806,6 +806,9 @@ fn validate_final_training(
     if let Some(v) = &f.run.wait_for_owner {
         parse_duration_ms(v).map_err(|why| doc.locate("run.wait_for_owner", &why))?;
     }
+    if let Some(v) = &f.checkpoint.keep_last {
+        parse_keep_last(v).map_err(|why| doc.locate("checkpoint.keep_last", &why))?;
+    }
     if let Some(cmd) = &f.trainer.command {
         if cmd.is_empty() {
             return Err(doc.locate(
@@ -823,6 +826,22 @@ fn validate_final_training(
 /// `run.wait_for_owner` when not set: a day, so that identical starts share trainings of
 /// up to that long (docs/contract.md, "Identical starts").
 pub const DEFAULT_WAIT_FOR_OWNER_MS: u64 = 24 * 3600 * 1000;
+
+/// `checkpoint.keep_last` when not set: the newest step checkpoint stays (a complete
+/// variant needs none; one is kept for a user who resumes a damaged variant by hand).
+pub const DEFAULT_KEEP_LAST: u64 = 1;
+
+/// `checkpoint.keep_last`: a count (`Some`), or `all` (`None`: prune nothing).
+pub fn parse_keep_last(v: &Value) -> std::result::Result<Option<u64>, String> {
+    match v {
+        Value::Number(n) => n
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| format!("expected a count ≥ 0 or `all`, got {v}")),
+        Value::String(s) if s == "all" => Ok(None),
+        _ => Err(format!("expected a count ≥ 0 or `all`, got {v}")),
+    }
+}
 
 /// A duration setting in milliseconds: whole seconds, or a whole number with a unit `ms`,
 /// `s`, `m` or `h`.
@@ -907,6 +926,14 @@ impl Config {
             .metric
             .clone()
             .unwrap_or_else(|| "macro-f1".into())
+    }
+
+    /// `checkpoint.keep_last`: step checkpoints a complete variant keeps (`None`: all).
+    pub fn keep_last(&self) -> Option<u64> {
+        match &self.final_training.checkpoint.keep_last {
+            None => Some(DEFAULT_KEEP_LAST),
+            Some(v) => parse_keep_last(v).unwrap_or(Some(DEFAULT_KEEP_LAST)),
+        }
     }
 
     pub fn lease_timeout_s(&self) -> u64 {

@@ -219,6 +219,9 @@ section! {
         pub load: Option<bool>,
         pub source: Option<CheckpointRef>,
         pub validate: Option<bool>,
+        /// Step checkpoints kept once a variant is complete (docs/contract.md, "Retention
+        /// and gc"): a count, or `all`; null = 1.
+        pub keep_last: Option<Value>,
     }
 }
 section! { pub struct VariantSection { pub number: Option<u64>, } }

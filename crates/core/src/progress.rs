@@ -46,7 +46,8 @@ const MAX_READ: u64 = 256 * 1024;
 impl Progress {
     /// The report as one line (with its newline).
     pub fn to_line(&self) -> String {
-        let mut s = serde_json::to_string(self).unwrap_or_else(|_| format!("{{\"step\":{}}}", self.step));
+        let mut s =
+            serde_json::to_string(self).unwrap_or_else(|_| format!("{{\"step\":{}}}", self.step));
         s.push('\n');
         s
     }
@@ -163,7 +164,10 @@ mod tests {
         std::fs::write(&path, report(1).to_line()).unwrap();
         let mut tail = Tail::at_end(&path);
         assert_eq!(tail.poll(), None, "an earlier attempt's report is not news");
-        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
         f.write_all(report(2).to_line().as_bytes()).unwrap();
         f.write_all(b"not json\n").unwrap();
         f.write_all(&vec![b'x'; MAX_LINE * 3]).unwrap();

@@ -1382,7 +1382,11 @@ impl Reporter {
     fn open(path: Option<&Path>) -> Reporter {
         let env = std::env::var_os(trainctl_core::progress::ENV).map(std::path::PathBuf::from);
         let out = path.map(Path::to_path_buf).or(env).and_then(|p| {
-            std::fs::OpenOptions::new().create(true).append(true).open(p).ok()
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .ok()
         });
         Reporter {
             out,
