@@ -145,6 +145,38 @@ fn step_names(variant: &std::path::Path) -> Vec<String> {
     names
 }
 
+/// Starts a `force_new` training that will be `variant`, and kill -9s its orchestrator once
+/// the first step checkpoint is saved (the trainer dies with it: parent-death signal).
+fn kill_after_first_step(project: &support::Project, variant: &std::path::Path) {
+    let mut killed = project
+        .command(
+            &[
+                "-q",
+                "-o",
+                "run.mode=force_new",
+                "-o",
+                "logging.save_interval=1",
+                "train",
+            ],
+            &[("FAKE_TRAINER_SLEEP_MS", "300")],
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let began = std::time::Instant::now();
+    while step_names(variant).is_empty() {
+        assert!(
+            began.elapsed() < std::time::Duration::from_secs(30),
+            "{} never saved a step",
+            variant.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    killed.kill().expect("kill -9");
+    let _ = killed.wait();
+}
+
 /// A soaked OUT (a variant trained with every step kept, one with the default retention, one
 /// abandoned by kill -9, one held live by this process, write debris, and a symlink to a
 /// directory outside OUT): retention applies at completion; `gc` lists without touching
@@ -183,33 +215,8 @@ fn gc_frees_steps_abandoned_variants_and_debris_and_keeps_every_complete_variant
 
     // v3: killed (kill -9 of the orchestrator) after its first step checkpoint.
     let identity = v1.parent().expect("identity dir").to_path_buf();
-    let mut killed = project
-        .command(
-            &[
-                "-q",
-                "-o",
-                "run.mode=force_new",
-                "-o",
-                "logging.save_interval=1",
-                "train",
-            ],
-            &[("FAKE_TRAINER_SLEEP_MS", "300")],
-        )
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn");
     let v3 = identity.join("v3");
-    let began = std::time::Instant::now();
-    while step_names(&v3).is_empty() {
-        assert!(
-            began.elapsed() < std::time::Duration::from_secs(30),
-            "v3 never saved a step"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    killed.kill().expect("kill -9");
-    let _ = killed.wait();
+    kill_after_first_step(&project, &v3);
 
     // v4: held by this (live) process.
     let v4 = identity.join("v4");
@@ -302,4 +309,87 @@ fn gc_frees_steps_abandoned_variants_and_debris_and_keeps_every_complete_variant
     let (code, again) = project.run_json(&["gc", "--apply", "--older-than", "0s"]);
     assert_eq!(code, 0, "{again}");
     assert_eq!(again["gc"]["bytes"], 0, "{again}");
+}
+
+/// `status` answers questions: per variant the state and reason, created and finished times,
+/// run name and tracking state, the objective metric, the size, and who holds it (a killed
+/// owner is `abandoned`, never `running`); a file and a symlink where a variant should be are
+/// listed as `invalid` with their reason; `--state` and `--identity` filter.
+#[test]
+fn status_shows_times_run_metric_size_and_owner_liveness_and_hides_nothing() {
+    let project = support::Project::new();
+    project.use_fixture_trainer();
+    let (code, first) = project.run_json(&["-q", "train"]);
+    assert_eq!(code, 0, "{first}");
+    let v1 = PathBuf::from(first["output_dir"].as_str().expect("output_dir"));
+    let identity = v1.parent().expect("identity").to_path_buf();
+    kill_after_first_step(&project, &identity.join("v2"));
+    let v3 = identity.join("v3");
+    std::fs::create_dir_all(&v3).expect("v3");
+    support::write_live_lease(&v3);
+    std::fs::write(identity.join("v7"), b"not a dir").expect("v7");
+    std::os::unix::fs::symlink(std::env::temp_dir(), identity.join("v8")).expect("v8");
+
+    let (code, status) = project.run_json(&["status"]);
+    assert_eq!(code, 0, "{status}");
+    let rows = status["variants"].as_array().expect("variants").clone();
+    let row = |v: u64| {
+        rows.iter()
+            .find(|r| r["variant"] == v)
+            .unwrap_or_else(|| panic!("v{v} missing: {status}"))
+            .clone()
+    };
+    let r1 = row(1);
+    assert_eq!(r1["state"], "complete");
+    assert!(
+        r1["created_at"].is_string() && r1["finished_at"].is_string(),
+        "{r1}"
+    );
+    assert_eq!(r1["run_name"], first["run_name"]);
+    assert!(r1["tracking"].is_string(), "{r1}");
+    assert_eq!(r1["objective"]["name"], "macro-f1", "{r1}");
+    assert!(r1["objective"]["value"].is_f64(), "{r1}");
+    assert!(r1["bytes"].as_u64().is_some_and(|b| b > 0), "{r1}");
+    let r2 = row(2);
+    assert_eq!(
+        (&r2["state"], &r2["reason"]),
+        (&"incomplete".into(), &"abandoned".into()),
+        "{r2}"
+    );
+    assert_eq!(
+        r2["owner"]["liveness"], "abandoned",
+        "a dead owner is never running: {r2}"
+    );
+    let r3 = row(3);
+    assert_eq!(r3["state"], "running", "{r3}");
+    assert_eq!(r3["owner"]["liveness"], "running");
+    assert_eq!(r3["owner"]["pid"], std::process::id());
+    assert_eq!(
+        (&row(7)["state"], &row(7)["reason"]),
+        (&"invalid".into(), &"not_a_directory".into())
+    );
+    assert_eq!(
+        (&row(8)["state"], &row(8)["reason"]),
+        (&"invalid".into(), &"symlink".into())
+    );
+
+    let (code, human, _) = project.run(&["status"]);
+    assert_eq!(code, 0);
+    assert!(
+        human.contains("macro-f1 ") && human.contains("abandoned by "),
+        "{human}"
+    );
+    assert!(!human.contains("[running]"), "nothing runs v2: {human}");
+
+    let (_, complete) = project.run_json(&["status", "--state", "complete"]);
+    let listed: Vec<&serde_json::Value> = complete["variants"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .collect();
+    assert_eq!(listed.len(), 1, "{complete}");
+    let (_, none) = project.run_json(&["status", "--identity", "no-such-identity"]);
+    assert_eq!(none["variants"], serde_json::json!([]));
+    let (code, _, stderr) = project.run(&["status", "--state", "bogus"]);
+    assert_eq!(code, 2, "{stderr}");
 }

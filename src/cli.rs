@@ -1,13 +1,10 @@
 //! The command line (SPEC §10): argument parsing, the commands, human and `--json` output,
 //! and the one place that maps errors to exit codes.
 
-use crate::completion::Completion;
 use crate::config::{self, LoadOptions};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fs::Fs;
 use crate::job::{self, Host};
-use crate::lease::LeaseView;
-use crate::observe;
 use crate::plan::{self, VariantOracle};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
@@ -89,11 +86,24 @@ pub enum Command {
     Plan,
     /// Decide and execute: allocate or lease a variant, train, verify, record, cache.
     Train,
-    /// List variants under OUT with their state and reasons.
+    /// List variants under OUT: state and reason, created/finished times, run name and
+    /// tracking state, objective metric, size, and who holds each (running or abandoned).
+    #[command(after_help = "Examples:
+  trainctl status                          every variant under OUT
+  trainctl status --state incomplete       only the ones that need a resume or gc
+  trainctl status --identity spec-93702a67 one identity
+  trainctl status --deep                   also re-hash every checkpoint file")]
     Status {
         /// Also re-hash every manifest file (sha256).
         #[arg(long)]
         deep: bool,
+        /// Only variants whose identity path contains this text.
+        #[arg(long, value_name = "TEXT")]
+        identity: Option<String>,
+        /// Only variants in this state: complete, running, incomplete or invalid (a file or
+        /// symlink where a variant should be).
+        #[arg(long, value_name = "STATE")]
+        state: Option<String>,
     },
     /// Show or check the merged configuration.
     Config {
@@ -288,7 +298,17 @@ pub fn run(cli: &Cli) -> Result<Output> {
                 human: String::new(),
             })
         }
-        Command::Status { deep } => status_command(&opts, &cwd, &fs, &host, *deep),
+        Command::Status {
+            deep,
+            identity,
+            state,
+        } => {
+            let filter = crate::cmd::status::Filter {
+                identity: identity.clone(),
+                state: state.clone(),
+            };
+            status_command(&opts, &cwd, &fs, &host, *deep, &filter)
+        }
         Command::Convert { from, latest } => {
             let from = match (from, latest) {
                 (Some(dir), false) => crate::convert::From::Dir(dir.clone()),
@@ -1007,80 +1027,28 @@ pub fn status_command(
     fs: &dyn Fs,
     host: &Host<'_>,
     deep: bool,
+    filter: &crate::cmd::status::Filter,
 ) -> Result<Output> {
+    if let Some(state) = &filter.state {
+        if !crate::cmd::status::STATES.contains(&state.as_str()) {
+            return Err(Error::new(
+                ErrorKind::Usage,
+                format!(
+                    "--state {state}: expected one of {}",
+                    crate::cmd::status::STATES.join(", ")
+                ),
+            ));
+        }
+    }
     let config = config::load(opts, cwd, host.var)?;
     let layout = crate::paths::Layout::from_config(&config)?;
     let facts = host.facts(config.lease_timeout_s() * 1000);
-    let depth = if deep {
-        crate::completion::Depth::Digests
-    } else {
-        crate::completion::Depth::Sizes
-    };
-    let found = observe::scan_all(fs, &layout, &facts, depth, None);
-    let mut rows = Vec::new();
-    let (storage, storage_line) = crate::storage::describe(&config, &layout.out);
-    let mut human = format!("OUT: {}\nstorage: {storage_line}\n", layout.out.display());
-    if found.is_empty() {
-        human.push_str("no variants yet\n");
-    }
-    for v in &found {
-        let (state, reason) = match (&v.completion, &v.lease) {
-            (Completion::Complete(_), _) => ("complete", None),
-            (Completion::Incomplete(r), LeaseView::Live(_)) => ("running", Some(r.to_string())),
-            (Completion::Incomplete(r), _) => ("incomplete", Some(r.to_string())),
-        };
-        let lease = match &v.lease {
-            LeaseView::None { .. } => "none",
-            LeaseView::Live(_) => "live",
-            LeaseView::Stale { .. } => "stale",
-        };
-        // What tracking recorded at training time (SPEC §6): `error` (or a `running` left by
-        // a crash) on a complete variant means its run is missing from, or unfinished in,
-        // the tracking store, until `track sync` uploads it and leaves a sync record.
-        let recorded = crate::store::meta::VariantMeta::read(fs, &v.dir)
-            .and_then(|m| m.tracking_state().map(str::to_string));
-        let synced = crate::track::sync::read_record(fs, &layout, &v.dir);
-        let tracking = match (&recorded, &synced) {
-            (Some(s), Some(_)) if s != "finished" => Some("synced".to_string()),
-            _ => recorded.clone(),
-        };
-        let missing = state == "complete"
-            && matches!(
-                tracking.as_deref(),
-                Some("error") | Some("running") | Some("failed")
-            );
-        rows.push(json!({
-            "dir": v.dir,
-            "identity": v.identity_segments.join("/"),
-            "variant": v.variant,
-            "state": state,
-            "reason": reason,
-            "lease": lease,
-            "tracking": tracking,
-            "missing_from_tracking": missing,
-        }));
-        human.push_str(&format!(
-            "{:<10} {}/v{}{}{}\n",
-            state,
-            v.identity_segments.join("/"),
-            v.variant,
-            reason.map(|r| format!("  [{r}]")).unwrap_or_default(),
-            if lease == "none" {
-                String::new()
-            } else {
-                format!("  lease:{lease}")
-            },
-        ));
-        if missing {
-            human.push_str(
-                "           ^ missing from tracking (the tracking store failed during training); `trainctl track sync` uploads it\n",
-            );
-        }
-    }
+    let report = crate::cmd::status::run(&config, &layout, fs, &facts, deep, filter);
     Ok(Output {
         code: 0,
-        json: json!({"out": layout.out, "storage": storage, "variants": rows}),
-        human,
+        human: report.to_string(),
+        json: serde_json::to_value(&report)
+            .map_err(|e| Error::internal(format!("status report: {e}")))?,
     })
 }
 

@@ -309,9 +309,11 @@ fn remove_held(
             });
         match ended {
             Ok(()) => item.killed_run = Some(run_id.clone()),
-            Err(e) => return Err(format!(
+            Err(e) => {
+                return Err(format!(
                 "its tracked run {run_id} could not be ended as KILLED ({e}); gc retries next time"
-            )),
+            ))
+            }
         }
     }
     let result = if fs.caps(&v.dir).whole_objects {

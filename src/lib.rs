@@ -12,6 +12,7 @@ pub use trainctl_trainer as builtin;
 pub mod backup;
 pub mod cache;
 pub mod cli;
+pub mod cmd;
 pub mod completion;
 pub mod config;
 pub mod convert;

@@ -237,34 +237,96 @@ pub fn scan_all(
         .map(|p| p.components().count())
         .unwrap_or(0);
     let mut found = Vec::new();
-    let mut stack = vec![(start, start_depth)];
-    // Bounded: the walk goes at most `segments` levels deep.
-    while let Some((dir, level)) = stack.pop() {
-        let Ok(entries) = fs.list(&dir) else { continue };
-        for entry in entries.into_iter().filter(|e| e.is_dir) {
-            let path = dir.join(&entry.name);
-            if level + 1 < segments {
-                stack.push((path, level + 1));
-            } else if let Some(variant) = layout.parse_variant_name(&entry.name) {
-                let identity_segments = path
-                    .parent()
-                    .and_then(|p| p.strip_prefix(&layout.final_training_dir).ok())
-                    .map(|p| p.iter().map(|s| s.to_string_lossy().to_string()).collect())
-                    .unwrap_or_default();
-                let completion = completion::check(fs, layout, &path, None, variant, depth);
-                let lease = read_lease(fs, &path, facts);
-                found.push(FoundVariant {
-                    dir: path,
-                    identity_segments,
-                    variant,
-                    completion,
-                    lease,
-                });
-            }
+    for (path, entry) in variant_level_entries(fs, segments, start, start_depth) {
+        if !entry.is_dir {
+            continue;
+        }
+        if let Some(variant) = layout.parse_variant_name(&entry.name) {
+            let identity_segments = identity_segments_of(layout, &path);
+            let completion = completion::check(fs, layout, &path, None, variant, depth);
+            let lease = read_lease(fs, &path, facts);
+            found.push(FoundVariant {
+                dir: path,
+                identity_segments,
+                variant,
+                completion,
+                lease,
+            });
         }
     }
     found.sort_by(|a, b| a.dir.cmp(&b.dir));
     found
+}
+
+/// Every entry at the variant level of the final-training tree (`segments` levels below it),
+/// directories or not, with its path.
+fn variant_level_entries(
+    fs: &dyn Fs,
+    segments: usize,
+    start: PathBuf,
+    start_depth: usize,
+) -> Vec<(PathBuf, crate::fs::Entry)> {
+    let mut out = Vec::new();
+    let mut stack = vec![(start, start_depth)];
+    // Bounded: the walk goes at most `segments` levels deep.
+    while let Some((dir, level)) = stack.pop() {
+        let Ok(entries) = fs.list(&dir) else { continue };
+        for entry in entries {
+            let path = dir.join(&entry.name);
+            if level + 1 < segments {
+                if entry.is_dir {
+                    stack.push((path, level + 1));
+                }
+            } else {
+                out.push((path, entry));
+            }
+        }
+    }
+    out
+}
+
+fn identity_segments_of(layout: &Layout, variant_path: &Path) -> Vec<String> {
+    variant_path
+        .parent()
+        .and_then(|p| p.strip_prefix(&layout.final_training_dir).ok())
+        .map(|p| p.iter().map(|s| s.to_string_lossy().to_string()).collect())
+        .unwrap_or_default()
+}
+
+/// Something where a variant dir should be that is not one: a file (`not_a_directory`) or a
+/// symlink (`symlink`, never followed). Allocation counts its number; `status` lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OddVariant {
+    pub path: PathBuf,
+    pub identity_segments: Vec<String>,
+    pub variant: u64,
+    pub reason: &'static str,
+}
+
+/// The non-directories under OUT/final_training named like variants.
+pub fn odd_variants(fs: &dyn Fs, layout: &Layout) -> Vec<OddVariant> {
+    let start = layout.final_training_dir.clone();
+    let mut odd: Vec<OddVariant> = variant_level_entries(fs, layout.pattern_depth(), start, 0)
+        .into_iter()
+        .filter(|(_, e)| !e.is_dir)
+        .filter_map(|(path, e)| {
+            let variant = layout.parse_variant_name(&e.name)?;
+            let symlink =
+                std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
+            Some(OddVariant {
+                identity_segments: identity_segments_of(layout, &path),
+                path,
+                variant,
+                reason: if symlink {
+                    "symlink"
+                } else {
+                    "not_a_directory"
+                },
+            })
+        })
+        .collect();
+    odd.sort_by(|a, b| a.path.cmp(&b.path));
+    odd
 }
 
 /// The latest complete final training of `model` in `storage_env` (by `completed_at`, then
