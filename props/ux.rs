@@ -393,3 +393,94 @@ fn status_shows_times_run_metric_size_and_owner_liveness_and_hides_nothing() {
     let (code, _, stderr) = project.run(&["status", "--state", "bogus"]);
     assert_eq!(code, 2, "{stderr}");
 }
+
+/// The smaller confusions of issue 18, each through the binary: parser advice and Rust Debug
+/// text never reach the user, unknown YAML tags and a NUL in the model name are located config
+/// errors, `select` without `--trials` falls back to the fixture as `pipeline` does, the
+/// pipeline's `try it:` line names the binary as it was started, and a second pipeline run
+/// does not announce a retrain it then reuses.
+#[test]
+fn the_small_confusions_are_gone() {
+    let project = support::Project::new();
+    let train_yaml = std::fs::read_to_string(project.config("train.yaml")).expect("train.yaml");
+    let refused = |text: &str, want: &str, never: &str| {
+        project.write_config("train.yaml", text);
+        let (code, doc) = project.run_json(&["plan"]);
+        assert_eq!(code, 2, "{doc}");
+        assert_eq!(doc["error"]["kind"], "config_invalid", "{doc}");
+        let message = doc["error"]["message"].as_str().unwrap_or("").to_string();
+        assert!(message.contains(want), "{message}");
+        assert!(!message.contains(never), "{message}");
+    };
+    refused(
+        &format!("{train_yaml}\ntraining:\n  epochs: 4\n"),
+        "duplicate mapping key",
+        "DuplicateKeyPolicy",
+    );
+    refused(
+        &format!("{train_yaml}\n---\nlogging: {{}}\n"),
+        "one YAML document",
+        "from_str_multiple",
+    );
+    let mut bomb = String::from("a: &a [x,x,x,x,x,x,x,x,x,x]\n");
+    for i in 1..8 {
+        let prev = if i == 1 {
+            "a".to_string()
+        } else {
+            format!("b{}", i - 1)
+        };
+        bomb += &format!("b{i}: &b{i} [{}]\n", vec![format!("*{prev}"); 10].join(","));
+    }
+    refused(&bomb, "too large", "Nodes {");
+    refused(
+        &train_yaml.replacen(
+            "training:",
+            "training:\n  epochs: !!python/object:os.system 3",
+            1,
+        ),
+        "unknown YAML tag `!!python/object:os.system`",
+        "\u{0}",
+    );
+    project.write_config("train.yaml", &train_yaml);
+
+    let model = project.config("model/builtin.yaml");
+    let model_text = std::fs::read_to_string(&model).expect("model");
+    std::fs::write(
+        &model,
+        model_text.replacen("name: builtin", "name: \"buil\\0tin\"", 1),
+    )
+    .expect("write model");
+    let (code, doc) = project.run_json(&["plan"]);
+    assert_eq!(
+        (code, &doc["error"]["kind"]),
+        (2, &"config_invalid".into()),
+        "{doc}"
+    );
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("`name`")),
+        "{doc}"
+    );
+    std::fs::write(&model, model_text).expect("restore model");
+
+    let (code, select) = project.run_json(&["select"]);
+    assert_eq!(code, 0, "{select}");
+    assert!(
+        select["warnings"]
+            .to_string()
+            .contains("fixtures/hpo/trials.json"),
+        "{select}"
+    );
+
+    let (code, stdout, stderr) = project.run(&["pipeline"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let bin = env!("CARGO_BIN_EXE_trainctl");
+    assert!(
+        stdout.contains(&format!("try it: {bin} predict")),
+        "{stdout}"
+    );
+    let (code, _, again) = project.run(&["pipeline"]);
+    assert_eq!(code, 0, "{again}");
+    assert!(!again.contains("decide: retrain"), "{again}");
+}

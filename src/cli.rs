@@ -133,7 +133,8 @@ pub enum Command {
     /// best_model_selection cache (reused when config and candidates are unchanged).
     Select {
         /// Candidates as JSON (schema in docs/contract.md); without it, the HPO runs of the
-        /// tracking store (experiment `<experiment>-hpo-<model>`).
+        /// tracking store (experiment `<experiment>-hpo-<model>`), and when it has none,
+        /// ROOT/fixtures/hpo/trials.json if present (as `pipeline` does).
         #[arg(long, value_name = "FILE")]
         trials: Option<PathBuf>,
     },
@@ -806,7 +807,27 @@ pub fn select_command(
 ) -> Result<Output> {
     let config = config::load(opts, cwd, host.var)?;
     let path = trials.map(|t| crate::convert::normalize(cwd, t));
-    let loaded = crate::select::load_candidates(&config, fs, path.as_deref(), host.var, cwd)?;
+    // Without --trials and without HPO runs in the tracking store, the offline fixture, as
+    // `pipeline` does (docs/contract.md, "Best-model selection").
+    let fixture = config.root.join(crate::pipeline::DEFAULT_TRIALS);
+    let loaded = match crate::select::load_candidates(&config, fs, path.as_deref(), host.var, cwd) {
+        Err(e)
+            if path.is_none()
+                && e.kind == ErrorKind::NoEligibleCandidates
+                && fs.is_file(&fixture) =>
+        {
+            crate::select::Loaded {
+                candidates: crate::select::read_trials(fs, &fixture)?,
+                source: fixture.display().to_string(),
+                warnings: vec![format!(
+                    "{}; using {} instead (pass --trials FILE to choose)",
+                    e.message,
+                    crate::pipeline::DEFAULT_TRIALS
+                )],
+            }
+        }
+        other => other?,
+    };
     let mut out = crate::select::select(&config, fs, &loaded.candidates, &loaded.source, now_us())?;
     out.warnings.splice(0..0, loaded.warnings);
     let selected = &out.payload["selected"];

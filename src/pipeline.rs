@@ -31,6 +31,17 @@ pub const BEST_CONFIGURATION_KEYS: [&str; 9] = [
 /// store, `fixtures/hpo/trials.json` under ROOT.
 pub const DEFAULT_TRIALS: &str = "fixtures/hpo/trials.json";
 
+/// How the user can run trainctl again: `trainctl` when it was found on PATH, else the path
+/// it was started by (`cargo run` leaves it at `target/…/trainctl`, which is not on PATH).
+fn invoked_as() -> String {
+    match std::env::args_os().next() {
+        Some(a) if std::path::Path::new(&a).components().count() > 1 => {
+            a.to_string_lossy().into_owned()
+        }
+        _ => "trainctl".into(),
+    }
+}
+
 /// One step of the summary.
 fn step(name: &str, status: &str, detail: Value) -> Value {
     json!({"step": name, "status": status, "detail": detail})
@@ -325,7 +336,7 @@ pub fn run(
         say(
             6,
             "decide",
-            "retrain: the selected run is an HPO trial, not a final training on full data",
+            "final training needed: the selected run is an HPO trial, not a final training on full data (a complete final training of it is reused)",
         );
         steps.push(step("decide", "retrain", json!({})));
         let config = config::load(&opts, world.cwd, world.host.var)?;
@@ -484,8 +495,9 @@ pub fn run(
         human.push_str(&format!("metrics: {}\n", shown.join(", ")));
     }
     human.push_str(&format!(
-        "bundle: {}\ntry it: trainctl predict --bundle {} \"Jane Doe is a data engineer in Berlin\"\n",
+        "bundle: {}\ntry it: {} predict --bundle {} \"Jane Doe is a data engineer in Berlin\"\n",
         conv.output_dir.display(),
+        invoked_as(),
         conv.output_dir.display()
     ));
     if reused_everything {

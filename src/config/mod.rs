@@ -509,6 +509,20 @@ pub fn load(
     let env_file: EnvFile = docs["env"].typed()?;
     let data: DataFile = docs["data"].typed()?;
     let model: ModelFile = docs["model"].typed()?;
+    // The model name goes into paths, run names and tags: no control characters (a NUL would
+    // reach the tracking store's run name), no path separators.
+    if let Some(name) = &model.name {
+        if name.is_empty()
+            || name
+                .chars()
+                .any(|c| c.is_control() || c == '/' || c == '\\')
+        {
+            return Err(docs["model"].locate(
+                "name",
+                &format!("a model name must be non-empty, without control characters or path separators; got {name:?}"),
+            ));
+        }
+    }
     let hpo: HpoFile = docs["hpo"].typed()?;
     // The tag registry validates itself against the known tag keys.
     let tags = std::sync::Arc::new(crate::naming::TagRegistry::from_doc(&docs["tags"])?);

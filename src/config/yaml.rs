@@ -152,6 +152,7 @@ fn options() -> serde_saphyr::Options {
 }
 
 fn parse_raw(text: &str, name: &str) -> Result<Option<Spanned<Raw>>, Error> {
+    check_tags(text, name)?;
     serde_saphyr::from_str_with_options::<Option<Spanned<Raw>>>(text, options()).map_err(|e| {
         let mut place = Place::file(name);
         if let Some(loc) = e.location() {
@@ -159,12 +160,91 @@ fn parse_raw(text: &str, name: &str) -> Result<Option<Spanned<Raw>>, Error> {
             place.column = Some(loc.column());
         }
         let message = e.to_string();
-        let message = message
-            .strip_prefix("error: ")
-            .unwrap_or(&message)
-            .to_string();
-        Error::new(ErrorKind::ConfigInvalid, format!("invalid YAML: {message}")).at(place)
+        let message = message.strip_prefix("error: ").unwrap_or(&message);
+        Error::new(
+            ErrorKind::ConfigInvalid,
+            format!("invalid YAML: {}", in_users_words(message)),
+        )
+        .at(place)
     })
+}
+
+/// The parser's message without its advice to the programmer (`set DuplicateKeyPolicy in
+/// Options`, `use from_str_multiple`) or its Rust Debug text (`Nodes { nodes: 250001 }`).
+fn in_users_words(message: &str) -> String {
+    if message.starts_with("budget breached") {
+        return "the document is too large or too deeply aliased for a config file (over the parser's budget of nodes, aliases and nesting)".into();
+    }
+    if message.starts_with("multiple YAML documents detected") {
+        return "a config file holds one YAML document; found a second one (`---`)".into();
+    }
+    let message = message.replace(", set DuplicateKeyPolicy in Options if acceptable", "");
+    // The location is given once, in front (file:line:column).
+    match message.find(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message,
+    }
+}
+
+/// The YAML tags a config may use: the core schema's own. Any other tag
+/// (`!!python/object:…`, `!Ref`, `!include`) would be ignored by the parser and the value
+/// taken as plain text, which is never what its author meant: refused with its place.
+const ALLOWED_TAGS: [&str; 6] = ["!!str", "!!int", "!!float", "!!bool", "!!null", "!!map"];
+
+fn check_tags(text: &str, name: &str) -> Result<(), Error> {
+    for (i, line) in text.lines().enumerate() {
+        let chars: Vec<(usize, char)> = line.char_indices().collect();
+        let spaced = |k: usize| chars.get(k + 1).is_none_or(|(_, c)| c.is_whitespace());
+        let mut quote: Option<char> = None;
+        // Whether the next non-blank character starts a node (where a tag may stand).
+        let mut at_node = true;
+        let mut after_blank = true;
+        for (k, &(col, c)) in chars.iter().enumerate() {
+            if let Some(q) = quote {
+                if c == q {
+                    quote = None;
+                }
+                continue;
+            }
+            let blank = c.is_whitespace();
+            match c {
+                _ if blank => {}
+                '#' if after_blank => break,
+                '!' if at_node => {
+                    let tag: String = line[col..]
+                        .chars()
+                        .take_while(|c| !c.is_whitespace() && !",]}".contains(*c))
+                        .collect();
+                    if !ALLOWED_TAGS.contains(&tag.as_str()) && tag != "!!seq" {
+                        return Err(Error::new(
+                            ErrorKind::ConfigInvalid,
+                            format!(
+                                "unknown YAML tag `{}`: config files take plain values (tags allowed: {}, !!seq)",
+                                tag.chars().take(60).collect::<String>(),
+                                ALLOWED_TAGS.join(", ")
+                            ),
+                        )
+                        .at(Place {
+                            file: Some(name.to_string()),
+                            line: Some(i as u64 + 1),
+                            column: Some(col as u64 + 1),
+                            key: None,
+                        }));
+                    }
+                    at_node = false;
+                }
+                '\'' | '"' if at_node => {
+                    quote = Some(c);
+                    at_node = false;
+                }
+                ':' | '-' | '?' => at_node = spaced(k) && (c == ':' || at_node),
+                '[' | '{' | ',' => at_node = true,
+                _ => at_node = false,
+            }
+            after_blank = blank;
+        }
+    }
+    Ok(())
 }
 
 struct Converter<'a> {
