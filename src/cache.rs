@@ -126,45 +126,44 @@ const RECORD_SUFFIX: &str = ".json";
 /// Bound on view-rebuild rounds when writers keep adding records concurrently.
 const MAX_SETTLE_ROUNDS: usize = 1000;
 
-/// A timestamp usable in file names: `YYYYMMDDTHHMMSS.ffffffZ` (UTC, microseconds).
+/// The UTC calendar time of `unix_us` (clamped to the end of the year 9999, the last instant
+/// the formats can hold, for a clock that far off). Civil time, not `jiff::Timestamp`, whose
+/// range stops a day earlier.
+fn instant(unix_us: u64) -> jiff::civil::DateTime {
+    const EPOCH: jiff::civil::DateTime = jiff::civil::date(1970, 1, 1).at(0, 0, 0, 0);
+    i64::try_from(unix_us)
+        .ok()
+        .and_then(|us| {
+            EPOCH
+                .checked_add(jiff::SignedDuration::from_micros(us))
+                .ok()
+        })
+        .unwrap_or(jiff::civil::DateTime::MAX)
+}
+
+/// A timestamp usable in file names: `YYYYMMDDTHHMMSS.ffffffZ` (UTC, microseconds). Existing
+/// caches stay readable: the format is byte-identical to the hand-written one it replaced
+/// (golden vectors in props/cache.rs).
 pub fn file_timestamp(unix_us: u64) -> String {
-    let (date, secs_of_day) = civil_from_unix(unix_us / 1_000_000);
-    let micros = unix_us % 1_000_000;
-    format!(
-        "{}T{:02}{:02}{:02}.{micros:06}Z",
-        date.replace('-', ""),
-        secs_of_day / 3600,
-        (secs_of_day / 60) % 60,
-        secs_of_day % 60
-    )
+    instant(unix_us).strftime("%Y%m%dT%H%M%S.%6fZ").to_string()
 }
 
 /// RFC 3339 UTC with microseconds.
 pub fn rfc3339(unix_us: u64) -> String {
-    let (date, s) = civil_from_unix(unix_us / 1_000_000);
-    format!(
-        "{date}T{:02}:{:02}:{:02}.{:06}Z",
-        s / 3600,
-        (s / 60) % 60,
-        s % 60,
-        unix_us % 1_000_000
-    )
+    instant(unix_us)
+        .strftime("%Y-%m-%dT%H:%M:%S.%6fZ")
+        .to_string()
 }
 
-/// (YYYY-MM-DD, seconds of day) for a Unix time (days-from-civil inverse, Howard Hinnant).
-fn civil_from_unix(secs: u64) -> (String, u64) {
-    let days = (secs / 86_400) as i64;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    (format!("{y:04}-{m:02}-{d:02}"), secs % 86_400)
+/// Milliseconds since the epoch of an RFC 3339 UTC timestamp (`rfc3339`'s form, or with
+/// fewer fraction digits); `None` for anything else, an impossible date (2026-02-31) included.
+pub fn rfc3339_ms(s: &str) -> Option<i64> {
+    if !s.ends_with('Z') {
+        return None;
+    }
+    s.parse::<jiff::Timestamp>()
+        .ok()
+        .map(|t| t.as_millisecond())
 }
 
 /// One cache over the Fs port.

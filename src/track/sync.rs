@@ -360,35 +360,7 @@ fn write_record(
         .map_err(|e| SyncError::Local(format!("{}: {e}", path.display())))
 }
 
-/// Milliseconds since the epoch of an RFC 3339 UTC timestamp as `cache::rfc3339` writes it
-/// (`YYYY-MM-DDTHH:MM:SS[.ffffff]Z`); `None` for anything else.
-fn rfc3339_ms(s: &str) -> Option<i64> {
-    let s = s.strip_suffix('Z')?;
-    let (date, time) = s.split_once('T')?;
-    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
-    let mut t = hms.splitn(3, ':').map(|p| p.parse::<i64>().ok());
-    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
-        return None;
-    }
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let millis = if frac.is_empty() {
-        0
-    } else {
-        let digits: String = frac.chars().take(3).collect();
-        format!("{digits:0<3}").parse::<i64>().ok()?
-    };
-    Some(((days * 24 + hh) * 60 + mm) * 60_000 + ss * 1000 + millis)
-}
+use crate::cache::rfc3339_ms;
 
 #[cfg(test)]
 mod tests {
@@ -407,6 +379,8 @@ mod tests {
         }
         assert_eq!(rfc3339_ms("2026-13-01T00:00:00Z"), None);
         assert_eq!(rfc3339_ms("yesterday"), None);
+        assert_eq!(rfc3339_ms("2026-02-31T00:00:00Z"), None, "no 31 February");
+        assert_eq!(rfc3339_ms("2026-02-28T00:00:00+01:00"), None, "UTC only");
     }
 
     #[test]
