@@ -484,3 +484,33 @@ fn the_small_confusions_are_gone() {
     assert_eq!(code, 0, "{again}");
     assert!(!again.contains("decide: retrain"), "{again}");
 }
+
+/// Size caps: a dataset split over `dataset.max_file_bytes` and a trials file that is not a
+/// regular file are located errors before anything is read (before: /dev/urandom read 2.1 GB).
+#[test]
+fn oversized_and_special_input_files_are_located_errors() {
+    let project = support::Project::new();
+    let (code, doc) = project.run_json(&["-o", "dataset.max_file_bytes=100", "plan"]);
+    assert_eq!(
+        (code, &doc["error"]["kind"]),
+        (3, &"dataset_invalid".into()),
+        "{doc}"
+    );
+    let message = doc["error"]["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("max_file_bytes") && message.contains("files.train"),
+        "{message}"
+    );
+    let (code, doc) = project.run_json(&["select", "--trials", "/dev/zero"]);
+    assert_eq!(
+        (code, &doc["error"]["kind"]),
+        (2, &"config_invalid".into()),
+        "{doc}"
+    );
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("/dev/zero")),
+        "{doc}"
+    );
+}

@@ -307,6 +307,22 @@ pub fn dataset_files(config: &Config, fs: &dyn Fs) -> Result<DatasetFiles> {
             )
             .at(Place::file(config.display("data")).with_key(format!("files.{role}"))));
         }
+        let limit = config.max_dataset_bytes();
+        if let Some(len) = fs
+            .metadata(&path)
+            .ok()
+            .map(|m| m.len)
+            .filter(|l| *l > limit)
+        {
+            return Err(Error::new(
+                ErrorKind::DatasetInvalid,
+                format!(
+                    "{role} split {} is {len} bytes, over dataset.max_file_bytes {limit} (final_training.yaml); raise it to read this file",
+                    path.display()
+                ),
+            )
+            .at(Place::file(config.display("data")).with_key(format!("files.{role}"))));
+        }
         let bytes = fs.read(&path).map_err(|e| {
             Error::new(
                 ErrorKind::DatasetMissing,

@@ -353,9 +353,24 @@ pub fn cache_key(config_tree: &Value, candidates: &[Candidate]) -> String {
     fingerprint(&json!({"selection": tree, "candidates": set}))
 }
 
+/// The largest trials file read (64 MiB: thousands of trials are a few MB).
+pub const TRIALS_MAX_BYTES: u64 = 64 << 20;
+
 /// Reads a trials file: errors name the file and the candidate index.
 pub fn read_trials(fs: &dyn Fs, path: &Path) -> Result<Vec<Candidate>> {
     let shown = path.display().to_string();
+    if let Some(len) = fs
+        .metadata(path)
+        .ok()
+        .filter(|m| m.special || m.len > TRIALS_MAX_BYTES)
+        .map(|m| m.len)
+    {
+        return Err(Error::new(
+            ErrorKind::ConfigInvalid,
+            format!("trials file {shown} is not a regular file of at most {TRIALS_MAX_BYTES} bytes (got {len} bytes)"),
+        )
+        .at(Place::file(shown)));
+    }
     let bytes = fs.read(path).map_err(|e| {
         Error::new(
             ErrorKind::ConfigMissing,

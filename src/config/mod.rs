@@ -841,6 +841,9 @@ fn validate_final_training(
 /// up to that long (docs/contract.md, "Identical starts").
 pub const DEFAULT_WAIT_FOR_OWNER_MS: u64 = 24 * 3600 * 1000;
 
+/// `dataset.max_file_bytes` when not set: 1 GiB (the built-in trainer holds a split in memory).
+pub const DEFAULT_MAX_DATASET_BYTES: u64 = 1 << 30;
+
 /// `checkpoint.keep_last` when not set: the newest step checkpoint stays (a complete
 /// variant needs none; one is kept for a user who resumes a damaged variant by hand).
 pub const DEFAULT_KEEP_LAST: u64 = 1;
@@ -940,6 +943,14 @@ impl Config {
             .metric
             .clone()
             .unwrap_or_else(|| "macro-f1".into())
+    }
+
+    /// `dataset.max_file_bytes`: the largest dataset split read.
+    pub fn max_dataset_bytes(&self) -> u64 {
+        self.final_training
+            .dataset
+            .max_file_bytes
+            .unwrap_or(DEFAULT_MAX_DATASET_BYTES)
     }
 
     /// `checkpoint.keep_last`: step checkpoints a complete variant keeps (`None`: all).

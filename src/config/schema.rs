@@ -212,6 +212,9 @@ section! {
     pub struct DatasetSection {
         pub data_config: Option<String>,
         pub local_path_override: Option<String>,
+        /// Largest dataset split read, in bytes (null = 1 GiB): a bigger one is refused
+        /// before it is read.
+        pub max_file_bytes: Option<u64>,
     }
 }
 section! {
