@@ -12,6 +12,7 @@ mod completion;
 mod config;
 mod crash;
 mod decision;
+mod fuzz_corpus;
 mod identity;
 mod lease;
 mod model_vs_real;

@@ -16,6 +16,7 @@ pub mod cmd;
 pub mod completion;
 pub mod config;
 pub mod convert;
+pub mod fuzzing;
 pub mod gc;
 pub mod identity;
 pub mod job;

@@ -459,6 +459,29 @@ fn float_field(v: &Value, key: &str) -> Option<f64> {
     }
 }
 
+/// Parses a response body as the client would read the answer of a `get` of an experiment, a
+/// run, or a search of runs (the fuzz target `mlflow_response`, `crate::fuzzing`). An error is
+/// a typed `TrackError` naming what was malformed.
+pub fn parse_answer(text: &str) -> Result<()> {
+    let v: Value = serde_json::from_str(text).map_err(|e| TrackError::Malformed {
+        what: "response".into(),
+        detail: format!("not JSON: {e}"),
+    })?;
+    if let Some(e) = v.get("experiment") {
+        parse_experiment(e)?;
+    }
+    if let Some(r) = v.get("run") {
+        parse_run(r)?;
+    }
+    for r in v.get("runs").and_then(Value::as_array).into_iter().flatten() {
+        parse_run(r)?;
+    }
+    for m in v.get("metrics").and_then(Value::as_array).into_iter().flatten() {
+        parse_metric(m)?;
+    }
+    Ok(())
+}
+
 fn parse_experiment(v: &Value) -> Result<Experiment> {
     let what = "experiment";
     Ok(Experiment {

@@ -227,7 +227,7 @@ impl Place {
         self
     }
 
-    fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.file.is_none() && self.key.is_none()
     }
 }
