@@ -737,6 +737,7 @@ pub fn gc_command(
         host,
         owner: crate::lease::Owner::current(),
         tracker: opened.as_ref().map(|o| o.tracker.as_ref()),
+        config: Some(&config),
     };
     let mut report = crate::gc::run(
         &config,

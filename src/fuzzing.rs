@@ -246,7 +246,9 @@ fn cache_record(data: &[u8]) -> Result<(), String> {
     let _ = fs.create_dir_all(&settings.dir);
     let _ = fs.write(&path, data);
     let cache = crate::cache::Cache::new(&fs, settings);
-    let problems = cache.check().map_err(|e| format!("cache check failed: {e}"))?;
+    let problems = cache
+        .check()
+        .map_err(|e| format!("cache check failed: {e}"))?;
     if let Some(p) = problems.iter().find(|p| p.file.is_empty()) {
         return Err(format!("a cache problem that names no file: {p:?}"));
     }

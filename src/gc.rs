@@ -65,7 +65,7 @@ pub struct Item {
     pub removed: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// The tracked run gc ended as KILLED with the variant, if any.
+    /// The tracked runs gc ended as KILLED with the variant, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub killed_run: Option<String>,
 }
@@ -96,8 +96,21 @@ pub struct World<'a> {
     pub fs: &'a dyn Fs,
     pub host: &'a Host<'a>,
     pub owner: Owner,
-    /// The training-stage tracker, to end a removed variant's run as KILLED.
+    /// The training-stage tracker, to end a removed variant's run as KILLED, and the config
+    /// its runs were named and tagged under.
     pub tracker: Option<&'a dyn crate::track::Tracker>,
+    pub config: Option<&'a crate::config::Config>,
+}
+
+/// `(spec_fp, exec_fp)` from a variant's identity dir name (`spec-<fp>_exec-<fp>`), for a
+/// variant whose metadata cannot be read.
+fn fingerprints_of(v: &FoundVariant) -> Option<(String, String)> {
+    let name = v.identity_segments.last()?;
+    let (spec, exec) = name.split_once('_')?;
+    Some((
+        spec.strip_prefix("spec-")?.to_string(),
+        exec.strip_prefix("exec-")?.to_string(),
+    ))
 }
 
 /// Lists and (with `apply`) removes what OUT no longer needs.
@@ -125,7 +138,7 @@ pub fn run(
         variant_items(config, layout, world, v, now_ms, opts, &mut report);
     }
     for root in [&layout.final_training_dir, &layout.conversion_dir] {
-        debris_items(world, &facts, root, &found, now_ms, opts, &mut report);
+        debris_items(world, &facts, root, now_ms, opts, &mut report);
     }
     report.bytes = report
         .items
@@ -208,6 +221,16 @@ fn variant_items(
                 });
                 return;
             }
+            if !fs.caps(&v.dir).rename_exchange {
+                report.kept.push(Kept {
+                    path: v.dir.clone(),
+                    reason: format!(
+                        "abandoned (incomplete, {reason}, silent for {} s), but this storage has no atomic exchange (posix-noflags, FUSE, a bucket): removing it could race a resume; delete it by hand once nothing can resume it",
+                        silent / 1000
+                    ),
+                });
+                return;
+            }
             let mut item = Item {
                 kind: Kind::AbandonedVariant,
                 path: v.dir.clone(),
@@ -235,8 +258,8 @@ fn variant_items(
 }
 
 /// Takes an abandoned variant over by the lease protocol, checks it is still incomplete,
-/// ends its tracked run as KILLED, and removes it (a rename out of the way first where
-/// renames are atomic, so no reader ever sees half a variant under its name). `Err` says why
+/// ends its tracked run as KILLED, and replaces it by a tombstone file in one exchange (only
+/// where the storage has one, see `variant_items`). `Err` says why
 /// the variant is kept after all (a race lost, or its tracked run could not be ended); a
 /// storage error is the item's `error`.
 fn remove_abandoned(
@@ -254,6 +277,15 @@ fn remove_abandoned(
     let held = match lease::take(fs, &v.dir, seen, &world.owner, now_ms, "gc") {
         Ok(Take::Won(held)) => held,
         Ok(Take::Lost) => return Err("another process took the variant over first".into()),
+        // Another gc removed it since this one listed it.
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Err("removed meanwhile by another gc".into())
+        }
         Err(e) => {
             item.error = Some(storage_words(&v.dir, &e));
             return Ok(());
@@ -290,43 +322,60 @@ fn remove_held(
         // Ours now, but complete: hand the lease back and keep it.
         return Err("completed meanwhile".into());
     }
-    let meta = crate::store::meta::VariantMeta::read(fs, &v.dir);
-    let run = meta
-        .as_ref()
-        .filter(|m| m.tracking_state() == Some("running"))
-        .and_then(|m| m.tracking_run_id().map(str::to_string));
-    if let (Some(tracker), Some(run_id)) = (world.tracker, &run) {
-        let ended = tracker
-            .set_tags(
-                run_id,
-                &std::collections::BTreeMap::from([(
-                    "trainctl.removed_by".to_string(),
-                    "gc".to_string(),
-                )]),
-            )
-            .and_then(|()| {
-                tracker.set_terminated(run_id, crate::track::RunStatus::Killed, now_ms as i64)
-            });
-        match ended {
-            Ok(()) => item.killed_run = Some(run_id.clone()),
-            Err(e) => {
-                return Err(format!(
-                "its tracked run {run_id} could not be ended as KILLED ({e}); gc retries next time"
-            ))
+    // Its tracked runs still RUNNING end as KILLED, found by identity and variant tags (the
+    // metadata may not know a run the store created before it failed). A store that cannot
+    // be asked keeps the variant: gc retries next time.
+    if let (Some(tracker), Some(config)) = (world.tracker, world.config) {
+        let meta = crate::store::meta::VariantMeta::read(fs, &v.dir);
+        let fps = meta
+            .as_ref()
+            .map(|m| (m.spec_fp.clone(), m.exec_fp.clone()))
+            .or_else(|| fingerprints_of(v));
+        if let Some((spec_fp, exec_fp)) = fps {
+            let ended = crate::track::lifecycle::end_running_runs(
+                tracker,
+                config,
+                (&spec_fp, &exec_fp),
+                &|n| n == v.variant,
+                ("trainctl.removed_by", "gc"),
+                now_ms as i64,
+            );
+            match ended {
+                Ok(ended) if !ended.is_empty() => {
+                    item.killed_run = Some(format!("{} run(s) of v{}", ended.len(), v.variant))
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    return Err(format!(
+                        "its tracked run could not be ended as KILLED ({e}); gc retries next time"
+                    ))
+                }
             }
         }
     }
-    let result = if fs.caps(&v.dir).whole_objects {
-        fs.remove_dir_all(&v.dir)
-    } else {
-        crate::fs::temp_sibling(fs, &v.dir).and_then(|aside| {
-            fs.rename(&v.dir, &aside)?;
-            if let Some(parent) = v.dir.parent() {
-                fs.fsync_dir(parent)?;
-            }
-            fs.remove_dir_all(&aside)
-        })
-    };
+    // Exchanged with a tombstone file in one step: the name `v<n>` never stands free, so it is
+    // never allocated again (a new variant under an old number would meet resumers and gcs
+    // that judged the old one: their next lease generation would land in the new variant),
+    // and a resumer that read the old lease generation now finds a file, not a directory,
+    // and answers busy; no reader ever sees half a variant.
+    let tombstone = serde_json::json!({
+        "removed_by": "gc",
+        "removed_at": crate::cache::rfc3339(now_ms * 1000),
+        "variant": v.variant,
+        "reason": item.reason,
+    });
+    let result = crate::fs::temp_sibling(fs, &v.dir).and_then(|aside| {
+        fs.create_new(
+            &aside,
+            &serde_json::to_vec_pretty(&tombstone).unwrap_or_default(),
+        )?;
+        fs.fsync_file(&aside)?;
+        fs.rename_exchange(&aside, &v.dir)?;
+        if let Some(parent) = v.dir.parent() {
+            fs.fsync_dir(parent)?;
+        }
+        fs.remove_dir_all(&aside)
+    });
     match result {
         Ok(()) => item.removed = true,
         Err(e) => item.error = Some(storage_words(&v.dir, &e)),
@@ -334,15 +383,14 @@ fn remove_held(
     Ok(())
 }
 
-/// Temporaries and staged dirs below `root` whose writer is gone. Inside a variant dir they
-/// go with the same rule as the variant (no live lease, silent longer than the bound); a
-/// staged allocation by its own lease; anything else when the process that made it (the pid
-/// in its unique suffix) no longer runs on this host.
+/// Temporaries and staged dirs below `root` whose writer is gone: a staged allocation by its
+/// own lease; any other temporary when the process that made it (the pid in its unique
+/// suffix) no longer runs on this host (found by `sched`: judging a variant's temporaries by
+/// the variant's lease removed those of a resumer that took the lease after gc looked).
 fn debris_items(
     world: &World<'_>,
     facts: &lease::LivenessFacts<'_>,
     root: &Path,
-    found: &[FoundVariant],
     now_ms: u64,
     opts: Options,
     report: &mut Report,
@@ -360,25 +408,23 @@ fn debris_items(
                 }
                 continue;
             }
-            let owner_gone = match found.iter().find(|v| path.starts_with(&v.dir)) {
-                Some(v) => {
-                    !v.lease.is_live()
-                        && last_heard_ms(fs, &v.dir)
-                            .is_none_or(|h| now_ms.saturating_sub(h) >= opts.older_than_ms)
-                }
-                None if e.is_dir && fs.exists(&path.join("lease-1.json")) => {
-                    let current = lease::current(fs, &path).unwrap_or_default();
-                    let live = current
-                        .record
-                        .as_ref()
-                        .is_some_and(|r| lease::liveness(r, current.heartbeat.as_ref(), facts));
-                    !live
-                        && last_heard_ms(fs, &path)
-                            .is_none_or(|h| now_ms.saturating_sub(h) >= opts.older_than_ms)
-                }
-                None => writer_pid(&e.name).is_some_and(|pid| {
+            let owner_gone = if e.is_dir && fs.exists(&path.join("lease-1.json")) {
+                // A staged allocation: judged by the lease its allocator staged in it.
+                let current = lease::current(fs, &path).unwrap_or_default();
+                let live = current
+                    .record
+                    .as_ref()
+                    .is_some_and(|r| lease::liveness(r, current.heartbeat.as_ref(), facts));
+                !live
+                    && last_heard_ms(fs, &path)
+                        .is_none_or(|h| now_ms.saturating_sub(h) >= opts.older_than_ms)
+            } else {
+                // Any other temporary: its writer is the process named in its unique suffix,
+                // whatever the variant's lease says (a resumer may take the lease after this
+                // walk began, and its temporaries must survive).
+                writer_pid(&e.name).is_some_and(|pid| {
                     !fs.caps(&path).whole_objects && (facts.process_start_time)(pid).is_none()
-                }),
+                })
             };
             if !owner_gone {
                 report.kept.push(Kept {
@@ -468,8 +514,8 @@ impl std::fmt::Display for Report {
                 Some(e) => writeln!(f, "             {e}")?,
                 None => writeln!(f, "             {}", i.reason)?,
             }
-            if let Some(run) = &i.killed_run {
-                writeln!(f, "             tracked run {run} ended as KILLED")?;
+            if let Some(runs) = &i.killed_run {
+                writeln!(f, "             tracking: {runs} ended as KILLED")?;
             }
         }
         for k in &self.kept {

@@ -303,6 +303,18 @@ pub struct OddVariant {
     pub reason: &'static str,
 }
 
+/// Whether the file at a variant's name is the tombstone `gc` left for a removed variant (it
+/// keeps the number from being allocated again: docs/contract.md, "Retention and gc").
+pub fn is_tombstone(fs: &dyn Fs, path: &Path) -> bool {
+    fs.metadata(path)
+        .is_ok_and(|m| !m.is_dir && !m.special && m.len < 64 * 1024)
+        && fs
+            .read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .is_some_and(|v| v["removed_by"] == "gc")
+}
+
 /// The non-directories under OUT/final_training named like variants.
 pub fn odd_variants(fs: &dyn Fs, layout: &Layout) -> Vec<OddVariant> {
     let start = layout.final_training_dir.clone();
@@ -313,15 +325,18 @@ pub fn odd_variants(fs: &dyn Fs, layout: &Layout) -> Vec<OddVariant> {
             let variant = layout.parse_variant_name(&e.name)?;
             let symlink =
                 std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
+            let reason = if symlink {
+                "symlink"
+            } else if is_tombstone(fs, &path) {
+                "removed_by_gc"
+            } else {
+                "not_a_directory"
+            };
             Some(OddVariant {
                 identity_segments: identity_segments_of(layout, &path),
                 path,
                 variant,
-                reason: if symlink {
-                    "symlink"
-                } else {
-                    "not_a_directory"
-                },
+                reason,
             })
         })
         .collect();

@@ -116,8 +116,11 @@ pub fn allocate_with(
     let identity_dir = job.layout.identity_dir(&job.identity)?;
     cache::ensure_dir(fs, &identity_dir)?;
     let explicit = on_collision == Collision::Busy;
+    // A number taken by a file (gc's tombstone of a removed variant, or anything else that is
+    // not a variant) is passed over whatever the collision rule: nobody trains there.
+    let mut passed_a_file = false;
     for attempt in 0..MAX_ALLOCATION_ATTEMPTS {
-        if attempt > 0 && on_collision != Collision::NextNumber {
+        if attempt > 0 && on_collision != Collision::NextNumber && !(passed_a_file && !explicit) {
             break;
         }
         let n = first + attempt;
@@ -140,6 +143,7 @@ pub fn allocate_with(
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 let _ = fs.remove_dir_all(&staged);
+                passed_a_file = fs.metadata(&target).is_ok_and(|m| !m.is_dir);
             }
             Err(e) => {
                 let _ = fs.remove_dir_all(&staged);
@@ -669,16 +673,30 @@ pub fn train(job: &Job, ctx: &Context<'_>) -> Result<Report> {
                         ),
                     ));
                 }
-                match lease::take(
+                let taken = match lease::take(
                     fs,
                     &dir,
                     observed.generation(),
                     &ctx.owner,
                     now_ms(),
                     "resume",
-                )
-                .map_err(|e| io(&dir, e))?
-                {
+                ) {
+                    // `trainctl gc` removed the abandoned variant since it was observed.
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                        ) =>
+                    {
+                        return Err(Error::new(
+                            ErrorKind::Busy,
+                            format!("variant {variant} was removed meanwhile (trainctl gc)"),
+                        ))
+                    }
+                    other => other,
+                }
+                .map_err(|e| io(&dir, e))?;
+                match taken {
                     Take::Won(l) => {
                         // Under the lease, make sure the variant is still incomplete: a
                         // complete variant is never modified (defence in depth for the read

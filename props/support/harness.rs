@@ -686,6 +686,41 @@ impl Sandbox {
         (result, killed)
     }
 
+    /// `trainctl gc --apply --older-than 0s` as a fresh process of this host (docs/contract.md,
+    /// "Retention and gc"): every incomplete variant nobody holds is abandoned at once.
+    pub fn gc(&self) -> trainctl::error::Result<trainctl::gc::Report> {
+        let job = &self.jobs[0];
+        let pid = self.processes.start();
+        let start_time = |pid: u32| self.processes.start_time(pid);
+        let host = trainctl::job::Host {
+            process_start_time: &start_time,
+            now_ms: self.clock.now_us() / 1000,
+            ..super::host()
+        };
+        let world = trainctl::gc::World {
+            fs: &*self.fs,
+            host: &host,
+            owner: trainctl::lease::Owner {
+                host: host.hostname.clone(),
+                pid,
+                start_time: 7,
+            },
+            tracker: self.tracker.as_ref().and_then(|t| {
+                let t: &dyn trainctl::track::Tracker = &**t;
+                trainctl::track::lifecycle::training_stage(&job.config, t)
+            }),
+            config: Some(&job.config),
+        };
+        let options = trainctl::gc::Options {
+            apply: true,
+            older_than_ms: 0,
+        };
+        let result = trainctl::gc::run(&job.config, &job.layout, &world, options);
+        self.fs.revive();
+        self.processes.exit(pid);
+        result
+    }
+
     /// `trainctl convert` as a fresh process, with the in-process converter (identity 0's
     /// configuration: the identities share model, environment and conversion config).
     pub fn convert(

@@ -29,6 +29,12 @@ pub enum Program {
     /// that changed while it was copied), never publishes a copy that is not complete, and a
     /// backup once every process returned succeeds and leaves no leftover.
     Backup,
+    /// `trainctl gc --apply --older-than 0s` beside trains, resumes and repairs: no decision,
+    /// and no linearizability either (it removes abandoned variants the model keeps). Its
+    /// weaker guarantee is checked apart (docs/contract.md, "Retention and gc"): it never
+    /// fails, never removes a variant a start returned, never takes a live lease, removes lease
+    /// files only under its own lease, and everything else the campaign checks still holds.
+    Gc,
     /// `trainctl track sync` beside the others (the shared tracking store): no decision.
     /// Checked apart: with a healthy store no variant's sync fails, and every complete variant
     /// still has exactly one FINISHED run (`one_run_per_variant`).
@@ -54,7 +60,8 @@ pub fn mode_of(p: Program) -> (Mode, Option<u64>) {
         | Program::Repair
         | Program::Convert
         | Program::Backup
-        | Program::TrackSync => (Mode::ReuseIfExists, None),
+        | Program::TrackSync
+        | Program::Gc => (Mode::ReuseIfExists, None),
     }
 }
 

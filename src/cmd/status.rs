@@ -16,12 +16,12 @@ use std::path::PathBuf;
 pub struct Filter {
     /// A substring of the identity path (`local/builtin/spec-…_exec-…`).
     pub identity: Option<String>,
-    /// `complete`, `running`, `incomplete` or `invalid`.
+    /// `complete`, `running`, `incomplete`, `invalid` or `removed` (by gc).
     pub state: Option<String>,
 }
 
 /// The states a row can have (what `--state` accepts).
-pub const STATES: [&str; 4] = ["complete", "running", "incomplete", "invalid"];
+pub const STATES: [&str; 5] = ["complete", "running", "incomplete", "invalid", "removed"];
 
 /// Who holds (or last held) a variant.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -89,7 +89,11 @@ pub fn run(
         identity: o.identity_segments.join("/"),
         dir: o.path,
         variant: o.variant,
-        state: "invalid",
+        state: if o.reason == "removed_by_gc" {
+            "removed"
+        } else {
+            "invalid"
+        },
         reason: Some(o.reason.to_string()),
         lease: "none",
         owner: None,
@@ -217,7 +221,7 @@ impl std::fmt::Display for Report {
             if let Some(o) = &r.objective {
                 facts.push(format!("{} {:.4}", o.name, o.value));
             }
-            if r.state != "invalid" {
+            if r.state != "invalid" && r.state != "removed" {
                 facts.push(crate::gc::human_bytes(r.bytes));
             }
             if let Some(t) = &r.created_at {

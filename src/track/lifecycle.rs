@@ -281,6 +281,28 @@ pub fn end_superseded_runs(
     abandoned: &dyn Fn(u64) -> bool,
     now_ms: i64,
 ) -> Result<Vec<u64>> {
+    end_running_runs(
+        tracker,
+        config,
+        (spec_fp, exec_fp),
+        &|v| v != completed && abandoned(v),
+        ("trainctl.superseded_by", &format!("v{completed}")),
+        now_ms,
+    )
+}
+
+/// Ends as KILLED every RUNNING run of the identity `(spec_fp, exec_fp)` whose variant
+/// `which` selects, tagging it with `tag` first; found by the identity and variant tags (not
+/// by metadata, which may not know a run the store created before it failed). Returns the
+/// variants whose runs it ended. Used for superseded attempts and by `gc` for removed ones.
+pub fn end_running_runs(
+    tracker: &dyn Tracker,
+    config: &Config,
+    (spec_fp, exec_fp): (&str, &str),
+    which: &dyn Fn(u64) -> bool,
+    (tag, value): (&str, &str),
+    now_ms: i64,
+) -> Result<Vec<u64>> {
     let registry = tag_registry(config);
     let variant_tag = registry.name("legacy", "variant");
     let Some(experiment) = tracker.experiment_by_name(&experiment_name(config))? else {
@@ -299,13 +321,10 @@ pub fn end_superseded_runs(
         else {
             continue;
         };
-        if v == completed || run.info.status != RunStatus::Running || !abandoned(v) {
+        if run.info.status != RunStatus::Running || !which(v) {
             continue;
         }
-        let tags = BTreeMap::from([(
-            "trainctl.superseded_by".to_string(),
-            format!("v{completed}"),
-        )]);
+        let tags = BTreeMap::from([(tag.to_string(), value.to_string())]);
         tracker.set_tags(&run.info.run_id, &tags)?;
         tracker.set_terminated(&run.info.run_id, RunStatus::Killed, now_ms)?;
         ended.push(v);

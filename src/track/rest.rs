@@ -473,10 +473,20 @@ pub fn parse_answer(text: &str) -> Result<()> {
     if let Some(r) = v.get("run") {
         parse_run(r)?;
     }
-    for r in v.get("runs").and_then(Value::as_array).into_iter().flatten() {
+    for r in v
+        .get("runs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         parse_run(r)?;
     }
-    for m in v.get("metrics").and_then(Value::as_array).into_iter().flatten() {
+    for m in v
+        .get("metrics")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         parse_metric(m)?;
     }
     Ok(())
