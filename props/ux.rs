@@ -273,7 +273,10 @@ fn gc_frees_steps_abandoned_variants_and_debris_and_keeps_every_complete_variant
         vec![all_steps.last().expect("a step").clone()]
     );
     assert_eq!(removed("abandoned_variant"), vec![v3.clone()], "{applied}");
-    assert!(!v3.exists());
+    assert!(
+        v3.is_file(),
+        "the removed variant leaves a tombstone that keeps its number"
+    );
     assert_eq!(removed("debris"), vec![debris.clone()], "{applied}");
     assert!(v4.exists(), "a live lease is never touched");
     assert_eq!(
@@ -300,7 +303,14 @@ fn gc_frees_steps_abandoned_variants_and_debris_and_keeps_every_complete_variant
         .collect();
     assert!(states.contains(&(1, "complete".into())), "{states:?}");
     assert!(states.contains(&(2, "complete".into())), "{states:?}");
-    assert!(!states.iter().any(|(v, _)| *v == 3), "{states:?}");
+    assert!(states.contains(&(3, "removed".into())), "{states:?}");
+    // A new variant never takes the removed number.
+    let v5 = train(&[], &[]);
+    assert_eq!(
+        v5.file_name().and_then(|n| n.to_str()),
+        Some("v5"),
+        "{v5:?}"
+    );
     let (code, reuse) = project.run_json(&["-o", "run.mode=reuse_if_exists", "train"]);
     assert_eq!(code, 0, "{reuse}");
     assert_eq!(reuse["decision"], "reuse", "{reuse}");
