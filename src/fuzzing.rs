@@ -226,21 +226,31 @@ fn lease(data: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// The final-training cache settings of the shipped config with OUT at `/out` (loaded once:
+/// a config load per input made this target 300× slower than the others).
+fn cache_settings() -> &'static crate::cache::CacheSettings {
+    static SETTINGS: OnceLock<crate::cache::CacheSettings> = OnceLock::new();
+    SETTINGS.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let opts = crate::config::LoadOptions {
+            root: Some(root.to_path_buf()),
+            overrides: vec!["paths:base.outputs=/out".into()],
+            ..Default::default()
+        };
+        let config = crate::config::load(&opts, root, &|_| None)
+            .unwrap_or_else(|e| panic!("the shipped config loads: {e}"));
+        crate::cache::CacheSettings::from_paths(
+            &config.paths,
+            layout(),
+            crate::cache::CacheKind::FinalTraining,
+        )
+        .unwrap_or_else(|e| panic!("the shipped cache settings: {e}"))
+    })
+}
+
 fn cache_record(data: &[u8]) -> Result<(), String> {
     let fs = crate::fs::sim::SimFs::new();
-    let layout = layout();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let opts = crate::config::LoadOptions {
-        root: Some(root.to_path_buf()),
-        ..Default::default()
-    };
-    let config = crate::config::load(&opts, root, &|_| None).map_err(|e| e.to_string())?;
-    let settings = crate::cache::CacheSettings::from_paths(
-        &config.paths,
-        layout,
-        crate::cache::CacheKind::FinalTraining,
-    )
-    .map_err(|e| e.to_string())?;
+    let settings = cache_settings().clone();
     let name = "final_training_spec-0_20261207T000000.000000Z_1-0000000001-1.json";
     let path = settings.dir.join(name);
     let _ = fs.create_dir_all(&settings.dir);
