@@ -308,8 +308,11 @@ fn select_from_the_store_honours_the_objective_direction() {
 
 #[test]
 fn no_store_no_experiment_or_no_finite_objective_is_no_eligible_candidates() {
-    // No store at all: nothing is created by looking.
+    // No store at all: nothing is created by looking. (With the offline fixture present,
+    // `select` falls back to it as `pipeline` does: props/ux.rs; here it is removed.)
     let project = support::Project::new();
+    std::fs::remove_file(project.root().join(trainctl::pipeline::DEFAULT_TRIALS))
+        .expect("remove the fixture trials");
     let before = support::snapshot(project.root());
     let (code, doc) = select(&project, &[]);
     assert_eq!(
