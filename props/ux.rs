@@ -53,8 +53,7 @@ fn an_external_trainer_reports_progress_through_the_channel() {
     assert_eq!(code, 0, "{stdout}{stderr}");
     let last = stderr
         .lines()
-        .filter(|l| l.starts_with("train: step"))
-        .last()
+        .rfind(|l| l.starts_with("train: step"))
         .unwrap_or_else(|| panic!("no progress line: {stderr}"));
     assert!(last.contains("(100%)") && last.contains("loss "), "{last}");
 }

@@ -117,10 +117,12 @@ pub fn allocate_with(
     cache::ensure_dir(fs, &identity_dir)?;
     let explicit = on_collision == Collision::Busy;
     // A number taken by a file (gc's tombstone of a removed variant, or anything else that is
-    // not a variant) is passed over whatever the collision rule: nobody trains there.
+    // not a variant) is passed over by every collision rule but an explicit number's (busy):
+    // nobody trains there.
     let mut passed_a_file = false;
     for attempt in 0..MAX_ALLOCATION_ATTEMPTS {
-        if attempt > 0 && on_collision != Collision::NextNumber && !(passed_a_file && !explicit) {
+        let moves_on = on_collision == Collision::NextNumber || (passed_a_file && !explicit);
+        if attempt > 0 && !moves_on {
             break;
         }
         let n = first + attempt;
