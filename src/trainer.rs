@@ -150,9 +150,12 @@ impl Tee {
 }
 
 fn send(pid: u32, sig: i32) {
-    // SAFETY: kill has no memory-safety preconditions.
-    unsafe {
-        libc::kill(pid as libc::pid_t, sig);
+    let target = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw);
+    if let (Some(target), Some(sig)) = (target, rustix::process::Signal::from_named_raw(sig)) {
+        // The child may have exited already: nothing to do then.
+        let _ = rustix::process::kill_process(target, sig);
     }
 }
 
@@ -197,7 +200,9 @@ impl CommandTrainer {
             Ok(f) => f,
             Err(e) => return failure("io", format!("{}: {e}", run.log_path.display())),
         };
-        let parent = std::process::id() as libc::pid_t;
+        let parent = i32::try_from(std::process::id())
+            .ok()
+            .and_then(rustix::process::Pid::from_raw);
         let mut command = std::process::Command::new(program);
         command
             .args(args)
@@ -211,13 +216,16 @@ impl CommandTrainer {
             .stdin(std::process::Stdio::null())
             .stdout(log)
             .stderr(std::process::Stdio::piped());
-        // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) run between fork and
-        // exec. The trainer gets SIGKILL when the orchestrator dies; if the orchestrator died
-        // before prctl took effect, the child exits at once.
+        // SAFETY: only async-signal-safe calls (the prctl and getppid system calls through
+        // rustix, which neither allocates nor locks, and _exit) run between fork and exec.
+        // The trainer gets SIGKILL when the orchestrator dies; if the orchestrator died before
+        // prctl took effect, the child exits at once.
         unsafe {
             command.pre_exec(move || {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-                if libc::getppid() != parent {
+                rustix::process::set_parent_process_death_signal(Some(
+                    rustix::process::Signal::KILL,
+                ))?;
+                if rustix::process::getppid() != parent {
                     libc::_exit(1);
                 }
                 Ok(())
