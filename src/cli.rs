@@ -83,8 +83,20 @@ pub struct Global {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Decide what `train` would do, writing nothing.
+    #[command(after_help = "Examples:
+  trainctl plan                              what `train` would do now
+  trainctl -o run.mode=force_new plan        the number a new variant would get
+  trainctl --json plan                       the decision with both fingerprints")]
     Plan,
     /// Decide and execute: allocate or lease a variant, train, verify, record, cache.
+    #[command(after_help = "Examples:
+  trainctl train                                    train, or reuse a complete variant
+  trainctl -o run.mode=force_new train              always a new variant
+  trainctl -o run.mode=resume_if_incomplete train   finish the highest interrupted variant
+  trainctl -o run.mode=resume_if_incomplete -o variant.number=3 train   resume v3
+  trainctl -o train:training.epochs=8 train         another hyperparameter (train.yaml)
+  trainctl -o checkpoint.keep_last=all train        keep every step checkpoint
+  trainctl -q --json train                          no progress, one JSON document")]
     Train,
     /// List variants under OUT: state and reason, created/finished times, run name and
     /// tracking state, objective metric, size, and who holds each (running or abandoned).
@@ -116,6 +128,9 @@ pub enum Command {
     BuiltinTrain,
     /// Convert a complete final training for serving; the built-in converter
     /// writes an inference bundle that `predict` loads.
+    #[command(after_help = "Examples:
+  trainctl convert --latest                      the newest complete final training
+  trainctl convert --from OUT/final_training/local/builtin/spec-…_exec-…/v2")]
     Convert {
         /// The final-training variant dir (…/spec-<spec8>_exec-<exec8>/v<N>).
         #[arg(
@@ -131,6 +146,10 @@ pub enum Command {
     },
     /// Best-model selection: rank HPO candidates, record the winner in the
     /// best_model_selection cache (reused when config and candidates are unchanged).
+    #[command(after_help = "Examples:
+  trainctl select                                 HPO runs of the tracking store (else the fixture)
+  trainctl select --trials fixtures/hpo/trials.json
+  trainctl -o best_model_selection:objective.metric=macro-f1 select")]
     Select {
         /// Candidates as JSON (schema in docs/contract.md); without it, the HPO runs of the
         /// tracking store (experiment `<experiment>-hpo-<model>`), and when it has none,
@@ -141,6 +160,10 @@ pub enum Command {
     /// The whole flow: environment, config, tracking, Drive restore, selection (cached),
     /// skip-or-retrain, final training, backup, conversion. Each step reports a line;
     /// a second run reuses everything.
+    #[command(after_help = "Examples:
+  trainctl pipeline                              the whole flow on the shipped config, offline
+  trainctl pipeline --trials my_trials.json      other HPO candidates
+  trainctl --env colab pipeline                  as on Colab (backup to the Drive mount)")]
     Pipeline {
         /// HPO candidates (default: ROOT/fixtures/hpo/trials.json when present).
         #[arg(long, value_name = "FILE")]
