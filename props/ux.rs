@@ -460,17 +460,7 @@ fn the_small_confusions_are_gone() {
     )
     .expect("write model");
     let (code, doc) = project.run_json(&["plan"]);
-    assert_eq!(
-        (code, &doc["error"]["kind"]),
-        (2, &"config_invalid".into()),
-        "{doc}"
-    );
-    assert!(
-        doc["error"]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("`name`")),
-        "{doc}"
-    );
+    assert_refused(code, &doc, (2, "config_invalid"), "`name`");
     std::fs::write(&model, model_text).expect("restore model");
 
     let (code, select) = project.run_json(&["select"]);
@@ -511,15 +501,20 @@ fn oversized_and_special_input_files_are_located_errors() {
         "{message}"
     );
     let (code, doc) = project.run_json(&["select", "--trials", "/dev/zero"]);
+    assert_refused(code, &doc, (2, "config_invalid"), "/dev/zero");
+}
+
+/// A refusal: its exit code, its error kind, and a message naming `needle`.
+fn assert_refused(code: i32, doc: &serde_json::Value, (want, kind): (i32, &str), needle: &str) {
     assert_eq!(
-        (code, &doc["error"]["kind"]),
-        (2, &"config_invalid".into()),
+        (code, doc["error"]["kind"].as_str()),
+        (want, Some(kind)),
         "{doc}"
     );
     assert!(
         doc["error"]["message"]
             .as_str()
-            .is_some_and(|m| m.contains("/dev/zero")),
-        "{doc}"
+            .is_some_and(|m| m.contains(needle)),
+        "{needle} not named: {doc}"
     );
 }

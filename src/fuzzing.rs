@@ -171,10 +171,11 @@ fn variant_with(files: &[(&str, &[u8])]) -> (crate::fs::sim::SimFs, PathBuf) {
     (fs, dir)
 }
 
-/// The layout of the shipped config with OUT at `/out`.
-fn layout() -> &'static crate::paths::Layout {
-    static LAYOUT: OnceLock<crate::paths::Layout> = OnceLock::new();
-    LAYOUT.get_or_init(|| {
+/// The shipped config with OUT at `/out`, loaded once per process (a load per input made a
+/// target 300× slower than the others), and its layout.
+fn shipped() -> &'static (crate::config::Config, crate::paths::Layout) {
+    static SHIPPED: OnceLock<(crate::config::Config, crate::paths::Layout)> = OnceLock::new();
+    SHIPPED.get_or_init(|| {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let opts = crate::config::LoadOptions {
             root: Some(root.to_path_buf()),
@@ -183,9 +184,14 @@ fn layout() -> &'static crate::paths::Layout {
         };
         let config = crate::config::load(&opts, root, &|_| None)
             .unwrap_or_else(|e| panic!("the shipped config loads: {e}"));
-        crate::paths::Layout::from_config(&config)
-            .unwrap_or_else(|e| panic!("the shipped layout: {e}"))
+        let layout = crate::paths::Layout::from_config(&config)
+            .unwrap_or_else(|e| panic!("the shipped layout: {e}"));
+        (config, layout)
     })
+}
+
+fn layout() -> &'static crate::paths::Layout {
+    &shipped().1
 }
 
 fn metadata(data: &[u8]) -> Result<(), String> {
@@ -226,31 +232,20 @@ fn lease(data: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// The final-training cache settings of the shipped config with OUT at `/out` (loaded once:
-/// a config load per input made this target 300× slower than the others).
-fn cache_settings() -> &'static crate::cache::CacheSettings {
-    static SETTINGS: OnceLock<crate::cache::CacheSettings> = OnceLock::new();
-    SETTINGS.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let opts = crate::config::LoadOptions {
-            root: Some(root.to_path_buf()),
-            overrides: vec!["paths:base.outputs=/out".into()],
-            ..Default::default()
-        };
-        let config = crate::config::load(&opts, root, &|_| None)
-            .unwrap_or_else(|e| panic!("the shipped config loads: {e}"));
-        crate::cache::CacheSettings::from_paths(
-            &config.paths,
-            layout(),
-            crate::cache::CacheKind::FinalTraining,
-        )
-        .unwrap_or_else(|e| panic!("the shipped cache settings: {e}"))
-    })
+/// The final-training cache settings of the shipped config.
+fn cache_settings() -> crate::cache::CacheSettings {
+    let (config, layout) = shipped();
+    crate::cache::CacheSettings::from_paths(
+        &config.paths,
+        layout,
+        crate::cache::CacheKind::FinalTraining,
+    )
+    .unwrap_or_else(|e| panic!("the shipped cache settings: {e}"))
 }
 
 fn cache_record(data: &[u8]) -> Result<(), String> {
     let fs = crate::fs::sim::SimFs::new();
-    let settings = cache_settings().clone();
+    let settings = cache_settings();
     let name = "final_training_spec-0_20261207T000000.000000Z_1-0000000001-1.json";
     let path = settings.dir.join(name);
     let _ = fs.create_dir_all(&settings.dir);

@@ -7,25 +7,8 @@ use crate::fs::Fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-/// The step checkpoints of a variant dir, oldest first (temporaries and other names are not
-/// step checkpoints).
-pub fn step_checkpoints(fs: &dyn Fs, dir: &Path) -> Vec<(u64, PathBuf)> {
-    let root = dir.join("checkpoints");
-    let mut steps: Vec<(u64, PathBuf)> = fs
-        .list(&root)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|e| e.is_dir)
-        .filter_map(|e| {
-            Some((
-                e.name.strip_prefix("step-")?.parse().ok()?,
-                root.join(&e.name),
-            ))
-        })
-        .collect();
-    steps.sort();
-    steps
-}
+/// The step checkpoints of a variant dir, oldest first (the resume rule's own listing).
+pub use trainctl_trainer::protocol::step_checkpoints;
 
 /// The step checkpoints beyond the newest `keep`.
 pub fn beyond(fs: &dyn Fs, dir: &Path, keep: u64) -> Vec<PathBuf> {
@@ -34,28 +17,19 @@ pub fn beyond(fs: &dyn Fs, dir: &Path, keep: u64) -> Vec<PathBuf> {
     steps.into_iter().take(cut).map(|(_, p)| p).collect()
 }
 
-/// Bytes below `path` (files counted by their length; symlinks are not followed into).
+/// Bytes at `path`: a file's length, or the files below a directory (the one tree walker,
+/// `fs::files_below`, which follows no symlink and skips temporaries inside).
 pub fn tree_bytes(fs: &dyn Fs, path: &Path) -> u64 {
-    let mut total = 0u64;
-    let mut stack = vec![path.to_path_buf()];
-    // Bounded by the tree: every directory is listed once.
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = fs.list(&dir) else {
-            if let Ok(m) = fs.metadata(&dir) {
-                total += m.len;
-            }
-            continue;
-        };
-        for e in entries {
-            let p = dir.join(&e.name);
-            if e.is_dir {
-                stack.push(p);
-            } else if let Ok(m) = fs.metadata(&p) {
-                total += m.len;
-            }
-        }
+    match fs.metadata(path) {
+        Ok(m) if !m.is_dir => m.len,
+        Ok(_) => crate::fs::files_below(fs, path)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|rel| fs.metadata(&path.join(rel)).ok())
+            .map(|m| m.len)
+            .sum(),
+        Err(_) => 0,
     }
-    total
 }
 
 /// Removes one step checkpoint so that it is never half-resumable: its `trainer_state.json`

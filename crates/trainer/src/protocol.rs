@@ -79,13 +79,13 @@ pub fn label_map(config: &serde_json::Value) -> Option<BTreeMap<u64, String>> {
     dense.then_some(out)
 }
 
-/// The newest resumable step checkpoint (`checkpoints/step-<k>` with a readable
-/// trainer_state.json); temp dirs and torn ones are skipped.
-pub fn latest_step_checkpoint(fs: &dyn Fs, dir: &Path) -> Option<PathBuf> {
+/// The step checkpoints of a variant dir (`checkpoints/step-<k>`), oldest first; temporaries
+/// and other names are not step checkpoints. Used by resume and by retention.
+pub fn step_checkpoints(fs: &dyn Fs, dir: &Path) -> Vec<(u64, PathBuf)> {
     let root = dir.join("checkpoints");
     let mut steps: Vec<(u64, PathBuf)> = fs
         .list(&root)
-        .ok()?
+        .unwrap_or_default()
         .into_iter()
         .filter(|e| e.is_dir)
         .filter_map(|e| {
@@ -96,6 +96,13 @@ pub fn latest_step_checkpoint(fs: &dyn Fs, dir: &Path) -> Option<PathBuf> {
         })
         .collect();
     steps.sort();
+    steps
+}
+
+/// The newest resumable step checkpoint (`checkpoints/step-<k>` with a readable
+/// trainer_state.json); temp dirs and torn ones are skipped.
+pub fn latest_step_checkpoint(fs: &dyn Fs, dir: &Path) -> Option<PathBuf> {
+    let steps = step_checkpoints(fs, dir);
     steps.into_iter().rev().map(|(_, p)| p).find(|p| {
         fs.read(&p.join("trainer_state.json"))
             .ok()
