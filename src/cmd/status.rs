@@ -127,7 +127,7 @@ fn row(fs: &dyn Fs, layout: &Layout, v: &observe::FoundVariant) -> Row {
         (Completion::Complete(_), _) => ("complete", None),
         (Completion::Incomplete(r), LeaseView::Live(_)) => ("running", Some(r.to_string())),
         // Metadata still says `running`, but nobody holds the lease: the owner died.
-        (Completion::Incomplete(r), _) if r.to_string() == "running" => {
+        (Completion::Incomplete(crate::completion::Reason::Running), _) => {
             ("incomplete", Some("abandoned".to_string()))
         }
         (Completion::Incomplete(r), _) => ("incomplete", Some(r.to_string())),
