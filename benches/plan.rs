@@ -19,19 +19,16 @@ fn time_plan(root: &std::path::Path, overrides: &[&str], runs: usize) -> (Durati
     let mut decision = String::new();
     for _ in 0..runs {
         let start = Instant::now();
-        let out = trainctl::cli::plan_command(
-            &support::opts(root, overrides),
-            root,
-            &trainctl::fs::OsFs,
-            &host,
-        )
-        .expect("plan");
+        let opts = support::opts(root, overrides);
+        let env = trainctl::cmd::Env {
+            opts: &opts,
+            cwd: root,
+            fs: &trainctl::fs::OsFs,
+            host: &host,
+        };
+        let report = trainctl::cmd::plan::run(&env).expect("plan");
         times.push(start.elapsed());
-        decision = format!(
-            "{} v{}",
-            out.json["decision"].as_str().unwrap_or("?"),
-            out.json["variant"]
-        );
+        decision = format!("{} v{}", report.decision, report.variant);
     }
     (median(times), decision)
 }

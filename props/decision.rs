@@ -282,13 +282,15 @@ proptest! {
             hostname: trainctl::lease::this_host(),
             ..support::host()
         };
-        let result = trainctl::cli::plan_command(&support::opts(root, &refs), root, &trainctl::fs::OsFs, &host);
+        let opts = support::opts(root, &refs);
+        let env = trainctl::cmd::Env { opts: &opts, cwd: root, fs: &trainctl::fs::OsFs, host: &host };
+        let result = trainctl::cmd::plan::run(&env);
         let changed = support::changed(&before, &support::snapshot(root));
         prop_assert!(changed.is_empty(), "plan changed files under the project root: {:?}", changed);
         let got = match result {
-            Ok(out) => {
-                let variant = out.json["variant"].as_u64().expect("variant");
-                match out.json["decision"].as_str().expect("decision") {
+            Ok(report) => {
+                let variant = report.variant;
+                match report.decision {
                     "new" => model::Expected::New { variant },
                     "reuse" => model::Expected::Reuse { variant },
                     "resume" => model::Expected::Resume { variant },

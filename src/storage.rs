@@ -171,3 +171,19 @@ fn nearest_existing(path: &Path) -> &Path {
         .find(|p| p.exists())
         .unwrap_or(Path::new("/"))
 }
+
+/// A storage error names OUT and the profile in force (docs/contract.md, "Storage errors");
+/// other errors pass unchanged.
+pub fn on_out(mut e: Error, out: &Path, storage: Option<&Report>) -> Error {
+    if e.kind.is_storage() {
+        e.message = format!(
+            "{}\n(OUT is {}{})",
+            e.message,
+            out.display(),
+            storage
+                .map(|r| format!(", storage profile {}", r.line()))
+                .unwrap_or_else(|| ", storage profile unknown: its probe failed".into())
+        );
+    }
+    e
+}

@@ -70,6 +70,22 @@ pub struct Report {
     pub variants: Vec<Row>,
 }
 
+/// `trainctl status`: checks the filter, loads the config and builds the report.
+pub fn command(env: &super::Env<'_>, deep: bool, filter: &Filter) -> crate::error::Result<Report> {
+    if let Some(state) = &filter.state {
+        if !STATES.contains(&state.as_str()) {
+            return Err(crate::error::Error::new(
+                crate::error::ErrorKind::Usage,
+                format!("--state {state}: expected one of {}", STATES.join(", ")),
+            ));
+        }
+    }
+    let config = env.config()?;
+    let layout = Layout::from_config(&config)?;
+    let facts = env.host.facts(config.lease_timeout_s() * 1000);
+    Ok(run(&config, &layout, env.fs, &facts, deep, filter))
+}
+
 /// Builds the report.
 pub fn run(
     config: &crate::config::Config,

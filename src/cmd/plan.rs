@@ -1,0 +1,102 @@
+//! `trainctl plan`: the decision `train` would take now, with everything it would use.
+//! Reads only (docs/contract.md, "Run modes").
+
+use super::{warning_lines, Env};
+use crate::error::Result;
+use crate::job::{self, ResolvedSource};
+use crate::plan::{Decision, VariantOracle};
+use serde::Serialize;
+use std::fmt;
+use std::path::PathBuf;
+
+/// What `plan` answers.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// `new`, `reuse`, `resume` or `wait`.
+    pub decision: &'static str,
+    pub variant: u64,
+    pub mode: &'static str,
+    pub output_dir: PathBuf,
+    pub spec_fp: String,
+    pub exec_fp: String,
+    pub run_name: String,
+    pub storage_env: &'static str,
+    pub model: String,
+    pub experiment: String,
+    pub out: PathBuf,
+    pub source: ResolvedSource,
+    pub existing_variants: usize,
+    /// Why the variant resumed is incomplete (resume only).
+    pub resume_reason: Option<String>,
+    pub warnings: Vec<String>,
+    /// How long `train` would wait for the live owner (wait only), in seconds.
+    #[serde(skip)]
+    pub wait_for_owner_s: Option<u64>,
+}
+
+/// Decides without writing.
+pub fn run(env: &Env<'_>) -> Result<Report> {
+    let job = job::prepare(env.config()?, env.fs, env.host)?;
+    let facts = env.host.facts(job.config.lease_timeout_s() * 1000);
+    let (variants, decision) =
+        crate::observe::decide(env.fs, &job.layout, &job.identity, &facts, &job.request())?;
+    let variant = decision.variant();
+    let output_dir = job.layout.variant_dir(&job.identity, variant)?;
+    let (run_name, _) = job.run_name(variant)?;
+    let name_warnings = job.preflight(variant)?;
+    let mut warnings = job.warnings.clone();
+    warnings.extend(variants.unverified_warnings());
+    warnings.extend(name_warnings);
+    let resume_reason = match decision {
+        Decision::Resume { .. } => variants.observe(variant).0.reason().map(|r| r.to_string()),
+        _ => None,
+    };
+    Ok(Report {
+        decision: decision.name(),
+        variant,
+        mode: job.config.mode().as_str(),
+        output_dir,
+        spec_fp: job.spec_fp().to_string(),
+        exec_fp: job.exec_fp().to_string(),
+        run_name,
+        storage_env: job.identity.storage_env.as_str(),
+        model: job.identity.model.clone(),
+        experiment: job.config.experiment_name.clone(),
+        out: job.layout.out.clone(),
+        existing_variants: variants.numbers().len(),
+        resume_reason,
+        warnings,
+        wait_for_owner_s: matches!(decision, Decision::Wait { .. })
+            .then(|| job.config.wait_for_owner_ms() / 1000),
+        source: job.source,
+    })
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "decision: {} v{} ({})\noutput_dir: {}\nrun_name: {}\nspec_fp: {}  exec_fp: {}\nstorage_env: {}  model: {}  source: {}",
+            self.decision,
+            self.variant,
+            self.mode,
+            self.output_dir.display(),
+            self.run_name,
+            self.spec_fp,
+            self.exec_fp,
+            self.storage_env,
+            self.model,
+            self.source.kind.as_str(),
+        )?;
+        if let Some(s) = self.wait_for_owner_s {
+            writeln!(
+                f,
+                "v{} is being trained by a live owner: `train` waits for it (up to run.wait_for_owner, {s} s) and reuses its result",
+                self.variant
+            )?;
+        }
+        let mut w = String::new();
+        warning_lines(&mut w, &self.warnings);
+        f.write_str(&w)
+    }
+}

@@ -1,0 +1,166 @@
+//! `trainctl train`: plan, then execute: allocate or lease a variant, train, verify, record,
+//! cache, prune (docs/contract.md, "Run modes", "Completion", "Retention and gc"); on colab,
+//! back up afterwards.
+
+use super::{warning_lines, Env};
+use crate::error::{Error, Result};
+use crate::job::{self, Job, ResolvedSource};
+use crate::plan::Decision;
+use crate::progress::Display;
+use serde::Serialize;
+use serde_json::Value;
+use std::fmt;
+use std::path::PathBuf;
+
+/// How a training shows itself while it runs.
+pub struct Live<'a> {
+    /// The progress bar or lines (docs/contract.md, "Live progress").
+    pub display: &'a Display,
+    /// No waiting notices (`--quiet`).
+    pub quiet: bool,
+    /// Unix time in microseconds.
+    pub now_us: &'a dyn Fn() -> u64,
+}
+
+/// What `train` did.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub decision: &'static str,
+    pub variant: u64,
+    pub mode: &'static str,
+    pub output_dir: PathBuf,
+    pub spec_fp: String,
+    pub exec_fp: String,
+    pub run_name: String,
+    pub storage_env: &'static str,
+    pub model: String,
+    pub experiment: String,
+    pub source: ResolvedSource,
+    pub cache_record: Option<String>,
+    pub backfilled: Vec<u64>,
+    pub metrics: Option<Value>,
+    pub backup: Option<crate::backup::Report>,
+    pub storage: Option<crate::fs::profile::Report>,
+    pub warnings: Vec<String>,
+    /// The metrics the human text shows: the objective, span-f1 and loss.
+    #[serde(skip)]
+    pub objective_metric: String,
+}
+
+/// The trainer of the job: `trainer.command`, or the built-in one (this executable, run as a
+/// subprocess with the hidden `__builtin-train` command).
+pub fn trainer_for(job: &Job) -> Result<crate::trainer::CommandTrainer> {
+    let argv = match &job.config.final_training.trainer.command {
+        Some(argv) => argv.clone(),
+        None => {
+            let exe = std::env::current_exe().map_err(|e| {
+                Error::internal(format!("cannot locate the trainctl executable: {e}"))
+            })?;
+            vec![exe.display().to_string(), "__builtin-train".into()]
+        }
+    };
+    Ok(crate::trainer::CommandTrainer {
+        argv,
+        env: Vec::new(),
+    })
+}
+
+/// Trains a prepared job with its trainer and tracking store, showing progress; the
+/// tracking store's warnings join the report's.
+pub fn execute(env: &Env<'_>, live: &Live<'_>, job: &Job) -> Result<crate::train::Report> {
+    let trainer = trainer_for(job)?;
+    let (opened, tracking_warnings) =
+        crate::track::lifecycle::open_for_train(&job.config, env.host.var, env.cwd)?;
+    let progress = |p: &crate::progress::Progress| live.display.show(p);
+    let ctx = crate::train::Context {
+        waiting: if live.quiet {
+            crate::train::waiting_silently()
+        } else {
+            crate::train::waiting_on_stderr()
+        },
+        progress: &progress,
+        fs: env.fs,
+        host: env.host,
+        owner: crate::lease::Owner::current(),
+        trainer: &trainer,
+        now_us: live.now_us,
+        tracking: opened.as_ref().map(|o| crate::train::Tracking {
+            tracker: o.tracker.as_ref(),
+            backend: &o.describe,
+        }),
+    };
+    let report = crate::train::train(job, &ctx);
+    live.display.finish();
+    let mut report = report?;
+    report.warnings.extend(tracking_warnings);
+    Ok(report)
+}
+
+/// Plans and trains (or reuses, resumes, waits), then backs up on colab.
+pub fn run(env: &Env<'_>, live: &Live<'_>) -> Result<Report> {
+    let job = job::prepare(env.config()?, env.fs, env.host)?;
+    let storage = crate::storage::establish_or_defer(&job.config, &job.layout.out)?;
+    let storage = storage.map(|s| s.report);
+    let mut trained = execute(env, live, &job)
+        .map_err(|e| crate::storage::on_out(e, &job.layout.out, storage.as_ref()))?;
+    // After a run completes on colab, back up the variant and its cache. The run is complete
+    // and recorded whatever happens here, so a failed backup is a warning.
+    let backup = match trained.decision {
+        Decision::Reuse { .. } => None,
+        _ => match crate::backup::after_run(&job.config, &job.layout, &trained.output_dir) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                trained
+                    .warnings
+                    .push(format!("Drive backup failed: {}", e.message));
+                None
+            }
+        },
+    };
+    Ok(Report {
+        decision: trained.decision.name(),
+        variant: trained.decision.variant(),
+        mode: job.config.mode().as_str(),
+        output_dir: trained.output_dir,
+        spec_fp: job.spec_fp().to_string(),
+        exec_fp: job.exec_fp().to_string(),
+        run_name: trained.run_name,
+        storage_env: job.identity.storage_env.as_str(),
+        model: job.identity.model.clone(),
+        experiment: job.config.experiment_name.clone(),
+        cache_record: trained.cache_record,
+        backfilled: trained.backfilled,
+        metrics: trained.metrics,
+        backup,
+        storage,
+        warnings: trained.warnings,
+        objective_metric: job.config.objective_metric(),
+        source: job.source,
+    })
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{} v{}: {}\nrun_name: {}",
+            self.decision,
+            self.variant,
+            self.output_dir.display(),
+            self.run_name
+        )?;
+        if let Some(m) = &self.metrics {
+            let shown: Vec<String> = [self.objective_metric.as_str(), "span-f1", "loss"]
+                .iter()
+                .filter_map(|k| m.get(*k).map(|v| format!("{k} {v}")))
+                .collect();
+            writeln!(f, "metrics: {} (all in metrics.json)", shown.join(", "))?;
+        }
+        if let Some(b) = self.backup.as_ref().filter(|b| b.skipped.is_none()) {
+            super::backup::Lines(b).fmt(f)?;
+        }
+        let mut w = String::new();
+        warning_lines(&mut w, &self.warnings);
+        f.write_str(&w)
+    }
+}
