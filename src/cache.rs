@@ -426,11 +426,8 @@ impl<'a> Cache<'a> {
     /// Reports every inconsistency between records and views (read-only).
     pub fn check(&self) -> Result<Vec<Problem>> {
         let mut problems = Vec::new();
-        let dir = &self.settings.dir;
-        let file = |n: &str| dir.join(n).display().to_string();
-        let names = self.record_names()?;
         let mut valid = Vec::new();
-        for name in &names {
+        for name in &self.record_names()? {
             match self.read_record(name) {
                 Some(record) => valid.push(Found {
                     name: name.clone(),
@@ -438,92 +435,104 @@ impl<'a> Cache<'a> {
                 }),
                 None => problems.push(Problem {
                     kind: "corrupt_record",
-                    file: file(name),
+                    file: self.file(name),
                     detail: "unparseable or wrong kind; skipped by readers".into(),
                 }),
             }
         }
-        let expected: Vec<&Found> = valid.iter().take(self.settings.max_entries).collect();
         if self.settings.index_enabled {
-            let path = dir.join(&self.settings.index_name);
-            match self
-                .fs
-                .read(&path)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-            {
-                None if expected.is_empty() && !self.fs.exists(&path) => {}
-                None => problems.push(Problem {
-                    kind: if self.fs.exists(&path) {
-                        "index_corrupt"
-                    } else {
-                        "index_missing"
-                    },
-                    file: file(&self.settings.index_name),
-                    detail: format!("{} records should be listed", expected.len()),
-                }),
-                Some(doc) => {
-                    let listed: Vec<String> = doc["entries"]
-                        .as_array()
-                        .map(|a| {
-                            a.iter()
-                                .filter_map(|e| e["record"].as_str().map(str::to_string))
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    let want: Vec<String> = expected.iter().map(|f| f.name.clone()).collect();
-                    if listed != want {
-                        problems.push(Problem {
-                            kind: "index_stale",
-                            file: file(&self.settings.index_name),
-                            detail: format!(
-                                "lists {} entries, the newest {} valid records differ",
-                                listed.len(),
-                                want.len()
-                            ),
-                        });
-                    }
-                }
-            }
+            let want: Vec<String> = valid
+                .iter()
+                .take(self.settings.max_entries)
+                .map(|f| f.name.clone())
+                .collect();
+            problems.extend(self.check_index(&want));
         }
         if self.settings.latest_enabled {
-            let path = dir.join(&self.settings.latest_name);
-            let named = self
-                .fs
-                .read(&path)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-                .and_then(|d| d.get("record").and_then(Value::as_str).map(str::to_string));
-            let newest = valid.first().map(|f| f.name.clone());
-            match (named, newest) {
-                (None, None) if !self.fs.exists(&path) => {}
-                (None, _) => problems.push(Problem {
-                    kind: if self.fs.exists(&path) {
-                        "latest_corrupt"
-                    } else {
-                        "latest_missing"
-                    },
-                    file: file(&self.settings.latest_name),
-                    detail: "latest is unreadable or absent".into(),
-                }),
-                (Some(n), Some(newest)) if n == newest => {}
-                (Some(n), _) => problems.push(Problem {
-                    kind: "latest_stale",
-                    file: file(&self.settings.latest_name),
-                    detail: format!("names {n}, which is not the newest valid record"),
-                }),
-            }
+            problems.extend(self.check_latest(valid.first().map(|f| f.name.as_str())));
         }
-        if let Ok(entries) = self.fs.list(dir) {
+        if let Ok(entries) = self.fs.list(&self.settings.dir) {
             for e in entries.iter().filter(|e| fs::is_temp_name(&e.name)) {
                 problems.push(Problem {
                     kind: "temp_debris",
-                    file: file(&e.name),
+                    file: self.file(&e.name),
                     detail: "left by an interrupted write; repair removes it".into(),
                 });
             }
         }
         Ok(problems)
+    }
+
+    /// A file of the cache dir as a report names it.
+    fn file(&self, name: &str) -> String {
+        self.settings.dir.join(name).display().to_string()
+    }
+
+    /// A view as JSON, `None` when it is absent or unparseable.
+    fn read_view(&self, name: &str) -> Option<Value> {
+        let bytes = self.fs.read(&self.settings.dir.join(name)).ok()?;
+        serde_json::from_slice::<Value>(&bytes).ok()
+    }
+
+    /// The index against the records it should list (the newest valid ones, in order).
+    fn check_index(&self, want: &[String]) -> Option<Problem> {
+        let name = &self.settings.index_name;
+        let exists = self.fs.exists(&self.settings.dir.join(name));
+        let Some(doc) = self.read_view(name) else {
+            return (exists || !want.is_empty()).then(|| Problem {
+                kind: if exists {
+                    "index_corrupt"
+                } else {
+                    "index_missing"
+                },
+                file: self.file(name),
+                detail: format!("{} records should be listed", want.len()),
+            });
+        };
+        let listed: Vec<String> = doc["entries"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| e["record"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        (listed != want).then(|| Problem {
+            kind: "index_stale",
+            file: self.file(name),
+            detail: format!(
+                "lists {} entries, the newest {} valid records differ",
+                listed.len(),
+                want.len()
+            ),
+        })
+    }
+
+    /// Latest against the newest valid record.
+    fn check_latest(&self, newest: Option<&str>) -> Option<Problem> {
+        let name = &self.settings.latest_name;
+        let exists = self.fs.exists(&self.settings.dir.join(name));
+        let named = self
+            .read_view(name)
+            .and_then(|d| d.get("record").and_then(Value::as_str).map(str::to_string));
+        match (named, newest) {
+            (None, None) if !exists => None,
+            (None, _) => Some(Problem {
+                kind: if exists {
+                    "latest_corrupt"
+                } else {
+                    "latest_missing"
+                },
+                file: self.file(name),
+                detail: "latest is unreadable or absent".into(),
+            }),
+            (Some(n), Some(newest)) if n == newest => None,
+            (Some(n), _) => Some(Problem {
+                kind: "latest_stale",
+                file: self.file(name),
+                detail: format!("names {n}, which is not the newest valid record"),
+            }),
+        }
     }
 
     /// Rebuilds the views from the records and removes temporary debris.

@@ -168,7 +168,6 @@ fn variant_items(
     opts: Options,
     report: &mut Report,
 ) {
-    let fs = world.fs;
     if v.lease.is_live() {
         report.kept.push(Kept {
             path: v.dir.clone(),
@@ -178,83 +177,95 @@ fn variant_items(
     }
     match &v.completion {
         Completion::Complete(_) => {
-            let Some(keep) = config.keep_last() else {
-                return;
-            };
-            for step in crate::retention::beyond(fs, &v.dir, keep) {
-                let bytes = crate::retention::tree_bytes(fs, &step);
-                let mut item = Item {
-                    kind: Kind::StepCheckpoint,
-                    path: step.clone(),
-                    bytes,
-                    reason: format!("complete variant; checkpoint.keep_last is {keep}"),
-                    removed: false,
-                    error: None,
-                    killed_run: None,
-                };
-                if opts.apply {
-                    match crate::retention::remove_step(fs, &step) {
-                        Ok(()) => item.removed = true,
-                        Err(e) => item.error = Some(storage_words(&step, &e)),
-                    }
-                }
-                report.items.push(item);
+            if let Some(keep) = config.keep_last() {
+                step_items(world.fs, v, keep, opts, report);
             }
         }
         Completion::Incomplete(reason) => {
-            let Some(heard) = last_heard_ms(fs, &v.dir) else {
-                report.kept.push(Kept {
-                    path: v.dir.clone(),
-                    reason: "incomplete, and its lease cannot be read: not judged abandoned".into(),
-                });
-                return;
-            };
-            let silent = now_ms.saturating_sub(heard);
-            if silent < opts.older_than_ms {
-                report.kept.push(Kept {
-                    path: v.dir.clone(),
-                    reason: format!(
-                        "incomplete ({reason}) but its owner was heard {} s ago (--older-than {} s)",
-                        silent / 1000,
-                        opts.older_than_ms / 1000
-                    ),
-                });
-                return;
-            }
-            if !fs.caps(&v.dir).rename_exchange {
-                report.kept.push(Kept {
-                    path: v.dir.clone(),
-                    reason: format!(
-                        "abandoned (incomplete, {reason}, silent for {} s), but this storage has no atomic exchange (posix-noflags, FUSE, a bucket): removing it could race a resume; delete it by hand once nothing can resume it",
-                        silent / 1000
-                    ),
-                });
-                return;
-            }
-            let mut item = Item {
-                kind: Kind::AbandonedVariant,
-                path: v.dir.clone(),
-                bytes: crate::retention::tree_bytes(fs, &v.dir),
-                reason: format!(
-                    "incomplete ({reason}), nobody holds it, silent for {} s",
-                    silent / 1000
-                ),
-                removed: false,
-                error: None,
-                killed_run: None,
+            let judged = abandoned(world.fs, v, &reason.to_string(), now_ms, opts);
+            let mut item = match judged {
+                Ok(item) => item,
+                Err(kept) => return report.kept.push(kept),
             };
             if opts.apply {
                 if let Err(why) = remove_abandoned(layout, world, v, now_ms, &mut item) {
-                    report.kept.push(Kept {
+                    return report.kept.push(Kept {
                         path: v.dir.clone(),
                         reason: why,
                     });
-                    return;
                 }
             }
             report.items.push(item);
         }
     }
+}
+
+/// A complete variant's step checkpoints beyond `checkpoint.keep_last`.
+fn step_items(fs: &dyn Fs, v: &FoundVariant, keep: u64, opts: Options, report: &mut Report) {
+    for step in crate::retention::beyond(fs, &v.dir, keep) {
+        let mut item = Item {
+            kind: Kind::StepCheckpoint,
+            bytes: crate::retention::tree_bytes(fs, &step),
+            path: step.clone(),
+            reason: format!("complete variant; checkpoint.keep_last is {keep}"),
+            removed: false,
+            error: None,
+            killed_run: None,
+        };
+        if opts.apply {
+            match crate::retention::remove_step(fs, &step) {
+                Ok(()) => item.removed = true,
+                Err(e) => item.error = Some(storage_words(&step, &e)),
+            }
+        }
+        report.items.push(item);
+    }
+}
+
+/// An incomplete variant nobody holds, as an item when it is abandoned (silent for longer
+/// than the bound, on storage with an atomic exchange), or why it is kept.
+fn abandoned(
+    fs: &dyn Fs,
+    v: &FoundVariant,
+    reason: &str,
+    now_ms: u64,
+    opts: Options,
+) -> std::result::Result<Item, Kept> {
+    let kept = |reason: String| Kept {
+        path: v.dir.clone(),
+        reason,
+    };
+    let Some(heard) = last_heard_ms(fs, &v.dir) else {
+        return Err(kept(
+            "incomplete, and its lease cannot be read: not judged abandoned".into(),
+        ));
+    };
+    let silent = now_ms.saturating_sub(heard);
+    if silent < opts.older_than_ms {
+        return Err(kept(format!(
+            "incomplete ({reason}) but its owner was heard {} s ago (--older-than {} s)",
+            silent / 1000,
+            opts.older_than_ms / 1000
+        )));
+    }
+    if !fs.caps(&v.dir).rename_exchange {
+        return Err(kept(format!(
+            "abandoned (incomplete, {reason}, silent for {} s), but this storage has no atomic exchange (posix-noflags, FUSE, a bucket): removing it could race a resume; delete it by hand once nothing can resume it",
+            silent / 1000
+        )));
+    }
+    Ok(Item {
+        kind: Kind::AbandonedVariant,
+        path: v.dir.clone(),
+        bytes: crate::retention::tree_bytes(fs, &v.dir),
+        reason: format!(
+            "incomplete ({reason}), nobody holds it, silent for {} s",
+            silent / 1000
+        ),
+        removed: false,
+        error: None,
+        killed_run: None,
+    })
 }
 
 /// Takes an abandoned variant over by the lease protocol, checks it is still incomplete,
@@ -308,10 +319,9 @@ fn remove_held(
     now_ms: u64,
     item: &mut Item,
 ) -> std::result::Result<(), String> {
-    let fs = world.fs;
     // Under our lease: nobody can have completed it since, unless they did before we won.
     let now = crate::completion::check(
-        fs,
+        world.fs,
         layout,
         &v.dir,
         None,
@@ -322,65 +332,79 @@ fn remove_held(
         // Ours now, but complete: hand the lease back and keep it.
         return Err("completed meanwhile".into());
     }
-    // Its tracked runs still RUNNING end as KILLED, found by identity and variant tags (the
-    // metadata may not know a run the store created before it failed). A store that cannot
-    // be asked keeps the variant: gc retries next time.
-    if let (Some(tracker), Some(config)) = (world.tracker, world.config) {
-        let meta = crate::store::meta::VariantMeta::read(fs, &v.dir);
-        let fps = meta
-            .as_ref()
-            .map(|m| (m.spec_fp.clone(), m.exec_fp.clone()))
-            .or_else(|| fingerprints_of(v));
-        if let Some((spec_fp, exec_fp)) = fps {
-            let ended = crate::track::lifecycle::end_running_runs(
-                tracker,
-                config,
-                (&spec_fp, &exec_fp),
-                &|n| n == v.variant,
-                ("trainctl.removed_by", "gc"),
-                now_ms as i64,
-            );
-            match ended {
-                Ok(ended) if !ended.is_empty() => {
-                    item.killed_run = Some(format!("{} run(s) of v{}", ended.len(), v.variant))
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    return Err(format!(
-                        "its tracked run could not be ended as KILLED ({e}); gc retries next time"
-                    ))
-                }
-            }
-        }
-    }
-    // Exchanged with a tombstone file in one step: the name `v<n>` never stands free, so it is
-    // never allocated again (a new variant under an old number would meet resumers and gcs
-    // that judged the old one: their next lease generation would land in the new variant),
-    // and a resumer that read the old lease generation now finds a file, not a directory,
-    // and answers busy; no reader ever sees half a variant.
-    let tombstone = serde_json::json!({
-        "removed_by": "gc",
-        "removed_at": crate::cache::rfc3339(now_ms * 1000),
-        "variant": v.variant,
-        "reason": item.reason,
-    });
-    let result = crate::fs::temp_sibling(fs, &v.dir).and_then(|aside| {
-        fs.create_new(
-            &aside,
-            &serde_json::to_vec_pretty(&tombstone).unwrap_or_default(),
-        )?;
-        fs.fsync_file(&aside)?;
-        fs.rename_exchange(&aside, &v.dir)?;
-        if let Some(parent) = v.dir.parent() {
-            fs.fsync_dir(parent)?;
-        }
-        fs.remove_dir_all(&aside)
-    });
-    match result {
+    end_tracked_runs(world, v, now_ms, item)?;
+    match exchange_with_tombstone(world.fs, v, now_ms, &item.reason) {
         Ok(()) => item.removed = true,
         Err(e) => item.error = Some(storage_words(&v.dir, &e)),
     }
     Ok(())
+}
+
+/// Ends the variant's tracked runs still RUNNING as KILLED, found by identity and variant
+/// tags (the metadata may not know a run the store created before it failed). A store that
+/// cannot be asked keeps the variant (`Err`): gc retries next time.
+fn end_tracked_runs(
+    world: &World<'_>,
+    v: &FoundVariant,
+    now_ms: u64,
+    item: &mut Item,
+) -> std::result::Result<(), String> {
+    let (Some(tracker), Some(config)) = (world.tracker, world.config) else {
+        return Ok(());
+    };
+    let meta = crate::store::meta::VariantMeta::read(world.fs, &v.dir);
+    let fps = meta
+        .as_ref()
+        .map(|m| (m.spec_fp.clone(), m.exec_fp.clone()))
+        .or_else(|| fingerprints_of(v));
+    let Some((spec_fp, exec_fp)) = fps else {
+        return Ok(());
+    };
+    let ended = crate::track::lifecycle::end_running_runs(
+        tracker,
+        config,
+        (&spec_fp, &exec_fp),
+        &|n| n == v.variant,
+        ("trainctl.removed_by", "gc"),
+        now_ms as i64,
+    )
+    .map_err(|e| {
+        format!("its tracked run could not be ended as KILLED ({e}); gc retries next time")
+    })?;
+    if !ended.is_empty() {
+        item.killed_run = Some(format!("{} run(s) of v{}", ended.len(), v.variant));
+    }
+    Ok(())
+}
+
+/// Replaces the variant by a tombstone file in one exchange. The name `v<n>` never stands
+/// free, so it is never allocated again (a new variant under an old number would meet
+/// resumers and gcs that judged the old one: their next lease generation would land in the
+/// new variant), and a resumer that read the old lease generation now finds a file, not a
+/// directory, and answers busy; no reader ever sees half a variant.
+fn exchange_with_tombstone(
+    fs: &dyn Fs,
+    v: &FoundVariant,
+    now_ms: u64,
+    reason: &str,
+) -> std::io::Result<()> {
+    let tombstone = serde_json::json!({
+        "removed_by": "gc",
+        "removed_at": crate::cache::rfc3339(now_ms * 1000),
+        "variant": v.variant,
+        "reason": reason,
+    });
+    let aside = crate::fs::temp_sibling(fs, &v.dir)?;
+    fs.create_new(
+        &aside,
+        &serde_json::to_vec_pretty(&tombstone).unwrap_or_default(),
+    )?;
+    fs.fsync_file(&aside)?;
+    fs.rename_exchange(&aside, &v.dir)?;
+    if let Some(parent) = v.dir.parent() {
+        fs.fsync_dir(parent)?;
+    }
+    fs.remove_dir_all(&aside)
 }
 
 /// Temporaries and staged dirs below `root` whose writer is gone: a staged allocation by its
@@ -408,55 +432,70 @@ fn debris_items(
                 }
                 continue;
             }
-            let owner_gone = if e.is_dir && fs.exists(&path.join("lease-1.json")) {
-                // A staged allocation: judged by the lease its allocator staged in it.
-                let current = lease::current(fs, &path).unwrap_or_default();
-                let live = current
-                    .record
-                    .as_ref()
-                    .is_some_and(|r| lease::liveness(r, current.heartbeat.as_ref(), facts));
-                !live
-                    && last_heard_ms(fs, &path)
-                        .is_none_or(|h| now_ms.saturating_sub(h) >= opts.older_than_ms)
-            } else {
-                // Any other temporary: its writer is the process named in its unique suffix,
-                // whatever the variant's lease says (a resumer may take the lease after this
-                // walk began, and its temporaries must survive).
-                writer_pid(&e.name).is_some_and(|pid| {
-                    !fs.caps(&path).whole_objects && (facts.process_start_time)(pid).is_none()
-                })
-            };
-            if !owner_gone {
+            if !writer_gone(fs, facts, &path, &e, now_ms, opts) {
                 report.kept.push(Kept {
                     path,
                     reason: "a temporary whose writer may still run".into(),
                 });
                 continue;
             }
-            let mut item = Item {
-                kind: Kind::Debris,
-                bytes: crate::retention::tree_bytes(fs, &path),
-                path: path.clone(),
-                reason: "interrupted write; its writer is gone".into(),
-                removed: false,
-                error: None,
-                killed_run: None,
-            };
-            if opts.apply {
-                let removed = if e.is_dir {
-                    fs.remove_dir_all(&path)
-                } else {
-                    fs.remove_file(&path)
-                };
-                match removed {
-                    Ok(()) => item.removed = true,
-                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => item.removed = true,
-                    Err(err) => item.error = Some(storage_words(&path, &err)),
-                }
-            }
-            report.items.push(item);
+            report.items.push(debris_item(fs, path, e.is_dir, opts));
         }
     }
+}
+
+/// Whether the writer of a temporary is gone.
+fn writer_gone(
+    fs: &dyn Fs,
+    facts: &lease::LivenessFacts<'_>,
+    path: &Path,
+    e: &crate::fs::Entry,
+    now_ms: u64,
+    opts: Options,
+) -> bool {
+    if e.is_dir && fs.exists(&path.join("lease-1.json")) {
+        // A staged allocation: judged by the lease its allocator staged in it.
+        let current = lease::current(fs, path).unwrap_or_default();
+        let live = current
+            .record
+            .as_ref()
+            .is_some_and(|r| lease::liveness(r, current.heartbeat.as_ref(), facts));
+        return !live
+            && last_heard_ms(fs, path)
+                .is_none_or(|h| now_ms.saturating_sub(h) >= opts.older_than_ms);
+    }
+    // Any other temporary: its writer is the process named in its unique suffix, whatever
+    // the variant's lease says (a resumer may take the lease after this walk began, and its
+    // temporaries must survive).
+    writer_pid(&e.name).is_some_and(|pid| {
+        !fs.caps(path).whole_objects && (facts.process_start_time)(pid).is_none()
+    })
+}
+
+/// Debris as an item, removed with `apply` (already gone counts as removed).
+fn debris_item(fs: &dyn Fs, path: PathBuf, is_dir: bool, opts: Options) -> Item {
+    let mut item = Item {
+        kind: Kind::Debris,
+        bytes: crate::retention::tree_bytes(fs, &path),
+        path,
+        reason: "interrupted write; its writer is gone".into(),
+        removed: false,
+        error: None,
+        killed_run: None,
+    };
+    if opts.apply {
+        let removed = if is_dir {
+            fs.remove_dir_all(&item.path)
+        } else {
+            fs.remove_file(&item.path)
+        };
+        match removed {
+            Ok(()) => item.removed = true,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => item.removed = true,
+            Err(err) => item.error = Some(storage_words(&item.path, &err)),
+        }
+    }
+    item
 }
 
 /// The pid in a temporary's unique suffix (`.<name>.tmp-<pid>-<counter>-<nanos>`).

@@ -100,8 +100,8 @@ impl Decision {
     }
 }
 
-/// Decides per SPEC §2.2. Errors are `variant_incomplete`, `parent_not_found`,
-/// `parent_incomplete`, `nothing_to_continue` and `busy`.
+/// Decides (docs/contract.md, "Run modes"). Errors are `variant_incomplete`,
+/// `parent_not_found`, `parent_incomplete`, `nothing_to_continue` and `busy`.
 pub fn decide(request: &Request, variants: &dyn VariantOracle) -> Result<Decision> {
     let numbers = variants.numbers();
     debug_assert!(!numbers.contains(&0), "variant 0 is never observed");
@@ -117,53 +117,8 @@ pub fn decide(request: &Request, variants: &dyn VariantOracle) -> Result<Decisio
         }
         RunMode::ReuseIfExists => match request.explicit_variant {
             Some(n) if !numbers.contains(&n) => Decision::New { variant: n },
-            Some(n) => match variants.state(n) {
-                VariantState::Complete => Decision::Reuse { variant: n },
-                VariantState::Incomplete {
-                    lease_live: true, ..
-                } => {
-                    return Err(Error::new(
-                        ErrorKind::Busy,
-                        format!("variant {n} is being trained by a live owner (its lease is held)"),
-                    ))
-                }
-                VariantState::Incomplete { reason, .. } => {
-                    return Err(Error::new(
-                        ErrorKind::VariantIncomplete,
-                        format!(
-                            "variant {n} exists but is incomplete ({reason}); use run.mode resume_if_incomplete to finish it or force_new for a fresh variant"
-                        ),
-                    ))
-                }
-            },
-            None => {
-                // Highest complete variant, looked for from the top (bounded by `numbers`).
-                let newest_complete = numbers
-                    .iter()
-                    .rev()
-                    .copied()
-                    .find(|v| variants.is_complete(*v));
-                // No complete variant: identical starts share one training, so wait for the
-                // newest variant a live owner trains (looked for from the top).
-                let live = || {
-                    numbers.iter().rev().copied().find(|v| {
-                        matches!(
-                            variants.state(*v),
-                            VariantState::Incomplete {
-                                lease_live: true,
-                                ..
-                            }
-                        )
-                    })
-                };
-                match newest_complete {
-                    Some(v) => Decision::Reuse { variant: v },
-                    None => match live().filter(|_| request.wait_for_owner) {
-                        Some(v) => Decision::Wait { variant: v },
-                        None => Decision::New { variant: next },
-                    },
-                }
-            }
+            Some(n) => reuse_explicit(n, variants)?,
+            None => reuse_newest(request, variants, next),
         },
         RunMode::ResumeIfIncomplete => {
             let target = request.explicit_variant.unwrap_or(highest);
@@ -173,21 +128,79 @@ pub fn decide(request: &Request, variants: &dyn VariantOracle) -> Result<Decisio
                     variant: request.explicit_variant.unwrap_or(next),
                 }
             } else {
-                match variants.state(target) {
-                    VariantState::Complete => Decision::New { variant: next },
-                    VariantState::Incomplete { lease_live: true, .. } => {
-                        return Err(Error::new(
-                            ErrorKind::Busy,
-                            format!("variant {target} is being trained by a live owner (its lease is held)"),
-                        ))
-                    }
-                    VariantState::Incomplete { lease_live: false, .. } => Decision::Resume { variant: target },
-                }
+                resume(target, variants, next)?
             }
         }
     };
     debug_assert!(decision.variant() >= 1);
     Ok(decision)
+}
+
+fn busy(n: u64) -> Error {
+    Error::new(
+        ErrorKind::Busy,
+        format!("variant {n} is being trained by a live owner (its lease is held)"),
+    )
+}
+
+/// reuse_if_exists with `variant.number` N, which exists: reuse it if complete.
+fn reuse_explicit(n: u64, variants: &dyn VariantOracle) -> Result<Decision> {
+    match variants.state(n) {
+        VariantState::Complete => Ok(Decision::Reuse { variant: n }),
+        VariantState::Incomplete {
+            lease_live: true, ..
+        } => Err(busy(n)),
+        VariantState::Incomplete { reason, .. } => Err(Error::new(
+            ErrorKind::VariantIncomplete,
+            format!(
+                "variant {n} exists but is incomplete ({reason}); use run.mode resume_if_incomplete to finish it or force_new for a fresh variant"
+            ),
+        )),
+    }
+}
+
+/// reuse_if_exists without a number: the highest complete variant (looked for from the top,
+/// bounded by the numbers observed); with none, identical starts share one training, so
+/// wait for the newest variant a live owner trains; else a new one.
+fn reuse_newest(request: &Request, variants: &dyn VariantOracle, next: u64) -> Decision {
+    let numbers = variants.numbers();
+    if let Some(v) = numbers
+        .iter()
+        .rev()
+        .copied()
+        .find(|v| variants.is_complete(*v))
+    {
+        return Decision::Reuse { variant: v };
+    }
+    let live = || {
+        numbers.iter().rev().copied().find(|v| {
+            matches!(
+                variants.state(*v),
+                VariantState::Incomplete {
+                    lease_live: true,
+                    ..
+                }
+            )
+        })
+    };
+    match live().filter(|_| request.wait_for_owner) {
+        Some(v) => Decision::Wait { variant: v },
+        None => Decision::New { variant: next },
+    }
+}
+
+/// resume_if_incomplete on an existing `target`: resume it unless it is complete (then a new
+/// variant) or a live owner holds it (busy).
+fn resume(target: u64, variants: &dyn VariantOracle, next: u64) -> Result<Decision> {
+    match variants.state(target) {
+        VariantState::Complete => Ok(Decision::New { variant: next }),
+        VariantState::Incomplete {
+            lease_live: true, ..
+        } => Err(busy(target)),
+        VariantState::Incomplete {
+            lease_live: false, ..
+        } => Ok(Decision::Resume { variant: target }),
+    }
 }
 
 fn check_parent(request: &Request) -> Result<()> {

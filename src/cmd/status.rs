@@ -137,6 +137,39 @@ pub fn run(
     }
 }
 
+/// Who holds (or last held) a variant, with liveness from the lease view.
+fn owner(fs: &dyn Fs, v: &observe::FoundVariant) -> Option<Owner> {
+    let current = crate::lease::current(fs, &v.dir).unwrap_or_default();
+    current.record.map(|r| Owner {
+        liveness: match &v.lease {
+            LeaseView::Live(_) => "running",
+            LeaseView::Stale { .. } => "abandoned",
+            LeaseView::None { .. } => "released",
+        },
+        host: r.host,
+        pid: r.pid,
+        lease_generation: current.generation,
+    })
+}
+
+/// What tracking recorded at training time (docs/contract.md, "Tracking"): `error` (or a
+/// `running` left by a crash) on a complete variant means its run is missing from, or
+/// unfinished in, the tracking store, until `track sync` uploads it and leaves a sync record
+/// (then `synced`).
+fn tracking(
+    fs: &dyn Fs,
+    layout: &Layout,
+    v: &observe::FoundVariant,
+    meta: Option<&crate::store::meta::VariantMeta>,
+) -> Option<String> {
+    let recorded = meta.and_then(|m| m.tracking_state().map(str::to_string));
+    let synced = crate::track::sync::read_record(fs, layout, &v.dir);
+    match (&recorded, &synced) {
+        (Some(s), Some(_)) if s != "finished" => Some("synced".to_string()),
+        _ => recorded,
+    }
+}
+
 fn row(fs: &dyn Fs, layout: &Layout, v: &observe::FoundVariant) -> Row {
     let meta = crate::store::meta::VariantMeta::read(fs, &v.dir);
     let (state, reason) = match (&v.completion, &v.lease) {
@@ -153,29 +186,8 @@ fn row(fs: &dyn Fs, layout: &Layout, v: &observe::FoundVariant) -> Row {
         LeaseView::Live(_) => "live",
         LeaseView::Stale { .. } => "stale",
     };
-    let current = crate::lease::current(fs, &v.dir).unwrap_or_default();
-    let owner = current.record.map(|r| Owner {
-        liveness: match &v.lease {
-            LeaseView::Live(_) => "running",
-            LeaseView::Stale { .. } => "abandoned",
-            LeaseView::None { .. } => "released",
-        },
-        host: r.host,
-        pid: r.pid,
-        lease_generation: current.generation,
-    });
-    // What tracking recorded at training time (docs/contract.md, "Tracking"): `error` (or a
-    // `running` left by a crash) on a complete variant means its run is missing from, or
-    // unfinished in, the tracking store, until `track sync` uploads it and leaves a sync
-    // record.
-    let recorded = meta
-        .as_ref()
-        .and_then(|m| m.tracking_state().map(str::to_string));
-    let synced = crate::track::sync::read_record(fs, layout, &v.dir);
-    let tracking = match (&recorded, &synced) {
-        (Some(s), Some(_)) if s != "finished" => Some("synced".to_string()),
-        _ => recorded.clone(),
-    };
+    let owner = owner(fs, v);
+    let tracking = tracking(fs, layout, v, meta.as_ref());
     let missing = state == "complete"
         && matches!(
             tracking.as_deref(),
