@@ -245,6 +245,41 @@ impl Job {
 
 /// Resolves the dataset dir and reads the configured split files for their digest.
 pub fn dataset_files(config: &Config, fs: &dyn Fs) -> Result<DatasetFiles> {
+    let dir = dataset_dir(config, fs)?;
+    let f = &config.data.files;
+    let wanted = [
+        (
+            "train",
+            Some(f.train.clone().unwrap_or_else(|| "train.json".into())),
+        ),
+        ("validation", f.validation.clone()),
+        ("test", f.test.clone()),
+    ];
+    let mut files = Vec::new();
+    let mut contents = Vec::new();
+    let mut train_records = 0;
+    for (role, name) in wanted {
+        let Some(name) = name else { continue };
+        let path = dir.join(&name);
+        let (bytes, records) = read_split(config, fs, role, &path)?;
+        if role == "train" {
+            train_records = records;
+        }
+        contents.push((role.to_string(), bytes));
+        files.push((role.to_string(), path));
+    }
+    let digest = files_digest(contents.iter().map(|(r, b)| (r.as_str(), b.as_slice())));
+    Ok(DatasetFiles {
+        dir,
+        files,
+        digest,
+        train_records,
+    })
+}
+
+/// The dataset directory: `dataset.local_path_override` of final_training.yaml, else the
+/// data config's `local_path`. It must exist; errors name the key that set it.
+fn dataset_dir(config: &Config, fs: &dyn Fs) -> Result<PathBuf> {
     let (raw, key, place) = match &config.final_training.dataset.local_path_override {
         Some(p) => (
             p.clone(),
@@ -281,82 +316,69 @@ pub fn dataset_files(config: &Config, fs: &dyn Fs) -> Result<DatasetFiles> {
         )
         .at(place));
     }
-    let f = &config.data.files;
-    let wanted = [
-        (
-            "train",
-            Some(f.train.clone().unwrap_or_else(|| "train.json".into())),
-        ),
-        ("validation", f.validation.clone()),
-        ("test", f.test.clone()),
-    ];
-    let mut files = Vec::new();
-    let mut contents = Vec::new();
-    let mut train_records = 0;
-    for (role, name) in wanted {
-        let Some(name) = name else { continue };
-        let path = dir.join(&name);
-        // A FIFO would block forever and a device never end: only regular files are read.
-        if fs.metadata(&path).is_ok_and(|m| m.special || m.is_dir) {
-            return Err(Error::new(
-                ErrorKind::DatasetInvalid,
-                format!(
-                    "{role} split {} is not a regular file (a FIFO, device, socket or directory)",
-                    path.display()
-                ),
-            )
-            .at(Place::file(config.display("data")).with_key(format!("files.{role}"))));
-        }
-        let limit = config.max_dataset_bytes();
-        if let Some(len) = fs
-            .metadata(&path)
-            .ok()
-            .map(|m| m.len)
-            .filter(|l| *l > limit)
-        {
-            return Err(Error::new(
-                ErrorKind::DatasetInvalid,
-                format!(
-                    "{role} split {} is {len} bytes, over dataset.max_file_bytes {limit} (final_training.yaml); raise it to read this file",
-                    path.display()
-                ),
-            )
-            .at(Place::file(config.display("data")).with_key(format!("files.{role}"))));
-        }
-        let bytes = fs.read(&path).map_err(|e| {
-            Error::new(
-                ErrorKind::DatasetMissing,
-                format!("{role} split {}: {e}", path.display()),
-            )
-            .at(Place::file(config.display("data")).with_key(format!("files.{role}")))
-        })?;
-        // Data invariants are checked before anything is written (SPEC §8): a bad record is a
-        // precondition error naming the file, the record and the span.
-        let doc: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
-            let mut place = Place::file(path.display().to_string()).with_key("$");
-            place.line = Some(e.line() as u64);
-            place.column = Some(e.column() as u64);
-            Error::new(
-                ErrorKind::DatasetInvalid,
-                format!("{role} split is not valid JSON: {e}"),
-            )
-            .at(place)
-        })?;
-        let records = crate::data::parse_records(&path, &doc, &config.data.schema.entity_types)?;
-        if role == "train" {
-            crate::data::require_nonempty(&records, &path)?;
-            train_records = records.len() as u64;
-        }
-        contents.push((role.to_string(), bytes));
-        files.push((role.to_string(), path));
+    Ok(dir)
+}
+
+/// Where an error about the `role` split is reported: its key in the data config.
+fn split_place(config: &Config, role: &str) -> Place {
+    Place::file(config.display("data")).with_key(format!("files.{role}"))
+}
+
+/// Reads the `role` split at `path` and checks its records. Returns its bytes (for the
+/// digest) and its record count; the train split must not be empty.
+fn read_split(config: &Config, fs: &dyn Fs, role: &str, path: &Path) -> Result<(Vec<u8>, u64)> {
+    check_split_file(config, fs, role, path)?;
+    let bytes = fs.read(path).map_err(|e| {
+        Error::new(
+            ErrorKind::DatasetMissing,
+            format!("{role} split {}: {e}", path.display()),
+        )
+        .at(split_place(config, role))
+    })?;
+    // Data invariants are checked before anything is written (SPEC §8): a bad record is a
+    // precondition error naming the file, the record and the span.
+    let doc: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+        let mut place = Place::file(path.display().to_string()).with_key("$");
+        place.line = Some(e.line() as u64);
+        place.column = Some(e.column() as u64);
+        Error::new(
+            ErrorKind::DatasetInvalid,
+            format!("{role} split is not valid JSON: {e}"),
+        )
+        .at(place)
+    })?;
+    let records = crate::data::parse_records(path, &doc, &config.data.schema.entity_types)?;
+    if role == "train" {
+        crate::data::require_nonempty(&records, path)?;
     }
-    let digest = files_digest(contents.iter().map(|(r, b)| (r.as_str(), b.as_slice())));
-    Ok(DatasetFiles {
-        dir,
-        files,
-        digest,
-        train_records,
-    })
+    Ok((bytes, records.len() as u64))
+}
+
+/// A split is read only when it is a regular file no larger than `dataset.max_file_bytes`.
+fn check_split_file(config: &Config, fs: &dyn Fs, role: &str, path: &Path) -> Result<()> {
+    // A FIFO would block forever and a device never end: only regular files are read.
+    if fs.metadata(path).is_ok_and(|m| m.special || m.is_dir) {
+        return Err(Error::new(
+            ErrorKind::DatasetInvalid,
+            format!(
+                "{role} split {} is not a regular file (a FIFO, device, socket or directory)",
+                path.display()
+            ),
+        )
+        .at(split_place(config, role)));
+    }
+    let limit = config.max_dataset_bytes();
+    if let Some(len) = fs.metadata(path).ok().map(|m| m.len).filter(|l| *l > limit) {
+        return Err(Error::new(
+            ErrorKind::DatasetInvalid,
+            format!(
+                "{role} split {} is {len} bytes, over dataset.max_file_bytes {limit} (final_training.yaml); raise it to read this file",
+                path.display()
+            ),
+        )
+        .at(split_place(config, role)));
+    }
+    Ok(())
 }
 
 /// Digest of every file below a checkpoint dir (relative names, sorted; temporaries skipped).
@@ -553,6 +575,8 @@ pub fn preflight_source(config: &Config, fs: &dyn Fs, host: &Host<'_>) -> Result
     resolve_source(config, fs, &layout, host, &mut Vec::new()).map(|_| ())
 }
 
+/// The source of the initial weights: scratch, a parent final training, or a checkpoint
+/// (`best_selected`). With `continue_from_previous`, also the parent as observed.
 fn resolve_source(
     config: &Config,
     fs: &dyn Fs,
@@ -583,109 +607,137 @@ fn resolve_source(
     match kind {
         SourceType::Scratch => Ok((scratch, None)),
         SourceType::FinalTraining => {
-            let (state, dir) = resolve_parent(config, fs, layout, host)?;
-            if let Some(err) = parent_error(&state) {
-                return Err(err);
-            }
-            let dir = dir.ok_or_else(|| Error::internal("complete parent without a directory"))?;
-            check_label_map(config, fs, &dir.join(completion::CHECKPOINT_DIR))?;
-            let meta = completion::read_metadata(fs, &dir).map_err(|r| {
-                Error::new(
-                    ErrorKind::ParentIncomplete,
-                    format!("parent {}: {r}", dir.display()),
-                )
-            })?;
-            let parent = Parent {
-                dir: dir.clone(),
-                spec_fp: meta.spec_fp.clone(),
-                exec_fp: meta.exec_fp.clone(),
-                variant: meta.variant,
-                trained_epochs: meta.trained_epochs,
-            };
-            Ok((
-                ResolvedSource {
-                    kind,
-                    load,
-                    identity: SourceIdentity::Parent {
-                        spec_fp: meta.spec_fp,
-                        exec_fp: meta.exec_fp,
-                        variant: meta.variant,
-                    },
-                    init_checkpoint: Some(dir.join(completion::CHECKPOINT_DIR)),
-                    parent: Some(parent),
-                    selection: None,
-                },
-                continuing.then_some(state),
-            ))
+            let (source, state) = parent_source(config, fs, layout, host)?;
+            Ok((source, continuing.then_some(state)))
         }
-        SourceType::BestSelected => {
-            let doc = &config.docs["final_training"];
-            let mut selection = None;
-            let dir = match &config.final_training.checkpoint.source {
-                Some(CheckpointRef::Path(p)) => {
-                    DatasetPath::parse(p).resolve(p, &config.root, "checkpoint.source")?
-                }
-                Some(CheckpointRef::Training(r)) => {
-                    let id = Identity {
-                        storage_env: config.env.env,
-                        model: config.model_name(),
-                        spec_fp: r.spec_fp.clone(),
-                        exec_fp: r.exec_fp.clone(),
-                    };
-                    layout
-                        .variant_dir(&id, r.variant)?
-                        .join(completion::CHECKPOINT_DIR)
-                }
-                None => {
-                    let (dir, lineage) = selected_checkpoint(config, fs, layout)?;
-                    selection = Some(lineage);
-                    dir
-                }
+        SourceType::BestSelected => Ok((checkpoint_source(config, fs, layout, warnings)?, None)),
+    }
+}
+
+/// `source.type: final_training` (loaded): the parent must be complete and its label map
+/// match; its full state is the init checkpoint. Returns the parent as observed too.
+fn parent_source(
+    config: &Config,
+    fs: &dyn Fs,
+    layout: &Layout,
+    host: &Host<'_>,
+) -> Result<(ResolvedSource, ParentState)> {
+    let (state, dir) = resolve_parent(config, fs, layout, host)?;
+    if let Some(err) = parent_error(&state) {
+        return Err(err);
+    }
+    let dir = dir.ok_or_else(|| Error::internal("complete parent without a directory"))?;
+    check_label_map(config, fs, &dir.join(completion::CHECKPOINT_DIR))?;
+    let meta = completion::read_metadata(fs, &dir).map_err(|r| {
+        Error::new(
+            ErrorKind::ParentIncomplete,
+            format!("parent {}: {r}", dir.display()),
+        )
+    })?;
+    let parent = Parent {
+        dir: dir.clone(),
+        spec_fp: meta.spec_fp.clone(),
+        exec_fp: meta.exec_fp.clone(),
+        variant: meta.variant,
+        trained_epochs: meta.trained_epochs,
+    };
+    let source = ResolvedSource {
+        kind: SourceType::FinalTraining,
+        // Only a loaded source gets here; one not loaded resolved to scratch.
+        load: true,
+        identity: SourceIdentity::Parent {
+            spec_fp: meta.spec_fp,
+            exec_fp: meta.exec_fp,
+            variant: meta.variant,
+        },
+        init_checkpoint: Some(dir.join(completion::CHECKPOINT_DIR)),
+        parent: Some(parent),
+        selection: None,
+    };
+    Ok((source, state))
+}
+
+/// `source.type: best_selected` (loaded): the init checkpoint must exist, be valid (unless
+/// `checkpoint.validate: false`, which warns) and match the label map; its content digest
+/// is the source identity.
+fn checkpoint_source(
+    config: &Config,
+    fs: &dyn Fs,
+    layout: &Layout,
+    warnings: &mut Vec<String>,
+) -> Result<ResolvedSource> {
+    let doc = &config.docs["final_training"];
+    let (dir, selection) = init_checkpoint_dir(config, fs, layout)?;
+    let place = doc
+        .origin_of("checkpoint.source")
+        .map(|o| o.place("checkpoint.source"))
+        .unwrap_or_else(|| Place::default().with_key("checkpoint.source"));
+    if !fs.is_dir(&dir) {
+        return Err(Error::new(
+            ErrorKind::CheckpointMissing,
+            format!("init checkpoint {} does not exist", dir.display()),
+        )
+        .at(place));
+    }
+    if config.final_training.checkpoint.validate.unwrap_or(true) {
+        if let Err(reason) = completion::check_checkpoint(fs, &dir) {
+            return Err(Error::new(
+                ErrorKind::CheckpointInvalid,
+                format!("init checkpoint {} is invalid ({reason})", dir.display()),
+            )
+            .at(place));
+        }
+    } else {
+        warnings.push(format!(
+            "checkpoint.validate is false: {} is used without checking its contents",
+            dir.display()
+        ));
+    }
+    check_label_map(config, fs, &dir)?;
+    Ok(ResolvedSource {
+        kind: SourceType::BestSelected,
+        // Only a loaded source gets here; one not loaded resolved to scratch.
+        load: true,
+        identity: SourceIdentity::Checkpoint {
+            digest: checkpoint_digest(fs, &dir)?,
+        },
+        init_checkpoint: Some(dir),
+        parent: None,
+        selection,
+    })
+}
+
+/// The init checkpoint dir of `best_selected`: `checkpoint.source` as a path or as a
+/// training's variant, else the latest selection record's checkpoint (with its lineage).
+fn init_checkpoint_dir(
+    config: &Config,
+    fs: &dyn Fs,
+    layout: &Layout,
+) -> Result<(PathBuf, Option<Value>)> {
+    match &config.final_training.checkpoint.source {
+        Some(CheckpointRef::Path(p)) => Ok((
+            DatasetPath::parse(p).resolve(p, &config.root, "checkpoint.source")?,
+            None,
+        )),
+        Some(CheckpointRef::Training(r)) => {
+            let id = Identity {
+                storage_env: config.env.env,
+                model: config.model_name(),
+                spec_fp: r.spec_fp.clone(),
+                exec_fp: r.exec_fp.clone(),
             };
-            let origin = doc
-                .origin_of("checkpoint.source")
-                .map(|o| o.place("checkpoint.source"));
-            let place = origin.unwrap_or_else(|| Place::default().with_key("checkpoint.source"));
-            if !fs.is_dir(&dir) {
-                return Err(Error::new(
-                    ErrorKind::CheckpointMissing,
-                    format!("init checkpoint {} does not exist", dir.display()),
-                )
-                .at(place));
-            }
-            if config.final_training.checkpoint.validate.unwrap_or(true) {
-                if let Err(reason) = completion::check_checkpoint(fs, &dir) {
-                    return Err(Error::new(
-                        ErrorKind::CheckpointInvalid,
-                        format!("init checkpoint {} is invalid ({reason})", dir.display()),
-                    )
-                    .at(place));
-                }
-            } else {
-                warnings.push(format!(
-                    "checkpoint.validate is false: {} is used without checking its contents",
-                    dir.display()
-                ));
-            }
-            check_label_map(config, fs, &dir)?;
-            Ok((
-                ResolvedSource {
-                    kind,
-                    load,
-                    identity: SourceIdentity::Checkpoint {
-                        digest: checkpoint_digest(fs, &dir)?,
-                    },
-                    init_checkpoint: Some(dir),
-                    parent: None,
-                    selection,
-                },
-                None,
-            ))
+            let dir = layout
+                .variant_dir(&id, r.variant)?
+                .join(completion::CHECKPOINT_DIR);
+            Ok((dir, None))
+        }
+        None => {
+            let (dir, lineage) = selected_checkpoint(config, fs, layout)?;
+            Ok((dir, Some(lineage)))
         }
     }
 }
 
-/// Prepares the job for `config`: everything `plan` and `train` need before deciding.
 /// What the built-in trainer would refuse (`trainer.command: null`), located at the setting.
 fn builtin_preflight(config: &Config) -> Result<()> {
     if config.final_training.trainer.command.is_some() {
@@ -721,6 +773,7 @@ fn builtin_preflight(config: &Config) -> Result<()> {
     })
 }
 
+/// Prepares the job for `config`: everything `plan` and `train` need before deciding.
 pub fn prepare(config: Config, fs: &dyn Fs, host: &Host<'_>) -> Result<Job> {
     builtin_preflight(&config)?;
     let layout = Layout::from_config(&config)?;

@@ -362,11 +362,72 @@ impl Reader<'_> {
 
 /// Loads the whole configuration set. Reads only files under CONFIG (and the experiment's
 /// selected files); writes nothing.
+///
+/// The steps run in the order their errors are reported: find CONFIG, detect the environment
+/// and parse the `-o` overrides; read the top-level files, the experiment,
+/// `final_training.yaml` and the files the experiment selects; type every document; check
+/// `final_training.yaml`; resolve the effective hyperparameters, seed and cadence with their
+/// origins.
 pub fn load(
     opts: &LoadOptions,
     cwd: &Path,
     var: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config> {
+    let (root, config_dir) = locate_config(opts, cwd)?;
+    let env = detect_env(opts.env.as_deref(), var)?;
+    let overrides = opts
+        .overrides
+        .iter()
+        .map(|o| Override::parse(o))
+        .collect::<Result<Vec<_>>>()?;
+    let mut loading = Loading::new(&root, &config_dir, overrides);
+    loading.read_top_level()?;
+    let (experiment_name, experiment) = loading.read_experiment(opts.experiment.as_deref())?;
+    let final_training = loading.final_training()?;
+    loading.read_selected(&experiment, &final_training, &env)?;
+    loading.apply_remaining_overrides()?;
+    let (docs, files) = (loading.docs, loading.files);
+    let typed = TypedFiles::from_docs(&docs)?;
+    let ft_doc = &docs["final_training"];
+    let warnings = check_final_training(&final_training, ft_doc)?;
+    let effective = resolve_effective(
+        &final_training,
+        &typed.train,
+        ft_doc,
+        &docs["train"],
+        opts.best_configuration.as_ref(),
+    )?;
+    Ok(Config {
+        root,
+        config_dir,
+        experiment_name,
+        env,
+        docs: std::sync::Arc::new(docs),
+        files,
+        final_training,
+        train: typed.train,
+        paths: typed.paths,
+        naming: typed.naming,
+        mlflow: typed.mlflow,
+        selection: typed.selection,
+        conversion: typed.conversion,
+        experiment,
+        env_file: typed.env_file,
+        data: typed.data,
+        model: typed.model,
+        hpo: typed.hpo,
+        hyperparameters: effective.hyperparameters,
+        seed: effective.seed,
+        provenance: std::sync::Arc::new(effective.provenance),
+        cadence: effective.cadence,
+        warnings,
+        tags: typed.tags,
+    })
+}
+
+/// ROOT and CONFIG from the command line (`--root`, `--config-dir`, else `ROOT/config`);
+/// CONFIG must exist.
+fn locate_config(opts: &LoadOptions, cwd: &Path) -> Result<(PathBuf, PathBuf)> {
     let root = find_root(opts.root.as_deref(), cwd);
     let config_dir = opts
         .config_dir
@@ -382,200 +443,348 @@ pub fn load(
             ),
         ));
     }
-    let env = detect_env(opts.env.as_deref(), var)?;
-    let overrides = opts
-        .overrides
-        .iter()
-        .map(|o| Override::parse(o))
-        .collect::<Result<Vec<_>>>()?;
-    let reader = Reader {
-        root: &root,
-        config_dir: &config_dir,
-    };
-    let mut docs = BTreeMap::new();
-    let mut files = BTreeMap::new();
-    let optional = ["tags", "best_model_selection", "conversion"];
-    for (role, file) in TOP_LEVEL_FILES {
-        let path = config_dir.join(file);
-        let doc = reader.read(&path, !optional.contains(&role), file)?;
-        docs.insert(role.to_string(), doc);
-        files.insert(role.to_string(), path);
+    Ok((root, config_dir))
+}
+
+/// What `load` has read so far: the parsed `-o` overrides, and the documents by role with
+/// the path of each. Every override is applied before its document is typed.
+struct Loading<'a> {
+    reader: Reader<'a>,
+    overrides: Vec<Override>,
+    docs: BTreeMap<String, Doc>,
+    files: BTreeMap<String, PathBuf>,
+}
+
+impl<'a> Loading<'a> {
+    fn new(root: &'a Path, config_dir: &'a Path, overrides: Vec<Override>) -> Self {
+        Loading {
+            reader: Reader { root, config_dir },
+            overrides,
+            docs: BTreeMap::new(),
+            files: BTreeMap::new(),
+        }
     }
 
-    let experiment_name = opts
-        .experiment
-        .clone()
-        .unwrap_or_else(|| "resume_ner_baseline".to_string());
-    if experiment_name.is_empty()
-        || experiment_name.contains(['/', '\\'])
-        || experiment_name.starts_with('.')
-    {
-        return Err(Error::new(
-            ErrorKind::Usage,
-            format!("--experiment {experiment_name:?}: not a plain file stem"),
-        ));
+    fn insert(&mut self, role: &str, path: PathBuf, doc: Doc) {
+        self.docs.insert(role.to_string(), doc);
+        self.files.insert(role.to_string(), path);
     }
-    let experiment_path = config_dir
-        .join("experiment")
-        .join(format!("{experiment_name}.yaml"));
-    if !experiment_path.is_file() {
-        let known = list_stems(&config_dir.join("experiment"));
+
+    /// The files directly under CONFIG (`TOP_LEVEL_FILES`), in that order. `tags`,
+    /// `best_model_selection` and `conversion` may be missing (an empty document).
+    fn read_top_level(&mut self) -> Result<()> {
+        let optional = ["tags", "best_model_selection", "conversion"];
+        for (role, file) in TOP_LEVEL_FILES {
+            let path = self.reader.config_dir.join(file);
+            let doc = self.reader.read(&path, !optional.contains(&role), file)?;
+            self.insert(role, path, doc);
+        }
+        Ok(())
+    }
+
+    /// Reads `experiment/<name>.yaml` (`--experiment`, else `resume_ner_baseline`) with its
+    /// `-o experiment:` overrides, and types it. Returns the name and the typed file.
+    fn read_experiment(&mut self, requested: Option<&str>) -> Result<(String, ExperimentFile)> {
+        let name = requested.unwrap_or("resume_ner_baseline").to_string();
+        let path = self.experiment_path(&name)?;
+        let mut doc = self.reader.read(&path, true, "experiment file")?;
+        apply_overrides(&mut doc, "experiment", &self.overrides)?;
+        let experiment: ExperimentFile = doc.typed()?;
+        self.insert("experiment", path, doc);
+        Ok((name, experiment))
+    }
+
+    /// Where the experiment `name` lives. The name must be a plain file stem, and the file
+    /// must exist (else the known experiments are listed, with the nearest one).
+    fn experiment_path(&self, name: &str) -> Result<PathBuf> {
+        if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+            return Err(Error::new(
+                ErrorKind::Usage,
+                format!("--experiment {name:?}: not a plain file stem"),
+            ));
+        }
+        let dir = self.reader.config_dir.join("experiment");
+        let path = dir.join(format!("{name}.yaml"));
+        if path.is_file() {
+            return Ok(path);
+        }
+        let known = list_stems(&dir);
         let refs: Vec<&str> = known.iter().map(String::as_str).collect();
-        let hint = yaml::closest(&experiment_name, &refs)
+        let hint = yaml::closest(name, &refs)
             .map(|c| format!(" (did you mean `{c}`?)"))
             .unwrap_or_default();
-        return Err(Error::new(
+        Err(Error::new(
             ErrorKind::ConfigMissing,
             format!(
-                "experiment `{experiment_name}` not found at {}; known experiments: [{}]{hint}",
-                experiment_path.display(),
+                "experiment `{name}` not found at {}; known experiments: [{}]{hint}",
+                path.display(),
                 known.join(", ")
             ),
         )
-        .at(Place::file(reader.display(&experiment_path))));
+        .at(Place::file(self.reader.display(&path))))
     }
-    let mut experiment_doc = reader.read(&experiment_path, true, "experiment file")?;
-    apply_overrides(&mut experiment_doc, "experiment", &overrides)?;
-    let experiment: ExperimentFile = experiment_doc.typed()?;
-    files.insert("experiment".into(), experiment_path.clone());
-    docs.insert("experiment".into(), experiment_doc.clone());
 
-    // The final_training doc is needed before the data file: `dataset.data_config` picks it.
-    for o in overrides.iter().filter(|o| o.role == "final_training") {
-        if let Some(doc) = docs.get_mut("final_training") {
+    /// `final_training.yaml` with its `-o` overrides, typed. It is needed before the other
+    /// selected files are read: `dataset.data_config` picks the data file.
+    fn final_training(&mut self) -> Result<FinalTrainingFile> {
+        if let Some(doc) = self.docs.get_mut("final_training") {
+            apply_overrides(doc, "final_training", &self.overrides)?;
+        }
+        self.docs["final_training"].typed()
+    }
+
+    /// Reads the files the experiment selects (data, model, train, hpo, env), in that order.
+    fn read_selected(
+        &mut self,
+        experiment: &ExperimentFile,
+        final_training: &FinalTrainingFile,
+        env: &EnvChoice,
+    ) -> Result<()> {
+        for (role, rel) in self.selected_files(experiment, final_training, env)? {
+            let path = self.reader.resolve(&rel);
+            let doc = self.reader.read(&path, true, &format!("{role} config"))?;
+            self.insert(role, path, doc);
+        }
+        Ok(())
+    }
+
+    /// The path (relative to CONFIG) of each file the experiment selects. The data file may
+    /// be overridden by `dataset.data_config`; the train and env files have defaults, the
+    /// others must be named.
+    fn selected_files(
+        &self,
+        experiment: &ExperimentFile,
+        final_training: &FinalTrainingFile,
+        env: &EnvChoice,
+    ) -> Result<[(&'static str, String); 5]> {
+        let experiment_file = self.reader.display(&self.files["experiment"]);
+        let selected = |key: &str, value: &Option<String>, default: Option<String>| {
+            value.clone().or(default).ok_or_else(|| {
+                Error::new(
+                    ErrorKind::ConfigInvalid,
+                    format!("the experiment must name its `{key}`"),
+                )
+                .at(Place::file(experiment_file.clone()).with_key(key))
+            })
+        };
+        let data_rel = match &final_training.dataset.data_config {
+            Some(p) => p.clone(),
+            None => selected("data_config", &experiment.data_config, None)?,
+        };
+        let env_rel = selected(
+            "env_config",
+            &experiment.env_config,
+            Some("env/{storage_env}.yaml".into()),
+        )?
+        .replace("{storage_env}", env.env.as_str());
+        let model_rel = selected("model_config", &experiment.model_config, None)?;
+        let train_rel = selected(
+            "train_config",
+            &experiment.train_config,
+            Some("train.yaml".into()),
+        )?;
+        let hpo_rel = selected("hpo_config", &experiment.hpo_config, None)?;
+        Ok([
+            ("data", data_rel),
+            ("model", model_rel),
+            ("train", train_rel),
+            ("hpo", hpo_rel),
+            ("env", env_rel),
+        ])
+    }
+
+    /// The overrides of every other role, in command-line order (`final_training` and
+    /// `experiment` ones were applied when those files were read).
+    fn apply_remaining_overrides(&mut self) -> Result<()> {
+        for o in self
+            .overrides
+            .iter()
+            .filter(|o| o.role != "final_training" && o.role != "experiment")
+        {
+            let doc = self
+                .docs
+                .get_mut(&o.role)
+                .ok_or_else(|| Error::internal(format!("no document for role {}", o.role)))?;
             doc.apply_override(&o.key, &o.value, &o.arg)?;
         }
+        Ok(())
     }
-    let final_training: FinalTrainingFile = docs["final_training"].typed()?;
+}
 
-    let selected = |key: &str, value: &Option<String>, default: Option<String>| -> Result<String> {
-        value.clone().or(default).ok_or_else(|| {
-            Error::new(
-                ErrorKind::ConfigInvalid,
-                format!("the experiment must name its `{key}`"),
-            )
-            .at(Place::file(reader.display(&experiment_path)).with_key(key))
+/// The documents other than `final_training.yaml` and the experiment, typed.
+struct TypedFiles {
+    train: TrainFile,
+    paths: PathsFile,
+    naming: NamingFile,
+    mlflow: MlflowFile,
+    selection: SelectionFile,
+    conversion: ConversionFile,
+    env_file: EnvFile,
+    data: DataFile,
+    model: ModelFile,
+    hpo: HpoFile,
+    tags: std::sync::Arc<crate::naming::TagRegistry>,
+}
+
+impl TypedFiles {
+    /// Types each document, in a fixed order so that the first error reported is stable.
+    fn from_docs(docs: &BTreeMap<String, Doc>) -> Result<TypedFiles> {
+        let train: TrainFile = docs["train"].typed()?;
+        let paths: PathsFile = docs["paths"].typed()?;
+        let naming: NamingFile = docs["naming"].typed()?;
+        let mlflow: MlflowFile = docs["mlflow"].typed()?;
+        let selection: SelectionFile = docs["best_model_selection"].typed()?;
+        let conversion: ConversionFile = docs["conversion"].typed()?;
+        let env_file: EnvFile = docs["env"].typed()?;
+        let data: DataFile = docs["data"].typed()?;
+        let model: ModelFile = docs["model"].typed()?;
+        check_model_name(&model, &docs["model"])?;
+        let hpo: HpoFile = docs["hpo"].typed()?;
+        // The tag registry validates itself against the known tag keys.
+        let tags = std::sync::Arc::new(crate::naming::TagRegistry::from_doc(&docs["tags"])?);
+        Ok(TypedFiles {
+            train,
+            paths,
+            naming,
+            mlflow,
+            selection,
+            conversion,
+            env_file,
+            data,
+            model,
+            hpo,
+            tags,
         })
-    };
-    let data_rel = match &final_training.dataset.data_config {
-        Some(p) => p.clone(),
-        None => selected("data_config", &experiment.data_config, None)?,
-    };
-    let env_rel = selected(
-        "env_config",
-        &experiment.env_config,
-        Some("env/{storage_env}.yaml".into()),
-    )?
-    .replace("{storage_env}", env.env.as_str());
-    let chosen = [
-        ("data", data_rel),
-        (
-            "model",
-            selected("model_config", &experiment.model_config, None)?,
-        ),
-        (
-            "train",
-            selected(
-                "train_config",
-                &experiment.train_config,
-                Some("train.yaml".into()),
-            )?,
-        ),
-        ("hpo", selected("hpo_config", &experiment.hpo_config, None)?),
-        ("env", env_rel),
-    ];
-    for (role, rel) in chosen {
-        let path = reader.resolve(&rel);
-        let doc = reader.read(&path, true, &format!("{role} config"))?;
-        docs.insert(role.to_string(), doc);
-        files.insert(role.to_string(), path);
     }
-    for o in overrides
-        .iter()
-        .filter(|o| o.role != "final_training" && o.role != "experiment")
-    {
-        let doc = docs
-            .get_mut(&o.role)
-            .ok_or_else(|| Error::internal(format!("no document for role {}", o.role)))?;
-        doc.apply_override(&o.key, &o.value, &o.arg)?;
-    }
+}
 
-    let train: TrainFile = docs["train"].typed()?;
-    let paths: PathsFile = docs["paths"].typed()?;
-    let naming: NamingFile = docs["naming"].typed()?;
-    let mlflow: MlflowFile = docs["mlflow"].typed()?;
-    let selection: SelectionFile = docs["best_model_selection"].typed()?;
-    let conversion: ConversionFile = docs["conversion"].typed()?;
-    let env_file: EnvFile = docs["env"].typed()?;
-    let data: DataFile = docs["data"].typed()?;
-    let model: ModelFile = docs["model"].typed()?;
-    // The model name goes into paths, run names and tags: no control characters (a NUL would
-    // reach the tracking store's run name), no path separators.
+/// The model name goes into paths, run names and tags: no control characters (a NUL would
+/// reach the tracking store's run name), no path separators.
+fn check_model_name(model: &ModelFile, doc: &Doc) -> Result<()> {
     if let Some(name) = &model.name {
         if name.is_empty()
             || name
                 .chars()
                 .any(|c| c.is_control() || c == '/' || c == '\\')
         {
-            return Err(docs["model"].locate(
+            return Err(doc.locate(
                 "name",
                 &format!("a model name must be non-empty, without control characters or path separators; got {name:?}"),
             ));
         }
     }
-    let hpo: HpoFile = docs["hpo"].typed()?;
-    // The tag registry validates itself against the known tag keys.
-    let tags = std::sync::Arc::new(crate::naming::TagRegistry::from_doc(&docs["tags"])?);
+    Ok(())
+}
 
-    let docs_view = docs.clone();
-    let ft_doc = &docs_view["final_training"];
+/// The checks of `final_training.yaml` on its own: where the seed goes, then the cross-key
+/// rules. Returns the warnings of those rules.
+fn check_final_training(final_training: &FinalTrainingFile, doc: &Doc) -> Result<Vec<String>> {
     if final_training.training.random_seed.is_some() {
-        return Err(ft_doc.locate(
+        return Err(doc.locate(
             "training.random_seed",
             "the seed of a final training is `seed.random_seed`, not `training.random_seed`",
         ));
     }
     let mut warnings = Vec::new();
-    validate_final_training(&final_training, ft_doc, &mut warnings)?;
+    validate_final_training(final_training, doc, &mut warnings)?;
+    Ok(warnings)
+}
 
-    // Hyperparameters: code defaults < train.yaml < best configuration < final_training.yaml
-    // (which already carries `-o`). The best-configuration layer is present when the caller
-    // (`pipeline`) passes the selected candidate's hyperparameters.
-    let train_doc = &docs_view["train"];
+/// The effective values of a run and the origin of each.
+struct Effective {
+    hyperparameters: Hyperparameters,
+    seed: u64,
+    cadence: Cadence,
+    provenance: Vec<Provenanced>,
+}
+
+/// Merges and checks the hyperparameters, then picks the seed and the cadence, and records
+/// where every value came from (shown by `config show`).
+fn resolve_effective(
+    final_training: &FinalTrainingFile,
+    train: &TrainFile,
+    ft_doc: &Doc,
+    train_doc: &Doc,
+    best_configuration: Option<&(String, Value)>,
+) -> Result<Effective> {
+    let layers =
+        hyperparameter_layers(final_training, train, ft_doc, train_doc, best_configuration)?;
+    let (merged, origins) = merge_layers(&layers);
+    let hyperparameters: Hyperparameters = serde_json::from_value(merged.clone())
+        .map_err(|e| Error::internal(format!("merged hyperparameters do not type-check: {e}")))?;
+    check_hyperparameters(&hyperparameters, &origins)?;
+    let (seed, seed_origin) = match (final_training.seed.random_seed, train.training.random_seed) {
+        (Some(s), _) => (s, ft_doc.origin_of("seed.random_seed").cloned()),
+        (None, Some(s)) => (s, train_doc.origin_of("training.random_seed").cloned()),
+        (None, None) => (42, Some(Origin::Default)),
+    };
+    let cadence = resolve_cadence(final_training, train, ft_doc, train_doc)?;
+    let mut provenance = hyperparameter_provenance(&merged, &origins);
+    provenance.push(Provenanced {
+        key: "seed.random_seed".into(),
+        value: seed.into(),
+        origin: seed_origin.unwrap_or(Origin::Default),
+    });
+    provenance.extend(cadence_provenance(&cadence, ft_doc, train_doc));
+    Ok(Effective {
+        hyperparameters,
+        seed,
+        cadence,
+        provenance,
+    })
+}
+
+/// Hyperparameter layers above the code defaults: train.yaml < best configuration <
+/// final_training.yaml (which already carries `-o`). The best-configuration layer is present
+/// when the caller (`pipeline`) passes the selected candidate's hyperparameters.
+fn hyperparameter_layers<'a>(
+    final_training: &FinalTrainingFile,
+    train: &TrainFile,
+    ft_doc: &'a Doc,
+    train_doc: &'a Doc,
+    best_configuration: Option<&(String, Value)>,
+) -> Result<Vec<Layer<'a>>> {
     let mut layers = vec![layer_of(&train.training, &train.logging, train_doc)];
-    if let Some((what, tree)) = &opts.best_configuration {
-        let typed: TrainingLayer = serde_path_to_error::deserialize(tree.clone()).map_err(|e| {
-            Error::new(
-                ErrorKind::ConfigInvalid,
-                format!("best configuration: {}", e.inner()),
-            )
-            .at(Place::file(what.clone()).with_key(e.path().to_string()))
-        })?;
-        let mut tree = serde_json::to_value(&typed).unwrap_or_default();
-        if let Value::Object(map) = &mut tree {
-            map.remove("random_seed");
-        }
-        let what = what.clone();
-        layers.push(Layer {
-            tree,
-            origin: Box::new(move |_| Origin::Derived { what: what.clone() }),
-        });
+    if let Some((what, tree)) = best_configuration {
+        layers.push(best_configuration_layer(what, tree)?);
     }
     layers.push(layer_of(
         &final_training.training,
         &final_training.logging,
         ft_doc,
     ));
-    let (merged, origins) = merge_layers(&layers);
-    let hyperparameters: Hyperparameters = serde_json::from_value(merged.clone())
-        .map_err(|e| Error::internal(format!("merged hyperparameters do not type-check: {e}")))?;
-    check_hyperparameters(&hyperparameters, &origins)?;
+    Ok(layers)
+}
 
-    let (seed, seed_origin) = match (final_training.seed.random_seed, train.training.random_seed) {
-        (Some(s), _) => (s, ft_doc.origin_of("seed.random_seed").cloned()),
-        (None, Some(s)) => (s, train_doc.origin_of("training.random_seed").cloned()),
-        (None, None) => (42, Some(Origin::Default)),
-    };
+/// The best configuration (`what` names where it came from) as a layer: typed like a
+/// `training` section, without a seed; every value's origin is `what`.
+fn best_configuration_layer(what: &str, tree: &Value) -> Result<Layer<'static>> {
+    let typed: TrainingLayer = serde_path_to_error::deserialize(tree.clone()).map_err(|e| {
+        Error::new(
+            ErrorKind::ConfigInvalid,
+            format!("best configuration: {}", e.inner()),
+        )
+        .at(Place::file(what.to_string()).with_key(e.path().to_string()))
+    })?;
+    let mut tree = serde_json::to_value(&typed).unwrap_or_default();
+    if let Value::Object(map) = &mut tree {
+        map.remove("random_seed");
+    }
+    let what = what.to_string();
+    Ok(Layer {
+        tree,
+        origin: Box::new(move |_| Origin::Derived { what: what.clone() }),
+    })
+}
+
+/// Logging cadence: final_training.yaml, else train.yaml, else the defaults (10, 100);
+/// neither interval may be 0.
+fn resolve_cadence(
+    final_training: &FinalTrainingFile,
+    train: &TrainFile,
+    ft_doc: &Doc,
+    train_doc: &Doc,
+) -> Result<Cadence> {
     let cadence = Cadence {
         log_interval: final_training
             .logging
@@ -596,9 +805,16 @@ pub fn load(
             return Err(locate_any(&[ft_doc, train_doc], key, "must be at least 1"));
         }
     }
+    Ok(cadence)
+}
 
+/// The provenance of each merged hyperparameter, under the key a user writes it as.
+fn hyperparameter_provenance(
+    merged: &Value,
+    origins: &BTreeMap<String, Origin>,
+) -> Vec<Provenanced> {
     let mut provenance = Vec::new();
-    for (key, value) in flatten(&merged) {
+    for (key, value) in flatten(merged) {
         let origin = origins.get(&key).cloned().unwrap_or(Origin::Default);
         // eval_interval is a hyperparameter (early stopping reads it) written under logging.
         let shown = if key == "eval_interval" {
@@ -612,11 +828,13 @@ pub fn load(
             origin,
         });
     }
-    provenance.push(Provenanced {
-        key: "seed.random_seed".into(),
-        value: seed.into(),
-        origin: seed_origin.unwrap_or(Origin::Default),
-    });
+    provenance
+}
+
+/// The provenance of the two cadence intervals: final_training.yaml, else train.yaml, else
+/// the default.
+fn cadence_provenance(cadence: &Cadence, ft_doc: &Doc, train_doc: &Doc) -> Vec<Provenanced> {
+    let mut provenance = Vec::new();
     for (key, value) in [
         ("logging.log_interval", cadence.log_interval),
         ("logging.save_interval", cadence.save_interval),
@@ -633,33 +851,7 @@ pub fn load(
             origin,
         });
     }
-
-    Ok(Config {
-        root,
-        config_dir,
-        experiment_name,
-        env,
-        docs: std::sync::Arc::new(docs),
-        files,
-        final_training,
-        train,
-        paths,
-        naming,
-        mlflow,
-        selection,
-        conversion,
-        experiment,
-        env_file,
-        data,
-        model,
-        hpo,
-        hyperparameters,
-        seed,
-        provenance: std::sync::Arc::new(provenance),
-        cadence,
-        warnings,
-        tags,
-    })
+    provenance
 }
 
 fn apply_overrides(doc: &mut Doc, role: &str, overrides: &[Override]) -> Result<()> {

@@ -372,47 +372,16 @@ impl Doc {
     /// Applies `-o key=value` to this document: the value is parsed as a YAML scalar or flow
     /// collection; `null` removes the key (the lower-precedence value applies again).
     pub fn apply_override(&mut self, key: &str, value_text: &str, arg: &str) -> Result<(), Error> {
-        let place = || Place::file(format!("-o {}", crate::paths::redact(arg))).with_key(key);
         let segments: Vec<&str> = key.split('.').collect();
         if segments.iter().any(|s| s.is_empty()) {
-            return Err(Error::new(ErrorKind::Usage, "empty key segment in -o").at(place()));
+            return Err(Error::new(ErrorKind::Usage, "empty key segment in -o")
+                .at(override_place(arg, key)));
         }
-        let value = match parse_raw(value_text, &format!("-o {arg}"))? {
-            None => Value::Null,
-            Some(raw) => {
-                let mut converter = Converter {
-                    name: "-o",
-                    origins: BTreeMap::new(),
-                    nulls: BTreeMap::new(),
-                };
-                converter.convert(&raw, key)?
-            }
-        };
-        let mut node = &mut self.tree;
+        let value = override_value(key, value_text, arg)?;
         let (last, parents) = segments
             .split_last()
             .expect("split('.') yields at least one");
-        for segment in parents {
-            let Value::Object(map) = node else {
-                return Err(Error::new(
-                    ErrorKind::ConfigInvalid,
-                    format!(
-                        "cannot set `{key}`: `{segment}` is inside a value that is not a mapping"
-                    ),
-                )
-                .at(place()));
-            };
-            node = map
-                .entry(segment.to_string())
-                .or_insert_with(|| Value::Object(Map::new()));
-        }
-        let Value::Object(map) = node else {
-            return Err(Error::new(
-                ErrorKind::ConfigInvalid,
-                format!("cannot set `{key}`: its parent is not a mapping"),
-            )
-            .at(place()));
-        };
+        let map = override_parent(&mut self.tree, key, parents, arg)?;
         let origin = Origin::Override {
             arg: arg.to_string(),
         };
@@ -421,31 +390,11 @@ impl Doc {
             // file does; the key is still checked against the schema.
             self.nulls.insert(key.to_string(), origin);
         } else {
-            map.insert(last.to_string(), value);
             let prefix = format!("{key}.");
             self.origins.retain(|k, _| !k.starts_with(&prefix));
             self.origins.insert(key.to_string(), origin.clone());
-            // Children of a collection given on the command line come from the same `-o`.
-            let mut stack = vec![(key.to_string(), map.get(*last).cloned().unwrap_or_default())];
-            while let Some((path, v)) = stack.pop() {
-                match v {
-                    Value::Object(m) => {
-                        for (k, child) in m {
-                            let p = format!("{path}.{k}");
-                            self.origins.insert(p.clone(), origin.clone());
-                            stack.push((p, child));
-                        }
-                    }
-                    Value::Array(items) => {
-                        for (i, child) in items.into_iter().enumerate() {
-                            let p = format!("{path}[{i}]");
-                            self.origins.insert(p.clone(), origin.clone());
-                            stack.push((p, child));
-                        }
-                    }
-                    _ => {}
-                }
-            }
+            mark_override_children(&mut self.origins, key, &value, &origin);
+            map.insert(last.to_string(), value);
         }
         Ok(())
     }
@@ -499,6 +448,88 @@ impl Doc {
             message.push_str(&hint);
         }
         Error::new(ErrorKind::ConfigInvalid, message).at(place)
+    }
+}
+
+/// Where an error about `-o arg` is reported: the argument itself, at `key`.
+fn override_place(arg: &str, key: &str) -> Place {
+    Place::file(format!("-o {}", crate::paths::redact(arg))).with_key(key)
+}
+
+/// The value of `-o key=value_text`, parsed as YAML (an empty text is null).
+fn override_value(key: &str, value_text: &str, arg: &str) -> Result<Value, Error> {
+    match parse_raw(value_text, &format!("-o {arg}"))? {
+        None => Ok(Value::Null),
+        Some(raw) => {
+            let mut converter = Converter {
+                name: "-o",
+                origins: BTreeMap::new(),
+                nulls: BTreeMap::new(),
+            };
+            converter.convert(&raw, key)
+        }
+    }
+}
+
+/// The mapping in `tree` that holds the last segment of `key`, reached through `parents`;
+/// missing mappings on the way are created. A parent that is a value, not a mapping, is an
+/// error at the `-o`.
+fn override_parent<'t>(
+    tree: &'t mut Value,
+    key: &str,
+    parents: &[&str],
+    arg: &str,
+) -> Result<&'t mut Map<String, Value>, Error> {
+    let mut node = tree;
+    for segment in parents {
+        let Value::Object(map) = node else {
+            return Err(Error::new(
+                ErrorKind::ConfigInvalid,
+                format!("cannot set `{key}`: `{segment}` is inside a value that is not a mapping"),
+            )
+            .at(override_place(arg, key)));
+        };
+        node = map
+            .entry(segment.to_string())
+            .or_insert_with(|| Value::Object(Map::new()));
+    }
+    match node {
+        Value::Object(map) => Ok(map),
+        _ => Err(Error::new(
+            ErrorKind::ConfigInvalid,
+            format!("cannot set `{key}`: its parent is not a mapping"),
+        )
+        .at(override_place(arg, key))),
+    }
+}
+
+/// Children of a collection given on the command line come from the same `-o`: records
+/// `origin` for every key and item below `key` in `value`.
+fn mark_override_children(
+    origins: &mut BTreeMap<String, Origin>,
+    key: &str,
+    value: &Value,
+    origin: &Origin,
+) {
+    let mut stack = vec![(key.to_string(), value)];
+    while let Some((path, v)) = stack.pop() {
+        match v {
+            Value::Object(m) => {
+                for (k, child) in m {
+                    let p = format!("{path}.{k}");
+                    origins.insert(p.clone(), origin.clone());
+                    stack.push((p, child));
+                }
+            }
+            Value::Array(items) => {
+                for (i, child) in items.iter().enumerate() {
+                    let p = format!("{path}[{i}]");
+                    origins.insert(p.clone(), origin.clone());
+                    stack.push((p, child));
+                }
+            }
+            _ => {}
+        }
     }
 }
 
