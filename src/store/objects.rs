@@ -135,21 +135,28 @@ pub fn create_resolving(store: &dyn Objects, key: &str, bytes: &[u8]) -> ObjResu
     let mut check = false;
     for _ in 0..CREATE_ATTEMPTS {
         if check {
-            match store.get(key) {
-                Ok(found) if found == bytes => return Ok(Created::Ours),
-                Ok(_) => return Ok(Created::Lost),
-                Err(ObjError::NotFound) => check = false,
-                Err(e @ ObjError::Unavailable { .. }) => {
+            match read_back(store, key, bytes) {
+                ReadBack::Resolved(r) => return r,
+                ReadBack::Absent => check = false,
+                ReadBack::Faulted(e) => {
                     last = Some(e);
                     continue;
                 }
-                Err(e) => return Err(e),
             }
         }
         match store.put(key, bytes, PutMode::Create) {
             Ok(()) => return Ok(Created::Ours),
             Err(ObjError::Exists) if !uncertain => return Ok(Created::Lost),
-            Err(ObjError::Exists) => check = true,
+            // Read it back within the same attempt: an attempt ends unresolved only on a
+            // fault (found by the seeded property: an `Exists` spent an attempt of its own).
+            Err(ObjError::Exists) => match read_back(store, key, bytes) {
+                ReadBack::Resolved(r) => return r,
+                ReadBack::Absent => {}
+                ReadBack::Faulted(e) => {
+                    last = Some(e);
+                    check = true;
+                }
+            },
             Err(e @ ObjError::Unavailable { .. }) => {
                 if matches!(
                     e,
@@ -170,4 +177,24 @@ pub fn create_resolving(store: &dyn Objects, key: &str, bytes: &[u8]) -> ObjResu
         maybe_applied: true,
         detail: "no attempt answered".into(),
     }))
+}
+
+/// What reading a created object back says.
+enum ReadBack {
+    /// Ours (the same bytes) or the winner's.
+    Resolved(ObjResult<Created>),
+    /// Nothing there: our create was not applied.
+    Absent,
+    /// The read itself failed; try again.
+    Faulted(ObjError),
+}
+
+fn read_back(store: &dyn Objects, key: &str, bytes: &[u8]) -> ReadBack {
+    match store.get(key) {
+        Ok(found) if found == bytes => ReadBack::Resolved(Ok(Created::Ours)),
+        Ok(_) => ReadBack::Resolved(Ok(Created::Lost)),
+        Err(ObjError::NotFound) => ReadBack::Absent,
+        Err(e @ ObjError::Unavailable { .. }) => ReadBack::Faulted(e),
+        Err(e) => ReadBack::Resolved(Err(e)),
+    }
 }
