@@ -167,6 +167,18 @@ fn transient(e: &std::io::Error) -> bool {
         )
 }
 
+/// Whether the failure `e` at `at` starts the attempt over (`transient`) or ends the backup.
+fn again(at: &Path, e: std::io::Error) -> Result<Attempt> {
+    if transient(&e) {
+        Ok(Attempt::Again(io(at, e)))
+    } else {
+        Err(io(at, e))
+    }
+}
+
+/// One attempt at a unit: recover a half-done swap, read the source, clear staging debris,
+/// skip an up-to-date target, else copy, verify and swap in (the order is the crash-safety
+/// argument of the module doc).
 fn attempt(
     fs: &dyn Fs,
     source: &Path,
@@ -175,13 +187,6 @@ fn attempt(
     name: &str,
     fault: Fault<'_>,
 ) -> Result<Attempt> {
-    let again = |at: &Path, e: std::io::Error| -> Result<Attempt> {
-        if transient(&e) {
-            Ok(Attempt::Again(io(at, e)))
-        } else {
-            Err(io(at, e))
-        }
-    };
     if fs.is_dir(parent) {
         if let Err(e) = crate::fs::recover_swap(fs, target) {
             return again(target, e);
@@ -193,91 +198,25 @@ fn attempt(
         Err((at, e)) if !fs.is_dir(source) => return Err(io(&at, e)),
         Err((at, e)) => return again(&at, e),
     };
-    let bytes_total = want.iter().map(|f| f.size).sum();
     // Staging debris of earlier (or concurrent) backups of this unit: a live one starts over.
     let debris_prefix = format!(".{name}.tmp-backup");
-    if let Ok(entries) = fs.list(parent) {
-        for e in entries
-            .iter()
-            .filter(|e| e.name.starts_with(&debris_prefix))
-        {
-            let path = parent.join(&e.name);
-            if let Err(err) = fs.remove_dir_all(&path) {
-                if err.kind() != std::io::ErrorKind::NotFound {
-                    return again(&path, err);
-                }
-            }
-        }
+    if let Err((at, e)) = remove_debris(fs, parent, &debris_prefix) {
+        return again(&at, e);
     }
     if manifest_of(fs, target).ok().flatten().as_ref() == Some(&want) {
-        return Ok(Attempt::Done(Unit {
-            source: source.to_path_buf(),
-            target: target.to_path_buf(),
-            outcome: "up_to_date",
-            files: want.len(),
-            bytes: bytes_total,
-        }));
+        return Ok(Attempt::Done(unit(source, target, "up_to_date", &want)));
     }
     crate::fs::ensure_dir(fs, parent).map_err(|e| io(parent, e))?;
     let staged = parent.join(format!("{debris_prefix}-{}", fs.unique()));
     if let Err(e) = fs.create_dir(&staged) {
         return again(&staged, e);
     }
-    let copied = (|| -> std::result::Result<(), (PathBuf, std::io::Error)> {
-        let mut dirs = Vec::new();
-        for file in &want {
-            let from = source.join(&file.path);
-            fault(&file.path).map_err(|e| (from.clone(), e))?;
-            let bytes = fs.read(&from).map_err(|e| (from.clone(), e))?;
-            let to = staged.join(&file.path);
-            // Subdirectories one level at a time under the staging, never the staging itself:
-            // when another backup removed it, this attempt fails (NotFound) and starts over
-            // instead of rebuilding it piecemeal.
-            let mut dir = staged.clone();
-            for part in Path::new(&file.path)
-                .parent()
-                .into_iter()
-                .flat_map(Path::components)
-            {
-                dir.push(part);
-                match fs.create_dir(&dir) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                    Err(e) => return Err((dir.clone(), e)),
-                }
-                dirs.push(dir.clone());
-            }
-            fs.create_new(&to, &bytes).map_err(|e| (to.clone(), e))?;
-            fs.fsync_file(&to).map_err(|e| (to.clone(), e))?;
-        }
-        // Directories bottom-up, then verify what actually landed.
-        dirs.sort();
-        dirs.dedup();
-        for d in dirs.iter().rev() {
-            fs.fsync_dir(d).map_err(|e| (d.clone(), e))?;
-        }
-        fs.fsync_dir(&staged).map_err(|e| (staged.clone(), e))
-    })();
-    if let Err((at, e)) = copied {
+    if let Err((at, e)) = copy_into(fs, source, &staged, &want, fault) {
         let _ = fs.remove_dir_all(&staged);
         return again(&at, e);
     }
-    let got = manifest_of(fs, &staged).ok().flatten().unwrap_or_default();
-    if got != want {
-        let _ = fs.remove_dir_all(&staged);
-        let bad: Vec<String> = want
-            .iter()
-            .filter(|f| !got.contains(f))
-            .map(|f| f.path.clone())
-            .collect();
-        return Ok(Attempt::Again(Error::new(
-            ErrorKind::BackupFailed,
-            format!(
-                "backup of {} did not verify ({}); the previous backup is untouched",
-                source.display(),
-                bad.join(", ")
-            ),
-        )));
+    if let Some(unverified) = verify(fs, source, &staged, &want) {
+        return Ok(Attempt::Again(unverified));
     }
     let swapped = if fs.exists(target) {
         crate::fs::swap_dir(fs, &staged, target)
@@ -288,13 +227,105 @@ fn attempt(
         let _ = fs.remove_dir_all(&staged);
         return again(target, e);
     }
-    Ok(Attempt::Done(Unit {
+    Ok(Attempt::Done(unit(source, target, "copied", &want)))
+}
+
+/// The report of a unit whose target now holds the files of `want`.
+fn unit(source: &Path, target: &Path, outcome: &'static str, want: &[FileDigest]) -> Unit {
+    Unit {
         source: source.to_path_buf(),
         target: target.to_path_buf(),
-        outcome: "copied",
+        outcome,
         files: want.len(),
-        bytes: bytes_total,
-    }))
+        bytes: want.iter().map(|f| f.size).sum(),
+    }
+}
+
+/// Removes the staging dirs under `parent` named with `debris_prefix`; one that vanished
+/// meanwhile is fine, any other failure is returned with its path.
+fn remove_debris(
+    fs: &dyn Fs,
+    parent: &Path,
+    debris_prefix: &str,
+) -> std::result::Result<(), (PathBuf, std::io::Error)> {
+    if let Ok(entries) = fs.list(parent) {
+        for e in entries.iter().filter(|e| e.name.starts_with(debris_prefix)) {
+            let path = parent.join(&e.name);
+            if let Err(err) = fs.remove_dir_all(&path) {
+                if err.kind() != std::io::ErrorKind::NotFound {
+                    return Err((path, err));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Copies the files of `want` from `source` into `staged`, fsyncing every file and then
+/// every directory bottom-up. An error carries the path it happened at.
+fn copy_into(
+    fs: &dyn Fs,
+    source: &Path,
+    staged: &Path,
+    want: &[FileDigest],
+    fault: Fault<'_>,
+) -> std::result::Result<(), (PathBuf, std::io::Error)> {
+    let mut dirs = Vec::new();
+    for file in want {
+        let from = source.join(&file.path);
+        fault(&file.path).map_err(|e| (from.clone(), e))?;
+        let bytes = fs.read(&from).map_err(|e| (from.clone(), e))?;
+        let to = staged.join(&file.path);
+        // Subdirectories one level at a time under the staging, never the staging itself:
+        // when another backup removed it, this attempt fails (NotFound) and starts over
+        // instead of rebuilding it piecemeal.
+        let mut dir = staged.to_path_buf();
+        for part in Path::new(&file.path)
+            .parent()
+            .into_iter()
+            .flat_map(Path::components)
+        {
+            dir.push(part);
+            match fs.create_dir(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err((dir.clone(), e)),
+            }
+            dirs.push(dir.clone());
+        }
+        fs.create_new(&to, &bytes).map_err(|e| (to.clone(), e))?;
+        fs.fsync_file(&to).map_err(|e| (to.clone(), e))?;
+    }
+    // Directories bottom-up, then verify what actually landed.
+    dirs.sort();
+    dirs.dedup();
+    for d in dirs.iter().rev() {
+        fs.fsync_dir(d).map_err(|e| (d.clone(), e))?;
+    }
+    fs.fsync_dir(staged).map_err(|e| (staged.to_path_buf(), e))
+}
+
+/// Re-reads the staged copy and compares it with `want`. On a mismatch the staging is
+/// removed and the error (naming the files that differ) is returned for another attempt.
+fn verify(fs: &dyn Fs, source: &Path, staged: &Path, want: &[FileDigest]) -> Option<Error> {
+    let got = manifest_of(fs, staged).ok().flatten().unwrap_or_default();
+    if got == want {
+        return None;
+    }
+    let _ = fs.remove_dir_all(staged);
+    let bad: Vec<String> = want
+        .iter()
+        .filter(|f| !got.contains(f))
+        .map(|f| f.path.clone())
+        .collect();
+    Some(Error::new(
+        ErrorKind::BackupFailed,
+        format!(
+            "backup of {} did not verify ({}); the previous backup is untouched",
+            source.display(),
+            bad.join(", ")
+        ),
+    ))
 }
 
 /// The backup target of `source` (under OUT) in a mirror plan.

@@ -225,83 +225,100 @@ fn run_converter(
     job: &Value,
     external: Option<&dyn Trainer>,
 ) -> Result<Value> {
-    let io = |p: &Path, e: std::io::Error| Error::io(p, &e);
     match external {
-        None => {
-            let ckpt = parent.join(CHECKPOINT_DIR);
-            for name in BUNDLE_FILES {
-                let bytes = fs
-                    .read(&ckpt.join(name))
-                    .map_err(|e| io(&ckpt.join(name), e))?;
-                let to = staged.join(name);
-                fs.write(&to, &bytes).map_err(|e| io(&to, e))?;
-            }
-            // The proof that the bundle is usable: load it and predict.
-            let spans = crate::builtin::predict(staged, SMOKE_TEXT).map_err(|m| {
-                Error::new(
-                    ErrorKind::ConversionFailed,
-                    format!("the bundle does not load: {m}"),
-                )
-            })?;
-            Ok(json!({
-                "converter": BUILTIN_CONVERTER,
-                "smoke_test": {"text": SMOKE_TEXT, "entities": spans.len()},
-            }))
-        }
-        Some(trainer) => {
-            let job_path = staged.join("conversion_job.json");
-            let bytes =
-                serde_json::to_vec_pretty(job).map_err(|e| Error::internal(e.to_string()))?;
-            fs.write(&job_path, &bytes).map_err(|e| io(&job_path, e))?;
-            let log_path = staged.join("logs").join("convert.log");
-            let heartbeat = |_| true;
-            let run = Run {
-                cwd: &config.root,
-                job_path: &job_path,
-                log_path: &log_path,
-                timeout: None,
-                heartbeat_every: Duration::from_secs(5),
-                heartbeat: &heartbeat,
-                progress_path: None,
-                progress: &|_| {},
-            };
-            match trainer.run(&run) {
-                Outcome::Exited0 => {}
-                Outcome::Failed(f) => {
-                    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-                    let tail: Vec<&str> = log.lines().rev().take(5).collect();
-                    let tail: Vec<&str> = tail.into_iter().rev().collect();
-                    return Err(Error::new(
-                        ErrorKind::ConversionFailed,
-                        format!(
-                            "conversion.command failed ({}: {}); last log lines: {}",
-                            f.kind,
-                            f.message,
-                            tail.join(" | ")
-                        ),
-                    ));
-                }
-            }
-            let produced = fs::files_below(fs, staged).map_err(|e| Error::io(staged, &e))?;
-            let outputs = produced
-                .iter()
-                .filter(|p| !p.starts_with("logs") && *p != Path::new("conversion_job.json"))
-                .count();
-            if outputs == 0 {
-                return Err(Error::new(
-                    ErrorKind::ConversionFailed,
-                    "conversion.command exited 0 but wrote nothing to the job's output_dir",
-                ));
-            }
-            let argv = config
-                .conversion
-                .command
-                .clone()
-                .unwrap_or_default()
-                .join(" ");
-            Ok(json!({"converter": argv}))
-        }
+        None => run_builtin_converter(fs, parent, staged),
+        Some(trainer) => run_external_converter(fs, config, staged, job, trainer),
     }
+}
+
+/// The built-in converter: copies the bundle files out of the parent's checkpoint and
+/// smoke-tests the result.
+fn run_builtin_converter(fs: &dyn Fs, parent: &Path, staged: &Path) -> Result<Value> {
+    let io = |p: &Path, e: std::io::Error| Error::io(p, &e);
+    let ckpt = parent.join(CHECKPOINT_DIR);
+    for name in BUNDLE_FILES {
+        let bytes = fs
+            .read(&ckpt.join(name))
+            .map_err(|e| io(&ckpt.join(name), e))?;
+        let to = staged.join(name);
+        fs.write(&to, &bytes).map_err(|e| io(&to, e))?;
+    }
+    // The proof that the bundle is usable: load it and predict.
+    let spans = crate::builtin::predict(staged, SMOKE_TEXT).map_err(|m| {
+        Error::new(
+            ErrorKind::ConversionFailed,
+            format!("the bundle does not load: {m}"),
+        )
+    })?;
+    Ok(json!({
+        "converter": BUILTIN_CONVERTER,
+        "smoke_test": {"text": SMOKE_TEXT, "entities": spans.len()},
+    }))
+}
+
+/// `conversion.command`: writes the job file, runs the command and checks that it wrote
+/// something besides its job file and logs.
+fn run_external_converter(
+    fs: &dyn Fs,
+    config: &Config,
+    staged: &Path,
+    job: &Value,
+    trainer: &dyn Trainer,
+) -> Result<Value> {
+    let io = |p: &Path, e: std::io::Error| Error::io(p, &e);
+    let job_path = staged.join("conversion_job.json");
+    let bytes = serde_json::to_vec_pretty(job).map_err(|e| Error::internal(e.to_string()))?;
+    fs.write(&job_path, &bytes).map_err(|e| io(&job_path, e))?;
+    let log_path = staged.join("logs").join("convert.log");
+    let heartbeat = |_| true;
+    let run = Run {
+        cwd: &config.root,
+        job_path: &job_path,
+        log_path: &log_path,
+        timeout: None,
+        heartbeat_every: Duration::from_secs(5),
+        heartbeat: &heartbeat,
+        progress_path: None,
+        progress: &|_| {},
+    };
+    match trainer.run(&run) {
+        Outcome::Exited0 => {}
+        Outcome::Failed(f) => return Err(converter_failed(&log_path, &f)),
+    }
+    let produced = fs::files_below(fs, staged).map_err(|e| Error::io(staged, &e))?;
+    let outputs = produced
+        .iter()
+        .filter(|p| !p.starts_with("logs") && *p != Path::new("conversion_job.json"))
+        .count();
+    if outputs == 0 {
+        return Err(Error::new(
+            ErrorKind::ConversionFailed,
+            "conversion.command exited 0 but wrote nothing to the job's output_dir",
+        ));
+    }
+    let argv = config
+        .conversion
+        .command
+        .clone()
+        .unwrap_or_default()
+        .join(" ");
+    Ok(json!({"converter": argv}))
+}
+
+/// The error of a failed `conversion.command`, with the last lines of its log.
+fn converter_failed(log_path: &Path, f: &crate::trainer::Failure) -> Error {
+    let log = std::fs::read_to_string(log_path).unwrap_or_default();
+    let tail: Vec<&str> = log.lines().rev().take(5).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    Error::new(
+        ErrorKind::ConversionFailed,
+        format!(
+            "conversion.command failed ({}: {}); last log lines: {}",
+            f.kind,
+            f.message,
+            tail.join(" | ")
+        ),
+    )
 }
 
 /// `trainctl convert`: converts a complete final training (docs/contract.md, "Source,
@@ -339,12 +356,97 @@ pub fn convert_with(
     external: Option<&dyn Trainer>,
 ) -> Result<Report> {
     let layout = Layout::from_config(config)?;
-    let parent_dir = match from {
-        From::Dir(p) => normalize(cwd, p),
+    let parent_dir = find_parent(config, fs, host, cwd, from, &layout)?;
+    let (identity, meta, raw_meta) = checked_parent(fs, &layout, &parent_dir)?;
+    if external.is_none() {
+        check_builtin_inputs(fs, &parent_dir)?;
+    }
+    let conversion = config.docs["conversion"].tree.clone();
+    let conv = conv_fp(&meta.spec_fp, &meta.exec_fp, meta.variant, &conversion);
+    let out = layout.conversion_dir_for(&identity, meta.variant, &conv)?;
+    let (run_name, warnings) = conversion_run_name(config, &identity, &meta, &conv)?;
+    if fs.exists(&out) {
+        return reuse(fs, &out, conv, run_name, warnings);
+    }
+    let (tags, parent) = lineage(
+        config,
+        &identity,
+        &meta,
+        raw_meta.as_ref(),
+        &parent_dir,
+        &conv,
+        &out,
+    );
+    let plan = Plan {
+        parent_dir,
+        out,
+        conv,
+        conversion,
+        run_name,
+        tags,
+        parent,
+    };
+    let work = prepare_workspace(fs, config, &plan)?;
+    let job = conversion_job(&plan, &work);
+    let result = build_staged(fs, config, &plan, &work, &job, external, now);
+    if let Some(local) = &work.scratch {
+        let _ = fs.remove_dir_all(local);
+        crate::store::stage::remove_if_empty(fs, local.parent());
+    }
+    let manifest = match result {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = fs.remove_dir_all(&work.staged);
+            return Err(e);
+        }
+    };
+    publish(fs, &work.staged, plan, manifest, warnings)
+}
+
+/// What a conversion is decided to be before anything is written: its parent, where it
+/// goes, and what its manifest says about where it came from.
+struct Plan {
+    parent_dir: PathBuf,
+    out: PathBuf,
+    conv: String,
+    /// The `conversion.yaml` tree.
+    conversion: Value,
+    run_name: String,
+    /// Lineage tags, as a tracker gets them.
+    tags: Value,
+    /// The parent, as the manifest and the job file describe it.
+    parent: Value,
+}
+
+/// Where the converter works: the staged dir itself, or (OUT in a bucket) a local scratch
+/// dir holding copies of the parent's checkpoint and metrics.
+struct Workspace {
+    /// The private dir published as the output once complete.
+    staged: PathBuf,
+    /// The local scratch dir, when OUT is remote.
+    scratch: Option<PathBuf>,
+    /// Where the converter writes its bundle.
+    out_dir: PathBuf,
+    checkpoint: PathBuf,
+    metrics: PathBuf,
+}
+
+/// The parent dir to convert: the one given, or the latest complete final training of the
+/// config's model and storage_env.
+fn find_parent(
+    config: &Config,
+    fs: &dyn Fs,
+    host: &Host<'_>,
+    cwd: &Path,
+    from: &From,
+    layout: &Layout,
+) -> Result<PathBuf> {
+    match from {
+        From::Dir(p) => Ok(normalize(cwd, p)),
         From::Latest => {
             let facts = host.facts(config.lease_timeout_s() * 1000);
             let model = config.model_name();
-            crate::observe::latest_complete(fs, &layout, &facts, config.env.env, &model)
+            crate::observe::latest_complete(fs, layout, &facts, config.env.env, &model)
                 .map(|v| v.dir)
                 .ok_or_else(|| {
                     Error::new(
@@ -355,19 +457,20 @@ pub fn convert_with(
                             layout.out.display()
                         ),
                     )
-                })?
+                })
         }
-    };
-    let (identity, meta, raw_meta) = checked_parent(fs, &layout, &parent_dir)?;
-    if external.is_none() {
-        check_builtin_inputs(fs, &parent_dir)?;
     }
-    let conversion = config.docs["conversion"].tree.clone();
-    let conv = conv_fp(&meta.spec_fp, &meta.exec_fp, meta.variant, &conversion);
-    let out = layout.conversion_dir_for(&identity, meta.variant, &conv)?;
-    let parent_id = build_parent_training_id(&meta.spec_fp, &meta.exec_fp, meta.variant);
+}
+
+/// The conversion's run name under the config's naming policy, with its warnings.
+fn conversion_run_name(
+    config: &Config,
+    identity: &Identity,
+    meta: &completion::Metadata,
+    conv: &str,
+) -> Result<(String, Vec<String>)> {
     let policy = crate::naming::RunNamePolicy::from_naming(&config.naming, true)?;
-    let (run_name, mut warnings) = policy
+    policy
         .build(&RunNameParts {
             env: identity.storage_env.as_str().into(),
             model: identity.model.clone(),
@@ -382,15 +485,25 @@ pub fn convert_with(
                 ErrorKind::ConfigInvalid,
                 format!("{} ({})", v.message, v.rule),
             )
-        })?;
-    if fs.exists(&out) {
-        return reuse(fs, &out, conv, run_name, warnings);
-    }
+        })
+}
 
-    // Lineage (SPEC §9): the tags a tracker gets, recorded in the manifest.
+/// The lineage recorded in the manifest: the tags a tracker gets, and the parent.
+fn lineage(
+    config: &Config,
+    identity: &Identity,
+    meta: &completion::Metadata,
+    raw_meta: Option<&VariantMeta>,
+    parent_dir: &Path,
+    conv: &str,
+    out: &Path,
+) -> (Value, Value) {
+    let parent_id = build_parent_training_id(&meta.spec_fp, &meta.exec_fp, meta.variant);
+    // Lineage (docs/contract.md, "Source, checkpoint and conversion"): the tags a tracker
+    // gets, recorded in the manifest.
     let registry = config.tags.clone();
     let tag = |section: &str, key: &str| registry.name(section, key);
-    let parent_run_name = raw_meta.as_ref().and_then(|m| m.run_name.clone());
+    let parent_run_name = raw_meta.and_then(|m| m.run_name.clone());
     let tags = json!({
         tag("process", "stage"): "conversion",
         tag("process", "model"): identity.model,
@@ -404,7 +517,7 @@ pub fn convert_with(
         tag("lineage", "parent_variant"): meta.variant.to_string(),
         tag("legacy", "parent_training_id"): parent_id,
     });
-    let parent_json = json!({
+    let parent = json!({
         "dir": parent_dir,
         "storage_env": identity.storage_env.as_str(),
         "model": identity.model,
@@ -414,15 +527,21 @@ pub fn convert_with(
         "run_name": parent_run_name,
         "training_id": parent_id,
         "completed_at": meta.completed_at,
-        "source": raw_meta.as_ref().map_or(Value::Null, |m| m.source.clone()),
+        "source": raw_meta.map_or(Value::Null, |m| m.source.clone()),
     });
+    (tags, parent)
+}
 
+/// Creates the private staged dir beside the output dir and, when OUT is remote, the local
+/// scratch dir the converter works in, with the parent's checkpoint and metrics copied in.
+fn prepare_workspace(fs: &dyn Fs, config: &Config, plan: &Plan) -> Result<Workspace> {
     let io = |p: &Path, e: std::io::Error| Error::io(p, &e);
-    let holder = out
+    let holder = plan
+        .out
         .parent()
         .ok_or_else(|| Error::internal("conversion dir without a parent"))?;
     crate::cache::ensure_dir(fs, holder)?;
-    let staged = holder.join(format!(".conv-{}.tmp-{}", &conv[..8], fs.unique()));
+    let staged = holder.join(format!(".conv-{}.tmp-{}", &plan.conv[..8], fs.unique()));
     fs.create_dir(&staged).map_err(|e| io(&staged, e))?;
     // OUT in a bucket: the converter (a process, or the built-in one's smoke test) works on
     // the local disk; its bundle is uploaded into the staged prefix before the manifest.
@@ -434,7 +553,8 @@ pub fn convert_with(
     } else {
         None
     };
-    let (conv_out, conv_ckpt, conv_metrics) = match &scratch {
+    let parent_dir = &plan.parent_dir;
+    let (out_dir, checkpoint, metrics) = match &scratch {
         Some(local) => {
             let ckpt = local.join("parent-checkpoint");
             crate::store::stage::copy_tree(fs, &parent_dir.join(CHECKPOINT_DIR), &ckpt, "")
@@ -453,56 +573,84 @@ pub fn convert_with(
             parent_dir.join(METRICS_FILE),
         ),
     };
-    let job = json!({
+    Ok(Workspace {
+        staged,
+        scratch,
+        out_dir,
+        checkpoint,
+        metrics,
+    })
+}
+
+/// The job the converter is given (written as `conversion_job.json` for an external one).
+fn conversion_job(plan: &Plan, work: &Workspace) -> Value {
+    json!({
         "kind": "conversion",
-        "parent_dir": parent_dir,
-        "checkpoint_dir": conv_ckpt,
-        "metrics_path": conv_metrics,
-        "output_dir": conv_out,
-        "final_output_dir": out,
-        "conv_fp": conv,
-        "conversion": conversion,
-        "parent": parent_json,
-    });
-    let result = (|| -> Result<Value> {
-        let converter = run_converter(fs, config, &parent_dir, &conv_out, &job, external)?;
-        if scratch.is_some() {
-            crate::store::stage::copy_tree(fs, &conv_out, &staged, "")
-                .map_err(|e| io(&staged, e))?;
-        }
-        let files = fs::manifest::build(fs, &staged, fs::manifest::Sync::Files)
-            .map_err(|(at, e)| io(&at, e))?;
-        let manifest = json!({
-            "schema_version": 1,
-            "status": "complete",
-            "format": config.conversion.target.format.clone().unwrap_or_else(|| "bundle".into()),
-            "conv_fp": conv,
-            "run_name": run_name,
-            "converter": converter,
-            "parent": parent_json,
-            "conversion": conversion,
-            "tags": tags,
-            "files": files,
-            "created_at": now(),
-        });
-        let bytes =
-            serde_json::to_vec_pretty(&manifest).map_err(|e| Error::internal(e.to_string()))?;
-        let path = staged.join(MANIFEST_FILE);
-        fs::create_durable(fs, &path, &bytes).map_err(|e| io(&path, e))?;
-        Ok(manifest)
-    })();
-    if let Some(local) = &scratch {
-        let _ = fs.remove_dir_all(local);
-        crate::store::stage::remove_if_empty(fs, local.parent());
+        "parent_dir": plan.parent_dir,
+        "checkpoint_dir": work.checkpoint,
+        "metrics_path": work.metrics,
+        "output_dir": work.out_dir,
+        "final_output_dir": plan.out,
+        "conv_fp": plan.conv,
+        "conversion": plan.conversion,
+        "parent": plan.parent,
+    })
+}
+
+/// Runs the converter, brings its bundle into the staged dir (uploading it when OUT is
+/// remote), and writes `manifest.json` there last, durably: its presence means "complete".
+fn build_staged(
+    fs: &dyn Fs,
+    config: &Config,
+    plan: &Plan,
+    work: &Workspace,
+    job: &Value,
+    external: Option<&dyn Trainer>,
+    now: &dyn Fn() -> String,
+) -> Result<Value> {
+    let io = |p: &Path, e: std::io::Error| Error::io(p, &e);
+    let staged = &work.staged;
+    let converter = run_converter(fs, config, &plan.parent_dir, &work.out_dir, job, external)?;
+    if work.scratch.is_some() {
+        crate::store::stage::copy_tree(fs, &work.out_dir, staged, "").map_err(|e| io(staged, e))?;
     }
-    let manifest = match result {
-        Ok(m) => m,
-        Err(e) => {
-            let _ = fs.remove_dir_all(&staged);
-            return Err(e);
-        }
-    };
-    match fs::publish_dir(fs, &staged, &out) {
+    let files =
+        fs::manifest::build(fs, staged, fs::manifest::Sync::Files).map_err(|(at, e)| io(&at, e))?;
+    let manifest = json!({
+        "schema_version": 1,
+        "status": "complete",
+        "format": config.conversion.target.format.clone().unwrap_or_else(|| "bundle".into()),
+        "conv_fp": plan.conv,
+        "run_name": plan.run_name,
+        "converter": converter,
+        "parent": plan.parent,
+        "conversion": plan.conversion,
+        "tags": plan.tags,
+        "files": files,
+        "created_at": now(),
+    });
+    let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::internal(e.to_string()))?;
+    let path = staged.join(MANIFEST_FILE);
+    fs::create_durable(fs, &path, &bytes).map_err(|e| io(&path, e))?;
+    Ok(manifest)
+}
+
+/// Publishes the complete staged dir as the output dir by a no-replace rename; a concurrent
+/// convert that published first wins and its output is reused.
+fn publish(
+    fs: &dyn Fs,
+    staged: &Path,
+    plan: Plan,
+    manifest: Value,
+    mut warnings: Vec<String>,
+) -> Result<Report> {
+    let Plan {
+        out,
+        conv,
+        run_name,
+        ..
+    } = plan;
+    match fs::publish_dir(fs, staged, &out) {
         Ok(()) => Ok(Report {
             decision: "new",
             output_dir: out,
@@ -514,14 +662,14 @@ pub fn convert_with(
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             // A concurrent convert of the same parent published first: same inputs, same
             // conv_fp, so its bundle is the answer.
-            let _ = fs.remove_dir_all(&staged);
+            let _ = fs.remove_dir_all(staged);
             warnings
                 .push("another convert of this parent finished first; reusing its output".into());
             reuse(fs, &out, conv, run_name, warnings)
         }
         Err(e) => {
-            let _ = fs.remove_dir_all(&staged);
-            Err(io(&out, e))
+            let _ = fs.remove_dir_all(staged);
+            Err(Error::io(&out, &e))
         }
     }
 }

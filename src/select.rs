@@ -208,81 +208,103 @@ pub fn rank(settings: &Settings, candidates: &[Candidate]) -> Result<Ranking> {
     let mut eligible = Vec::new();
     let need_latency = settings.latency_required();
     for (index, c) in candidates.iter().enumerate() {
-        let Some(objective) = finite(c.metrics.get(&settings.metric)) else {
-            let why = match c.metrics.get(&settings.metric) {
-                None | Some(None) => format!("objective {} missing", settings.metric),
-                Some(Some(v)) => format!("objective {} is {v}", settings.metric),
-            };
-            excluded.push((c.run_id.clone(), why));
-            continue;
-        };
-        if let Some(m) = settings
-            .required_metrics
-            .iter()
-            .find(|m| finite(c.metrics.get(*m)).is_none())
-        {
-            excluded.push((
-                c.run_id.clone(),
-                format!("required metric {m} missing or not finite"),
-            ));
-            continue;
+        match eligibility(settings, c, need_latency) {
+            Ok((objective, latency)) => eligible.push(Scored {
+                run_id: c.run_id.clone(),
+                objective,
+                latency_ms: latency,
+                composite: 0.0,
+                within_threshold: false,
+                index,
+            }),
+            Err(why) => excluded.push((c.run_id.clone(), why)),
         }
-        let latency = finite(c.metrics.get(&settings.latency_metric));
-        if latency.is_none() && need_latency {
-            excluded.push((
-                c.run_id.clone(),
-                format!("latency {} missing or not finite", settings.latency_metric),
-            ));
-            continue;
-        }
-        if let Some(min) = settings.min_objective {
-            if oriented(settings.direction, objective) < oriented(settings.direction, min) {
-                excluded.push((
-                    c.run_id.clone(),
-                    format!("objective {objective} is worse than thresholds.min_objective {min}"),
-                ));
-                continue;
-            }
-        }
-        if let (Some(max), Some(l)) = (settings.max_latency_ms, latency) {
-            if l > max {
-                excluded.push((
-                    c.run_id.clone(),
-                    format!("latency {l} ms is over thresholds.max_latency_ms {max}"),
-                ));
-                continue;
-            }
-        }
-        eligible.push(Scored {
-            run_id: c.run_id.clone(),
-            objective,
-            latency_ms: latency,
-            composite: 0.0,
-            within_threshold: false,
-            index,
-        });
     }
     for (run_id, why) in &excluded {
         warnings.push(format!("excluded candidate {run_id}: {why}"));
     }
     if eligible.is_empty() {
-        return Err(Error::new(
-            ErrorKind::NoEligibleCandidates,
-            format!(
-                "no eligible candidates among {} ({})",
-                candidates.len(),
-                if excluded.is_empty() {
-                    "the candidate list is empty".to_string()
-                } else {
-                    excluded
-                        .iter()
-                        .map(|(r, w)| format!("{r}: {w}"))
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                }
-            ),
+        return Err(no_eligible(candidates.len(), &excluded));
+    }
+    score(settings, &mut eligible);
+    eligible.sort_by(|a, b| total_order(a, b, candidates, settings.direction));
+    let rule = apply_accuracy_threshold(settings, &mut eligible);
+    Ok(Ranking {
+        ranked: eligible,
+        excluded,
+        warnings,
+        rule,
+    })
+}
+
+/// A candidate's objective and latency when it is eligible, else why it is excluded: its
+/// objective, a required metric or a needed latency is missing or not finite, or it fails a
+/// threshold.
+fn eligibility(
+    settings: &Settings,
+    c: &Candidate,
+    need_latency: bool,
+) -> std::result::Result<(f64, Option<f64>), String> {
+    let Some(objective) = finite(c.metrics.get(&settings.metric)) else {
+        return Err(match c.metrics.get(&settings.metric) {
+            None | Some(None) => format!("objective {} missing", settings.metric),
+            Some(Some(v)) => format!("objective {} is {v}", settings.metric),
+        });
+    };
+    if let Some(m) = settings
+        .required_metrics
+        .iter()
+        .find(|m| finite(c.metrics.get(*m)).is_none())
+    {
+        return Err(format!("required metric {m} missing or not finite"));
+    }
+    let latency = finite(c.metrics.get(&settings.latency_metric));
+    if latency.is_none() && need_latency {
+        return Err(format!(
+            "latency {} missing or not finite",
+            settings.latency_metric
         ));
     }
+    if let Some(min) = settings.min_objective {
+        if oriented(settings.direction, objective) < oriented(settings.direction, min) {
+            return Err(format!(
+                "objective {objective} is worse than thresholds.min_objective {min}"
+            ));
+        }
+    }
+    if let (Some(max), Some(l)) = (settings.max_latency_ms, latency) {
+        if l > max {
+            return Err(format!(
+                "latency {l} ms is over thresholds.max_latency_ms {max}"
+            ));
+        }
+    }
+    Ok((objective, latency))
+}
+
+/// The error when every candidate (of `total`) was excluded, or there were none.
+fn no_eligible(total: usize, excluded: &[(String, String)]) -> Error {
+    Error::new(
+        ErrorKind::NoEligibleCandidates,
+        format!(
+            "no eligible candidates among {} ({})",
+            total,
+            if excluded.is_empty() {
+                "the candidate list is empty".to_string()
+            } else {
+                excluded
+                    .iter()
+                    .map(|(r, w)| format!("{r}: {w}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            }
+        ),
+    )
+}
+
+/// Sets each eligible candidate's composite (min-max normalised objective and latency,
+/// weighted) and whether it is within the accuracy threshold of the best objective.
+fn score(settings: &Settings, eligible: &mut [Scored]) {
     let d = settings.direction;
     let qs: Vec<f64> = eligible.iter().map(|s| oriented(d, s.objective)).collect();
     let (qmin, qmax) = min_max(qs.iter().copied());
@@ -306,7 +328,11 @@ pub fn rank(settings: &Settings, candidates: &[Candidate]) -> Result<Ranking> {
             None => false,
         };
     }
-    eligible.sort_by(|a, b| total_order(a, b, candidates, d));
+}
+
+/// With an accuracy threshold, moves the fastest candidate within it to the front of the
+/// sorted `eligible`; returns the rule that chose the winner.
+fn apply_accuracy_threshold(settings: &Settings, eligible: &mut Vec<Scored>) -> &'static str {
     let mut rule = "composite";
     if settings.accuracy_threshold.is_some() {
         // Within the threshold of the best objective, the faster candidate wins; candidates
@@ -324,12 +350,7 @@ pub fn rank(settings: &Settings, candidates: &[Candidate]) -> Result<Ranking> {
             rule = "accuracy_threshold";
         }
     }
-    Ok(Ranking {
-        ranked: eligible,
-        excluded,
-        warnings,
-        rule,
-    })
+    rule
 }
 
 fn min_max(values: impl Iterator<Item = f64>) -> (f64, f64) {
@@ -388,7 +409,14 @@ pub fn read_trials(fs: &dyn Fs, path: &Path) -> Result<Vec<Candidate>> {
         )
         .at(place)
     })?;
-    let list = match &doc {
+    let list = trials_list(&doc, &shown)?;
+    parse_candidates(list, &shown)
+}
+
+/// The candidate entries of a trials document: a bare array, or the `candidates` of a
+/// `{"schema_version": 1, ...}` object.
+fn trials_list(doc: &Value, shown: &str) -> Result<Vec<Value>> {
+    let list = match doc {
         Value::Array(items) => items.clone(),
         Value::Object(map) => {
             if let Some(v) = map.get("schema_version") {
@@ -419,6 +447,12 @@ pub fn read_trials(fs: &dyn Fs, path: &Path) -> Result<Vec<Candidate>> {
             .at(Place::file(shown)))
         }
     };
+    Ok(list)
+}
+
+/// The candidates of a trials file, each checked against the schema; a run id may appear
+/// once.
+fn parse_candidates(list: Vec<Value>, shown: &str) -> Result<Vec<Candidate>> {
     let mut out = Vec::with_capacity(list.len());
     let mut seen = std::collections::BTreeSet::new();
     for (i, item) in list.into_iter().enumerate() {
@@ -430,14 +464,14 @@ pub fn read_trials(fs: &dyn Fs, path: &Path) -> Result<Vec<Candidate>> {
                 format!("candidates[{i}].{inner}")
             };
             Error::new(ErrorKind::ConfigInvalid, format!("{}", e.inner()))
-                .at(Place::file(shown.clone()).with_key(key))
+                .at(Place::file(shown).with_key(key))
         })?;
         if !seen.insert(c.run_id.clone()) {
             return Err(Error::new(
                 ErrorKind::ConfigInvalid,
                 format!("run_id {} appears twice", c.run_id),
             )
-            .at(Place::file(shown.clone()).with_key(format!("candidates[{i}].run_id"))));
+            .at(Place::file(shown).with_key(format!("candidates[{i}].run_id"))));
         }
         out.push(c);
     }
@@ -473,15 +507,7 @@ pub fn select(
     let mode = config.selection.run.mode.unwrap_or(RunMode::ReuseIfExists);
     let mut warnings = Vec::new();
     if mode == RunMode::ReuseIfExists {
-        // Newest first; torn or corrupt records are skipped (and so recomputed).
-        let (found, invalid) = cache.newest_valid(usize::MAX)?;
-        for name in invalid {
-            warnings.push(format!("skipped unreadable selection record {name}"));
-        }
-        if let Some(hit) = found
-            .into_iter()
-            .find(|f| f.record.payload.get("key").and_then(Value::as_str) == Some(key.as_str()))
-        {
+        if let Some(hit) = cached(&cache, &key, &mut warnings)? {
             return Ok(Outcome {
                 decision: "reuse",
                 key,
@@ -500,6 +526,55 @@ pub fn select(
     warnings.extend(ranking.warnings.iter().cloned());
     let w = ranking.winner();
     let c = &candidates[w.index];
+    let payload = json!({
+        "key": key,
+        "source": source,
+        "settings": settings,
+        "selected": selected_json(&settings, &ranking, c),
+        "ranking": ranking.ranked,
+        "excluded": ranking.excluded.iter().map(|(r, w)| json!({"run_id": r, "reason": w})).collect::<Vec<_>>(),
+        "candidates": candidates.len(),
+    });
+    let record = Record {
+        schema_version: 1,
+        kind: CacheKind::BestModelSelection.as_str().into(),
+        created_at: crate::cache::rfc3339(now_us),
+        subject: format!("{}/{}", config.model_name(), &key[..8]),
+        payload: payload.clone(),
+        metadata: json!({"key": key, "run_id": c.run_id, "objective": w.objective}),
+    };
+    let (name, cache_warnings) = cache.write(&record, now_us)?;
+    warnings.extend(cache_warnings);
+    Ok(Outcome {
+        decision: "new",
+        key,
+        record: name,
+        payload,
+        warnings,
+    })
+}
+
+/// The newest valid selection record with `key`, if any; unreadable records are reported
+/// in `warnings`.
+fn cached(
+    cache: &Cache<'_>,
+    key: &str,
+    warnings: &mut Vec<String>,
+) -> Result<Option<crate::cache::Found>> {
+    // Newest first; torn or corrupt records are skipped (and so recomputed).
+    let (found, invalid) = cache.newest_valid(usize::MAX)?;
+    for name in invalid {
+        warnings.push(format!("skipped unreadable selection record {name}"));
+    }
+    Ok(found
+        .into_iter()
+        .find(|f| f.record.payload.get("key").and_then(Value::as_str) == Some(key)))
+}
+
+/// The winner `c` as the selection record states it: its scores and, when known, where its
+/// checkpoint is and which trial it came from.
+fn selected_json(settings: &Settings, ranking: &Ranking, c: &Candidate) -> Value {
+    let w = ranking.winner();
     let mut selected = json!({
         "run_id": c.run_id,
         "objective_metric": settings.metric,
@@ -525,32 +600,7 @@ pub fn select(
     if let Some(full) = c.trained_on_full_data {
         selected["trained_on_full_data"] = json!(full);
     }
-    let payload = json!({
-        "key": key,
-        "source": source,
-        "settings": settings,
-        "selected": selected,
-        "ranking": ranking.ranked,
-        "excluded": ranking.excluded.iter().map(|(r, w)| json!({"run_id": r, "reason": w})).collect::<Vec<_>>(),
-        "candidates": candidates.len(),
-    });
-    let record = Record {
-        schema_version: 1,
-        kind: CacheKind::BestModelSelection.as_str().into(),
-        created_at: crate::cache::rfc3339(now_us),
-        subject: format!("{}/{}", config.model_name(), &key[..8]),
-        payload: payload.clone(),
-        metadata: json!({"key": key, "run_id": c.run_id, "objective": w.objective}),
-    };
-    let (name, cache_warnings) = cache.write(&record, now_us)?;
-    warnings.extend(cache_warnings);
-    Ok(Outcome {
-        decision: "new",
-        key,
-        record: name,
-        payload,
-        warnings,
-    })
+    selected
 }
 
 // ---------------------------------------------------------------------------------------
@@ -613,49 +663,102 @@ pub fn candidates_from_runs(
     registry: &crate::naming::TagRegistry,
     checkpoints: &BTreeMap<String, String>,
 ) -> (Vec<Candidate>, Vec<String>) {
-    use crate::track::{Run, RunStatus};
-    let study_tag = registry.name("grouping", "study_key_hash");
-    let trial_tag = registry.name("grouping", "trial_key_hash");
-    let full_tag = registry.name("training", "trained_on_full_data");
-    let backbone_tag = registry.name("process", "backbone");
-    let model_tag = registry.name("process", "model");
+    let tags = RunTags::new(registry);
     let mut warnings = Vec::new();
-    let key_of = |run: &Run| -> Option<(String, String)> {
-        Some((
-            run.tags.get(&study_tag)?.clone(),
-            run.tags.get(&trial_tag)?.clone(),
-        ))
-    };
-    let later = |a: &Run, b: &Run| {
-        (a.info.start_time_ms, &a.info.run_id) > (b.info.start_time_ms, &b.info.run_id)
-    };
-    // Newest per key; the map key of a hash-less trial is its run id.
-    let mut by_key: BTreeMap<(String, String), &Run> = BTreeMap::new();
     let mut skipped = Vec::new();
-    // Only FINISHED runs count; the others are reported by id and status.
-    fn finished<'r>(runs: &'r [Run], skipped: &mut Vec<String>) -> Vec<&'r Run> {
-        runs.iter()
-            .filter(|run| {
-                let done = run.info.status == RunStatus::Finished;
-                if !done {
-                    skipped.push(format!(
-                        "{} ({})",
-                        run.info.run_id,
-                        run.info.status.as_str()
-                    ));
-                }
-                done
-            })
-            .collect()
-    }
     let (trials, refits) = (
-        finished(trials, &mut skipped),
-        finished(refits, &mut skipped),
+        finished_runs(trials, &mut skipped),
+        finished_runs(refits, &mut skipped),
     );
+    let by_key = newest_trials(&tags, trials, &mut warnings);
+    let refit_by_key = newest_refits(&tags, refits, &by_key, &mut warnings);
+    if !skipped.is_empty() {
+        warnings.push(format!(
+            "HPO runs that did not finish are not candidates: {}",
+            skipped.join(", ")
+        ));
+    }
+    let mut out = Vec::with_capacity(by_key.len());
+    for (key, trial) in &by_key {
+        let refit = refit_by_key.get(key).copied();
+        out.push(joined_candidate(&tags, trial, refit, checkpoints));
+    }
+    out.sort_by(|a, b| a.run_id.cmp(&b.run_id));
+    (out, warnings)
+}
+
+/// Tracked runs by their (study, trial) key hashes; a hash-less trial's key is
+/// `("", run id)`.
+type ByKey<'r> = BTreeMap<(String, String), &'r crate::track::Run>;
+
+/// The registry's names of the tags candidates are built from.
+struct RunTags {
+    study: String,
+    trial: String,
+    full: String,
+    backbone: String,
+    model: String,
+}
+
+impl RunTags {
+    fn new(registry: &crate::naming::TagRegistry) -> RunTags {
+        RunTags {
+            study: registry.name("grouping", "study_key_hash"),
+            trial: registry.name("grouping", "trial_key_hash"),
+            full: registry.name("training", "trained_on_full_data"),
+            backbone: registry.name("process", "backbone"),
+            model: registry.name("process", "model"),
+        }
+    }
+
+    /// A run's (study, trial) key hashes, when it has both tags.
+    fn key_of(&self, run: &crate::track::Run) -> Option<(String, String)> {
+        Some((
+            run.tags.get(&self.study)?.clone(),
+            run.tags.get(&self.trial)?.clone(),
+        ))
+    }
+}
+
+/// Whether `a` counts as later than `b`: the later start, then the greater run id.
+fn started_later(a: &crate::track::Run, b: &crate::track::Run) -> bool {
+    (a.info.start_time_ms, &a.info.run_id) > (b.info.start_time_ms, &b.info.run_id)
+}
+
+/// Only FINISHED runs count; the others are reported by id and status.
+fn finished_runs<'r>(
+    runs: &'r [crate::track::Run],
+    skipped: &mut Vec<String>,
+) -> Vec<&'r crate::track::Run> {
+    runs.iter()
+        .filter(|run| {
+            let done = run.info.status == crate::track::RunStatus::Finished;
+            if !done {
+                skipped.push(format!(
+                    "{} ({})",
+                    run.info.run_id,
+                    run.info.status.as_str()
+                ));
+            }
+            done
+        })
+        .collect()
+}
+
+/// The newest trial per key, with a warning for each duplicate.
+fn newest_trials<'r>(
+    tags: &RunTags,
+    trials: Vec<&'r crate::track::Run>,
+    warnings: &mut Vec<String>,
+) -> ByKey<'r> {
+    // Newest per key; the map key of a hash-less trial is its run id.
+    let mut by_key: ByKey<'r> = BTreeMap::new();
     for run in trials {
-        let key = key_of(run).unwrap_or_else(|| (String::new(), run.info.run_id.clone()));
+        let key = tags
+            .key_of(run)
+            .unwrap_or_else(|| (String::new(), run.info.run_id.clone()));
         match by_key.get(&key) {
-            Some(have) if !later(run, have) => {
+            Some(have) if !started_later(run, have) => {
                 warnings.push(format!(
                     "HPO trial {} has the same study/trial key as {}; the later run counts",
                     run.info.run_id, have.info.run_id
@@ -673,70 +776,79 @@ pub fn candidates_from_runs(
             }
         }
     }
-    let mut refit_by_key: BTreeMap<(String, String), &Run> = BTreeMap::new();
+    by_key
+}
+
+/// The newest refit per trial key; a refit matching no trial is skipped with a warning.
+fn newest_refits<'r>(
+    tags: &RunTags,
+    refits: Vec<&'r crate::track::Run>,
+    trials: &ByKey<'_>,
+    warnings: &mut Vec<String>,
+) -> ByKey<'r> {
+    let mut refit_by_key: ByKey<'r> = BTreeMap::new();
     for run in refits {
-        let Some(key) = key_of(run).filter(|k| by_key.contains_key(k)) else {
+        let Some(key) = tags.key_of(run).filter(|k| trials.contains_key(k)) else {
             warnings.push(format!(
-                "HPO refit {} matches no finished trial by {study_tag}/{trial_tag}; skipped",
-                run.info.run_id
+                "HPO refit {} matches no finished trial by {}/{}; skipped",
+                run.info.run_id, tags.study, tags.trial
             ));
             continue;
         };
         match refit_by_key.get(&key) {
-            Some(have) if !later(run, have) => {}
+            Some(have) if !started_later(run, have) => {}
             _ => {
                 refit_by_key.insert(key, run);
             }
         }
     }
-    if !skipped.is_empty() {
-        warnings.push(format!(
-            "HPO runs that did not finish are not candidates: {}",
-            skipped.join(", ")
-        ));
-    }
-    let mut out = Vec::with_capacity(by_key.len());
-    for (key, trial) in &by_key {
-        let refit = refit_by_key.get(key).copied();
-        let artifact = refit.unwrap_or(trial);
-        let mut metrics: BTreeMap<String, Option<f64>> = trial
-            .metrics
-            .iter()
-            .map(|(k, m)| (k.clone(), Some(m.value)))
-            .collect();
-        if let Some(r) = refit {
-            for (k, m) in &r.metrics {
-                metrics.entry(k.clone()).or_insert(Some(m.value));
-            }
+    refit_by_key
+}
+
+/// The candidate of a trial and its refit, if any: metrics from the trial (plus those only
+/// the refit has); run id, params, checkpoint and `trained_on_full_data` from the refit
+/// when there is one.
+fn joined_candidate(
+    tags: &RunTags,
+    trial: &crate::track::Run,
+    refit: Option<&crate::track::Run>,
+    checkpoints: &BTreeMap<String, String>,
+) -> Candidate {
+    let artifact = refit.unwrap_or(trial);
+    let mut metrics: BTreeMap<String, Option<f64>> = trial
+        .metrics
+        .iter()
+        .map(|(k, m)| (k.clone(), Some(m.value)))
+        .collect();
+    if let Some(r) = refit {
+        for (k, m) in &r.metrics {
+            metrics.entry(k.clone()).or_insert(Some(m.value));
         }
-        let backbone = trial
-            .params
-            .get("backbone")
-            .or_else(|| trial.tags.get(&backbone_tag))
-            .or_else(|| trial.tags.get(&model_tag))
-            .cloned();
-        let hashes = key_of(trial);
-        out.push(Candidate {
-            run_id: artifact.info.run_id.clone(),
-            metrics,
-            checkpoint: checkpoints.get(&artifact.info.run_id).cloned(),
-            start_time: u64::try_from(trial.info.start_time_ms).ok(),
-            study_key_hash: hashes.as_ref().map(|h| h.0.clone()),
-            trial_key_hash: hashes.as_ref().map(|h| h.1.clone()),
-            trial_run_id: Some(trial.info.run_id.clone()),
-            backbone,
-            params: artifact
-                .params
-                .iter()
-                .map(|(k, v)| (k.clone(), param_value(v)))
-                .collect(),
-            trained_on_full_data: (artifact.tags.get(&full_tag).map(String::as_str)
-                == Some("true"))
-            .then_some(true),
-        });
     }
-    out.sort_by(|a, b| a.run_id.cmp(&b.run_id));
-    (out, warnings)
+    let backbone = trial
+        .params
+        .get("backbone")
+        .or_else(|| trial.tags.get(&tags.backbone))
+        .or_else(|| trial.tags.get(&tags.model))
+        .cloned();
+    let hashes = tags.key_of(trial);
+    Candidate {
+        run_id: artifact.info.run_id.clone(),
+        metrics,
+        checkpoint: checkpoints.get(&artifact.info.run_id).cloned(),
+        start_time: u64::try_from(trial.info.start_time_ms).ok(),
+        study_key_hash: hashes.as_ref().map(|h| h.0.clone()),
+        trial_key_hash: hashes.as_ref().map(|h| h.1.clone()),
+        trial_run_id: Some(trial.info.run_id.clone()),
+        backbone,
+        params: artifact
+            .params
+            .iter()
+            .map(|(k, v)| (k.clone(), param_value(v)))
+            .collect(),
+        trained_on_full_data: (artifact.tags.get(&tags.full).map(String::as_str) == Some("true"))
+            .then_some(true),
+    }
 }
 
 /// Candidates read from a tracking store, with the warnings about runs left out.

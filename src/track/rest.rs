@@ -171,8 +171,35 @@ impl RestTracker {
         content_type: &str,
         attempt: u32,
     ) -> Result<Outcome> {
+        let sent = self.send(method, url, query, body, content_type);
+        let mut response = match sent {
+            Ok(response) => response,
+            Err(e) => return Ok(self.transport_failure(e, attempt)),
+        };
+        let status = response.status().as_u16();
+        let text = match response
+            .body_mut()
+            .with_config()
+            .limit(RESPONSE_BYTES_MAX)
+            .read_to_string()
+        {
+            Ok(text) => text,
+            Err(e) => return Ok(self.transport_failure(e, attempt)),
+        };
+        self.answer(url, status, &text, attempt)
+    }
+
+    /// Sends one request, with the bearer token when there is one.
+    fn send(
+        &self,
+        method: &Method,
+        url: &str,
+        query: &[(&str, &str)],
+        body: Option<&[u8]>,
+        content_type: &str,
+    ) -> std::result::Result<ureq::http::Response<ureq::Body>, ureq::Error> {
         let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
-        let sent = match method {
+        match method {
             Method::Get => {
                 let mut req = self.agent.get(url);
                 for (k, v) in query {
@@ -197,25 +224,16 @@ impl RestTracker {
                 req.header("Content-Type", content_type)
                     .send(body.unwrap_or_default())
             }
-        };
-        let mut response = match sent {
-            Ok(response) => response,
-            Err(e) => return Ok(self.transport_failure(e, attempt)),
-        };
-        let status = response.status().as_u16();
-        let text = match response
-            .body_mut()
-            .with_config()
-            .limit(RESPONSE_BYTES_MAX)
-            .read_to_string()
-        {
-            Ok(text) => text,
-            Err(e) => return Ok(self.transport_failure(e, attempt)),
-        };
+        }
+    }
+
+    /// What a response with `status` and body `text` means: the JSON of a 2xx, a retryable
+    /// server error (429, 5xx), or the server's rejection.
+    fn answer(&self, url: &str, status: u16, text: &str, attempt: u32) -> Result<Outcome> {
         let parsed: Option<Value> = if text.trim().is_empty() {
             Some(json!({}))
         } else {
-            serde_json::from_str(&text).ok()
+            serde_json::from_str(text).ok()
         };
         if (200..300).contains(&status) {
             return parsed
@@ -224,7 +242,7 @@ impl RestTracker {
                     what: redact_url(url),
                     detail: format!(
                         "HTTP {status} with a body that is not JSON: {}",
-                        snippet(&text)
+                        snippet(text)
                     ),
                 });
         }
@@ -239,7 +257,7 @@ impl RestTracker {
             .and_then(|v| v.get("message"))
             .and_then(Value::as_str)
             .map(str::to_string)
-            .unwrap_or_else(|| snippet(&text));
+            .unwrap_or_else(|| snippet(text));
         // 429 and 5xx are the server's trouble and may pass; any other status is an answer.
         if status == 429 || status >= 500 {
             return Ok(Outcome::Retryable {

@@ -139,129 +139,159 @@ pub fn azureml_tracking_uri(
     )
 }
 
+/// The backend one stage uses, by the precedence in the module doc.
 pub fn select_backend(settings: &TrackingSettings, env: &TrackingEnv) -> Result<Selection> {
-    let mut warnings = Vec::new();
     if !settings.enabled {
         return Ok(Selection {
             choice: BackendChoice::Disabled,
             source: UriSource::StageDisabled,
-            warnings,
+            warnings: Vec::new(),
         });
     }
-    let default = || BackendChoice::File {
+    let default = BackendChoice::File {
         root: default_file_root(&settings.root),
     };
     if let Some(uri) = env.tracking_uri.as_deref().filter(|u| !u.trim().is_empty()) {
-        return match parse_tracking_uri(uri, &env.cwd, env.token.as_ref())? {
-            Parsed::Choice(choice) => Ok(Selection {
-                choice,
-                source: UriSource::Environment,
-                warnings,
-            }),
-            Parsed::AzureWithoutToken => {
-                warnings.push(format!(
-                    "{ENV_TRACKING_URI} is an AzureML URI but {ENV_TRACKING_TOKEN} is not set; tracking to {} instead",
-                    default().describe()
-                ));
-                Ok(Selection {
-                    choice: default(),
-                    source: UriSource::AzureMlFallback,
-                    warnings,
-                })
-            }
+        let from = UriFrom {
+            uri,
+            relative_to: &env.cwd,
+            source: UriSource::Environment,
+            named: ENV_TRACKING_URI,
         };
+        return from_uri(&from, env.token.as_ref(), default);
     }
     if settings.azure.enabled {
-        let azure = &settings.azure;
-        let field = |name: &'static str, v: &Option<String>| match v.as_deref().map(str::trim) {
-            Some(s) if !s.is_empty() => Ok(s.to_string()),
-            _ => Err(name),
-        };
-        let fields = [
-            field("subscription_id", &azure.subscription_id),
-            field("resource_group", &azure.resource_group),
-            field("workspace_name", &azure.workspace_name),
-            field("region", &azure.region),
-        ];
-        let missing: Vec<&str> = fields
-            .iter()
-            .filter_map(|f| f.as_ref().err().copied())
-            .collect();
-        let usable = match (&fields, &env.token) {
-            ([Ok(sub), Ok(rg), Ok(ws), Ok(region)], Some(token)) if missing.is_empty() => {
-                for (name, value) in [
-                    ("subscription_id", sub),
-                    ("resource_group", rg),
-                    ("workspace_name", ws),
-                    ("region", region),
-                ] {
-                    let ok = value.chars().all(|c| {
-                        c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '(' | ')')
-                    });
-                    if !ok {
-                        return Err(TrackError::MalformedUri {
-                            uri: format!("mlflow.yaml azure_ml.{name}"),
-                            reason: format!(
-                                "`{value}` has characters an Azure resource name cannot have"
-                            ),
-                        });
-                    }
-                }
-                let uri = azureml_tracking_uri(sub, rg, ws, region);
-                Some(azure_rest(&uri, token.clone())?)
-            }
-            _ => None,
-        };
-        if let Some(choice) = usable {
-            return Ok(Selection {
-                choice,
-                source: UriSource::AzureMl,
-                warnings,
-            });
-        }
-        let reason = if missing.is_empty() {
-            format!("no bearer token in {ENV_TRACKING_TOKEN}")
-        } else {
-            format!(
-                "mlflow.yaml azure_ml.{} not set",
-                missing.join(", azure_ml.")
-            )
-        };
-        warnings.push(format!(
-            "azure_ml.enabled is true but {reason}; tracking to {} instead",
-            default().describe()
-        ));
-        return Ok(Selection {
-            choice: default(),
-            source: UriSource::AzureMlFallback,
-            warnings,
-        });
+        return from_azure(&settings.azure, env.token.as_ref(), default);
     }
     if let Some(uri) = settings.uri.as_deref().filter(|u| !u.trim().is_empty()) {
-        return match parse_tracking_uri(uri, &settings.root, env.token.as_ref())? {
-            Parsed::Choice(choice) => Ok(Selection {
-                choice,
-                source: UriSource::Config,
-                warnings,
-            }),
-            Parsed::AzureWithoutToken => {
-                warnings.push(format!(
-                    "tracking.uri is an AzureML URI but {ENV_TRACKING_TOKEN} is not set; tracking to {} instead",
-                    default().describe()
-                ));
-                Ok(Selection {
-                    choice: default(),
-                    source: UriSource::AzureMlFallback,
-                    warnings,
-                })
-            }
+        let from = UriFrom {
+            uri,
+            relative_to: &settings.root,
+            source: UriSource::Config,
+            named: "tracking.uri",
         };
+        return from_uri(&from, env.token.as_ref(), default);
     }
     Ok(Selection {
-        choice: default(),
+        choice: default,
         source: UriSource::Default,
-        warnings,
+        warnings: Vec::new(),
     })
+}
+
+/// A tracking URI and where it was set.
+struct UriFrom<'a> {
+    uri: &'a str,
+    /// What a relative path in it is relative to.
+    relative_to: &'a Path,
+    source: UriSource,
+    /// How warnings name its setting.
+    named: &'a str,
+}
+
+/// The backend a tracking URI names; an AzureML URI without a token falls back to
+/// `default`, with a warning.
+fn from_uri(
+    from: &UriFrom<'_>,
+    token: Option<&Secret>,
+    default: BackendChoice,
+) -> Result<Selection> {
+    match parse_tracking_uri(from.uri, from.relative_to, token)? {
+        Parsed::Choice(choice) => Ok(Selection {
+            choice,
+            source: from.source,
+            warnings: Vec::new(),
+        }),
+        Parsed::AzureWithoutToken => {
+            let warning = format!(
+                "{} is an AzureML URI but {ENV_TRACKING_TOKEN} is not set; tracking to {} instead",
+                from.named,
+                default.describe()
+            );
+            Ok(Selection {
+                choice: default,
+                source: UriSource::AzureMlFallback,
+                warnings: vec![warning],
+            })
+        }
+    }
+}
+
+/// The AzureML backend of `azure_ml.*` (enabled); missing settings or no token fall back to
+/// `default`, with a warning naming what is missing.
+fn from_azure(
+    azure: &AzureSettings,
+    token: Option<&Secret>,
+    default: BackendChoice,
+) -> Result<Selection> {
+    let field = |name: &'static str, v: &Option<String>| match v.as_deref().map(str::trim) {
+        Some(s) if !s.is_empty() => Ok(s.to_string()),
+        _ => Err(name),
+    };
+    let fields = [
+        field("subscription_id", &azure.subscription_id),
+        field("resource_group", &azure.resource_group),
+        field("workspace_name", &azure.workspace_name),
+        field("region", &azure.region),
+    ];
+    let missing: Vec<&str> = fields
+        .iter()
+        .filter_map(|f| f.as_ref().err().copied())
+        .collect();
+    let usable = match (&fields, token) {
+        ([Ok(sub), Ok(rg), Ok(ws), Ok(region)], Some(token)) if missing.is_empty() => {
+            check_azure_names(sub, rg, ws, region)?;
+            let uri = azureml_tracking_uri(sub, rg, ws, region);
+            Some(azure_rest(&uri, token.clone())?)
+        }
+        _ => None,
+    };
+    if let Some(choice) = usable {
+        return Ok(Selection {
+            choice,
+            source: UriSource::AzureMl,
+            warnings: Vec::new(),
+        });
+    }
+    let reason = if missing.is_empty() {
+        format!("no bearer token in {ENV_TRACKING_TOKEN}")
+    } else {
+        format!(
+            "mlflow.yaml azure_ml.{} not set",
+            missing.join(", azure_ml.")
+        )
+    };
+    let warning = format!(
+        "azure_ml.enabled is true but {reason}; tracking to {} instead",
+        default.describe()
+    );
+    Ok(Selection {
+        choice: default,
+        source: UriSource::AzureMlFallback,
+        warnings: vec![warning],
+    })
+}
+
+/// The AzureML names go into the tracking URI's path: only characters an Azure resource
+/// name can have are accepted.
+fn check_azure_names(sub: &str, rg: &str, ws: &str, region: &str) -> Result<()> {
+    for (name, value) in [
+        ("subscription_id", sub),
+        ("resource_group", rg),
+        ("workspace_name", ws),
+        ("region", region),
+    ] {
+        let ok = value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '(' | ')'));
+        if !ok {
+            return Err(TrackError::MalformedUri {
+                uri: format!("mlflow.yaml azure_ml.{name}"),
+                reason: format!("`{value}` has characters an Azure resource name cannot have"),
+            });
+        }
+    }
+    Ok(())
 }
 
 enum Parsed {

@@ -62,6 +62,14 @@ pub struct Entry {
     pub error: Option<String>,
 }
 
+impl Entry {
+    /// The upload failed with `error`; a later sync retries.
+    fn fail(&mut self, error: String) {
+        self.action = Action::Failed;
+        self.error = Some(error);
+    }
+}
+
 /// Where the sync record of `dir` lives.
 pub fn record_path(layout: &Layout, dir: &Path) -> PathBuf {
     let rel = layout.out_relative(dir);
@@ -112,95 +120,104 @@ pub fn sync(
         let Completion::Complete(_) = v.completion else {
             continue; // an incomplete variant is tracked when it is resumed
         };
-        let meta = completion::read_metadata_value(fs, &v.dir).unwrap_or(Value::Null);
-        let training_state = meta["tracking"]["state"].as_str().map(str::to_string);
-        let mut entry = Entry {
-            dir: v.dir.clone(),
-            variant: v.variant,
-            training_state: training_state.clone(),
-            action: Action::WouldSync,
-            run_id: None,
-            error: None,
-        };
-        let record = read_record(fs, layout, &v.dir)
-            .filter(|r| r["backend"].as_str() == Some(backend.as_str()));
-        // Artifacts a run ended without: the sync record's list once sync has run, else what
-        // training recorded.
-        let pending = |v: &Value| -> Vec<String> {
-            v.as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|x| x.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        let artifacts = match &record {
-            Some(r) => pending(&r["artifacts_missing"]),
-            None if training_state.as_deref() == Some("finished") => {
-                pending(&meta["tracking"]["artifacts_missing"])
-            }
-            None => Vec::new(),
-        };
-        let run_id = record
-            .as_ref()
-            .and_then(|r| r["run_id"].as_str())
-            .or_else(|| meta["tracking"]["run_id"].as_str())
-            .map(str::to_string);
-        if !artifacts.is_empty() {
-            entry.run_id = run_id.clone();
-            if opts.dry_run {
-                entries.push(entry);
-                continue;
-            }
-            match run_id {
-                Some(run_id) => {
-                    match sync_artifacts(config, layout, fs, tracker, &v.dir, &run_id, opts.now_ms)
-                    {
-                        Ok(()) => entry.action = Action::ArtifactsUploaded,
-                        Err(e) => {
-                            entry.action = Action::Failed;
-                            entry.error = Some(e.to_string());
-                        }
-                    }
-                }
-                None => {
-                    entry.action = Action::Failed;
-                    entry.error = Some("the run's id is not recorded".into());
-                }
-            }
-            entries.push(entry);
-            continue;
-        }
-        if let Some(skip) = needs_sync(training_state.as_deref(), opts.include_untracked) {
-            entry.action = skip;
-            entry.run_id = meta["tracking"]["run_id"].as_str().map(str::to_string);
-            entries.push(entry);
-            continue;
-        }
-        if let Some(record) = &record {
-            entry.action = Action::AlreadySynced;
-            entry.run_id = record["run_id"].as_str().map(str::to_string);
-            entries.push(entry);
-            continue;
-        }
-        if opts.dry_run {
-            entries.push(entry);
-            continue;
-        }
-        match sync_one(config, layout, fs, tracker, &v.dir, &meta, opts.now_ms) {
-            Ok((action, run_id)) => {
-                entry.action = action;
-                entry.run_id = Some(run_id);
-            }
-            Err(e) => {
-                entry.action = Action::Failed;
-                entry.error = Some(e.to_string());
-            }
-        }
-        entries.push(entry);
+        entries.push(sync_variant(
+            config, layout, fs, tracker, opts, &backend, &v,
+        ));
     }
     entries
+}
+
+/// Syncs one complete variant: retries the artifacts its run ended without, else skips it
+/// (tracked at training time, untracked, or already synced), else uploads or completes its
+/// run.
+fn sync_variant(
+    config: &Config,
+    layout: &Layout,
+    fs: &dyn Fs,
+    tracker: &dyn Tracker,
+    opts: &Options<'_>,
+    backend: &str,
+    v: &observe::FoundVariant,
+) -> Entry {
+    let meta = completion::read_metadata_value(fs, &v.dir).unwrap_or(Value::Null);
+    let training_state = meta["tracking"]["state"].as_str().map(str::to_string);
+    let mut entry = Entry {
+        dir: v.dir.clone(),
+        variant: v.variant,
+        training_state: training_state.clone(),
+        action: Action::WouldSync,
+        run_id: None,
+        error: None,
+    };
+    let record = read_record(fs, layout, &v.dir).filter(|r| r["backend"].as_str() == Some(backend));
+    let artifacts = pending_artifacts(record.as_ref(), &meta, training_state.as_deref());
+    let run_id = record
+        .as_ref()
+        .and_then(|r| r["run_id"].as_str())
+        .or_else(|| meta["tracking"]["run_id"].as_str())
+        .map(str::to_string);
+    if !artifacts.is_empty() {
+        entry.run_id = run_id.clone();
+        if opts.dry_run {
+            return entry;
+        }
+        match run_id {
+            Some(run_id) => {
+                match sync_artifacts(config, layout, fs, tracker, &v.dir, &run_id, opts.now_ms) {
+                    Ok(()) => entry.action = Action::ArtifactsUploaded,
+                    Err(e) => entry.fail(e.to_string()),
+                }
+            }
+            None => entry.fail("the run's id is not recorded".into()),
+        }
+        return entry;
+    }
+    if let Some(skip) = needs_sync(training_state.as_deref(), opts.include_untracked) {
+        entry.action = skip;
+        entry.run_id = meta["tracking"]["run_id"].as_str().map(str::to_string);
+        return entry;
+    }
+    if let Some(record) = &record {
+        entry.action = Action::AlreadySynced;
+        entry.run_id = record["run_id"].as_str().map(str::to_string);
+        return entry;
+    }
+    if opts.dry_run {
+        return entry;
+    }
+    match sync_one(config, layout, fs, tracker, &v.dir, &meta, opts.now_ms) {
+        Ok((action, run_id)) => {
+            entry.action = action;
+            entry.run_id = Some(run_id);
+        }
+        Err(e) => entry.fail(e.to_string()),
+    }
+    entry
+}
+
+/// Artifacts a run ended without: the sync record's list once sync has run, else what
+/// training recorded.
+fn pending_artifacts(
+    record: Option<&Value>,
+    meta: &Value,
+    training_state: Option<&str>,
+) -> Vec<String> {
+    let pending = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    match record {
+        Some(r) => pending(&r["artifacts_missing"]),
+        None if training_state == Some("finished") => {
+            pending(&meta["tracking"]["artifacts_missing"])
+        }
+        None => Vec::new(),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -211,6 +228,8 @@ enum SyncError {
     Local(String),
 }
 
+/// Uploads or completes the run of one complete variant in the store (adopting a FINISHED
+/// one), then writes its sync record.
 fn sync_one(
     config: &Config,
     layout: &Layout,
@@ -236,44 +255,19 @@ fn sync_one(
         run_name: None,
     };
     let found = tracker.search_runs(&experiment.experiment_id, &filter)?;
-    let recorded_id = meta["tracking"]["run_id"].as_str();
     let finished = found.iter().find(|r| r.info.status == RunStatus::Finished);
     let (action, run_id, missing) = if let Some(run) = finished {
         (Action::Adopted, run.info.run_id.clone(), Vec::new())
     } else {
-        // One run per variant: finish the run training created (the one metadata names,
-        // else the newest), or create it.
-        let existing = found
-            .iter()
-            .find(|r| Some(r.info.run_id.as_str()) == recorded_id)
-            .or_else(|| found.iter().max_by_key(|r| r.info.start_time_ms));
-        let (action, run_id) = match existing {
-            Some(run) => {
-                if run.info.status.is_terminal() {
-                    tracker.reopen_run(&run.info.run_id)?;
-                }
-                (Action::Completed, run.info.run_id.clone())
-            }
-            None => {
-                let run_name = meta["run_name"]
-                    .as_str()
-                    .filter(|n| !n.is_empty())
-                    .map(str::to_string)
-                    .unwrap_or_else(|| format!("final_training_v{}", facts.variant));
-                let started = meta["created_at"]
-                    .as_str()
-                    .and_then(rfc3339_ms)
-                    .unwrap_or(now_ms);
-                let info = tracker.create_run(&super::NewRun {
-                    experiment_id: experiment.experiment_id.clone(),
-                    run_name,
-                    start_time_ms: started,
-                    tags: lifecycle::run_tags(config, &facts),
-                })?;
-                tracker.log_params(&info.run_id, &lifecycle::run_params(&facts))?;
-                (Action::Uploaded, info.run_id)
-            }
-        };
+        let (action, run_id) = open_run(
+            config,
+            tracker,
+            meta,
+            &facts,
+            &experiment.experiment_id,
+            &found,
+            now_ms,
+        )?;
         let mut tags = lifecycle::run_tags(config, &facts);
         tags.insert("trainctl.synced".into(), "true".into());
         tracker.set_tags(&run_id, &tags)?;
@@ -295,6 +289,52 @@ fn sync_one(
         )));
     }
     Ok((action, run_id))
+}
+
+/// The unfinished run of a variant, open: one run per variant, so the run training created
+/// (the one metadata names, else the newest of `found`) is reopened if it ended, else a run
+/// is created with the variant's params.
+fn open_run(
+    config: &Config,
+    tracker: &dyn Tracker,
+    meta: &Value,
+    facts: &RunFacts,
+    experiment_id: &str,
+    found: &[super::Run],
+    now_ms: i64,
+) -> Result<(Action, String), SyncError> {
+    let recorded_id = meta["tracking"]["run_id"].as_str();
+    let existing = found
+        .iter()
+        .find(|r| Some(r.info.run_id.as_str()) == recorded_id)
+        .or_else(|| found.iter().max_by_key(|r| r.info.start_time_ms));
+    Ok(match existing {
+        Some(run) => {
+            if run.info.status.is_terminal() {
+                tracker.reopen_run(&run.info.run_id)?;
+            }
+            (Action::Completed, run.info.run_id.clone())
+        }
+        None => {
+            let run_name = meta["run_name"]
+                .as_str()
+                .filter(|n| !n.is_empty())
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("final_training_v{}", facts.variant));
+            let started = meta["created_at"]
+                .as_str()
+                .and_then(rfc3339_ms)
+                .unwrap_or(now_ms);
+            let info = tracker.create_run(&super::NewRun {
+                experiment_id: experiment_id.to_string(),
+                run_name,
+                start_time_ms: started,
+                tags: lifecycle::run_tags(config, facts),
+            })?;
+            tracker.log_params(&info.run_id, &lifecycle::run_params(facts))?;
+            (Action::Uploaded, info.run_id)
+        }
+    })
 }
 
 /// Retries the artifacts a finished run ended without, then clears its tag and records it.
