@@ -92,6 +92,8 @@ fn json_type(v: &Value) -> &'static str {
     }
 }
 
+/// One record of a split: `{text, annotations: [[start, end, LABEL], …]}` with char offsets
+/// inside the text, known labels and no overlaps. Every refusal names the record and span.
 fn parse_record(
     path: &Path,
     i: usize,
@@ -109,135 +111,134 @@ fn parse_record(
             ),
         ));
     };
-    let text = match obj.get("text") {
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => {
-            return Err(invalid(
+    let field = |name: &str, is: fn(&Value) -> bool, want: &str| -> Result<&Value, Error> {
+        let fkey = format!("{key}.{name}");
+        match obj.get(name) {
+            None => Err(invalid(path, fkey, format!("record {i}: missing `{name}`"))),
+            Some(v) if is(v) => Ok(v),
+            Some(v) => Err(invalid(
                 path,
-                format!("{key}.text"),
+                fkey,
                 format!(
-                    "record {i}: `text` must be a string, found {}",
-                    json_type(other)
+                    "record {i}: `{name}` must be {want}, found {}",
+                    json_type(v)
                 ),
-            ))
-        }
-        None => {
-            return Err(invalid(
-                path,
-                format!("{key}.text"),
-                format!("record {i}: missing `text`"),
-            ))
+            )),
         }
     };
-    let annotations = match obj.get("annotations") {
-        Some(Value::Array(a)) => a,
-        Some(other) => {
-            return Err(invalid(
-                path,
-                format!("{key}.annotations"),
-                format!(
-                    "record {i}: `annotations` must be an array of [start, end, LABEL], found {}",
-                    json_type(other)
-                ),
-            ))
-        }
-        None => {
-            return Err(invalid(
-                path,
-                format!("{key}.annotations"),
-                format!("record {i}: missing `annotations`"),
-            ))
-        }
-    };
+    let text = field("text", Value::is_string, "a string")?
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let annotations = field(
+        "annotations",
+        Value::is_array,
+        "an array of [start, end, LABEL]",
+    )?;
+    let annotations = annotations
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
     let n_chars = text.chars().count();
     // (start, end, label, index in the file) for the overlap check after sorting.
     let mut spans: Vec<(usize, usize, String, usize)> = Vec::with_capacity(annotations.len());
     for (j, span) in annotations.iter().enumerate() {
-        let skey = format!("{key}.annotations[{j}]");
-        let triple = span.as_array().filter(|a| a.len() == 3);
-        let Some(triple) = triple else {
-            return Err(invalid(
-                path,
-                &skey,
-                format!(
-                    "record {i} span {j} ({span}): must be a 3-element array [start, end, LABEL]"
-                ),
-            ));
+        let at = Span { path, i, j, span };
+        let (start, end, label) = at.parse(n_chars, entity_types)?;
+        spans.push((start, end, label, j));
+    }
+    check_overlaps(path, i, &mut spans)?;
+    Ok(Record {
+        text,
+        spans: spans.into_iter().map(|(s, e, l, _)| (s, e, l)).collect(),
+    })
+}
+
+/// Where a span stands, for its refusals.
+struct Span<'a> {
+    path: &'a Path,
+    i: usize,
+    j: usize,
+    span: &'a Value,
+}
+
+impl Span<'_> {
+    fn refuse(&self, what: String) -> Error {
+        let (i, j, span) = (self.i, self.j, self.span);
+        invalid(
+            self.path,
+            format!("record[{i}].annotations[{j}]"),
+            format!("record {i} span {j} ({span}): {what}"),
+        )
+    }
+
+    /// `[start, end, LABEL]` with `start < end <= n_chars` and a known label.
+    fn parse(
+        &self,
+        n_chars: usize,
+        entity_types: &[String],
+    ) -> Result<(usize, usize, String), Error> {
+        let Some(triple) = self.span.as_array().filter(|a| a.len() == 3) else {
+            return Err(self.refuse("must be a 3-element array [start, end, LABEL]".into()));
         };
         let offset = |v: &Value, what: &str| -> Result<usize, Error> {
             v.as_u64()
                 .and_then(|n| usize::try_from(n).ok())
                 .ok_or_else(|| {
-                    invalid(
-                        path,
-                        &skey,
-                        format!(
-                            "record {i} span {j} ({span}): {what} must be a non-negative integer character offset, found {v}"
-                        ),
-                    )
+                    self.refuse(format!(
+                        "{what} must be a non-negative integer character offset, found {v}"
+                    ))
                 })
         };
         let start = offset(&triple[0], "start")?;
         let end = offset(&triple[1], "end")?;
         let Some(label) = triple[2].as_str() else {
-            return Err(invalid(
-                path,
-                &skey,
-                format!("record {i} span {j} ({span}): the label must be a string"),
-            ));
+            return Err(self.refuse("the label must be a string".into()));
         };
         if start >= end {
-            return Err(invalid(
-                path,
-                &skey,
-                format!("record {i} span {j} ({span}): start {start} must be less than end {end}"),
-            ));
+            return Err(self.refuse(format!("start {start} must be less than end {end}")));
         }
         if end > n_chars {
-            return Err(invalid(
-                path,
-                &skey,
-                format!(
-                    "record {i} span {j} ({span}): out of bounds, end {end} is past the text's {n_chars} characters"
-                ),
-            ));
+            return Err(self.refuse(format!(
+                "out of bounds, end {end} is past the text's {n_chars} characters"
+            )));
         }
         if !entity_types.iter().any(|t| t == label) {
-            return Err(invalid(
-                path,
-                &skey,
-                format!(
-                    "record {i} span {j} ({span}): label `{label}` is not one of the entity types {entity_types:?}"
-                ),
-            ));
+            return Err(self.refuse(format!(
+                "label `{label}` is not one of the entity types {entity_types:?}"
+            )));
         }
-        spans.push((start, end, label.to_string(), j));
+        Ok((start, end, label.to_string()))
     }
+}
+
+/// Sorts the spans of record `i` and refuses the first overlap, naming the later span (in
+/// file order) and the one it overlaps.
+fn check_overlaps(
+    path: &Path,
+    i: usize,
+    spans: &mut [(usize, usize, String, usize)],
+) -> Result<(), Error> {
     spans.sort_by_key(|a| (a.0, a.1, a.3));
     for w in spans.windows(2) {
         let (prev, next) = (&w[0], &w[1]);
         if next.0 < prev.1 {
-            let later = prev.3.max(next.3);
-            let earlier = prev.3.min(next.3);
+            let (later, earlier) = if next.3 > prev.3 {
+                (next, prev)
+            } else {
+                (prev, next)
+            };
             return Err(invalid(
                 path,
-                format!("{key}.annotations[{later}]"),
+                format!("record[{i}].annotations[{}]", later.3),
                 format!(
-                    "record {i} span {later}: [{}, {}, {}] overlaps span {earlier} [{}, {}, {}]",
-                    if later == next.3 { next.0 } else { prev.0 },
-                    if later == next.3 { next.1 } else { prev.1 },
-                    if later == next.3 { &next.2 } else { &prev.2 },
-                    if later == next.3 { prev.0 } else { next.0 },
-                    if later == next.3 { prev.1 } else { next.1 },
-                    if later == next.3 { &prev.2 } else { &next.2 },
+                    "record {i} span {}: [{}, {}, {}] overlaps span {} [{}, {}, {}]",
+                    later.3, later.0, later.1, later.2, earlier.3, earlier.0, earlier.1, earlier.2,
                 ),
             ));
         }
     }
-    Ok(Record {
-        text,
-        spans: spans.into_iter().map(|(s, e, l, _)| (s, e, l)).collect(),
-    })
+    Ok(())
 }
 
 /// An empty train split is `empty_dataset` (SPEC §8).
