@@ -309,43 +309,51 @@ impl Tree {
                 from,
                 to,
                 noreplace,
-            } => {
-                if let Some((fd, fname)) = from {
-                    if self.entry(*fd, fname).is_none_or(|l| l.node != *node) {
-                        return false;
-                    }
-                }
-                if let Some((td, tname)) = to {
-                    if let Some(existing) = self.entry(*td, tname) {
-                        if *noreplace {
-                            return false;
-                        }
-                        let compatible = match (*node, existing.node) {
-                            _ if existing.node == *node => true,
-                            (Node::File(_), Node::File(_)) => true,
-                            (Node::Dir(_), Node::Dir(y)) => self.dir_is_empty(y),
-                            _ => false,
-                        };
-                        if !compatible {
-                            return false;
-                        }
-                    }
-                }
-                if let Some((fd, fname)) = from {
-                    self.dirs.entry(*fd).or_default().remove(fname);
-                }
-                if let Some((td, tname)) = to {
-                    self.dirs.entry(*td).or_default().insert(
-                        tname.clone(),
-                        Link {
-                            node: *node,
-                            seq: p.seq,
-                        },
-                    );
-                }
-                true
+            } => self.replay_rename(p.seq, *node, from.as_ref(), to.as_ref(), *noreplace),
+        }
+    }
+
+    /// A rename during crash replay: applied when the source still names `node` and the
+    /// target may be replaced (absent, or a compatible node and not `noreplace`).
+    fn replay_rename(
+        &mut self,
+        seq: u64,
+        node: Node,
+        from: Option<&(Id, String)>,
+        to: Option<&(Id, String)>,
+        noreplace: bool,
+    ) -> bool {
+        if let Some((fd, fname)) = from {
+            if self.entry(*fd, fname).is_none_or(|l| l.node != node) {
+                return false;
             }
         }
+        if let Some((td, tname)) = to {
+            if let Some(existing) = self.entry(*td, tname) {
+                if noreplace {
+                    return false;
+                }
+                let compatible = match (node, existing.node) {
+                    _ if existing.node == node => true,
+                    (Node::File(_), Node::File(_)) => true,
+                    (Node::Dir(_), Node::Dir(y)) => self.dir_is_empty(y),
+                    _ => false,
+                };
+                if !compatible {
+                    return false;
+                }
+            }
+        }
+        if let Some((fd, fname)) = from {
+            self.dirs.entry(*fd).or_default().remove(fname);
+        }
+        if let Some((td, tname)) = to {
+            self.dirs
+                .entry(*td)
+                .or_default()
+                .insert(tname.clone(), Link { node, seq });
+        }
+        true
     }
 
     /// What is reachable from `/`, each directory under its newest name only.
