@@ -4,23 +4,24 @@
 //! port and its durable primitives; the only thing a failure leaves behind is what the
 //! contract records (`status: failed`).
 
+mod attempt;
+mod settle;
+
 use crate::cache::{self, Cache, CacheKind, CacheSettings, Record};
-use crate::completion::{
-    self, ManifestEntry, RunStatus, CHECKPOINT_DIR, METADATA_FILE, METRICS_FILE,
-};
-use crate::config::schema::RunMode;
+use crate::completion::{self, ManifestEntry, CHECKPOINT_DIR, METADATA_FILE, METRICS_FILE};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fs::{self, Fs};
 use crate::identity::sha256_hex;
 use crate::job::{Host, Job};
-use crate::lease::{self, Heartbeat, LeaseRecord, Owner, Take};
+use crate::lease::{self, LeaseRecord, Owner, Take};
 use crate::observe::FsVariants;
 use crate::plan::{Decision, VariantOracle};
-use crate::store::meta::{AttemptFailure, AttemptOwner, DatasetRef, VariantMeta};
-use crate::trainer::{Outcome, Run, Trainer, TrainerProcess};
+use crate::store::meta::VariantMeta;
+use crate::trainer::Trainer;
+use attempt::Attempt;
 use serde_json::{json, Value};
+use settle::{HeldVariant, Settled, Settling};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// Bound on allocation attempts when other starts keep taking the next number.
 pub const MAX_ALLOCATION_ATTEMPTS: u64 = 10_000;
@@ -484,257 +485,48 @@ fn owner_of(fs: &dyn Fs, dir: &Path) -> String {
 
 /// Runs `train` for a prepared job.
 pub fn train(job: &Job, ctx: &Context<'_>) -> Result<Report> {
-    let fs = ctx.fs;
     let request = job.request();
     let lease_timeout_ms = job.config.lease_timeout_s() * 1000;
     let wait_limit_ms = job.config.wait_for_owner_ms();
-    let now_ms = || (ctx.now_us)() / 1000;
-    let started_ms = now_ms();
-    let mut last_notice_ms: Option<u64> = None;
-    let mut waited_for: Option<u64> = None;
+    let started_ms = (ctx.now_us)() / 1000;
     let settings =
         CacheSettings::from_paths(&job.config.paths, &job.layout, CacheKind::FinalTraining)?;
-    let cache = Cache::new(fs, settings);
+    let cache = Cache::new(ctx.fs, settings);
     let mut warnings = job.warnings.clone();
-    let say = |last: &mut Option<u64>, line: String| {
-        let now = now_ms();
-        if last.is_none_or(|t| now.saturating_sub(t) >= WAIT_NOTICE_EVERY_MS) {
-            *last = Some(now);
-            (ctx.waiting.notice)(&line);
-        }
+    let mut settling = Settling {
+        job,
+        ctx,
+        cache: &cache,
+        request,
+        lease_timeout_ms,
+        wait_limit_ms,
+        started_ms,
+        last_notice_ms: None,
+        waited_for: None,
     };
+    match settling.settle(&mut warnings)? {
+        Settled::Reused(report) => Ok(report),
+        Settled::Held(held) => train_held(job, ctx, &cache, held, warnings),
+    }
+}
 
-    let mut rounds = 0u64;
-    let (decision, variant, dir, held) = loop {
-        rounds += 1;
-        if rounds > MAX_DECISION_ROUNDS {
-            return Err(Error::internal(format!(
-                "no decision held in {MAX_DECISION_ROUNDS} rounds"
-            )));
-        }
-        // Fresh facts every round: a wait lasts minutes, and liveness across hosts is by
-        // heartbeat age.
-        let facts = ctx.host.facts_at(lease_timeout_ms, now_ms());
-        let decided = crate::observe::decide(fs, &job.layout, &job.identity, &facts, &request);
-        let (variants, decision) = match decided {
-            Ok(d) => d,
-            Err(e) if e.kind == ErrorKind::Busy => {
-                // A resume of a variant whose owner is dead while its trainer is still being
-                // reaped: wait (bounded) for the trainer to exit, never race it.
-                let target = request.explicit_variant.or_else(|| {
-                    crate::observe::FsVariants::scan(fs, &job.layout, &job.identity, &facts)
-                        .ok()?
-                        .numbers()
-                        .last()
-                        .copied()
-                });
-                let target_dir = match target {
-                    Some(v) => Some(job.layout.variant_dir(&job.identity, v)?),
-                    None => None,
-                };
-                let dying = target_dir
-                    .as_ref()
-                    .and_then(|d| lease::dying_trainer(fs, d, &facts));
-                match (dying, &target_dir) {
-                    (Some(pid), Some(_))
-                        if now_ms().saturating_sub(started_ms) < DYING_TRAINER_WAIT_MS =>
-                    {
-                        say(
-                            &mut last_notice_ms,
-                            format!("waiting for the trainer (pid {pid}) of a dead owner to exit before taking its variant over"),
-                        );
-                        (ctx.waiting.pause)();
-                        continue;
-                    }
-                    (_, Some(d)) => {
-                        return Err(Error::new(
-                            ErrorKind::Busy,
-                            format!("{}; held by {}", e.message, owner_of(fs, d)),
-                        ))
-                    }
-                    _ => return Err(e),
-                }
-            }
-            Err(e) => return Err(e),
-        };
-        if rounds == 1 {
-            warnings.extend(variants.unverified_warnings());
-        }
-        // Nothing the trainer or the tracking store would refuse reaches the first write (an
-        // allocated vN with a name the store then refuses would be junk that shifts
-        // numbering). Refused whatever the decision, as `plan` and `config check` refuse it.
-        job.preflight(decision.variant())?;
-        // The owner waited for died and nobody completed: take its variant over by the
-        // stale-lease rule and resume it, instead of training the same thing again.
-        let decision = match (decision, waited_for) {
-            (Decision::New { .. }, Some(v))
-                if !variants.observe(v).1.is_live()
-                    && !variants.observe(v).0.is_complete()
-                    && variants.numbers().contains(&v) =>
-            {
-                Decision::Resume { variant: v }
-            }
-            (d, _) => d,
-        };
-        match decision {
-            Decision::Wait { variant } => {
-                let dir = job.layout.variant_dir(&job.identity, variant)?;
-                let waited = now_ms().saturating_sub(started_ms);
-                if waited >= wait_limit_ms {
-                    return Err(Error::new(
-                        ErrorKind::Busy,
-                        format!(
-                            "variant {variant} of this identity is being trained by {}; waited {} s (run.wait_for_owner) for its result",
-                            owner_of(fs, &dir),
-                            waited / 1000
-                        ),
-                    ));
-                }
-                waited_for = Some(variant);
-                // The owner's bar, while its result is awaited (a local OUT only: a bucket
-                // owner's progress stays on its machine).
-                if let Some(p) = crate::progress::latest_in_file(&dir.join(crate::progress::FILE)) {
-                    (ctx.progress)(&p);
-                }
-                say(
-                    &mut last_notice_ms,
-                    format!(
-                        "waiting for v{variant}, trained by {}, to complete (same identity: its result is reused); waited {} s of {} s",
-                        owner_of(fs, &dir),
-                        waited / 1000,
-                        wait_limit_ms / 1000
-                    ),
-                );
-                (ctx.waiting.pause)();
-                continue;
-            }
-            Decision::Reuse { variant } => {
-                let backfilled = backfill(ctx, job, &cache)?;
-                let dir = job.layout.variant_dir(&job.identity, variant)?;
-                let metrics = fs
-                    .read(&dir.join(METRICS_FILE))
-                    .ok()
-                    .and_then(|b| serde_json::from_slice(&b).ok());
-                // The name the reused variant was trained under (auto-increment may have
-                // suffixed it); the configured name for variants from before names were
-                // recorded.
-                let run_name = match recorded_run_name(fs, &dir) {
-                    Some(name) => name,
-                    None => {
-                        let (name, w) = job.run_name(variant)?;
-                        warnings.extend(w);
-                        name
-                    }
-                };
-                return Ok(Report {
-                    decision,
-                    output_dir: dir,
-                    run_name,
-                    cache_record: None,
-                    backfilled,
-                    metrics,
-                    warnings,
-                });
-            }
-            Decision::New { variant } | Decision::Continue { variant } => {
-                let mode = job.config.mode();
-                let explicit =
-                    mode != RunMode::ForceNew && request.explicit_variant == Some(variant);
-                // reuse_if_exists: identical starts share one training, so a start that
-                // loses the race for the number decides again (and waits for the winner)
-                // instead of training the same thing under the next number.
-                let on_collision = if explicit {
-                    Collision::Busy
-                } else if mode == RunMode::ReuseIfExists && request.wait_for_owner {
-                    Collision::DecideAgain
-                } else {
-                    Collision::NextNumber
-                };
-                match allocate_with(
-                    fs,
-                    job,
-                    variant,
-                    on_collision,
-                    &ctx.owner,
-                    now_ms(),
-                    decision.name(),
-                )? {
-                    Some((v, dir, held)) => break (decision, v, dir, held),
-                    None => continue,
-                }
-            }
-            Decision::Resume { variant } => {
-                let dir = job.layout.variant_dir(&job.identity, variant)?;
-                let observed = variants.observe(variant).1;
-                if observed.is_live() {
-                    return Err(Error::new(
-                        ErrorKind::Busy,
-                        format!(
-                            "variant {variant} is held by a live owner: {}",
-                            owner_of(fs, &dir)
-                        ),
-                    ));
-                }
-                let taken = match lease::take(
-                    fs,
-                    &dir,
-                    observed.generation(),
-                    &ctx.owner,
-                    now_ms(),
-                    "resume",
-                ) {
-                    // `trainctl gc` removed the abandoned variant since it was observed.
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
-                        ) =>
-                    {
-                        return Err(Error::new(
-                            ErrorKind::Busy,
-                            format!("variant {variant} was removed meanwhile (trainctl gc)"),
-                        ))
-                    }
-                    other => other,
-                }
-                .map_err(|e| io(&dir, e))?;
-                match taken {
-                    Take::Won(l) => {
-                        // Under the lease, make sure the variant is still incomplete: a
-                        // complete variant is never modified (defence in depth for the read
-                        // order above).
-                        let now_complete = completion::check(
-                            fs,
-                            &job.layout,
-                            &dir,
-                            Some(&job.identity),
-                            variant,
-                            completion::Depth::Sizes,
-                        )
-                        .is_complete();
-                        if now_complete {
-                            let _ = lease::release(fs, &dir, &l, now_ms());
-                            return Err(Error::new(
-                                ErrorKind::Busy,
-                                format!(
-                                    "variant {variant} was completed by another process meanwhile"
-                                ),
-                            ));
-                        }
-                        break (decision, variant, dir, l);
-                    }
-                    Take::Lost => {
-                        return Err(Error::new(
-                            ErrorKind::Busy,
-                            format!(
-                            "variant {variant} was taken over by another resume at the same time"
-                        ),
-                        ))
-                    }
-                }
-            }
-        }
-    };
+/// Trains the variant the decide loop left this start holding: reserves its run name, runs
+/// the attempt, releases the lease whatever happened, then backfills the cache and ends the
+/// runs of abandoned attempts.
+fn train_held(
+    job: &Job,
+    ctx: &Context<'_>,
+    cache: &Cache<'_>,
+    held: HeldVariant,
+    mut warnings: Vec<String>,
+) -> Result<Report> {
+    let fs = ctx.fs;
+    let HeldVariant {
+        decision,
+        variant,
+        dir,
+        lease: held,
+    } = held;
     let decision = match decision {
         Decision::New { .. } => Decision::New { variant },
         Decision::Continue { .. } => Decision::Continue { variant },
@@ -749,11 +541,21 @@ pub fn train(job: &Job, ctx: &Context<'_>) -> Result<Report> {
         _ => reserve_run_name(fs, job, variant, &dir),
     };
     let result = match &named {
-        Ok((run_name, _)) => attempt(job, ctx, decision, variant, &dir, &held, run_name, &cache),
+        Ok((run_name, _)) => Attempt {
+            job,
+            ctx,
+            decision,
+            variant,
+            dir: &dir,
+            held: &held,
+            run_name,
+            cache,
+        }
+        .run(),
         Err(e) => Err(e.clone()),
     };
     // The lease is released whatever happened (a crash leaves it to the liveness rule).
-    match lease::release(fs, &dir, &held, now_ms()) {
+    match lease::release(fs, &dir, &held, (ctx.now_us)() / 1000) {
         Ok(Take::Won(_)) => {}
         Ok(Take::Lost) => warnings.push(format!(
             "variant {variant}: another process took the lease over before release"
@@ -766,7 +568,7 @@ pub fn train(job: &Job, ctx: &Context<'_>) -> Result<Report> {
     warnings.extend(w);
     let (cache_record, metrics, more) = result?;
     warnings.extend(more);
-    let backfilled = backfill(ctx, job, &cache)?;
+    let backfilled = backfill(ctx, job, cache)?;
     warnings.extend(end_superseded_runs(ctx, job, variant));
     Ok(Report {
         decision,
@@ -887,412 +689,4 @@ pub fn reserve_run_name(
         "no free run-name version in {MAX_RUN_NAME_VERSIONS} tries under {}",
         registry.display()
     )))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn attempt(
-    job: &Job,
-    ctx: &Context<'_>,
-    decision: Decision,
-    variant: u64,
-    dir: &Path,
-    held: &LeaseRecord,
-    run_name: &str,
-    cache: &Cache<'_>,
-) -> Result<(Option<String>, Value, Vec<String>)> {
-    let fs = ctx.fs;
-    let now = || cache::rfc3339((ctx.now_us)());
-    let previous = VariantMeta::read(fs, dir);
-    let attempts = previous.as_ref().map_or(0, |m| m.attempts) + 1;
-    let created_at = previous
-        .as_ref()
-        .and_then(|m| m.created_at.clone())
-        .unwrap_or_else(now);
-    let resume_from = match decision {
-        Decision::Resume { .. } => latest_step_checkpoint(fs, dir),
-        Decision::Continue { .. } => job
-            .source
-            .parent
-            .as_ref()
-            .map(|p| p.dir.join(CHECKPOINT_DIR)),
-        _ => None,
-    };
-    let init_checkpoint = match decision {
-        Decision::Continue { .. } => None,
-        _ if job.source.load => job.source.init_checkpoint.clone(),
-        _ => None,
-    };
-    // OUT in a bucket: the trainer works in a local staging dir (docs/contract.md, "OUT in
-    // an object store"); what it continues from is downloaded first.
-    let remote = crate::store::stage::is_remote(fs, dir);
-    let work = if remote {
-        crate::store::stage::fresh(fs, &job.config.root, &job.layout.out_relative(dir))
-            .map_err(|e| Error::io_op("stage the trainer's local dir", dir, &e))?
-    } else {
-        dir.to_path_buf()
-    };
-    let mut uploaded = std::collections::BTreeSet::new();
-    let local_copy = |from: &Option<PathBuf>, name: &str| -> Result<Option<PathBuf>> {
-        match from {
-            Some(p) if crate::store::stage::is_remote(fs, p) => {
-                let to = work.join(name);
-                crate::store::stage::copy_tree(fs, p, &to, crate::store::stage::STEP_STATE_FILE)
-                    .map_err(|e| Error::io_op("download", p, &e))?;
-                Ok(Some(to))
-            }
-            other => Ok(other.clone()),
-        }
-    };
-    let trainer_resume_from = match &resume_from {
-        Some(step) if remote => {
-            let name = step
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let local = local_copy(&resume_from, &format!("checkpoints/{name}"))?;
-            uploaded.insert(name);
-            local
-        }
-        _ => local_copy(&resume_from, "parent-checkpoint")?,
-    };
-    let trainer_init_checkpoint = local_copy(&init_checkpoint, "init-checkpoint")?;
-    let mut meta = VariantMeta {
-        schema_version: 1,
-        status: RunStatus::Running,
-        storage_env: job.identity.storage_env.as_str().to_string(),
-        model: job.identity.model.clone(),
-        spec_fp: job.spec_fp().to_string(),
-        exec_fp: job.exec_fp().to_string(),
-        variant,
-        objective_metric: Some(job.config.objective_metric()),
-        experiment: Some(job.config.experiment_name.clone()),
-        run_name: Some(run_name.to_string()),
-        mode: Some(job.config.mode().as_str().to_string()),
-        decision: Some(decision.name().to_string()),
-        source: json!({
-            "type": job.source.kind.as_str(),
-            "load": job.source.load,
-            "identity": job.source.identity,
-            "init_checkpoint": init_checkpoint,
-            "parent": job.source.parent,
-            "selection": job.source.selection,
-        }),
-        resumed_from: resume_from.clone(),
-        owner: Some(AttemptOwner {
-            host: held.host.clone(),
-            pid: held.pid,
-            lease_generation: held.generation,
-        }),
-        hyperparameters: serde_json::to_value(&job.config.hyperparameters)
-            .map_err(|e| Error::internal(e.to_string()))?,
-        seed: Some(job.config.seed),
-        dataset: Some(DatasetRef {
-            dir: job.dataset.dir.clone(),
-            digest: job.dataset.digest.clone(),
-        }),
-        attempts,
-        created_at: Some(created_at),
-        updated_at: Some(now()),
-        manifest: Vec::new(),
-        tracking: None,
-        failure: None,
-        failure_exit_code: None,
-        failure_signal: None,
-        completed_at: None,
-        trained_epochs: None,
-        metrics: None,
-        extra: serde_json::Map::new(),
-    };
-    write_metadata(fs, dir, &meta)?;
-
-    let job_path = work.join("job.json");
-    let progress_path = work.join(crate::progress::FILE);
-    let dataset: serde_json::Map<String, Value> = job
-        .dataset
-        .files
-        .iter()
-        .map(|(role, p)| (role.clone(), json!(p)))
-        .collect();
-    let job_doc = json!({
-        "variant_dir": work,
-        "checkpoint_dir": work.join(CHECKPOINT_DIR),
-        "checkpoints_dir": work.join("checkpoints"),
-        "metrics_path": work.join(METRICS_FILE),
-        "resume_from": trainer_resume_from,
-        "init_checkpoint": trainer_init_checkpoint,
-        "labels": labels(job),
-        "hyperparameters": job.config.hyperparameters,
-        "seed": job.config.seed,
-        "total_steps": total_steps(job),
-        "save_interval": job.config.cadence.save_interval,
-        "log_interval": job.config.cadence.log_interval,
-        "objective_metric": job.config.objective_metric(),
-        "dataset": dataset,
-        "model": job.config.docs["model"].tree,
-        "precision": job.config.precision().as_str(),
-        "run_name": run_name,
-        "storage_profile": fs.caps(&work).profile().as_str(),
-        "progress_path": progress_path,
-    });
-    // The job file is rewritten by every attempt: atomic for readers, not durable.
-    fs::write_replace(
-        fs,
-        &job_path,
-        &serde_json::to_vec_pretty(&job_doc).map_err(|e| Error::internal(e.to_string()))?,
-    )
-    .map_err(|e| io(&job_path, e))?;
-
-    let uploaded = std::sync::Mutex::new(uploaded);
-    let heartbeat = |process: Option<TrainerProcess>| -> bool {
-        let beat = Heartbeat {
-            heartbeat_ms: (ctx.now_us)() / 1000,
-            trainer_pid: process.map(|p| p.pid),
-            trainer_start_time: process.map(|p| p.start_time),
-        };
-        let _ = lease::beat(fs, dir, held, &beat);
-        if remote {
-            // Each finished step checkpoint goes up while the run trains, so that a resume on
-            // another machine finds it; a failed upload is retried at the next beat.
-            let mut done = uploaded.lock().unwrap_or_else(|e| e.into_inner());
-            let _ = crate::store::stage::upload_steps(fs, &work, dir, &mut done);
-        }
-        lease::still_ours(fs, dir, held)
-    };
-    let run = Run {
-        cwd: &job.config.root,
-        job_path: &job_path,
-        log_path: &work.join("logs").join("trainer.log"),
-        timeout: job
-            .config
-            .final_training
-            .trainer
-            .timeout_s
-            .map(Duration::from_secs),
-        heartbeat_every: Duration::from_secs(
-            job.config
-                .final_training
-                .lease
-                .heartbeat_s
-                .unwrap_or(10)
-                .max(1),
-        ),
-        heartbeat: &heartbeat,
-        progress_path: Some(&progress_path),
-        progress: ctx.progress,
-    };
-    // Tracking (SPEC §6): start (or reopen) the variant's run; a failure is a warning and a
-    // `tracking` state in metadata, never a failed training.
-    let mut tracking_warnings = Vec::new();
-    let started = match &ctx.tracking {
-        None => None,
-        Some(t) => {
-            let previous_run = previous
-                .as_ref()
-                .and_then(|m| m.tracking_run_id().map(str::to_string));
-            let started = crate::track::lifecycle::start(
-                t.tracker,
-                job,
-                variant,
-                dir,
-                run_name,
-                decision.name(),
-                previous_run.as_deref(),
-                ((ctx.now_us)() / 1000) as i64,
-            );
-            let started = match started {
-                Ok(s) => {
-                    meta.tracking = Some(json!({
-                        "backend": t.backend,
-                        "state": "running",
-                        "run_id": s.run_id,
-                        "experiment_id": s.experiment_id,
-                        "reopened": s.reopened,
-                    }));
-                    Some(s)
-                }
-                Err(e) => {
-                    tracking_warnings.push(format!(
-                        "tracking ({}) failed, training continues: {e}",
-                        t.backend
-                    ));
-                    meta.tracking = Some(crate::track::lifecycle::error_state(t.backend, &e));
-                    None
-                }
-            };
-            write_metadata(fs, dir, &meta)?;
-            started
-        }
-    };
-    let mut end_tracking = |meta: &mut VariantMeta, succeeded: bool| {
-        if let (Some(t), Some(s)) = (&ctx.tracking, &started) {
-            let ended = crate::track::lifecycle::finish(
-                t.tracker,
-                &job.config,
-                fs,
-                &s.run_id,
-                dir,
-                succeeded,
-                ((ctx.now_us)() / 1000) as i64,
-            );
-            match ended {
-                Ok(missing) => {
-                    let tracking = meta.tracking.get_or_insert_with(|| json!({}));
-                    tracking["state"] = json!(if succeeded { "finished" } else { "failed" });
-                    if !missing.is_empty() {
-                        tracking_warnings.push(format!(
-                            "tracking ({}): the run ended, but these artifacts were not uploaded: {}; `trainctl track sync` retries them",
-                            t.backend,
-                            crate::track::lifecycle::artifacts_text(&missing)
-                        ));
-                        tracking["artifacts_missing"] =
-                            json!(crate::track::lifecycle::artifact_names(&missing));
-                    }
-                }
-                Err(e) => {
-                    tracking_warnings.push(format!(
-                        "tracking ({}) failed at the end of the run: {e}",
-                        t.backend
-                    ));
-                    let mut state = crate::track::lifecycle::error_state(t.backend, &e);
-                    state["run_id"] = json!(s.run_id);
-                    state["experiment_id"] = json!(s.experiment_id);
-                    meta.tracking = Some(state);
-                }
-            }
-        }
-    };
-    let outcome = ctx.trainer.run(&run);
-    // OUT in a bucket: what the trainer wrote goes up whether it succeeded or not (a failed
-    // run's step checkpoints are what a resume continues from). An upload that fails is the
-    // attempt's failure, recorded like any other (below), never a skipped record.
-    let upload_failure = if remote {
-        let mut done = uploaded.lock().unwrap_or_else(|e| e.into_inner());
-        let uploaded = crate::store::stage::upload_outputs(
-            fs,
-            &work,
-            dir,
-            &mut done,
-            // job.json too: tracking uploads it as `config/job.json` and `track sync` reads
-            // the precision from it (its paths name the staging dir the trainer saw).
-            &["job.json", "logs", METRICS_FILE, CHECKPOINT_DIR],
-        );
-        drop(done);
-        match uploaded {
-            Ok(()) => {
-                let _ = fs.remove_dir_all(&work);
-                crate::store::stage::remove_if_empty(fs, work.parent());
-                None
-            }
-            Err(e) => Some(format!(
-                "uploading the trainer's outputs from {} to {} failed: {e}",
-                work.display(),
-                dir.display()
-            )),
-        }
-    } else {
-        None
-    };
-    let failed = |meta: &mut VariantMeta,
-                  kind: &str,
-                  message: String,
-                  output_tail: &str|
-     -> Result<(Option<String>, Value, Vec<String>)> {
-        let log = dir.join("logs").join("trainer.log");
-        let cause = storage_cause(fs, output_tail, &log, dir);
-        meta.status = RunStatus::Failed;
-        meta.failure = Some(AttemptFailure {
-            kind: kind.to_string(),
-            message: message.clone(),
-            storage: cause
-                .as_ref()
-                .map(|(storage, _)| storage.as_str().to_string()),
-        });
-        meta.updated_at = Some(now());
-        // Recorded wherever the disk still allows a write; on a full or read-only disk the
-        // variant stays as it was (running, with its lease), which is just as resumable.
-        let recorded = write_metadata(fs, dir, meta).err();
-        let not_recorded = recorded.map_or(String::new(), |e| {
-            format!(
-                " (metadata.json could not record the failure: {})",
-                e.message
-            )
-        });
-        Err(match cause {
-            Some((storage, detail)) => Error::new(
-                storage,
-                format!(
-                    "training stopped: the trainer hit a storage error ({}) writing under {}{not_recorded}\n{detail}\nthe variant stays resumable: free the storage, then rerun with -o run.mode=resume_if_incomplete",
-                    storage.as_str(),
-                    dir.display()
-                ),
-            ),
-            None => Error::new(
-                ErrorKind::TrainingFailed,
-                format!(
-                    "training failed ({kind}): {message}; see {}{not_recorded}",
-                    log.display()
-                ),
-            ),
-        })
-    };
-    if let Outcome::Failed(f) = outcome {
-        meta.failure_exit_code = f.exit_code;
-        meta.failure_signal = f.signal;
-        end_tracking(&mut meta, false);
-        let message = match &upload_failure {
-            Some(up) => format!("{}; {up}", f.message),
-            None => f.message,
-        };
-        return failed(&mut meta, f.kind, message, &f.output_tail);
-    }
-    if let Some(up) = upload_failure {
-        end_tracking(&mut meta, false);
-        // The error's own words say whether it is a storage error (full, refused, …).
-        return failed(&mut meta, "upload", up.clone(), &up);
-    }
-    // Exit 0 proves nothing: check the contract ourselves.
-    let (manifest, metrics) = match verify_and_manifest(fs, job, dir) {
-        Ok(v) => v,
-        Err(reason) => {
-            end_tracking(&mut meta, false);
-            return failed(&mut meta, "incomplete_outputs", reason, "");
-        }
-    };
-    end_tracking(&mut meta, true);
-    let completed_at = now();
-    meta.status = RunStatus::Completed;
-    meta.manifest = manifest;
-    meta.completed_at = Some(completed_at.clone());
-    meta.updated_at = Some(completed_at);
-    meta.trained_epochs = Some(job.config.hyperparameters.epochs);
-    meta.metrics = Some(metrics.clone());
-    // `completed` is written last, atomically and durably, after the manifest files are synced.
-    write_metadata(fs, dir, &meta)?;
-    let verdict = completion::check(
-        fs,
-        &job.layout,
-        dir,
-        Some(&job.identity),
-        variant,
-        completion::Depth::Sizes,
-    );
-    let completion::Completion::Complete(final_meta) = verdict else {
-        return Err(Error::internal(format!(
-            "variant {variant} does not pass the completion check right after completing: {:?}",
-            verdict.reason()
-        )));
-    };
-    let record = final_record(job, variant, dir, &final_meta, &metrics, (ctx.now_us)());
-    let (name, mut warnings) = cache.write(&record, (ctx.now_us)())?;
-    warnings.extend(tracking_warnings);
-    // Retention (docs/contract.md, "Retention and gc"): the variant is complete and recorded,
-    // so its step checkpoints only serve a resume it no longer needs. Still under the lease.
-    if let Some(keep) = job.config.keep_last() {
-        if let Err(e) = crate::retention::prune(fs, dir, keep) {
-            warnings.push(format!(
-                "variant {variant}: pruning step checkpoints to checkpoint.keep_last {keep} failed ({e}); `trainctl gc --apply` retries"
-            ));
-        }
-    }
-    Ok((Some(name), metrics, warnings))
 }

@@ -178,28 +178,39 @@ impl Trainer for CommandTrainer {
 }
 
 impl CommandTrainer {
+    /// Starts the trainer and watches it until it ends; `tee` gets the copier of its stderr
+    /// once it runs.
     fn run_child(&self, run: &Run<'_>, tee: &mut Option<Tee>) -> Outcome {
-        use std::os::unix::process::{CommandExt, ExitStatusExt};
         let Some((program, args)) = self.argv.split_first() else {
             return failure("spawn", "empty trainer command".into());
         };
-        if let Some(dir) = run.log_path.parent() {
-            if let Err(e) = std::fs::create_dir_all(dir) {
-                return failure("io", format!("{}: {e}", dir.display()));
-            }
+        let (log, log_err) = match open_log(run.log_path) {
+            Ok(files) => files,
+            Err(outcome) => return outcome,
+        };
+        let mut command = self.command(program, args, run, log);
+        // Reports of an earlier attempt in the same file are not this attempt's progress.
+        let progress = run.progress_path.map(crate::progress::Tail::at_end);
+        let mut child = match command.spawn() {
+            Ok(c) => c,
+            Err(e) => return failure("spawn", format!("cannot start {program}: {e}")),
+        };
+        if let Some(stderr) = child.stderr.take() {
+            *tee = Some(Tee::start(stderr, log_err));
         }
-        let log = match std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(run.log_path)
-        {
-            Ok(f) => f,
-            Err(e) => return failure("io", format!("{}: {e}", run.log_path.display())),
-        };
-        let log_err = match log.try_clone() {
-            Ok(f) => f,
-            Err(e) => return failure("io", format!("{}: {e}", run.log_path.display())),
-        };
+        watch(&mut child, run, progress)
+    }
+
+    /// The trainer's command: the job file and the progress channel in its environment,
+    /// stdout to the log, stderr piped (for the tee), and the parent-death signal.
+    fn command(
+        &self,
+        program: &str,
+        args: &[String],
+        run: &Run<'_>,
+        log: std::fs::File,
+    ) -> std::process::Command {
+        use std::os::unix::process::CommandExt;
         let parent = i32::try_from(std::process::id())
             .ok()
             .and_then(rustix::process::Pid::from_raw);
@@ -231,118 +242,180 @@ impl CommandTrainer {
                 Ok(())
             });
         }
-        // Reports of an earlier attempt in the same file are not this attempt's progress.
-        let mut progress = run.progress_path.map(crate::progress::Tail::at_end);
-        let mut child = match command.spawn() {
-            Ok(c) => c,
-            Err(e) => return failure("spawn", format!("cannot start {program}: {e}")),
-        };
-        if let Some(stderr) = child.stderr.take() {
-            *tee = Some(Tee::start(stderr, log_err));
+        command
+    }
+}
+
+/// Opens the trainer's log for appending (its parent dir created first), twice: one handle
+/// for stdout, one for the stderr tee. A failure is the attempt's outcome.
+fn open_log(path: &Path) -> Result<(std::fs::File, std::fs::File), Outcome> {
+    if let Some(dir) = path.parent() {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            return Err(failure("io", format!("{}: {e}", dir.display())));
         }
-        let pid = child.id();
-        let process = crate::lease::process_start_time(pid)
-            .map(|start_time| TrainerProcess { pid, start_time });
-        let started = Instant::now();
-        let mut last_beat = Instant::now();
-        let mut last_look = Instant::now();
-        let mut lease_ok = (run.heartbeat)(process);
-        let mut stop: Option<(&'static str, String, Instant)> = None;
-        let mut forwarded: Option<i32> = None;
-        loop {
-            match child.try_wait() {
-                Ok(Some(status)) => {
-                    if let Some(p) = progress.as_mut().and_then(|t| t.poll()) {
-                        (run.progress)(&p);
-                    }
-                    if let Some((kind, message, _)) = stop {
-                        return Outcome::Failed(Failure {
-                            kind,
-                            message,
-                            exit_code: status.code(),
-                            signal: status.signal(),
-                            output_tail: String::new(),
-                        });
-                    }
-                    if let Some(sig) = forwarded {
-                        return Outcome::Failed(Failure {
-                            kind: "interrupted",
-                            message: format!(
-                                "orchestrator received signal {sig}; forwarded to the trainer"
-                            ),
-                            exit_code: status.code(),
-                            signal: status.signal(),
-                            output_tail: String::new(),
-                        });
-                    }
-                    return match (status.code(), status.signal()) {
-                        (Some(0), _) => Outcome::Exited0,
-                        (Some(code), _) => Outcome::Failed(Failure {
-                            kind: "exit_code",
-                            message: format!("trainer exited with code {code}"),
-                            exit_code: Some(code),
-                            signal: None,
-                            output_tail: String::new(),
-                        }),
-                        (None, sig) => Outcome::Failed(Failure {
-                            kind: "signal",
-                            message: format!("trainer killed by signal {}", sig.unwrap_or(0)),
-                            exit_code: None,
-                            signal: sig,
-                            output_tail: String::new(),
-                        }),
-                    };
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    send(pid, libc::SIGKILL);
-                    let _ = child.wait();
-                    return failure("io", format!("waiting for the trainer: {e}"));
-                }
-            }
-            if let (Some(sig), None) = (received_signal(), forwarded) {
-                send(pid, sig);
-                forwarded = Some(sig);
-                stop.get_or_insert((
-                    "interrupted",
-                    format!("orchestrator received signal {sig}"),
-                    Instant::now(),
-                ));
-            }
-            if let (Some(limit), None) = (run.timeout, &stop) {
-                if started.elapsed() > limit {
-                    send(pid, libc::SIGTERM);
-                    stop = Some((
-                        "timeout",
-                        format!("trainer.timeout of {}s reached", limit.as_secs()),
-                        Instant::now(),
-                    ));
-                }
-            }
-            if let (Some(tail), true) = (&mut progress, last_look.elapsed() >= PROGRESS_POLL) {
-                last_look = Instant::now();
-                if let Some(p) = tail.poll() {
+    }
+    let log = match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) => return Err(failure("io", format!("{}: {e}", path.display()))),
+    };
+    let log_err = match log.try_clone() {
+        Ok(f) => f,
+        Err(e) => return Err(failure("io", format!("{}: {e}", path.display()))),
+    };
+    Ok((log, log_err))
+}
+
+/// Why the watch stopped the trainer: the failure kind, its message, and since when (for the
+/// kill after `KILL_GRACE`).
+type Stop = (&'static str, String, Instant);
+
+/// What the watch of a running trainer keeps between two polls.
+struct Watch {
+    pid: u32,
+    process: Option<TrainerProcess>,
+    started: Instant,
+    last_beat: Instant,
+    last_look: Instant,
+    lease_ok: bool,
+    stop: Option<Stop>,
+    forwarded: Option<i32>,
+}
+
+/// Watches the trainer every `POLL` until it exits: forwards a signal the orchestrator
+/// received, follows the progress channel, heartbeats, and stops the trainer at
+/// `trainer.timeout` or when the lease is lost (SIGTERM; any stop ends in SIGKILL after
+/// `KILL_GRACE`).
+fn watch(
+    child: &mut std::process::Child,
+    run: &Run<'_>,
+    mut progress: Option<crate::progress::Tail>,
+) -> Outcome {
+    let pid = child.id();
+    let process =
+        crate::lease::process_start_time(pid).map(|start_time| TrainerProcess { pid, start_time });
+    let mut watch = Watch {
+        pid,
+        process,
+        started: Instant::now(),
+        last_beat: Instant::now(),
+        last_look: Instant::now(),
+        lease_ok: (run.heartbeat)(process),
+        stop: None,
+        forwarded: None,
+    };
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                if let Some(p) = progress.as_mut().and_then(|t| t.poll()) {
                     (run.progress)(&p);
                 }
+                return exit_outcome(status, watch.stop, watch.forwarded);
             }
-            if last_beat.elapsed() >= run.heartbeat_every {
-                last_beat = Instant::now();
-                lease_ok = (run.heartbeat)(process);
+            Ok(None) => {}
+            Err(e) => {
+                send(pid, libc::SIGKILL);
+                let _ = child.wait();
+                return failure("io", format!("waiting for the trainer: {e}"));
             }
-            if !lease_ok && stop.is_none() {
+        }
+        watch.poll(run, &mut progress);
+        std::thread::sleep(POLL);
+    }
+}
+
+impl Watch {
+    /// One look at a trainer still running.
+    fn poll(&mut self, run: &Run<'_>, progress: &mut Option<crate::progress::Tail>) {
+        let pid = self.pid;
+        if let (Some(sig), None) = (received_signal(), self.forwarded) {
+            send(pid, sig);
+            self.forwarded = Some(sig);
+            self.stop.get_or_insert((
+                "interrupted",
+                format!("orchestrator received signal {sig}"),
+                Instant::now(),
+            ));
+        }
+        if let (Some(limit), None) = (run.timeout, &self.stop) {
+            if self.started.elapsed() > limit {
                 send(pid, libc::SIGTERM);
-                stop = Some((
-                    "lease_lost",
-                    "another process took over the lease".into(),
+                self.stop = Some((
+                    "timeout",
+                    format!("trainer.timeout of {}s reached", limit.as_secs()),
                     Instant::now(),
                 ));
             }
-            if let Some((_, _, since)) = &stop {
-                if since.elapsed() > KILL_GRACE {
-                    send(pid, libc::SIGKILL);
-                }
-            }
-            std::thread::sleep(POLL);
         }
+        if let (Some(tail), true) = (progress, self.last_look.elapsed() >= PROGRESS_POLL) {
+            self.last_look = Instant::now();
+            if let Some(p) = tail.poll() {
+                (run.progress)(&p);
+            }
+        }
+        if self.last_beat.elapsed() >= run.heartbeat_every {
+            self.last_beat = Instant::now();
+            self.lease_ok = (run.heartbeat)(self.process);
+        }
+        if !self.lease_ok && self.stop.is_none() {
+            send(pid, libc::SIGTERM);
+            self.stop = Some((
+                "lease_lost",
+                "another process took over the lease".into(),
+                Instant::now(),
+            ));
+        }
+        if let Some((_, _, since)) = &self.stop {
+            if since.elapsed() > KILL_GRACE {
+                send(pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// How an attempt ended, from the trainer's exit status and what the watch stopped it for.
+fn exit_outcome(
+    status: std::process::ExitStatus,
+    stop: Option<Stop>,
+    forwarded: Option<i32>,
+) -> Outcome {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some((kind, message, _)) = stop {
+        return Outcome::Failed(Failure {
+            kind,
+            message,
+            exit_code: status.code(),
+            signal: status.signal(),
+            output_tail: String::new(),
+        });
+    }
+    if let Some(sig) = forwarded {
+        return Outcome::Failed(Failure {
+            kind: "interrupted",
+            message: format!("orchestrator received signal {sig}; forwarded to the trainer"),
+            exit_code: status.code(),
+            signal: status.signal(),
+            output_tail: String::new(),
+        });
+    }
+    match (status.code(), status.signal()) {
+        (Some(0), _) => Outcome::Exited0,
+        (Some(code), _) => Outcome::Failed(Failure {
+            kind: "exit_code",
+            message: format!("trainer exited with code {code}"),
+            exit_code: Some(code),
+            signal: None,
+            output_tail: String::new(),
+        }),
+        (None, sig) => Outcome::Failed(Failure {
+            kind: "signal",
+            message: format!("trainer killed by signal {}", sig.unwrap_or(0)),
+            exit_code: None,
+            signal: sig,
+            output_tail: String::new(),
+        }),
     }
 }
