@@ -1,4 +1,4 @@
-//! Drive backup (SPEC §3) on real temp dirs: colab mirrors complete runs and caches to the
+//! Drive backup (docs/contract.md, "Environments and storage") on real temp dirs: colab mirrors complete runs and caches to the
 //! Drive mount with a verified copy and an atomic swap; an interrupted backup leaves the
 //! previous backup intact; other environments and OUT-on-Drive never copy.
 

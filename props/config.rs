@@ -1,4 +1,4 @@
-//! Configuration-loading properties (SPEC §1): layering with nulls and provenance, the seed
+//! Configuration-loading properties (docs/contract.md, "Configuration"): layering with nulls and provenance, the seed
 //! chain, empty/null sections, located errors for unknown keys at any depth (files and `-o`),
 //! and the `config show --json` round trip. Works on temporary projects only.
 
@@ -542,7 +542,7 @@ proptest! {
 
 #[test]
 fn an_override_set_to_null_keeps_the_final_training_value() {
-    // SPEC §1: "A leaf set to null means keep the lower-precedence value"; below `-o` is
+    // docs/contract.md, "Configuration": "A leaf set to null means keep the lower-precedence value"; below `-o` is
     // final_training.yaml, so `-o training.learning_rate=null` must leave its 0.3 in force.
     let project = Project::new();
     project.write_config(
@@ -719,7 +719,7 @@ fn a_misspelt_override_names_the_override_and_suggests_the_key() {
 
 #[test]
 fn an_unknown_key_is_an_error_even_when_its_value_is_null() {
-    // SPEC §1: unknown keys are errors. A misspelt key whose value is null (or a misspelt
+    // docs/contract.md, "Configuration": unknown keys are errors. A misspelt key whose value is null (or a misspelt
     // section written empty) is still a misspelt key.
     let cases: [(&str, &str, &[&str], &str); 4] = [
         (

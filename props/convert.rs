@@ -1,4 +1,4 @@
-//! The conversion hand-off (SPEC §9) end to end, through the real binary on real temp dirs:
+//! The conversion hand-off (docs/contract.md, "Source, checkpoint and conversion") end to end, through the real binary on real temp dirs:
 //! the built-in bundle and `predict`, reuse, conv_fp and the real variant in the output path,
 //! refusals before anything is written, an external `conversion.command`, and concurrent
 //! converts of one parent.

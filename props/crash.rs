@@ -1,8 +1,8 @@
-//! Crash consistency on SimFs (SPEC §2.1, §5, §11): a power loss at EVERY Fs operation of a
+//! Crash consistency on SimFs (docs/contract.md, "Decision and completion", "Caches", "Verification suite"): a power loss at EVERY Fs operation of a
 //! command (losing unsynced data, tearing the last write, keeping a random subset of unsynced
 //! renames), then recovery by the next command. After the crash: no false "complete" (every
 //! complete variant passes the sha256 check), nothing that returned Ok is lost, every view
-//! file that exists parses (views are never written in place); after recovery the §5 cache
+//! file that exists parses (views are never written in place); after recovery the "Caches" (docs/contract.md)
 //! invariants hold and every complete variant has a valid record. Every call is also checked
 //! against the lease law (`LeaseAudit`).
 //!
@@ -120,7 +120,7 @@ fn sandbox(world: &World, max_entries: usize, max_files: Option<usize>) -> Sandb
     })
 }
 
-/// The §5 invariants right after a successful cache operation, plus "view files parse".
+/// The cache invariants (docs/contract.md, "Caches") right after a successful cache operation, plus "view files parse".
 fn check_cache(sb: &Sandbox) -> Result<(), TestCaseError> {
     let cache = sb.cache();
     let max = cache.settings.max_entries;

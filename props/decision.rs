@@ -1,4 +1,4 @@
-//! The decision of SPEC §2.2 against the reference table in `models/`, on random variant
+//! The decision of docs/contract.md, "Decision and completion" against the reference table in `models/`, on random variant
 //! tables (pure, many cases) and on real variant dirs in temp projects (fewer cases); the
 //! completion predicate's reasons for every kind of damage; and `plan` writing nothing.
 

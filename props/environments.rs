@@ -1,4 +1,4 @@
-//! The environment matrix (SPEC §3, §6; issue 7): how the storage env is detected from the
+//! The environment matrix (docs/contract.md, "Environments and storage", "Tracking of final training"; issue 7): how the storage env is detected from the
 //! platform's variables, and what each of local, colab, kaggle and azureml gets — its own OUT,
 //! run names and tags, Drive backup on colab only, and the tracking store (the AzureML
 //! workspace URI with credentials, the local file store with a warning without them).

@@ -1,4 +1,4 @@
-//! Identity properties (SPEC §4): the one canonical-JSON hasher (key order, integral floats,
+//! Identity properties (docs/contract.md, "Identity"): the one canonical-JSON hasher (key order, integral floats,
 //! checked-in golden vectors) and what spec_fp / exec_fp may and must depend on, checked
 //! through real config loading and job preparation on a temporary project. Never edits the
 //! repository except through the opt-in golden regeneration below.
@@ -185,7 +185,7 @@ proptest! {
     }
 
     /// The same for integral floats of magnitude 2^53 and above that are still exactly a JSON
-    /// integer (i64/u64). SPEC §4 makes no exception for them.
+    /// integer (i64/u64). docs/contract.md, "Identity" makes no exception for them.
     #[test]
     fn integral_float_renders_like_the_integer_above_2_pow_53(
         mantissa in 1u64..(1u64 << 53),
@@ -309,7 +309,7 @@ fn regenerate_golden_canonical() {
         })
         .collect();
     let doc = json!({
-        "about": "Golden vectors of trainctl's canonical JSON (SPEC §4). `canonical` is the exact text hashed; `fingerprint` its first 16 hex chars of SHA-256. Checked by props/identity.rs golden_canonical_vectors; a change here re-keys every variant directory.",
+        "about": "Golden vectors of trainctl's canonical JSON (docs/contract.md: Identity). `canonical` is the exact text hashed; `fingerprint` its first 16 hex chars of SHA-256. Checked by props/identity.rs golden_canonical_vectors; a change here re-keys every variant directory.",
         "cases": cases,
     });
     let path = golden_path();
@@ -966,7 +966,7 @@ fn write_spelled(project: &Project, styles: &[Style; 5]) -> Vec<(&'static str, S
     texts
 }
 
-/// Inputs that SPEC §4 says neither fingerprint depends on (or that restate the effective
+/// Inputs that docs/contract.md, "Identity" says neither fingerprint depends on (or that restate the effective
 /// value), as `-o` arguments.
 const NEUTRAL_OVERRIDES: &[&str] = &[
     "mlflow.run_name=some_custom_run",
@@ -1448,7 +1448,7 @@ fn table_project() -> Project {
             std::fs::write(dir.join(file), bytes).expect("write dataset copy");
         }
     }
-    // The label map of the shipped data config (init checkpoints must match it, SPEC §2.4).
+    // The label map of the shipped data config (init checkpoints must match it, docs/contract.md, "Source, checkpoint and conversion").
     let labels = [
         "O",
         "DESIGNATION",
@@ -1625,7 +1625,7 @@ proptest! {
 // Added for the mutation gate (issue 8): conv_fp and the names of modes and sources
 // ------------------------------------------------------------------------------------------
 
-/// conv_fp (SPEC §9) names one conversion of one parent: equal inputs give the same
+/// conv_fp (docs/contract.md, "Source, checkpoint and conversion") names one conversion of one parent: equal inputs give the same
 /// fingerprint, and changing the parent's spec, exec, variant or the conversion config gives
 /// another one.
 #[test]

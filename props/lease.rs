@@ -1,4 +1,4 @@
-//! The lease rule of SPEC §2.3 at its edges, against real files in a temp dir: liveness on this
+//! The lease rule of docs/contract.md, "Allocation and leases" at its edges, against real files in a temp dir: liveness on this
 //! host (owner or trainer process alive, pid reuse) and on another host (heartbeat age against
 //! `lease_timeout`, to the millisecond), and the generation sequence that `read`, `take` and
 //! `release` walk through. Added for the mutation gate (issue 8): the concurrency targets

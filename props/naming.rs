@@ -1,5 +1,5 @@
 //! Properties of run names, parent training ids and the tag registry (`src/naming.rs`,
-//! SPEC §6): names built from valid parts parse back into them, every invalid name is
+//! docs/contract.md, "Tracking of final training"): names built from valid parts parse back into them, every invalid name is
 //! rejected naming the rule it breaks, parent ids round-trip and malformed ones do not parse,
 //! and `tags.yaml` typos are located errors with a suggestion. Pure string work.
 use crate::support;
@@ -160,7 +160,7 @@ proptest! {
     // to a regressions file next to the sources.
     #![proptest_config(support::seeded_config(256, module_path!(), ""))]
 
-    /// N1 (SPEC §6): final-training names built from valid parts parse back into them,
+    /// N1 (docs/contract.md, "Tracking of final training"): final-training names built from valid parts parse back into them,
     /// with the shipped policy and with the bare default pattern (no normalisation, so the
     /// model keeps `-` and pattern look-alikes intact).
     #[test]
@@ -196,7 +196,7 @@ proptest! {
         prop_assert_eq!(policy(true).parse(&final_name), None, "{:?}", final_name);
     }
 
-    /// N2 (SPEC §6): every name is judged by the rules: over `max_length` is rule
+    /// N2 (docs/contract.md, "Tracking of final training"): every name is judged by the rules: over `max_length` is rule
     /// `max_length`, a forbidden char is rule `forbidden_chars` (either when both), anything
     /// else is accepted, with a warning exactly when over `warn_length`.
     #[test]
@@ -325,7 +325,7 @@ proptest! {
         prop_assert_eq!(parse_parent_training_id(&id), None, "id {:?}", id);
     }
 
-    /// N4 (SPEC §1): a one-edit typo of a section or key in the shipped `tags.yaml` is a
+    /// N4 (docs/contract.md, "Configuration"): a one-edit typo of a section or key in the shipped `tags.yaml` is a
     /// config error located at the typo's line, with a "did you mean".
     #[test]
     fn tags_yaml_typos_are_located_with_a_suggestion(

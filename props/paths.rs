@@ -1,4 +1,4 @@
-//! Properties of the one path builder (`src/paths.rs`, SPEC §0, §3): every generated path is
+//! Properties of the one path builder (`src/paths.rs`, docs/contract.md, "Vocabulary", "Environments and storage"): every generated path is
 //! under OUT or an `invalid_path` error, tokens normalise idempotently and are never
 //! truncated, OUT follows the storage env, variant names round-trip, and dataset path forms
 //! resolve or are `unsupported_path`. Pure: nothing here touches the disk.
@@ -244,7 +244,7 @@ proptest! {
     // to a regressions file next to the sources.
     #![proptest_config(support::seeded_config(256, module_path!(), ""))]
 
-    /// P1 (SPEC §3): no generated path leaves OUT. Every variant, identity and conversion
+    /// P1 (docs/contract.md, "Environments and storage"): no generated path leaves OUT. Every variant, identity and conversion
     /// dir built from an arbitrary model token is `invalid_path` or a path under OUT whose
     /// components below OUT are plain names; with the shipped rules and with no rules at all.
     /// The normalised token itself holds no separator, drive colon or control char and is
@@ -349,7 +349,7 @@ proptest! {
         }
     }
 
-    /// P3 (SPEC §3): a token whose normalised form is over `max_component_length` is an
+    /// P3 (docs/contract.md, "Environments and storage"): a token whose normalised form is over `max_component_length` is an
     /// `invalid_path` error, never truncated; one that fits is exactly the full normal form.
     /// Through the builder too (its limit is at least 27: `spec-<8>_exec-<8>` must fit).
     #[test]
@@ -386,7 +386,7 @@ proptest! {
         }
     }
 
-    /// P4 (SPEC §3): with a small `max_path_length`, a long model gives `invalid_path`
+    /// P4 (docs/contract.md, "Environments and storage"): with a small `max_path_length`, a long model gives `invalid_path`
     /// naming the path; a path that fits is the full path, never a shortened one.
     #[test]
     fn long_paths_are_errors_not_truncations(
@@ -407,7 +407,7 @@ proptest! {
         }
     }
 
-    /// P5 (SPEC §0): OUT per storage env. Shipped: local is ROOT/outputs, the others are their
+    /// P5 (docs/contract.md, "Vocabulary"): OUT per storage env. Shipped: local is ROOT/outputs, the others are their
     /// overrides, all four differ; a relative override resolves against ROOT; every variant
     /// dir for env E lies under OUT(E), and no two envs share a variant dir.
     #[test]
@@ -488,7 +488,7 @@ proptest! {
         prop_assert_eq!(layout.parse_variant_name(&name), None, "name {:?}", name);
     }
 
-    /// P7 (SPEC §3): drive-letter and UNC dataset paths, with any mix of separators, are
+    /// P7 (docs/contract.md, "Environments and storage"): drive-letter and UNC dataset paths, with any mix of separators, are
     /// `unsupported_path` on this (non-Windows) host, naming the key.
     #[test]
     fn windows_dataset_paths_are_unsupported(
@@ -545,7 +545,7 @@ proptest! {
     }
 }
 
-/// The example of SPEC §3 written out.
+/// The example of docs/contract.md, "Environments and storage" written out.
 #[test]
 fn backslash_relative_path_is_a_relative_posix_path() {
     let base = Path::new("/srv/project");

@@ -1,4 +1,4 @@
-//! Concurrent starts under the seeded scheduler (SPEC §2.3, §11): 2–8 logical processes run
+//! Concurrent starts under the seeded scheduler (docs/contract.md, "Allocation and leases", "Verification suite"): 2–8 logical processes run
 //! `train` (force_new, reuse, or a race to resume one stale variant), cache writes and
 //! `cache repair` over one SimFs, interleaved at every Fs operation, uniformly or PCT-style.
 //! The recorded history is checked for linearizability against the concurrent model in
@@ -72,7 +72,7 @@ thread_local! {
             &["run.wait_for_owner=200ms".to_string()],
         );
         // Run names auto-increment from one base: every new variant races the others for
-        // the next free version in OUT's run-name registry (SPEC §6).
+        // the next free version in OUT's run-name registry (docs/contract.md, "Tracking of final training").
         for job in Arc::make_mut(&mut sandbox.jobs) {
             // Tracked: every start that trains opens (or reopens) its variant's run in one
             // recording store shared by all processes.
@@ -638,7 +638,7 @@ fn run_names_are_reserved(
     Ok(())
 }
 
-/// Tracking under concurrency (SPEC §6): each complete variant has exactly one run, FINISHED
+/// Tracking under concurrency (docs/contract.md, "Tracking of final training"): each complete variant has exactly one run, FINISHED
 /// and named as the variant's metadata says; every run belongs to a variant that exists; an
 /// incomplete variant (the stale v1 of the setup) has at most one run.
 fn one_run_per_variant(
@@ -945,7 +945,7 @@ fn takeover_case_of(seed: u64) -> Case {
     }
 }
 
-/// SPEC §2.3 "stale-lease takeover is atomic: of N racing resumers exactly one wins": 2–3
+/// docs/contract.md, "Allocation and leases" "stale-lease takeover is atomic: of N racing resumers exactly one wins": 2–3
 /// resumers of one stale variant, interleaved at every Fs operation. Single ownership (no two
 /// trainers in the variant dir at once, no two resumes of it), linearizable outcomes, and the
 /// end-state checks of every scheduled case.

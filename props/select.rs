@@ -1,4 +1,4 @@
-//! Best-model selection (SPEC §7): properties of the pure ranking and of the cache key, and
+//! Best-model selection (docs/contract.md, "Best-model selection"): properties of the pure ranking and of the cache key, and
 //! `trainctl select` end to end (cache reuse / force_new / corrupt records, errors, and the
 //! hand-off to `train -o source.type=best_selected`).
 

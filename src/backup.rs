@@ -1,4 +1,4 @@
-//! Drive backup (SPEC §3): on colab only, outputs not already under the Drive mount are
+//! Drive backup (docs/contract.md, "Environments and storage"): on colab only, outputs not already under the Drive mount are
 //! mirrored to `<drive.mount_point>/MyDrive/<drive.backup_base_dir>/<path relative to OUT's
 //! parent>`.
 //!
@@ -47,7 +47,7 @@ pub struct Unit {
 /// Where backups go, or why there are none.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Plan {
-    /// Not colab: no backup (SPEC §3).
+    /// Not colab: no backup (docs/contract.md, "Environments and storage").
     NotColab(StorageEnv),
     /// OUT is already under the Drive mount.
     AlreadyOnDrive(PathBuf),
@@ -405,7 +405,7 @@ fn collect_manifest_dirs(fs: &dyn Fs, dir: &Path, depth: usize, out: &mut Vec<Pa
     }
 }
 
-/// The backup after a completed run (SPEC §3): the variant dir and the final_training cache.
+/// The backup after a completed run (docs/contract.md, "Environments and storage"): the variant dir and the final_training cache.
 pub fn after_run(config: &Config, layout: &Layout, variant_dir: &Path) -> Result<Report> {
     let mut sources = vec![variant_dir.to_path_buf()];
     if let Ok(s) = crate::cache::CacheSettings::from_paths(

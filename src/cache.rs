@@ -1,8 +1,8 @@
-//! Dual-file caches (SPEC §5): timestamped records are the source of truth; `latest` and
+//! Dual-file caches (docs/contract.md, "Caches"): timestamped records are the source of truth; `latest` and
 //! `index` are views derived from the records and replaced atomically. Concurrent writers need
 //! no lock: every writer publishes its record exclusively, then rebuilds the views from a
 //! listing and re-lists until the views it wrote match the records it sees, so at the return
-//! of every cache operation the §5 invariants hold. Readers that must be exact use records.
+//! of every cache operation the invariants of docs/contract.md, "Caches" hold. Readers that must be exact use records.
 
 use crate::config::schema::{CacheStrategy, PathsFile};
 use crate::error::{Error, ErrorKind, Result};
@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
-/// The three caches of SPEC §5.
+/// The three caches of docs/contract.md, "Caches".
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum CacheKind {
     FinalTraining,

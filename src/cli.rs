@@ -1,4 +1,4 @@
-//! The command line (SPEC §10): argument parsing, the commands, human and `--json` output,
+//! The command line (docs/contract.md, "Command line"): argument parsing, the commands, human and `--json` output,
 //! and the one place that maps errors to exit codes.
 
 use crate::cmd;
@@ -396,7 +396,7 @@ fn builtin_train() -> Result<Output> {
     })
 }
 
-/// Prints the outcome and returns the process exit code (the one mapping of SPEC §10).
+/// Prints the outcome and returns the process exit code (the one mapping of docs/contract.md, "Command line").
 pub fn report(result: Result<Output>, json_mode: bool) -> i32 {
     let stdout = std::io::stdout();
     let stderr = std::io::stderr();

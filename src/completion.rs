@@ -1,4 +1,4 @@
-//! The one completion predicate (SPEC §2.1), used by plan, status, resume, continue and
+//! The one completion predicate (docs/contract.md, "Decision and completion"), used by plan, status, resume, continue and
 //! conversion. Reads through the Fs port; never writes, never errors: anything unreadable is
 //! INCOMPLETE with a machine-readable reason.
 
@@ -117,7 +117,7 @@ pub fn read_metadata_value(fs: &dyn Fs, dir: &Path) -> Option<serde_json::Value>
     serde_json::from_slice(&bytes).ok()
 }
 
-/// SPEC §2.1 for the variant dir `dir`, which the layout says belongs to `expected` (when
+/// docs/contract.md, "Decision and completion" for the variant dir `dir`, which the layout says belongs to `expected` (when
 /// known) with number `variant`.
 pub fn check(
     fs: &dyn Fs,

@@ -1,4 +1,4 @@
-//! Identity (SPEC §4): the one canonical-JSON hasher, and spec_fp / exec_fp / conv_fp built
+//! Identity (docs/contract.md, "Identity"): the one canonical-JSON hasher, and spec_fp / exec_fp / conv_fp built
 //! from exactly the inputs the contract lists. Pure: callers gather file digests and code
 //! identity; nothing here reads the disk or the clock.
 
@@ -98,7 +98,7 @@ pub enum SourceIdentity {
     },
 }
 
-/// Everything that determines the trained model (SPEC §4).
+/// Everything that determines the trained model (docs/contract.md, "Identity").
 #[derive(Clone, Debug, PartialEq)]
 pub struct SpecInputs {
     /// The chosen backbone's model config, as the YAML tree.
@@ -141,7 +141,7 @@ pub struct CodeIdentity {
     pub trainer: String,
 }
 
-/// How a run is executed (SPEC §4); each part is present only when its identity flag is on.
+/// How a run is executed (docs/contract.md, "Identity"); each part is present only when its identity flag is on.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ExecInputs {
     pub code: Option<CodeIdentity>,
@@ -175,7 +175,7 @@ impl ExecInputs {
     }
 }
 
-/// conv_fp: the conversion config and the parent identity (SPEC §9).
+/// conv_fp: the conversion config and the parent identity (docs/contract.md, "Source, checkpoint and conversion").
 pub fn conv_fp(
     parent_spec_fp: &str,
     parent_exec_fp: &str,

@@ -134,7 +134,7 @@ pub struct Job {
 
 impl Job {
     /// The same job with another run mode and explicit variant (neither is an identity
-    /// input, SPEC §4), without re-reading anything.
+    /// input, docs/contract.md, "Identity"), without re-reading anything.
     pub fn with_run(&self, mode: crate::config::schema::RunMode, variant: Option<u64>) -> Job {
         let mut job = self.clone();
         job.config.final_training.run.mode = Some(mode);
@@ -142,7 +142,7 @@ impl Job {
         job
     }
 
-    /// The decision request of this job (SPEC §2.2 inputs besides the observed variants).
+    /// The decision request of this job (docs/contract.md, "Decision and completion" inputs besides the observed variants).
     pub fn request(&self) -> crate::plan::Request {
         crate::plan::Request {
             mode: self.config.mode(),
@@ -180,7 +180,7 @@ impl Job {
         &self.identity.exec_fp
     }
 
-    /// Whether final-training run names get a `_N` suffix when taken (SPEC §6:
+    /// Whether final-training run names get a `_N` suffix when taken (docs/contract.md, "Tracking of final training":
     /// `mlflow.yaml naming.run_name.auto_increment`, enabled overall and for the process).
     pub fn auto_increment(&self) -> bool {
         let a = &self.config.mlflow.naming.run_name.auto_increment;
@@ -335,7 +335,7 @@ fn read_split(config: &Config, fs: &dyn Fs, role: &str, path: &Path) -> Result<(
         )
         .at(split_place(config, role))
     })?;
-    // Data invariants are checked before anything is written (SPEC §8): a bad record is a
+    // Data invariants are checked before anything is written (docs/contract.md, "Trainer"): a bad record is a
     // precondition error naming the file, the record and the span.
     let doc: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
         let mut place = Place::file(path.display().to_string()).with_key("$");
@@ -477,7 +477,7 @@ fn parent_error(state: &ParentState) -> Option<Error> {
     }
 }
 
-/// SPEC §2.4: the label map of a loaded checkpoint must equal the data config's. Checked
+/// docs/contract.md, "Source, checkpoint and conversion": the label map of a loaded checkpoint must equal the data config's. Checked
 /// whenever the checkpoint's config.json is readable (also with `checkpoint.validate: false`,
 /// which skips content validation, not this), before anything is written.
 fn check_label_map(config: &Config, fs: &dyn Fs, ckpt: &Path) -> Result<()> {
@@ -505,7 +505,7 @@ fn check_label_map(config: &Config, fs: &dyn Fs, ckpt: &Path) -> Result<()> {
 }
 
 /// The init checkpoint of `best_selected` without `checkpoint.source`: the latest valid
-/// best-model-selection cache record (SPEC §2.4, §5). Its payload names the checkpoint as
+/// best-model-selection cache record (docs/contract.md, "Source, checkpoint and conversion", "Caches"). Its payload names the checkpoint as
 /// `selected.checkpoint` (absolute, or relative to ROOT); everything else under `selected`
 /// (study/trial hashes, run ids) is lineage. Schema in docs/contract.md.
 fn selected_checkpoint(config: &Config, fs: &dyn Fs, layout: &Layout) -> Result<(PathBuf, Value)> {

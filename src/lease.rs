@@ -1,4 +1,4 @@
-//! Variant leases (SPEC §2.3): who owns a variant dir. A lease is a sequence of generation
+//! Variant leases (docs/contract.md, "Allocation and leases"): who owns a variant dir. A lease is a sequence of generation
 //! files `lease-<n>.json`, each published whole by a no-replace rename; the highest generation
 //! is the current one. Taking a lease (new, resume, takeover of a stale one) and releasing it
 //! both mean publishing generation n+1, so of any number of racers exactly one wins generation
@@ -142,7 +142,7 @@ pub fn current(fs: &dyn Fs, dir: &Path) -> io::Result<Current> {
     })
 }
 
-/// SPEC §2.3: a held lease is live when its owner (or the owner's trainer) is alive on this
+/// docs/contract.md, "Allocation and leases": a held lease is live when its owner (or the owner's trainer) is alive on this
 /// host, or, on another host, when the heartbeat is younger than `lease_timeout`.
 pub fn liveness(
     record: &LeaseRecord,

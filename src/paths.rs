@@ -1,4 +1,4 @@
-//! The one path builder (SPEC §0, §3): OUT resolution with env overrides, token
+//! The one path builder (docs/contract.md, "Vocabulary", "Environments and storage"): OUT resolution with env overrides, token
 //! normalisation, `paths.yaml` patterns, length limits, and dataset path forms. Every
 //! generated path is under OUT or an error; nothing here touches the disk.
 
@@ -273,7 +273,7 @@ fn configured_out(paths: &PathsFile, env: StorageEnv) -> (String, String) {
     }
 }
 
-/// OUT per SPEC §0: `base.outputs` (relative to ROOT), replaced by the env override; a
+/// OUT per docs/contract.md, "Vocabulary": `base.outputs` (relative to ROOT), replaced by the env override; a
 /// `file://` URL is its local path; a bucket URL (`s3://`, `gs://`, `az://`) stays the URL,
 /// without a trailing `/` (paths below it are object keys: `store::bucket`).
 pub fn resolve_out(root: &Path, paths: &PathsFile, env: StorageEnv) -> PathBuf {
@@ -585,7 +585,7 @@ impl Layout {
         digits.parse::<u64>().ok()
     }
 
-    /// The conversion output dir of a parent variant (SPEC §9).
+    /// The conversion output dir of a parent variant (docs/contract.md, "Source, checkpoint and conversion").
     pub fn conversion_dir_for(
         &self,
         id: &Identity,

@@ -1,4 +1,4 @@
-//! The decision of SPEC §2.2 as a pure function: (request, observed variants) → Decision.
+//! The decision of docs/contract.md, "Decision and completion" as a pure function: (request, observed variants) → Decision.
 //! No clock, no randomness, no I/O: the variants are seen through `VariantOracle`, which the
 //! caller backs with the filesystem (lazily) or, in tests, with a table.
 

@@ -1,4 +1,4 @@
-//! The concurrent view of a train command for linearizability checking (SPEC §2.2, §2.3): a
+//! The concurrent view of a train command for linearizability checking (docs/contract.md, "Decision and completion", "Allocation and leases"): a
 //! train is three atomic steps. DECIDE reads the variants and applies the decision table (a
 //! resume of a held variant is `busy`); ALLOCATE happens later: a NEW planned at p gets the
 //! first absent number ≥ p ("on collision try the next number"), a RESUME takes the lease only

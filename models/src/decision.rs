@@ -1,4 +1,4 @@
-//! Reference decision table of SPEC §2.2 (with the `busy` rule of §2.2/§2.3) as one literal
+//! Reference decision table of docs/contract.md, "Decision and completion" (with the `busy` rule of "Allocation and leases") as one literal
 //! match over an observed variant table; it must never import from the `trainctl` crate,
 //! do I/O, or know how allocation races are resolved (it plans on a snapshot).
 
@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 /// What the model needs to know about one existing variant dir of the identity being planned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VariantView {
-    /// COMPLETE per SPEC §2.1.
+    /// COMPLETE per docs/contract.md, "Decision and completion".
     Complete,
-    /// Exists but INCOMPLETE (any reason). `lease_live` = a live owner holds its lease (SPEC §2.3).
+    /// Exists but INCOMPLETE (any reason). `lease_live` = a live owner holds its lease (docs/contract.md, "Allocation and leases").
     Incomplete { lease_live: bool },
 }
 
@@ -72,7 +72,7 @@ pub enum Expected {
     Error(ErrorKind),
 }
 
-/// RESUME of `variant`, unless a live owner holds its lease: then `busy` (SPEC §2.2, §2.3).
+/// RESUME of `variant`, unless a live owner holds its lease: then `busy` (docs/contract.md, "Decision and completion", "Allocation and leases").
 fn resume(variant: u64, lease_live: bool) -> Expected {
     if lease_live {
         Expected::Error(ErrorKind::Busy)

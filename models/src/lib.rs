@@ -1,4 +1,4 @@
-//! Reference models of the trainctl contract, restated from SPEC.md alone; this crate must
+//! Reference models of the trainctl contract, restated from docs/contract.md alone; this crate must
 //! never import from the `trainctl` crate (it is the oracle the orchestrator is checked against).
 
 pub mod concurrent;

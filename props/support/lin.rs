@@ -1,4 +1,4 @@
-//! Linearizability of train histories (SPEC §2.3): a WGL-style search for an order of each
+//! Linearizability of train histories (docs/contract.md, "Allocation and leases"): a WGL-style search for an order of each
 //! command's DECIDE / ALLOCATE / FINISH steps, consistent with real time, under which the
 //! concurrent model of `models/` gives every observed outcome. Shared by the scheduled
 //! (simulated) and the real-process suites.

@@ -1,4 +1,4 @@
-//! `trainctl convert --from DIR | --latest` (docs/contract.md, "Conversion"): a complete final
+//! `trainctl convert --from DIR | --latest` (docs/contract.md, "Source, checkpoint and conversion"): a complete final
 //! training to a serving bundle, verified, published once, then tracked.
 
 use super::{warning_lines, Env};

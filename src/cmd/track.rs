@@ -1,4 +1,4 @@
-//! `trainctl track sync` (docs/contract.md, "Tracking"): upload the complete variants the
+//! `trainctl track sync` (docs/contract.md, "Tracking of final training"): upload the complete variants the
 //! tracking store is missing; a run that exists is finished, never duplicated.
 
 use super::{warning_lines, Env};

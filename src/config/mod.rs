@@ -1,4 +1,4 @@
-//! Loads the configuration set (SPEC §1): finds ROOT and CONFIG, reads every file through
+//! Loads the configuration set (docs/contract.md, "Configuration"): finds ROOT and CONFIG, reads every file through
 //! `yaml.rs`, applies `-o` overrides, checks the typed schema, and resolves the effective
 //! hyperparameters and seed with the origin of each value. Never touches OUT.
 
@@ -96,13 +96,13 @@ pub struct LoadOptions {
     pub experiment: Option<String>,
     pub env: Option<String>,
     pub overrides: Vec<String>,
-    /// The best-configuration layer (SPEC §1 precedence: train.yaml < best configuration <
+    /// The best-configuration layer (docs/contract.md, "Configuration" precedence: train.yaml < best configuration <
     /// final_training.yaml): where it came from, and a `training.*`-shaped tree of
     /// hyperparameters. Set by `pipeline` from the selection record.
     pub best_configuration: Option<(String, Value)>,
 }
 
-/// ROOT per SPEC §0: `--root`, else the nearest ancestor of `cwd` holding `config/`, else cwd.
+/// ROOT per docs/contract.md, "Vocabulary": `--root`, else the nearest ancestor of `cwd` holding `config/`, else cwd.
 pub fn find_root(explicit: Option<&Path>, cwd: &Path) -> PathBuf {
     if let Some(root) = explicit {
         return absolutize(root, cwd);
@@ -125,7 +125,7 @@ pub fn absolutize(path: &Path, base: &Path) -> PathBuf {
     }
 }
 
-/// Which storage environment this run uses, and why (SPEC §3).
+/// Which storage environment this run uses, and why (docs/contract.md, "Environments and storage").
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EnvChoice {
     pub env: StorageEnv,
@@ -969,7 +969,7 @@ fn check_hyperparameters(h: &Hyperparameters, origins: &BTreeMap<String, Origin>
     Ok(())
 }
 
-/// Cross-key rules of `final_training.yaml` (SPEC §2.4).
+/// Cross-key rules of `final_training.yaml` (docs/contract.md, "Source, checkpoint and conversion").
 fn validate_final_training(
     f: &FinalTrainingFile,
     doc: &Doc,
@@ -1030,7 +1030,7 @@ fn validate_final_training(
 }
 
 /// `run.wait_for_owner` when not set: a day, so that identical starts share trainings of
-/// up to that long (docs/contract.md, "Identical starts").
+/// up to that long (docs/contract.md, "Identical starts share one training").
 pub const DEFAULT_WAIT_FOR_OWNER_MS: u64 = 24 * 3600 * 1000;
 
 /// `dataset.max_file_bytes` when not set: 1 GiB (the built-in trainer holds a split in memory).

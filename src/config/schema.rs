@@ -1,4 +1,4 @@
-//! The typed schema of every file in `config/` (SPEC §1). Every struct denies unknown keys and
+//! The typed schema of every file in `config/` (docs/contract.md, "Configuration"). Every struct denies unknown keys and
 //! every leaf is optional (absent or null = keep the lower-precedence value); defaults live in
 //! `config/mod.rs`, not here. Never reads files.
 
@@ -19,7 +19,7 @@ fn is_default<T: Default + PartialEq>(value: &T) -> bool {
     *value == T::default()
 }
 
-/// The four run modes of SPEC §2.2.
+/// The four run modes of docs/contract.md, "Decision and completion".
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum RunMode {
@@ -51,7 +51,7 @@ impl RunMode {
     }
 }
 
-/// Where initial weights come from (SPEC §2.4).
+/// Where initial weights come from (docs/contract.md, "Source, checkpoint and conversion").
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum SourceType {
@@ -92,7 +92,7 @@ impl Precision {
     }
 }
 
-/// The storage environments of SPEC §3.
+/// The storage environments of docs/contract.md, "Environments and storage".
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
 pub enum StorageEnv {
@@ -166,7 +166,7 @@ section! {
         pub max_grad_norm: Option<f64>,
         pub validation_fraction: Option<f64>,
         pub early_stopping: EarlyStoppingLayer,
-        /// Only in `train.yaml` (the seed's last fallback, SPEC §1).
+        /// Only in `train.yaml` (the seed's last fallback, docs/contract.md, "Configuration").
         pub random_seed: Option<u64>,
     }
 }
@@ -253,7 +253,7 @@ section! {
     }
 }
 section! {
-    /// Lease timing (SPEC §2.3).
+    /// Lease timing (docs/contract.md, "Allocation and leases").
     pub struct LeaseSection {
         pub timeout_s: Option<u64>,
         pub heartbeat_s: Option<u64>,
@@ -372,7 +372,7 @@ section! {
     }
 }
 section! {
-    /// Token normalisation for generated paths (SPEC §3).
+    /// Token normalisation for generated paths (docs/contract.md, "Environments and storage").
     pub struct NormalizePaths {
         /// Ordered replacements `from: to`, applied in file order.
         pub replace: serde_json::Map<String, Value>,

@@ -39,7 +39,7 @@ pub struct AttemptFailure {
     pub storage: Option<String>,
 }
 
-/// `metadata.json`. `completed` (`status`) is written last (SPEC §2.1).
+/// `metadata.json`. `completed` (`status`) is written last (docs/contract.md, "Decision and completion").
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VariantMeta {
     #[serde(default)]

@@ -1,4 +1,4 @@
-//! The final-training run lifecycle on top of the Tracker port (SPEC §6): which backend a
+//! The final-training run lifecycle on top of the Tracker port (docs/contract.md, "Tracking of final training"): which backend a
 //! job uses, and what `train` tells it at the start and at the end of an attempt.
 //!
 //! Tracking never costs a training run: every function here returns a `TrackError` that the
@@ -713,7 +713,7 @@ pub fn open_for_train(
     Ok((Some(opened), warnings))
 }
 
-/// The run of a conversion (SPEC §6, §9): created when a conversion is made (not on reuse),
+/// The run of a conversion (docs/contract.md, "Tracking of final training", "Source, checkpoint and conversion"): created when a conversion is made (not on reuse),
 /// named by `naming.yaml run_names.conversion`, in the final training's experiment, with the
 /// manifest's lineage tags, the conversion settings as params and `manifest.json` as an
 /// artifact; FINISHED. Returns the run id. Like training, a failure is the caller's warning.
@@ -774,7 +774,7 @@ pub fn track_conversion(
     Ok(info.run_id)
 }
 
-/// Tracking after `convert::convert` (SPEC §6): a new conversion gets its run when
+/// Tracking after `convert::convert` (docs/contract.md, "Tracking of final training"): a new conversion gets its run when
 /// `tracking.conversion.enabled`; a failure is a warning in the report, never a failed
 /// conversion (the bundle is published already). Returns the `tracking` state for the
 /// command's output (`null` when not tracked).

@@ -1,4 +1,4 @@
-//! The Tracker port (SPEC §6): everything trainctl tells MLflow goes through `Tracker`, so the
+//! The Tracker port (docs/contract.md, "Tracking of final training"): everything trainctl tells MLflow goes through `Tracker`, so the
 //! same lifecycle runs against the file store, a REST server, AzureML, nothing at all, or an
 //! in-memory recorder in tests. This module owns the data types, the typed error, the input
 //! validation every backend shares and the race-free experiment get-or-create. It never
@@ -46,7 +46,7 @@ pub mod codes {
     pub const INVALID_PARAMETER_VALUE: &str = "INVALID_PARAMETER_VALUE";
 }
 
-/// Why a tracking call failed. The kinds are the ones SPEC §6 names (server down, 5xx,
+/// Why a tracking call failed. The kinds are the ones docs/contract.md, "Tracking of final training" names (server down, 5xx,
 /// timeout, deleted/missing experiment, malformed URI); `kind()` is the stable name recorded
 /// in metadata.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

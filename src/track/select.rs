@@ -1,4 +1,4 @@
-//! Which tracking backend a command uses (SPEC §6): a pure function of the configuration
+//! Which tracking backend a command uses (docs/contract.md, "Tracking of final training"): a pure function of the configuration
 //! (`mlflow.yaml` `tracking.*`, `azure_ml.*`) and the environment (`MLFLOW_TRACKING_URI`,
 //! `MLFLOW_TRACKING_TOKEN`), returning the choice and the warnings to show. It reads no
 //! process state itself (`TrackingEnv::from_process` is the one place that does), so the

@@ -1,4 +1,4 @@
-//! `trainctl track sync` (SPEC §6, failure handling): upload the complete variants whose run
+//! `trainctl track sync` (docs/contract.md, "Tracking of final training", failure handling): upload the complete variants whose run
 //! the tracking store is missing (the store was down, timed out or rejected a call during
 //! training), once the store is back.
 //!

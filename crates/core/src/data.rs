@@ -1,4 +1,4 @@
-//! Dataset loading and validation (SPEC §8 data invariants): the character-span JSON format,
+//! Dataset loading and validation (docs/contract.md, "Trainer" data invariants): the character-span JSON format,
 //! the label list, and the deterministic held-out slice. Owns every dataset error (kind
 //! `dataset_invalid` with file and `record[i].annotations[j]` key, `empty_dataset`); never
 //! writes anything and never depends on the trainer.
@@ -241,7 +241,7 @@ fn check_overlaps(
     Ok(())
 }
 
-/// An empty train split is `empty_dataset` (SPEC §8).
+/// An empty train split is `empty_dataset` (docs/contract.md, "Trainer").
 pub fn require_nonempty(records: &[Record], path: &Path) -> Result<(), Error> {
     if records.is_empty() {
         return Err(

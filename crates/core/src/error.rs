@@ -1,4 +1,4 @@
-//! Typed errors whose kinds are the contract's error kinds (SPEC §2.2, §10). Owns the mapping
+//! Typed errors whose kinds are the contract's error kinds (docs/contract.md, "Decision and completion", "Command line"). Owns the mapping
 //! from kind to exit code and the JSON error shape; never decides anything itself.
 
 use serde::Serialize;
@@ -14,14 +14,14 @@ pub enum ErrorKind {
     ConfigInvalid,
     /// A configuration file (or the experiment) does not exist.
     ConfigMissing,
-    /// A Windows drive or UNC path on a non-Windows host (SPEC §3).
+    /// A Windows drive or UNC path on a non-Windows host (docs/contract.md, "Environments and storage").
     UnsupportedPath,
     /// A generated path component or path over the configured limits, or a token that
     /// would leave OUT.
     InvalidPath,
     /// The dataset directory or a split file does not exist.
     DatasetMissing,
-    /// A dataset file violates the data invariants (SPEC §8).
+    /// A dataset file violates the data invariants (docs/contract.md, "Trainer").
     DatasetInvalid,
     /// The train split is empty.
     EmptyDataset,
@@ -303,7 +303,7 @@ impl Error {
         Error::new(kind, format!("{op} {}: {err}", path.display()))
     }
 
-    /// The JSON error document of SPEC §10.
+    /// The JSON error document of docs/contract.md, "Command line".
     pub fn to_json(&self) -> serde_json::Value {
         let mut body = serde_json::Map::new();
         body.insert("kind".into(), self.kind.as_str().into());
