@@ -150,10 +150,9 @@ type Refusal = (String, String);
 
 /// `feature_config`, naming the `model.yaml` key of a refusal.
 fn feature_config_at(model: &Value) -> Result<FeatureConfig, Refusal> {
-    let refuse = |key: &str, message: String| (key.to_string(), message);
     if let Some(b) = model.get("backbone") {
         if b.as_str() != Some(BACKBONE) {
-            return Err(refuse(
+            return Err(refusal(
                 "backbone",
                 format!(
                     "the built-in trainer trains only backbone `{BACKBONE}`, the model config has {b}"
@@ -161,40 +160,65 @@ fn feature_config_at(model: &Value) -> Result<FeatureConfig, Refusal> {
             ));
         }
     }
-    let section = |name: &str| model.get(name).filter(|v| !v.is_null());
-    let uint = |sec: &str, key: &str, default: u64| -> Result<u64, Refusal> {
-        match section(sec)
-            .and_then(|s| s.get(key))
-            .filter(|v| !v.is_null())
-        {
-            None => Ok(default),
-            Some(v) => v.as_u64().ok_or_else(|| {
-                refuse(
-                    &format!("{sec}.{key}"),
-                    format!("model config {sec}.{key} must be a non-negative integer, found {v}"),
-                )
-            }),
-        }
-    };
-    let boolean = |sec: &str, key: &str, default: bool| -> Result<bool, Refusal> {
-        match section(sec)
-            .and_then(|s| s.get(key))
-            .filter(|v| !v.is_null())
-        {
-            None => Ok(default),
-            Some(v) => v.as_bool().ok_or_else(|| {
-                refuse(
-                    &format!("{sec}.{key}"),
-                    format!("model config {sec}.{key} must be a boolean, found {v}"),
-                )
-            }),
-        }
-    };
-    let hash_dim = uint("features", "hash_dim", 262_144)?;
-    let window = uint("features", "window", 2)?;
-    let max_length = uint("preprocessing", "max_length", 128)?;
+    let hash_dim = model_uint(model, "features", "hash_dim", 262_144)?;
+    let window = model_uint(model, "features", "window", 2)?;
+    let max_length = model_uint(model, "preprocessing", "max_length", 128)?;
+    check_feature_bounds(hash_dim, window, max_length)?;
+    Ok(FeatureConfig {
+        hash_dim: hash_dim as u32,
+        window: window as u32,
+        char_ngrams: model_bool(model, "features", "char_ngrams", true)?,
+        lowercase: model_bool(model, "preprocessing", "lowercase", false)?,
+        max_length: max_length as u32,
+        use_crf: model_bool(model, "decoding", "use_crf", false)?,
+    })
+}
+
+/// A refusal of the setting `key` with `message`.
+fn refusal(key: &str, message: String) -> Refusal {
+    (key.to_string(), message)
+}
+
+/// The setting `sec.key` of the model config, or None when it or its section is absent or
+/// null.
+fn model_setting<'a>(model: &'a Value, sec: &str, key: &str) -> Option<&'a Value> {
+    model
+        .get(sec)
+        .filter(|v| !v.is_null())
+        .and_then(|s| s.get(key))
+        .filter(|v| !v.is_null())
+}
+
+/// The non-negative integer setting `sec.key` of the model config, `default` when absent.
+fn model_uint(model: &Value, sec: &str, key: &str, default: u64) -> Result<u64, Refusal> {
+    match model_setting(model, sec, key) {
+        None => Ok(default),
+        Some(v) => v.as_u64().ok_or_else(|| {
+            refusal(
+                &format!("{sec}.{key}"),
+                format!("model config {sec}.{key} must be a non-negative integer, found {v}"),
+            )
+        }),
+    }
+}
+
+/// The boolean setting `sec.key` of the model config, `default` when absent.
+fn model_bool(model: &Value, sec: &str, key: &str, default: bool) -> Result<bool, Refusal> {
+    match model_setting(model, sec, key) {
+        None => Ok(default),
+        Some(v) => v.as_bool().ok_or_else(|| {
+            refusal(
+                &format!("{sec}.{key}"),
+                format!("model config {sec}.{key} must be a boolean, found {v}"),
+            )
+        }),
+    }
+}
+
+/// Refuses feature sizes outside the bounds that keep memory and loops bounded.
+fn check_feature_bounds(hash_dim: u64, window: u64, max_length: u64) -> Result<(), Refusal> {
     if !(1..=MAX_HASH_DIM).contains(&hash_dim) {
-        return Err(refuse(
+        return Err(refusal(
             "features.hash_dim",
             format!(
                 "model config features.hash_dim must be in 1..={MAX_HASH_DIM}, found {hash_dim}"
@@ -202,13 +226,13 @@ fn feature_config_at(model: &Value) -> Result<FeatureConfig, Refusal> {
         ));
     }
     if window > MAX_WINDOW {
-        return Err(refuse(
+        return Err(refusal(
             "features.window",
             format!("model config features.window must be at most {MAX_WINDOW}, found {window}"),
         ));
     }
     if max_length == 0 || max_length > u64::from(u32::MAX) {
-        return Err(refuse(
+        return Err(refusal(
             "preprocessing.max_length",
             format!(
                 "model config preprocessing.max_length must be in 1..={}, found {max_length}",
@@ -216,14 +240,7 @@ fn feature_config_at(model: &Value) -> Result<FeatureConfig, Refusal> {
             ),
         ));
     }
-    Ok(FeatureConfig {
-        hash_dim: hash_dim as u32,
-        window: window as u32,
-        char_ngrams: boolean("features", "char_ngrams", true)?,
-        lowercase: boolean("preprocessing", "lowercase", false)?,
-        max_length: max_length as u32,
-        use_crf: boolean("decoding", "use_crf", false)?,
-    })
+    Ok(())
 }
 
 fn feature_json(f: &FeatureConfig) -> Value {
@@ -396,48 +413,73 @@ pub fn examples(records: &[Record], labels: &[String], f: &FeatureConfig) -> (Ve
     (out, truncated)
 }
 
-impl Setup {
-    pub fn prepare(job: JobFile) -> Result<Setup, String> {
-        let features = feature_config(&job.model)?;
-        let hp = job.hyperparameters.clone();
-        check_hyperparameters(&hp).map_err(|(_, message)| message)?;
-        let half = match job.precision.as_str() {
-            "fp32" => false,
-            "fp16" => true,
-            "bf16" => {
-                return Err(
-                    "bf16 is not supported by the built-in trainer (use fp32 or fp16)".into(),
-                )
-            }
-            other => return Err(format!("unknown precision `{other}` (fp32, fp16)")),
-        };
-        let seed = job
-            .seed
-            .as_u64()
-            .or_else(|| job.seed.as_i64().map(|s| s as u64))
-            .ok_or_else(|| format!("seed must be an integer, found {}", job.seed))?;
-        if job.save_interval == 0 || job.log_interval == 0 {
-            return Err("save_interval and log_interval must be at least 1".into());
-        }
-        if !Evaluation::METRICS.contains(&job.objective_metric.as_str()) {
-            return Err(format!(
-                "objective_metric `{}` is not produced by the built-in trainer (one of {:?})",
-                job.objective_metric,
-                Evaluation::METRICS
-            ));
-        }
-        let labels = job.labels.clone();
-        if labels.first().map(String::as_str) != Some("O") || labels.len() > MAX_LABELS {
-            return Err(format!(
-                "labels must start with \"O\" (at most {MAX_LABELS}), found {labels:?}"
-            ));
-        }
-        let entity_types: Vec<String> = labels[1..].to_vec();
-        if data::labels(&entity_types) != labels {
-            return Err(format!(
-                "labels must be [\"O\"] + sorted unique entity types, found {labels:?}"
-            ));
-        }
+/// The examples of every split, as `Setup` holds them.
+struct Splits {
+    train: Vec<Example>,
+    eval: Vec<Example>,
+    eval_source: &'static str,
+    test: Option<Vec<Example>>,
+    truncated: BTreeMap<&'static str, u64>,
+}
+
+/// Whether the job's precision emulates fp16 (`fp32`: no; `bf16` and others refused).
+fn half_precision(precision: &str) -> Result<bool, String> {
+    match precision {
+        "fp32" => Ok(false),
+        "fp16" => Ok(true),
+        "bf16" => Err("bf16 is not supported by the built-in trainer (use fp32 or fp16)".into()),
+        other => Err(format!("unknown precision `{other}` (fp32, fp16)")),
+    }
+}
+
+/// The job's seed as a u64 (a negative integer keeps its bits).
+fn job_seed(seed: &Value) -> Result<u64, String> {
+    seed.as_u64()
+        .or_else(|| seed.as_i64().map(|s| s as u64))
+        .ok_or_else(|| format!("seed must be an integer, found {seed}"))
+}
+
+/// Refuses zero save/log intervals and an objective metric this trainer does not produce.
+fn check_job_settings(job: &JobFile) -> Result<(), String> {
+    if job.save_interval == 0 || job.log_interval == 0 {
+        return Err("save_interval and log_interval must be at least 1".into());
+    }
+    if !Evaluation::METRICS.contains(&job.objective_metric.as_str()) {
+        return Err(format!(
+            "objective_metric `{}` is not produced by the built-in trainer (one of {:?})",
+            job.objective_metric,
+            Evaluation::METRICS
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that `labels` is `["O"]` + the sorted unique entity types; returns those types.
+fn entity_types_of(labels: &[String]) -> Result<Vec<String>, String> {
+    if labels.first().map(String::as_str) != Some("O") || labels.len() > MAX_LABELS {
+        return Err(format!(
+            "labels must start with \"O\" (at most {MAX_LABELS}), found {labels:?}"
+        ));
+    }
+    let entity_types: Vec<String> = labels[1..].to_vec();
+    if data::labels(&entity_types) != labels {
+        return Err(format!(
+            "labels must be [\"O\"] + sorted unique entity types, found {labels:?}"
+        ));
+    }
+    Ok(entity_types)
+}
+
+impl Splits {
+    /// Loads the job's dataset splits and turns them into examples. Without a (non-empty)
+    /// validation split a slice of train is held out, or train itself evaluated when too small.
+    fn load(
+        job: &JobFile,
+        hp: &Hyperparameters,
+        labels: &[String],
+        entity_types: &[String],
+        features: &FeatureConfig,
+    ) -> Result<Splits, String> {
         for role in job.dataset.keys() {
             if !["train", "validation", "test"].contains(&role.as_str()) {
                 return Err(format!(
@@ -447,7 +489,7 @@ impl Setup {
         }
         let path_of = |role: &str| job.dataset.get(role).cloned().flatten();
         let train_path = path_of("train").ok_or("the job has no dataset.train")?;
-        let load = |p: &Path| data::load_split(p, &entity_types).map_err(|e| e.to_string());
+        let load = |p: &Path| data::load_split(p, entity_types).map_err(|e| e.to_string());
         let mut train_records = load(&train_path)?;
         data::require_nonempty(&train_records, &train_path).map_err(|e| e.to_string())?;
         let mut truncated = BTreeMap::new();
@@ -468,21 +510,48 @@ impl Setup {
                 }
             }
         };
-        let (train, n) = examples(&train_records, &labels, &features);
+        let (train, n) = examples(&train_records, labels, features);
         truncated.insert("train", n);
-        let (eval, n) = examples(&eval_records, &labels, &features);
+        let (eval, n) = examples(&eval_records, labels, features);
         if eval_source != "train" {
             // Evaluating on train: its truncated tokens are counted once, above.
             truncated.insert("validation", n);
         }
         let test = match path_of("test") {
             Some(p) => {
-                let (t, n) = examples(&load(&p)?, &labels, &features);
+                let (t, n) = examples(&load(&p)?, labels, features);
                 truncated.insert("test", n);
                 Some(t)
             }
             None => None,
         };
+        Ok(Splits {
+            train,
+            eval,
+            eval_source,
+            test,
+            truncated,
+        })
+    }
+}
+
+impl Setup {
+    pub fn prepare(job: JobFile) -> Result<Setup, String> {
+        let features = feature_config(&job.model)?;
+        let hp = job.hyperparameters.clone();
+        check_hyperparameters(&hp).map_err(|(_, message)| message)?;
+        let half = half_precision(&job.precision)?;
+        let seed = job_seed(&job.seed)?;
+        check_job_settings(&job)?;
+        let labels = job.labels.clone();
+        let entity_types = entity_types_of(&labels)?;
+        let Splits {
+            train,
+            eval,
+            eval_source,
+            test,
+            truncated,
+        } = Splits::load(&job, &hp, &labels, &entity_types, &features)?;
         let spe = steps_per_epoch(
             train.len() as u64,
             hp.batch_size,
@@ -584,6 +653,42 @@ impl Progress {
             epoch_steps: 0,
             last_epoch_loss: None,
         }
+    }
+
+    /// The progress saved in a `trainer_state.json`. The loss scaler is restored only when
+    /// the state was written with the same precision (`same_precision`), else it starts
+    /// afresh for `half`.
+    fn from_state(state: &Value, same_precision: bool, half: bool) -> Result<Progress, String> {
+        let es = &state["early_stopping"];
+        let scaler = &state["loss_scaler"];
+        let loss = &state["loss"];
+        Ok(Progress {
+            step: u64_field(state, "step")?,
+            epoch: u64_field(state, "epoch")?,
+            epoch_step: u64_field(state, "epoch_step")?,
+            adam_t: u64_field(&state["optimizer"], "t")?,
+            rng: SplitMix64::new(u64_field(state, "rng")?),
+            scaler: if same_precision {
+                LossScaler {
+                    enabled: half,
+                    scale: f64_field(scaler, "scale")? as f32,
+                    good_steps: u64_field(scaler, "good_steps")?,
+                }
+            } else {
+                LossScaler::new(half)
+            },
+            skipped_steps: u64_field(scaler, "skipped_steps")?,
+            best_metric: opt_f64(es, "best_metric")?,
+            best_step: opt_u64(es, "best_step")?,
+            bad_evals: u64_field(es, "bad_evals")?,
+            stopped_early: es.get("stopped").and_then(Value::as_bool).unwrap_or(false),
+            evaluations: u64_field(es, "evaluations")?,
+            window_loss: f64_field(loss, "window_sum")?,
+            window_steps: u64_field(loss, "window_steps")?,
+            epoch_loss: f64_field(loss, "epoch_sum")?,
+            epoch_steps: u64_field(loss, "epoch_steps")?,
+            last_epoch_loss: opt_f64(loss, "last_epoch_mean")?,
+        })
     }
 }
 
@@ -725,6 +830,38 @@ impl Trainer {
         let is_final = state.get("final").and_then(Value::as_bool).unwrap_or(false);
         let echo = state.get("config").cloned().unwrap_or(Value::Null);
         let ours = self.setup.config_echo();
+        self.check_compatible(dir, &echo, &ours, is_final)?;
+        let same_precision = echo["precision"] == ours["precision"];
+        self.st = Progress::from_state(&state, same_precision, self.setup.half)?;
+        self.load_state_tensors(dir)?;
+        if is_final {
+            self.start_continue_segment(dir)?;
+        }
+        println!(
+            "resumed from {} at step {} (epoch {}, step {} of the epoch){}",
+            dir.display(),
+            self.st.step,
+            self.st.epoch,
+            self.st.epoch_step,
+            if is_final {
+                " to continue training"
+            } else {
+                ""
+            }
+        );
+        Ok(())
+    }
+
+    /// Refuses a checkpoint in `dir` whose config echo does not fit this job: other labels or
+    /// features always, and for a step checkpoint (`!is_final`) any other setting that would
+    /// change what the resumed run computes.
+    fn check_compatible(
+        &self,
+        dir: &Path,
+        echo: &Value,
+        ours: &Value,
+        is_final: bool,
+    ) -> Result<(), String> {
         let labels: Vec<String> =
             serde_json::from_value(echo["labels"].clone()).unwrap_or_default();
         if labels != self.setup.labels {
@@ -764,37 +901,12 @@ impl Trainer {
                 }
             }
         }
-        let es = &state["early_stopping"];
-        let scaler = &state["loss_scaler"];
-        let loss = &state["loss"];
-        let same_precision = echo["precision"] == ours["precision"];
-        self.st = Progress {
-            step: u64_field(&state, "step")?,
-            epoch: u64_field(&state, "epoch")?,
-            epoch_step: u64_field(&state, "epoch_step")?,
-            adam_t: u64_field(&state["optimizer"], "t")?,
-            rng: SplitMix64::new(u64_field(&state, "rng")?),
-            scaler: if same_precision {
-                LossScaler {
-                    enabled: self.setup.half,
-                    scale: f64_field(scaler, "scale")? as f32,
-                    good_steps: u64_field(scaler, "good_steps")?,
-                }
-            } else {
-                LossScaler::new(self.setup.half)
-            },
-            skipped_steps: u64_field(scaler, "skipped_steps")?,
-            best_metric: opt_f64(es, "best_metric")?,
-            best_step: opt_u64(es, "best_step")?,
-            bad_evals: u64_field(es, "bad_evals")?,
-            stopped_early: es.get("stopped").and_then(Value::as_bool).unwrap_or(false),
-            evaluations: u64_field(es, "evaluations")?,
-            window_loss: f64_field(loss, "window_sum")?,
-            window_steps: u64_field(loss, "window_steps")?,
-            epoch_loss: f64_field(loss, "epoch_sum")?,
-            epoch_steps: u64_field(loss, "epoch_steps")?,
-            last_epoch_loss: opt_f64(loss, "last_epoch_mean")?,
-        };
+        Ok(())
+    }
+
+    /// Loads the weights (and the best ones, when early stopping tracks them) and the Adam
+    /// moments of the checkpoint in `dir`.
+    fn load_state_tensors(&mut self, dir: &Path) -> Result<(), String> {
         let wpath = dir.join(WEIGHTS_FILE);
         let weights = ckpt::read_tensors(&wpath)?;
         self.params = ckpt::params_from(&weights, "", &self.params, false, &wpath)?;
@@ -817,35 +929,26 @@ impl Trainer {
         let opt = ckpt::read_tensors(&opath)?;
         self.m = ckpt::params_from(&opt, "exp_avg.", &self.params, false, &opath)?;
         self.v = ckpt::params_from(&opt, "exp_avg_sq.", &self.params, false, &opath)?;
-        if is_final {
-            // continue_from_previous: a new training segment up to the configured epochs.
-            if self.st.epoch >= self.setup.hp.epochs {
-                return Err(format!(
-                    "nothing_to_continue: {} already trained {} epochs, the job asks for {}",
-                    dir.display(),
-                    self.st.epoch,
-                    self.setup.hp.epochs
-                ));
-            }
-            self.st.stopped_early = false;
-            self.st.bad_evals = 0;
-            if self.st.epoch_step >= self.setup.steps_per_epoch {
-                self.st.epoch += 1;
-                self.st.epoch_step = 0;
-            }
+        Ok(())
+    }
+
+    /// continue_from_previous: after restoring the finished run in `dir`, starts a new
+    /// training segment up to the configured epochs (none left is an error).
+    fn start_continue_segment(&mut self, dir: &Path) -> Result<(), String> {
+        if self.st.epoch >= self.setup.hp.epochs {
+            return Err(format!(
+                "nothing_to_continue: {} already trained {} epochs, the job asks for {}",
+                dir.display(),
+                self.st.epoch,
+                self.setup.hp.epochs
+            ));
         }
-        println!(
-            "resumed from {} at step {} (epoch {}, step {} of the epoch){}",
-            dir.display(),
-            self.st.step,
-            self.st.epoch,
-            self.st.epoch_step,
-            if is_final {
-                " to continue training"
-            } else {
-                ""
-            }
-        );
+        self.st.stopped_early = false;
+        self.st.bad_evals = 0;
+        if self.st.epoch_step >= self.setup.steps_per_epoch {
+            self.st.epoch += 1;
+            self.st.epoch_step = 0;
+        }
         Ok(())
     }
 
@@ -866,59 +969,9 @@ impl Trainer {
     /// One optimizer step over the micro-batches of the current position. Returns the mean
     /// training loss of the step.
     fn step(&mut self, order: &[u32]) -> Result<f64, String> {
-        let n = self.setup.train.len();
-        let bs = self.setup.hp.batch_size as usize;
-        let accum = self.setup.hp.gradient_accumulation_steps as usize;
-        let n_batches = n.div_ceil(bs);
-        let b0 = self.st.epoch_step as usize * accum;
-        let b1 = (b0 + accum).min(n_batches);
-        assert!(
-            b0 < b1,
-            "epoch position {} past the epoch's batches",
-            self.st.epoch_step
-        );
-        let n_micro = (b1 - b0) as f64;
         let half = self.setup.half;
         let scale = f64::from(self.st.scaler.scale);
-        let mut step_loss = 0.0f64;
-        for b in b0..b1 {
-            let idx = &order[b * bs..((b + 1) * bs).min(n)];
-            let tokens: usize = idx
-                .iter()
-                .map(|&i| self.setup.train[i as usize].len())
-                .sum();
-            let denom = tokens.max(1) as f64 * n_micro;
-            let coef = scale / denom;
-            let mut micro_loss = 0.0f64;
-            for &i in idx {
-                let ex = &self.setup.train[i as usize];
-                if ex.is_empty() {
-                    continue;
-                }
-                let vals = dropout_values(&mut self.st.rng, self.setup.hp.dropout as f32, ex);
-                let em = emissions(&self.params, ex, vals.as_deref(), half);
-                let (loss, d) = loss_and_demissions(
-                    &self.params,
-                    &em,
-                    &ex.gold,
-                    half,
-                    coef,
-                    Some(&mut self.grads),
-                );
-                backward_weights(
-                    ex,
-                    vals.as_deref(),
-                    &d,
-                    coef,
-                    half,
-                    &mut self.grads,
-                    &mut self.touched,
-                );
-                micro_loss += loss;
-                self.tokens_trained += ex.len() as u64;
-            }
-            step_loss += micro_loss / denom;
-        }
+        let step_loss = self.accumulate_gradients(order, scale);
         if !step_loss.is_finite() {
             return Err(format!(
                 "training diverged: non-finite loss at step {}",
@@ -936,34 +989,107 @@ impl Trainer {
                 self.st.scaler.scale
             );
         } else {
-            if half {
-                optim::scale_grads(&mut self.grads, &rows, (1.0 / scale) as f32);
-            }
-            let norm = optim::grad_sq_norm(&self.grads, &rows).sqrt();
-            if !norm.is_finite() {
-                return Err(format!(
-                    "training diverged: non-finite gradient at step {}",
-                    self.st.step + 1
-                ));
-            }
-            let max = self.setup.hp.max_grad_norm;
-            if max > 0.0 && norm > max {
-                optim::scale_grads(&mut self.grads, &rows, (max / (norm + 1e-6)) as f32);
-            }
-            self.st.adam_t += 1;
-            optim::adamw_step(
-                &mut self.params,
-                &self.grads,
-                &mut self.m,
-                &mut self.v,
-                lr,
-                self.setup.hp.weight_decay,
-                self.st.adam_t,
-            );
+            self.apply_gradients(&rows, scale, lr)?;
         }
         self.st.scaler.update(overflow);
         optim::zero_grads(&mut self.grads, &mut self.touched);
         Ok(step_loss)
+    }
+
+    /// Runs forward and backward over the micro-batches of the current step (in `order`),
+    /// adding their gradients, scaled by the loss `scale`, into `grads`. Returns the step's
+    /// mean training loss.
+    fn accumulate_gradients(&mut self, order: &[u32], scale: f64) -> f64 {
+        let n = self.setup.train.len();
+        let bs = self.setup.hp.batch_size as usize;
+        let accum = self.setup.hp.gradient_accumulation_steps as usize;
+        let n_batches = n.div_ceil(bs);
+        let b0 = self.st.epoch_step as usize * accum;
+        let b1 = (b0 + accum).min(n_batches);
+        assert!(
+            b0 < b1,
+            "epoch position {} past the epoch's batches",
+            self.st.epoch_step
+        );
+        let n_micro = (b1 - b0) as f64;
+        let mut step_loss = 0.0f64;
+        for b in b0..b1 {
+            let idx = &order[b * bs..((b + 1) * bs).min(n)];
+            let tokens: usize = idx
+                .iter()
+                .map(|&i| self.setup.train[i as usize].len())
+                .sum();
+            let denom = tokens.max(1) as f64 * n_micro;
+            let coef = scale / denom;
+            let micro_loss = self.micro_batch(idx, coef);
+            step_loss += micro_loss / denom;
+        }
+        step_loss
+    }
+
+    /// Forward and backward over the training examples `idx` of one micro-batch, gradients
+    /// scaled by `coef`. Returns the summed loss of its tokens.
+    fn micro_batch(&mut self, idx: &[u32], coef: f64) -> f64 {
+        let half = self.setup.half;
+        let mut micro_loss = 0.0f64;
+        for &i in idx {
+            let ex = &self.setup.train[i as usize];
+            if ex.is_empty() {
+                continue;
+            }
+            let vals = dropout_values(&mut self.st.rng, self.setup.hp.dropout as f32, ex);
+            let em = emissions(&self.params, ex, vals.as_deref(), half);
+            let (loss, d) = loss_and_demissions(
+                &self.params,
+                &em,
+                &ex.gold,
+                half,
+                coef,
+                Some(&mut self.grads),
+            );
+            backward_weights(
+                ex,
+                vals.as_deref(),
+                &d,
+                coef,
+                half,
+                &mut self.grads,
+                &mut self.touched,
+            );
+            micro_loss += loss;
+            self.tokens_trained += ex.len() as u64;
+        }
+        micro_loss
+    }
+
+    /// Applies the accumulated gradients of the touched `rows`: unscales them by the loss
+    /// `scale` (fp16), clips their norm, then takes an AdamW step at `lr`.
+    fn apply_gradients(&mut self, rows: &[u32], scale: f64, lr: f64) -> Result<(), String> {
+        if self.setup.half {
+            optim::scale_grads(&mut self.grads, rows, (1.0 / scale) as f32);
+        }
+        let norm = optim::grad_sq_norm(&self.grads, rows).sqrt();
+        if !norm.is_finite() {
+            return Err(format!(
+                "training diverged: non-finite gradient at step {}",
+                self.st.step + 1
+            ));
+        }
+        let max = self.setup.hp.max_grad_norm;
+        if max > 0.0 && norm > max {
+            optim::scale_grads(&mut self.grads, rows, (max / (norm + 1e-6)) as f32);
+        }
+        self.st.adam_t += 1;
+        optim::adamw_step(
+            &mut self.params,
+            &self.grads,
+            &mut self.m,
+            &mut self.v,
+            lr,
+            self.setup.hp.weight_decay,
+            self.st.adam_t,
+        );
+        Ok(())
     }
 
     /// Evaluates on the eval set and updates early stopping.
@@ -1057,30 +1183,7 @@ impl Trainer {
         let total = self.setup.total_steps;
         let spe = self.setup.steps_per_epoch;
         let epochs = self.setup.hp.epochs;
-        if let Some(t) = self.setup.job.total_steps {
-            if t != total {
-                println!("note: the job says total_steps {t}; with the held-out slice this run makes {total}");
-            }
-        }
-        println!(
-            "training {} records ({} eval from {}), {} steps/epoch, {} epochs, {} steps, {}{}",
-            self.setup.train.len(),
-            self.setup.eval.len(),
-            self.setup.eval_source,
-            spe,
-            epochs,
-            total,
-            if self.setup.features.use_crf {
-                "crf"
-            } else {
-                "softmax"
-            },
-            if self.setup.half {
-                ", fp16 (emulated)"
-            } else {
-                ""
-            }
-        );
+        self.print_plan();
         let mut reports = Reporter::open(self.setup.job.progress_path.as_deref());
         reports.report(self, true);
         let started = Instant::now();
@@ -1095,34 +1198,9 @@ impl Trainer {
                 order_epoch = self.st.epoch;
             }
             let loss = self.step(&order)?;
-            self.st.step += 1;
-            self.st.epoch_step += 1;
-            self.st.window_loss += loss;
-            self.st.window_steps += 1;
-            self.st.epoch_loss += loss;
-            self.st.epoch_steps += 1;
+            self.count_step(loss);
             if self.st.step % self.setup.job.log_interval == 0 || self.st.step == total {
-                println!(
-                    "step {}/{} loss {:.6} lr {:.6e}{}",
-                    self.st.step,
-                    total,
-                    self.st.window_loss / self.st.window_steps.max(1) as f64,
-                    self.lr_at(self.st.step - 1),
-                    if self.setup.half {
-                        format!(" scale {}", self.st.scaler.scale)
-                    } else {
-                        String::new()
-                    }
-                );
-                self.log_metrics(&[
-                    (
-                        "train/loss",
-                        self.st.window_loss / self.st.window_steps.max(1) as f64,
-                    ),
-                    ("train/lr", self.lr_at(self.st.step - 1)),
-                ]);
-                self.st.window_loss = 0.0;
-                self.st.window_steps = 0;
+                self.log_step();
             }
             let epoch_end = self.st.epoch_step >= spe;
             let evaluated = self.st.step % self.setup.hp.eval_interval == 0 || epoch_end;
@@ -1131,12 +1209,7 @@ impl Trainer {
                 reports.metric = e.metric(&self.setup.job.objective_metric);
             }
             if epoch_end {
-                self.st.epoch += 1;
-                self.st.epoch_step = 0;
-                self.st.last_epoch_loss =
-                    Some(self.st.epoch_loss / self.st.epoch_steps.max(1) as f64);
-                self.st.epoch_loss = 0.0;
-                self.st.epoch_steps = 0;
+                self.end_epoch();
             }
             reports.report(self, evaluated || self.st.step == total);
             if self.st.step % self.setup.job.save_interval == 0 {
@@ -1152,6 +1225,86 @@ impl Trainer {
             }
         }
         reports.report(self, true);
+        self.print_summary(started, cpu0, steps0);
+        Ok(Ending::Finished)
+    }
+
+    /// Prints what the run is about to train (and a note when the job's step count differs).
+    fn print_plan(&self) {
+        let total = self.setup.total_steps;
+        if let Some(t) = self.setup.job.total_steps {
+            if t != total {
+                println!("note: the job says total_steps {t}; with the held-out slice this run makes {total}");
+            }
+        }
+        println!(
+            "training {} records ({} eval from {}), {} steps/epoch, {} epochs, {} steps, {}{}",
+            self.setup.train.len(),
+            self.setup.eval.len(),
+            self.setup.eval_source,
+            self.setup.steps_per_epoch,
+            self.setup.hp.epochs,
+            total,
+            if self.setup.features.use_crf {
+                "crf"
+            } else {
+                "softmax"
+            },
+            if self.setup.half {
+                ", fp16 (emulated)"
+            } else {
+                ""
+            }
+        );
+    }
+
+    /// Advances the position by one step with mean training loss `loss`.
+    fn count_step(&mut self, loss: f64) {
+        self.st.step += 1;
+        self.st.epoch_step += 1;
+        self.st.window_loss += loss;
+        self.st.window_steps += 1;
+        self.st.epoch_loss += loss;
+        self.st.epoch_steps += 1;
+    }
+
+    /// Prints and logs the mean loss since the last log line, then starts a new window.
+    fn log_step(&mut self) {
+        println!(
+            "step {}/{} loss {:.6} lr {:.6e}{}",
+            self.st.step,
+            self.setup.total_steps,
+            self.st.window_loss / self.st.window_steps.max(1) as f64,
+            self.lr_at(self.st.step - 1),
+            if self.setup.half {
+                format!(" scale {}", self.st.scaler.scale)
+            } else {
+                String::new()
+            }
+        );
+        self.log_metrics(&[
+            (
+                "train/loss",
+                self.st.window_loss / self.st.window_steps.max(1) as f64,
+            ),
+            ("train/lr", self.lr_at(self.st.step - 1)),
+        ]);
+        self.st.window_loss = 0.0;
+        self.st.window_steps = 0;
+    }
+
+    /// Closes the current epoch: its mean loss is kept and the next one starts.
+    fn end_epoch(&mut self) {
+        self.st.epoch += 1;
+        self.st.epoch_step = 0;
+        self.st.last_epoch_loss = Some(self.st.epoch_loss / self.st.epoch_steps.max(1) as f64);
+        self.st.epoch_loss = 0.0;
+        self.st.epoch_steps = 0;
+    }
+
+    /// Prints the throughput of this segment (from `steps0`, begun at `started` with `cpu0`
+    /// CPU seconds).
+    fn print_summary(&self, started: Instant, cpu0: f64, steps0: u64) {
         let secs = started.elapsed().as_secs_f64();
         println!(
             "trained {} steps ({} tokens) in {:.3}s wall, {:.3}s cpu: {:.0} tokens/s{}",
@@ -1166,7 +1319,6 @@ impl Trainer {
                 ""
             }
         );
-        Ok(Ending::Finished)
     }
 
     fn state_json(&self, is_final: bool) -> Value {

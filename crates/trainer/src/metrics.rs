@@ -93,32 +93,9 @@ pub fn evaluate(p: &Params, examples: &[Example], half: bool) -> Evaluation {
         let predicted = spans_of(&ex.tokens, &pred);
         span_pred += predicted.len() as u64;
         span_gold += ex.gold_spans.len() as u64;
-        // Both lists are sorted by start and non-overlapping: a merge finds exact matches.
-        let (mut a, mut b) = (0, 0);
-        while a < predicted.len() && b < ex.gold_spans.len() {
-            let (x, y) = (predicted[a], ex.gold_spans[b]);
-            if x == y {
-                span_tp += 1;
-                a += 1;
-                b += 1;
-            } else if (x.0, x.1) < (y.0, y.1) {
-                a += 1;
-            } else {
-                b += 1;
-            }
-        }
+        span_tp += exact_matches(&predicted, &ex.gold_spans);
     }
-    let mut f1s = Vec::new();
-    for c in per_label.iter().skip(1) {
-        if c.tp + c.fn_ > 0 {
-            f1s.push(prf(c.tp, c.fp, c.fn_).2);
-        }
-    }
-    let macro_f1 = if f1s.is_empty() {
-        0.0
-    } else {
-        f1s.iter().sum::<f64>() / f1s.len() as f64
-    };
+    let macro_f1 = macro_f1(&per_label);
     let (sp, sr, sf) = prf(span_tp, span_pred - span_tp, span_gold - span_tp);
     Evaluation {
         loss: if tokens == 0 {
@@ -137,6 +114,43 @@ pub fn evaluate(p: &Params, examples: &[Example], half: bool) -> Evaluation {
         },
         tokens,
         per_label,
+    }
+}
+
+/// How many spans of `predicted` equal one of `gold` (both sorted by start and
+/// non-overlapping).
+fn exact_matches(predicted: &[(usize, usize, u16)], gold: &[(usize, usize, u16)]) -> u64 {
+    let mut matches = 0u64;
+    // Both lists are sorted by start and non-overlapping: a merge finds exact matches.
+    let (mut a, mut b) = (0, 0);
+    while a < predicted.len() && b < gold.len() {
+        let (x, y) = (predicted[a], gold[b]);
+        if x == y {
+            matches += 1;
+            a += 1;
+            b += 1;
+        } else if (x.0, x.1) < (y.0, y.1) {
+            a += 1;
+        } else {
+            b += 1;
+        }
+    }
+    matches
+}
+
+/// The mean token F1 over the entity labels (id 0, "O", excluded) present in the gold data;
+/// 0 when there are none.
+fn macro_f1(per_label: &[Counts]) -> f64 {
+    let mut f1s = Vec::new();
+    for c in per_label.iter().skip(1) {
+        if c.tp + c.fn_ > 0 {
+            f1s.push(prf(c.tp, c.fp, c.fn_).2);
+        }
+    }
+    if f1s.is_empty() {
+        0.0
+    } else {
+        f1s.iter().sum::<f64>() / f1s.len() as f64
     }
 }
 

@@ -163,72 +163,19 @@ pub fn loss_and_demissions(
 ) -> (f64, Vec<f64>) {
     let l = p.n_labels;
     let n = gold.len();
-    let mut d = vec![0.0f64; n * l];
     if n == 0 {
-        return (0.0, d);
+        return (0.0, vec![0.0f64; n * l]);
     }
     if !p.crf() {
-        let mut loss = 0.0f64;
-        let mut row = vec![0.0f64; l];
-        for t in 0..n {
-            for (r, &e) in row.iter_mut().zip(&em[t * l..(t + 1) * l]) {
-                *r = f64::from(e);
-            }
-            let z = log_sum_exp(&row);
-            let g = gold[t] as usize;
-            loss += z - row[g];
-            for k in 0..l {
-                d[t * l + k] = (row[k] - z).exp() - if k == g { 1.0 } else { 0.0 };
-            }
-        }
-        return (loss, d);
+        return softmax_loss_and_demissions(l, em, gold);
     }
     // Linear-chain CRF, forward-backward in log space.
-    let tr: Vec<f64> = p
-        .transitions
-        .iter()
-        .map(|&x| f64::from(q(x, half)))
-        .collect();
-    let st: Vec<f64> = p.start.iter().map(|&x| f64::from(q(x, half))).collect();
-    let en: Vec<f64> = p.end.iter().map(|&x| f64::from(q(x, half))).collect();
-    let e = |t: usize, k: usize| f64::from(em[t * l + k]);
-    let mut alpha = vec![0.0f64; n * l];
-    let mut beta = vec![0.0f64; n * l];
-    let mut tmp = vec![0.0f64; l];
-    for k in 0..l {
-        alpha[k] = st[k] + e(0, k);
-    }
-    for t in 1..n {
-        for j in 0..l {
-            for i in 0..l {
-                tmp[i] = alpha[(t - 1) * l + i] + tr[i * l + j];
-            }
-            alpha[t * l + j] = log_sum_exp(&tmp) + e(t, j);
-        }
-    }
-    for k in 0..l {
-        beta[(n - 1) * l + k] = en[k];
-    }
-    for t in (0..n - 1).rev() {
-        for i in 0..l {
-            for j in 0..l {
-                tmp[j] = tr[i * l + j] + e(t + 1, j) + beta[(t + 1) * l + j];
-            }
-            beta[t * l + i] = log_sum_exp(&tmp);
-        }
-    }
-    for k in 0..l {
-        tmp[k] = alpha[(n - 1) * l + k] + en[k];
-    }
-    let log_z = log_sum_exp(&tmp);
-    let mut gold_score = st[gold[0] as usize] + en[gold[n - 1] as usize];
-    for t in 0..n {
-        gold_score += e(t, gold[t] as usize);
-        if t > 0 {
-            gold_score += tr[gold[t - 1] as usize * l + gold[t] as usize];
-        }
-    }
-    let loss = log_z - gold_score;
+    let crf = Crf::new(p, em, half, n);
+    let alpha = crf.forward();
+    let beta = crf.backward();
+    let log_z = crf.log_partition(&alpha);
+    let loss = log_z - crf.gold_score(gold);
+    let mut d = vec![0.0f64; n * l];
     for t in 0..n {
         for k in 0..l {
             let marginal = (alpha[t * l + k] + beta[t * l + k] - log_z).exp();
@@ -237,18 +184,7 @@ pub fn loss_and_demissions(
     }
     if let Some(g) = grads {
         let put = |x: f64| q((x * coef) as f32, half);
-        let mut dtr = vec![0.0f64; l * l];
-        for t in 1..n {
-            for i in 0..l {
-                for j in 0..l {
-                    dtr[i * l + j] +=
-                        (alpha[(t - 1) * l + i] + tr[i * l + j] + e(t, j) + beta[t * l + j]
-                            - log_z)
-                            .exp();
-                }
-            }
-            dtr[gold[t - 1] as usize * l + gold[t] as usize] -= 1.0;
-        }
+        let dtr = crf.transition_expectations(&alpha, &beta, log_z, gold);
         for (gt, x) in g.transitions.iter_mut().zip(&dtr) {
             *gt += put(*x);
         }
@@ -260,6 +196,149 @@ pub fn loss_and_demissions(
         }
     }
     (loss, d)
+}
+
+/// `loss_and_demissions` of the softmax head (`l` labels): per-token cross-entropy of a
+/// non-empty example.
+fn softmax_loss_and_demissions(l: usize, em: &[f32], gold: &[u16]) -> (f64, Vec<f64>) {
+    let n = gold.len();
+    let mut d = vec![0.0f64; n * l];
+    let mut loss = 0.0f64;
+    let mut row = vec![0.0f64; l];
+    for t in 0..n {
+        for (r, &e) in row.iter_mut().zip(&em[t * l..(t + 1) * l]) {
+            *r = f64::from(e);
+        }
+        let z = log_sum_exp(&row);
+        let g = gold[t] as usize;
+        loss += z - row[g];
+        for k in 0..l {
+            d[t * l + k] = (row[k] - z).exp() - if k == g { 1.0 } else { 0.0 };
+        }
+    }
+    (loss, d)
+}
+
+/// The linear-chain CRF scores of one non-empty example of `n` tokens, in f64: transitions,
+/// start and end scores (f16-rounded when `half`) and the emissions `em`.
+struct Crf<'a> {
+    l: usize,
+    n: usize,
+    em: &'a [f32],
+    tr: Vec<f64>,
+    st: Vec<f64>,
+    en: Vec<f64>,
+}
+
+impl<'a> Crf<'a> {
+    /// The scores of `p` for an example of `n` tokens with emissions `em`.
+    fn new(p: &Params, em: &'a [f32], half: bool, n: usize) -> Crf<'a> {
+        let tr: Vec<f64> = p
+            .transitions
+            .iter()
+            .map(|&x| f64::from(q(x, half)))
+            .collect();
+        let st: Vec<f64> = p.start.iter().map(|&x| f64::from(q(x, half))).collect();
+        let en: Vec<f64> = p.end.iter().map(|&x| f64::from(q(x, half))).collect();
+        Crf {
+            l: p.n_labels,
+            n,
+            em,
+            tr,
+            st,
+            en,
+        }
+    }
+
+    /// The emission score of label `k` at token `t`.
+    fn e(&self, t: usize, k: usize) -> f64 {
+        f64::from(self.em[t * self.l + k])
+    }
+
+    /// Forward log-scores `alpha[t][k]`: all label paths of tokens `0..=t` ending in `k`.
+    fn forward(&self) -> Vec<f64> {
+        let (l, n, tr, st) = (self.l, self.n, &self.tr, &self.st);
+        let mut alpha = vec![0.0f64; n * l];
+        let mut tmp = vec![0.0f64; l];
+        for k in 0..l {
+            alpha[k] = st[k] + self.e(0, k);
+        }
+        for t in 1..n {
+            for j in 0..l {
+                for i in 0..l {
+                    tmp[i] = alpha[(t - 1) * l + i] + tr[i * l + j];
+                }
+                alpha[t * l + j] = log_sum_exp(&tmp) + self.e(t, j);
+            }
+        }
+        alpha
+    }
+
+    /// Backward log-scores `beta[t][i]`: all label paths of tokens `t+1..n` after `i` at `t`.
+    fn backward(&self) -> Vec<f64> {
+        let (l, n, tr) = (self.l, self.n, &self.tr);
+        let mut beta = vec![0.0f64; n * l];
+        let mut tmp = vec![0.0f64; l];
+        for k in 0..l {
+            beta[(n - 1) * l + k] = self.en[k];
+        }
+        for t in (0..n - 1).rev() {
+            for i in 0..l {
+                for j in 0..l {
+                    tmp[j] = tr[i * l + j] + self.e(t + 1, j) + beta[(t + 1) * l + j];
+                }
+                beta[t * l + i] = log_sum_exp(&tmp);
+            }
+        }
+        beta
+    }
+
+    /// The log partition function, from the forward scores.
+    fn log_partition(&self, alpha: &[f64]) -> f64 {
+        let (l, n) = (self.l, self.n);
+        let mut tmp = vec![0.0f64; l];
+        for k in 0..l {
+            tmp[k] = alpha[(n - 1) * l + k] + self.en[k];
+        }
+        log_sum_exp(&tmp)
+    }
+
+    /// The score of the gold label path.
+    fn gold_score(&self, gold: &[u16]) -> f64 {
+        let (l, n, tr) = (self.l, self.n, &self.tr);
+        let mut gold_score = self.st[gold[0] as usize] + self.en[gold[n - 1] as usize];
+        for t in 0..n {
+            gold_score += self.e(t, gold[t] as usize);
+            if t > 0 {
+                gold_score += tr[gold[t - 1] as usize * l + gold[t] as usize];
+            }
+        }
+        gold_score
+    }
+
+    /// `d loss / d transitions` (unscaled): expected transition counts minus the gold ones.
+    fn transition_expectations(
+        &self,
+        alpha: &[f64],
+        beta: &[f64],
+        log_z: f64,
+        gold: &[u16],
+    ) -> Vec<f64> {
+        let (l, n, tr) = (self.l, self.n, &self.tr);
+        let mut dtr = vec![0.0f64; l * l];
+        for t in 1..n {
+            for i in 0..l {
+                for j in 0..l {
+                    dtr[i * l + j] +=
+                        (alpha[(t - 1) * l + i] + tr[i * l + j] + self.e(t, j) + beta[t * l + j]
+                            - log_z)
+                            .exp();
+                }
+            }
+            dtr[gold[t - 1] as usize * l + gold[t] as usize] -= 1.0;
+        }
+        dtr
+    }
 }
 
 /// Adds `coef · d loss/d weight` of one example into `grads.weight` (marking touched rows).

@@ -137,7 +137,6 @@ impl TokenFeatures {
 /// for the whitespace-delimited chunk around each token.
 pub fn features(text: &str, tokens: &[Token], cfg: &FeatureConfig) -> TokenFeatures {
     assert!(cfg.hash_dim > 0);
-    let chars: Vec<char> = text.chars().collect();
     let norm = |s: &str| -> String {
         if cfg.lowercase {
             s.to_lowercase()
@@ -145,45 +144,80 @@ pub fn features(text: &str, tokens: &[Token], cfg: &FeatureConfig) -> TokenFeatu
             s.to_string()
         }
     };
-    let forms: Vec<String> = tokens.iter().map(|t| norm(&t.text)).collect();
-    let lowers: Vec<String> = tokens.iter().map(|t| t.text.to_lowercase()).collect();
+    let x = Featurizer {
+        cfg,
+        tokens,
+        chars: text.chars().collect(),
+        forms: tokens.iter().map(|t| norm(&t.text)).collect(),
+        lowers: tokens.iter().map(|t| t.text.to_lowercase()).collect(),
+    };
     let mut ids = Vec::with_capacity(tokens.len() * 32);
     let mut offsets = Vec::with_capacity(tokens.len() + 1);
     offsets.push(0);
     let mut buf = String::new();
-    let push = |ids: &mut Vec<u32>, name: &str| {
-        ids.push((fnv1a64(name.as_bytes()) % u64::from(cfg.hash_dim)) as u32);
-    };
-    let window = cfg.window as i64;
-    for (i, tok) in tokens.iter().enumerate() {
-        let form = &forms[i];
-        let lower = &lowers[i];
-        push(&mut ids, BIAS);
+    for i in 0..tokens.len() {
+        x.word_features(&mut ids, i, &mut buf);
+        x.chunk_features(&mut ids, i);
+        x.context_features(&mut ids, i);
+        offsets.push(ids.len());
+    }
+    let out = TokenFeatures { ids, offsets };
+    debug_assert_eq!(out.len(), tokens.len());
+    debug_assert!(out.ids.iter().all(|&f| f < cfg.hash_dim));
+    out
+}
+
+/// What the features of one record's tokens are computed from: the record's chars and each
+/// token's normalised (`forms`) and lowercased (`lowers`) text.
+struct Featurizer<'a> {
+    cfg: &'a FeatureConfig,
+    tokens: &'a [Token],
+    chars: Vec<char>,
+    forms: Vec<String>,
+    lowers: Vec<String>,
+}
+
+impl Featurizer<'_> {
+    /// Appends the hashed id of the feature `name`.
+    fn push(&self, ids: &mut Vec<u32>, name: &str) {
+        ids.push((fnv1a64(name.as_bytes()) % u64::from(self.cfg.hash_dim)) as u32);
+    }
+
+    /// The bias, then token `i`'s own form: word, lowercase word, shapes, length and (when
+    /// enabled) char prefixes and suffixes. `buf` is scratch space.
+    fn word_features(&self, ids: &mut Vec<u32>, i: usize, buf: &mut String) {
+        let tok = &self.tokens[i];
+        let form = &self.forms[i];
+        let lower = &self.lowers[i];
+        self.push(ids, BIAS);
         buf.clear();
         buf.push_str("w=");
         buf.push_str(form);
-        push(&mut ids, &buf);
-        if !cfg.lowercase {
-            push(&mut ids, &format!("lw={lower}"));
+        self.push(ids, buf);
+        if !self.cfg.lowercase {
+            self.push(ids, &format!("lw={lower}"));
         }
-        push(&mut ids, &format!("sh={}", shape(form)));
-        push(&mut ids, &format!("ss={}", short_shape(form)));
-        push(
-            &mut ids,
-            &format!("len={}", tok.text.chars().count().min(8)),
-        );
-        if cfg.char_ngrams {
+        self.push(ids, &format!("sh={}", shape(form)));
+        self.push(ids, &format!("ss={}", short_shape(form)));
+        self.push(ids, &format!("len={}", tok.text.chars().count().min(8)));
+        if self.cfg.char_ngrams {
             let cs: Vec<char> = lower.chars().collect();
             for n in 1..=4usize {
                 if cs.len() > n {
                     let p: String = cs[..n].iter().collect();
                     let s: String = cs[cs.len() - n..].iter().collect();
-                    push(&mut ids, &format!("p{n}={p}"));
-                    push(&mut ids, &format!("s{n}={s}"));
+                    self.push(ids, &format!("p{n}={p}"));
+                    self.push(ids, &format!("s{n}={s}"));
                 }
             }
         }
-        // The whitespace-delimited chunk holding the token ("j.doe@example.com.").
+    }
+
+    /// The shape of the whitespace-delimited chunk holding token `i` ("j.doe@example.com."),
+    /// and whether it holds an `@`.
+    fn chunk_features(&self, ids: &mut Vec<u32>, i: usize) {
+        let tok = &self.tokens[i];
+        let chars = &self.chars;
         let mut a = tok.start;
         while a > 0 && !chars[a - 1].is_whitespace() {
             a -= 1;
@@ -193,12 +227,19 @@ pub fn features(text: &str, tokens: &[Token], cfg: &FeatureConfig) -> TokenFeatu
             b += 1;
         }
         let chunk: String = chars[a..b].iter().collect();
-        push(&mut ids, &format!("cs={}", short_shape(&chunk)));
+        self.push(ids, &format!("cs={}", short_shape(&chunk)));
         if chunk.contains('@') {
-            push(&mut ids, "chunk@");
+            self.push(ids, "chunk@");
         }
+    }
+
+    /// Token `i`'s position and neighbours: whether it is first, the context words within the
+    /// window, the neighbours' shapes and the bigram with the previous word.
+    fn context_features(&self, ids: &mut Vec<u32>, i: usize) {
+        let (tokens, forms, lowers) = (self.tokens, &self.forms, &self.lowers);
+        let window = self.cfg.window as i64;
         if i == 0 {
-            push(&mut ids, "first");
+            self.push(ids, "first");
         }
         // Context words within the window, and the neighbours' shapes.
         for d in 1..=window {
@@ -210,14 +251,14 @@ pub fn features(text: &str, tokens: &[Token], cfg: &FeatureConfig) -> TokenFeatu
                 } else {
                     lowers[j as usize].as_str()
                 };
-                push(&mut ids, &format!("w{sign}{d}={w}"));
+                self.push(ids, &format!("w{sign}{d}={w}"));
                 if d == 1 {
                     let sh = if j < 0 || j as usize >= tokens.len() {
                         w.to_string()
                     } else {
                         short_shape(&forms[j as usize])
                     };
-                    push(&mut ids, &format!("ss{sign}1={sh}"));
+                    self.push(ids, &format!("ss{sign}1={sh}"));
                 }
             }
         }
@@ -227,14 +268,9 @@ pub fn features(text: &str, tokens: &[Token], cfg: &FeatureConfig) -> TokenFeatu
             } else {
                 lowers[i - 1].as_str()
             };
-            push(&mut ids, &format!("bi={prev}|{lower}"));
+            self.push(ids, &format!("bi={prev}|{}", lowers[i]));
         }
-        offsets.push(ids.len());
     }
-    let out = TokenFeatures { ids, offsets };
-    debug_assert_eq!(out.len(), tokens.len());
-    debug_assert!(out.ids.iter().all(|&f| f < cfg.hash_dim));
-    out
 }
 
 #[cfg(test)]
