@@ -1,4 +1,4 @@
-//! The built-in reference trainer (SPEC §8), run as a subprocess of trainctl
+//! The built-in reference trainer (docs/contract.md, "Trainer"), run as a subprocess of trainctl
 //! (`trainctl __builtin-train`, job file in `TRAINCTL_JOB`). Token classification on the
 //! character-span JSON format with hashed sparse features, a softmax or linear-chain CRF head,
 //! AdamW, warmup/decay, accumulation, clipping, feature dropout, early stopping, truncation and
@@ -48,7 +48,7 @@ const MAX_WINDOW: u64 = 16;
 const MAX_LABELS: usize = 1024;
 
 // The job's hyperparameters are the orchestrator's effective ones, with the same strict
-// schema: a knob this trainer cannot honour must never be ignored silently (SPEC §1).
+// schema: a knob this trainer cannot honour must never be ignored silently (docs/contract.md, "Configuration").
 pub use protocol::{EarlyStopping, Hyperparameters, LrScheduler};
 
 /// The job file (see fixtures/trainer/README.md for the protocol). Extra fields are ignored.

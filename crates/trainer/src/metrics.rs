@@ -1,4 +1,4 @@
-//! Evaluation (SPEC §8 metrics): token macro-F1 over the entity labels present in the gold
+//! Evaluation (docs/contract.md, "Trainer" metrics): token macro-F1 over the entity labels present in the gold
 //! data (excluding "O"), span F1 (exact char span and label), loss, per-entity P/R/F1. Counts
 //! are integers and every float is derived from them in a fixed order.
 

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use trainctl_core::fs::Fs;
 
-/// The learning-rate schedule after warmup (SPEC §8). `linear` decays to 0 at the last
+/// The learning-rate schedule after warmup (docs/contract.md, "Trainer"). `linear` decays to 0 at the last
 /// step, so it depends on the total number of steps; `constant` does not, which makes a
 /// continued run (E1 then E2 epochs) equal to an uninterrupted E2 run.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
@@ -29,7 +29,7 @@ impl LrScheduler {
     }
 }
 
-/// The effective hyperparameters after every layer (SPEC §1 precedence).
+/// The effective hyperparameters after every layer (docs/contract.md, "Configuration" precedence).
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Hyperparameters {

@@ -1,4 +1,4 @@
-//! Tokenisation with character offsets and hashed sparse features (SPEC §8). Pure functions
+//! Tokenisation with character offsets and hashed sparse features (docs/contract.md, "Trainer"). Pure functions
 //! of the text and the feature config: no randomness, no hash maps, a hash (FNV-1a 64) that
 //! is fixed forever so saved weights keep their meaning across versions.
 
