@@ -116,6 +116,11 @@ pub enum Command {
         state: Option<String>,
     },
     /// Show or check the merged configuration.
+    #[command(after_help = "Examples:
+  trainctl config show                          every value with the file and line it came from
+  trainctl -o train:training.epochs=8 config show   what an override changes, and the fingerprints
+  trainctl --json config show                   the same as one JSON document
+  trainctl config check                         validate everything `plan` needs, write nothing")]
     Config {
         #[command(subcommand)]
         action: ConfigAction,
@@ -169,6 +174,9 @@ pub enum Command {
     },
     /// Drive backup (colab only): mirror complete variants, conversion outputs and
     /// caches to the Drive mount; verified copy, then an atomic swap.
+    #[command(after_help = "Examples:
+  trainctl --env colab backup         mirror everything complete to the Drive mount
+  trainctl --json --env colab backup  what was copied and what was already up to date")]
     Backup,
     /// List what OUT no longer needs; with --apply, remove it: step checkpoints beyond
     /// checkpoint.keep_last, abandoned incomplete variants, interrupted-write debris.
@@ -187,6 +195,9 @@ pub enum Command {
         older_than: Option<String>,
     },
     /// Tag the entities in TEXT with an inference bundle (or a built-in checkpoint dir).
+    #[command(after_help = "Examples:
+  trainctl predict --bundle OUT/conversion/local/builtin/spec-…_exec-…/v1/conv-… \"Jane Doe is a data engineer in Berlin\"
+  trainctl --json predict --bundle DIR \"…\"    entities with char offsets [start, end)")]
     Predict {
         /// A conversion output dir (or a `checkpoint/` dir of the built-in trainer).
         #[arg(long, value_name = "DIR")]
@@ -195,11 +206,19 @@ pub enum Command {
         text: String,
     },
     /// Check or repair the dual-file caches (records, latest, index).
+    #[command(after_help = "Examples:
+  trainctl cache check                    every cache; exit 7 when it finds problems
+  trainctl cache check final_training     one cache
+  trainctl cache repair                   rebuild latest and index from the records, remove debris")]
     Cache {
         #[command(subcommand)]
         action: CacheAction,
     },
     /// Tracking-store maintenance (MLflow).
+    #[command(after_help = "Examples:
+  trainctl track sync --dry-run            which complete variants the store is missing
+  trainctl track sync                      upload them (a run that exists is finished, never duplicated)
+  trainctl track sync --include-untracked  also variants trained with tracking off")]
     Track {
         #[command(subcommand)]
         action: TrackAction,
