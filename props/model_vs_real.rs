@@ -104,7 +104,9 @@ struct RefState {
 }
 
 /// The reference machine of one tracking world (`TRACKED`, `UNTRACKED`, `FAULTY`).
-struct Reference<const T: u8>;
+/// The reference: tracking world `T`; `X` whether the storage has an atomic exchange (gc
+/// removes abandoned variants only there).
+struct Reference<const T: u8, const X: bool>;
 
 fn mode_strategy() -> impl Strategy<Value = Mode> {
     prop_oneof![
@@ -184,10 +186,11 @@ fn command_strategy() -> impl Strategy<Value = Command> {
         .prop_map(Command::Convert),
         1 => Just(Command::Backup),
         1 => Just(Command::TrackSync),
+        1 => Just(Command::Gc),
     ]
 }
 
-impl<const T: u8> ReferenceStateMachine for Reference<T> {
+impl<const T: u8, const X: bool> ReferenceStateMachine for Reference<T, X> {
     type State = RefState;
     type Transition = Command;
 
@@ -202,7 +205,7 @@ impl<const T: u8> ReferenceStateMachine for Reference<T> {
         };
         (fault, retention_strategy())
             .prop_map(|(fault, retention)| RefState {
-                model: Model::with_retention(retention, tracking_of(T)),
+                model: Model::with_retention(retention, tracking_of(T)).with_gc_exchanges(X),
                 retention,
                 last: None,
                 fault,
@@ -236,6 +239,14 @@ enum Backend {
     /// OUT in a simulated object store (`BucketFs` over `SimObjects`; the project and the
     /// trainer's staging dir on SimFs): the `object` profile.
     Bucket,
+}
+
+impl Backend {
+    /// Whether OUT's storage has an atomic exchange (`RENAME_EXCHANGE`): SimFs and the local
+    /// disk do; posix-noflags, no-links FUSE and buckets do not.
+    const fn exchanges(self) -> bool {
+        matches!(self, Backend::Sim | Backend::Os)
+    }
 }
 
 /// The real side: the orchestrator in a sandbox, and the commands applied so far (written as
@@ -851,7 +862,46 @@ impl Real {
                 .get_or_insert_with(|| (self.sandbox.drive().0, self.mirror()))
                 .1
                 .clone(),
+            removed: self.removed(),
         }
+    }
+
+    /// `trainctl gc --apply --older-than 0s` with the tracking store back; it must not fail,
+    /// and it keeps a variant only where the storage has no atomic exchange.
+    fn gc(&self) {
+        if let Some(tracker) = self.sandbox.tracker.as_ref() {
+            tracker.heal();
+        }
+        let report = match self.sandbox.gc() {
+            Ok(report) => report,
+            Err(e) => fail(self, &format!("gc failed: {e}")),
+        };
+        let failed: Vec<_> = report.items.iter().filter(|i| i.error.is_some()).collect();
+        if !failed.is_empty() {
+            fail(self, &format!("gc could not remove: {failed:?}"));
+        }
+    }
+
+    /// Per identity: the variant numbers a gc tombstone file holds.
+    fn removed(&self) -> [std::collections::BTreeSet<u64>; IDENTITIES] {
+        std::array::from_fn(|identity| {
+            let job = self.job(identity);
+            let dir = job
+                .layout
+                .identity_dir(&job.identity)
+                .expect("identity dir");
+            let fs = &*self.sandbox.fs;
+            fs.list(&dir)
+                .unwrap_or_default()
+                .iter()
+                .filter(|e| !e.is_dir)
+                .filter_map(|e| job.layout.parse_variant_name(&e.name))
+                .filter(|n| {
+                    let path = job.layout.variant_dir(&job.identity, *n).expect("dir");
+                    trainctl::observe::is_tombstone(fs, &path)
+                })
+                .collect()
+        })
     }
 
     /// `trainctl backup` on colab to the sandbox's Drive mirror; it must not fail here.
@@ -1054,6 +1104,13 @@ fn check_projection(real: &Real, model: &Projection) {
         );
         compare(&what, &got.mirror, &model.mirror);
     }
+    if got.removed != model.removed {
+        compare(
+            "variants removed by gc (tombstones) differ",
+            &got.removed,
+            &model.removed,
+        );
+    }
     if got.conversions != model.conversions {
         let what =
             format!("verified conversions differ ({CONVERSION_DEBRIS:?}: a file outside them)");
@@ -1145,6 +1202,7 @@ fn step(mut real: Real, expected: Option<&Response>, command: Command) -> Real {
         }
         (Command::Backup, _) => real.backup(),
         (Command::TrackSync, _) => real.track_sync(),
+        (Command::Gc, _) => real.gc(),
         (Command::Convert(from), Some(Response::Converted(expected))) => {
             let got = real.convert(*from);
             if support::stats::enabled() {
@@ -1178,7 +1236,8 @@ fn replay_commands(
     fault: Option<Fault>,
     commands: &[Command],
 ) {
-    let mut model = Model::with_retention(retention, tracking.clone());
+    let mut model =
+        Model::with_retention(retention, tracking.clone()).with_gc_exchanges(backend.exchanges());
     let mut real = Real::new(backend, tracking, retention, fault);
     check_projection(&real, &model.projection());
     for command in commands {
@@ -1280,7 +1339,7 @@ macro_rules! machine_test {
         struct $name;
         impl StateMachineTest for $name {
             type SystemUnderTest = Real;
-            type Reference = Reference<$tracking>;
+            type Reference = Reference<$tracking, { $backend.exchanges() }>;
 
             fn init_test(state: &RefState) -> Real {
                 run_regressions();

@@ -102,8 +102,8 @@ pub struct World<'a> {
     pub config: Option<&'a crate::config::Config>,
 }
 
-/// `(spec_fp, exec_fp)` from a variant's identity dir name (`spec-<fp>_exec-<fp>`), for a
-/// variant whose metadata cannot be read.
+/// The fingerprint prefixes in a variant's identity dir name (`spec-<fp8>_exec-<fp8>`), for
+/// a variant whose metadata cannot be read.
 fn fingerprints_of(v: &FoundVariant) -> Option<(String, String)> {
     let name = v.identity_segments.last()?;
     let (spec, exec) = name.split_once('_')?;
@@ -352,18 +352,18 @@ fn end_tracked_runs(
     let (Some(tracker), Some(config)) = (world.tracker, world.config) else {
         return Ok(());
     };
+    use crate::track::lifecycle::Fingerprints;
     let meta = crate::store::meta::VariantMeta::read(world.fs, &v.dir);
-    let fps = meta
-        .as_ref()
-        .map(|m| (m.spec_fp.clone(), m.exec_fp.clone()))
-        .or_else(|| fingerprints_of(v));
-    let Some((spec_fp, exec_fp)) = fps else {
-        return Ok(());
+    let from_name = fingerprints_of(v);
+    let fingerprints = match (&meta, &from_name) {
+        (Some(m), _) => Fingerprints::Full(&m.spec_fp, &m.exec_fp),
+        (None, Some((spec, exec))) => Fingerprints::Prefixes(spec, exec),
+        (None, None) => return Ok(()),
     };
     let ended = crate::track::lifecycle::end_running_runs(
         tracker,
         config,
-        (&spec_fp, &exec_fp),
+        fingerprints,
         &|n| n == v.variant,
         ("trainctl.removed_by", "gc"),
         now_ms as i64,

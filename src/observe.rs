@@ -56,7 +56,43 @@ pub fn decide<'a>(
         }
         decision = next;
     }
+    let decision = past_files(decision, &variants, request)?;
     Ok((variants, decision))
+}
+
+/// A new variant's number taken by a file (gc's tombstone of a removed variant, or anything
+/// else that is not a variant) is passed over, as allocation does, so that `plan` says the
+/// number `train` makes; an explicit `variant.number` there is `busy` (docs/contract.md,
+/// "Retention and gc").
+fn past_files(
+    decision: crate::plan::Decision,
+    variants: &FsVariants<'_>,
+    request: &crate::plan::Request,
+) -> crate::error::Result<crate::plan::Decision> {
+    use crate::plan::Decision;
+    let (Decision::New { variant } | Decision::Continue { variant }) = decision else {
+        return Ok(decision);
+    };
+    if !variants.taken_by_files.contains(&variant) {
+        return Ok(decision);
+    }
+    let explicit = request.mode != crate::config::schema::RunMode::ForceNew
+        && request.explicit_variant == Some(variant);
+    if explicit {
+        return Err(crate::error::Error::new(
+            crate::error::ErrorKind::Busy,
+            format!(
+                "variant {variant} cannot be created: a file holds its name (a variant gc removed, see `trainctl status`)"
+            ),
+        ));
+    }
+    let free = (variant..)
+        .find(|n| !variants.taken_by_files.contains(n))
+        .unwrap_or(variant);
+    Ok(match decision {
+        Decision::Continue { .. } => Decision::Continue { variant: free },
+        _ => Decision::New { variant: free },
+    })
 }
 
 /// Reads a variant's lease and applies the liveness rule.
@@ -72,6 +108,9 @@ pub struct FsVariants<'a> {
     identity: &'a Identity,
     pub dir: PathBuf,
     numbers: BTreeSet<u64>,
+    /// Numbers whose name a file (or anything else that is not a directory) holds: gc's
+    /// tombstones. Not variants, but taken.
+    taken_by_files: BTreeSet<u64>,
     facts: &'a LivenessFacts<'a>,
     memo: RefCell<BTreeMap<u64, (Completion, LeaseView)>>,
     /// Completions checked alone (without the lease), memoised too.
@@ -99,21 +138,28 @@ impl<'a> FsVariants<'a> {
         depth: Depth,
     ) -> crate::error::Result<FsVariants<'a>> {
         let dir = layout.identity_dir(identity)?;
-        let numbers = match fs.list(&dir) {
-            Ok(entries) => entries
-                .iter()
-                .filter(|e| e.is_dir)
-                .filter_map(|e| layout.parse_variant_name(&e.name))
-                .collect(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeSet::new(),
+        let entries = match fs.list(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(crate::error::Error::io(&dir, &e)),
         };
+        let (mut numbers, mut taken_by_files) = (BTreeSet::new(), BTreeSet::new());
+        for e in &entries {
+            if let Some(n) = layout.parse_variant_name(&e.name) {
+                if e.is_dir {
+                    numbers.insert(n);
+                } else {
+                    taken_by_files.insert(n);
+                }
+            }
+        }
         Ok(FsVariants {
             fs,
             layout,
             identity,
             dir,
             numbers,
+            taken_by_files,
             facts,
             memo: RefCell::new(BTreeMap::new()),
             checked: RefCell::new(BTreeMap::new()),

@@ -96,6 +96,13 @@ pub enum Command {
     /// finished its run); under `Tracking::Faulty` the harness checks instead that every
     /// complete variant then has exactly one FINISHED run, named as its metadata says.
     TrackSync,
+    /// `trainctl gc --apply --older-than 0s` once the tracking store is back: sequential
+    /// commands leave no live lease, so every incomplete variant is abandoned. Where the
+    /// storage has an atomic exchange, each is replaced by a tombstone (its number stays
+    /// taken: allocation passes over it, an explicit number there is `busy`) and its run
+    /// still RUNNING ends KILLED; elsewhere gc keeps them all. Complete variants, records and
+    /// views are untouched (docs/contract.md, "Retention and gc").
+    Gc,
 }
 
 /// Which parent `convert` is given.
@@ -213,6 +220,8 @@ pub struct Projection {
     /// is not complete, or a backup's leftover, is a difference: a backup never publishes a
     /// partial copy, and a later damage to the source never reaches the mirror.
     pub mirror: Mirror,
+    /// Per identity: variant numbers gc replaced by a tombstone file.
+    pub removed: [std::collections::BTreeSet<u64>; IDENTITIES],
 }
 
 /// What the Drive mirror holds (see `Projection::mirror`).
@@ -356,6 +365,10 @@ pub struct Model {
     conversions: std::collections::BTreeSet<RecordKey>,
     /// What backups copied so far (a mirror copy is replaced only by a newer complete one).
     mirror: Mirror,
+    /// Whether the storage has an atomic exchange (gc removes abandoned variants only then).
+    gc_exchanges: bool,
+    /// Per identity: numbers gc replaced by a tombstone.
+    tombstones: [std::collections::BTreeSet<u64>; IDENTITIES],
 }
 
 impl Model {
@@ -390,7 +403,15 @@ impl Model {
             completions: 0,
             conversions: Default::default(),
             mirror: Mirror::default(),
+            gc_exchanges: true,
+            tombstones: Default::default(),
         }
+    }
+
+    /// The same model on storage with (`true`, the default) or without an atomic exchange.
+    pub fn with_gc_exchanges(mut self, exchanges: bool) -> Model {
+        self.gc_exchanges = exchanges;
+        self
     }
 
     /// Whether `command` may run in this state. Permissive: only ContinueFromPrevious (not
@@ -421,6 +442,7 @@ impl Model {
             Command::Convert(ConvertFrom::Latest)
             | Command::Backup
             | Command::TrackSync
+            | Command::Gc
             | Command::DamageCache(_)
             | Command::RepairCache
             | Command::Status => true,
@@ -474,6 +496,33 @@ impl Model {
                 Response::Done
             }
             Command::TrackSync => Response::Done,
+            Command::Gc => {
+                self.gc();
+                Response::Done
+            }
+        }
+    }
+
+    /// `gc`: see `Command::Gc`.
+    fn gc(&mut self) {
+        if !self.gc_exchanges {
+            return;
+        }
+        for identity in 0..IDENTITIES {
+            let abandoned: Vec<u64> = self.variants[identity]
+                .iter()
+                .filter(|(_, v)| !v.is_complete())
+                .map(|(number, _)| *number)
+                .collect();
+            for number in abandoned {
+                self.variants[identity].remove(&number);
+                self.tombstones[identity].insert(number);
+                if let Some(run) = self.runs.get_mut(&(identity, number)) {
+                    if run.status == RunState::Running {
+                        run.status = RunState::Killed;
+                    }
+                }
+            }
         }
     }
 
@@ -542,6 +591,7 @@ impl Model {
             runs,
             conversions: self.conversions.clone(),
             mirror: self.mirror.clone(),
+            removed: self.tombstones.clone(),
         }
     }
 
@@ -610,7 +660,7 @@ impl Model {
             parent: ParentView::NotFound,
             wait_for_owner: true,
         };
-        let expected = decide(&observed, &request);
+        let mut expected = decide(&observed, &request);
         let number = match expected {
             Expected::Error(kind) => {
                 assert_ne!(kind, ErrorKind::Busy, "no live lease in sequential runs");
@@ -622,7 +672,23 @@ impl Model {
                 let exit = Exit::Ok;
                 return Response::Decided { expected, exit };
             }
-            Expected::New { variant } | Expected::Resume { variant } => variant,
+            Expected::New { variant } => {
+                // A number gc left a tombstone on: an explicit one is `busy`, any other is
+                // passed over (docs/contract.md, "Retention and gc").
+                let explicit = mode != Mode::ForceNew && explicit_variant == Some(variant);
+                let tombstones = &self.tombstones[identity];
+                if explicit && tombstones.contains(&variant) {
+                    let expected = Expected::Error(ErrorKind::Busy);
+                    let exit = Exit::Error;
+                    return Response::Decided { expected, exit };
+                }
+                let number = (variant..)
+                    .find(|n| !tombstones.contains(n))
+                    .expect("a free number");
+                expected = Expected::New { variant: number };
+                number
+            }
+            Expected::Resume { variant } => variant,
             Expected::Continue { .. } => unreachable!("precondition refuses continue"),
             Expected::Wait { .. } => unreachable!("sequential commands never leave a live lease"),
         };

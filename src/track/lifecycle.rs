@@ -284,11 +284,20 @@ pub fn end_superseded_runs(
     end_running_runs(
         tracker,
         config,
-        (spec_fp, exec_fp),
+        Fingerprints::Full(spec_fp, exec_fp),
         &|v| v != completed && abandoned(v),
         ("trainctl.superseded_by", &format!("v{completed}")),
         now_ms,
     )
+}
+
+/// Which identity's runs `end_running_runs` ends: by the full fingerprints (the exact tags),
+/// or by the 8-character prefixes a variant's directory name carries, for a variant whose
+/// metadata is gone (found by the sequential model: gc left such a variant's run RUNNING).
+#[derive(Clone, Copy, Debug)]
+pub enum Fingerprints<'a> {
+    Full(&'a str, &'a str),
+    Prefixes(&'a str, &'a str),
 }
 
 /// Ends as KILLED every RUNNING run of the identity `(spec_fp, exec_fp)` whose variant
@@ -298,7 +307,7 @@ pub fn end_superseded_runs(
 pub fn end_running_runs(
     tracker: &dyn Tracker,
     config: &Config,
-    (spec_fp, exec_fp): (&str, &str),
+    fingerprints: Fingerprints<'_>,
     which: &dyn Fn(u64) -> bool,
     (tag, value): (&str, &str),
     now_ms: i64,
@@ -308,9 +317,26 @@ pub fn end_running_runs(
     let Some(experiment) = tracker.experiment_by_name(&experiment_name(config))? else {
         return Ok(Vec::new());
     };
+    let (spec_tag, exec_tag) = (
+        registry.name("paths", "spec_fp"),
+        registry.name("paths", "exec_fp"),
+    );
+    let (spec_fp, exec_fp, exact) = match fingerprints {
+        Fingerprints::Full(spec, exec) => (spec, exec, true),
+        Fingerprints::Prefixes(spec, exec) => (spec, exec, false),
+    };
+    let mut tags = training_identity_tags(config, spec_fp, exec_fp);
+    if !exact {
+        tags.remove(&spec_tag);
+        tags.remove(&exec_tag);
+    }
     let filter = super::RunFilter {
-        tags: training_identity_tags(config, spec_fp, exec_fp),
+        tags,
         run_name: None,
+    };
+    let of_identity = |run: &super::Run| {
+        let starts = |t: &str, p: &str| run.tags.get(t).is_some_and(|v| v.starts_with(p));
+        exact || (starts(&spec_tag, spec_fp) && starts(&exec_tag, exec_fp))
     };
     let mut ended = Vec::new();
     for run in tracker.search_runs(&experiment.experiment_id, &filter)? {
@@ -321,7 +347,7 @@ pub fn end_running_runs(
         else {
             continue;
         };
-        if run.info.status != RunStatus::Running || !which(v) {
+        if run.info.status != RunStatus::Running || !which(v) || !of_identity(&run) {
             continue;
         }
         let tags = BTreeMap::from([(tag.to_string(), value.to_string())]);
