@@ -518,3 +518,41 @@ fn assert_refused(code: i32, doc: &serde_json::Value, (want, kind): (i32, &str),
         "{needle} not named: {doc}"
     );
 }
+
+/// `resume_if_incomplete` takes only the highest incomplete variant; `plan` and `train` name
+/// the lower incomplete ones and how to resume one (issue 18).
+#[test]
+fn resume_names_the_lower_incomplete_variants_and_how_to_resume_one() {
+    let project = support::Project::new();
+    let job = support::prepared_job(&project);
+    for n in [1, 2, 3] {
+        support::write_incomplete_variant(&job.layout, &job.identity, n, Some("failed"));
+    }
+    let resume = ["-o", "run.mode=resume_if_incomplete"];
+    let (code, plan) = project.run_json(&[resume[0], resume[1], "plan"]);
+    assert_eq!(code, 0, "{plan}");
+    assert_eq!(
+        (plan["decision"].as_str(), plan["variant"].as_u64()),
+        (Some("resume"), Some(3))
+    );
+    let hint = plan["warnings"]
+        .as_array()
+        .and_then(|w| {
+            w.iter()
+                .filter_map(|w| w.as_str())
+                .find(|w| w.contains("incomplete too"))
+        })
+        .unwrap_or_else(|| panic!("no hint about v1 and v2: {plan}"))
+        .to_string();
+    assert!(hint.starts_with("v1, v2 are incomplete too"), "{hint}");
+    assert!(hint.contains("-o variant.number=2"), "{hint}");
+    // Training v3 to completion: v1 and v2 are still named.
+    let (code, out, err) = project.run(&[resume[0], resume[1], "-q", "train"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("resume v3"), "{out}");
+    assert!(out.contains("warning: v1, v2 are incomplete too"), "{out}");
+    // An explicit number gives no hint: the user chose.
+    let (_, plan) = project.run_json(&[resume[0], resume[1], "-o", "variant.number=1", "plan"]);
+    let warnings = plan["warnings"].to_string();
+    assert!(!warnings.contains("incomplete too"), "{plan}");
+}

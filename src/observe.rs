@@ -95,6 +95,36 @@ fn past_files(
     })
 }
 
+/// How many variants below the one `resume_if_incomplete` picks are looked at for the hint
+/// about other incomplete ones (each costs a completion check: a few requests in a bucket).
+pub const LOWER_INCOMPLETE_WINDOW: u64 = 100;
+
+/// `resume_if_incomplete` resumes only the highest variant. When lower ones are incomplete
+/// too (nobody holding them), a hint naming them (up to 10, among the
+/// `LOWER_INCOMPLETE_WINDOW` numbers below `picked`) and how to resume one or remove them
+/// (docs/contract.md, "Retention and gc").
+pub fn lower_incomplete_hint(variants: &FsVariants<'_>, picked: u64) -> Option<String> {
+    let low = picked.saturating_sub(LOWER_INCOMPLETE_WINDOW);
+    let lower: Vec<u64> = variants
+        .numbers
+        .range(low..picked)
+        .rev()
+        .copied()
+        .filter(|n| {
+            let (completion, lease) = variants.observe(*n);
+            !completion.is_complete() && !lease.is_live()
+        })
+        .take(10)
+        .collect();
+    let first = *lower.first()?;
+    let named: Vec<String> = lower.iter().rev().map(|n| format!("v{n}")).collect();
+    Some(format!(
+        "{} {} incomplete too: resume_if_incomplete takes only the highest; resume one with `-o run.mode=resume_if_incomplete -o variant.number={first}`, or remove abandoned ones with `trainctl gc`",
+        named.join(", "),
+        if lower.len() == 1 { "is" } else { "are" },
+    ))
+}
+
 /// Reads a variant's lease and applies the liveness rule.
 pub fn read_lease(fs: &dyn Fs, dir: &Path, facts: &LivenessFacts<'_>) -> LeaseView {
     lease::read(fs, dir, facts)

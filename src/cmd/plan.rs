@@ -2,6 +2,7 @@
 //! Reads only (docs/contract.md, "Run modes").
 
 use super::{warning_lines, Env};
+use crate::config::schema::RunMode;
 use crate::error::Result;
 use crate::job::{self, ResolvedSource};
 use crate::plan::{Decision, VariantOracle};
@@ -47,6 +48,10 @@ pub fn run(env: &Env<'_>) -> Result<Report> {
     let mut warnings = job.warnings.clone();
     warnings.extend(variants.unverified_warnings());
     warnings.extend(name_warnings);
+    if job.config.mode() == RunMode::ResumeIfIncomplete && job.request().explicit_variant.is_none()
+    {
+        warnings.extend(crate::observe::lower_incomplete_hint(&variants, variant));
+    }
     let resume_reason = match decision {
         Decision::Resume { .. } => variants.observe(variant).0.reason().map(|r| r.to_string()),
         _ => None,

@@ -96,6 +96,19 @@ pub fn execute(env: &Env<'_>, live: &Live<'_>, job: &Job) -> Result<crate::train
     Ok(report)
 }
 
+/// After a `resume_if_incomplete` without `variant.number`: the lower variants still
+/// incomplete, and how to resume one (read after the training, never before it).
+fn lower_incomplete(env: &Env<'_>, job: &Job, picked: u64) -> Option<String> {
+    let resume = crate::config::schema::RunMode::ResumeIfIncomplete;
+    if job.config.mode() != resume || job.request().explicit_variant.is_some() {
+        return None;
+    }
+    let facts = env.host.facts(job.config.lease_timeout_s() * 1000);
+    let variants =
+        crate::observe::FsVariants::scan(env.fs, &job.layout, &job.identity, &facts).ok()?;
+    crate::observe::lower_incomplete_hint(&variants, picked)
+}
+
 /// Plans and trains (or reuses, resumes, waits), then backs up on colab.
 pub fn run(env: &Env<'_>, live: &Live<'_>) -> Result<Report> {
     let job = job::prepare(env.config()?, env.fs, env.host)?;
@@ -103,6 +116,9 @@ pub fn run(env: &Env<'_>, live: &Live<'_>) -> Result<Report> {
     let storage = storage.map(|s| s.report);
     let mut trained = execute(env, live, &job)
         .map_err(|e| crate::storage::on_out(e, &job.layout.out, storage.as_ref()))?;
+    trained
+        .warnings
+        .extend(lower_incomplete(env, &job, trained.decision.variant()));
     // After a run completes on colab, back up the variant and its cache. The run is complete
     // and recorded whatever happens here, so a failed backup is a warning.
     let backup = match trained.decision {
