@@ -1364,4 +1364,30 @@ mod tests {
             [(0, 1), (1, 1)].into_iter().collect()
         );
     }
+
+    #[test]
+    fn gc_leaves_tombstones_that_allocation_passes_over_and_an_explicit_number_meets_as_busy() {
+        let mut m = Model::new(3);
+        m.step(&train(0, ReuseIfExists, None, Fail));
+        m.step(&fresh(0));
+        m.step(&train(0, ForceNew, None, Killed));
+        assert_eq!(m.step(&Command::Gc), Response::Done);
+        let p = m.projection();
+        assert_eq!(p.removed[0], [1, 3].into_iter().collect());
+        assert_eq!(p.variants[0].keys().copied().collect::<Vec<_>>(), vec![2]);
+        assert_eq!(
+            m.step(&train(0, ForceNew, None, Complete)),
+            decided(Expected::New { variant: 4 }, Exit::Ok)
+        );
+        assert_eq!(
+            m.step(&train(0, ResumeIfIncomplete, Some(3), Complete)),
+            decided(Expected::Error(ErrorKind::Busy), Exit::Error)
+        );
+        // Without an atomic exchange gc keeps every variant.
+        let mut kept = Model::new(3).with_gc_exchanges(false);
+        kept.step(&train(0, ReuseIfExists, None, Fail));
+        kept.step(&Command::Gc);
+        assert!(kept.projection().removed[0].is_empty());
+        assert_eq!(kept.projection().variants[0].len(), 1);
+    }
 }
