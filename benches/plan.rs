@@ -115,6 +115,7 @@ fn main() {
             now_ms: 0,
             lease_timeout_ms: 600_000,
             process_start_time: &support::no_process,
+            clock: None,
         };
         let mut times = Vec::new();
         let mut d4 = String::new();

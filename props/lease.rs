@@ -52,6 +52,7 @@ fn facts(now_ms: u64, lease_timeout_ms: u64) -> LivenessFacts<'static> {
         now_ms,
         lease_timeout_ms,
         process_start_time: &alive,
+        clock: None,
     }
 }
 
@@ -97,6 +98,64 @@ fn the_cross_host_boundary_is_one_millisecond_wide() {
     assert!(at(0));
     let far = beat(1_000 + 3_600_000, None);
     assert!(lease::liveness(&rec, Some(&far), &facts(1_000, 600_000)));
+}
+
+/// The clock-skew bound (docs/contract.md, "Allocation and leases"): with a live clock, a
+/// heartbeat more than `MAX_CLOCK_SKEW_MS` ahead of it is stale, one within the bound is
+/// live; the clock is read only for a heartbeat beyond the bound from the command's `now`
+/// (so a reader whose `now` is old, a waiting reuse, still sees a beating owner as live).
+#[test]
+fn a_heartbeat_from_the_future_beyond_the_skew_bound_is_stale() {
+    let rec = record(THERE, 1, 1, 0);
+    let bound = lease::MAX_CLOCK_SKEW_MS;
+    let reads = std::cell::Cell::new(0u32);
+    let judged = |heartbeat_ms: u64, now_ms: u64, clock_ms: u64| {
+        let clock = || {
+            reads.set(reads.get() + 1);
+            clock_ms
+        };
+        let facts = LivenessFacts {
+            clock: Some(&clock),
+            ..facts(now_ms, 600_000)
+        };
+        lease::liveness(&rec, Some(&beat(heartbeat_ms, None)), &facts)
+    };
+    let t = 1_000_000_000;
+    assert!(
+        judged(t + bound, t, t),
+        "exactly the bound ahead is still live"
+    );
+    assert_eq!(
+        reads.get(),
+        0,
+        "within the bound of `now` the clock is not read"
+    );
+    assert!(
+        !judged(t + bound + 1, t, t),
+        "one ms beyond the bound is stale"
+    );
+    assert!(!judged(t + 3_600_000, t, t), "an hour ahead is stale");
+    // A waiting reader: its `now` is ten minutes old, the clock says the heartbeat is fresh.
+    assert!(judged(t + 600_000, t, t + 600_000));
+    assert!(judged(t + 600_000 + bound, t, t + 600_000));
+    assert!(!judged(t + 600_000 + bound + 1, t, t + 600_000));
+    assert_eq!(
+        lease::ahead_beyond_bound(t + 3_600_000, &facts(t, 600_000)),
+        None,
+        "no clock: no judgement"
+    );
+    // On this host processes decide, whatever the heartbeat says.
+    let here = record(HERE, 100, 7, 0);
+    let clock = || t;
+    let facts = LivenessFacts {
+        clock: Some(&clock),
+        ..facts(t, 600_000)
+    };
+    assert!(lease::liveness(
+        &here,
+        Some(&beat(t + 3_600_000, None)),
+        &facts
+    ));
 }
 
 #[test]

@@ -556,3 +556,58 @@ fn resume_names_the_lower_incomplete_variants_and_how_to_resume_one() {
     let warnings = plan["warnings"].to_string();
     assert!(!warnings.contains("incomplete too"), "{plan}");
 }
+
+/// The clock-skew bound through the binary (docs/contract.md, "Allocation and leases"): an
+/// owner on another host whose lease says it started an hour ahead of this machine's clock
+/// is judged stale, and `plan` says why; 30 s ahead is within the bound: live, `busy`.
+#[test]
+fn a_lease_from_a_clock_an_hour_ahead_is_stale_and_named() {
+    let project = support::Project::new();
+    let job = support::prepared_job(&project);
+    let other = trainctl::lease::Owner {
+        host: "a-host-with-a-wrong-clock".into(),
+        pid: 1,
+        start_time: 1,
+    };
+    let held = |variant: u64, ahead_ms: u64| {
+        let dir =
+            support::write_incomplete_variant(&job.layout, &job.identity, variant, Some("running"));
+        let took = trainctl::lease::take(
+            &trainctl::fs::OsFs,
+            &dir,
+            0,
+            &other,
+            now_ms() + ahead_ms,
+            "new",
+        );
+        assert!(
+            matches!(took, Ok(trainctl::lease::Take::Won(_))),
+            "lease of v{variant}"
+        );
+    };
+    held(1, 30_000);
+    held(2, 3_600_000);
+    let resume = ["-o", "run.mode=resume_if_incomplete"];
+    let (code, plan) = project.run_json(&[resume[0], resume[1], "plan"]);
+    assert_eq!(code, 0, "{plan}");
+    assert_eq!(
+        (plan["decision"].as_str(), plan["variant"].as_u64()),
+        (Some("resume"), Some(2)),
+        "{plan}"
+    );
+    let warnings = plan["warnings"].to_string();
+    assert!(
+        warnings.contains("v2: the heartbeat of its owner on a-host-with-a-wrong-clock is"),
+        "{plan}"
+    );
+    assert!(
+        warnings.contains("ahead of this machine's clock, beyond the 60 s bound"),
+        "{plan}"
+    );
+    let (code, plan) = project.run_json(&[resume[0], resume[1], "-o", "variant.number=1", "plan"]);
+    assert_eq!(
+        (code, plan["error"]["kind"].as_str()),
+        (4, Some("busy")),
+        "{plan}"
+    );
+}

@@ -296,6 +296,7 @@ pub fn run(cli: &Cli) -> Result<Output> {
         hostname: crate::lease::this_host(),
         process_start_time: &crate::lease::process_start_time,
         git: &job::git_state,
+        clock: Some(&now_ms),
     };
     // OUT may be a bucket (`s3://…`): its paths go to the object store, the rest to OsFs.
     let fs = crate::store::cloud::CloudFs::new();

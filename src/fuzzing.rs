@@ -226,6 +226,7 @@ fn lease(data: &[u8]) -> Result<(), String> {
         now_ms: clock.now_ms,
         lease_timeout_ms: clock.timeout_ms,
         process_start_time: &|_| None,
+        clock: Some(&|| clock.now_ms),
     };
     let _ = crate::observe::read_lease(&fs, &dir, &facts);
     let _ = crate::lease::current(&fs, &dir);

@@ -30,6 +30,9 @@ pub struct Host<'a> {
     pub hostname: String,
     pub process_start_time: &'a dyn Fn(u32) -> Option<u64>,
     pub git: &'a GitProbe,
+    /// This machine's clock now (ms), for judging heartbeats from the future
+    /// (`lease::MAX_CLOCK_SKEW_MS`); `None` in worlds without one.
+    pub clock: Option<&'a dyn Fn() -> u64>,
 }
 
 impl Host<'_> {
@@ -44,6 +47,7 @@ impl Host<'_> {
             now_ms,
             lease_timeout_ms,
             process_start_time: self.process_start_time,
+            clock: self.clock,
         }
     }
 }

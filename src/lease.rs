@@ -97,6 +97,27 @@ pub struct LivenessFacts<'a> {
     pub lease_timeout_ms: u64,
     /// Start time of `pid` on this host, `None` when no such process.
     pub process_start_time: &'a dyn Fn(u32) -> Option<u64>,
+    /// This machine's clock now (ms), read only to judge a heartbeat that looks ahead of
+    /// `now_ms` by more than `MAX_CLOCK_SKEW_MS` (`now_ms` may be the clock when a waiting
+    /// command began). `None`: no judgement, such a heartbeat counts as live.
+    pub clock: Option<&'a dyn Fn() -> u64>,
+}
+
+/// How far another host's clock may run ahead of ours (docs/contract.md, "Allocation and
+/// leases"): a heartbeat further ahead than this of our clock now comes from a clock that is
+/// wrong, and is treated as stale (a dead owner with a clock days ahead would otherwise hold
+/// its lease for days).
+pub const MAX_CLOCK_SKEW_MS: u64 = 60_000;
+
+/// How far (ms) a heartbeat at `heartbeat_ms` is ahead of this machine's clock now, when
+/// beyond `MAX_CLOCK_SKEW_MS`; `None` otherwise or without a live clock. The clock is read
+/// only when the heartbeat is ahead of `facts.now_ms` by more than the bound.
+pub fn ahead_beyond_bound(heartbeat_ms: u64, facts: &LivenessFacts<'_>) -> Option<u64> {
+    if heartbeat_ms <= facts.now_ms.saturating_add(MAX_CLOCK_SKEW_MS) {
+        return None;
+    }
+    let now = (facts.clock?)();
+    (heartbeat_ms > now.saturating_add(MAX_CLOCK_SKEW_MS)).then(|| heartbeat_ms - now)
 }
 
 /// The trainer of a dead owner that still runs on this host (its orchestrator was killed and
@@ -162,9 +183,13 @@ pub fn liveness(
     } else {
         // A heartbeat newer than `now` is live: `now` may be the reader's clock at the start
         // of its command, which a waiting reuse outlives while the owner keeps beating (a
-        // "heartbeat from the future" rule took such an owner's lease: the regression trace
-        // `sched-future-heartbeat-is-a-waiting-readers-old-clock.json`).
+        // "heartbeat from the future" rule judged against that `now` took such an owner's
+        // lease: the regression trace `sched-future-heartbeat-is-a-waiting-readers-old-clock.json`).
+        // Only a heartbeat ahead of the clock read now by more than the skew bound is stale.
         let last = heartbeat.map_or(record.started_at_ms, |h| h.heartbeat_ms);
+        if ahead_beyond_bound(last, facts).is_some() {
+            return false;
+        }
         facts.now_ms.saturating_sub(last) < facts.lease_timeout_ms
     }
 }

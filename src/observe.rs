@@ -217,6 +217,40 @@ impl<'a> FsVariants<'a> {
             .collect()
     }
 
+    /// A warning for each variant observed whose owner, on another host, wrote a heartbeat
+    /// further ahead of this machine's clock than `lease::MAX_CLOCK_SKEW_MS`: its lease is
+    /// judged stale (docs/contract.md, "Allocation and leases"), and one of the two clocks
+    /// is wrong.
+    pub fn skew_warnings(&self) -> Vec<String> {
+        let stale: Vec<u64> = self
+            .memo
+            .borrow()
+            .iter()
+            .filter(|(_, (_, lease))| matches!(lease, LeaseView::Stale { .. }))
+            .map(|(v, _)| *v)
+            .collect();
+        stale
+            .into_iter()
+            .filter_map(|v| {
+                let dir = self.dir.join(self.layout.variant_name(v));
+                let current = lease::current(self.fs, &dir).ok()?;
+                let record = current.record?;
+                // The last sign of life, as the liveness rule reads it.
+                let last = current
+                    .heartbeat
+                    .map_or(record.started_at_ms, |h| h.heartbeat_ms);
+                let ahead = (record.host != self.facts.this_host)
+                    .then(|| lease::ahead_beyond_bound(last, self.facts))??;
+                Some(format!(
+                    "v{v}: the heartbeat of its owner on {} is {} s ahead of this machine's clock, beyond the {} s bound: its lease is judged stale; check both clocks (NTP)",
+                    record.host,
+                    ahead / 1000,
+                    lease::MAX_CLOCK_SKEW_MS / 1000
+                ))
+            })
+            .collect()
+    }
+
     /// Completion of `variant` alone (memoised with `observe` when that ran).
     pub fn completion(&self, variant: u64) -> Completion {
         if let Some(hit) = self.memo.borrow().get(&variant) {

@@ -639,10 +639,12 @@ impl Sandbox {
         let pid = self.processes.start();
         let start_time = |pid: u32| self.processes.start_time(pid);
         let now_us = || self.clock.now_us();
+        let clock = || self.clock.now_us() / 1000;
         let host = trainctl::job::Host {
             process_start_time: &start_time,
             now_ms: now_us() / 1000,
             hostname: hostname.into(),
+            clock: Some(&clock),
             ..super::host()
         };
         let trainer = FsTrainer {
@@ -692,9 +694,11 @@ impl Sandbox {
         let job = &self.jobs[0];
         let pid = self.processes.start();
         let start_time = |pid: u32| self.processes.start_time(pid);
+        let clock = || self.clock.now_us() / 1000;
         let host = trainctl::job::Host {
             process_start_time: &start_time,
             now_ms: self.clock.now_us() / 1000,
+            clock: Some(&clock),
             ..super::host()
         };
         let world = trainctl::gc::World {

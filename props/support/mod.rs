@@ -209,6 +209,7 @@ pub fn host() -> trainctl::job::Host<'static> {
         hostname: "test-host".into(),
         process_start_time: &no_process,
         git: &no_git,
+        clock: None,
     }
 }
 

@@ -47,6 +47,7 @@ pub fn run(env: &Env<'_>) -> Result<Report> {
     let name_warnings = job.preflight(variant)?;
     let mut warnings = job.warnings.clone();
     warnings.extend(variants.unverified_warnings());
+    warnings.extend(variants.skew_warnings());
     warnings.extend(name_warnings);
     if job.config.mode() == RunMode::ResumeIfIncomplete && job.request().explicit_variant.is_none()
     {

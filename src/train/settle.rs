@@ -98,6 +98,7 @@ impl Settling<'_> {
         };
         if first {
             warnings.extend(variants.unverified_warnings());
+            warnings.extend(variants.skew_warnings());
         }
         // Nothing the trainer or the tracking store would refuse reaches the first write (an
         // allocated vN with a name the store then refuses would be junk that shifts
