@@ -1,6 +1,7 @@
-//! Drive backup (docs/contract.md, "Environments and storage") on real temp dirs: colab mirrors complete runs and caches to the
-//! Drive mount with a verified copy and an atomic swap; an interrupted backup leaves the
-//! previous backup intact; other environments and OUT-on-Drive never copy.
+//! Drive backup (docs/contract.md, "Environments and storage") on real temp dirs: colab mirrors
+//! complete runs and caches to the Drive mount with a verified copy and an atomic swap; an
+//! interrupted backup leaves the previous backup intact; other environments and OUT-on-Drive never
+//! copy.
 
 use crate::support;
 

@@ -1,6 +1,6 @@
-//! Edges of the cache (docs/contract.md, "Caches") that the crash, loom and model-vs-real targets do not reach.
-//! Added for the mutation gate (issue 8): each test here kills mutants of src/cache.rs that
-//! survived those targets.
+//! Edges of the cache (docs/contract.md, "Caches") that the crash, loom and model-vs-real targets
+//! do not reach. Added for the mutation gate (issue 8): each test here kills mutants of
+//! src/cache.rs that survived those targets.
 
 use crate::support;
 

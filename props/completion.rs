@@ -1,8 +1,8 @@
-//! The completion predicate's edges (docs/contract.md, "Decision and completion") that the damage table in `props/decision.rs`
-//! does not reach: unreadable (not missing) files, a variant dir moved under another identity,
-//! sharded checkpoints, label maps, manifest paths, the recorded objective. Added for the
-//! mutation gate (issue 8): each test kills mutants of src/completion.rs that survived the
-//! decision, crash and model_vs_real targets.
+//! The completion predicate's edges (docs/contract.md, "Decision and completion") that the damage
+//! table in `props/decision.rs` does not reach: unreadable (not missing) files, a variant dir moved
+//! under another identity, sharded checkpoints, label maps, manifest paths, the recorded objective.
+//! Added for the mutation gate (issue 8): each test kills mutants of src/completion.rs that
+//! survived the decision, crash and model_vs_real targets.
 
 use crate::support;
 

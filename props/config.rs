@@ -1,6 +1,6 @@
-//! Configuration-loading properties (docs/contract.md, "Configuration"): layering with nulls and provenance, the seed
-//! chain, empty/null sections, located errors for unknown keys at any depth (files and `-o`),
-//! and the `config show --json` round trip. Works on temporary projects only.
+//! Configuration-loading properties (docs/contract.md, "Configuration"): layering with nulls and
+//! provenance, the seed chain, empty/null sections, located errors for unknown keys at any depth
+//! (files and `-o`), and the `config show --json` round trip. Works on temporary projects only.
 
 use crate::support;
 
@@ -542,8 +542,9 @@ proptest! {
 
 #[test]
 fn an_override_set_to_null_keeps_the_final_training_value() {
-    // docs/contract.md, "Configuration": "A leaf set to null means keep the lower-precedence value"; below `-o` is
-    // final_training.yaml, so `-o training.learning_rate=null` must leave its 0.3 in force.
+    // docs/contract.md, "Configuration": "A leaf set to null means keep the lower-precedence
+    // value"; below `-o` is final_training.yaml, so `-o training.learning_rate=null` must leave its
+    // 0.3 in force.
     let project = Project::new();
     project.write_config(
         "final_training.yaml",
@@ -719,8 +720,8 @@ fn a_misspelt_override_names_the_override_and_suggests_the_key() {
 
 #[test]
 fn an_unknown_key_is_an_error_even_when_its_value_is_null() {
-    // docs/contract.md, "Configuration": unknown keys are errors. A misspelt key whose value is null (or a misspelt
-    // section written empty) is still a misspelt key.
+    // docs/contract.md, "Configuration": unknown keys are errors. A misspelt key whose value is
+    // null (or a misspelt section written empty) is still a misspelt key.
     let cases: [(&str, &str, &[&str], &str); 4] = [
         (
             "train.yaml",

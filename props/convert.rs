@@ -1,7 +1,7 @@
-//! The conversion hand-off (docs/contract.md, "Source, checkpoint and conversion") end to end, through the real binary on real temp dirs:
-//! the built-in bundle and `predict`, reuse, conv_fp and the real variant in the output path,
-//! refusals before anything is written, an external `conversion.command`, and concurrent
-//! converts of one parent.
+//! The conversion hand-off (docs/contract.md, "Source, checkpoint and conversion") end to end,
+//! through the real binary on real temp dirs: the built-in bundle and `predict`, reuse, conv_fp and
+//! the real variant in the output path, refusals before anything is written, an external
+//! `conversion.command`, and concurrent converts of one parent.
 
 use crate::support;
 

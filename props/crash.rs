@@ -1,14 +1,14 @@
-//! Crash consistency on SimFs (docs/contract.md, "Decision and completion", "Caches", "Verification suite"): a power loss at EVERY Fs operation of a
-//! command (losing unsynced data, tearing the last write, keeping a random subset of unsynced
-//! renames), then recovery by the next command. After the crash: no false "complete" (every
-//! complete variant passes the sha256 check), nothing that returned Ok is lost, every view
-//! file that exists parses (views are never written in place); after recovery the "Caches" (docs/contract.md)
-//! invariants hold and every complete variant has a valid record. Every call is also checked
-//! against the lease law (`LeaseAudit`).
+//! Crash consistency on SimFs (docs/contract.md, "Decision and completion", "Caches", "Verification
+//! suite"): a power loss at EVERY Fs operation of a command (losing unsynced data, tearing the last
+//! write, keeping a random subset of unsynced renames), then recovery by the next command. After
+//! the crash: no false "complete" (every complete variant passes the sha256 check), nothing that
+//! returned Ok is lost, every view file that exists parses (views are never written in place);
+//! after recovery the "Caches" (docs/contract.md) invariants hold and every complete variant has a
+//! valid record. Every call is also checked against the lease law (`LeaseAudit`).
 //!
 //! Replay: a failure prints its seed (`TRAINCTL_SEED=… cargo test --release --test sim --
-//! crash:: <property>`) and writes the minimised trace (property, history, crash point, crash seed =
-//! the durability choice) to `target/trainctl-failures/crash-<property>.json`;
+//! crash:: <property>`) and writes the minimised trace (property, history, crash point, crash seed
+//! = the durability choice) to `target/trainctl-failures/crash-<property>.json`;
 //! `TRAINCTL_REPLAY=<file> cargo test --release --test sim -- crash::replay` replays exactly that
 //! crash. Committed traces `fixtures/regressions/crash-*.json` run first, before any random
 //! case of either property.
@@ -120,7 +120,8 @@ fn sandbox(world: &World, max_entries: usize, max_files: Option<usize>) -> Sandb
     })
 }
 
-/// The cache invariants (docs/contract.md, "Caches") right after a successful cache operation, plus "view files parse".
+/// The cache invariants (docs/contract.md, "Caches") right after a successful cache operation, plus
+/// "view files parse".
 fn check_cache(sb: &Sandbox) -> Result<(), TestCaseError> {
     let cache = sb.cache();
     let max = cache.settings.max_entries;

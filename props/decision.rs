@@ -1,6 +1,7 @@
-//! The decision of docs/contract.md, "Decision and completion" against the reference table in `models/`, on random variant
-//! tables (pure, many cases) and on real variant dirs in temp projects (fewer cases); the
-//! completion predicate's reasons for every kind of damage; and `plan` writing nothing.
+//! The decision of docs/contract.md, "Decision and completion" against the reference table in
+//! `models/`, on random variant tables (pure, many cases) and on real variant dirs in temp projects
+//! (fewer cases); the completion predicate's reasons for every kind of damage; and `plan` writing
+//! nothing.
 
 use crate::support;
 

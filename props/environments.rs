@@ -1,9 +1,10 @@
-//! The environment matrix (docs/contract.md, "Environments and storage", "Tracking of final training"; issue 7): how the storage env is detected from the
-//! platform's variables, and what each of local, colab, kaggle and azureml gets — its own OUT,
-//! run names and tags, Drive backup on colab only, and the tracking store (the AzureML
-//! workspace URI with credentials, the local file store with a warning without them).
-//! Everything runs through the binary on temp dirs: the platforms' absolute paths
-//! (`/content/...`, `/kaggle/working`, `/mnt/outputs`) are redirected by `-o`.
+//! The environment matrix (docs/contract.md, "Environments and storage", "Tracking of final
+//! training"; issue 7): how the storage env is detected from the platform's variables, and what
+//! each of local, colab, kaggle and azureml gets — its own OUT, run names and tags, Drive backup on
+//! colab only, and the tracking store (the AzureML workspace URI with credentials, the local file
+//! store with a warning without them). Everything runs through the binary on temp dirs: the
+//! platforms' absolute paths (`/content/...`, `/kaggle/working`, `/mnt/outputs`) are redirected by
+//! `-o`.
 
 use crate::support;
 

@@ -1,6 +1,6 @@
-//! Identity properties (docs/contract.md, "Identity"): the one canonical-JSON hasher (key order, integral floats,
-//! checked-in golden vectors) and what spec_fp / exec_fp may and must depend on, checked
-//! through real config loading and job preparation on a temporary project. Never edits the
+//! Identity properties (docs/contract.md, "Identity"): the one canonical-JSON hasher (key order,
+//! integral floats, checked-in golden vectors) and what spec_fp / exec_fp may and must depend on,
+//! checked through real config loading and job preparation on a temporary project. Never edits the
 //! repository except through the opt-in golden regeneration below.
 
 use crate::support;
@@ -966,8 +966,8 @@ fn write_spelled(project: &Project, styles: &[Style; 5]) -> Vec<(&'static str, S
     texts
 }
 
-/// Inputs that docs/contract.md, "Identity" says neither fingerprint depends on (or that restate the effective
-/// value), as `-o` arguments.
+/// Inputs that docs/contract.md, "Identity" says neither fingerprint depends on (or that restate
+/// the effective value), as `-o` arguments.
 const NEUTRAL_OVERRIDES: &[&str] = &[
     "mlflow.run_name=some_custom_run",
     "mlflow.tags={a: b, team: nlp}",
@@ -1448,7 +1448,8 @@ fn table_project() -> Project {
             std::fs::write(dir.join(file), bytes).expect("write dataset copy");
         }
     }
-    // The label map of the shipped data config (init checkpoints must match it, docs/contract.md, "Source, checkpoint and conversion").
+    // The label map of the shipped data config (init checkpoints must match it, docs/contract.md,
+    // "Source, checkpoint and conversion").
     let labels = [
         "O",
         "DESIGNATION",
@@ -1625,9 +1626,9 @@ proptest! {
 // Added for the mutation gate (issue 8): conv_fp and the names of modes and sources
 // ------------------------------------------------------------------------------------------
 
-/// conv_fp (docs/contract.md, "Source, checkpoint and conversion") names one conversion of one parent: equal inputs give the same
-/// fingerprint, and changing the parent's spec, exec, variant or the conversion config gives
-/// another one.
+/// conv_fp (docs/contract.md, "Source, checkpoint and conversion") names one conversion of one
+/// parent: equal inputs give the same fingerprint, and changing the parent's spec, exec, variant or
+/// the conversion config gives another one.
 #[test]
 fn conv_fp_changes_with_each_of_its_inputs_and_only_with_them() {
     use trainctl::identity::conv_fp;

@@ -1,8 +1,9 @@
-//! Exhaustive interleavings with loom (docs/contract.md, "Allocation and leases", "Caches"): the Fs port implemented over loom's
-//! Mutex in test code, so every Fs operation is a scheduling point that loom permutes (with a
-//! preemption bound of 2). One scenario per test, named after what it proves: 2–3 concurrent
-//! NEW allocations, 2–3 resumers of one stale variant, concurrent cache writers, two run-name
-//! reservations, a cache repair beside a record writer, two backups of one unit.
+//! Exhaustive interleavings with loom (docs/contract.md, "Allocation and leases", "Caches"): the Fs
+//! port implemented over loom's Mutex in test code, so every Fs operation is a scheduling point
+//! that loom permutes (with a preemption bound of 2). One scenario per test, named after what it
+//! proves: 2–3 concurrent NEW allocations, 2–3 resumers of one stale variant, concurrent cache
+//! writers, two run-name reservations, a cache repair beside a record writer, two backups of one
+//! unit.
 
 use crate::support;
 
@@ -555,8 +556,9 @@ fn auto_increment_job() -> trainctl::job::Job {
     job
 }
 
-/// Two new variants reserve their run names at once (docs/contract.md, "Tracking of final training"): in every interleaving they
-/// get distinct names, and each name's reservation names the variant that runs under it.
+/// Two new variants reserve their run names at once (docs/contract.md, "Tracking of final
+/// training"): in every interleaving they get distinct names, and each name's reservation names the
+/// variant that runs under it.
 fn concurrent_run_name_reservations(caps: Caps) {
     let job = std::sync::Arc::new(auto_increment_job());
     model(move || {

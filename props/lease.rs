@@ -1,9 +1,9 @@
-//! The lease rule of docs/contract.md, "Allocation and leases" at its edges, against real files in a temp dir: liveness on this
-//! host (owner or trainer process alive, pid reuse) and on another host (heartbeat age against
-//! `lease_timeout`, to the millisecond), and the generation sequence that `read`, `take` and
-//! `release` walk through. Added for the mutation gate (issue 8): the concurrency targets
-//! (sched, loom, races, crash) run every lease on one host with dead or live owners only, so
-//! the cross-host rule and generations above 2 were reached by no test.
+//! The lease rule of docs/contract.md, "Allocation and leases" at its edges, against real files in
+//! a temp dir: liveness on this host (owner or trainer process alive, pid reuse) and on another
+//! host (heartbeat age against `lease_timeout`, to the millisecond), and the generation sequence
+//! that `read`, `take` and `release` walk through. Added for the mutation gate (issue 8): the
+//! concurrency targets (sched, loom, races, crash) run every lease on one host with dead or live
+//! owners only, so the cross-host rule and generations above 2 were reached by no test.
 
 use crate::support;
 
@@ -466,7 +466,8 @@ fn allocation_on(fs: &dyn Fs) {
 }
 
 /// A publish that fails for any reason but "that number is taken" is an error naming the
-/// variant dir and the cause; allocation must not walk on through 10,000 numbers as if each were taken.
+/// variant dir and the cause; allocation must not walk on through 10,000 numbers as if each were
+/// taken.
 #[test]
 fn a_failed_publish_is_an_io_error_not_a_taken_number() {
     let project = support::Project::new();

@@ -1,14 +1,14 @@
-//! Model vs real (docs/contract.md, "Verification suite"): random command sequences (train in every mode with an optional
-//! explicit variant over three identities, with complete / failing / killed trainers; damage to
-//! variant files and to cache files; cache repair; status) run against the reference state
-//! machine in `models/` and against the real orchestrator, comparing after every command the
-//! decision, the exit kind, and the observable projection (variant states with reasons, the
-//! valid cache records, and latest/index when the model says they must be consistent), and
-//! the tracked runs a recording tracking store holds (docs/contract.md, "Tracking of final training": one run per variant, its name
-//! with auto-increment, its status, `code.interrupted` after a RESUME).
-//! Runs on SimFs (many sequences) and on OsFs in real temp dirs (fewer); two smaller SimFs
-//! properties run with tracking disabled (no runs at all) and with a store that fails at a
-//! random call (outputs and caches exactly as the model says, whatever tracking did).
+//! Model vs real (docs/contract.md, "Verification suite"): random command sequences (train in every
+//! mode with an optional explicit variant over three identities, with complete / failing / killed
+//! trainers; damage to variant files and to cache files; cache repair; status) run against the
+//! reference state machine in `models/` and against the real orchestrator, comparing after every
+//! command the decision, the exit kind, and the observable projection (variant states with reasons,
+//! the valid cache records, and latest/index when the model says they must be consistent), and
+//! the tracked runs a recording tracking store holds (docs/contract.md, "Tracking of final
+//! training": one run per variant, its name with auto-increment, its status, `code.interrupted`
+//! after a RESUME). Runs on SimFs (many sequences) and on OsFs in real temp dirs (fewer); two
+//! smaller SimFs properties run with tracking disabled (no runs at all) and with a store that fails
+//! at a random call (outputs and caches exactly as the model says, whatever tracking did).
 
 use crate::support;
 

@@ -1,7 +1,8 @@
 //! Properties of run names, parent training ids and the tag registry (`src/naming.rs`,
-//! docs/contract.md, "Tracking of final training"): names built from valid parts parse back into them, every invalid name is
-//! rejected naming the rule it breaks, parent ids round-trip and malformed ones do not parse,
-//! and `tags.yaml` typos are located errors with a suggestion. Pure string work.
+//! docs/contract.md, "Tracking of final training"): names built from valid parts parse back into
+//! them, every invalid name is rejected naming the rule it breaks, parent ids round-trip and
+//! malformed ones do not parse, and `tags.yaml` typos are located errors with a suggestion. Pure
+//! string work.
 use crate::support;
 
 use proptest::prelude::*;
@@ -160,9 +161,9 @@ proptest! {
     // to a regressions file next to the sources.
     #![proptest_config(support::seeded_config(256, module_path!(), ""))]
 
-    /// N1 (docs/contract.md, "Tracking of final training"): final-training names built from valid parts parse back into them,
-    /// with the shipped policy and with the bare default pattern (no normalisation, so the
-    /// model keeps `-` and pattern look-alikes intact).
+    /// N1 (docs/contract.md, "Tracking of final training"): final-training names built from valid
+    /// parts parse back into them, with the shipped policy and with the bare default pattern (no
+    /// normalisation, so the model keeps `-` and pattern look-alikes intact).
     #[test]
     fn final_training_names_round_trip(parts in parts(false), shipped in any::<bool>()) {
         let policy = if shipped {
@@ -196,9 +197,9 @@ proptest! {
         prop_assert_eq!(policy(true).parse(&final_name), None, "{:?}", final_name);
     }
 
-    /// N2 (docs/contract.md, "Tracking of final training"): every name is judged by the rules: over `max_length` is rule
-    /// `max_length`, a forbidden char is rule `forbidden_chars` (either when both), anything
-    /// else is accepted, with a warning exactly when over `warn_length`.
+    /// N2 (docs/contract.md, "Tracking of final training"): every name is judged by the rules: over
+    /// `max_length` is rule `max_length`, a forbidden char is rule `forbidden_chars` (either when
+    /// both), anything else is accepted, with a warning exactly when over `warn_length`.
     #[test]
     fn validation_names_the_broken_rule(name in candidate_name()) {
         let policy = policy(false);
@@ -325,8 +326,8 @@ proptest! {
         prop_assert_eq!(parse_parent_training_id(&id), None, "id {:?}", id);
     }
 
-    /// N4 (docs/contract.md, "Configuration"): a one-edit typo of a section or key in the shipped `tags.yaml` is a
-    /// config error located at the typo's line, with a "did you mean".
+    /// N4 (docs/contract.md, "Configuration"): a one-edit typo of a section or key in the shipped
+    /// `tags.yaml` is a config error located at the typo's line, with a "did you mean".
     #[test]
     fn tags_yaml_typos_are_located_with_a_suggestion(
         line_at in any::<prop::sample::Index>(),

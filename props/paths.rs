@@ -1,7 +1,8 @@
-//! Properties of the one path builder (`src/paths.rs`, docs/contract.md, "Vocabulary", "Environments and storage"): every generated path is
-//! under OUT or an `invalid_path` error, tokens normalise idempotently and are never
-//! truncated, OUT follows the storage env, variant names round-trip, and dataset path forms
-//! resolve or are `unsupported_path`. Pure: nothing here touches the disk.
+//! Properties of the one path builder (`src/paths.rs`, docs/contract.md, "Vocabulary",
+//! "Environments and storage"): every generated path is under OUT or an `invalid_path` error,
+//! tokens normalise idempotently and are never truncated, OUT follows the storage env, variant
+//! names round-trip, and dataset path forms resolve or are `unsupported_path`. Pure: nothing here
+//! touches the disk.
 use crate::support;
 
 use proptest::prelude::*;
@@ -244,11 +245,11 @@ proptest! {
     // to a regressions file next to the sources.
     #![proptest_config(support::seeded_config(256, module_path!(), ""))]
 
-    /// P1 (docs/contract.md, "Environments and storage"): no generated path leaves OUT. Every variant, identity and conversion
-    /// dir built from an arbitrary model token is `invalid_path` or a path under OUT whose
-    /// components below OUT are plain names; with the shipped rules and with no rules at all.
-    /// The normalised token itself holds no separator, drive colon or control char and is
-    /// not `.`/`..` (the hard safety layer, whatever the rules say).
+    /// P1 (docs/contract.md, "Environments and storage"): no generated path leaves OUT. Every
+    /// variant, identity and conversion dir built from an arbitrary model token is `invalid_path`
+    /// or a path under OUT whose components below OUT are plain names; with the shipped rules and
+    /// with no rules at all. The normalised token itself holds no separator, drive colon or control
+    /// char and is not `.`/`..` (the hard safety layer, whatever the rules say).
     #[test]
     fn generated_paths_stay_under_out(
         shipped in any::<bool>(),
@@ -349,9 +350,10 @@ proptest! {
         }
     }
 
-    /// P3 (docs/contract.md, "Environments and storage"): a token whose normalised form is over `max_component_length` is an
-    /// `invalid_path` error, never truncated; one that fits is exactly the full normal form.
-    /// Through the builder too (its limit is at least 27: `spec-<8>_exec-<8>` must fit).
+    /// P3 (docs/contract.md, "Environments and storage"): a token whose normalised form is over
+    /// `max_component_length` is an `invalid_path` error, never truncated; one that fits is exactly
+    /// the full normal form. Through the builder too (its limit is at least 27: `spec-<8>_exec-<8>`
+    /// must fit).
     #[test]
     fn long_components_are_errors_not_truncations(
         max in 1u64..=32,
@@ -386,8 +388,9 @@ proptest! {
         }
     }
 
-    /// P4 (docs/contract.md, "Environments and storage"): with a small `max_path_length`, a long model gives `invalid_path`
-    /// naming the path; a path that fits is the full path, never a shortened one.
+    /// P4 (docs/contract.md, "Environments and storage"): with a small `max_path_length`, a long
+    /// model gives `invalid_path` naming the path; a path that fits is the full path, never a
+    /// shortened one.
     #[test]
     fn long_paths_are_errors_not_truncations(
         max in 60u64..=200,
@@ -407,9 +410,9 @@ proptest! {
         }
     }
 
-    /// P5 (docs/contract.md, "Vocabulary"): OUT per storage env. Shipped: local is ROOT/outputs, the others are their
-    /// overrides, all four differ; a relative override resolves against ROOT; every variant
-    /// dir for env E lies under OUT(E), and no two envs share a variant dir.
+    /// P5 (docs/contract.md, "Vocabulary"): OUT per storage env. Shipped: local is ROOT/outputs,
+    /// the others are their overrides, all four differ; a relative override resolves against ROOT;
+    /// every variant dir for env E lies under OUT(E), and no two envs share a variant dir.
     #[test]
     fn each_storage_env_has_its_own_out(
         root_segs in prop::collection::vec("[a-z0-9_]{1,8}", 0..4),
@@ -488,8 +491,8 @@ proptest! {
         prop_assert_eq!(layout.parse_variant_name(&name), None, "name {:?}", name);
     }
 
-    /// P7 (docs/contract.md, "Environments and storage"): drive-letter and UNC dataset paths, with any mix of separators, are
-    /// `unsupported_path` on this (non-Windows) host, naming the key.
+    /// P7 (docs/contract.md, "Environments and storage"): drive-letter and UNC dataset paths, with
+    /// any mix of separators, are `unsupported_path` on this (non-Windows) host, naming the key.
     #[test]
     fn windows_dataset_paths_are_unsupported(
         drive in prop_oneof![

@@ -556,8 +556,8 @@ fn killing_random_processes_then_resuming_loses_nothing_and_fakes_nothing() {
         let _ = child.wait();
     }
     // Resume each incomplete variant by number (resume_if_incomplete without a number only
-    // looks at the highest variant, docs/contract.md, "Decision and completion"). Bounded retries while a killed orchestrator's
-    // trainer is still exiting (busy).
+    // looks at the highest variant, docs/contract.md, "Decision and completion"). Bounded retries
+    // while a killed orchestrator's trainer is still exiting (busy).
     let (_, status) = project.run_json(&["status"]);
     let incomplete: Vec<u64> = status["variants"]
         .as_array()

@@ -1,8 +1,8 @@
-//! Concurrent starts on the real filesystem, in-process threads released together (docs/contract.md, "Allocation and leases",
-//! "Caches"): concurrent NEW starts get distinct variants; of N resumers of one stale variant exactly
-//! one wins and the rest are `busy`; concurrent cache writers lose no record. Each scenario is
-//! repeated to meet many interleavings; the seeded scheduler and loom explore them
-//! systematically elsewhere.
+//! Concurrent starts on the real filesystem, in-process threads released together
+//! (docs/contract.md, "Allocation and leases", "Caches"): concurrent NEW starts get distinct
+//! variants; of N resumers of one stale variant exactly one wins and the rest are `busy`;
+//! concurrent cache writers lose no record. Each scenario is repeated to meet many interleavings;
+//! the seeded scheduler and loom explore them systematically elsewhere.
 
 use crate::support;
 

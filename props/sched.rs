@@ -1,11 +1,11 @@
-//! Concurrent starts under the seeded scheduler (docs/contract.md, "Allocation and leases", "Verification suite"): 2–8 logical processes run
-//! `train` (force_new, reuse, or a race to resume one stale variant), cache writes and
-//! `cache repair` over one SimFs, interleaved at every Fs operation, uniformly or PCT-style.
-//! The recorded history is checked for linearizability against the concurrent model in
-//! `models/` (WGL-style search with memoisation), and the end state against the invariants:
-//! distinct variants, every training complete, no lost cache record, settled views, run names
-//! reserved both ways, one FINISHED tracked run per complete variant (all processes share one
-//! recording store; in a quarter of the cases it fails from or at its k-th call, and
+//! Concurrent starts under the seeded scheduler (docs/contract.md, "Allocation and leases",
+//! "Verification suite"): 2–8 logical processes run `train` (force_new, reuse, or a race to resume
+//! one stale variant), cache writes and `cache repair` over one SimFs, interleaved at every Fs
+//! operation, uniformly or PCT-style. The recorded history is checked for linearizability against
+//! the concurrent model in `models/` (WGL-style search with memoisation), and the end state against
+//! the invariants: distinct variants, every training complete, no lost cache record, settled views,
+//! run names reserved both ways, one FINISHED tracked run per complete variant (all processes share
+//! one recording store; in a quarter of the cases it fails from or at its k-th call, and
 //! everything else must still hold). `a_long_run_watched_from_another_host_keeps_its_owner`
 //! adds simulated time: an owner trains for several lease timeouts while another host watches.
 //!
@@ -72,7 +72,8 @@ thread_local! {
             &["run.wait_for_owner=200ms".to_string()],
         );
         // Run names auto-increment from one base: every new variant races the others for
-        // the next free version in OUT's run-name registry (docs/contract.md, "Tracking of final training").
+        // the next free version in OUT's run-name registry (docs/contract.md, "Tracking of final
+        // training").
         for job in Arc::make_mut(&mut sandbox.jobs) {
             // Tracked: every start that trains opens (or reopens) its variant's run in one
             // recording store shared by all processes.
@@ -153,8 +154,8 @@ fn case_of(seed: u64) -> Case {
 }
 
 /// The case a seed stands for in the long-run campaign: `case_of`'s processes, of which the
-/// first is the owner (force_new) of a 3–7-step run (1,500–3,500 simulated seconds against a 600 s lease
-/// timeout) and the others watch it from another host, starting at any point of it.
+/// first is the owner (force_new) of a 3–7-step run (1,500–3,500 simulated seconds against a 600 s
+/// lease timeout) and the others watch it from another host, starting at any point of it.
 fn long_run_case_of(seed: u64) -> Case {
     let mut case = case_of(seed ^ 0x10e6_0000_0000_0000);
     let mut rng = seed;
@@ -638,9 +639,10 @@ fn run_names_are_reserved(
     Ok(())
 }
 
-/// Tracking under concurrency (docs/contract.md, "Tracking of final training"): each complete variant has exactly one run, FINISHED
-/// and named as the variant's metadata says; every run belongs to a variant that exists; an
-/// incomplete variant (the stale v1 of the setup) has at most one run.
+/// Tracking under concurrency (docs/contract.md, "Tracking of final training"): each complete
+/// variant has exactly one run, FINISHED and named as the variant's metadata says; every run
+/// belongs to a variant that exists; an incomplete variant (the stale v1 of the setup) has at most
+/// one run.
 fn one_run_per_variant(
     sb: &Sandbox,
     states: &std::collections::BTreeMap<u64, String>,
@@ -945,10 +947,10 @@ fn takeover_case_of(seed: u64) -> Case {
     }
 }
 
-/// docs/contract.md, "Allocation and leases" "stale-lease takeover is atomic: of N racing resumers exactly one wins": 2–3
-/// resumers of one stale variant, interleaved at every Fs operation. Single ownership (no two
-/// trainers in the variant dir at once, no two resumes of it), linearizable outcomes, and the
-/// end-state checks of every scheduled case.
+/// docs/contract.md, "Allocation and leases" "stale-lease takeover is atomic: of N racing resumers
+/// exactly one wins": 2–3 resumers of one stale variant, interleaved at every Fs operation. Single
+/// ownership (no two trainers in the variant dir at once, no two resumes of it), linearizable
+/// outcomes, and the end-state checks of every scheduled case.
 #[test]
 fn racing_resumers_of_a_stale_variant_have_a_single_owner() {
     campaign(

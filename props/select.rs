@@ -1,6 +1,6 @@
-//! Best-model selection (docs/contract.md, "Best-model selection"): properties of the pure ranking and of the cache key, and
-//! `trainctl select` end to end (cache reuse / force_new / corrupt records, errors, and the
-//! hand-off to `train -o source.type=best_selected`).
+//! Best-model selection (docs/contract.md, "Best-model selection"): properties of the pure ranking
+//! and of the cache key, and `trainctl select` end to end (cache reuse / force_new / corrupt
+//! records, errors, and the hand-off to `train -o source.type=best_selected`).
 
 use crate::support;
 

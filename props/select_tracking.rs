@@ -1,6 +1,7 @@
-//! Selection candidates from the tracking store (docs/contract.md, "Best-model selection", issue 7): HPO trial and refit runs
-//! seeded into a temp project's file store, through the Tracker API and through MLflow's own
-//! Python client, then `trainctl select` (no `--trials`) and `trainctl pipeline` read them.
+//! Selection candidates from the tracking store (docs/contract.md, "Best-model selection", issue
+//! 7): HPO trial and refit runs seeded into a temp project's file store, through the Tracker API
+//! and through MLflow's own Python client, then `trainctl select` (no `--trials`) and `trainctl
+//! pipeline` read them.
 
 use crate::support;
 

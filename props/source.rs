@@ -1,8 +1,9 @@
-//! Source and checkpoint semantics end to end (docs/contract.md, "Source, checkpoint and conversion"), through the real binary and the
-//! built-in trainer on real temp dirs: every `source.type`, every way of naming the init
-//! checkpoint or parent, the `checkpoint.load` × `checkpoint.validate` table with its warnings
-//! and errors, weights-only warm starts, lineage in metadata, `label_map_mismatch`, and
-//! continue_from_previous (E1 then E2 epochs) against an uninterrupted E2 run.
+//! Source and checkpoint semantics end to end (docs/contract.md, "Source, checkpoint and
+//! conversion"), through the real binary and the built-in trainer on real temp dirs: every
+//! `source.type`, every way of naming the init checkpoint or parent, the `checkpoint.load` ×
+//! `checkpoint.validate` table with its warnings and errors, weights-only warm starts, lineage in
+//! metadata, `label_map_mismatch`, and continue_from_previous (E1 then E2 epochs) against an
+//! uninterrupted E2 run.
 
 use crate::support;
 

@@ -793,7 +793,8 @@ fn nothing_listening_is_unreachable_and_even_runs_create_is_retried() {
 }
 
 // ---------------------------------------------------------------------------------------
-// `trainctl train` itself, tracked (docs/contract.md, "Tracking of final training"), read back by MLflow's own client.
+// `trainctl train` itself, tracked (docs/contract.md, "Tracking of final training"), read back by
+// MLflow's own client.
 
 use crate::support;
 
@@ -1063,7 +1064,8 @@ fn tracking_failures_never_cost_a_run_unless_tracking_is_required() {
 }
 
 // ---------------------------------------------------------------------------------------
-// `trainctl track sync` (docs/contract.md, "Tracking of final training" failure handling) and run-name auto-increment.
+// `trainctl track sync` (docs/contract.md, "Tracking of final training" failure handling) and
+// run-name auto-increment.
 
 fn sync_json(project: &support::Project, env: &[(&str, &str)]) -> (i32, Value) {
     let (code, stdout, stderr) = project.run_env(&["--json", "track", "sync"], env);
@@ -1321,10 +1323,10 @@ fn track_sync_uploads_a_run_the_store_never_saw() {
     assert_eq!(history(&again), points, "no metric point logged twice");
 }
 
-/// Run-name auto-increment (docs/contract.md, "Tracking of final training") with real processes: concurrent `force_new` starts
-/// under one `mlflow.run_name` each get a distinct name (`base`, `base_2`, …, no gaps),
-/// recorded in their metadata and in the tracking store; a reuse reports the reused
-/// variant's own name.
+/// Run-name auto-increment (docs/contract.md, "Tracking of final training") with real processes:
+/// concurrent `force_new` starts under one `mlflow.run_name` each get a distinct name (`base`,
+/// `base_2`, …, no gaps), recorded in their metadata and in the tracking store; a reuse reports the
+/// reused variant's own name.
 #[test]
 fn concurrent_starts_reserve_distinct_run_names() {
     let project = support::Project::new();

@@ -1,13 +1,14 @@
-//! Drive backup (docs/contract.md, "Environments and storage"): on colab only, outputs not already under the Drive mount are
-//! mirrored to `<drive.mount_point>/MyDrive/<drive.backup_base_dir>/<path relative to OUT's
-//! parent>`.
+//! Drive backup (docs/contract.md, "Environments and storage"): on colab only, outputs not already
+//! under the Drive mount are mirrored to `<drive.mount_point>/MyDrive/<drive.backup_base_dir>/<path
+//! relative to OUT's parent>`.
 //!
 //! Each unit (a complete variant dir, a conversion output, a cache dir) is copied to a
 //! temporary sibling of its destination, every file fsynced and then re-read and verified
 //! (size and sha256 against the source's manifest), and only then swapped in when a previous
-//! backup exists (the old one is removed afterwards), or published otherwise. An interrupted backup therefore leaves the previous backup
-//! intact, never a partial one; the temporary sibling is debris that the next backup of the
-//! same unit removes. A destination whose files already match is skipped.
+//! backup exists (the old one is removed afterwards), or published otherwise. An interrupted backup
+//! therefore leaves the previous backup intact, never a partial one; the temporary sibling is
+//! debris that the next backup of the same unit removes. A destination whose files already match is
+//! skipped.
 //!
 //! Every write goes through the Fs port (`OsFs` in production: Drive is a real mount) and its
 //! durable operations, so the swap follows the Drive filesystem's storage profile: an
@@ -405,7 +406,8 @@ fn collect_manifest_dirs(fs: &dyn Fs, dir: &Path, depth: usize, out: &mut Vec<Pa
     }
 }
 
-/// The backup after a completed run (docs/contract.md, "Environments and storage"): the variant dir and the final_training cache.
+/// The backup after a completed run (docs/contract.md, "Environments and storage"): the variant dir
+/// and the final_training cache.
 pub fn after_run(config: &Config, layout: &Layout, variant_dir: &Path) -> Result<Report> {
     let mut sources = vec![variant_dir.to_path_buf()];
     if let Ok(s) = crate::cache::CacheSettings::from_paths(

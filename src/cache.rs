@@ -1,8 +1,9 @@
-//! Dual-file caches (docs/contract.md, "Caches"): timestamped records are the source of truth; `latest` and
-//! `index` are views derived from the records and replaced atomically. Concurrent writers need
-//! no lock: every writer publishes its record exclusively, then rebuilds the views from a
-//! listing and re-lists until the views it wrote match the records it sees, so at the return
-//! of every cache operation the invariants of docs/contract.md, "Caches" hold. Readers that must be exact use records.
+//! Dual-file caches (docs/contract.md, "Caches"): timestamped records are the source of truth;
+//! `latest` and `index` are views derived from the records and replaced atomically. Concurrent
+//! writers need no lock: every writer publishes its record exclusively, then rebuilds the views
+//! from a listing and re-lists until the views it wrote match the records it sees, so at the return
+//! of every cache operation the invariants of docs/contract.md, "Caches" hold. Readers that must be
+//! exact use records.
 
 use crate::config::schema::{CacheStrategy, PathsFile};
 use crate::error::{Error, ErrorKind, Result};

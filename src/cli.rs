@@ -1,5 +1,5 @@
-//! The command line (docs/contract.md, "Command line"): argument parsing, the commands, human and `--json` output,
-//! and the one place that maps errors to exit codes.
+//! The command line (docs/contract.md, "Command line"): argument parsing, the commands, human and
+//! `--json` output, and the one place that maps errors to exit codes.
 
 use crate::cmd;
 use crate::config::LoadOptions;
@@ -416,7 +416,8 @@ fn builtin_train() -> Result<Output> {
     })
 }
 
-/// Prints the outcome and returns the process exit code (the one mapping of docs/contract.md, "Command line").
+/// Prints the outcome and returns the process exit code (the one mapping of docs/contract.md,
+/// "Command line").
 pub fn report(result: Result<Output>, json_mode: bool) -> i32 {
     let stdout = std::io::stdout();
     let stderr = std::io::stderr();

@@ -1,6 +1,6 @@
-//! The one completion predicate (docs/contract.md, "Decision and completion"), used by plan, status, resume, continue and
-//! conversion. Reads through the Fs port; never writes, never errors: anything unreadable is
-//! INCOMPLETE with a machine-readable reason.
+//! The one completion predicate (docs/contract.md, "Decision and completion"), used by plan,
+//! status, resume, continue and conversion. Reads through the Fs port; never writes, never errors:
+//! anything unreadable is INCOMPLETE with a machine-readable reason.
 
 use crate::fs::Fs;
 use crate::identity::sha256_hex;
@@ -117,8 +117,8 @@ pub fn read_metadata_value(fs: &dyn Fs, dir: &Path) -> Option<serde_json::Value>
     serde_json::from_slice(&bytes).ok()
 }
 
-/// docs/contract.md, "Decision and completion" for the variant dir `dir`, which the layout says belongs to `expected` (when
-/// known) with number `variant`.
+/// docs/contract.md, "Decision and completion" for the variant dir `dir`, which the layout says
+/// belongs to `expected` (when known) with number `variant`.
 pub fn check(
     fs: &dyn Fs,
     layout: &Layout,

@@ -1,4 +1,5 @@
-//! The conversion hand-off (docs/contract.md, "Source, checkpoint and conversion"): `trainctl convert --from <variant dir> | --latest`.
+//! The conversion hand-off (docs/contract.md, "Source, checkpoint and conversion"): `trainctl
+//! convert --from <variant dir> | --latest`.
 //!
 //! Order of work, each step before anything is written:
 //! 1. find the parent (explicit dir, or the latest complete final training of the config's

@@ -1,6 +1,6 @@
-//! Identity (docs/contract.md, "Identity"): the one canonical-JSON hasher, and spec_fp / exec_fp / conv_fp built
-//! from exactly the inputs the contract lists. Pure: callers gather file digests and code
-//! identity; nothing here reads the disk or the clock.
+//! Identity (docs/contract.md, "Identity"): the one canonical-JSON hasher, and spec_fp / exec_fp /
+//! conv_fp built from exactly the inputs the contract lists. Pure: callers gather file digests and
+//! code identity; nothing here reads the disk or the clock.
 
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -141,7 +141,8 @@ pub struct CodeIdentity {
     pub trainer: String,
 }
 
-/// How a run is executed (docs/contract.md, "Identity"); each part is present only when its identity flag is on.
+/// How a run is executed (docs/contract.md, "Identity"); each part is present only when its
+/// identity flag is on.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ExecInputs {
     pub code: Option<CodeIdentity>,
@@ -175,7 +176,8 @@ impl ExecInputs {
     }
 }
 
-/// conv_fp: the conversion config and the parent identity (docs/contract.md, "Source, checkpoint and conversion").
+/// conv_fp: the conversion config and the parent identity (docs/contract.md, "Source, checkpoint
+/// and conversion").
 pub fn conv_fp(
     parent_spec_fp: &str,
     parent_exec_fp: &str,

@@ -146,7 +146,8 @@ impl Job {
         job
     }
 
-    /// The decision request of this job (docs/contract.md, "Decision and completion" inputs besides the observed variants).
+    /// The decision request of this job (docs/contract.md, "Decision and completion" inputs besides
+    /// the observed variants).
     pub fn request(&self) -> crate::plan::Request {
         crate::plan::Request {
             mode: self.config.mode(),
@@ -184,8 +185,9 @@ impl Job {
         &self.identity.exec_fp
     }
 
-    /// Whether final-training run names get a `_N` suffix when taken (docs/contract.md, "Tracking of final training":
-    /// `mlflow.yaml naming.run_name.auto_increment`, enabled overall and for the process).
+    /// Whether final-training run names get a `_N` suffix when taken (docs/contract.md, "Tracking
+    /// of final training": `mlflow.yaml naming.run_name.auto_increment`, enabled overall and for
+    /// the process).
     pub fn auto_increment(&self) -> bool {
         let a = &self.config.mlflow.naming.run_name.auto_increment;
         a.enabled.unwrap_or(false) && a.processes.final_training.unwrap_or(false)
@@ -339,8 +341,8 @@ fn read_split(config: &Config, fs: &dyn Fs, role: &str, path: &Path) -> Result<(
         )
         .at(split_place(config, role))
     })?;
-    // Data invariants are checked before anything is written (docs/contract.md, "Trainer"): a bad record is a
-    // precondition error naming the file, the record and the span.
+    // Data invariants are checked before anything is written (docs/contract.md, "Trainer"): a bad
+    // record is a precondition error naming the file, the record and the span.
     let doc: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
         let mut place = Place::file(path.display().to_string()).with_key("$");
         place.line = Some(e.line() as u64);
@@ -481,9 +483,10 @@ fn parent_error(state: &ParentState) -> Option<Error> {
     }
 }
 
-/// docs/contract.md, "Source, checkpoint and conversion": the label map of a loaded checkpoint must equal the data config's. Checked
-/// whenever the checkpoint's config.json is readable (also with `checkpoint.validate: false`,
-/// which skips content validation, not this), before anything is written.
+/// docs/contract.md, "Source, checkpoint and conversion": the label map of a loaded checkpoint must
+/// equal the data config's. Checked whenever the checkpoint's config.json is readable (also with
+/// `checkpoint.validate: false`, which skips content validation, not this), before anything is
+/// written.
 fn check_label_map(config: &Config, fs: &dyn Fs, ckpt: &Path) -> Result<()> {
     let Some(found) = fs
         .read(&ckpt.join("config.json"))
@@ -509,9 +512,10 @@ fn check_label_map(config: &Config, fs: &dyn Fs, ckpt: &Path) -> Result<()> {
 }
 
 /// The init checkpoint of `best_selected` without `checkpoint.source`: the latest valid
-/// best-model-selection cache record (docs/contract.md, "Source, checkpoint and conversion", "Caches"). Its payload names the checkpoint as
-/// `selected.checkpoint` (absolute, or relative to ROOT); everything else under `selected`
-/// (study/trial hashes, run ids) is lineage. Schema in docs/contract.md.
+/// best-model-selection cache record (docs/contract.md, "Source, checkpoint and conversion",
+/// "Caches"). Its payload names the checkpoint as `selected.checkpoint` (absolute, or relative to
+/// ROOT); everything else under `selected` (study/trial hashes, run ids) is lineage. Schema in
+/// docs/contract.md.
 fn selected_checkpoint(config: &Config, fs: &dyn Fs, layout: &Layout) -> Result<(PathBuf, Value)> {
     use crate::cache::{Cache, CacheKind, CacheSettings};
     let cache = Cache::new(

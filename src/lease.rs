@@ -1,9 +1,10 @@
-//! Variant leases (docs/contract.md, "Allocation and leases"): who owns a variant dir. A lease is a sequence of generation
-//! files `lease-<n>.json`, each published whole by a no-replace rename; the highest generation
-//! is the current one. Taking a lease (new, resume, takeover of a stale one) and releasing it
-//! both mean publishing generation n+1, so of any number of racers exactly one wins generation
-//! n+1 and nothing is ever deleted and re-created (the classic takeover race cannot happen).
-//! The owner refreshes `heartbeat-<n>.json` while it trains. Liveness is decided here once.
+//! Variant leases (docs/contract.md, "Allocation and leases"): who owns a variant dir. A lease is a
+//! sequence of generation files `lease-<n>.json`, each published whole by a no-replace rename; the
+//! highest generation is the current one. Taking a lease (new, resume, takeover of a stale one) and
+//! releasing it both mean publishing generation n+1, so of any number of racers exactly one wins
+//! generation n+1 and nothing is ever deleted and re-created (the classic takeover race cannot
+//! happen). The owner refreshes `heartbeat-<n>.json` while it trains. Liveness is decided here
+//! once.
 
 use crate::fs::{self, Fs};
 use serde::{Deserialize, Serialize};
@@ -163,8 +164,9 @@ pub fn current(fs: &dyn Fs, dir: &Path) -> io::Result<Current> {
     })
 }
 
-/// docs/contract.md, "Allocation and leases": a held lease is live when its owner (or the owner's trainer) is alive on this
-/// host, or, on another host, when the heartbeat is younger than `lease_timeout`.
+/// docs/contract.md, "Allocation and leases": a held lease is live when its owner (or the owner's
+/// trainer) is alive on this host, or, on another host, when the heartbeat is younger than
+/// `lease_timeout`.
 pub fn liveness(
     record: &LeaseRecord,
     heartbeat: Option<&Heartbeat>,
@@ -184,8 +186,9 @@ pub fn liveness(
         // A heartbeat newer than `now` is live: `now` may be the reader's clock at the start
         // of its command, which a waiting reuse outlives while the owner keeps beating (a
         // "heartbeat from the future" rule judged against that `now` took such an owner's
-        // lease: the regression trace `sched-future-heartbeat-is-a-waiting-readers-old-clock.json`).
-        // Only a heartbeat ahead of the clock read now by more than the skew bound is stale.
+        // lease: the regression trace
+        // `sched-future-heartbeat-is-a-waiting-readers-old-clock.json`). Only a heartbeat ahead of
+        // the clock read now by more than the skew bound is stale.
         let last = heartbeat.map_or(record.started_at_ms, |h| h.heartbeat_ms);
         if ahead_beyond_bound(last, facts).is_some() {
             return false;

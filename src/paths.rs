@@ -1,6 +1,7 @@
-//! The one path builder (docs/contract.md, "Vocabulary", "Environments and storage"): OUT resolution with env overrides, token
-//! normalisation, `paths.yaml` patterns, length limits, and dataset path forms. Every
-//! generated path is under OUT or an error; nothing here touches the disk.
+//! The one path builder (docs/contract.md, "Vocabulary", "Environments and storage"): OUT
+//! resolution with env overrides, token normalisation, `paths.yaml` patterns, length limits, and
+//! dataset path forms. Every generated path is under OUT or an error; nothing here touches the
+//! disk.
 
 use crate::config::schema::{PathsFile, StorageEnv};
 use crate::config::Config;
@@ -273,9 +274,9 @@ fn configured_out(paths: &PathsFile, env: StorageEnv) -> (String, String) {
     }
 }
 
-/// OUT per docs/contract.md, "Vocabulary": `base.outputs` (relative to ROOT), replaced by the env override; a
-/// `file://` URL is its local path; a bucket URL (`s3://`, `gs://`, `az://`) stays the URL,
-/// without a trailing `/` (paths below it are object keys: `store::bucket`).
+/// OUT per docs/contract.md, "Vocabulary": `base.outputs` (relative to ROOT), replaced by the env
+/// override; a `file://` URL is its local path; a bucket URL (`s3://`, `gs://`, `az://`) stays the
+/// URL, without a trailing `/` (paths below it are object keys: `store::bucket`).
 pub fn resolve_out(root: &Path, paths: &PathsFile, env: StorageEnv) -> PathBuf {
     let (base, _) = configured_out(paths, env);
     if let Some(Ok(bucket)) = BucketUrl::parse(&base) {
@@ -585,7 +586,8 @@ impl Layout {
         digits.parse::<u64>().ok()
     }
 
-    /// The conversion output dir of a parent variant (docs/contract.md, "Source, checkpoint and conversion").
+    /// The conversion output dir of a parent variant (docs/contract.md, "Source, checkpoint and
+    /// conversion").
     pub fn conversion_dir_for(
         &self,
         id: &Identity,

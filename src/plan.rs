@@ -1,6 +1,6 @@
-//! The decision of docs/contract.md, "Decision and completion" as a pure function: (request, observed variants) → Decision.
-//! No clock, no randomness, no I/O: the variants are seen through `VariantOracle`, which the
-//! caller backs with the filesystem (lazily) or, in tests, with a table.
+//! The decision of docs/contract.md, "Decision and completion" as a pure function: (request,
+//! observed variants) → Decision. No clock, no randomness, no I/O: the variants are seen through
+//! `VariantOracle`, which the caller backs with the filesystem (lazily) or, in tests, with a table.
 
 use crate::completion::Reason;
 use crate::config::schema::RunMode;

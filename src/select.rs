@@ -1,4 +1,5 @@
-//! Best-model selection (docs/contract.md, "Best-model selection") and its cache (docs/contract.md, "Caches").
+//! Best-model selection (docs/contract.md, "Best-model selection") and its cache (docs/contract.md,
+//! "Caches").
 //!
 //! [`rank`] is pure: candidates and settings in, the ranking and the winner out. It honours
 //! the objective's direction, excludes candidates whose objective (or a required metric, or
@@ -180,7 +181,8 @@ fn oriented(direction: Direction, v: f64) -> f64 {
     }
 }
 
-/// Min-max normalisation; equal values (and a single value) normalise to 1.0 (docs/contract.md, "Best-model selection").
+/// Min-max normalisation; equal values (and a single value) normalise to 1.0 (docs/contract.md,
+/// "Best-model selection").
 fn normalise(v: f64, min: f64, max: f64) -> f64 {
     if max > min {
         (v - min) / (max - min)
@@ -189,7 +191,8 @@ fn normalise(v: f64, min: f64, max: f64) -> f64 {
     }
 }
 
-/// The total order of docs/contract.md, "Best-model selection": composite, objective, lower latency, earlier start, run id.
+/// The total order of docs/contract.md, "Best-model selection": composite, objective, lower
+/// latency, earlier start, run id.
 fn total_order(a: &Scored, b: &Scored, candidates: &[Candidate], d: Direction) -> Ordering {
     let lat = |s: &Scored| s.latency_ms.unwrap_or(f64::INFINITY);
     let start = |s: &Scored| candidates[s.index].start_time.unwrap_or(u64::MAX);
@@ -604,7 +607,8 @@ fn selected_json(settings: &Settings, ranking: &Ranking, c: &Candidate) -> Value
 }
 
 // ---------------------------------------------------------------------------------------
-// Candidates from the tracking store (docs/contract.md, "Best-model selection"): HPO trial and refit runs found by their tags.
+// Candidates from the tracking store (docs/contract.md, "Best-model selection"): HPO trial and
+// refit runs found by their tags.
 
 /// `code.stage` (registry `process.stage`) of an HPO trial run.
 pub const STAGE_TRIAL: &str = "hpo";
@@ -653,8 +657,8 @@ fn local_artifact_root(uri: &str) -> Option<std::path::PathBuf> {
 /// (`study_key_hash`, `trial_key_hash`) tags; the objective and the other metrics come from
 /// the trial run (metrics only its refit has, e.g. a latency measured on the refit
 /// checkpoint, are added), the run id, params, checkpoint and `trained_on_full_data` from the
-/// refit when there is one (the Python original's "artifact run"). Only FINISHED runs count; a trial
-/// without hashes stands alone; a refit without a matching trial is skipped with a warning;
+/// refit when there is one (the Python original's "artifact run"). Only FINISHED runs count; a
+/// trial without hashes stands alone; a refit without a matching trial is skipped with a warning;
 /// two runs with one key keep the later start (then the greater run id), with a warning.
 /// `checkpoints` maps a run id to its checkpoint dir when one is known.
 pub fn candidates_from_runs(
@@ -916,10 +920,10 @@ pub fn read_tracked(
 }
 
 /// Candidates from the tracking store of the selection stage (`tracking.selection.enabled`,
-/// the backend precedence of docs/contract.md, "Tracking of final training" with `MLFLOW_TRACKING_URI`/`MLFLOW_TRACKING_TOKEN` from
-/// `var`). No candidates when the store (or its experiment `<experiment>-hpo-<model>`) does
-/// not exist: reading never creates either. Errors: the stage disabled (`usage`), the store
-/// unusable (`tracking_unavailable`).
+/// the backend precedence of docs/contract.md, "Tracking of final training" with
+/// `MLFLOW_TRACKING_URI`/`MLFLOW_TRACKING_TOKEN` from `var`). No candidates when the store (or its
+/// experiment `<experiment>-hpo-<model>`) does not exist: reading never creates either. Errors: the
+/// stage disabled (`usage`), the store unusable (`tracking_unavailable`).
 pub fn tracking_candidates(
     config: &Config,
     var: &dyn Fn(&str) -> Option<String>,

@@ -1,8 +1,8 @@
-//! `trainctl train` (docs/contract.md, "Decision and completion", "Caches", "Trainer"): plan, then allocate or lease the variant, record
-//! `running`, run the trainer, check the completion contract itself, write the manifest and
-//! `completed` last, add the cache record, release the lease. Every write goes through the Fs
-//! port and its durable primitives; the only thing a failure leaves behind is what the
-//! contract records (`status: failed`).
+//! `trainctl train` (docs/contract.md, "Decision and completion", "Caches", "Trainer"): plan, then
+//! allocate or lease the variant, record `running`, run the trainer, check the completion contract
+//! itself, write the manifest and `completed` last, add the cache record, release the lease. Every
+//! write goes through the Fs port and its durable primitives; the only thing a failure leaves
+//! behind is what the contract records (`status: failed`).
 
 mod attempt;
 mod settle;
@@ -34,7 +34,8 @@ pub struct Context<'a> {
     pub trainer: &'a dyn Trainer,
     /// Unix time in microseconds.
     pub now_us: &'a dyn Fn() -> u64,
-    /// The training-stage tracker (docs/contract.md, "Tracking of final training"); `None` = no tracking (in-process test worlds).
+    /// The training-stage tracker (docs/contract.md, "Tracking of final training"); `None` = no
+    /// tracking (in-process test worlds).
     pub tracking: Option<Tracking<'a>>,
     /// How a start that waits for another owner says so and lets time pass.
     pub waiting: Waiting<'a>,
@@ -230,8 +231,9 @@ fn storage_cause(
     Some((kind, detail))
 }
 
-/// Checks docs/contract.md, "Decision and completion" items 2 and 4 on a finished attempt (the orchestrator's own check) and
-/// builds the manifest: every checkpoint file with size and sha256, each fsynced.
+/// Checks docs/contract.md, "Decision and completion" items 2 and 4 on a finished attempt (the
+/// orchestrator's own check) and builds the manifest: every checkpoint file with size and sha256,
+/// each fsynced.
 fn verify_and_manifest(
     fs: &dyn Fs,
     job: &Job,
@@ -625,7 +627,8 @@ pub fn recorded_run_name(fs: &dyn Fs, dir: &Path) -> Option<String> {
         .filter(|n| !n.is_empty())
 }
 
-/// Where final-training run-name reservations live (docs/contract.md, "Tracking of final training": race-free within one OUT).
+/// Where final-training run-name reservations live (docs/contract.md, "Tracking of final training":
+/// race-free within one OUT).
 pub fn run_name_registry(job: &Job) -> PathBuf {
     job.layout
         .out
@@ -652,11 +655,11 @@ pub fn run_name_holder(fs: &dyn Fs, job: &Job, name: &str) -> Option<String> {
 /// Bound on the version suffixes tried for one name.
 pub const MAX_RUN_NAME_VERSIONS: u64 = 10_000;
 
-/// The run name of a new attempt (docs/contract.md, "Tracking of final training"). Without auto-increment, the configured name.
-/// With it, the first of `name`, `name_2`, `name_3`, … that is free or already this
-/// variant's: a name is taken by creating `<registry>/<sha256(name)>.json` exclusively and
-/// durably (whole or absent, never replaced), so two starts within one OUT never get the
-/// same name, and a retry of the same variant finds its own reservation again.
+/// The run name of a new attempt (docs/contract.md, "Tracking of final training"). Without
+/// auto-increment, the configured name. With it, the first of `name`, `name_2`, `name_3`, … that is
+/// free or already this variant's: a name is taken by creating `<registry>/<sha256(name)>.json`
+/// exclusively and durably (whole or absent, never replaced), so two starts within one OUT never
+/// get the same name, and a retry of the same variant finds its own reservation again.
 pub fn reserve_run_name(
     fs: &dyn Fs,
     job: &Job,

@@ -1,6 +1,6 @@
-//! The Trainer port (docs/contract.md, "Trainer"): runs one training attempt and reports how it ended. The
-//! command trainer runs an argv with the job file in `TRAINCTL_JOB`, streams its output to
-//! `logs/trainer.log` (never held in memory), heartbeats the lease, enforces
+//! The Trainer port (docs/contract.md, "Trainer"): runs one training attempt and reports how it
+//! ended. The command trainer runs an argv with the job file in `TRAINCTL_JOB`, streams its output
+//! to `logs/trainer.log` (never held in memory), heartbeats the lease, enforces
 //! `trainer.timeout`, forwards SIGINT/SIGTERM, and makes sure the trainer never outlives its
 //! orchestrator (parent-death signal). It never decides whether the run is complete: the
 //! orchestrator checks the completion contract itself.

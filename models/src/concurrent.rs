@@ -1,9 +1,9 @@
-//! The concurrent view of a train command for linearizability checking (docs/contract.md, "Decision and completion", "Allocation and leases"): a
-//! train is three atomic steps. DECIDE reads the variants and applies the decision table (a
-//! resume of a held variant is `busy`); ALLOCATE happens later: a NEW planned at p gets the
-//! first absent number ≥ p ("on collision try the next number"), a RESUME takes the lease only
-//! if the variant is still idle (else `busy`); FINISH makes the held variant complete.
-//! Must never import from `trainctl`.
+//! The concurrent view of a train command for linearizability checking (docs/contract.md, "Decision
+//! and completion", "Allocation and leases"): a train is three atomic steps. DECIDE reads the
+//! variants and applies the decision table (a resume of a held variant is `busy`); ALLOCATE happens
+//! later: a NEW planned at p gets the first absent number ≥ p ("on collision try the next number"),
+//! a RESUME takes the lease only if the variant is still idle (else `busy`); FINISH makes the held
+//! variant complete. Must never import from `trainctl`.
 
 use crate::decision::{decide, ErrorKind, Expected, Mode, ParentView, Request, VariantView};
 use std::collections::BTreeMap;

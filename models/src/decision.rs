@@ -1,6 +1,7 @@
-//! Reference decision table of docs/contract.md, "Decision and completion" (with the `busy` rule of "Allocation and leases") as one literal
-//! match over an observed variant table; it must never import from the `trainctl` crate,
-//! do I/O, or know how allocation races are resolved (it plans on a snapshot).
+//! Reference decision table of docs/contract.md, "Decision and completion" (with the `busy` rule of
+//! "Allocation and leases") as one literal match over an observed variant table; it must never
+//! import from the `trainctl` crate, do I/O, or know how allocation races are resolved (it plans on
+//! a snapshot).
 
 use std::collections::BTreeMap;
 
@@ -9,7 +10,8 @@ use std::collections::BTreeMap;
 pub enum VariantView {
     /// COMPLETE per docs/contract.md, "Decision and completion".
     Complete,
-    /// Exists but INCOMPLETE (any reason). `lease_live` = a live owner holds its lease (docs/contract.md, "Allocation and leases").
+    /// Exists but INCOMPLETE (any reason). `lease_live` = a live owner holds its lease
+    /// (docs/contract.md, "Allocation and leases").
     Incomplete { lease_live: bool },
 }
 
@@ -72,7 +74,8 @@ pub enum Expected {
     Error(ErrorKind),
 }
 
-/// RESUME of `variant`, unless a live owner holds its lease: then `busy` (docs/contract.md, "Decision and completion", "Allocation and leases").
+/// RESUME of `variant`, unless a live owner holds its lease: then `busy` (docs/contract.md,
+/// "Decision and completion", "Allocation and leases").
 fn resume(variant: u64, lease_live: bool) -> Expected {
     if lease_live {
         Expected::Error(ErrorKind::Busy)

@@ -1,6 +1,7 @@
-//! Abstract state machine of docs/contract.md, "Verification suite" for SEQUENTIAL commands (variants per identity, the
-//! final_training cache records and its latest/index views); it must never import from the
-//! `trainctl` crate, and it plans only through `crate::decision::decide` (one decision table).
+//! Abstract state machine of docs/contract.md, "Verification suite" for SEQUENTIAL commands
+//! (variants per identity, the final_training cache records and its latest/index views); it must
+//! never import from the `trainctl` crate, and it plans only through `crate::decision::decide` (one
+//! decision table).
 
 use std::collections::BTreeMap;
 
@@ -164,7 +165,8 @@ pub struct Retention {
 /// (latest, index): the newest valid record and the newest `max_entries` valid ones.
 pub type Views = (Option<RecordKey>, Vec<RecordKey>);
 
-/// How the tracking store sees runs (docs/contract.md, "Tracking of final training"), for the tracked-run projection.
+/// How the tracking store sees runs (docs/contract.md, "Tracking of final training"), for the
+/// tracked-run projection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Tracking {
     /// `tracking.training.enabled: false`: no runs at all.
@@ -188,8 +190,9 @@ pub enum RunState {
     Killed,
 }
 
-/// The tracked-run view of one variant: how many runs the store has for it (docs/contract.md, "Tracking of final training": one),
-/// the newest run's name and status, and whether a RESUME reopened it (`code.interrupted`).
+/// The tracked-run view of one variant: how many runs the store has for it (docs/contract.md,
+/// "Tracking of final training": one), the newest run's name and status, and whether a RESUME
+/// reopened it (`code.interrupted`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TrackedRun {
     pub runs: usize,
@@ -231,7 +234,8 @@ pub struct Mirror {
     pub conversions: std::collections::BTreeSet<RecordKey>,
 }
 
-/// What the last run wrote into `metadata.json` (docs/contract.md, "Decision and completion" rule 1).
+/// What the last run wrote into `metadata.json` (docs/contract.md, "Decision and completion" rule
+/// 1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Base {
     Completed,
@@ -280,7 +284,8 @@ impl Variant {
         }
     }
 
-    /// docs/contract.md, "Decision and completion"'s order: metadata, status, checkpoint, manifest, metrics.
+    /// docs/contract.md, "Decision and completion"'s order: metadata, status, checkpoint, manifest,
+    /// metrics.
     fn reason(&self) -> &'static str {
         match self.metadata {
             FileState::Deleted => return "no_metadata",
@@ -595,8 +600,9 @@ impl Model {
         }
     }
 
-    /// docs/contract.md, "Tracking of final training" at the start of an attempt on `number`: a NEW variant reserves the next name;
-    /// its run is created, or (RESUME) the variant's run is reopened and tagged interrupted.
+    /// docs/contract.md, "Tracking of final training" at the start of an attempt on `number`: a NEW
+    /// variant reserves the next name; its run is created, or (RESUME) the variant's run is
+    /// reopened and tagged interrupted.
     fn start_run(&mut self, identity: usize, number: u64, new: bool) {
         let Tracking::AutoIncrement { base } = &self.tracking else {
             return;
@@ -754,8 +760,8 @@ impl Model {
         assert!(!variant.is_complete());
     }
 
-    /// docs/contract.md, "Caches": each complete variant of `identity` without a valid record gets one,
-    /// ascending by variant number (so the highest is newest). Under `max_files`, only the
+    /// docs/contract.md, "Caches": each complete variant of `identity` without a valid record gets
+    /// one, ascending by variant number (so the highest is newest). Under `max_files`, only the
     /// variants above the identity's highest recorded one: a record retention pruned is not
     /// missing, and backfilling it would only prune another (docs/contract.md, "Caches").
     fn backfill(&mut self, identity: usize) {

@@ -154,8 +154,8 @@ pub struct FsTrainer<'a> {
 }
 
 /// Which variant dirs have a trainer running in them right now, and every moment two ran in
-/// one dir at once (docs/contract.md, "Allocation and leases": at most one live owner per variant at any instant; an owner is
-/// what runs a trainer there).
+/// one dir at once (docs/contract.md, "Allocation and leases": at most one live owner per variant
+/// at any instant; an owner is what runs a trainer there).
 #[derive(Default)]
 pub struct Occupancy {
     inside: std::sync::Mutex<std::collections::BTreeMap<String, u32>>,

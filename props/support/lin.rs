@@ -1,7 +1,7 @@
-//! Linearizability of train histories (docs/contract.md, "Allocation and leases"): a WGL-style search for an order of each
-//! command's DECIDE / ALLOCATE / FINISH steps, consistent with real time, under which the
-//! concurrent model of `models/` gives every observed outcome. Shared by the scheduled
-//! (simulated) and the real-process suites.
+//! Linearizability of train histories (docs/contract.md, "Allocation and leases"): a WGL-style
+//! search for an order of each command's DECIDE / ALLOCATE / FINISH steps, consistent with real
+//! time, under which the concurrent model of `models/` gives every observed outcome. Shared by the
+//! scheduled (simulated) and the real-process suites.
 
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;

@@ -1,5 +1,6 @@
-//! `trainctl convert --from DIR | --latest` (docs/contract.md, "Source, checkpoint and conversion"): a complete final
-//! training to a serving bundle, verified, published once, then tracked.
+//! `trainctl convert --from DIR | --latest` (docs/contract.md, "Source, checkpoint and
+//! conversion"): a complete final training to a serving bundle, verified, published once, then
+//! tracked.
 
 use super::{warning_lines, Env};
 use crate::error::Result;

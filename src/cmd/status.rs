@@ -152,8 +152,8 @@ fn owner(fs: &dyn Fs, v: &observe::FoundVariant) -> Option<Owner> {
     })
 }
 
-/// What tracking recorded at training time (docs/contract.md, "Tracking of final training"): `error` (or a
-/// `running` left by a crash) on a complete variant means its run is missing from, or
+/// What tracking recorded at training time (docs/contract.md, "Tracking of final training"):
+/// `error` (or a `running` left by a crash) on a complete variant means its run is missing from, or
 /// unfinished in, the tracking store, until `track sync` uploads it and leaves a sync record
 /// (then `synced`).
 fn tracking(

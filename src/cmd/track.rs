@@ -1,5 +1,5 @@
-//! `trainctl track sync` (docs/contract.md, "Tracking of final training"): upload the complete variants the
-//! tracking store is missing; a run that exists is finished, never duplicated.
+//! `trainctl track sync` (docs/contract.md, "Tracking of final training"): upload the complete
+//! variants the tracking store is missing; a run that exists is finished, never duplicated.
 
 use super::{warning_lines, Env};
 use crate::error::{Error, ErrorKind, Result};

@@ -1,6 +1,6 @@
-//! Loads the configuration set (docs/contract.md, "Configuration"): finds ROOT and CONFIG, reads every file through
-//! `yaml.rs`, applies `-o` overrides, checks the typed schema, and resolves the effective
-//! hyperparameters and seed with the origin of each value. Never touches OUT.
+//! Loads the configuration set (docs/contract.md, "Configuration"): finds ROOT and CONFIG, reads
+//! every file through `yaml.rs`, applies `-o` overrides, checks the typed schema, and resolves the
+//! effective hyperparameters and seed with the origin of each value. Never touches OUT.
 
 pub mod schema;
 pub mod yaml;
@@ -96,13 +96,14 @@ pub struct LoadOptions {
     pub experiment: Option<String>,
     pub env: Option<String>,
     pub overrides: Vec<String>,
-    /// The best-configuration layer (docs/contract.md, "Configuration" precedence: train.yaml < best configuration <
-    /// final_training.yaml): where it came from, and a `training.*`-shaped tree of
-    /// hyperparameters. Set by `pipeline` from the selection record.
+    /// The best-configuration layer (docs/contract.md, "Configuration" precedence: train.yaml <
+    /// best configuration < final_training.yaml): where it came from, and a `training.*`-shaped
+    /// tree of hyperparameters. Set by `pipeline` from the selection record.
     pub best_configuration: Option<(String, Value)>,
 }
 
-/// ROOT per docs/contract.md, "Vocabulary": `--root`, else the nearest ancestor of `cwd` holding `config/`, else cwd.
+/// ROOT per docs/contract.md, "Vocabulary": `--root`, else the nearest ancestor of `cwd` holding
+/// `config/`, else cwd.
 pub fn find_root(explicit: Option<&Path>, cwd: &Path) -> PathBuf {
     if let Some(root) = explicit {
         return absolutize(root, cwd);
@@ -969,7 +970,8 @@ fn check_hyperparameters(h: &Hyperparameters, origins: &BTreeMap<String, Origin>
     Ok(())
 }
 
-/// Cross-key rules of `final_training.yaml` (docs/contract.md, "Source, checkpoint and conversion").
+/// Cross-key rules of `final_training.yaml` (docs/contract.md, "Source, checkpoint and
+/// conversion").
 fn validate_final_training(
     f: &FinalTrainingFile,
     doc: &Doc,

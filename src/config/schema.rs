@@ -1,6 +1,6 @@
-//! The typed schema of every file in `config/` (docs/contract.md, "Configuration"). Every struct denies unknown keys and
-//! every leaf is optional (absent or null = keep the lower-precedence value); defaults live in
-//! `config/mod.rs`, not here. Never reads files.
+//! The typed schema of every file in `config/` (docs/contract.md, "Configuration"). Every struct
+//! denies unknown keys and every leaf is optional (absent or null = keep the lower-precedence
+//! value); defaults live in `config/mod.rs`, not here. Never reads files.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

@@ -39,7 +39,8 @@ pub struct AttemptFailure {
     pub storage: Option<String>,
 }
 
-/// `metadata.json`. `completed` (`status`) is written last (docs/contract.md, "Decision and completion").
+/// `metadata.json`. `completed` (`status`) is written last (docs/contract.md, "Decision and
+/// completion").
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VariantMeta {
     #[serde(default)]

@@ -1,9 +1,9 @@
 //! The `file:` backend: MLflow's file-store layout, as MLflow 3.x reads it with
-//! `MLFLOW_ALLOW_FILE_STORE=true` (the store layout MLflow 3.x reads; checked by the real-MLflow tests in props/tracking.rs).
-//! Owns the on-disk layout under the store root and nothing else; every write goes through
-//! the Fs port's durable primitives, and it never leaves a half-written `meta.yaml`, param or
-//! tag (temp file + rename); `meta.yaml` is written last, so MLflow never lists a run or
-//! experiment that is still being built.
+//! `MLFLOW_ALLOW_FILE_STORE=true` (the store layout MLflow 3.x reads; checked by the real-MLflow
+//! tests in props/tracking.rs). Owns the on-disk layout under the store root and nothing else;
+//! every write goes through the Fs port's durable primitives, and it never leaves a half-written
+//! `meta.yaml`, param or tag (temp file + rename); `meta.yaml` is written last, so MLflow never
+//! lists a run or experiment that is still being built.
 //!
 //! ```text
 //! <root>/<experiment_id>/meta.yaml

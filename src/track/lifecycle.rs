@@ -1,5 +1,6 @@
-//! The final-training run lifecycle on top of the Tracker port (docs/contract.md, "Tracking of final training"): which backend a
-//! job uses, and what `train` tells it at the start and at the end of an attempt.
+//! The final-training run lifecycle on top of the Tracker port (docs/contract.md, "Tracking of
+//! final training"): which backend a job uses, and what `train` tells it at the start and at the
+//! end of an attempt.
 //!
 //! Tracking never costs a training run: every function here returns a `TrackError` that the
 //! caller turns into a warning and a `tracking` state in metadata.json (`tracking.required`
@@ -739,10 +740,11 @@ pub fn open_for_train(
     Ok((Some(opened), warnings))
 }
 
-/// The run of a conversion (docs/contract.md, "Tracking of final training", "Source, checkpoint and conversion"): created when a conversion is made (not on reuse),
-/// named by `naming.yaml run_names.conversion`, in the final training's experiment, with the
-/// manifest's lineage tags, the conversion settings as params and `manifest.json` as an
-/// artifact; FINISHED. Returns the run id. Like training, a failure is the caller's warning.
+/// The run of a conversion (docs/contract.md, "Tracking of final training", "Source, checkpoint and
+/// conversion"): created when a conversion is made (not on reuse), named by `naming.yaml
+/// run_names.conversion`, in the final training's experiment, with the manifest's lineage tags, the
+/// conversion settings as params and `manifest.json` as an artifact; FINISHED. Returns the run id.
+/// Like training, a failure is the caller's warning.
 pub fn track_conversion(
     tracker: &dyn Tracker,
     config: &Config,
@@ -800,10 +802,10 @@ pub fn track_conversion(
     Ok(info.run_id)
 }
 
-/// Tracking after `convert::convert` (docs/contract.md, "Tracking of final training"): a new conversion gets its run when
-/// `tracking.conversion.enabled`; a failure is a warning in the report, never a failed
-/// conversion (the bundle is published already). Returns the `tracking` state for the
-/// command's output (`null` when not tracked).
+/// Tracking after `convert::convert` (docs/contract.md, "Tracking of final training"): a new
+/// conversion gets its run when `tracking.conversion.enabled`; a failure is a warning in the
+/// report, never a failed conversion (the bundle is published already). Returns the `tracking`
+/// state for the command's output (`null` when not tracked).
 pub fn after_conversion(
     config: &Config,
     var: &dyn Fn(&str) -> Option<String>,

@@ -1,9 +1,9 @@
-//! The Tracker port (docs/contract.md, "Tracking of final training"): everything trainctl tells MLflow goes through `Tracker`, so the
-//! same lifecycle runs against the file store, a REST server, AzureML, nothing at all, or an
-//! in-memory recorder in tests. This module owns the data types, the typed error, the input
-//! validation every backend shares and the race-free experiment get-or-create. It never
-//! decides whether tracking matters for a training: a `TrackError` is handed back, and the
-//! caller turns it into a warning (or a failure under `tracking.required`).
+//! The Tracker port (docs/contract.md, "Tracking of final training"): everything trainctl tells
+//! MLflow goes through `Tracker`, so the same lifecycle runs against the file store, a REST server,
+//! AzureML, nothing at all, or an in-memory recorder in tests. This module owns the data types, the
+//! typed error, the input validation every backend shares and the race-free experiment
+//! get-or-create. It never decides whether tracking matters for a training: a `TrackError` is
+//! handed back, and the caller turns it into a warning (or a failure under `tracking.required`).
 
 pub mod disabled;
 pub mod file;
@@ -46,9 +46,9 @@ pub mod codes {
     pub const INVALID_PARAMETER_VALUE: &str = "INVALID_PARAMETER_VALUE";
 }
 
-/// Why a tracking call failed. The kinds are the ones docs/contract.md, "Tracking of final training" names (server down, 5xx,
-/// timeout, deleted/missing experiment, malformed URI); `kind()` is the stable name recorded
-/// in metadata.
+/// Why a tracking call failed. The kinds are the ones docs/contract.md, "Tracking of final
+/// training" names (server down, 5xx, timeout, deleted/missing experiment, malformed URI); `kind()`
+/// is the stable name recorded in metadata.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum TrackError {
     #[error("malformed tracking URI `{uri}`: {reason}")]

@@ -1,8 +1,8 @@
-//! Which tracking backend a command uses (docs/contract.md, "Tracking of final training"): a pure function of the configuration
-//! (`mlflow.yaml` `tracking.*`, `azure_ml.*`) and the environment (`MLFLOW_TRACKING_URI`,
-//! `MLFLOW_TRACKING_TOKEN`), returning the choice and the warnings to show. It reads no
-//! process state itself (`TrackingEnv::from_process` is the one place that does), so the
-//! precedence is unit-tested without touching the environment.
+//! Which tracking backend a command uses (docs/contract.md, "Tracking of final training"): a pure
+//! function of the configuration (`mlflow.yaml` `tracking.*`, `azure_ml.*`) and the environment
+//! (`MLFLOW_TRACKING_URI`, `MLFLOW_TRACKING_TOKEN`), returning the choice and the warnings to show.
+//! It reads no process state itself (`TrackingEnv::from_process` is the one place that does), so
+//! the precedence is unit-tested without touching the environment.
 //!
 //! Precedence: stage disabled → disabled; `MLFLOW_TRACKING_URI` (as in MLflow); AzureML when
 //! `azure_ml.enabled` (missing settings or token: warning, then the default file store);

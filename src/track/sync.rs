@@ -1,6 +1,6 @@
-//! `trainctl track sync` (docs/contract.md, "Tracking of final training", failure handling): upload the complete variants whose run
-//! the tracking store is missing (the store was down, timed out or rejected a call during
-//! training), once the store is back.
+//! `trainctl track sync` (docs/contract.md, "Tracking of final training", failure handling): upload
+//! the complete variants whose run the tracking store is missing (the store was down, timed out or
+//! rejected a call during training), once the store is back.
 //!
 //! Idempotent twice over:
 //! - the store is the source of truth: a variant's run is found by its identity tags

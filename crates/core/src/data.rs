@@ -1,6 +1,6 @@
-//! Dataset loading and validation (docs/contract.md, "Trainer" data invariants): the character-span JSON format,
-//! the label list, and the deterministic held-out slice. Owns every dataset error (kind
-//! `dataset_invalid` with file and `record[i].annotations[j]` key, `empty_dataset`); never
+//! Dataset loading and validation (docs/contract.md, "Trainer" data invariants): the character-span
+//! JSON format, the label list, and the deterministic held-out slice. Owns every dataset error
+//! (kind `dataset_invalid` with file and `record[i].annotations[j]` key, `empty_dataset`); never
 //! writes anything and never depends on the trainer.
 
 use crate::error::{Error, ErrorKind, Place};

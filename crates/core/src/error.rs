@@ -1,5 +1,6 @@
-//! Typed errors whose kinds are the contract's error kinds (docs/contract.md, "Decision and completion", "Command line"). Owns the mapping
-//! from kind to exit code and the JSON error shape; never decides anything itself.
+//! Typed errors whose kinds are the contract's error kinds (docs/contract.md, "Decision and
+//! completion", "Command line"). Owns the mapping from kind to exit code and the JSON error shape;
+//! never decides anything itself.
 
 use serde::Serialize;
 use std::fmt;
@@ -14,7 +15,8 @@ pub enum ErrorKind {
     ConfigInvalid,
     /// A configuration file (or the experiment) does not exist.
     ConfigMissing,
-    /// A Windows drive or UNC path on a non-Windows host (docs/contract.md, "Environments and storage").
+    /// A Windows drive or UNC path on a non-Windows host (docs/contract.md, "Environments and
+    /// storage").
     UnsupportedPath,
     /// A generated path component or path over the configured limits, or a token that
     /// would leave OUT.

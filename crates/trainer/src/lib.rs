@@ -8,8 +8,8 @@
 //! Determinism is the contract: one thread, a fixed arithmetic order, no hash-map iteration
 //! in numeric paths, a seeded splitmix64 whose state is checkpointed. Resuming from any
 //! `checkpoints/step-<k>/` restores every bit of state, so the final bytes equal those of an
-//! uninterrupted run. It never decides completion and never touches the orchestrator's files; as its own crate it cannot (it depends on
-//! `trainctl-core` only, never on the orchestrator).
+//! uninterrupted run. It never decides completion and never touches the orchestrator's files; as
+//! its own crate it cannot (it depends on `trainctl-core` only, never on the orchestrator).
 
 pub mod ckpt;
 pub mod metrics;
@@ -48,7 +48,8 @@ const MAX_WINDOW: u64 = 16;
 const MAX_LABELS: usize = 1024;
 
 // The job's hyperparameters are the orchestrator's effective ones, with the same strict
-// schema: a knob this trainer cannot honour must never be ignored silently (docs/contract.md, "Configuration").
+// schema: a knob this trainer cannot honour must never be ignored silently (docs/contract.md,
+// "Configuration").
 pub use protocol::{EarlyStopping, Hyperparameters, LrScheduler};
 
 /// The job file (see fixtures/trainer/README.md for the protocol). Extra fields are ignored.

@@ -1,6 +1,6 @@
-//! Evaluation (docs/contract.md, "Trainer" metrics): token macro-F1 over the entity labels present in the gold
-//! data (excluding "O"), span F1 (exact char span and label), loss, per-entity P/R/F1. Counts
-//! are integers and every float is derived from them in a fixed order.
+//! Evaluation (docs/contract.md, "Trainer" metrics): token macro-F1 over the entity labels present
+//! in the gold data (excluding "O"), span F1 (exact char span and label), loss, per-entity P/R/F1.
+//! Counts are integers and every float is derived from them in a fixed order.
 
 use super::model::{decode, emissions, loss_and_demissions, Example, Params};
 use serde_json::{json, Map, Value};

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use trainctl_core::fs::Fs;
 
-/// The learning-rate schedule after warmup (docs/contract.md, "Trainer"). `linear` decays to 0 at the last
-/// step, so it depends on the total number of steps; `constant` does not, which makes a
+/// The learning-rate schedule after warmup (docs/contract.md, "Trainer"). `linear` decays to 0 at
+/// the last step, so it depends on the total number of steps; `constant` does not, which makes a
 /// continued run (E1 then E2 epochs) equal to an uninterrupted E2 run.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]

@@ -1,6 +1,6 @@
-//! Tokenisation with character offsets and hashed sparse features (docs/contract.md, "Trainer"). Pure functions
-//! of the text and the feature config: no randomness, no hash maps, a hash (FNV-1a 64) that
-//! is fixed forever so saved weights keep their meaning across versions.
+//! Tokenisation with character offsets and hashed sparse features (docs/contract.md, "Trainer").
+//! Pure functions of the text and the feature config: no randomness, no hash maps, a hash (FNV-1a
+//! 64) that is fixed forever so saved weights keep their meaning across versions.
 
 /// The feature settings of `model.yaml` (echoed into the checkpoint's config.json).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,4 +1,5 @@
-//! SimFs owns the simulated filesystem and its crash model; it must never touch the real filesystem, the clock, threads or any global state.
+//! SimFs owns the simulated filesystem and its crash model; it must never touch the real
+//! filesystem, the clock, threads or any global state.
 //!
 //! # Model
 //!
@@ -34,11 +35,11 @@
 //!
 //! Crash points and faults: `op_count` counts mutating calls (create_dir, create_dir_all,
 //! create_new, write, append, fsync_file, fsync_dir, rename, rename_noreplace, rename_exchange,
-//! hard_link, remove_file, remove_dir_all) made while alive, whatever their outcome. `die_after(k)`: the next k of them
-//! run, then the process is dead and every call (reads included) fails with
-//! `io::Error::other("simulated crash")` until `crash` revives it. `fail_op(k, fault)`: the k-th
-//! mutating call from now (0 = next) fails with ENOSPC or EIO and has no effect. `crash` clears
-//! the dead flag, a pending `die_after` and pending faults; `op_count` keeps counting.
+//! hard_link, remove_file, remove_dir_all) made while alive, whatever their outcome.
+//! `die_after(k)`: the next k of them run, then the process is dead and every call (reads included)
+//! fails with `io::Error::other("simulated crash")` until `crash` revives it. `fail_op(k, fault)`:
+//! the k-th mutating call from now (0 = next) fails with ENOSPC or EIO and has no effect. `crash`
+//! clears the dead flag, a pending `die_after` and pending faults; `op_count` keeps counting.
 //!
 //! Storage profiles (docs/contract.md, "Storage profiles"): `with_caps` makes a filesystem
 //! without rename flags (`rename_noreplace` and `rename_exchange` fail with EINVAL, as NFS and
@@ -49,8 +50,9 @@
 //! entry naming an existing file inode.
 //!
 //! Errors are `io::Error::from_raw_os_error` with the errno Linux gives (ENOENT, EEXIST,
-//! ENOTDIR, EISDIR, ENOTEMPTY, EINVAL, EBUSY, EPERM, ENOSPC, EROFS), so kinds match `OsFs`. Everything is
-//! deterministic: ids, sequence numbers and `unique()` are counters; maps are ordered.
+//! ENOTDIR, EISDIR, ENOTEMPTY, EINVAL, EBUSY, EPERM, ENOSPC, EROFS), so kinds match `OsFs`.
+//! Everything is deterministic: ids, sequence numbers and `unique()` are counters; maps are
+//! ordered.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
