@@ -28,7 +28,7 @@ fn time_plan(root: &std::path::Path, overrides: &[&str], runs: usize) -> (Durati
         };
         let report = trainctl::cmd::plan::run(&env).expect("plan");
         times.push(start.elapsed());
-        decision = format!("{} v{}", report.decision, report.variant);
+        decision = format!("{} v{}", report.chosen.decision, report.chosen.variant);
     }
     (median(times), decision)
 }

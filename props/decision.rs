@@ -290,8 +290,8 @@ proptest! {
         prop_assert!(changed.is_empty(), "plan changed files under the project root: {:?}", changed);
         let got = match result {
             Ok(report) => {
-                let variant = report.variant;
-                match report.decision {
+                let variant = report.chosen.variant;
+                match report.chosen.decision {
                     "new" => model::Expected::New { variant },
                     "reuse" => model::Expected::Reuse { variant },
                     "resume" => model::Expected::Resume { variant },

@@ -882,24 +882,18 @@ impl Real {
         }
     }
 
-    /// Per identity: the variant numbers a gc tombstone file holds.
+    /// Per identity: the variant numbers a gc tombstone file holds (as `status` finds them).
     fn removed(&self) -> [std::collections::BTreeSet<u64>; IDENTITIES] {
+        let odd = trainctl::observe::odd_variants(&*self.sandbox.fs, &self.job(0).layout);
         std::array::from_fn(|identity| {
             let job = self.job(identity);
             let dir = job
                 .layout
                 .identity_dir(&job.identity)
                 .expect("identity dir");
-            let fs = &*self.sandbox.fs;
-            fs.list(&dir)
-                .unwrap_or_default()
-                .iter()
-                .filter(|e| !e.is_dir)
-                .filter_map(|e| job.layout.parse_variant_name(&e.name))
-                .filter(|n| {
-                    let path = job.layout.variant_dir(&job.identity, *n).expect("dir");
-                    trainctl::observe::is_tombstone(fs, &path)
-                })
+            odd.iter()
+                .filter(|o| o.reason == "removed_by_gc" && o.path.parent() == Some(&*dir))
+                .map(|o| o.variant)
                 .collect()
         })
     }

@@ -23,7 +23,7 @@ use crate::job::Host;
 use serde::Serialize;
 use serde_json::Value;
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// What every command reads from the world: the load options of the command line, the
 /// working directory, the filesystem port and the host (env vars, clock, git, /proc).
@@ -66,6 +66,47 @@ impl Output {
             human: report.to_string(),
             code,
         })
+    }
+}
+
+/// What `plan` and `train` both report about the variant a decision names: the decision,
+/// where it lives, its name, its identity and where its model comes from.
+#[derive(Clone, Debug, Serialize)]
+pub struct Chosen {
+    /// `new`, `reuse`, `resume`, `continue` or `wait`.
+    pub decision: &'static str,
+    pub variant: u64,
+    pub mode: &'static str,
+    pub output_dir: PathBuf,
+    pub spec_fp: String,
+    pub exec_fp: String,
+    pub run_name: String,
+    pub storage_env: &'static str,
+    pub model: String,
+    pub experiment: String,
+    pub source: crate::job::ResolvedSource,
+}
+
+impl Chosen {
+    pub fn of(
+        job: &crate::job::Job,
+        decision: &crate::plan::Decision,
+        output_dir: PathBuf,
+        run_name: String,
+    ) -> Chosen {
+        Chosen {
+            decision: decision.name(),
+            variant: decision.variant(),
+            mode: job.config.mode().as_str(),
+            output_dir,
+            spec_fp: job.spec_fp().to_string(),
+            exec_fp: job.exec_fp().to_string(),
+            run_name,
+            storage_env: job.identity.storage_env.as_str(),
+            model: job.identity.model.clone(),
+            experiment: job.config.experiment_name.clone(),
+            source: job.source.clone(),
+        }
     }
 }
 

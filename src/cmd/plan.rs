@@ -1,10 +1,10 @@
 //! `trainctl plan`: the decision `train` would take now, with everything it would use.
 //! Reads only (docs/contract.md, "Run modes").
 
-use super::{warning_lines, Env};
+use super::{warning_lines, Chosen, Env};
 use crate::config::schema::RunMode;
 use crate::error::Result;
-use crate::job::{self, ResolvedSource};
+use crate::job;
 use crate::plan::{Decision, VariantOracle};
 use serde::Serialize;
 use std::fmt;
@@ -13,19 +13,9 @@ use std::path::PathBuf;
 /// What `plan` answers.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
-    /// `new`, `reuse`, `resume` or `wait`.
-    pub decision: &'static str,
-    pub variant: u64,
-    pub mode: &'static str,
-    pub output_dir: PathBuf,
-    pub spec_fp: String,
-    pub exec_fp: String,
-    pub run_name: String,
-    pub storage_env: &'static str,
-    pub model: String,
-    pub experiment: String,
+    #[serde(flatten)]
+    pub chosen: Chosen,
     pub out: PathBuf,
-    pub source: ResolvedSource,
     pub existing_variants: usize,
     /// Why the variant resumed is incomplete (resume only).
     pub resume_reason: Option<String>,
@@ -58,23 +48,13 @@ pub fn run(env: &Env<'_>) -> Result<Report> {
         _ => None,
     };
     Ok(Report {
-        decision: decision.name(),
-        variant,
-        mode: job.config.mode().as_str(),
-        output_dir,
-        spec_fp: job.spec_fp().to_string(),
-        exec_fp: job.exec_fp().to_string(),
-        run_name,
-        storage_env: job.identity.storage_env.as_str(),
-        model: job.identity.model.clone(),
-        experiment: job.config.experiment_name.clone(),
+        chosen: Chosen::of(&job, &decision, output_dir, run_name),
         out: job.layout.out.clone(),
         existing_variants: variants.numbers().len(),
         resume_reason,
         warnings,
         wait_for_owner_s: matches!(decision, Decision::Wait { .. })
             .then(|| job.config.wait_for_owner_ms() / 1000),
-        source: job.source,
     })
 }
 
@@ -83,22 +63,22 @@ impl fmt::Display for Report {
         writeln!(
             f,
             "decision: {} v{} ({})\noutput_dir: {}\nrun_name: {}\nspec_fp: {}  exec_fp: {}\nstorage_env: {}  model: {}  source: {}",
-            self.decision,
-            self.variant,
-            self.mode,
-            self.output_dir.display(),
-            self.run_name,
-            self.spec_fp,
-            self.exec_fp,
-            self.storage_env,
-            self.model,
-            self.source.kind.as_str(),
+            self.chosen.decision,
+            self.chosen.variant,
+            self.chosen.mode,
+            self.chosen.output_dir.display(),
+            self.chosen.run_name,
+            self.chosen.spec_fp,
+            self.chosen.exec_fp,
+            self.chosen.storage_env,
+            self.chosen.model,
+            self.chosen.source.kind.as_str(),
         )?;
         if let Some(s) = self.wait_for_owner_s {
             writeln!(
                 f,
                 "v{} is being trained by a live owner: `train` waits for it (up to run.wait_for_owner, {s} s) and reuses its result",
-                self.variant
+                self.chosen.variant
             )?;
         }
         let mut w = String::new();

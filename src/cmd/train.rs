@@ -2,15 +2,14 @@
 //! cache, prune (docs/contract.md, "Run modes", "Completion", "Retention and gc"); on colab,
 //! back up afterwards.
 
-use super::{warning_lines, Env};
+use super::{warning_lines, Chosen, Env};
 use crate::error::{Error, Result};
-use crate::job::{self, Job, ResolvedSource};
+use crate::job::{self, Job};
 use crate::plan::Decision;
 use crate::progress::Display;
 use serde::Serialize;
 use serde_json::Value;
 use std::fmt;
-use std::path::PathBuf;
 
 /// How a training shows itself while it runs.
 pub struct Live<'a> {
@@ -25,17 +24,8 @@ pub struct Live<'a> {
 /// What `train` did.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
-    pub decision: &'static str,
-    pub variant: u64,
-    pub mode: &'static str,
-    pub output_dir: PathBuf,
-    pub spec_fp: String,
-    pub exec_fp: String,
-    pub run_name: String,
-    pub storage_env: &'static str,
-    pub model: String,
-    pub experiment: String,
-    pub source: ResolvedSource,
+    #[serde(flatten)]
+    pub chosen: Chosen,
     pub cache_record: Option<String>,
     pub backfilled: Vec<u64>,
     pub metrics: Option<Value>,
@@ -134,16 +124,12 @@ pub fn run(env: &Env<'_>, live: &Live<'_>) -> Result<Report> {
         },
     };
     Ok(Report {
-        decision: trained.decision.name(),
-        variant: trained.decision.variant(),
-        mode: job.config.mode().as_str(),
-        output_dir: trained.output_dir,
-        spec_fp: job.spec_fp().to_string(),
-        exec_fp: job.exec_fp().to_string(),
-        run_name: trained.run_name,
-        storage_env: job.identity.storage_env.as_str(),
-        model: job.identity.model.clone(),
-        experiment: job.config.experiment_name.clone(),
+        chosen: Chosen::of(
+            &job,
+            &trained.decision,
+            trained.output_dir,
+            trained.run_name,
+        ),
         cache_record: trained.cache_record,
         backfilled: trained.backfilled,
         metrics: trained.metrics,
@@ -151,7 +137,6 @@ pub fn run(env: &Env<'_>, live: &Live<'_>) -> Result<Report> {
         storage,
         warnings: trained.warnings,
         objective_metric: job.config.objective_metric(),
-        source: job.source,
     })
 }
 
@@ -160,10 +145,10 @@ impl fmt::Display for Report {
         writeln!(
             f,
             "{} v{}: {}\nrun_name: {}",
-            self.decision,
-            self.variant,
-            self.output_dir.display(),
-            self.run_name
+            self.chosen.decision,
+            self.chosen.variant,
+            self.chosen.output_dir.display(),
+            self.chosen.run_name
         )?;
         if let Some(m) = &self.metrics {
             let shown: Vec<String> = [self.objective_metric.as_str(), "span-f1", "loss"]
